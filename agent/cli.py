@@ -1,0 +1,195 @@
+"""The ``qxedge`` command line.
+
+Exit status: 0 success, 1 runtime failure (e.g. broker unreachable), 2 invalid config or arguments.
+Errors are one clear message on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__
+from agent.config import EdgeConfig, default_config_path, load_config
+from agent.inference import OnnxModel
+from connectors.errors import ConfigError, ModelError, Problem, QxError
+from connectors.mqtt import split_url
+
+
+def _broker_arg(value: str) -> str:
+    try:
+        split_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qxedge", description="qxedge edge agent")
+    parser.add_argument("--version", action="version", version=f"qxedge {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str, *, config_required: bool) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if config_required:
+            p.add_argument("--config", "-c", type=Path, required=True, help="agent config (YAML)")
+        else:
+            p.add_argument("--config", "-c", type=Path, help="agent config (default: the simulated plant)")
+        p.add_argument("--broker", type=_broker_arg, metavar="URL", help="MQTT broker, mqtt://host:port")
+        return p
+
+    command("run", "run the edge agent until SIGINT / SIGTERM", config_required=True)
+    demo = command(
+        "demo", "run the simulated plant and the agent together, then print a summary", config_required=False
+    )
+    demo.add_argument("--duration", type=_positive, default=30.0, metavar="SECONDS")
+    demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    sim = command("simulate", "run only the simulated plant", config_required=True)
+    sim.add_argument("--duration", type=_positive, metavar="SECONDS", help="default: until interrupted")
+    check = sub.add_parser("check-config", help="validate a config file; list every problem with its path")
+    check.add_argument("file", type=Path)
+    check.add_argument("--broker", type=_broker_arg, metavar="URL")
+    return parser
+
+
+def _load(path: Path | None, broker: str | None) -> EdgeConfig:
+    return load_config(path or default_config_path(), broker_url=broker)
+
+
+def _check_models(cfg: EdgeConfig) -> list[str]:
+    """Load every model once: catches a model that does not fit its config. Returns provider lines."""
+    problems, lines = [], []
+    for i, m in enumerate(cfg.models):
+        try:
+            model = OnnxModel(m)
+        except ModelError as exc:
+            problems.append(Problem(f"models[{i}]", str(exc)))
+            continue
+        lines.append(
+            f"model {m.name}: {len(m.inputs)} inputs, sha256 {model.sha256[:12]}, runs on {model.provider}"
+        )
+    if problems:
+        raise ConfigError(problems)
+    return lines
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _run_agent(cfg: EdgeConfig) -> None:
+    from agent.pipeline import Agent
+
+    agent = Agent(cfg)
+    await agent.run(_stop_event())
+
+
+async def _run_simulator(cfg: EdgeConfig, duration: float | None) -> None:
+    from connectors.simulator import SimulatedPlant
+
+    if cfg.simulator is None:
+        raise ConfigError([Problem("simulator", "missing: `qxedge simulate` needs a simulator section")])
+    stop = _stop_event()
+    async with SimulatedPlant(cfg.simulator, cfg.broker, cfg.site) as plant:
+        run = asyncio.create_task(plant.run(duration), name="simulator")
+        stopped = asyncio.create_task(stop.wait(), name="simulator-stop")
+        await asyncio.wait([run, stopped], return_when=asyncio.FIRST_COMPLETED)
+        for task in (run, stopped):
+            task.cancel()
+        logging.getLogger("qxedge").info("simulator published %d messages", plant.published)
+
+
+async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
+    from agent.demo import demo_broker, format_summary, run_demo
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    with demo_broker(cfg, explicit=args.broker is not None) as (cfg, how):
+        progress(f"qxedge demo: broker {cfg.broker.url} ({how}), {args.duration:g} s")
+        summary = await run_demo(cfg, args.duration, progress)
+    summary["broker_source"] = how
+    print(json.dumps(summary) if args.json else format_summary(summary), flush=True)
+    return 0
+
+
+def _first_qx_error(group: BaseExceptionGroup[BaseException]) -> QxError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, QxError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup) and (inner := _first_qx_error(exc)) is not None:
+            return inner
+    return None
+
+
+def _report(exc: QxError) -> int:
+    if isinstance(exc, ConfigError):
+        print(f"qxedge: invalid configuration{f' in {exc.source}' if exc.source else ''}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    print(f"qxedge: error: {exc}", file=sys.stderr)
+    return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "check-config":
+        cfg = load_config(args.file, broker_url=args.broker)
+        lines = _check_models(cfg)
+        print(
+            f"{args.file}: ok (site {cfg.site}, {len(cfg.connectors)} connector(s), "
+            f"{len(cfg.models)} model(s), {len(cfg.rules)} rule(s))"
+        )
+        for line in lines:
+            print(f"  {line}")
+        return 0
+    cfg = _load(args.config, args.broker)
+    if args.command == "run":
+        asyncio.run(_run_agent(cfg))
+    elif args.command == "simulate":
+        asyncio.run(_run_simulator(cfg, args.duration))
+    elif args.command == "demo":
+        return asyncio.run(_run_demo(cfg, args))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + (args.command == "run"), 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _dispatch(args)
+    except QxError as exc:
+        return _report(exc)
+    except BaseExceptionGroup as group:  # raised by the tasks of a TaskGroup
+        qx = _first_qx_error(group)
+        if qx is None:
+            raise
+        return _report(qx)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

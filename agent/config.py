@@ -1,0 +1,306 @@
+"""The agent's configuration: one YAML file, ``QXEDGE_`` environment overrides, then command-line flags.
+
+Precedence, lowest first: the file, environment variables, ``--broker``. An environment variable names a
+path with ``__`` between levels and list indexes as numbers, its value read as YAML::
+
+    QXEDGE_SITE=gumi-line-3
+    QXEDGE_BROKER__URL=mqtt://10.0.0.5:1883
+    QXEDGE_WINDOW__LENGTH_S=20
+    QXEDGE_MODELS__0__PROVIDERS='[cuda, cpu]'
+
+Every problem is reported with its path (``models[0].path: file not found``) in one ConfigError;
+relative file paths are resolved against the directory of the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from connectors.errors import ConfigError, Problem
+from connectors.mqtt import BrokerConfig, MqttSourceConfig
+from connectors.simulator import SimulatorConfig
+
+ENV_PREFIX = "QXEDGE_"
+Stat = Literal["mean", "std", "min", "max", "first", "last", "count", "slope", "range", "median"]
+STATS: tuple[str, ...] = Stat.__args__  # type: ignore[attr-defined]
+
+# Execution providers tried in this order when a model says `providers: [auto]`.
+AUTO_PROVIDERS = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "QNNExecutionProvider",
+    "VitisAIExecutionProvider",
+    "OpenVINOExecutionProvider",
+    "CoreMLExecutionProvider",
+    "DmlExecutionProvider",
+    "CPUExecutionProvider",
+)
+PROVIDER_ALIASES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "vitisai": "VitisAIExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConnectorEntry(_Strict):
+    """One connector; exactly one key names its protocol (``mqtt`` today; OPC UA, Modbus, Sparkplug next)."""
+
+    mqtt: MqttSourceConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ConnectorEntry:
+        if self.mqtt is None:
+            raise ValueError("name the connector kind, e.g. `- mqtt: {topics: [plant/#]}`")
+        return self
+
+
+class WindowConfig(_Strict):
+    """Per-signal rolling windows: features are computed every ``every_s`` over the last ``length_s``."""
+
+    length_s: float = Field(10.0, gt=0, le=86_400)
+    every_s: float = Field(1.0, ge=0.01, le=3600)
+    stats: list[Stat] = Field(["mean", "std", "min", "max", "slope"], min_length=1)
+    min_samples: int = Field(2, ge=1, description="fewer readings in the window: no features for that signal")
+    min_coverage: float = Field(
+        0.8, ge=0, le=1, description="a signal's readings must span this fraction of length_s (warm-up)"
+    )
+
+
+class ModelConfig(_Strict):
+    """An ONNX model scoring every matching asset from the features it declares."""
+
+    name: str = Field(pattern=_NAME)
+    path: Path
+    inputs: list[str] = Field(min_length=1, description="features in model order, each `signal.stat`")
+    output: str | None = Field(None, description="output tensor; default: the model's first output")
+    assets: list[str] = Field(["*"], min_length=1, description="glob patterns of the assets it scores")
+    providers: list[str] = Field(["auto"], min_length=1, description="preference list; `auto` = the best")
+    threads: int = Field(1, ge=1, le=64, description="intra-op threads")
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, path: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base_dir")
+        resolved = path if path.is_absolute() or base is None else Path(base) / path
+        if not resolved.is_file():
+            raise ValueError(f"file not found ({resolved})")
+        return resolved.resolve()
+
+    @field_validator("inputs")
+    @classmethod
+    def _features(cls, inputs: list[str]) -> list[str]:
+        for feature in inputs:
+            signal, _, stat = feature.rpartition(".")
+            if not signal or stat not in STATS:
+                raise ValueError(f"{feature!r} is not `signal.stat` with stat one of {', '.join(STATS)}")
+        return inputs
+
+    @field_validator("providers")
+    @classmethod
+    def _providers(cls, providers: list[str]) -> list[str]:
+        out: list[str] = []
+        for p in providers:
+            if p == "auto":
+                out.extend(AUTO_PROVIDERS)
+            elif p.lower() in PROVIDER_ALIASES:
+                out.append(PROVIDER_ALIASES[p.lower()])
+            elif p.endswith("ExecutionProvider"):
+                out.append(p)
+            else:
+                raise ValueError(f"unknown execution provider {p!r} (e.g. {', '.join(PROVIDER_ALIASES)})")
+        return list(dict.fromkeys(out))
+
+
+class RuleConfig(_Strict):
+    """Derate an asset while its score stays high; restore it once the score has been low long enough."""
+
+    name: str = Field(pattern=_NAME)
+    model: str
+    above: float = Field(description="derate once the score is above this ...")
+    consecutive: int = Field(2, ge=1, description="... for this many evaluations in a row")
+    clear_below: float = Field(
+        description="restore once the score is below this for `consecutive` evaluations"
+    )
+    derate_to: float = Field(ge=0, le=1, description="setpoint while derated (fraction of rated load)")
+    restore_to: float = Field(1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> RuleConfig:
+        if self.clear_below > self.above:
+            raise ValueError("clear_below must not exceed above")
+        return self
+
+
+class EdgeConfig(_Strict):
+    site: str = Field(pattern=_NAME, description="one factory / edge agent; used in every qx/v1 topic")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    connectors: list[ConnectorEntry] = Field(
+        default_factory=lambda: [ConnectorEntry(mqtt=MqttSourceConfig())]
+    )
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    models: list[ModelConfig] = Field(default_factory=list)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    simulator: SimulatorConfig | None = None
+
+
+def cross_check(cfg: EdgeConfig) -> list[Problem]:
+    """Problems that span sections: references between them and names that must be unique."""
+    problems = []
+    models = {m.name for m in cfg.models}
+    if len(models) != len(cfg.models):
+        problems.append(Problem("models", "model names must be unique"))
+    for i, m in enumerate(cfg.models):
+        missing = sorted({f.rpartition(".")[2] for f in m.inputs} - set(cfg.window.stats))
+        if missing:
+            problems.append(
+                Problem(f"models[{i}].inputs", f"needs stats {missing} missing from window.stats")
+            )
+    for i, r in enumerate(cfg.rules):
+        if r.model not in models:
+            problems.append(Problem(f"rules[{i}].model", f"no model named {r.model!r}"))
+    return problems
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, tuple[list[str], Any]]:
+    """``QXEDGE_A__B=v`` → ``{"QXEDGE_A__B": (["a", "b"], parsed v)}``."""
+    out = {}
+    for key, raw in environ.items():
+        if key.startswith(ENV_PREFIX) and len(key) > len(ENV_PREFIX):
+            path = key[len(ENV_PREFIX) :].lower().split("__")
+            try:
+                value = yaml.safe_load(raw) if raw else raw
+            except yaml.YAMLError:
+                value = raw
+            out[key] = (path, value)
+    return out
+
+
+def _set_path(data: dict[str, Any], path: list[str], value: Any, env_key: str) -> str:
+    node: Any = data
+    where = ""
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError([Problem(where, f"{env_key}: no list item {part}")])
+            key: int | str = int(part)
+            where += f"[{part}]"
+        else:
+            key = part
+            where += f".{part}" if where else part
+        if last:
+            node[key] = value
+        else:
+            if isinstance(node, dict) and not isinstance(node.get(key), dict | list):
+                node[key] = {}
+            node = node[key]
+    return where
+
+
+def load_config(
+    path: str | Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    broker_url: str | None = None,
+) -> EdgeConfig:
+    """Read, override and validate; raise ConfigError listing every problem with its path."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [Problem("", f"cannot read the config file: {exc.strerror or exc}")], source
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem("", f"the config file is not UTF-8 ({exc.reason})")], source) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([Problem("", f"invalid YAML: {where}{reason}")], source) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [Problem("", f"the top level must be a mapping, got {type(data).__name__}")], source
+        )
+    origin: dict[str, str] = {}
+    for env_key, (keys, value) in env_overrides(os.environ if environ is None else environ).items():
+        origin[_set_path(data, keys, value, env_key)] = env_key
+    if broker_url is not None:
+        data.setdefault("broker", {})
+        if not isinstance(data["broker"], dict):
+            data["broker"] = {}
+        data["broker"]["url"] = broker_url
+        origin["broker.url"] = "--broker"
+    try:
+        cfg = EdgeConfig.model_validate(data, context={"base_dir": path.parent})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = _loc(err["loc"])
+            by = next((o for p, o in origin.items() if where == p or where.startswith(p + ".")), None)
+            problems.append(Problem(where, _message(err) + (f" (set by {by})" if by else "")))
+        raise ConfigError(problems, source) from None
+    problems = cross_check(cfg)
+    if problems:
+        raise ConfigError(problems, source)
+    return cfg
+
+
+def default_config_path() -> Path:
+    """The embedded default (the simulated plant): the installed copy, else the checkout's configs/."""
+    installed = Path(str(files("agent"))) / "defaults" / "edge.yaml"
+    if installed.is_file():
+        return installed
+    return Path(__file__).resolve().parent.parent / "configs" / "edge.yaml"
+
+
+def redact_url(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)

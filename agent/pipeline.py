@@ -1,0 +1,186 @@
+"""The agent's closed loop: readings in → feature windows → inference → rules → setpoints out.
+
+One MQTT connection to the plant broker carries everything, in a TaskGroup:
+
+- one ingest task per subscribed topic filter decodes each *batch* of messages into the pending
+  ReadingBatch and dead-letters what is invalid (``qx/v1/{site}/deadletter``, with the reason);
+- the evaluation task wakes every ``window.every_s``, swaps the pending batch out and runs windows +
+  inference in a worker thread (Polars and ONNX Runtime release the GIL, the loop keeps ingesting),
+  then applies the rules and publishes setpoints on ``qx/v1/{site}/setpoints/{asset}``.
+
+The retained ``online`` state is published on every connect; ``offline`` is the MQTT will, and is
+published on a graceful stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from agent.config import EdgeConfig
+from agent.decisions import DerateRule, Scored, Setpoint
+from agent.features import FeatureWindow
+from agent.inference import OnnxModel
+from connectors.mqtt import MqttClient, Publication, Subscription
+from connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
+
+log = logging.getLogger(__name__)
+
+DEADLETTER_PAYLOAD_LIMIT = 64 * 1024
+
+
+@dataclass(slots=True)
+class AgentStats:
+    messages: int = 0
+    readings: int = 0
+    deadletters: int = 0
+    deadletter_reasons: Counter[str] = field(default_factory=Counter)
+    evaluations: int = 0
+    inferences: int = 0
+    setpoints: int = 0
+    scores: dict[str, float] = field(default_factory=dict)
+    max_scores: dict[str, float] = field(default_factory=dict)
+    recent_setpoints: deque[Setpoint] = field(default_factory=lambda: deque(maxlen=100))
+
+
+def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
+    """JSON for ``qx/v1/{site}/deadletter``: topic, reason, and the payload (base64 when not UTF-8)."""
+    raw = rejected.payload[:DEADLETTER_PAYLOAD_LIMIT]
+    try:
+        text, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    doc = {
+        "topic": rejected.topic,
+        "reason": rejected.reason,
+        "payload": text,
+        "encoding": encoding,
+        "bytes": len(rejected.payload),
+        "truncated": len(rejected.payload) > DEADLETTER_PAYLOAD_LIMIT,
+        "ts": ts,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+class Agent:
+    """The edge agent; ``await agent.run(stop)`` runs until ``stop`` is set or the task is cancelled."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.site = config.site
+        self.stats = AgentStats()
+        self.models = {m.name: OnnxModel(m) for m in config.models}
+        self.rules = [DerateRule(r) for r in config.rules]
+        w = config.window
+        self.window = FeatureWindow(w.length_s, w.stats, w.min_samples, w.min_coverage)
+        self.ready = asyncio.Event()
+        self._pending = ReadingBatch()
+
+    @property
+    def providers(self) -> dict[str, str]:
+        return {name: m.provider for name, m in self.models.items()}
+
+    def topic(self, suffix: str) -> str:
+        return f"qx/v1/{self.site}/{suffix}"
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        state = self.topic("agent/state")
+        async with MqttClient(
+            self.config.broker,
+            role=f"agent-{self.site}",
+            will=Publication(state, b"offline"),
+            birth=(Publication(state, b"online"),),
+        ) as mqtt:
+            try:
+                subscriptions: list[tuple[Subscription, ReadingDecoder]] = []
+                for entry in self.config.connectors:
+                    if entry.mqtt is None:
+                        continue
+                    source = entry.mqtt
+                    decoder = ReadingDecoder(TopicPattern(source.topic_pattern), source.max_payload_bytes)
+                    for topic_filter in source.topics:
+                        subscriptions.append((await mqtt.subscribe(topic_filter, source.qos), decoder))
+                self.ready.set()
+                async with asyncio.TaskGroup() as tasks:
+                    loops = [
+                        tasks.create_task(self._ingest(mqtt, sub, dec), name=f"ingest[{sub.topic_filter}]")
+                        for sub, dec in subscriptions
+                    ]
+                    loops.append(tasks.create_task(self._evaluate_loop(mqtt), name="evaluate"))
+                    if stop is not None:
+                        await stop.wait()
+                        for task in loops:
+                            task.cancel()
+            finally:
+                mqtt.publish(state, b"offline", qos=1, retain=True)
+
+    async def _ingest(self, mqtt: MqttClient, subscription: Subscription, decoder: ReadingDecoder) -> None:
+        stats = self.stats
+        async for messages in subscription:
+            now = time.time()
+            rejected: list[Rejected] = []
+            before = len(self._pending)
+            decoder.decode(messages, now, self._pending, rejected)
+            stats.messages += len(messages)
+            stats.readings += len(self._pending) - before
+            for bad in rejected:
+                stats.deadletters += 1
+                stats.deadletter_reasons[bad.reason.split(" (", 1)[0][:80]] += 1
+                mqtt.publish(self.topic("deadletter"), deadletter_payload(bad, now), qos=1)
+            if rejected:
+                log.debug("dead-lettered %d of %d messages", len(rejected), len(messages))
+
+    async def _evaluate_loop(self, mqtt: MqttClient) -> None:
+        every = self.config.window.every_s
+        due = time.monotonic()
+        while True:
+            due += every
+            delay = due - time.monotonic()
+            if delay < 0:  # evaluation slower than its cadence: skip the missed slots
+                due += -delay // every * every + every
+                delay = due - time.monotonic()
+            await asyncio.sleep(delay)
+            batch, self._pending = self._pending, ReadingBatch()
+            now = time.time()
+            scored = await asyncio.to_thread(self.evaluate, batch, now)
+            self._decide(mqtt, scored, now)
+
+    def evaluate(self, batch: ReadingBatch, now: float) -> list[Scored]:
+        """Update the windows with ``batch`` and score every asset with every model (worker thread)."""
+        features = self.window.update(batch, now)
+        out: list[Scored] = []
+        for model in self.models.values():
+            matrix = features.matrix(model.inputs, model.config.assets)
+            scores = model.score(matrix.values)
+            out.extend(
+                Scored(asset, float(score), model.name, model.sha256, model.provider, (start, end))
+                for asset, score, start, end in zip(
+                    matrix.assets, scores, matrix.starts, matrix.ends, strict=True
+                )
+            )
+        return out
+
+    def _decide(self, mqtt: MqttClient, scored: list[Scored], now: float) -> None:
+        stats = self.stats
+        stats.evaluations += 1
+        stats.inferences += len(scored)
+        for s in scored:
+            stats.scores[s.asset] = s.score
+            stats.max_scores[s.asset] = max(s.score, stats.max_scores.get(s.asset, s.score))
+            for rule in self.rules:
+                if rule.config.model != s.model:
+                    continue
+                setpoint = rule.evaluate(s, now)
+                if setpoint is None:
+                    continue
+                mqtt.publish(self.topic(f"setpoints/{setpoint.asset}"), setpoint.payload(), qos=1)
+                stats.setpoints += 1
+                stats.recent_setpoints.append(setpoint)
+                log.info(
+                    "setpoint %s = %s (%s)", setpoint.asset, setpoint.value, setpoint.provenance["reason"]
+                )
