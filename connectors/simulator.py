@@ -9,9 +9,11 @@ Physics, per asset, with ``load`` the fraction of rated duty in [0, 1]:
 - ``vibration`` [mm/s RMS] = 1.0 + 1.6 x load with noise.
 
 Faults ramp in over ``ramp_s``: ``bearing`` adds vibration and makes it erratic; ``overheat`` (cooling
-loss) adds up to 28 °C at the same load. :class:`PlantModel` is pure and deterministic for a seed
-(the model-building script trains on it); :class:`SimulatedPlant` runs it against an MQTT broker,
-publishing readings and applying setpoints received on ``qx/v1/{site}/setpoints/+``.
+loss) doubles the temperature rise over ambient and adds 10 °C, at the same load.
+
+:class:`PlantModel` is pure and deterministic for a seed (the model is trained on it through
+agent/replay.py); :class:`SimulatedPlant` runs it against an MQTT broker, publishing readings and
+applying the setpoints received on ``qx/v1/{site}/setpoints/#``.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ class PlantModel:
             load = self.load(name)
             bearing = self._fault_level(s, "bearing")
             overheat = self._fault_level(s, "overheat")
-            target_rise = 40.0 * load + 28.0 * overheat
+            target_rise = 40.0 * load * (1 + overheat) + 10.0 * overheat
             s.temp_rise += (target_rise - s.temp_rise) * (1 - math.exp(-dt / self.TAU_S))
             power = s.rated_kw * (0.12 + 0.88 * load) * (1 + rng.normal(0, 0.01))
             temp = ambient + s.temp_rise + rng.normal(0, 0.3)

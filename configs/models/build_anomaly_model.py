@@ -3,7 +3,7 @@
     pip install -e '.[train]'      # scikit-learn, skl2onnx, onnx: never needed at run time
     ./run model     # = python configs/models/build_anomaly_model.py [--config FILE] [--out FILE]
 
-The model is an autoencoder (scikit-learn MLPRegressor, 8-16-6-16-8, tanh) trained to reproduce the
+The model is an autoencoder (scikit-learn MLPRegressor, 8-16-4-16-8, tanh) trained to reproduce the
 standardised feature vector the config's first model declares, on windows computed by the agent's own
 FeatureWindow over the simulator's plant physics (connectors/simulator.py): random ratings, demand and
 derating setpoints, no faults. The exported graph takes the raw features and outputs
@@ -30,45 +30,10 @@ from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import StandardScaler
 
 from agent.config import WindowConfig
-from agent.features import FeatureWindow
-from connectors.readings import ReadingBatch
-from connectors.simulator import PlantModel, SimAsset, SimFault, SimulatorConfig
+from agent.replay import replay
+from connectors.simulator import SimAsset, SimFault, SimulatorConfig
 
 HERE = Path(__file__).resolve().parent
-EPOCH = 1.7e9  # simulated readings get realistic epoch timestamps
-
-
-def simulate(
-    sim: SimulatorConfig,
-    window: WindowConfig,
-    inputs: list[str],
-    seconds: int,
-    rng: np.random.Generator,
-    *,
-    random_caps: bool = True,
-) -> tuple[np.ndarray, list[str], list[float]]:
-    """Run the plant for ``seconds`` and return (feature matrix, asset of each row, time of each row)."""
-    plant = PlantModel(sim)
-    plant.warm_up()
-    fw = FeatureWindow(window.length_s, window.stats, window.min_samples, window.min_coverage)
-    steps = round(window.every_s / sim.period_s)
-    rows, assets, times = [], [], []
-    for tick in range(int(seconds / window.every_s)):
-        if random_caps and tick % 60 == 0:
-            for name in plant.assets:
-                if rng.random() < 0.3:
-                    plant.set_cap(name, float(rng.choice([1.0, 1.0, 0.9, 0.8, 0.6, 0.4])))
-        batch = ReadingBatch()
-        for k in range(steps):
-            t = (tick * steps + k + 1) * sim.period_s
-            plant.step(t, batch, ts=EPOCH + t)
-        now = EPOCH + (tick + 1) * steps * sim.period_s
-        m = fw.update(batch, now).matrix(inputs)
-        if tick * window.every_s >= window.length_s:  # full windows only
-            rows.append(m.values)
-            assets.extend(m.assets)
-            times.extend([now - EPOCH] * len(m.assets))
-    return np.concatenate(rows), assets, times
 
 
 def training_set(raw: dict, inputs: list[str], episodes: int, seconds: int, seed: int) -> np.ndarray:
@@ -84,7 +49,7 @@ def training_set(raw: dict, inputs: list[str], episodes: int, seconds: int, seed
                 "assets": [SimAsset(name=f"a{i}", rated_kw=float(rng.uniform(10, 30))) for i in range(6)],
             }
         )
-        parts.append(simulate(sim, window, inputs, seconds, rng)[0])
+        parts.append(replay(sim, window, inputs, seconds, caps=rng).features)
         print(f"  episode {episode + 1}/{episodes}: {sum(len(p) for p in parts)} windows")
     return np.concatenate(parts)
 
@@ -133,6 +98,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=1800)
     parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--hidden", default="16,4,16", help="hidden layer sizes; the middle one is the code")
     args = parser.parse_args()
 
     raw = yaml.safe_load(Path(args.config).read_text())
@@ -142,7 +108,7 @@ def main() -> None:
     scaler = StandardScaler().fit(x)
     xs = scaler.transform(x)
     mlp = MLPRegressor(
-        hidden_layer_sizes=(16, 6, 16),
+        hidden_layer_sizes=tuple(int(h) for h in args.hidden.split(",")),
         activation="tanh",
         max_iter=400,
         early_stopping=True,
@@ -182,10 +148,10 @@ def main() -> None:
                 "faults": [SimFault(asset=base.assets[0].name, kind=kind, at_s=300, ramp_s=30)],
             }
         )
-        feats, assets, times = simulate(sim, window, inputs, 900, np.random.default_rng(1), random_caps=False)
-        scores = session.run(["score"], {"features": feats})[0][:, 0]
-        hit = np.array([a.endswith(f"/{base.assets[0].name}") for a in assets])
-        at = np.array(times)
+        run = replay(sim, window, inputs, 900)
+        scores = session.run(["score"], {"features": run.features})[0][:, 0]
+        hit = np.array([a.endswith(f"/{base.assets[0].name}") for a in run.assets])
+        at = run.times
         normal, faulty = ~hit | (at < 300), hit & (at > 300 + 30 + window.length_s)
         print(
             f"  {kind}: normal windows max score {scores[normal].max():.2f}, "

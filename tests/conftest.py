@@ -1,0 +1,96 @@
+"""Shared fixtures: a private MQTT broker per test and an independent MQTT client to watch it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.config import EdgeConfig, load_config
+from connectors.embedded_broker import EmbeddedBroker
+from connectors.mqtt import split_url
+
+ROOT = Path(__file__).resolve().parent.parent
+EDGE_YAML = ROOT / "configs" / "edge.yaml"
+
+
+@pytest.fixture
+def broker() -> Iterator[EmbeddedBroker]:
+    """A mosquitto of our own on a free port (amqtt where mosquitto is not installed)."""
+    with EmbeddedBroker() as b:
+        yield b
+
+
+def edge_config(broker_url: str, **env: str) -> EdgeConfig:
+    """configs/edge.yaml pointed at ``broker_url``, with QXEDGE_-style overrides (keys without prefix)."""
+    return load_config(
+        EDGE_YAML, environ={f"QXEDGE_{k.upper()}": v for k, v in env.items()}, broker_url=broker_url
+    )
+
+
+class Watcher:
+    """An independent paho client (its own network thread) that records what it receives."""
+
+    def __init__(self, url: str, *topics: str) -> None:
+        _, host, port = split_url(url)
+        self.messages: list[paho.MQTTMessage] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"watcher-{time.monotonic_ns()}")
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if topics:
+            self.client.subscribe([(t, 1) for t in topics])
+            assert self._subscribed.wait(10), "watcher: no SUBACK"
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self._cond.notify_all()
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos, retain).wait_for_publish(10)
+
+    def wait_for(self, predicate: Callable[[list[paho.MQTTMessage]], bool], timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self.messages):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def on(self, prefix: str) -> list[paho.MQTTMessage]:
+        with self._cond:
+            return [m for m in self.messages if m.topic.startswith(prefix)]
+
+    def json_on(self, prefix: str) -> list[dict[str, Any]]:
+        return [json.loads(m.payload) for m in self.on(prefix)]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def watch(broker: EmbeddedBroker) -> Iterator[Callable[..., Watcher]]:
+    made: list[Watcher] = []
+
+    def make(*topics: str) -> Watcher:
+        w = Watcher(broker.url, *topics)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.close()

@@ -1,0 +1,129 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import load_config
+from connectors.errors import ConfigError
+
+from .conftest import EDGE_YAML
+
+BAD = """
+site: "bad site"
+broker: {url: "http://x", ulr: 1}
+connectors:
+  - mqtt: {topic_pattern: "plant/{asset}", qos: 3}
+window: {length_s: -1}
+models:
+  - name: anomaly
+    path: missing.onnx
+    inputs: [temp.mean, temp.bogus]
+rules:
+  - {name: r, model: anomaly, above: 1, clear_below: 2, derate_to: 0.5}
+"""
+
+
+def problems_of(path: Path, **kwargs: object) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={}, **kwargs)  # type: ignore[arg-type]
+    return {p.path: p.message for p in info.value.problems}
+
+
+def test_example_config_is_valid() -> None:
+    cfg = load_config(EDGE_YAML, environ={})
+    assert cfg.site == "demo"
+    assert cfg.connectors[0].mqtt is not None and cfg.connectors[0].mqtt.topics == ["plant/#"]
+    assert cfg.connectors[0].mqtt.topic_pattern == "plant/{line}/{asset}/{signal}"
+    assert cfg.models[0].path.is_file() and cfg.models[0].providers[-1] == "CPUExecutionProvider"
+
+
+def test_every_problem_is_reported_with_its_path(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(BAD)
+    problems = problems_of(tmp_path / "bad.yaml")
+    assert "site" in problems
+    assert "expected mqtt://" in problems["broker.url"]
+    assert problems["broker.ulr"] == "unknown key"
+    assert "{signal}" in problems["connectors[0].mqtt.topic_pattern"]
+    assert "connectors[0].mqtt.qos" in problems
+    assert "greater than 0" in problems["window.length_s"]
+    assert problems["models[0].path"].startswith("file not found")
+    assert "temp.bogus" in problems["models[0].inputs"]
+    assert "clear_below" in problems["rules[0]"]
+
+
+def test_cross_references_are_checked(tmp_path: Path) -> None:
+    text = (
+        EDGE_YAML.read_text()
+        .replace("model: anomaly", "model: nope")
+        .replace("stats: [mean, std", "stats: [mean")
+    )
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "anomaly.onnx").write_bytes(
+        (EDGE_YAML.parent / "models" / "anomaly.onnx").read_bytes()
+    )
+    (tmp_path / "edge.yaml").write_text(text)
+    problems = problems_of(tmp_path / "edge.yaml")
+    assert problems["rules[0].model"] == "no model named 'nope'"
+    assert "['std']" in problems["models[0].inputs"]
+
+
+def test_yaml_syntax_and_top_level_errors(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("site: demo\n  broker: [\n")
+    assert "invalid YAML: line" in problems_of(tmp_path / "a.yaml")[""]
+    (tmp_path / "b.yaml").write_text("- 1\n- 2\n")
+    assert "must be a mapping" in problems_of(tmp_path / "b.yaml")[""]
+    assert "cannot read" in problems_of(tmp_path / "missing.yaml")[""]
+
+
+def test_environment_and_broker_flag_override_the_file() -> None:
+    env = {
+        "QXEDGE_SITE": "gumi-line-3",
+        "QXEDGE_WINDOW__LENGTH_S": "20",
+        "QXEDGE_MODELS__0__PROVIDERS": "[cpu]",
+        "OTHER": "x",
+    }
+    cfg = load_config(EDGE_YAML, environ=env, broker_url="mqtt://10.1.2.3:1884")
+    assert cfg.site == "gumi-line-3" and cfg.window.length_s == 20.0
+    assert cfg.models[0].providers == ["CPUExecutionProvider"]
+    assert (cfg.broker.host, cfg.broker.port) == ("10.1.2.3", 1884)
+    with pytest.raises(ConfigError) as info:
+        load_config(EDGE_YAML, environ={"QXEDGE_WINDOW__EVERY_S": "often"})
+    assert "(set by QXEDGE_WINDOW__EVERY_S)" in str(info.value.problems[0])
+    assert info.value.problems[0].path == "window.every_s"
+
+
+def test_check_config_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(EDGE_YAML)]) == 0
+    assert "ok" in capsys.readouterr().out
+    (tmp_path / "bad.yaml").write_text(BAD)
+    assert main(["check-config", str(tmp_path / "bad.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "models[0].path: file not found" in err and "broker.ulr: unknown key" in err
+    assert "Traceback" not in err
+
+
+def test_check_config_loads_the_model_and_catches_a_mismatch(tmp_path: Path) -> None:
+    text = EDGE_YAML.read_text().replace("vibration.std, vibration.max]", "vibration.std]")
+    text = text.replace("path: models/anomaly.onnx", f"path: {EDGE_YAML.parent / 'models' / 'anomaly.onnx'}")
+    (tmp_path / "edge.yaml").write_text(text)
+    run = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "check-config", str(tmp_path / "edge.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "models[0]: model 'anomaly' expects 8 features per row, config lists 7" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "argv", [["demo", "--duration", "-1"], ["run", "--config", "x", "--broker", "http://h"]]
+)
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
