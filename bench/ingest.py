@@ -1,0 +1,181 @@
+"""Sustained ingest: the agent against a raw paho subscriber doing only json.loads, same flood, same run.
+
+    ./run bench ingest [--messages 200000] [--rounds 3] [--batch 1|100] [--broker mqtt://host:port]
+
+A C publisher (``mosquitto_pub -l``, ~110-byte readings, QoS 0) floods a private mosquitto while one
+subscriber drains it; the rate is messages (and readings) received between the first and the last
+message. Rounds alternate raw / agent so drifts of this shared machine hit both; the ratio of medians
+is the figure to quote. The agent runs its whole pipeline: decode and validate, window every second,
+score with the shipped ONNX model. With ``--batch 100`` every message carries 100 readings
+(``values`` form): the agent's readings/s is then the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.config import load_config
+from agent.pipeline import Agent
+from connectors.embedded_broker import EmbeddedBroker
+from connectors.mqtt import split_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_flood(path: Path, messages: int, batch: int) -> tuple[str, int]:
+    """Write one payload per line; return the topic and the readings per message."""
+    with path.open("w") as f:
+        if batch == 1:
+            for i in range(messages):
+                f.write(
+                    json.dumps(
+                        {
+                            "ts": 1764086400.0 + i * 1e-3,
+                            "value": 70.0 + (i % 97) * 0.01,
+                            "unit": "degC",
+                            "quality": "good",
+                            "seq": i,
+                            "src": "bench-flood",
+                        }
+                    )
+                    + "\n"
+                )
+            return "plant/line1/pump1/temp", 1
+        for i in range(messages):
+            values = {f"s{k:02d}": round(20.0 + k + (i % 13) * 0.1, 2) for k in range(batch)}
+            f.write(
+                json.dumps({"ts": 1764086400.0 + i * 1e-3, "values": values}, separators=(",", ":")) + "\n"
+            )
+        return "plant/line1/pump1", batch
+
+
+def publish(url: str, topic: str, flood: Path) -> subprocess.Popen[bytes]:
+    _, host, port = split_url(url)
+    return subprocess.Popen(
+        ["mosquitto_pub", "-h", host, "-p", str(port), "-t", topic, "-q", "0", "-l"],
+        stdin=flood.open("rb"),
+    )
+
+
+def raw_round(url: str, topic: str, flood: Path, messages: int) -> float:
+    _, host, port = split_url(url)
+    count = 0
+    first = last = 0.0
+    done = threading.Event()
+    subscribed = threading.Event()
+
+    def on_message(_c: object, _u: object, msg: paho.MQTTMessage) -> None:
+        nonlocal count, first, last
+        json.loads(msg.payload)
+        count += 1
+        if count == 1:
+            first = time.perf_counter()
+        if count == messages:
+            last = time.perf_counter()
+            done.set()
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw")
+    client.on_message = on_message
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect(host, port)
+    client.subscribe("plant/#", 0)
+    thread = threading.Thread(target=client.loop_forever, daemon=True)
+    thread.start()
+    subscribed.wait(10)
+    pub = publish(url, topic, flood)
+    finished = done.wait(120)
+    pub.wait()
+    client.disconnect()
+    thread.join(5)
+    if not finished:
+        raise SystemExit(f"raw subscriber got {count} of {messages}: the broker dropped messages")
+    return messages / (last - first)
+
+
+async def agent_round(url: str, topic: str, flood: Path, messages: int) -> tuple[float, int]:
+    cfg = load_config(ROOT / "configs" / "edge.yaml", environ={}, broker_url=url)
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    first = last = 0.0
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(agent.run(stop))
+        await agent.ready.wait()
+        pub = publish(url, topic, flood)
+        deadline = time.monotonic() + 120
+        while agent.stats.messages < messages and time.monotonic() < deadline:
+            if agent.stats.messages and not first:
+                first = time.perf_counter()
+            await asyncio.sleep(0.001)
+        last = time.perf_counter()
+        await asyncio.to_thread(pub.wait)
+        stop.set()
+    if agent.stats.messages < messages:
+        raise SystemExit(f"agent got {agent.stats.messages} of {messages}")
+    if agent.stats.deadletters:
+        raise SystemExit(f"agent dead-lettered {agent.stats.deadletters} valid messages")
+    return messages / (last - first), agent.stats.readings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1, help="readings per message (values form when > 1)")
+    parser.add_argument("--broker", help="an existing broker (default: a private mosquitto)")
+    args = parser.parse_args()
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedBroker(extra_config="max_queued_messages 0\n")
+        if args.broker is None
+        else _Given(args.broker) as broker,
+    ):
+        flood = Path(tmp) / "flood.txt"
+        topic, per_message = make_flood(flood, args.messages, args.batch)
+        size = flood.stat().st_size / args.messages
+        print(
+            f"flood: {args.messages:,} messages of ~{size:.0f} bytes, {per_message} reading(s) each, "
+            f"broker {broker.url}, python {sys.version.split()[0]}"
+        )
+        raw, agent = [], []
+        for r in range(args.rounds):
+            raw.append(raw_round(broker.url, topic, flood, args.messages))
+            rate, readings = asyncio.run(agent_round(broker.url, topic, flood, args.messages))
+            agent.append(rate)
+            print(
+                f"  round {r + 1}: raw paho+json.loads {raw[-1]:>9,.0f} msg/s   "
+                f"agent {agent[-1]:>9,.0f} msg/s = {agent[-1] * per_message:>11,.0f} readings/s "
+                f"({readings:,} readings)"
+            )
+        ratio = statistics.median(agent) / statistics.median(raw)
+        print(
+            f"median: raw {statistics.median(raw):,.0f} msg/s, agent {statistics.median(agent):,.0f} msg/s "
+            f"({statistics.median(agent) * per_message:,.0f} readings/s); agent / raw = {ratio:.2f}"
+        )
+
+
+class _Given:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __enter__(self) -> _Given:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    main()
