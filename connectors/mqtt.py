@@ -175,7 +175,8 @@ class Subscription:
             raise StopAsyncIteration
         return batch
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """End the iteration (the consumer gets its last messages, then StopAsyncIteration)."""
         self._closed = True
         self._wake.set()
 
@@ -255,7 +256,7 @@ class MqttClient:
                 await asyncio.wait_for(self._disconnected.wait(), 2.0)
         self._drop_socket()
         for sub in self._subscriptions:
-            sub._close()
+            sub.close()
         await self._stack.aclose()
 
     @property

@@ -53,6 +53,16 @@ class SimFault(BaseModel):
     severity: float = Field(1.0, gt=0, le=3)
 
 
+class FaultCommand(BaseModel):
+    """JSON on ``qx/v1/{site}/simulator/fault``: inject a fault into a running simulator now."""
+
+    model_config = ConfigDict(extra="forbid")
+    asset: str = Field(description="the asset's name (pump1) or id (line1/pump1)")
+    kind: FaultKind
+    ramp_s: float = Field(5.0, ge=0)
+    severity: float = Field(1.0, gt=0, le=3)
+
+
 class SimulatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     line: str = Field("line1", pattern=r"^[A-Za-z0-9_.-]+$")
@@ -181,6 +191,7 @@ class SimulatedPlant:
         await self._mqtt.__aenter__()
         try:
             self._setpoints = await self._mqtt.subscribe(f"qx/v1/{self.site}/setpoints/#", qos=1)
+            self._commands = await self._mqtt.subscribe(f"qx/v1/{self.site}/simulator/fault", qos=1)
         except BaseException:
             await self._mqtt.__aexit__(None, None, None)
             raise
@@ -195,14 +206,17 @@ class SimulatedPlant:
         return topic.rstrip("/") if signal is None else topic
 
     async def run(self, duration_s: float | None = None) -> None:
-        """Publish readings every ``period_s`` and apply setpoints, until cancelled or ``duration_s``."""
+        """Publish readings every ``period_s``, apply setpoints and fault commands, until cancelled or
+        ``duration_s``."""
         self._started = time.monotonic()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._apply_setpoints(), name="simulator-setpoints")
+            tasks.create_task(self._apply_fault_commands(), name="simulator-faults")
             try:
                 await self._publish_loop(duration_s)
             finally:
-                self._setpoints._close()
+                self._setpoints.close()
+                self._commands.close()
 
     async def _publish_loop(self, duration_s: float | None) -> None:
         period = self.config.period_s
@@ -243,3 +257,17 @@ class SimulatedPlant:
                     continue
                 self.setpoints_applied += 1
                 log.info("simulator: %s load capped at %.2f", asset, value)
+
+    async def _apply_fault_commands(self) -> None:
+        async for batch in self._commands:
+            for _topic, payload in batch:
+                try:
+                    cmd = FaultCommand.model_validate_json(payload)
+                    asset = cmd.asset if "/" in cmd.asset else f"{self.config.line}/{cmd.asset}"
+                    if asset not in self.model.assets:
+                        raise ValueError(f"unknown asset {cmd.asset!r}")
+                except ValueError as exc:  # pydantic's ValidationError is a ValueError
+                    log.warning("simulator ignored a fault command: %s", str(exc).replace("\n", " "))
+                    continue
+                self.model.inject(asset, cmd.kind, ramp_s=cmd.ramp_s, severity=cmd.severity)
+                log.warning("simulator: %s fault injected on %s", cmd.kind, asset)

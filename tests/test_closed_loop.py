@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -149,3 +150,27 @@ def test_demo_json_summary(broker: EmbeddedBroker) -> None:
     assert summary["setpoints"] >= 1 and summary["deadletters"] == 0
     assert summary["setpoint_log"][0]["asset"] == "line1/pump3"
     assert "t=" in run.stderr  # live progress goes to stderr, the summary alone to stdout
+
+
+async def test_simulator_takes_fault_commands(broker: EmbeddedBroker, watch: Callable[..., Watcher]) -> None:
+    cfg = edge_config(broker.url, simulator__faults="[]")
+    assert cfg.simulator is not None
+    commander = watch()
+    async with SimulatedPlant(cfg.simulator, cfg.broker, cfg.site) as plant:
+        run = asyncio.create_task(plant.run())
+        topic = "qx/v1/demo/simulator/fault"
+        for bad in (b"{}", b'{"asset": "nope", "kind": "bearing"}', b'{"asset": "pump1", "kind": "melt"}'):
+            await asyncio.to_thread(commander.publish, topic, bad)
+        await asyncio.to_thread(
+            commander.publish, topic, b'{"asset": "pump1", "kind": "overheat", "ramp_s": 2}'
+        )
+        for _ in range(200):
+            if plant.model.assets["line1/pump1"].faults:
+                break
+            await asyncio.sleep(0.05)
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+    faults = plant.model.assets["line1/pump1"].faults
+    assert [(f.kind, f.ramp_s) for f in faults] == [("overheat", 2.0)]
+    assert all(not s.faults for name, s in plant.model.assets.items() if name != "line1/pump1")
