@@ -106,6 +106,11 @@ class Agent:
                     for topic_filter in source.topics:
                         subscriptions.append((await mqtt.subscribe(topic_filter, source.qos), decoder))
                 self.ready.set()
+                log.info(
+                    "agent %s: listening on %s",
+                    self.site,
+                    ", ".join(s.topic_filter for s, _ in subscriptions),
+                )
                 async with asyncio.TaskGroup() as tasks:
                     loops = [
                         tasks.create_task(self._ingest(mqtt, sub, dec), name=f"ingest[{sub.topic_filter}]")
@@ -118,6 +123,15 @@ class Agent:
                             task.cancel()
             finally:
                 mqtt.publish(state, b"offline", qos=1, retain=True)
+                st = self.stats
+                log.info(
+                    "agent %s stopped: %d readings, %d dead letters, %d inferences, %d setpoints",
+                    self.site,
+                    st.readings,
+                    st.deadletters,
+                    st.inferences,
+                    st.setpoints,
+                )
 
     async def _ingest(self, mqtt: MqttClient, subscription: Subscription, decoder: ReadingDecoder) -> None:
         stats = self.stats
