@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -15,11 +16,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from agent import __version__
-from agent.config import EdgeConfig, default_config_path, load_config
+from agent.config import EdgeConfig, default_config_path, load_config, load_model
 from agent.inference import OnnxModel
 from connectors.errors import ConfigError, ModelError, Problem, QxError
 from connectors.mqtt import split_url
+from hybrid.service import DataCenterConfig
+from hybrid.wire import SOLVERS
 
 
 def _broker_arg(value: str) -> str:
@@ -63,10 +68,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     sim = command("simulate", "run only the simulated plant", config_required=True)
     sim.add_argument("--duration", type=_positive, metavar="SECONDS", help="default: until interrupted")
+    worker = sub.add_parser("solver", help="run a data-center solver worker until SIGINT / SIGTERM")
+    worker.add_argument("--config", "-c", type=Path, help="solver config (default: configs/datacenter.yaml)")
+    worker.add_argument("--broker", type=_broker_arg, metavar="URL", help="MQTT broker, mqtt://host:port")
+    solve = sub.add_parser("solve", help="solve a BQM or job envelope from a JSON file, without a broker")
+    solve.add_argument(
+        "problem", type=Path, help="BinaryQuadraticModel.to_serializable() JSON, or a job envelope"
+    )
+    solve.add_argument("--solver", choices=SOLVERS, help="default: the envelope's, else auto")
+    solve.add_argument(
+        "--deadline-ms", type=_deadline, metavar="N", help="default: the envelope's, else 2000"
+    )
+    solve.add_argument("--json", action="store_true", help="print the result envelope as JSON")
+    solve.add_argument("--config", "-c", type=Path, help="solver config (default: configs/datacenter.yaml)")
     check = sub.add_parser("check-config", help="validate a config file; list every problem with its path")
     check.add_argument("file", type=Path)
     check.add_argument("--broker", type=_broker_arg, metavar="URL")
+    check.add_argument(
+        "--kind", choices=["edge", "datacenter"], help="default: datacenter when there is no site"
+    )
     return parser
+
+
+def _deadline(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return number
+
+
+def _datacenter(path: Path | None, broker: str | None) -> DataCenterConfig:
+    return load_model(DataCenterConfig, path or default_config_path("datacenter.yaml"), broker_url=broker)
 
 
 def _load(path: Path | None, broker: str | None) -> EdgeConfig:
@@ -153,17 +188,51 @@ def _report(exc: QxError) -> int:
     return 1
 
 
+def _check(args: argparse.Namespace) -> int:
+    kind = args.kind
+    if kind is None:
+        with contextlib.suppress(Exception):
+            kind = "edge" if "site" in (yaml.safe_load(args.file.read_text()) or {}) else "datacenter"
+    if kind == "datacenter":
+        dc = _datacenter(args.file, args.broker)
+        print(
+            f"{args.file}: ok (data-center worker, {dc.solvers.workers} solver process(es), "
+            f"auto = {', '.join(dc.solvers.auto)}, QAOA on {dc.solvers.qaoa.device})"
+        )
+        return 0
+    cfg = load_config(args.file, broker_url=args.broker)
+    lines = _check_models(cfg)
+    print(
+        f"{args.file}: ok (site {cfg.site}, {len(cfg.connectors)} connector(s), "
+        f"{len(cfg.models)} model(s), {len(cfg.rules)} rule(s))"
+    )
+    for line in lines:
+        print(f"  {line}")
+    return 0
+
+
+async def _run_solver(cfg: DataCenterConfig) -> None:
+    from hybrid.service import SolverService
+
+    await SolverService(cfg).run(_stop_event())
+
+
+async def _solve(args: argparse.Namespace) -> int:
+    from hybrid.offline import format_result, solve_file
+
+    result = await solve_file(args.problem, _datacenter(args.config, None), args.solver, args.deadline_ms)
+    print(result.model_dump_json(exclude_none=True) if args.json else format_result(result))
+    return {"ok": 0, "rejected": 2}.get(result.status, 1)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "check-config":
-        cfg = load_config(args.file, broker_url=args.broker)
-        lines = _check_models(cfg)
-        print(
-            f"{args.file}: ok (site {cfg.site}, {len(cfg.connectors)} connector(s), "
-            f"{len(cfg.models)} model(s), {len(cfg.rules)} rule(s))"
-        )
-        for line in lines:
-            print(f"  {line}")
+        return _check(args)
+    if args.command == "solver":
+        asyncio.run(_run_solver(_datacenter(args.config, args.broker)))
         return 0
+    if args.command == "solve":
+        return asyncio.run(_solve(args))
     cfg = _load(args.config, args.broker)
     if args.command == "run":
         asyncio.run(_run_agent(cfg))

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -37,6 +37,7 @@ from connectors.mqtt import BrokerConfig, MqttSourceConfig
 from connectors.simulator import SimulatorConfig
 
 ENV_PREFIX = "QXEDGE_"
+M = TypeVar("M", bound=BaseModel)
 Stat = Literal["mean", "std", "min", "max", "first", "last", "count", "slope", "range", "median"]
 STATS: tuple[str, ...] = Stat.__args__  # type: ignore[attr-defined]
 
@@ -246,7 +247,23 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     broker_url: str | None = None,
 ) -> EdgeConfig:
-    """Read, override and validate; raise ConfigError listing every problem with its path."""
+    """The agent's config: read, override, validate, cross-check; ConfigError lists every problem."""
+    cfg = load_model(EdgeConfig, path, environ=environ, broker_url=broker_url)
+    problems = cross_check(cfg)
+    if problems:
+        raise ConfigError(problems, str(path))
+    return cfg
+
+
+def load_model(
+    model: type[M],
+    path: str | Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    broker_url: str | None = None,
+) -> M:
+    """Read a YAML file into ``model``, with environment and ``--broker`` overrides; raise ConfigError
+    listing every problem with its path."""
     path = Path(path)
     source = str(path)
     try:
@@ -280,7 +297,7 @@ def load_config(
         data["broker"]["url"] = broker_url
         origin["broker.url"] = "--broker"
     try:
-        cfg = EdgeConfig.model_validate(data, context={"base_dir": path.parent})
+        return model.model_validate(data, context={"base_dir": path.parent})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -288,18 +305,14 @@ def load_config(
             by = next((o for p, o in origin.items() if where == p or where.startswith(p + ".")), None)
             problems.append(Problem(where, _message(err) + (f" (set by {by})" if by else "")))
         raise ConfigError(problems, source) from None
-    problems = cross_check(cfg)
-    if problems:
-        raise ConfigError(problems, source)
-    return cfg
 
 
-def default_config_path() -> Path:
-    """The embedded default (the simulated plant): the installed copy, else the checkout's configs/."""
-    installed = Path(str(files("agent"))) / "defaults" / "edge.yaml"
+def default_config_path(name: str = "edge.yaml") -> Path:
+    """An embedded default config: the installed copy, else the checkout's configs/."""
+    installed = Path(str(files("agent"))) / "defaults" / name
     if installed.is_file():
         return installed
-    return Path(__file__).resolve().parent.parent / "configs" / "edge.yaml"
+    return Path(__file__).resolve().parent.parent / "configs" / name
 
 
 def redact_url(url: str) -> str:

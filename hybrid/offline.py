@@ -1,0 +1,92 @@
+"""``qxedge solve PROBLEM.json``: the portfolio on one problem, without a broker.
+
+PROBLEM.json is a bare ``BinaryQuadraticModel.to_serializable(use_bytes=False)`` or a whole job
+envelope; it goes through the same validation as a job off the wire. The deadline counts from the
+moment the file has been read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+from hybrid.portfolio import Portfolio
+from hybrid.service import DataCenterConfig, answer
+from hybrid.wire import Job, JobEnvelope, JobRejected, ResultEnvelope, decode_bqm, decode_job, results_topic
+
+DEFAULT_DEADLINE_MS = 2000
+
+
+def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms: int | None) -> Job:
+    """The file as a job submitted now; JobRejected with the reason when it is not acceptable."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise JobRejected(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise JobRejected(f"{path} is not JSON: {str(exc)[:120]}") from exc
+    now = time.time()
+    if isinstance(doc, dict) and "problem" in doc and "v" in doc:
+        job = decode_job(raw, cfg.limits)
+        env = job.envelope.model_copy(
+            update={
+                "submitted_at": now,
+                "solver": solver or job.envelope.solver,
+                "deadline_ms": deadline_ms or job.envelope.deadline_ms,
+            }
+        )
+        return Job(env, job.bqm, now)
+    if not isinstance(doc, dict):
+        raise JobRejected(f"{path}: expected a serialised BQM or a job envelope (a JSON object)")
+    bqm = decode_bqm(doc, cfg.limits)
+    job_id = str(uuid.uuid4())
+    env = JobEnvelope(
+        v=1,
+        job_id=job_id,
+        site="local",
+        problem=doc,
+        deadline_ms=deadline_ms or DEFAULT_DEADLINE_MS,
+        submitted_at=now,
+        solver=solver or "auto",
+        reply_to=results_topic("local", job_id),
+    )
+    return Job(env, bqm, now)
+
+
+async def solve_file(
+    path: Path, cfg: DataCenterConfig, solver: str | None = None, deadline_ms: int | None = None
+) -> ResultEnvelope:
+    try:
+        job = read_job(path, cfg, solver, deadline_ms)
+    except JobRejected as exc:
+        return ResultEnvelope(job_id=exc.job_id, status="rejected", reason=str(exc), worker="local")
+    portfolio = Portfolio(cfg.solvers)
+    try:
+        return await answer(portfolio, job, "local")
+    finally:
+        portfolio.close(kill=True)
+
+
+def format_result(result: ResultEnvelope, *, max_sample: int = 40) -> str:
+    lines = [f"status: {result.status}" + (f" ({result.reason})" if result.reason else "")]
+    if result.energy is not None:
+        lines.append(
+            f"best energy: {result.energy:g} by {result.solver} in {result.timings.get('solve_ms', 0):.0f} ms"
+        )
+    if result.candidates:
+        lines.append(f"  {'solver':<7} {'status':<8} {'energy':>14} {'raw best':>14} {'seconds':>8}  note")
+        for c in result.candidates:
+            energy = "" if c.energy is None else f"{c.energy:g}"
+            raw = "" if c.raw_best_energy is None else f"{c.raw_best_energy:g}"
+            lines.append(
+                f"  {c.solver:<7} {c.status:<8} {energy:>14} {raw:>14} {c.seconds:>8.3f}  {c.reason or ''}"
+            )
+    if result.sample is not None:
+        ones = [k for k, v in result.sample.items() if v == 1]
+        shown = ", ".join(ones[:max_sample]) + (" ..." if len(ones) > max_sample else "")
+        lines.append(f"sample: {len(ones)} of {len(result.sample)} variables are 1: {shown}")
+    return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""The solver portfolio: one solver, or ``auto`` = every eligible solver in parallel, best by the deadline.
+
+Solvers run in a process pool (``workers`` processes forked from a forkserver that preloaded dimod and
+the dwave-samplers; :meth:`Portfolio.warm_up` also imports PennyLane in every process, so a job never
+pays an import). ``auto`` submits the eligible
+solvers in the order of ``auto`` and collects candidates until the deadline minus ``margin_ms``
+(kept to send the answer); a proven optimum (``exact``) ends the wait at once. Solvers still running
+at the deadline are listed as ``timeout``; each solver also watches the deadline itself, so none
+holds a process for long after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import multiprocessing
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import dimod
+from pydantic import BaseModel, ConfigDict, Field
+
+from hybrid.qaoa import QaoaConfig, solve_qaoa
+from hybrid.solvers import ExactConfig, SaConfig, TabuConfig, solve_exact, solve_sa, solve_tabu
+from hybrid.wire import Candidate
+
+Concrete = Literal["exact", "sa", "tabu", "qaoa"]
+
+
+class SolversConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    exact: ExactConfig = Field(default_factory=ExactConfig)
+    sa: SaConfig = Field(default_factory=SaConfig)
+    tabu: TabuConfig = Field(default_factory=TabuConfig)
+    qaoa: QaoaConfig = Field(default_factory=QaoaConfig)
+    auto: list[Concrete] = Field(
+        ["exact", "tabu", "qaoa", "sa"], min_length=1, description="order of submission"
+    )
+    workers: int = Field(2, ge=0, le=256, description="solver processes; 0 runs solvers in threads")
+    margin_ms: int = Field(40, ge=0, description="kept before the deadline to send the answer")
+
+    def eligible(self, name: str, n: int) -> str | None:
+        """Why ``name`` cannot take a model of ``n`` variables, or None."""
+        if name == "exact" and n > self.exact.max_variables:
+            return f"{n} variables > exact.max_variables {self.exact.max_variables}"
+        if name == "qaoa" and n > self.qaoa.max_qubits:
+            return f"{n} variables > qaoa.max_qubits {self.qaoa.max_qubits}"
+        return None
+
+
+def run_solver(
+    name: str, cfg: SolversConfig, bqm: dimod.BinaryQuadraticModel, deadline_at: float
+) -> Candidate:
+    """Run one solver (in a pool process); errors become an ``error`` candidate, never an exception."""
+    solvers: dict[str, Callable[[], Candidate]] = {
+        "exact": lambda: solve_exact(bqm, deadline_at, cfg.exact),
+        "sa": lambda: solve_sa(bqm, deadline_at, cfg.sa),
+        "tabu": lambda: solve_tabu(bqm, deadline_at, cfg.tabu),
+        "qaoa": lambda: solve_qaoa(bqm, deadline_at, cfg.qaoa),
+    }
+    started = time.monotonic()
+    try:
+        return solvers[name]()
+    except Exception as exc:  # a solver bug or a device failure must not take the worker down
+        return Candidate(
+            solver=name,
+            status="error",
+            reason=f"{type(exc).__name__}: {exc}"[:300],
+            seconds=round(time.monotonic() - started, 6),
+        )
+
+
+def _warm() -> None:
+    import dwave.samplers  # noqa: F401
+    import pennylane  # noqa: F401
+
+
+class Portfolio:
+    """Owns the solver processes; ``await solve(bqm, "auto", deadline_at)`` → (best or None, candidates)."""
+
+    def __init__(self, config: SolversConfig) -> None:
+        self.config = config
+        self._pool: concurrent.futures.Executor | None = None
+        if config.workers > 0:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(["dimod", "dwave.samplers", "hybrid.portfolio"])
+            self._pool = concurrent.futures.ProcessPoolExecutor(config.workers, mp_context=ctx)
+
+    def warm_up(self) -> None:
+        """Start every solver process now rather than on the first job."""
+        if isinstance(self._pool, concurrent.futures.ProcessPoolExecutor):
+            for f in [self._pool.submit(_warm) for _ in range(self.config.workers)]:
+                f.result()
+
+    def close(self, *, kill: bool = False) -> None:
+        """Stop the pool; ``kill`` also ends solvers still running (they would stop at their deadline)."""
+        if isinstance(self._pool, concurrent.futures.ProcessPoolExecutor) and kill:
+            for process in list(getattr(self._pool, "_processes", {}).values()):  # no public API for this
+                process.terminate()
+        if self._pool is not None:
+            self._pool.shutdown(wait=not kill, cancel_futures=True)
+
+    def plan(self, solver: str, n: int) -> tuple[list[str], list[Candidate]]:
+        """The solvers to run for ``solver`` on ``n`` variables, and the refused ones as candidates."""
+        names = list(dict.fromkeys(self.config.auto)) if solver == "auto" else [solver]
+        run, refused = [], []
+        for name in names:
+            why = self.config.eligible(name, n)
+            if why is None:
+                run.append(name)
+            else:
+                refused.append(Candidate(solver=name, status="refused", reason=why))
+        return run, refused
+
+    async def solve(
+        self, bqm: dimod.BinaryQuadraticModel, solver: str, deadline_at: float
+    ) -> tuple[Candidate | None, list[Candidate]]:
+        names, candidates = self.plan(solver, bqm.num_variables)
+        loop = asyncio.get_running_loop()
+        collect_by = deadline_at - self.config.margin_ms / 1000.0
+        pending = {
+            loop.run_in_executor(self._pool, run_solver, name, self.config, bqm, collect_by): name
+            for name in names
+        }
+        while pending:
+            done, _ = await asyncio.wait(
+                pending, timeout=max(0.0, collect_by - time.time()), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break
+            for future in done:
+                pending.pop(future)
+                candidate = future.result()
+                candidates.append(candidate)
+                if candidate.status == "ok" and candidate.details.get("optimal"):
+                    pending_names = list(pending.values())
+                    for f in pending:
+                        f.cancel()
+                    candidates.extend(
+                        Candidate(solver=name, status="skipped", reason="exact optimum found first")
+                        for name in pending_names
+                    )
+                    pending = {}
+                    break
+        for future, name in pending.items():
+            future.cancel()
+            candidates.append(
+                Candidate(solver=name, status="timeout", reason="still running at the deadline")
+            )
+        ok = [c for c in candidates if c.status == "ok" and c.energy is not None]
+        best = min(ok, key=lambda c: c.energy if c.energy is not None else float("inf"), default=None)
+        return best, candidates

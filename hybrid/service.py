@@ -1,0 +1,172 @@
+"""``qxedge solver``: a data-center worker answering offloaded jobs.
+
+N workers share the subscription ``$share/qx-solvers/qx/v1/+/jobs``: the broker hands each job to one
+of them (mosquitto, EMQX, HiveMQ and VerneMQ all do this), so adding workers adds capacity with no
+coordinator. A worker
+
+- validates every job (:func:`hybrid.wire.decode_job`) and answers a bad one with a ``rejected``
+  result carrying the reason; a job whose ``site`` does not match its topic is rejected too;
+- answers ``late`` at once when the deadline has passed before solving starts;
+- solves with the portfolio and publishes the result on the job's ``reply_to`` (QoS 1);
+- is idempotent by ``(site, job_id)``: a duplicate delivery gets the cached result again, or waits for
+  the solve in progress; it never solves twice. The cache is per worker: the broker delivers a
+  message (and its QoS 1 redeliveries) to one member of the shared subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import uuid
+from collections import Counter, OrderedDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors.mqtt import BrokerConfig, MqttClient
+from hybrid.portfolio import Portfolio, SolversConfig
+from hybrid.wire import Job, JobLimits, JobRejected, ResultEnvelope, decode_job, results_topic, site_of_topic
+
+log = logging.getLogger(__name__)
+
+SHARED_JOBS = "$share/qx-solvers/qx/v1/+/jobs"
+
+
+class DataCenterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    worker_id: str | None = Field(None, description="default: <hostname>-<random>")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    subscription: str = Field(SHARED_JOBS, description="where jobs come from")
+    limits: JobLimits = Field(default_factory=JobLimits)
+    solvers: SolversConfig = Field(default_factory=SolversConfig)
+    max_concurrent_jobs: int = Field(1, ge=1, le=1024, description="jobs solved at once by this worker")
+    cache_size: int = Field(10_000, ge=1, description="results kept for duplicate deliveries")
+
+
+async def answer(portfolio: Portfolio, job: Job, worker: str) -> ResultEnvelope:
+    """Solve ``job`` by its deadline (or say why not) and build its result."""
+    env = job.envelope
+    started = time.time()
+    timings = {"queued_ms": round((started - job.received_at) * 1000, 3)}
+    if started >= job.deadline_at:
+        return ResultEnvelope(
+            job_id=env.job_id,
+            status="late",
+            reason="the deadline passed before solving started",
+            timings=timings,
+            worker=worker,
+        )
+    best, candidates = await portfolio.solve(job.bqm, env.solver, job.deadline_at)
+    timings["solve_ms"] = round((time.time() - started) * 1000, 3)
+    if best is None:
+        why = "; ".join(f"{c.solver}: {c.status} ({c.reason})" for c in candidates)
+        return ResultEnvelope(
+            job_id=env.job_id,
+            status="error",
+            reason=f"no solver produced an answer: {why}",
+            candidates=candidates,
+            timings=timings,
+            worker=worker,
+        )
+    late = time.time() > job.deadline_at
+    return ResultEnvelope(
+        job_id=env.job_id,
+        status="late" if late else "ok",
+        reason="the answer is ready after the deadline" if late else None,
+        sample=best.sample,
+        energy=best.energy,
+        solver=best.solver,
+        candidates=candidates,
+        timings=timings,
+        worker=worker,
+    )
+
+
+class SolverService:
+    """One worker; ``await service.run(stop)`` until ``stop`` is set or the task is cancelled."""
+
+    def __init__(self, config: DataCenterConfig, portfolio: Portfolio | None = None) -> None:
+        self.config = config
+        self.worker_id = config.worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        self.portfolio = portfolio or Portfolio(config.solvers)
+        self.stats: Counter[str] = Counter()
+        self.wins: Counter[str] = Counter()
+        self.ready = asyncio.Event()
+        self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(config.max_concurrent_jobs)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        await asyncio.to_thread(self.portfolio.warm_up)
+        try:
+            async with MqttClient(self.config.broker, role=f"solver-{self.worker_id}") as mqtt:
+                jobs = await mqtt.subscribe(self.config.subscription, qos=1)
+                self.ready.set()
+                log.info("solver %s: waiting for jobs on %s", self.worker_id, self.config.subscription)
+                async with asyncio.TaskGroup() as tasks:
+                    consumer = tasks.create_task(self._consume(mqtt, jobs, tasks), name="solver-jobs")
+                    if stop is not None:
+                        await stop.wait()
+                        consumer.cancel()
+        finally:
+            self.portfolio.close(kill=True)
+
+    async def _consume(self, mqtt: MqttClient, jobs: Any, tasks: asyncio.TaskGroup) -> None:
+        async for batch in jobs:
+            for topic, payload in batch:
+                self._accept(mqtt, topic, payload, tasks)
+
+    def _publish(self, mqtt: MqttClient, topic: str, result: ResultEnvelope) -> bytes:
+        payload = result.payload()
+        mqtt.publish(topic, payload, qos=1)
+        self.stats[result.status] += 1
+        return payload
+
+    def _accept(self, mqtt: MqttClient, topic: str, payload: bytes, tasks: asyncio.TaskGroup) -> None:
+        self.stats["received"] += 1
+        site = site_of_topic(topic)
+        if site is None:
+            self.stats["unroutable"] += 1
+            log.warning("ignored a message on %s: not a qx/v1/{site}/jobs topic", topic)
+            return
+        try:
+            job = decode_job(payload, self.config.limits, topic_site=site)
+        except JobRejected as exc:
+            log.info("rejected a job from %s: %s", site, exc)
+            result = ResultEnvelope(
+                job_id=exc.job_id, status="rejected", reason=str(exc), worker=self.worker_id
+            )
+            self._publish(mqtt, results_topic(site, exc.job_id or "invalid"), result)
+            return
+        key = (site, job.envelope.job_id)
+        cached = self._cache.get(key)
+        if cached is not None or key in self._inflight:
+            self.stats["duplicates"] += 1
+            if cached is not None:
+                mqtt.publish(job.envelope.reply_to, cached, qos=1)
+            return  # in flight: its result goes to the same reply_to when ready
+        self._inflight[key] = tasks.create_task(self._solve(mqtt, key, job), name=f"job[{key[1]}]")
+
+    async def _solve(self, mqtt: MqttClient, key: tuple[str, str], job: Job) -> None:
+        try:
+            async with self._slots:
+                try:
+                    result = await answer(self.portfolio, job, self.worker_id)
+                except Exception as exc:  # a bug must cost one job, not the worker
+                    log.exception("job %s/%s failed", *key)
+                    result = ResultEnvelope(
+                        job_id=key[1],
+                        status="error",
+                        worker=self.worker_id,
+                        reason=f"internal error: {type(exc).__name__}: {exc}"[:300],
+                    )
+            if result.solver:
+                self.wins[result.solver] += 1
+            self._cache[key] = self._publish(mqtt, job.envelope.reply_to, result)
+            if len(self._cache) > self.config.cache_size:
+                self._cache.popitem(last=False)
+            log.info("job %s/%s: %s by %s, energy %s", *key, result.status, result.solver, result.energy)
+        finally:
+            self._inflight.pop(key, None)

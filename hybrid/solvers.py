@@ -1,0 +1,153 @@
+"""Classical solvers behind one small interface: ``solve(bqm, deadline_at) -> Candidate``.
+
+Every solver works on a BINARY copy of the model and reports the sample in the job's own vartype, with
+``energy`` recomputed by dimod on the job's model, so the energy always matches the sample.
+
+- ``exact``: vectorised enumeration of all 2^n assignments with NumPy (refused above ``max_variables``);
+  a proven optimum, so ``auto`` stops waiting as soon as it has one;
+- ``sa``: dwave-samplers' SimulatedAnnealingSampler; it has no time limit of its own (dwave-samplers
+  issue #27), so its ``interrupt_function`` stops it between reads once the budget is spent;
+- ``tabu``: dwave-samplers' TabuSampler with its ``timeout`` set from the budget (capped by ``max_seconds``).
+
+QAOA lives in :mod:`hybrid.qaoa` and has the same shape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dimod
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from hybrid.wire import Candidate, label_sample
+
+
+class ExactConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_variables: int = Field(22, ge=1, le=30, description="2^n energies are enumerated")
+    chunk_bits: int = Field(16, ge=8, le=22)
+
+
+class SaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_sweeps: int = Field(1000, ge=1)
+    max_reads: int = Field(200, ge=1, description="reads stop earlier when the budget is spent")
+    seed: int | None = None
+
+
+class TabuConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_seconds: float = Field(0.6, gt=0, description="cap on the search time within a job's budget")
+    seed: int | None = None
+
+
+def to_binary(bqm: dimod.BinaryQuadraticModel) -> dimod.BinaryQuadraticModel:
+    return bqm if bqm.vartype is dimod.BINARY else bqm.change_vartype(dimod.BINARY, inplace=False)
+
+
+def finish(
+    bqm: dimod.BinaryQuadraticModel, solver: str, binary_values: np.ndarray, started: float, **extra: Any
+) -> Candidate:
+    """A candidate from 0/1 values in ``bqm.variables`` order, in the model's vartype, energy from dimod."""
+    values = np.asarray(binary_values, dtype=np.int64)
+    if bqm.vartype is dimod.SPIN:
+        values = 2 * values - 1
+    sample = label_sample(bqm, values)
+    energy = float(bqm.energy(dict(zip(bqm.variables, values.tolist(), strict=True))))
+    return Candidate(
+        solver=solver, energy=energy, seconds=round(time.monotonic() - started, 6), sample=sample, **extra
+    )
+
+
+def qubo_arrays(bqm: dimod.BinaryQuadraticModel) -> tuple[np.ndarray, np.ndarray, float]:
+    """BINARY bqm → (linear a[n], upper-triangular Q[n, n], offset) in ``bqm.variables`` order."""
+    binary = to_binary(bqm)
+    index = {v: i for i, v in enumerate(binary.variables)}
+    n = binary.num_variables
+    a = np.array([binary.get_linear(v) for v in binary.variables], dtype=np.float64)
+    q = np.zeros((n, n), dtype=np.float64)
+    for (u, v), bias in binary.quadratic.items():
+        i, j = sorted((index[u], index[v]))
+        q[i, j] += bias
+    return a, q, float(binary.offset)
+
+
+def all_energies(bqm: dimod.BinaryQuadraticModel, chunk_bits: int = 16) -> np.ndarray:
+    """Energy of every assignment; index b has variable i = bit (n-1-i) of b (variable 0 is the MSB,
+    PennyLane's wire order)."""
+    a, q, offset = qubo_arrays(bqm)
+    n = len(a)
+    out = np.empty(1 << n, dtype=np.float64)
+    shifts = np.arange(n - 1, -1, -1, dtype=np.int64)
+    step = 1 << min(chunk_bits, n)
+    for start in range(0, 1 << n, step):
+        idx = np.arange(start, min(start + step, 1 << n), dtype=np.int64)
+        bits = ((idx[:, None] >> shifts) & 1).astype(np.float64)
+        out[start : start + len(idx)] = offset + bits @ a + np.einsum("ij,ij->i", bits @ q, bits)
+    return out
+
+
+def bits_of(index: int, n: int) -> np.ndarray:
+    return np.array([(index >> (n - 1 - i)) & 1 for i in range(n)], dtype=np.int64)
+
+
+def solve_exact(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: ExactConfig) -> Candidate:
+    started = time.monotonic()
+    n = bqm.num_variables
+    if n > cfg.max_variables:
+        return Candidate(solver="exact", status="refused", reason=f"{n} variables > max {cfg.max_variables}")
+    if n == 0:
+        return finish(bqm, "exact", np.zeros(0), started, details={"optimal": True})
+    energies = all_energies(bqm, cfg.chunk_bits)
+    best = int(np.argmin(energies))
+    return finish(bqm, "exact", bits_of(best, n), started, details={"optimal": True})
+
+
+def _budget(deadline_at: float) -> float:
+    return deadline_at - time.time()
+
+
+def solve_sa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: SaConfig) -> Candidate:
+    from dwave.samplers import SimulatedAnnealingSampler
+
+    started = time.monotonic()
+    binary = to_binary(bqm)
+    if binary.num_variables == 0:
+        return finish(bqm, "sa", np.zeros(0), started)
+    reads = 0
+
+    def interrupt() -> bool:
+        nonlocal reads
+        reads += 1
+        return time.time() >= deadline_at
+
+    result = SimulatedAnnealingSampler().sample(
+        binary,
+        num_reads=cfg.max_reads,
+        num_sweeps=cfg.num_sweeps,
+        seed=cfg.seed,
+        interrupt_function=interrupt,
+    )
+    best = result.first.sample
+    values = np.array([best[v] for v in binary.variables])
+    return finish(bqm, "sa", values, started, details={"reads": len(result)})
+
+
+def solve_tabu(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: TabuConfig) -> Candidate:
+    from dwave.samplers import TabuSampler
+
+    started = time.monotonic()
+    binary = to_binary(bqm)
+    if binary.num_variables == 0:
+        return finish(bqm, "tabu", np.zeros(0), started)
+    timeout_ms = max(1, int(1000 * min(cfg.max_seconds, _budget(deadline_at))))
+    result = TabuSampler().sample(binary, num_reads=1, timeout=timeout_ms, seed=cfg.seed)
+    best = result.first.sample
+    values = np.array([best[v] for v in binary.variables])
+    return finish(bqm, "tabu", values, started, details={"timeout_ms": timeout_ms})
+
+
+SolveFn = Callable[[dimod.BinaryQuadraticModel, float], Candidate]

@@ -1,0 +1,217 @@
+"""Wire format of offloaded jobs and their results (ARCHITECTURE.md section 3, schema version 1).
+
+Job, on ``qx/v1/{site}/jobs``::
+
+    {"v": 1, "job_id": "<uuid>", "site": "gumi-line-3", "kind": "bqm",
+     "problem": <dimod BinaryQuadraticModel.to_serializable(use_bytes=False)>,
+     "deadline_ms": 1500, "submitted_at": <epoch s>, "solver": "auto" | "exact" | "sa" | "tabu" | "qaoa",
+     "reply_to": "qx/v1/gumi-line-3/results/<uuid>", "meta": {...}}
+
+Result, on the job's ``reply_to``::
+
+    {"v": 1, "job_id": "...", "status": "ok" | "late" | "rejected" | "error", "reason": "...",
+     "sample": {"<var>": 0 | 1}, "energy": -679.0, "solver": "tabu",
+     "candidates": [{"solver": "qaoa", "energy": ..., "raw_best_energy": ..., "seconds": ...}, ...],
+     "timings": {"queued_ms": ..., "solve_ms": ...}, "worker": "<id>"}
+
+:func:`decode_job` validates a payload against :class:`JobLimits` and raises :class:`JobRejected` with a
+reason a person can act on; the worker answers it with a ``rejected`` result and never crashes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dimod
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connectors.errors import PayloadError
+
+SCHEMA_VERSION = 1
+SolverName = Literal["auto", "exact", "sa", "tabu", "qaoa"]
+SOLVERS: tuple[str, ...] = SolverName.__args__  # type: ignore[attr-defined]
+Status = Literal["ok", "late", "rejected", "error"]
+_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
+_SITE = r"^[A-Za-z0-9_.-]+$"
+
+
+class JobRejected(PayloadError):
+    """A job that cannot be accepted; ``str(exc)`` is the reason sent back in the result."""
+
+    def __init__(self, reason: str, job_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.job_id = job_id
+
+
+class JobLimits(BaseModel):
+    """What a data center accepts; anything beyond is rejected with the limit it broke."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_variables: int = Field(5000, ge=1)
+    max_interactions: int = Field(200_000, ge=0)
+    max_payload_bytes: int = Field(8 * 1024 * 1024, ge=256)
+    min_deadline_ms: int = Field(10, ge=1)
+    max_deadline_ms: int = Field(600_000, ge=1)
+
+
+class JobEnvelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    v: int
+    job_id: str = Field(pattern=_ID)
+    site: str = Field(pattern=_SITE)
+    kind: Literal["bqm"] = "bqm"
+    problem: dict[str, Any]
+    deadline_ms: int = Field(gt=0)
+    submitted_at: float
+    solver: SolverName = "auto"
+    reply_to: str
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Candidate(BaseModel):
+    """One solver's answer (or why it has none) within a result."""
+
+    model_config = ConfigDict(extra="forbid")
+    solver: str
+    status: Literal["ok", "timeout", "skipped", "refused", "error"] = "ok"
+    energy: float | None = None
+    raw_best_energy: float | None = Field(None, description="QAOA: best sampled energy before any polishing")
+    seconds: float = 0.0
+    reason: str | None = None
+    sample: dict[str, int] | None = Field(None, exclude=True)  # kept out of the listing
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResultEnvelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    v: int = SCHEMA_VERSION
+    job_id: str | None
+    status: Status
+    reason: str | None = None
+    sample: dict[str, int] | None = None
+    energy: float | None = None
+    solver: str | None = None
+    candidates: list[Candidate] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+    worker: str | None = None
+
+    def payload(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    envelope: JobEnvelope
+    bqm: dimod.BinaryQuadraticModel
+    received_at: float
+
+    @property
+    def deadline_at(self) -> float:
+        """Epoch seconds by which the answer must be back."""
+        return self.envelope.submitted_at + self.envelope.deadline_ms / 1000.0
+
+
+def results_topic(site: str, job_id: str) -> str:
+    return f"qx/v1/{site}/results/{job_id}"
+
+
+def jobs_topic(site: str) -> str:
+    return f"qx/v1/{site}/jobs"
+
+
+def site_of_topic(topic: str) -> str | None:
+    """``qx/v1/{site}/jobs`` → site."""
+    parts = topic.split("/")
+    return parts[2] if len(parts) == 4 and parts[:2] == ["qx", "v1"] and parts[3] == "jobs" else None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "job"
+    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    return f"{where}: {msg}"
+
+
+def decode_bqm(problem: dict[str, Any], limits: JobLimits) -> dimod.BinaryQuadraticModel:
+    """A serialised BQM → BinaryQuadraticModel, checking size limits *before* building it."""
+    if problem.get("type") != "BinaryQuadraticModel":
+        raise JobRejected('malformed BQM: "type" must be "BinaryQuadraticModel"')
+    n, m = problem.get("num_variables"), problem.get("num_interactions")
+    if type(n) is not int or type(m) is not int or n < 0 or m < 0:
+        raise JobRejected("malformed BQM: num_variables and num_interactions must be non-negative integers")
+    if n > limits.max_variables:
+        raise JobRejected(f"too many variables: {n} > limit {limits.max_variables}")
+    if m > limits.max_interactions:
+        raise JobRejected(f"too many interactions: {m} > limit {limits.max_interactions}")
+    if problem.get("use_bytes"):
+        raise JobRejected("malformed BQM: use to_serializable(use_bytes=False)")
+    for key in ("linear_biases", "quadratic_biases"):
+        arr = problem.get(key)
+        if not isinstance(arr, list) or not all(type(b) in (int, float) for b in arr):
+            raise JobRejected(f"malformed BQM: {key} must be a list of numbers")
+        if not np.isfinite(np.asarray(arr, dtype=float)).all():
+            raise JobRejected(f"non-finite bias in {key}")
+    offset = problem.get("offset", 0.0)
+    if type(offset) not in (int, float) or not math.isfinite(offset):
+        raise JobRejected("non-finite or non-numeric offset")
+    try:
+        bqm = dimod.BinaryQuadraticModel.from_serializable(problem)
+    except Exception as exc:  # dimod raises ValueError, KeyError, TypeError, IndexError...
+        raise JobRejected(f"malformed BQM: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    if bqm.num_variables != n or bqm.num_interactions > m:
+        raise JobRejected("malformed BQM: counts do not match the arrays")
+    return bqm
+
+
+def decode_job(payload: bytes, limits: JobLimits, *, topic_site: str | None = None) -> Job:
+    """Validate a job payload; raise JobRejected (with the job id when it could be read)."""
+    received = time.time()
+    if len(payload) > limits.max_payload_bytes:
+        raise JobRejected(f"payload of {len(payload)} bytes over the limit of {limits.max_payload_bytes}")
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise JobRejected(f"not a JSON document: {str(exc)[:120]}") from exc
+    if not isinstance(doc, dict):
+        raise JobRejected("a job must be a JSON object")
+    raw_id = doc.get("job_id")
+    job_id = raw_id if isinstance(raw_id, str) and re.match(_ID, raw_id) else None
+    if doc.get("v") != SCHEMA_VERSION:
+        raise JobRejected(
+            f"unknown schema version {doc.get('v')!r} (this worker speaks v{SCHEMA_VERSION})", job_id
+        )
+    solver = doc.get("solver", "auto")
+    if solver not in SOLVERS:
+        raise JobRejected(f"unknown solver {solver!r} (one of {', '.join(SOLVERS)})", job_id)
+    try:
+        env = JobEnvelope.model_validate(doc)
+    except ValidationError as exc:
+        raise JobRejected(_first_error(exc), job_id) from None
+    if topic_site is not None and env.site != topic_site:
+        raise JobRejected(f"site {env.site!r} does not match the topic's site {topic_site!r}", job_id)
+    if env.reply_to != results_topic(env.site, env.job_id):
+        raise JobRejected(f"reply_to must be {results_topic(env.site, env.job_id)}", job_id)
+    if not limits.min_deadline_ms <= env.deadline_ms <= limits.max_deadline_ms:
+        raise JobRejected(
+            f"deadline_ms {env.deadline_ms} out of range "
+            f"[{limits.min_deadline_ms}, {limits.max_deadline_ms}]",
+            job_id,
+        )
+    if not math.isfinite(env.submitted_at) or env.submitted_at <= 0:
+        raise JobRejected("submitted_at must be epoch seconds", job_id)
+    try:
+        bqm = decode_bqm(env.problem, limits)
+    except JobRejected as exc:
+        raise JobRejected(str(exc), job_id) from None
+    return Job(env, bqm, received)
+
+
+def label_sample(bqm: dimod.BinaryQuadraticModel, values: np.ndarray | list[int]) -> dict[str, int]:
+    """Values in ``bqm.variables`` order → ``{label: value}`` with JSON-safe (string) labels."""
+    return {str(v): int(x) for v, x in zip(bqm.variables, values, strict=True)}
