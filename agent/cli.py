@@ -163,7 +163,7 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
 
     with demo_broker(cfg, explicit=args.broker is not None) as (cfg, how):
         progress(f"qxedge demo: broker {cfg.broker.url} ({how}), {args.duration:g} s")
-        summary = await run_demo(cfg, args.duration, progress)
+        summary = await run_demo(cfg, args.duration, progress, _datacenter(None, None))
     summary["broker_source"] = how
     print(json.dumps(summary) if args.json else format_summary(summary), flush=True)
     return 0

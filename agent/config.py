@@ -8,6 +8,10 @@ path with ``__`` between levels and list indexes as numbers, its value read as Y
     QXEDGE_WINDOW__LENGTH_S=20
     QXEDGE_MODELS__0__PROVIDERS='[cuda, cpu]'
 
+A variable whose first level is not a key of the config being loaded is ignored: the agent's config
+and the solver worker's (:func:`load_model` loads both) share the prefix, so ``QXEDGE_BROKER__URL``
+applies to both and ``QXEDGE_SITE`` to the agent only.
+
 Every problem is reported with its path (``models[0].path: file not found``) in one ConfigError;
 relative file paths are resolved against the directory of the config file.
 """
@@ -32,9 +36,11 @@ from pydantic import (
     model_validator,
 )
 
+from agent.planning import PlanningConfig
 from connectors.errors import ConfigError, Problem
 from connectors.mqtt import BrokerConfig, MqttSourceConfig
 from connectors.simulator import SimulatorConfig
+from hybrid.client import OffloadConfig
 
 ENV_PREFIX = "QXEDGE_"
 M = TypeVar("M", bound=BaseModel)
@@ -170,6 +176,8 @@ class EdgeConfig(_Strict):
     window: WindowConfig = Field(default_factory=WindowConfig)
     models: list[ModelConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
+    offload: OffloadConfig | None = Field(None, description="submit plans to the data center (with fallback)")
+    planning: PlanningConfig | None = None
     simulator: SimulatorConfig | None = None
 
 
@@ -188,6 +196,11 @@ def cross_check(cfg: EdgeConfig) -> list[Problem]:
     for i, r in enumerate(cfg.rules):
         if r.model not in models:
             problems.append(Problem(f"rules[{i}].model", f"no model named {r.model!r}"))
+    if cfg.planning is not None:
+        if cfg.planning.model not in models:
+            problems.append(Problem("planning.model", f"no model named {cfg.planning.model!r}"))
+        if cfg.offload is None:
+            problems.append(Problem("planning", "needs an `offload:` section (deadline, solver, fallback)"))
     return problems
 
 
@@ -289,7 +302,8 @@ def load_model(
         )
     origin: dict[str, str] = {}
     for env_key, (keys, value) in env_overrides(os.environ if environ is None else environ).items():
-        origin[_set_path(data, keys, value, env_key)] = env_key
+        if keys[0] in model.model_fields:  # the agent's and the solver's configs share the prefix
+            origin[_set_path(data, keys, value, env_key)] = env_key
     if broker_url is not None:
         data.setdefault("broker", {})
         if not isinstance(data["broker"], dict):

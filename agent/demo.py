@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from agent.pipeline import Agent
 from connectors.embedded_broker import EmbeddedBroker, port_open
 from connectors.errors import ConfigError, Problem
 from connectors.simulator import SimulatedPlant
+from hybrid.service import DataCenterConfig, SolverService
 
 
 @contextlib.contextmanager
@@ -43,15 +45,25 @@ def _progress_line(elapsed: float, agent: Agent, plant: SimulatedPlant) -> str:
 
 
 async def run_demo(
-    cfg: EdgeConfig, duration_s: float, progress: Callable[[str], None] | None = None
+    cfg: EdgeConfig,
+    duration_s: float,
+    progress: Callable[[str], None] | None = None,
+    datacenter: DataCenterConfig | None = None,
 ) -> dict[str, Any]:
+    """The plant, the agent and (with ``datacenter``) a solver worker, all on ``cfg.broker``."""
     if cfg.simulator is None:
         raise ConfigError([Problem("simulator", "the demo needs a `simulator:` section")])
     agent = Agent(cfg)
     plant = SimulatedPlant(cfg.simulator, cfg.broker, cfg.site)
     stop = asyncio.Event()
-    started = time.monotonic()
     async with plant, asyncio.TaskGroup() as tasks:
+        if datacenter is not None and cfg.offload is not None:
+            solver = SolverService(datacenter.model_copy(update={"broker": cfg.broker}))
+            tasks.create_task(solver.run(stop), name="solver")
+            await solver.ready.wait()
+            if progress is not None:
+                progress(f"data center: solver worker {solver.worker_id} ready")
+        started = time.monotonic()
         tasks.create_task(agent.run(stop), name="agent")
         await agent.ready.wait()
         simulation = tasks.create_task(plant.run(duration_s), name="simulator")
@@ -80,10 +92,24 @@ async def run_demo(
         "providers": agent.providers,
         "faults": [f.model_dump() for f in cfg.simulator.faults],
         "max_scores": {a: round(v, 3) for a, v in sorted(stats.max_scores.items())},
+        **offload_summary(agent),
         "setpoint_log": [
             {"asset": sp.asset, "value": sp.value, "ts": sp.ts, "reason": sp.provenance.get("reason")}
             for sp in stats.recent_setpoints
         ],
+    }
+
+
+def offload_summary(agent: Agent) -> dict[str, Any]:
+    stats = agent.offload.stats if agent.offload is not None else Counter[str]()
+    return {
+        "jobs": stats["jobs"],
+        "results": stats["results"],
+        "fallbacks": stats["fallbacks"],
+        "late": stats["late"],
+        "solver_wins": dict(agent.offload.wins) if agent.offload is not None else {},
+        "plans": agent.stats.plans,
+        "last_plan": agent.stats.last_plan,
     }
 
 
@@ -97,11 +123,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  setpoints     {summary['setpoints']} proposed, "
         f"{summary['setpoints_applied']} applied by the plant",
         f"  dead letters  {summary['deadletters']}",
+        f"  offload       {summary['jobs']} jobs, {summary['results']} results, "
+        f"{summary['fallbacks']} local fallbacks, {summary['late']} late; wins {summary['solver_wins']}",
         "  max anomaly score per asset (1.0 = edge of normal operation):",
         *(f"    {asset:<14} {score:8.2f}" for asset, score in summary["max_scores"].items()),
     ]
     for fault in summary["faults"]:
         lines.append(f"  injected fault: {fault['kind']} on {fault['asset']} at t={fault['at_s']} s")
+    if summary["last_plan"]:
+        plan = summary["last_plan"]
+        lines.append(
+            f"  last plan: keep {', '.join(plan['in_service'])} in service "
+            f"({plan['source']}, {plan['solver']}, {plan['seconds']} s)"
+        )
     for sp in summary["setpoint_log"]:
         lines.append(f"  setpoint: {sp['asset']} -> {sp['value']} ({sp['reason']})")
     return "\n".join(lines)

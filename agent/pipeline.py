@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.config import EdgeConfig
 from agent.decisions import DerateRule, Scored, Setpoint
 from agent.features import FeatureWindow
 from agent.inference import OnnxModel
+from agent.planning import PlanningConfig, in_service, running_set_bqm
 from connectors.mqtt import MqttClient, Publication, Subscription
 from connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
+from hybrid.client import OffloadClient
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,8 @@ class AgentStats:
     scores: dict[str, float] = field(default_factory=dict)
     max_scores: dict[str, float] = field(default_factory=dict)
     recent_setpoints: deque[Setpoint] = field(default_factory=lambda: deque(maxlen=100))
+    plans: int = 0
+    last_plan: dict[str, Any] = field(default_factory=dict)
 
 
 def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
@@ -79,7 +85,9 @@ class Agent:
         w = config.window
         self.window = FeatureWindow(w.length_s, w.stats, w.min_samples, w.min_coverage)
         self.ready = asyncio.Event()
+        self.offload: OffloadClient | None = None
         self._pending = ReadingBatch()
+        self._latest: dict[tuple[str, str], float] = {}
 
     @property
     def providers(self) -> dict[str, str]:
@@ -111,12 +119,24 @@ class Agent:
                     self.site,
                     ", ".join(s.topic_filter for s, _ in subscriptions),
                 )
-                async with asyncio.TaskGroup() as tasks:
+                async with contextlib.AsyncExitStack() as stack:
+                    if self.config.offload is not None:
+                        self.offload = await stack.enter_async_context(
+                            OffloadClient(mqtt, self.site, self.config.offload)
+                        )
+                    tasks = await stack.enter_async_context(asyncio.TaskGroup())
                     loops = [
                         tasks.create_task(self._ingest(mqtt, sub, dec), name=f"ingest[{sub.topic_filter}]")
                         for sub, dec in subscriptions
                     ]
                     loops.append(tasks.create_task(self._evaluate_loop(mqtt), name="evaluate"))
+                    if self.offload is not None and self.config.planning is not None:
+                        loops.append(
+                            tasks.create_task(
+                                self._plan_loop(self.offload, self.config.planning), name="plan"
+                            )
+                        )
+                    self.ready.set()
                     if stop is not None:
                         await stop.wait()
                         for task in loops:
@@ -179,11 +199,39 @@ class Agent:
             )
         return out
 
+    async def _plan_loop(self, offload: OffloadClient, planning: PlanningConfig) -> None:
+        """Every period: the running-set plan from the latest scores, offloaded (or solved locally)."""
+        while True:
+            await asyncio.sleep(planning.every_s)
+            scores = {a: s for (a, model), s in self._latest.items() if model == planning.model}
+            if len(scores) < planning.running:
+                continue
+            decision = await offload.solve(
+                running_set_bqm(scores, planning.running), meta={"plan": "running-set"}
+            )
+            self.stats.plans += 1
+            self.stats.last_plan = {
+                "job_id": decision.job_id,
+                "in_service": in_service(decision.sample),
+                "energy": decision.energy,
+                "solver": decision.solver,
+                "source": decision.source,
+                "seconds": round(decision.seconds, 3),
+            }
+            log.info(
+                "plan %s: keep %s in service (%s by %s)",
+                decision.job_id[:8],
+                ", ".join(self.stats.last_plan["in_service"]),
+                decision.source,
+                decision.solver,
+            )
+
     def _decide(self, mqtt: MqttClient, scored: list[Scored], now: float) -> None:
         stats = self.stats
         stats.evaluations += 1
         stats.inferences += len(scored)
         for s in scored:
+            self._latest[(s.asset, s.model)] = s.score
             stats.scores[s.asset] = s.score
             stats.max_scores[s.asset] = max(s.score, stats.max_scores.get(s.asset, s.score))
             for rule in self.rules:

@@ -144,8 +144,11 @@ def test_demo_json_summary(broker: EmbeddedBroker) -> None:
     )
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
-    for key in ("readings", "inferences", "setpoints", "deadletters", "provider"):
+    for key in ("readings", "inferences", "setpoints", "deadletters", "provider", "jobs", "results", "fallbacks",
+                "late"):
         assert key in summary
+    assert summary["jobs"] >= 1 and summary["plans"] == summary["jobs"], "every plan gets a decision"
+    assert summary["last_plan"]["in_service"] and "line1/pump3" not in summary["last_plan"]["in_service"]
     assert summary["readings"] > 1000 and summary["inferences"] > 0
     assert summary["setpoints"] >= 1 and summary["deadletters"] == 0
     assert summary["setpoint_log"][0]["asset"] == "line1/pump3"

@@ -1,0 +1,195 @@
+"""The agent's side of offloading: submit a job, wait for its result, fall back locally in time.
+
+``async with OffloadClient(mqtt, site, config) as offload: decision = await offload.solve(bqm)``
+publishes a job on ``qx/v1/{site}/jobs`` and waits on ``qx/v1/{site}/results/{job_id}`` until the
+deadline minus ``fallback_ms``. If no valid ``ok`` result has come by then (data center down, slow,
+overloaded, or the broker unreachable) it solves locally with a classical solver in the time kept for
+that, so a decision always arrives by the deadline. A result is used only if it answers a job this
+client sent and its energy matches its sample on the job's own model; anything else is counted and
+dropped. Results arriving after the client gave up on them are counted as ``late``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import dimod
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from connectors.mqtt import MqttClient, Subscription
+from hybrid.solvers import SaConfig, TabuConfig, solve_sa, solve_tabu
+from hybrid.wire import JobEnvelope, ResultEnvelope, SolverName, jobs_topic, results_topic
+
+log = logging.getLogger(__name__)
+
+
+class OffloadConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    deadline_ms: int = Field(
+        1500, ge=50, le=600_000, description="the decision is due this long after submit"
+    )
+    solver: SolverName = "auto"
+    fallback: Literal["tabu", "sa"] = "tabu"
+    fallback_ms: int = Field(250, ge=10, description="kept at the end of the deadline for the local fallback")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the agent acts on: the best sample, who found it, and how it got here."""
+
+    job_id: str
+    sample: dict[Any, int]
+    energy: float
+    solver: str
+    source: Literal["datacenter", "fallback"]
+    seconds: float
+    reason: str | None = None
+    result: ResultEnvelope | None = None
+
+
+class OffloadClient:
+    def __init__(self, mqtt: MqttClient, site: str, config: OffloadConfig) -> None:
+        self.mqtt = mqtt
+        self.site = site
+        self.config = config
+        self.stats: Counter[str] = Counter()
+        self.wins: Counter[str] = Counter()
+        self._waiting: dict[str, asyncio.Future[ResultEnvelope]] = {}
+        self._abandoned: OrderedDict[str, None] = OrderedDict()
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> OffloadClient:
+        results: Subscription = await self.mqtt.subscribe(results_topic(self.site, "+"), qos=1)
+        self._results = results
+        tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        tasks.create_task(self._route(results), name=f"offload-results[{self.site}]")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._results.close()
+        await self._stack.aclose()
+
+    async def _route(self, results: Subscription) -> None:
+        async for batch in results:
+            for topic, payload in batch:
+                try:
+                    result = ResultEnvelope.model_validate_json(payload)
+                except ValidationError:
+                    self.stats["invalid_results"] += 1
+                    log.warning("dropped a malformed result on %s", topic)
+                    continue
+                job_id = result.job_id or ""
+                future = self._waiting.get(job_id)
+                if future is not None and topic == results_topic(self.site, job_id) and not future.done():
+                    future.set_result(result)
+                elif job_id in self._abandoned:
+                    self.stats["late"] += 1
+                else:
+                    self.stats["unknown_results"] += 1
+                    log.warning("dropped a result for a job this agent is not waiting for (%s)", topic)
+
+    async def solve(
+        self,
+        bqm: dimod.BinaryQuadraticModel,
+        *,
+        deadline_ms: int | None = None,
+        solver: SolverName | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Decision:
+        cfg = self.config
+        started = time.monotonic()
+        submitted = time.time()
+        deadline_at = submitted + (deadline_ms or cfg.deadline_ms) / 1000.0
+        job_id = str(uuid.uuid4())
+        envelope = JobEnvelope(
+            v=1,
+            job_id=job_id,
+            site=self.site,
+            problem=bqm.to_serializable(use_bytes=False),
+            deadline_ms=deadline_ms or cfg.deadline_ms,
+            submitted_at=submitted,
+            solver=solver or cfg.solver,
+            reply_to=results_topic(self.site, job_id),
+            meta=meta or {},
+        )
+        future: asyncio.Future[ResultEnvelope] = asyncio.get_running_loop().create_future()
+        self._waiting[job_id] = future
+        self.stats["jobs"] += 1
+        self.mqtt.publish(jobs_topic(self.site), envelope.model_dump_json().encode(), qos=1)
+        reason: str
+        try:
+            result = await asyncio.wait_for(
+                future, max(0.0, deadline_at - cfg.fallback_ms / 1000 - time.time())
+            )
+        except TimeoutError:
+            reason = "no result from the data center in time" if self.mqtt.connected else "broker unreachable"
+            self._abandon(job_id)
+        else:
+            self.stats["results"] += 1
+            decision, reason = self._accept(bqm, result, started)
+            if decision is not None:
+                return decision
+        finally:
+            self._waiting.pop(job_id, None)
+        return await self._fall_back(bqm, job_id, deadline_at, started, reason)
+
+    def _abandon(self, job_id: str) -> None:
+        self._abandoned[job_id] = None
+        if len(self._abandoned) > 10_000:
+            self._abandoned.popitem(last=False)
+
+    def _accept(
+        self, bqm: dimod.BinaryQuadraticModel, result: ResultEnvelope, started: float
+    ) -> tuple[Decision | None, str]:
+        if result.status != "ok" or result.sample is None or result.energy is None:
+            self.stats[f"result_{result.status}"] += 1
+            return None, f"data center answered {result.status}: {result.reason}"
+        labels = {str(v): v for v in bqm.variables}
+        if set(result.sample) != set(labels) or any(x not in (0, 1, -1) for x in result.sample.values()):
+            self.stats["invalid_results"] += 1
+            return None, "the result's sample does not fit the job's variables"
+        sample = {labels[k]: x for k, x in result.sample.items()}
+        energy = float(bqm.energy(sample))
+        if abs(energy - result.energy) > 1e-6 * max(1.0, abs(energy)):
+            self.stats["invalid_results"] += 1
+            return None, f"the result's energy {result.energy} does not match its sample ({energy})"
+        self.wins[result.solver or "?"] += 1
+        return Decision(
+            result.job_id or "",
+            sample,
+            energy,
+            result.solver or "?",
+            "datacenter",
+            time.monotonic() - started,
+            result=result,
+        ), ""
+
+    async def _fall_back(
+        self, bqm: dimod.BinaryQuadraticModel, job_id: str, deadline_at: float, started: float, reason: str
+    ) -> Decision:
+        self.stats["fallbacks"] += 1
+        budget_end = deadline_at - 0.01
+        if self.config.fallback == "sa":
+            candidate = await asyncio.to_thread(solve_sa, bqm, budget_end, SaConfig(max_reads=50))
+        else:
+            candidate = await asyncio.to_thread(solve_tabu, bqm, budget_end, TabuConfig())
+        labels = {str(v): v for v in bqm.variables}
+        sample = {labels[k]: x for k, x in (candidate.sample or {}).items()}
+        log.info("job %s: local %s fallback (%s)", job_id, candidate.solver, reason)
+        self.wins[f"local-{candidate.solver}"] += 1
+        return Decision(
+            job_id,
+            sample,
+            candidate.energy or 0.0,
+            candidate.solver,
+            "fallback",
+            time.monotonic() - started,
+            reason,
+        )
