@@ -139,9 +139,9 @@ def qaoa_depths(args: argparse.Namespace) -> None:
                 assert c.raw_best_energy is not None
                 d = c.details
                 print(
-                    f"  {n:>3} {objective:>11} {p:>2} {c.raw_best_energy / opt:>16.1%} {d['expectation'] / opt:>10.1%} "
-                    f"{d['p_optimum']:>8.4f} {d['p_optimum'] * 2**n:>10.0f} {d['evaluations']:>6} "
-                    f"{time.monotonic() - started:>8.2f}"
+                    f"  {n:>3} {objective:>11} {p:>2} {c.raw_best_energy / opt:>16.1%} "
+                    f"{d['expectation'] / opt:>10.1%} {d['p_optimum']:>8.4f} {d['p_optimum'] * 2**n:>10.0f} "
+                    f"{d['evaluations']:>6} {time.monotonic() - started:>8.2f}"
                 )
 
 
