@@ -102,18 +102,21 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaCon
         take = np.clip(cfg.cvar_alpha - (cumulative - mass), 0.0, mass)  # the best alpha of the mass
         return float(take @ energies[order] / cfg.cvar_alpha)
 
-    # Keep time to sample and polish: 15 % of the budget, at least 20 ms.
-    remaining = deadline_at - time.time()
-    stop_at = time.time() + remaining - max(0.02, 0.15 * remaining)
+    # Stop optimising while there is still time for one more circuit (the final distribution), the
+    # shots and the polish: twice the slowest evaluation so far plus 5 % of the budget.
+    tail = 0.03 + 0.05 * max(0.0, deadline_at - time.time())
     best: dict[str, Any] = {"value": np.inf, "theta": None}
     evaluations = 0
+    slowest = 0.0
 
     def objective(theta: np.ndarray) -> float:
-        nonlocal evaluations
-        if time.time() >= stop_at and best["theta"] is not None:
+        nonlocal evaluations, slowest
+        if best["theta"] is not None and time.time() + 2 * slowest + tail >= deadline_at:
             raise _OutOfTime
+        began = time.time()
         evaluations += 1
         value = objective_of(np.asarray(distribution(theta[:p], theta[p:])))
+        slowest = max(slowest, time.time() - began)
         if value < best["value"]:
             best.update(value=value, theta=theta.copy())
         return value

@@ -144,8 +144,17 @@ def test_demo_json_summary(broker: EmbeddedBroker) -> None:
     )
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
-    for key in ("readings", "inferences", "setpoints", "deadletters", "provider", "jobs", "results", "fallbacks",
-                "late"):
+    for key in (
+        "readings",
+        "inferences",
+        "setpoints",
+        "deadletters",
+        "provider",
+        "jobs",
+        "results",
+        "fallbacks",
+        "late",
+    ):
         assert key in summary
     # every plan gets a decision; the end of the demo may cut the last one short
     assert summary["jobs"] >= 1 and summary["plans"] in (summary["jobs"], summary["jobs"] - 1)
