@@ -59,6 +59,18 @@ class _OutOfTime(Exception):
     pass
 
 
+def _device(qml: Any, cfg: QaoaConfig, wires: int) -> tuple[Any, str]:
+    """The configured device, or lightning.qubit (said so in the candidate) when it is not available
+    here: lightning.gpu without a GPU, a QPU plugin that is not installed."""
+    try:
+        return qml.device(cfg.device, wires=wires, **cfg.device_options), cfg.device
+    except Exception as exc:  # PennyLane raises DeviceError, ImportError or the plugin's own errors
+        if cfg.device == "lightning.qubit":
+            raise
+        note = f"lightning.qubit ({cfg.device} unavailable: {type(exc).__name__}: {str(exc)[:120]})"
+        return qml.device("lightning.qubit", wires=wires), note
+
+
 def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaConfig) -> Candidate:
     import pennylane as qml
     from scipy.optimize import minimize
@@ -77,7 +89,7 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaCon
     h, j, _ = ising_z(binary)
     scale = max(np.abs(h).max(initial=0.0), max((abs(b) for b in j.values()), default=0.0)) or 1.0
     p = cfg.layers
-    dev = qml.device(cfg.device, wires=n, **cfg.device_options)
+    dev, device_note = _device(qml, cfg, n)
 
     @qml.qnode(dev, diff_method=None)
     def distribution(gammas: np.ndarray, betas: np.ndarray) -> Any:
@@ -144,7 +156,7 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaCon
         "expectation": round(float(probs @ energies), 6),
         "shots": cfg.shots,
         "p_optimum": float(probs[order[0]]),
-        "device": cfg.device,
+        "device": device_note,
     }
     best_values = bits_of(raw_index, n)
     if cfg.polish:

@@ -21,11 +21,10 @@ import socket
 import time
 import uuid
 from collections import Counter, OrderedDict
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.mqtt import BrokerConfig, MqttClient
+from connectors.mqtt import BrokerConfig, MqttClient, Subscription
 from hybrid.portfolio import Portfolio, SolversConfig
 from hybrid.wire import Job, JobLimits, JobRejected, ResultEnvelope, decode_job, results_topic, site_of_topic
 
@@ -113,7 +112,7 @@ class SolverService:
         finally:
             self.portfolio.close(kill=True)
 
-    async def _consume(self, mqtt: MqttClient, jobs: Any, tasks: asyncio.TaskGroup) -> None:
+    async def _consume(self, mqtt: MqttClient, jobs: Subscription, tasks: asyncio.TaskGroup) -> None:
         async for batch in jobs:
             for topic, payload in batch:
                 self._accept(mqtt, topic, payload, tasks)

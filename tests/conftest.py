@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dimod
+import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -94,3 +96,27 @@ def watch(broker: EmbeddedBroker) -> Iterator[Callable[..., Watcher]]:
     yield make
     for w in made:
         w.close()
+
+
+def random_bqm(
+    n: int, density: float, seed: int, vartype: dimod.Vartype = dimod.BINARY
+) -> dimod.BinaryQuadraticModel:
+    rng = np.random.default_rng(seed)
+    return dimod.generators.gnp_random_bqm(
+        n,
+        density,
+        vartype,
+        random_state=seed,
+        bias_generator=lambda size: rng.integers(-100, 101, size).astype(float),
+    )
+
+
+def optimum(bqm: dimod.BinaryQuadraticModel) -> float:
+    return float(
+        dimod.ExactSolver().sample(bqm).first.energy
+    )  # dimod's brute force: an independent reference
+
+
+def sample_energy(bqm: dimod.BinaryQuadraticModel, sample: dict[str, int]) -> float:
+    labels = {str(v): v for v in bqm.variables}
+    return float(bqm.energy({labels[k]: x for k, x in sample.items()}))

@@ -19,8 +19,7 @@ from hybrid.client import OffloadClient, OffloadConfig
 from hybrid.portfolio import SolversConfig
 from hybrid.service import DataCenterConfig, SolverService
 
-from .conftest import Watcher
-from .test_solvers import optimum, random_bqm, sample_energy
+from .conftest import Watcher, optimum, random_bqm, sample_energy
 
 pytestmark = pytest.mark.integration
 

@@ -13,30 +13,7 @@ from hybrid.portfolio import Portfolio, SolversConfig, run_solver
 from hybrid.qaoa import QaoaConfig, ising_z
 from hybrid.solvers import SaConfig, all_energies, solve_sa
 
-
-def random_bqm(
-    n: int, density: float, seed: int, vartype: dimod.Vartype = dimod.BINARY
-) -> dimod.BinaryQuadraticModel:
-    rng = np.random.default_rng(seed)
-    return dimod.generators.gnp_random_bqm(
-        n,
-        density,
-        vartype,
-        random_state=seed,
-        bias_generator=lambda size: rng.integers(-100, 101, size).astype(float),
-    )
-
-
-def optimum(bqm: dimod.BinaryQuadraticModel) -> float:
-    return float(
-        dimod.ExactSolver().sample(bqm).first.energy
-    )  # dimod's brute force: an independent reference
-
-
-def sample_energy(bqm: dimod.BinaryQuadraticModel, sample: dict[str, int]) -> float:
-    labels = {str(v): v for v in bqm.variables}
-    return float(bqm.energy({labels[k]: x for k, x in sample.items()}))
-
+from .conftest import optimum, random_bqm, sample_energy
 
 CFG = SolversConfig(workers=0, qaoa=QaoaConfig(layers=1, maxiter=40, shots=200))
 
@@ -182,3 +159,11 @@ def test_solve_cli_takes_a_job_envelope_and_rejects_garbage(tmp_path: Path) -> N
         timeout=120,
     )
     assert run.returncode == 2 and "rejected" in run.stdout and "Traceback" not in run.stderr
+
+
+def test_qaoa_falls_back_to_lightning_qubit_when_the_configured_device_is_missing() -> None:
+    cfg = SolversConfig(qaoa=QaoaConfig(device="lightning.gpu", layers=1, maxiter=5, shots=50))
+    candidate = run_solver("qaoa", cfg, random_bqm(5, 0.5, seed=1), time.time() + 5)
+    assert candidate.status == "ok"
+    device = candidate.details["device"]
+    assert device == "lightning.gpu" or device.startswith("lightning.qubit (lightning.gpu unavailable")
