@@ -35,14 +35,19 @@ def _broker_arg(value: str) -> str:
     return value
 
 
-def _positive(value: str) -> float:
+def _positive(value: str, cast: type[float] | type[int] = float) -> float:
     try:
-        number = float(value)
+        number = cast(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+        what = "a number" if cast is float else "a whole number"
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
     if not number > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return number
+
+
+def _milliseconds(value: str) -> int:
+    return int(_positive(value, int))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     solve.add_argument("--solver", choices=SOLVERS, help="default: the envelope's, else auto")
     solve.add_argument(
-        "--deadline-ms", type=_deadline, metavar="N", help="default: the envelope's, else 2000"
+        "--deadline-ms", type=_milliseconds, metavar="N", help="default: the envelope's, else 2000"
     )
     solve.add_argument("--json", action="store_true", help="print the result envelope as JSON")
     solve.add_argument("--config", "-c", type=Path, help="solver config (default: configs/datacenter.yaml)")
@@ -88,16 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind", choices=["edge", "datacenter"], help="default: datacenter when there is no site"
     )
     return parser
-
-
-def _deadline(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milliseconds, got {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return number
 
 
 def _datacenter(path: Path | None, broker: str | None) -> DataCenterConfig:
