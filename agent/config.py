@@ -1,7 +1,8 @@
 """The agent's configuration: one YAML file, ``QXEDGE_`` environment overrides, then command-line flags.
 
-Precedence, lowest first: the file, environment variables, ``--broker``. An environment variable names a
-path with ``__`` between levels and list indexes as numbers, its value read as YAML::
+Precedence, lowest first: the file, environment variables, ``--broker``. An environment variable names
+a path with ``__`` between levels and list indexes as numbers; its value is a string (converted to the
+field's type), or YAML when it starts with ``[`` or ``{``::
 
     QXEDGE_SITE=gumi-line-3
     QXEDGE_BROKER__URL=mqtt://10.0.0.5:1883
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
+from paho.mqtt.client import topic_matches_sub as paho_matches
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -38,7 +40,7 @@ from pydantic import (
 
 from agent.planning import PlanningConfig
 from connectors.errors import ConfigError, Problem
-from connectors.mqtt import BrokerConfig, MqttSourceConfig
+from connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap
 from connectors.simulator import SimulatorConfig
 from hybrid.client import OffloadConfig
 
@@ -196,6 +198,24 @@ def cross_check(cfg: EdgeConfig) -> list[Problem]:
     for i, r in enumerate(cfg.rules):
         if r.model not in models:
             problems.append(Problem(f"rules[{i}].model", f"no model named {r.model!r}"))
+    filters = [(i, t) for i, c in enumerate(cfg.connectors) if c.mqtt for t in c.mqtt.topics]
+    for k, (i, a) in enumerate(filters):
+        if paho_matches(a, f"qx/v1/{cfg.site}/deadletter"):
+            problems.append(
+                Problem(
+                    f"connectors[{i}].mqtt.topics",
+                    f"{a!r} would receive the agent's own qx/v1 "
+                    "messages (dead letters would loop): subscribe to the plant's topics only",
+                )
+            )
+        for j, b in filters[k + 1 :]:
+            if filters_overlap(a, b):
+                problems.append(
+                    Problem(
+                        f"connectors[{j}].mqtt.topics",
+                        f"{b!r} overlaps {a!r}: their common messages would be counted twice",
+                    )
+                )
     if cfg.planning is not None:
         if cfg.planning.model not in models:
             problems.append(Problem("planning.model", f"no model named {cfg.planning.model!r}"))
@@ -219,15 +239,18 @@ def _message(err: Mapping[str, Any]) -> str:
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, tuple[list[str], Any]]:
-    """``QXEDGE_A__B=v`` → ``{"QXEDGE_A__B": (["a", "b"], parsed v)}``."""
+    """``QXEDGE_A__B=v`` → ``{"QXEDGE_A__B": (["a", "b"], v)}``. A value is a string (pydantic converts
+    it to the field's type, so a password of digits stays a string) unless it is a YAML list or mapping."""
     out = {}
     for key, raw in environ.items():
         if key.startswith(ENV_PREFIX) and len(key) > len(ENV_PREFIX):
             path = key[len(ENV_PREFIX) :].lower().split("__")
-            try:
-                value = yaml.safe_load(raw) if raw else raw
-            except yaml.YAMLError:
-                value = raw
+            value: Any = raw
+            if raw.lstrip().startswith(("[", "{")):
+                try:
+                    value = yaml.safe_load(raw)
+                except yaml.YAMLError:
+                    value = raw
             out[key] = (path, value)
     return out
 

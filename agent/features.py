@@ -24,9 +24,13 @@ _SCHEMA = {"asset": pl.String, "signal": pl.String, "ts": pl.Float64, "value": p
 def _stat(name: str) -> pl.Expr:
     v, t = pl.col("value"), pl.col("ts")
     match name:
-        case "mean" | "std" | "min" | "max" | "first" | "last" | "median":
+        case "mean" | "std" | "min" | "max" | "median":
             expr: pl.Expr = getattr(v, name)()
             return expr
+        case "first":  # by time, whatever the arrival order
+            return v.sort_by(t).first()
+        case "last":
+            return v.sort_by(t).last()
         case "count":
             return v.count().cast(pl.Float64)
         case "range":

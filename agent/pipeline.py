@@ -110,7 +110,9 @@ class Agent:
                     if entry.mqtt is None:
                         continue
                     source = entry.mqtt
-                    decoder = ReadingDecoder(TopicPattern(source.topic_pattern), source.max_payload_bytes)
+                    decoder = ReadingDecoder(
+                        TopicPattern(source.topic_pattern), source.max_payload_bytes, source.max_ahead_s
+                    )
                     for topic_filter in source.topics:
                         subscriptions.append((await mqtt.subscribe(topic_filter, source.qos), decoder))
                 self.ready.set()

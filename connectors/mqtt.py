@@ -87,6 +87,7 @@ class MqttSourceConfig(BaseModel):
     )
     qos: Literal[0, 1] = 0
     max_payload_bytes: int = Field(65_536, ge=16, le=16 * 1024 * 1024)
+    max_ahead_s: float = Field(300.0, gt=0, description="readings stamped further in the future are rejected")
 
     @field_validator("topic_pattern")
     @classmethod
@@ -105,6 +106,18 @@ class MqttSourceConfig(BaseModel):
             ):
                 raise ValueError(f"invalid MQTT topic filter {t!r}")
         return topics
+
+
+def filters_overlap(a: str, b: str) -> bool:
+    """Whether some topic matches both MQTT topic filters (``#`` also matches its parent level)."""
+    la, lb = a.split("/"), b.split("/")
+    for x, y in zip(la, lb, strict=False):
+        if x == "#" or y == "#":
+            return True
+        if x != y and "+" not in (x, y):
+            return False
+    longer, shorter = (la, lb) if len(la) > len(lb) else (lb, la)
+    return len(la) == len(lb) or (len(longer) == len(shorter) + 1 and longer[-1] == "#")
 
 
 def split_url(url: str) -> tuple[Literal["mqtt", "mqtts"], str, int]:
@@ -204,10 +217,10 @@ class MqttClient:
         self.unroutable = 0
         self.dropped_publishes = 0
         self.reconnects = 0
-        client_id = config.client_id or f"qxedge-{role}-{uuid.uuid4().hex[:8]}"
+        self.client_id = config.client_id or f"qxedge-{role}-{uuid.uuid4().hex[:8]}"
         self._paho = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=client_id,
+            client_id=self.client_id,
             protocol=paho.MQTTv311,
             clean_session=clean_session,
         )
@@ -245,7 +258,7 @@ class MqttClient:
         self._loop_thread = threading.get_ident()
         await self._connect(first=True)
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-        tasks.create_task(self._maintain(), name=f"mqtt-maintain[{self._paho._client_id!r}]")
+        self._maintainer = tasks.create_task(self._maintain(), name=f"mqtt-maintain[{self.client_id}]")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -257,6 +270,7 @@ class MqttClient:
         self._drop_socket()
         for sub in self._subscriptions:
             sub.close()
+        self._maintainer.cancel()  # it may be sleeping in a backoff or waiting on a connect
         await self._stack.aclose()
 
     @property
@@ -431,6 +445,9 @@ class MqttClient:
                 break  # no complete message left in the socket (or a control packet: read again later)
         if any(sub.backlog >= sub.high_water for sub in self._subscriptions):
             self._pause_reading()
+        elif self._sock is not None and getattr(self._sock, "pending", lambda: 0)():
+            # TLS: bytes already decrypted inside the SSL object do not make the socket readable again
+            self._running_loop().call_soon(self._on_readable)
 
     def _pause_reading(self) -> None:
         if self._sock is not None and not self._reading_paused:

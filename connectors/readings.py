@@ -5,7 +5,9 @@ Wire format (ARCHITECTURE.md section 3), one message per signal or one per asset
     plant/line1/pump1/temp   {"ts": 1764086400.125, "value": 71.3}
     plant/line1/pump1        {"ts": "2026-11-25T18:00:00Z", "values": {"temp": 71.3, "power": 15.2}}
 
-``ts`` (epoch seconds or RFC 3339) is optional: the receive time is used when absent. Values are finite
+``ts`` (epoch seconds or RFC 3339 with an offset) is optional: the receive time is used when absent; a
+``ts`` further ahead of the receive time than ``max_ahead_s`` (a wrong clock, or milliseconds) is
+rejected, since it would never leave the feature window. Values are finite
 numbers or booleans (stored as 1.0 / 0.0). Anything else is rejected with a reason; a message is
 accepted or rejected as a whole.
 
@@ -112,10 +114,13 @@ def _number(value: object, where: str) -> float:
     if value is True or value is False:
         return 1.0 if value else 0.0
     if type(value) is float or type(value) is int:
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int of 400 digits
+            number = math.inf
         if math.isfinite(number):
             return number
-        raise PayloadError(f"{where}: not a finite number ({value!r})")
+        raise PayloadError(f"{where}: not a finite number ({str(value)[:40]})")
     raise PayloadError(f"{where}: expected a number or a boolean, got {type(value).__name__}")
 
 
@@ -125,26 +130,34 @@ def _signal_name(name: str) -> str:
     return name
 
 
-def _timestamp(raw: object, received_at: float) -> float:
+def _timestamp(raw: object, received_at: float, max_ahead_s: float) -> float:
     if raw is None:
         return received_at
     if isinstance(raw, str):
         try:
-            return datetime.fromisoformat(raw).timestamp()
+            moment = datetime.fromisoformat(raw)
         except ValueError as exc:
             raise PayloadError(f"ts: not an RFC 3339 time ({raw[:40]!r})") from exc
-    ts = _number(raw, "ts") if not isinstance(raw, bool) else math.nan
-    if not ts > 0:
-        raise PayloadError(f"ts: expected epoch seconds > 0 or an RFC 3339 string, got {raw!r}")
+        if moment.tzinfo is None:
+            raise PayloadError(f"ts: RFC 3339 needs a time zone offset or Z ({raw[:40]!r})")
+        ts = moment.timestamp()
+    else:
+        ts = _number(raw, "ts") if not isinstance(raw, bool) else math.nan
+        if not ts > 0:
+            raise PayloadError(f"ts: expected epoch seconds > 0 or an RFC 3339 string, got {str(raw)[:40]}")
+    if ts > received_at + max_ahead_s:
+        hint = " (milliseconds? ts is in seconds)" if ts > received_at * 100 else ""
+        raise PayloadError(f"ts: {ts - received_at:.0f} s in the future{hint}")
     return ts
 
 
 class ReadingDecoder:
     """Decodes MQTT messages in the reading format into a ReadingBatch, rejecting bad ones with a reason."""
 
-    def __init__(self, pattern: TopicPattern, max_payload_bytes: int) -> None:
+    def __init__(self, pattern: TopicPattern, max_payload_bytes: int, max_ahead_s: float = 300.0) -> None:
         self.pattern = pattern
         self.max_payload_bytes = max_payload_bytes
+        self.max_ahead_s = max_ahead_s
 
     def decode(
         self,
@@ -159,6 +172,9 @@ class ReadingDecoder:
                 self._decode_one(topic, payload, received_at, into)
             except PayloadError as exc:
                 rejected.append(Rejected(topic, payload, str(exc)))
+            except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # what the checks missed
+                reason = f"invalid payload ({type(exc).__name__}: {exc})"[:200]
+                rejected.append(Rejected(topic, payload, reason))
 
     def _decode_one(self, topic: str, payload: bytes, received_at: float, into: ReadingBatch) -> None:
         if len(payload) > self.max_payload_bytes:
@@ -172,9 +188,11 @@ class ReadingDecoder:
             raise PayloadError(f"payload is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
         except ValueError as exc:  # json.JSONDecodeError
             raise PayloadError(f"payload is not valid JSON ({exc})") from exc
+        except RecursionError as exc:
+            raise PayloadError("payload is nested too deeply") from exc
         if type(doc) is not dict:
             raise PayloadError(f"payload must be a JSON object, got {type(doc).__name__}")
-        ts = _timestamp(doc.get("ts"), received_at)
+        ts = _timestamp(doc.get("ts"), received_at, self.max_ahead_s)
         if signal is not None:
             if "value" not in doc:
                 raise PayloadError('missing "value" (the batch form "values" goes on the asset topic)')

@@ -152,7 +152,8 @@ class OffloadClient:
             self.stats[f"result_{result.status}"] += 1
             return None, f"data center answered {result.status}: {result.reason}"
         labels = {str(v): v for v in bqm.variables}
-        if set(result.sample) != set(labels) or any(x not in (0, 1, -1) for x in result.sample.values()):
+        values = (0, 1) if bqm.vartype is dimod.BINARY else (-1, 1)
+        if set(result.sample) != set(labels) or any(x not in values for x in result.sample.values()):
             self.stats["invalid_results"] += 1
             return None, "the result's sample does not fit the job's variables"
         sample = {labels[k]: x for k, x in result.sample.items()}

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import Literal
 
 import dimod
@@ -25,6 +27,7 @@ from hybrid.qaoa import QaoaConfig, solve_qaoa
 from hybrid.solvers import ExactConfig, SaConfig, TabuConfig, solve_exact, solve_sa, solve_tabu
 from hybrid.wire import Candidate
 
+log = logging.getLogger(__name__)
 Concrete = Literal["exact", "sa", "tabu", "qaoa"]
 
 
@@ -81,11 +84,26 @@ class Portfolio:
 
     def __init__(self, config: SolversConfig) -> None:
         self.config = config
-        self._pool: concurrent.futures.Executor | None = None
-        if config.workers > 0:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(["dimod", "dwave.samplers", "hybrid.portfolio"])
-            self._pool = concurrent.futures.ProcessPoolExecutor(config.workers, mp_context=ctx)
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> concurrent.futures.Executor | None:
+        if self.config.workers == 0:
+            return None  # the loop's default thread pool
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["dimod", "dwave.samplers", "hybrid.portfolio"])
+        return concurrent.futures.ProcessPoolExecutor(self.config.workers, mp_context=ctx)
+
+    def _submit(
+        self, name: str, bqm: dimod.BinaryQuadraticModel, deadline_at: float
+    ) -> asyncio.Future[Candidate]:
+        loop = asyncio.get_running_loop()
+        try:
+            return loop.run_in_executor(self._pool, run_solver, name, self.config, bqm, deadline_at)
+        except BrokenProcessPool:  # a solver process died (killed, out of memory): start afresh
+            log.warning("a solver process died; starting a new pool")
+            self.close(kill=True)
+            self._pool = self._new_pool()
+            return loop.run_in_executor(self._pool, run_solver, name, self.config, bqm, deadline_at)
 
     def warm_up(self) -> None:
         """Start every solver process now rather than on the first job."""
@@ -117,12 +135,8 @@ class Portfolio:
         self, bqm: dimod.BinaryQuadraticModel, solver: str, deadline_at: float
     ) -> tuple[Candidate | None, list[Candidate]]:
         names, candidates = self.plan(solver, bqm.num_variables)
-        loop = asyncio.get_running_loop()
         collect_by = deadline_at - self.config.margin_ms / 1000.0
-        pending = {
-            loop.run_in_executor(self._pool, run_solver, name, self.config, bqm, collect_by): name
-            for name in names
-        }
+        pending = {self._submit(name, bqm, collect_by): name for name in names}
         while pending:
             done, _ = await asyncio.wait(
                 pending, timeout=max(0.0, collect_by - time.time()), return_when=asyncio.FIRST_COMPLETED
@@ -130,8 +144,11 @@ class Portfolio:
             if not done:
                 break
             for future in done:
-                pending.pop(future)
-                candidate = future.result()
+                name = pending.pop(future)
+                try:
+                    candidate = future.result()
+                except BrokenProcessPool:
+                    candidate = Candidate(solver=name, status="error", reason="the solver process died")
                 candidates.append(candidate)
                 if candidate.status == "ok" and candidate.details.get("optimal"):
                     pending_names = list(pending.values())

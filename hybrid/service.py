@@ -131,7 +131,12 @@ class SolverService:
             log.warning("ignored a message on %s: not a qx/v1/{site}/jobs topic", topic)
             return
         try:
-            job = decode_job(payload, self.config.limits, topic_site=site)
+            try:
+                job = decode_job(payload, self.config.limits, topic_site=site)
+            except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # what the checks missed
+                if isinstance(exc, JobRejected):
+                    raise
+                raise JobRejected(f"invalid job ({type(exc).__name__}: {str(exc)[:160]})") from exc
         except JobRejected as exc:
             log.info("rejected a job from %s: %s", site, exc)
             result = ResultEnvelope(

@@ -27,7 +27,7 @@ from hybrid.wire import Candidate, label_sample
 
 class ExactConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    max_variables: int = Field(22, ge=1, le=30, description="2^n energies are enumerated")
+    max_variables: int = Field(22, ge=1, le=24, description="2^n energies are held: 128 MiB at 24")
     chunk_bits: int = Field(16, ge=8, le=22)
 
 

@@ -113,8 +113,9 @@ class Job:
 
     @property
     def deadline_at(self) -> float:
-        """Epoch seconds by which the answer must be back."""
-        return self.envelope.submitted_at + self.envelope.deadline_ms / 1000.0
+        """Epoch seconds by which the answer must be back. Clocks are assumed NTP-synchronised; a job
+        stamped in the future (a clock ahead) counts from its arrival, so its deadline cannot stretch."""
+        return min(self.envelope.submitted_at, self.received_at) + self.envelope.deadline_ms / 1000.0
 
 
 def results_topic(site: str, job_id: str) -> str:
@@ -155,10 +156,18 @@ def decode_bqm(problem: dict[str, Any], limits: JobLimits) -> dimod.BinaryQuadra
         arr = problem.get(key)
         if not isinstance(arr, list) or not all(type(b) in (int, float) for b in arr):
             raise JobRejected(f"malformed BQM: {key} must be a list of numbers")
-        if not np.isfinite(np.asarray(arr, dtype=float)).all():
+        try:
+            finite = bool(np.isfinite(np.asarray(arr, dtype=float)).all())
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:
             raise JobRejected(f"non-finite bias in {key}")
     offset = problem.get("offset", 0.0)
-    if type(offset) not in (int, float) or not math.isfinite(offset):
+    try:
+        finite = type(offset) in (int, float) and math.isfinite(offset)
+    except OverflowError:
+        finite = False
+    if not finite:
         raise JobRejected("non-finite or non-numeric offset")
     try:
         bqm = dimod.BinaryQuadraticModel.from_serializable(problem)
@@ -178,6 +187,8 @@ def decode_job(payload: bytes, limits: JobLimits, *, topic_site: str | None = No
         doc = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise JobRejected(f"not a JSON document: {str(exc)[:120]}") from exc
+    except RecursionError as exc:
+        raise JobRejected("the document is nested too deeply") from exc
     if not isinstance(doc, dict):
         raise JobRejected("a job must be a JSON object")
     raw_id = doc.get("job_id")

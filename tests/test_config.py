@@ -127,3 +127,22 @@ def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str
         main(argv)
     assert info.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_environment_values_keep_their_string_type() -> None:
+    cfg = load_config(EDGE_YAML, environ={"QXEDGE_BROKER__PASSWORD": "123456", "QXEDGE_SITE": "0123"})
+    assert cfg.broker.password is not None and cfg.broker.password.get_secret_value() == "123456"
+    assert cfg.site == "0123"
+
+
+def test_overlapping_or_self_subscribing_topic_filters_are_refused(tmp_path: Path) -> None:
+    text = EDGE_YAML.read_text().replace(
+        'topics: ["plant/#"]', 'topics: ["plant/#", "plant/line1/+/temp", "#"]'
+    )
+    text = text.replace("path: models/anomaly.onnx", f"path: {EDGE_YAML.parent / 'models' / 'anomaly.onnx'}")
+    (tmp_path / "edge.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "edge.yaml", environ={})
+    messages = [str(p) for p in info.value.problems]
+    assert any("'plant/line1/+/temp' overlaps 'plant/#'" in m for m in messages)
+    assert any("'#' would receive the agent's own qx/v1 messages" in m for m in messages)

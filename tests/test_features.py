@@ -64,3 +64,11 @@ def test_matrix_in_declared_order_only_complete_assets() -> None:
     single = features.matrix(["temp.max"], ["l2/*"])  # one statistic: pivot names columns differently
     assert single.assets == ["l2/c"] and single.values.tolist() == [[10.0]]
     assert features.matrix(["vibration.mean"]).assets == []
+
+
+def test_first_and_last_follow_time_not_arrival() -> None:
+    fw = FeatureWindow(10.0, ["first", "last"])
+    row = fw.update(batch_of("a", "x", [T0 + 3, T0 + 1, T0 + 2], [3.0, 1.0, 2.0]), now=T0 + 4).frame.row(
+        0, named=True
+    )
+    assert (row["first"], row["last"]) == (1.0, 3.0)

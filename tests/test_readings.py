@@ -7,11 +7,11 @@ import pytest
 from connectors.errors import PayloadError
 from connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
 
-NOW = 1_764_086_400.0
+NOW = 1_795_629_600.0  # 2026-11-25T18:00:00Z
 
 
-def decode(*messages: tuple[str, bytes | str], limit: int = 4096) -> tuple[ReadingBatch, list[Rejected]]:
-    decoder = ReadingDecoder(TopicPattern("plant/{line}/{asset}/{signal}"), limit)
+def decode(*messages: tuple[str, bytes | str], limit: int = 3000) -> tuple[ReadingBatch, list[Rejected]]:
+    decoder = ReadingDecoder(TopicPattern("plant/{line}/{asset}/{signal}"), limit, max_ahead_s=300)
     batch, rejected = ReadingBatch(), []
     decoder.decode(((t, p.encode() if isinstance(p, str) else p) for t, p in messages), NOW, batch, rejected)
     return batch, rejected
@@ -69,7 +69,12 @@ def test_single_value_batch_form_bool_and_rfc3339() -> None:
         ("plant/l1/p1", b'{"values": {"a": 1, "b": "x"}}', "values.b: expected a number"),
         ("plant/l1/p1", b'{"values": {"a/b": 1}}', "invalid signal name"),
         ("elsewhere/l1/p1/temp", b'{"value": 1}', "topic does not match"),
-        ("plant/l1/p1/temp", b'{"value": 1, "pad": "' + b"x" * 5000 + b'"}', "exceeds the limit of 4096"),
+        ("plant/l1/p1/temp", b'{"value": 1, "pad": "' + b"x" * 5000 + b'"}', "exceeds the limit of 3000"),
+        ("plant/l1/p1/temp", b'{"value": 1' + b"0" * 400 + b"}", "not a finite number"),
+        ("plant/l1/p1/temp", b"[" * 3000, "nested too deeply"),
+        ("plant/l1/p1/temp", b'{"ts": "2026-11-25T18:00:00", "value": 1}', "needs a time zone offset"),
+        ("plant/l1/p1/temp", b'{"ts": 1795629600125, "value": 1}', "in the future (milliseconds?"),
+        ("plant/l1/p1/temp", b'{"ts": 1795633200, "value": 1}', "3600 s in the future"),
     ],
 )
 def test_invalid_payloads_are_rejected_with_a_reason(topic: str, payload: bytes, reason: str) -> None:

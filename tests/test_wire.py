@@ -92,6 +92,9 @@ def problem(**changes: Any) -> dict[str, Any]:
         (encode(job(reply_to="qx/v1/osan/results/j-1")), "reply_to must be qx/v1/gumi/results/j-1"),
         (encode(job(colour="red")), "colour: unknown key"),
         (encode({k: v for k, v in job().items() if k != "problem"}), "problem: Field required"),
+        (b'{"v": 1, "problem": ' + b"[" * 3000, "nested too deeply"),
+        (encode(job(problem=problem(linear_biases=[1.0, 10**400, 0.0]))), "non-finite bias in linear_biases"),
+        (encode(job(problem=problem(offset=10**400))), "non-finite or non-numeric offset"),
         (b"\xff{", "not a JSON document"),
         (b"[1]", "must be a JSON object"),
     ],
@@ -109,3 +112,8 @@ def test_rejection_keeps_the_job_id_when_readable() -> None:
     with pytest.raises(JobRejected) as info:
         decode_job(encode(job(v=7, job_id="bad id with spaces")), LIMITS)
     assert info.value.job_id is None
+
+
+def test_a_job_from_a_clock_ahead_counts_from_its_arrival() -> None:
+    decoded = decode_job(encode(job(submitted_at=time.time() + 3600)), LIMITS)
+    assert decoded.deadline_at == pytest.approx(decoded.received_at + 1.5)
