@@ -13,7 +13,9 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -86,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     solve.add_argument("--json", action="store_true", help="print the result envelope as JSON")
     solve.add_argument("--config", "-c", type=Path, help="solver config (default: configs/datacenter.yaml)")
+    audit = sub.add_parser(
+        "audit", help="read the audit log: proposals, verdicts, refused results, read-backs"
+    )
+    audit.add_argument("--config", "-c", type=Path, help="agent config (default: the simulated plant)")
+    audit.add_argument("--asset", help="only this asset, e.g. line1/pump3")
+    audit.add_argument(
+        "--since", type=_since, metavar="TIME", help="30s, 10m, 2h, 1d, epoch seconds or RFC 3339"
+    )
+    audit.add_argument("--limit", type=_milliseconds, metavar="N", help="only the last N rows")
+    audit.add_argument("--json", action="store_true", help="print the rows as one JSON array")
     check = sub.add_parser("check-config", help="validate a config file; list every problem with its path")
     check.add_argument("file", type=Path)
     check.add_argument("--broker", type=_broker_arg, metavar="URL")
@@ -93,6 +105,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind", choices=["edge", "datacenter"], help="default: datacenter when there is no site"
     )
     return parser
+
+
+def _since(value: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+            return time.time() - float(value[:-1]) * units[value[-1]]
+        if value.replace(".", "", 1).isdigit():
+            return float(value)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"expected 30s/10m/2h/1d, epoch seconds or RFC 3339 with offset: {value!r}"
+        )
+    return moment.timestamp()
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from agent.audit import query
+
+    cfg = _load(args.config, None)
+    path = cfg.safety.audit.resolved(cfg.site)
+    rows = query(path, asset=args.asset, since=args.since, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    print(f"{path}: {len(rows)} row(s)")
+    for r in rows:
+        when = datetime.fromtimestamp(r["ts"]).isoformat(timespec="milliseconds")
+        value = "" if r["value"] is None else f"{r['value']:g}"
+        proposed = "" if r["proposed"] is None else f"{r['proposed']:g}"
+        dry = " (dry run)" if r["dry_run"] else ""
+        print(
+            f"{when} {r['kind']:<9} {r['asset'] or '-':<14} {r['verdict']:<9}{dry} {proposed:>8} -> "
+            f"{value:<8} {r['source'] or ''}: {r['reason'] or ''}"
+        )
+    return 0
 
 
 def _datacenter(path: Path | None, broker: str | None) -> DataCenterConfig:
@@ -228,6 +279,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "solve":
         return asyncio.run(_solve(args))
+    if args.command == "audit":
+        return _audit(args)
     cfg = _load(args.config, args.broker)
     if args.command == "run":
         asyncio.run(_run_agent(cfg))

@@ -39,6 +39,7 @@ from pydantic import (
 )
 
 from agent.planning import PlanningConfig
+from agent.safety import SafetyConfig
 from connectors.errors import ConfigError, Problem
 from connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap
 from connectors.simulator import SimulatorConfig
@@ -178,6 +179,7 @@ class EdgeConfig(_Strict):
     window: WindowConfig = Field(default_factory=WindowConfig)
     models: list[ModelConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig, description="no envelope: nothing is written")
     offload: OffloadConfig | None = Field(None, description="submit plans to the data center (with fallback)")
     planning: PlanningConfig | None = None
     simulator: SimulatorConfig | None = None

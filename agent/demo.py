@@ -40,7 +40,7 @@ def _progress_line(elapsed: float, agent: Agent, plant: SimulatedPlant) -> str:
     return (
         f"t={elapsed:5.1f}s  published {plant.published:>7,}  readings {s.readings:>7,}  "
         f"inferences {s.inferences:>5,}  top score {worst[0]} {worst[1]:7.2f}  "
-        f"setpoints {s.setpoints}  dead letters {s.deadletters}"
+        f"setpoints {agent.gate.verdicts['written'] if agent.gate else 0}  dead letters {s.deadletters}"
     )
 
 
@@ -74,6 +74,7 @@ async def run_demo(
         await asyncio.sleep(cfg.window.every_s * 1.5)  # let the last readings be evaluated
         stop.set()
     stats = agent.stats
+    verdicts = agent.gate.verdicts if agent.gate else Counter[str]()
     elapsed = time.monotonic() - started
     return {
         "site": cfg.site,
@@ -85,7 +86,9 @@ async def run_demo(
         "readings_per_s": round(stats.readings / elapsed, 1),
         "evaluations": stats.evaluations,
         "inferences": stats.inferences,
-        "setpoints": stats.setpoints,
+        "setpoints": verdicts["written"],
+        "proposals": stats.proposals,
+        "verdicts": {k: verdicts[k] for k in ("accepted", "clamped", "refused", "alarms")},
         "setpoints_applied": plant.setpoints_applied,
         "deadletters": stats.deadletters,
         "provider": next(iter(agent.providers.values()), None),
@@ -95,7 +98,7 @@ async def run_demo(
         **offload_summary(agent),
         "setpoint_log": [
             {"asset": sp.asset, "value": sp.value, "ts": sp.ts, "reason": sp.provenance.get("reason")}
-            for sp in stats.recent_setpoints
+            for sp in (agent.gate.written if agent.gate else [])
         ],
     }
 
@@ -120,8 +123,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"from {summary['published']:,} published",
         f"  inferences    {summary['inferences']:,} in {summary['evaluations']} evaluations "
         f"on {summary['provider']}",
-        f"  setpoints     {summary['setpoints']} proposed, "
-        f"{summary['setpoints_applied']} applied by the plant",
+        f"  setpoints     {summary['setpoints']} written, {summary['setpoints_applied']} applied by the "
+        f"plant; safety verdicts {summary['verdicts']}",
         f"  dead letters  {summary['deadletters']}",
         f"  offload       {summary['jobs']} jobs, {summary['results']} results, "
         f"{summary['fallbacks']} local fallbacks, {summary['late']} late; wins {summary['solver_wins']}",

@@ -47,6 +47,7 @@ class Features:
 
     frame: pl.DataFrame  # asset, signal, start, end, n, <stat>...
     computed_at: float
+    latest: dict[tuple[str, str], tuple[float, float]]  # (asset, signal) -> (ts, value) of the newest reading
 
     def assets(self, patterns: Sequence[str]) -> list[str]:
         names = self.frame.get_column("asset").unique().sort().to_list()
@@ -118,6 +119,10 @@ class FeatureWindow:
         else:
             frame = self._frame
         self._frame = frame.filter(pl.col("ts") > now - self.length_s).rechunk()
+        newest = self._frame.group_by("asset", "signal").agg(
+            pl.col("ts").max().alias("ts"), pl.col("value").sort_by("ts").last().alias("value")
+        )
+        latest = {(a, s): (t, v) for a, s, t, v in newest.iter_rows()}
         stats = (
             self._frame.group_by("asset", "signal")
             .agg(
@@ -128,4 +133,4 @@ class FeatureWindow:
             )
             .filter((pl.col("n") >= self.min_samples) & (pl.col("end") - pl.col("start") >= self.min_span_s))
         )
-        return Features(stats, now)
+        return Features(stats, now, latest)

@@ -17,18 +17,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.audit import AuditLog
 from agent.config import EdgeConfig
-from agent.decisions import DerateRule, Scored, Setpoint
+from agent.decisions import DerateRule, Scored
 from agent.features import FeatureWindow
+from agent.gate import SetpointGate
 from agent.inference import OnnxModel
 from agent.planning import PlanningConfig, in_service, running_set_bqm
+from agent.safety import Latest, Proposal, Safety
 from connectors.mqtt import MqttClient, Publication, Subscription
 from connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
 from hybrid.client import OffloadClient
@@ -46,10 +51,9 @@ class AgentStats:
     deadletter_reasons: Counter[str] = field(default_factory=Counter)
     evaluations: int = 0
     inferences: int = 0
-    setpoints: int = 0
     scores: dict[str, float] = field(default_factory=dict)
     max_scores: dict[str, float] = field(default_factory=dict)
-    recent_setpoints: deque[Setpoint] = field(default_factory=lambda: deque(maxlen=100))
+    proposals: int = 0
     plans: int = 0
     last_plan: dict[str, Any] = field(default_factory=dict)
 
@@ -85,6 +89,9 @@ class Agent:
         w = config.window
         self.window = FeatureWindow(w.length_s, w.stats, w.min_samples, w.min_coverage)
         self.ready = asyncio.Event()
+        self.safety = Safety(config.safety, time.time())
+        self.config_hash = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+        self.gate: SetpointGate | None = None
         self.offload: OffloadClient | None = None
         self._pending = ReadingBatch()
         self._latest: dict[tuple[str, str], float] = {}
@@ -115,23 +122,36 @@ class Agent:
                     )
                     for topic_filter in source.topics:
                         subscriptions.append((await mqtt.subscribe(topic_filter, source.qos), decoder))
-                self.ready.set()
                 log.info(
                     "agent %s: listening on %s",
                     self.site,
                     ", ".join(s.topic_filter for s, _ in subscriptions),
                 )
                 async with contextlib.AsyncExitStack() as stack:
+                    audit_cfg = self.config.safety.audit
+                    audit = await stack.enter_async_context(
+                        AuditLog(
+                            audit_cfg.resolved(self.site),
+                            self.site,
+                            self.config_hash,
+                            audit_cfg.retention_days,
+                        )
+                    )
+                    gate = self.gate = SetpointGate(self.safety, audit, mqtt, self.site)
+                    proposals = await mqtt.subscribe(self.topic("proposals/#"), qos=1)
+                    locks = await mqtt.subscribe(self.topic("lock/#"), qos=1)
                     if self.config.offload is not None:
                         self.offload = await stack.enter_async_context(
-                            OffloadClient(mqtt, self.site, self.config.offload)
+                            OffloadClient(mqtt, self.site, self.config.offload, gate.on_refused_result)
                         )
                     tasks = await stack.enter_async_context(asyncio.TaskGroup())
                     loops = [
                         tasks.create_task(self._ingest(mqtt, sub, dec), name=f"ingest[{sub.topic_filter}]")
                         for sub, dec in subscriptions
                     ]
-                    loops.append(tasks.create_task(self._evaluate_loop(mqtt), name="evaluate"))
+                    loops.append(tasks.create_task(_each(proposals, gate.on_proposal), name="proposals"))
+                    loops.append(tasks.create_task(_each(locks, gate.on_lock), name="locks"))
+                    loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
                     if self.offload is not None and self.config.planning is not None:
                         loops.append(
                             tasks.create_task(
@@ -147,12 +167,12 @@ class Agent:
                 mqtt.publish(state, b"offline", qos=1, retain=True)
                 st = self.stats
                 log.info(
-                    "agent %s stopped: %d readings, %d dead letters, %d inferences, %d setpoints",
+                    "agent %s stopped: %d readings, %d dead letters, %d inferences, verdicts %s",
                     self.site,
                     st.readings,
                     st.deadletters,
                     st.inferences,
-                    st.setpoints,
+                    dict(self.gate.verdicts) if self.gate else {},
                 )
 
     async def _ingest(self, mqtt: MqttClient, subscription: Subscription, decoder: ReadingDecoder) -> None:
@@ -171,7 +191,7 @@ class Agent:
             if rejected:
                 log.debug("dead-lettered %d of %d messages", len(rejected), len(messages))
 
-    async def _evaluate_loop(self, mqtt: MqttClient) -> None:
+    async def _evaluate_loop(self, gate: SetpointGate) -> None:
         every = self.config.window.every_s
         due = time.monotonic()
         while True:
@@ -183,11 +203,13 @@ class Agent:
             await asyncio.sleep(delay)
             batch, self._pending = self._pending, ReadingBatch()
             now = time.time()
-            scored = await asyncio.to_thread(self.evaluate, batch, now)
-            self._decide(mqtt, scored, now)
+            scored, latest = await asyncio.to_thread(self.evaluate, batch, now)
+            gate.tick(latest, time.time())
+            self._decide(gate, scored, now)
 
-    def evaluate(self, batch: ReadingBatch, now: float) -> list[Scored]:
-        """Update the windows with ``batch`` and score every asset with every model (worker thread)."""
+    def evaluate(self, batch: ReadingBatch, now: float) -> tuple[list[Scored], Latest]:
+        """Update the windows with ``batch`` and score every asset with every model (worker thread);
+        also return the newest reading of every signal (for interlocks and read-backs)."""
         features = self.window.update(batch, now)
         out: list[Scored] = []
         for model in self.models.values():
@@ -199,7 +221,7 @@ class Agent:
                     matrix.assets, scores, matrix.starts, matrix.ends, strict=True
                 )
             )
-        return out
+        return out, features.latest
 
     async def _plan_loop(self, offload: OffloadClient, planning: PlanningConfig) -> None:
         """Every period: the running-set plan from the latest scores, offloaded (or solved locally)."""
@@ -228,7 +250,7 @@ class Agent:
                 decision.solver,
             )
 
-    def _decide(self, mqtt: MqttClient, scored: list[Scored], now: float) -> None:
+    def _decide(self, gate: SetpointGate, scored: list[Scored], now: float) -> None:
         stats = self.stats
         stats.evaluations += 1
         stats.inferences += len(scored)
@@ -239,12 +261,23 @@ class Agent:
             for rule in self.rules:
                 if rule.config.model != s.model:
                     continue
-                setpoint = rule.evaluate(s, now)
-                if setpoint is None:
+                proposed = rule.evaluate(s, now)
+                if proposed is None:
                     continue
-                mqtt.publish(self.topic(f"setpoints/{setpoint.asset}"), setpoint.payload(), qos=1)
-                stats.setpoints += 1
-                stats.recent_setpoints.append(setpoint)
-                log.info(
-                    "setpoint %s = %s (%s)", setpoint.asset, setpoint.value, setpoint.provenance["reason"]
+                stats.proposals += 1
+                gate.propose(
+                    Proposal(
+                        proposed.asset,
+                        proposed.value,
+                        f"rule:{rule.config.name}",
+                        s.window[1],
+                        time.time(),
+                        provenance=proposed.provenance,
+                    )
                 )
+
+
+async def _each(subscription: Subscription, handle: Callable[[str, bytes], None]) -> None:
+    async for batch in subscription:
+        for topic, payload in batch:
+            handle(topic, payload)

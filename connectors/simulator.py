@@ -6,7 +6,8 @@ Physics, per asset, with ``load`` the fraction of rated duty in [0, 1]:
   load is the demand capped by the latest setpoint received for the asset (1.0 = no derating);
 - ``power`` [kW] = rated_kw x (0.12 + 0.88 x load) with 1 % noise;
 - ``temp`` [°C] follows ambient (daily swing) + 40 x load through a first-order lag (tau 60 s);
-- ``vibration`` [mm/s RMS] = 1.0 + 1.6 x load with noise.
+- ``vibration`` [mm/s RMS] = 1.0 + 1.6 x load with noise;
+- ``load_cap``: the setpoint the asset currently applies (its echo, for the agent's read-back).
 
 Faults ramp in over ``ramp_s``: ``bearing`` adds vibration and makes it erratic; ``overheat`` (cooling
 loss) doubles the temperature rise over ambient and adds 10 °C, at the same load.
@@ -166,6 +167,7 @@ class PlantModel:
             into.append(name, "temp", stamp, round(temp, 3))
             into.append(name, "power", stamp, round(power, 3))
             into.append(name, "vibration", stamp, round(vibration, 4))
+            into.append(name, "load_cap", stamp, s.cap)  # the echo of the last setpoint applied
 
     def warm_up(self) -> None:
         """Start with temperatures settled at the initial load."""

@@ -17,6 +17,7 @@ import logging
 import time
 import uuid
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,9 +55,15 @@ class Decision:
     result: ResultEnvelope | None = None
 
 
+RefusedHook = Callable[[str, "str | None", str, dict[str, Any]], None]  # topic, job id, reason, detail
+
+
 class OffloadClient:
-    def __init__(self, mqtt: MqttClient, site: str, config: OffloadConfig) -> None:
+    def __init__(
+        self, mqtt: MqttClient, site: str, config: OffloadConfig, on_refused: RefusedHook | None = None
+    ) -> None:
         self.mqtt = mqtt
+        self.on_refused = on_refused
         self.site = site
         self.config = config
         self.stats: Counter[str] = Counter()
@@ -81,19 +88,33 @@ class OffloadClient:
             for topic, payload in batch:
                 try:
                     result = ResultEnvelope.model_validate_json(payload)
-                except ValidationError:
-                    self.stats["invalid_results"] += 1
-                    log.warning("dropped a malformed result on %s", topic)
+                except ValidationError as exc:
+                    self._refuse(
+                        "invalid_results", topic, None, f"malformed result: {exc.errors()[0]['msg']}"
+                    )
                     continue
                 job_id = result.job_id or ""
                 future = self._waiting.get(job_id)
-                if future is not None and topic == results_topic(self.site, job_id) and not future.done():
+                if topic != results_topic(self.site, job_id):
+                    self._refuse(
+                        "invalid_results", topic, job_id, "the result's job_id does not match its topic"
+                    )
+                elif future is not None and not future.done():
                     future.set_result(result)
                 elif job_id in self._abandoned:
-                    self.stats["late"] += 1
+                    self._refuse(
+                        "late", topic, job_id, "arrived after the job's deadline: the local fallback decided"
+                    )
                 else:
-                    self.stats["unknown_results"] += 1
-                    log.warning("dropped a result for a job this agent is not waiting for (%s)", topic)
+                    self._refuse(
+                        "unknown_results", topic, job_id, "no job with this id was sent by this agent"
+                    )
+
+    def _refuse(self, counter: str, topic: str, job_id: str | None, reason: str, **detail: Any) -> None:
+        self.stats[counter] += 1
+        log.warning("dropped a result on %s: %s", topic, reason)
+        if self.on_refused is not None:
+            self.on_refused(topic, job_id, reason, detail)
 
     async def solve(
         self,
@@ -151,16 +172,19 @@ class OffloadClient:
         if result.status != "ok" or result.sample is None or result.energy is None:
             self.stats[f"result_{result.status}"] += 1
             return None, f"data center answered {result.status}: {result.reason}"
+        topic = results_topic(self.site, result.job_id or "")
         labels = {str(v): v for v in bqm.variables}
         values = (0, 1) if bqm.vartype is dimod.BINARY else (-1, 1)
         if set(result.sample) != set(labels) or any(x not in values for x in result.sample.values()):
-            self.stats["invalid_results"] += 1
-            return None, "the result's sample does not fit the job's variables"
+            reason = "the result's sample does not fit the job's variables"
+            self._refuse("invalid_results", topic, result.job_id, reason)
+            return None, reason
         sample = {labels[k]: x for k, x in result.sample.items()}
         energy = float(bqm.energy(sample))
         if abs(energy - result.energy) > 1e-6 * max(1.0, abs(energy)):
-            self.stats["invalid_results"] += 1
-            return None, f"the result's energy {result.energy} does not match its sample ({energy})"
+            reason = f"the result's energy {result.energy} does not match its sample ({energy})"
+            self._refuse("invalid_results", topic, result.job_id, reason)
+            return None, reason
         self.wins[result.solver or "?"] += 1
         return Decision(
             result.job_id or "",

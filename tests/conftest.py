@@ -23,6 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 EDGE_YAML = ROOT / "configs" / "edge.yaml"
 
 
+@pytest.fixture(autouse=True)
+def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Audit logs and other state of every test go to its own folder, never to the user's."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
 @pytest.fixture
 def broker() -> Iterator[EmbeddedBroker]:
     """A mosquitto of our own on a free port (amqtt where mosquitto is not installed)."""

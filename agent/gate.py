@@ -1,0 +1,194 @@
+"""The setpoint gate: the only way to the plant. Every proposal goes through the safety envelope, is
+audited with its verdict and provenance, and only then (unless dry run or refused) is written.
+
+Inputs it takes besides the agent's own rules:
+
+- ``qx/v1/{site}/proposals/{asset}``: setpoint proposals from outside (an operator screen, an MES,
+  the data center): ``{"value": 0.8, "data_ts": <epoch s of the newest input>, "source": "mes",
+  "job_id": "...", "deadline_at": <epoch s>}``; ``ts`` stands in for ``data_ts`` when absent;
+- ``qx/v1/{site}/lock/{asset}`` (retained): any payload locks the asset at its current value (the
+  payload says who and why); an empty payload, ``unlocked``, ``0``, ``false`` or ``{"locked": false}``
+  unlocks it;
+- results the offload client refused (forged, unknown, malformed, late): audited, never written.
+
+Read-backs are checked at every evaluation; a mismatch or a missing echo raises an alarm on
+``qx/v1/{site}/alarms`` and in the audit log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import Counter
+from typing import Any
+
+from agent.audit import AuditLog
+from agent.decisions import Setpoint
+from agent.safety import Latest, Proposal, Safety, Verdict
+from connectors.mqtt import MqttClient
+
+log = logging.getLogger(__name__)
+_UNLOCK = {"", "unlocked", "unlock", "0", "false", "off", "no"}
+
+
+class SetpointGate:
+    def __init__(self, safety: Safety, audit: AuditLog, mqtt: MqttClient, site: str) -> None:
+        self.safety = safety
+        self.audit = audit
+        self.mqtt = mqtt
+        self.site = site
+        self.verdicts: Counter[str] = Counter()
+        self.written: list[Setpoint] = []
+
+    def topic(self, suffix: str) -> str:
+        return f"qx/v1/{self.site}/{suffix}"
+
+    def propose(self, p: Proposal, now: float | None = None) -> Verdict:
+        now = time.time() if now is None else now
+        if p.source != "ramp":
+            self.safety.drop_ramp(p.asset)
+        verdict = self.safety.evaluate(p, now)
+        self.verdicts[verdict.status] += 1
+        self.audit.record(
+            "proposal",
+            verdict.status,
+            asset=p.asset,
+            source=p.source,
+            proposed=p.value,
+            value=verdict.value,
+            reason=verdict.reason,
+            limit=verdict.limit,
+            dry_run=verdict.dry_run,
+            provenance={**p.provenance, "data_ts": p.data_ts, "deadline_at": p.deadline_at},
+            ts=now,
+        )
+        if verdict.status == "refused":
+            self.safety.drop_ramp(p.asset)
+            log.warning("refused %s = %s from %s: %s", p.asset, p.value, p.source, verdict.reason)
+            return verdict
+        if not verdict.write:
+            log.info("dry run: %s would be set to %s (%s)", p.asset, verdict.value, verdict.reason)
+            return verdict
+        assert verdict.value is not None
+        setpoint = Setpoint(
+            p.asset,
+            verdict.value,
+            now,
+            {
+                **p.provenance,
+                "source": p.source,
+                "proposed": p.value,
+                "verdict": verdict.status,
+                "limit": verdict.limit,
+            },
+        )
+        self.mqtt.publish(self.topic(f"setpoints/{p.asset}"), setpoint.payload(), qos=1)
+        self.safety.committed(p, verdict, now)
+        self.verdicts["written"] += 1
+        self.written.append(setpoint)
+        del self.written[:-100]
+        log.info("setpoint %s = %s (%s; %s)", p.asset, verdict.value, verdict.status, verdict.reason)
+        return verdict
+
+    def tick(self, latest: Latest, now: float) -> None:
+        """Each evaluation: fresh readings for interlocks and read-backs, ramp steps, read-back results."""
+        self.safety.latest = latest
+        for step in self.safety.ramps(now):
+            self.propose(step, now)
+        for asset, expected, observed, ok in self.safety.readbacks(now):
+            if ok:
+                self.audit.record(
+                    "readback", "confirmed", asset=asset, value=observed, proposed=expected, ts=now
+                )
+                continue
+            reason = ("no echo" if observed is None else f"echoed {observed:g}") + f", expected {expected:g}"
+            self.verdicts["alarms"] += 1
+            self.audit.record(
+                "readback", "alarm", asset=asset, value=observed, proposed=expected, reason=reason, ts=now
+            )
+            alarm = {
+                "asset": asset,
+                "kind": "readback",
+                "expected": expected,
+                "observed": observed,
+                "reason": reason,
+                "ts": now,
+            }
+            self.mqtt.publish(self.topic("alarms"), json.dumps(alarm), qos=1)
+            log.error("read-back alarm on %s: %s", asset, reason)
+
+    def on_proposal(self, topic: str, payload: bytes) -> None:
+        """A message on ``qx/v1/{site}/proposals/{asset}``."""
+        now = time.time()
+        asset = topic.removeprefix(self.topic("proposals/"))
+        try:
+            doc = json.loads(payload)
+            if not isinstance(doc, dict):
+                raise ValueError("a proposal must be a JSON object")
+            value = _number(doc.get("value"), "value")
+            if "asset" in doc and doc["asset"] != asset:
+                raise ValueError(f"asset {doc['asset']!r} does not match the topic's {asset!r}")
+            data_ts = _number(doc.get("data_ts", doc.get("ts", now)), "data_ts")
+            deadline = doc.get("deadline_at")
+            deadline_at = None if deadline is None else _number(deadline, "deadline_at")
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            self.verdicts["refused"] += 1
+            self.audit.record(
+                "proposal",
+                "refused",
+                asset=asset,
+                source="topic",
+                reason=f"invalid proposal: {exc}",
+                provenance={"payload": payload[:512].decode("utf-8", "replace")},
+                ts=now,
+            )
+            return
+        provenance = {k: doc[k] for k in ("source", "job_id", "solver", "energy", "by") if k in doc}
+        self.propose(
+            Proposal(
+                asset, value, f"topic:{doc.get('source', 'unknown')}", data_ts, now, deadline_at, provenance
+            ),
+            now,
+        )
+
+    def on_lock(self, topic: str, payload: bytes) -> None:
+        """A (retained) message on ``qx/v1/{site}/lock/{asset}``."""
+        asset = topic.removeprefix(self.topic("lock/"))
+        text = payload.decode("utf-8", "replace").strip()
+        locked = text.lower() not in _UNLOCK
+        with_reason = text[:120]
+        if text.startswith("{"):
+            try:
+                doc = json.loads(text)
+                locked = bool(doc.get("locked", True))
+                with_reason = str(doc.get("by") or doc.get("reason") or "operator")[:120]
+            except (ValueError, AttributeError):
+                pass
+        if locked:
+            self.safety.locks[asset] = with_reason or "operator"
+            self.safety.drop_ramp(asset)
+        else:
+            self.safety.locks.pop(asset, None)
+        self.audit.record("lock", "locked" if locked else "unlocked", asset=asset, reason=with_reason or None)
+        log.warning("%s %s (%s)", asset, "locked" if locked else "unlocked", with_reason)
+
+    def on_refused_result(self, topic: str, job_id: str | None, reason: str, detail: dict[str, Any]) -> None:
+        self.verdicts["refused_results"] += 1
+        self.audit.record(
+            "result",
+            "refused",
+            source=f"offload:{job_id}",
+            reason=reason,
+            provenance={"topic": topic, **detail},
+        )
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: expected a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{where}: not a finite number")
+    return number

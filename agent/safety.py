@@ -1,0 +1,287 @@
+"""The safety envelope: nothing proposed by a rule, a model, an operator topic or the data center
+reaches the plant unchecked.
+
+Every proposal gets a :class:`Verdict`, checked in this order (the first failure refuses):
+
+1. the asset has an envelope (assets without one are never written);
+2. the value is a finite number;
+3. expiry: the data it derives from is at most ``max_input_age_s`` old, and a solver result arrived
+   before its job's deadline;
+4. no operator lock (config, or a retained message on ``qx/v1/{site}/lock/{asset}``);
+5. every interlock holds on a reading no older than its ``max_age_s`` (a stale or missing reading
+   fails it);
+6. the value is clamped to ``[min, max]``, then towards the current value by ``max_rate_per_s`` times
+   the time since the last change (``clamped``, with the limit that clamped it);
+7. with ``allowed`` values, the result must be one of them;
+8. a change within ``min_dwell_s`` of the previous change is refused.
+
+In dry-run (global or per asset) the verdict is computed and audited but nothing is written. A
+proposal clamped by the rate limit becomes a ramp: the rest is proposed again at each evaluation,
+through every check, until reached or replaced. After a write, an envelope with ``readback`` expects
+the plant to echo the value on a signal within ``timeout_s``, and raises an alarm otherwise.
+This module is pure logic (no I/O): the pipeline feeds it readings, locks and the clock.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import operator
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+_CONDITION = re.compile(r"^\s*(\S+)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+class Interlock(BaseModel):
+    """``when``: ``<asset>/<signal> <op> <number>``; ``{asset}`` stands for the asset being written."""
+
+    model_config = ConfigDict(extra="forbid")
+    when: str
+    max_age_s: float = Field(5.0, gt=0, description="an older (or missing) reading fails the interlock")
+
+    @field_validator("when")
+    @classmethod
+    def _parse(cls, when: str) -> str:
+        match = _CONDITION.match(when)
+        if match is None or "/" not in match.group(1):
+            raise ValueError(f"expected `<asset>/<signal> <op> <number>` with op one of {' '.join(_OPS)}")
+        return when
+
+    def parts(self, asset: str) -> tuple[str, str, str, float]:
+        match = _CONDITION.match(self.when)
+        assert match is not None  # validated
+        path = match.group(1).replace("{asset}", asset)
+        where, _, signal = path.rpartition("/")
+        return where, signal, match.group(2), float(match.group(3))
+
+
+class Readback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signal: str = Field(description="the asset's signal on which the plant echoes the value it applied")
+    timeout_s: float = Field(5.0, gt=0)
+    tolerance: float = Field(1e-6, ge=0)
+
+
+class Envelope(BaseModel):
+    """Limits for every asset matching ``assets`` (glob patterns); the first matching envelope applies."""
+
+    model_config = ConfigDict(extra="forbid")
+    assets: list[str] = Field(min_length=1)
+    min: float
+    max: float
+    allowed: list[float] | None = Field(None, description="discrete values the asset accepts")
+    max_rate_per_s: float | None = Field(None, gt=0)
+    min_dwell_s: float = Field(0.0, ge=0, description="minimum time between two changes")
+    initial: float | None = Field(None, description="the value assumed before the first write or echo")
+    interlocks: list[Interlock] = Field(default_factory=list)
+    readback: Readback | None = None
+    dry_run: bool = False
+    locked: bool = Field(False, description="frozen by configuration")
+
+    @model_validator(mode="after")
+    def _check(self) -> Envelope:
+        if not (math.isfinite(self.min) and math.isfinite(self.max)) or self.min > self.max:
+            raise ValueError("min and max must be finite with min <= max")
+        if self.allowed is not None and not all(self.min <= v <= self.max for v in self.allowed):
+            raise ValueError("every allowed value must lie within [min, max]")
+        return self
+
+
+class AuditConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: Path | None = Field(None, description="default: $XDG_STATE_HOME/qxedge/audit-<site>.sqlite")
+    retention_days: float = Field(30.0, gt=0)
+
+    def resolved(self, site: str) -> Path:
+        if self.path is not None:
+            return self.path
+        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        return state / "qxedge" / f"audit-{site}.sqlite"
+
+
+class SafetyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dry_run: bool = Field(False, description="evaluate and audit every proposal, write nothing")
+    max_input_age_s: float = Field(15.0, gt=0, description="a proposal derived from older data is refused")
+    envelopes: list[Envelope] = Field(default_factory=list)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    asset: str
+    value: float
+    source: str  # "rule:<name>", "topic", "ramp", "offload:<job>"
+    data_ts: float  # the newest input it derives from
+    arrived_at: float
+    deadline_at: float | None = None  # a solver-derived proposal: its job's deadline
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: Literal["accepted", "clamped", "refused"]
+    value: float | None  # what is written (or would be, in dry run)
+    reason: str = ""
+    limit: str | None = None
+    dry_run: bool = False
+
+    @property
+    def write(self) -> bool:
+        return self.status != "refused" and not self.dry_run
+
+
+@dataclass(slots=True)
+class _State:
+    value: float | None
+    changed_at: float | None
+    ramp: Proposal | None = None
+    expect: tuple[float, float, float] | None = None  # (value, written at, due by)
+
+
+Latest = Mapping[tuple[str, str], tuple[float, float]]  # (asset, signal) -> (ts, value)
+
+
+class Safety:
+    def __init__(self, config: SafetyConfig, started_at: float) -> None:
+        self.config = config
+        self.started_at = started_at
+        self.locks: dict[str, str] = {}  # asset -> who / why (retained lock messages)
+        self.latest: Latest = {}
+        self._states: dict[str, _State] = {}
+
+    def envelope(self, asset: str) -> Envelope | None:
+        return next(
+            (e for e in self.config.envelopes if any(fnmatch.fnmatchcase(asset, p) for p in e.assets)), None
+        )
+
+    def _state(self, asset: str, env: Envelope) -> _State:
+        state = self._states.get(asset)
+        if state is None:
+            state = self._states[asset] = _State(env.initial, None)
+        if state.value is None and env.readback is not None:  # learn the current value from the echo
+            echo = self.latest.get((asset, env.readback.signal))
+            if echo is not None:
+                state.value = echo[1]
+        return state
+
+    def current(self, asset: str) -> float | None:
+        state = self._states.get(asset)
+        return None if state is None else state.value
+
+    def evaluate(self, p: Proposal, now: float) -> Verdict:
+        env = self.envelope(p.asset)
+        if env is None:
+            return Verdict("refused", None, "no safety envelope for this asset")
+        dry = self.config.dry_run or env.dry_run
+
+        def refuse(reason: str, limit: str | None = None) -> Verdict:
+            return Verdict("refused", None, reason, limit, dry)
+
+        if not math.isfinite(p.value):
+            return refuse(f"not a finite number ({p.value})")
+        age = now - p.data_ts
+        if age > self.config.max_input_age_s:
+            return refuse(
+                f"input data is {age:.1f} s old (limit {self.config.max_input_age_s:g} s)", "expiry"
+            )
+        if p.deadline_at is not None and p.arrived_at > p.deadline_at:
+            late = p.arrived_at - p.deadline_at
+            return refuse(f"the solver result arrived {late:.3f} s after its job's deadline", "expiry")
+        if env.locked or p.asset in self.locks:
+            return refuse(f"locked by operator ({self.locks.get(p.asset, 'config')})", "lock")
+        for interlock in env.interlocks:
+            failure = self._interlock_failure(p.asset, interlock, now)
+            if failure:
+                return refuse(failure, "interlock")
+        state = self._state(p.asset, env)
+        value, status, limit = p.value, "accepted", None
+        if value > env.max or value < env.min:
+            value, limit = (
+                min(env.max, max(env.min, value)),
+                f"max {env.max:g}" if value > env.max else f"min {env.min:g}",
+            )
+        if env.max_rate_per_s is not None and state.value is not None:
+            since = state.changed_at if state.changed_at is not None else self.started_at
+            step = env.max_rate_per_s * max(0.0, now - since)
+            if abs(value - state.value) > step:
+                value = state.value + math.copysign(step, value - state.value)
+                limit = f"rate {env.max_rate_per_s:g}/s"
+        if value != p.value:
+            status = "clamped"
+        if env.allowed is not None and not any(abs(value - a) <= 1e-9 for a in env.allowed):
+            return refuse(f"{value:g} is not an allowed value {env.allowed}", limit or "allowed")
+        changes = state.value is None or value != state.value
+        if changes and state.changed_at is not None and now - state.changed_at < env.min_dwell_s:
+            waited = now - state.changed_at
+            return refuse(f"last change {waited:.1f} s ago (min dwell {env.min_dwell_s:g} s)", "dwell")
+        reason = f"clamped by {limit}" if status == "clamped" else "within the envelope"
+        return Verdict(status, value, reason, limit, dry)  # type: ignore[arg-type]
+
+    def _interlock_failure(self, asset: str, interlock: Interlock, now: float) -> str:
+        where, signal, op, threshold = interlock.parts(asset)
+        reading = self.latest.get((where, signal))
+        name = f"{where}/{signal} {op} {threshold:g}"
+        if reading is None or now - reading[0] > interlock.max_age_s:
+            return f"interlock {name}: no reading in the last {interlock.max_age_s:g} s"
+        if not _OPS[op](reading[1], threshold):
+            return f"interlock {name} fails ({signal} = {reading[1]:g})"
+        return ""
+
+    def committed(self, p: Proposal, verdict: Verdict, now: float) -> None:
+        """Record a write: the current value, the time of the change, the ramp and the read-back."""
+        env = self.envelope(p.asset)
+        if env is None or verdict.value is None:
+            return
+        state = self._state(p.asset, env)
+        if state.value is None or verdict.value != state.value:
+            state.changed_at = now
+        state.value = verdict.value
+        state.ramp = replace(p, source="ramp") if verdict.limit and verdict.limit.startswith("rate") else None
+        if env.readback is not None:
+            state.expect = (verdict.value, now, now + env.readback.timeout_s)
+
+    def drop_ramp(self, asset: str) -> None:
+        """A new proposal replaces the asset's ramp; a refused step ends it."""
+        state = self._states.get(asset)
+        if state is not None:
+            state.ramp = None
+
+    def ramps(self, now: float) -> list[Proposal]:
+        """The remaining steps of rate-limited proposals, to evaluate again."""
+        return [
+            replace(s.ramp, data_ts=now, arrived_at=now) for s in self._states.values() if s.ramp is not None
+        ]
+
+    def readbacks(self, now: float) -> list[tuple[str, float, float | None, bool]]:
+        """Finished read-backs: (asset, expected, observed, ok). Pending ones stay until due."""
+        out: list[tuple[str, float, float | None, bool]] = []
+        for asset, state in self._states.items():
+            env = self.envelope(asset)
+            if state.expect is None or env is None or env.readback is None:
+                continue
+            expected, written_at, due = state.expect
+            echo = self.latest.get((asset, env.readback.signal))
+            fresh = echo is not None and echo[0] >= written_at
+            if fresh and echo is not None and abs(echo[1] - expected) <= env.readback.tolerance:
+                out.append((asset, expected, echo[1], True))
+                state.expect = None
+            elif now >= due:
+                out.append((asset, expected, echo[1] if fresh and echo is not None else None, False))
+                state.expect = None
+        return out

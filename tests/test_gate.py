@@ -1,0 +1,111 @@
+"""Integration: forged, out-of-range, stale and mismatched inputs against a running agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from agent.pipeline import Agent
+from connectors.embedded_broker import EmbeddedBroker
+
+from .conftest import Watcher, edge_config
+
+pytestmark = pytest.mark.integration
+SITE = "demo"
+
+
+async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    cfg = edge_config(broker.url, safety__envelopes__0__min_dwell_s="0")
+    envelope = cfg.safety.envelopes[0]
+    watcher = watch(f"qx/v1/{SITE}/setpoints/#", f"qx/v1/{SITE}/alarms")
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    now = time.time()
+
+    def publish(topic: str, payload: object, retain: bool = False) -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        watcher.publish(f"qx/v1/{SITE}/{topic}", body, retain=retain)
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(agent.run(stop))
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        for asset in ("pump1", "pump2", "fan1"):  # fresh readings for the temperature interlock
+            for k in range(3):
+                watcher.publish(f"plant/line1/{asset}/temp", json.dumps({"value": 60.0 + k}))
+        await asyncio.sleep(1.5)  # one evaluation: the interlock sees them
+        steps = [
+            ("proposals/line1/pump1", {"value": 7.5, "source": "mes"}),  # out of range: clamped to max
+            ("proposals/line1/pump1", {"value": 0.5, "data_ts": now - 600}),  # stale data
+            ("proposals/line1/pump2", {"value": "high"}),  # malformed
+            ("proposals/line1/pump2", {"value": 0.7, "asset": "line1/fan1"}),  # mismatched asset
+            ("proposals/line1/pump3", {"value": 0.7}),  # no temperature reading: interlock
+            ("proposals/line9/x", {"value": 0.5}),  # no envelope
+            ("proposals/line1/pump2", {"value": 0.5, "job_id": "j9", "deadline_at": now - 5}),  # late result
+            ("results/forged-1", {"v": 1, "job_id": "forged-1", "status": "ok", "sample": {}, "energy": -1}),
+            ("results/forged-2", {"v": 1, "job_id": "other", "status": "ok"}),  # job id mismatch
+            ("results/broken", b"{not json"),
+        ]
+        for topic, payload in steps:
+            await asyncio.to_thread(publish, topic, payload)
+        await asyncio.to_thread(publish, "lock/line1/fan1", b"j.kim: bearing inspection", True)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(publish, "proposals/line1/fan1", {"value": 0.4})  # locked
+        await asyncio.to_thread(publish, "proposals/line1/pump2", {"value": 0.45})  # fine
+        for _ in range(100):
+            if (
+                agent.gate is not None
+                and sum(agent.gate.verdicts[k] for k in ("accepted", "clamped", "refused")) >= 11
+            ):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        stop.set()
+    await asyncio.to_thread(publish, "lock/line1/fan1", b"", True)  # clear the retained lock
+
+    written = {
+        m.topic.rsplit("setpoints/", 1)[1]: json.loads(m.payload)
+        for m in watcher.on(f"qx/v1/{SITE}/setpoints/")
+    }
+    assert set(written) == {"line1/pump1", "line1/pump2"}, written
+    for setpoint in written.values():
+        assert envelope.min <= setpoint["value"] <= envelope.max
+    assert (
+        written["line1/pump1"]["value"] == 1.0
+        and written["line1/pump1"]["provenance"]["verdict"] == "clamped"
+    )
+    assert written["line1/pump2"]["value"] == 0.45
+
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agent.cli", "audit", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    rows = json.loads(run.stdout)
+    refusals = [(r["kind"], r["asset"], r["reason"]) for r in rows if r["verdict"] == "refused"]
+    reasons = " | ".join(str(r) for r in refusals)
+    for expected in (
+        "input data is",
+        "invalid proposal: value: expected a number",
+        "does not match the topic's",
+        "interlock line1/pump3/temp < 150: no reading",
+        "no safety envelope",
+        "after its job's deadline",
+        "no job with this id was sent by this agent",
+        "the result's job_id does not match its topic",
+        "malformed result",
+        "locked by operator",
+    ):
+        assert expected in reasons, f"{expected!r} missing from the audit: {reasons}"
+    assert any(r["verdict"] == "clamped" and r["limit_name"] == "max 1" for r in rows)
+    assert any(r["kind"] == "lock" and r["verdict"] == "locked" for r in rows)

@@ -1,0 +1,189 @@
+import math
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.audit import AuditLog, query
+from agent.safety import Envelope, Proposal, Safety, SafetyConfig
+
+T0 = 1_795_629_600.0
+ASSET = "line1/pump1"
+
+
+def safety(**envelope: Any) -> Safety:
+    env = {"assets": ["line1/*"], "min": 0.3, "max": 1.0, **envelope}
+    return Safety(SafetyConfig(envelopes=[Envelope.model_validate(env)], max_input_age_s=10), started_at=T0)
+
+
+def fresh(s: Safety, now: float, **signals: float) -> None:
+    s.latest = {(ASSET, name): (now - 0.5, value) for name, value in signals.items()}
+
+
+def proposal(value: float, now: float, *, data_age: float = 0.0, **kw: Any) -> Proposal:
+    return Proposal(ASSET, value, "test", now - data_age, now, **kw)
+
+
+def test_accepts_within_and_clamps_at_the_limits() -> None:
+    s = safety()
+    assert s.evaluate(proposal(0.6, T0 + 1), T0 + 1).status == "accepted"
+    high = s.evaluate(proposal(1.7, T0 + 1), T0 + 1)
+    assert (high.status, high.value, high.limit) == ("clamped", 1.0, "max 1")
+    low = s.evaluate(proposal(-5, T0 + 1), T0 + 1)
+    assert (low.status, low.value, low.limit) == ("clamped", 0.3, "min 0.3")
+
+
+@pytest.mark.parametrize(
+    ("changes", "prop", "reason"),
+    [
+        ({}, Proposal("line2/x", 0.5, "t", T0, T0), "no safety envelope"),
+        ({}, Proposal(ASSET, math.nan, "t", T0, T0), "not a finite number"),
+        ({}, Proposal(ASSET, 0.5, "t", T0 - 11, T0), "input data is 11.0 s old"),
+        (
+            {},
+            Proposal(ASSET, 0.5, "t", T0, T0, deadline_at=T0 - 0.25),
+            "arrived 0.250 s after its job's deadline",
+        ),
+        ({"locked": True}, Proposal(ASSET, 0.5, "t", T0, T0), "locked by operator (config)"),
+        ({"allowed": [0.5, 1.0]}, Proposal(ASSET, 0.7, "t", T0, T0), "0.7 is not an allowed value"),
+    ],
+)
+def test_refusals_say_why(changes: dict[str, Any], prop: Proposal, reason: str) -> None:
+    verdict = safety(**changes).evaluate(prop, T0)
+    assert verdict.status == "refused" and verdict.value is None and not verdict.write
+    assert reason in verdict.reason
+
+
+def test_operator_lock_holds_until_unlocked() -> None:
+    s = safety()
+    s.locks[ASSET] = "j.kim: maintenance"
+    assert "j.kim: maintenance" in s.evaluate(proposal(0.5, T0), T0).reason
+    del s.locks[ASSET]
+    assert s.evaluate(proposal(0.5, T0), T0).status == "accepted"
+
+
+def test_interlock_needs_a_fresh_reading_that_holds() -> None:
+    s = safety(interlocks=[{"when": "{asset}/temp < 90", "max_age_s": 2}])
+    assert "no reading in the last 2 s" in s.evaluate(proposal(0.5, T0), T0).reason  # missing
+    s.latest = {(ASSET, "temp"): (T0 - 3, 50.0)}
+    assert "no reading" in s.evaluate(proposal(0.5, T0), T0).reason  # stale
+    fresh(s, T0, temp=95.0)
+    assert "fails (temp = 95)" in s.evaluate(proposal(0.5, T0), T0).reason
+    fresh(s, T0, temp=60.0)
+    assert s.evaluate(proposal(0.5, T0), T0).status == "accepted"
+
+
+def test_rate_limit_ramps_and_dwell_spaces_changes() -> None:
+    s = safety(initial=1.0, max_rate_per_s=0.1, min_dwell_s=2)
+    first = proposal(0.5, T0 + 1)
+    verdict = s.evaluate(first, T0 + 1)
+    assert (verdict.status, verdict.limit) == ("clamped", "rate 0.1/s") and verdict.value == pytest.approx(
+        0.9
+    )
+    s.committed(first, verdict, T0 + 1)
+    assert "min dwell 2 s" in s.evaluate(proposal(0.8, T0 + 2), T0 + 2).reason
+    (ramp,) = s.ramps(T0 + 5)
+    step = s.evaluate(ramp, T0 + 5)
+    assert step.value == pytest.approx(0.5) and step.status == "accepted"  # 4 s x 0.1/s covers the rest
+    s.committed(ramp, step, T0 + 5)
+    assert s.ramps(T0 + 6) == []
+
+
+def test_dry_run_evaluates_but_writes_nothing() -> None:
+    s = Safety(SafetyConfig(dry_run=True, envelopes=[Envelope(assets=["*"], min=0, max=1)]), T0)
+    verdict = s.evaluate(proposal(2.0, T0), T0)
+    assert verdict.status == "clamped" and verdict.dry_run and not verdict.write
+
+
+def test_readback_confirms_or_alarms() -> None:
+    s = safety(readback={"signal": "load_cap", "timeout_s": 3, "tolerance": 0.01})
+    p = proposal(0.6, T0)
+    s.committed(p, s.evaluate(p, T0), T0)
+    assert s.readbacks(T0 + 1) == []  # still waiting
+    s.latest = {(ASSET, "load_cap"): (T0 + 1.5, 0.6)}
+    assert s.readbacks(T0 + 2) == [(ASSET, 0.6, 0.6, True)]
+    p = proposal(0.8, T0 + 10)
+    s.committed(p, s.evaluate(p, T0 + 10), T0 + 10)
+    s.latest = {(ASSET, "load_cap"): (T0 + 11, 0.6)}  # the plant kept the old value
+    assert s.readbacks(T0 + 14) == [(ASSET, 0.8, 0.6, False)]
+
+
+step_strategy = st.tuples(
+    st.floats(0, 5),  # seconds since the previous step
+    st.one_of(st.floats(-10, 10), st.sampled_from([math.nan, math.inf, -math.inf])),  # proposed value
+    st.floats(0, 200),  # interlock reading
+    st.floats(0, 8),  # its age
+    st.floats(0, 20),  # age of the proposal's data
+    st.booleans(),  # dry run for the asset
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lo=st.floats(-100, 100),
+    span=st.floats(0, 100),
+    rate=st.one_of(st.none(), st.floats(0.001, 10)),
+    dwell=st.floats(0, 5),
+    initial=st.one_of(st.none(), st.floats(-200, 200)),
+    steps=st.lists(step_strategy, max_size=40),
+)
+def test_no_sequence_writes_outside_the_envelope_or_too_fast(
+    lo: float, span: float, rate: float | None, dwell: float, initial: float | None, steps: list[Any]
+) -> None:
+    hi = lo + span
+    env = Envelope(
+        assets=["*"],
+        min=lo,
+        max=hi,
+        max_rate_per_s=rate,
+        min_dwell_s=dwell,
+        initial=None if initial is None else min(hi, max(lo, initial)),
+        interlocks=[{"when": "{asset}/temp < 150", "max_age_s": 5}],
+    )
+    s = Safety(SafetyConfig(envelopes=[env], max_input_age_s=10), started_at=T0)
+    now, last_value, last_change = T0, env.initial, None
+    rate_since = T0
+    for dt, value, temp, temp_age, data_age, dry in steps:
+        now += dt
+        s.config.envelopes[0].dry_run = dry
+        s.latest = {(ASSET, "temp"): (now - temp_age, temp)}
+        for p in [*s.ramps(now), Proposal(ASSET, value, "t", now - data_age, now)]:
+            verdict = s.evaluate(p, now)
+            if not verdict.write:
+                assert verdict.status == "refused" or dry
+                continue
+            v = verdict.value
+            assert v is not None and lo <= v <= hi
+            assert temp < 150 and temp_age <= 5 and data_age <= 10, "an interlock or expiry was ignored"
+            if last_value is not None and v != last_value:
+                if rate is not None:
+                    assert abs(v - last_value) <= rate * (now - rate_since) * (1 + 1e-9) + 1e-9
+                if last_change is not None:
+                    assert now - last_change >= dwell
+            if last_value is None or v != last_value:
+                last_change, rate_since = now, now
+            last_value = v
+            s.committed(p, verdict, now)
+
+
+async def test_audit_log_is_append_only_survives_restarts_and_expires(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite"
+    async with AuditLog(path, "demo", "cfg1", retention_days=1) as log:
+        log.record("proposal", "refused", asset=ASSET, proposed=2.0, reason="why", ts=time.time() - 3 * 86400)
+        log.record("proposal", "accepted", asset=ASSET, proposed=0.5, value=0.5, provenance={"job_id": "j"})
+    async with AuditLog(path, "demo", "cfg2", retention_days=1) as log:  # reopening prunes the old row
+        log.record("result", "refused", reason="forged")
+    rows = query(path)
+    assert [(r["kind"], r["verdict"], r["config_hash"]) for r in rows] == [
+        ("proposal", "accepted", "cfg1"),
+        ("result", "refused", "cfg2"),
+    ]
+    assert rows[0]["provenance"] == {"job_id": "j"} and query(path, asset=ASSET)[0]["value"] == 0.5
+    db = sqlite3.connect(path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE audit SET verdict = 'accepted'")
+    db.close()
