@@ -23,7 +23,9 @@ SITE = "demo"
 async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
-    cfg = edge_config(broker.url, safety__envelopes__0__min_dwell_s="0")
+    cfg = edge_config(
+        broker.url, safety__envelopes__0__min_dwell_s="0", safety__envelopes__0__readback__timeout_s="1"
+    )
     envelope = cfg.safety.envelopes[0]
     watcher = watch(f"qx/v1/{SITE}/setpoints/#", f"qx/v1/{SITE}/alarms")
     agent = Agent(cfg)
@@ -66,7 +68,10 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
             ):
                 break
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)
+        # no plant echoes load_cap here: each write must raise a read-back alarm
+        assert await asyncio.to_thread(
+            watcher.wait_for, lambda ms: len([m for m in ms if m.topic.endswith("alarms")]) >= 2, 30
+        )
         stop.set()
     await asyncio.to_thread(publish, "lock/line1/fan1", b"", True)  # clear the retained lock
 
@@ -109,3 +114,44 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
         assert expected in reasons, f"{expected!r} missing from the audit: {reasons}"
     assert any(r["verdict"] == "clamped" and r["limit_name"] == "max 1" for r in rows)
     assert any(r["kind"] == "lock" and r["verdict"] == "locked" for r in rows)
+    alarms = {json.loads(m.payload)["asset"] for m in watcher.on(f"qx/v1/{SITE}/alarms")}
+    assert alarms == {"line1/pump1", "line1/pump2"}
+    assert {r["asset"] for r in rows if r["verdict"] == "alarm"} == alarms
+
+
+async def test_dry_run_audits_but_writes_nothing(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    cfg = edge_config(broker.url, safety__dry_run="true", safety__envelopes__0__interlocks="[]")
+    watcher = watch(f"qx/v1/{SITE}/setpoints/#")
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(agent.run(stop))
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        for value in (0.5, 3.0):
+            await asyncio.to_thread(
+                watcher.publish, f"qx/v1/{SITE}/proposals/line1/pump1", json.dumps({"value": value})
+            )
+        for _ in range(100):
+            if (
+                agent.gate is not None
+                and agent.gate.verdicts["accepted"] + agent.gate.verdicts["clamped"] >= 2
+            ):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        stop.set()
+    assert agent.gate is not None and agent.gate.verdicts["written"] == 0
+    assert watcher.on(f"qx/v1/{SITE}/setpoints/") == []
+    run = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agent.cli", "audit", "--json", "--asset", "line1/pump1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    rows = json.loads(run.stdout)
+    assert [(r["proposed"], r["dry_run"]) for r in rows] == [(0.5, True), (3.0, True)]
+    assert all(r["verdict"] in ("accepted", "clamped") and 0.3 <= r["value"] <= 1.0 for r in rows)
+    assert rows[1]["verdict"] == "clamped"
