@@ -293,7 +293,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + (args.command == "run"), 2)]
+    services = args.command in ("run", "solver")  # long-running: say what they do
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + services, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _dispatch(args)
