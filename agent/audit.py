@@ -126,7 +126,8 @@ class AuditLog:
         dry_run: bool = False,
         provenance: Mapping[str, Any] | None = None,
         ts: float | None = None,
-    ) -> None:
+    ) -> concurrent.futures.Future[None]:
+        """Queue a row (never blocks); the returned future says when it is on disk."""
         row = (
             ts or time.time(),
             self.site,
@@ -143,7 +144,13 @@ class AuditLog:
             self.config_hash,
         )
         self.rows += 1
-        self._pool.submit(self._insert, row).add_done_callback(_log_failure)
+        future = self._pool.submit(self._insert, row)
+        future.add_done_callback(_log_failure)
+        return future
+
+    async def write(self, kind: str, verdict: str, **fields: Any) -> None:
+        """``record`` and wait until the row is on disk (raises if it could not be written)."""
+        await asyncio.wrap_future(self.record(kind, verdict, **fields))
 
 
 def _log_failure(future: concurrent.futures.Future[None]) -> None:

@@ -4,8 +4,9 @@ audited with its verdict and provenance, and only then (unless dry run or refuse
 Inputs it takes besides the agent's own rules:
 
 - ``qx/v1/{site}/proposals/{asset}``: setpoint proposals from outside (an operator screen, an MES,
-  the data center): ``{"value": 0.8, "data_ts": <epoch s of the newest input>, "source": "mes",
-  "job_id": "...", "deadline_at": <epoch s>}``; ``ts`` stands in for ``data_ts`` when absent;
+  the data center): ``{"value": 0.8, "data_ts": <epoch s of the newest input>, "source": "mes"}``
+  (``ts`` stands in for ``data_ts``; one of them is required). With a ``job_id`` the proposal derives
+  from a solver result: the job must be one this agent sent, and its deadline is the job's own;
 - ``qx/v1/{site}/lock/{asset}`` (retained): any payload locks the asset at its current value (the
   payload says who and why); an empty payload, ``unlocked``, ``0``, ``false`` or ``{"locked": false}``
   unlocks it;
@@ -22,6 +23,7 @@ import logging
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from agent.audit import AuditLog
@@ -31,11 +33,31 @@ from connectors.mqtt import MqttClient
 
 log = logging.getLogger(__name__)
 _UNLOCK = {"", "unlocked", "unlock", "0", "false", "off", "no"}
+PROVENANCE_KEYS = (
+    "source",
+    "by",
+    "job_id",
+    "solver",
+    "energy",
+    "model",
+    "model_sha256",
+    "provider",
+    "window",
+    "rule",
+)
 
 
 class SetpointGate:
-    def __init__(self, safety: Safety, audit: AuditLog, mqtt: MqttClient, site: str) -> None:
+    def __init__(
+        self,
+        safety: Safety,
+        audit: AuditLog,
+        mqtt: MqttClient,
+        site: str,
+        job_deadline: Callable[[str], float | None] = lambda _job_id: None,
+    ) -> None:
         self.safety = safety
+        self.job_deadline = job_deadline  # the deadline of a job this agent sent, None if it sent none
         self.audit = audit
         self.mqtt = mqtt
         self.site = site
@@ -45,25 +67,31 @@ class SetpointGate:
     def topic(self, suffix: str) -> str:
         return f"qx/v1/{self.site}/{suffix}"
 
-    def propose(self, p: Proposal, now: float | None = None) -> Verdict:
+    async def propose(self, p: Proposal, now: float | None = None) -> Verdict:
+        """Evaluate, audit (on disk before anything is written), then write if allowed."""
         now = time.time() if now is None else now
         if p.source != "ramp":
             self.safety.drop_ramp(p.asset)
         verdict = self.safety.evaluate(p, now)
         self.verdicts[verdict.status] += 1
-        self.audit.record(
-            "proposal",
-            verdict.status,
-            asset=p.asset,
-            source=p.source,
-            proposed=p.value,
-            value=verdict.value,
-            reason=verdict.reason,
-            limit=verdict.limit,
-            dry_run=verdict.dry_run,
-            provenance={**p.provenance, "data_ts": p.data_ts, "deadline_at": p.deadline_at},
-            ts=now,
-        )
+        try:
+            await self.audit.write(
+                "proposal",
+                verdict.status,
+                asset=p.asset,
+                source=p.source,
+                proposed=p.value,
+                value=verdict.value,
+                reason=verdict.reason,
+                limit=verdict.limit,
+                dry_run=verdict.dry_run,
+                provenance={**p.provenance, "data_ts": p.data_ts, "deadline_at": p.deadline_at},
+                ts=now,
+            )
+        except Exception:  # no audit row, no write
+            log.exception("the audit log failed: %s = %s is not written", p.asset, verdict.value)
+            self.verdicts["unaudited"] += 1
+            return Verdict("refused", None, "the audit log could not record the verdict", "audit")
         if verdict.status == "refused":
             self.safety.drop_ramp(p.asset)
             log.warning("refused %s = %s from %s: %s", p.asset, p.value, p.source, verdict.reason)
@@ -92,11 +120,11 @@ class SetpointGate:
         log.info("setpoint %s = %s (%s; %s)", p.asset, verdict.value, verdict.status, verdict.reason)
         return verdict
 
-    def tick(self, latest: Latest, now: float) -> None:
+    async def tick(self, latest: Latest, now: float) -> None:
         """Each evaluation: fresh readings for interlocks and read-backs, ramp steps, read-back results."""
         self.safety.latest = latest
         for step in self.safety.ramps(now):
-            self.propose(step, now)
+            await self.propose(step, now)
         for asset, expected, observed, ok in self.safety.readbacks(now):
             if ok:
                 self.audit.record(
@@ -119,42 +147,45 @@ class SetpointGate:
             self.mqtt.publish(self.topic("alarms"), json.dumps(alarm), qos=1)
             log.error("read-back alarm on %s: %s", asset, reason)
 
-    def on_proposal(self, topic: str, payload: bytes) -> None:
+    async def on_proposal(self, topic: str, payload: bytes) -> None:
         """A message on ``qx/v1/{site}/proposals/{asset}``."""
         now = time.time()
         asset = topic.removeprefix(self.topic("proposals/"))
         try:
+            if not asset:
+                raise ValueError("the topic names no asset")
             doc = json.loads(payload)
             if not isinstance(doc, dict):
                 raise ValueError("a proposal must be a JSON object")
             value = _number(doc.get("value"), "value")
             if "asset" in doc and doc["asset"] != asset:
                 raise ValueError(f"asset {doc['asset']!r} does not match the topic's {asset!r}")
-            data_ts = _number(doc.get("data_ts", doc.get("ts", now)), "data_ts")
-            deadline = doc.get("deadline_at")
-            deadline_at = None if deadline is None else _number(deadline, "deadline_at")
+            if "data_ts" not in doc and "ts" not in doc:
+                raise ValueError("data_ts (epoch s of the newest input it derives from) is required")
+            data_ts = _number(doc.get("data_ts", doc.get("ts")), "data_ts")
+            deadline_at = None
+            if "job_id" in doc:  # a solver-derived proposal: only for a job this agent sent
+                deadline_at = self.job_deadline(str(doc["job_id"]))
+                if deadline_at is None:
+                    raise ValueError(f"job_id {str(doc['job_id'])[:64]!r} is not a job this agent sent")
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
             self.verdicts["refused"] += 1
-            self.audit.record(
+            await self.audit.write(
                 "proposal",
                 "refused",
-                asset=asset,
+                asset=asset or None,
                 source="topic",
                 reason=f"invalid proposal: {exc}",
                 provenance={"payload": payload[:512].decode("utf-8", "replace")},
                 ts=now,
             )
             return
-        provenance = {k: doc[k] for k in ("source", "job_id", "solver", "energy", "by") if k in doc}
-        self.propose(
-            Proposal(
-                asset, value, f"topic:{doc.get('source', 'unknown')}", data_ts, now, deadline_at, provenance
-            ),
-            now,
-        )
+        provenance = {k: doc[k] for k in PROVENANCE_KEYS if k in doc}
+        source = f"topic:{str(doc.get('source', 'unknown'))[:40]}"
+        await self.propose(Proposal(asset, value, source, data_ts, now, deadline_at, provenance), now)
 
-    def on_lock(self, topic: str, payload: bytes) -> None:
-        """A (retained) message on ``qx/v1/{site}/lock/{asset}``."""
+    async def on_lock(self, topic: str, payload: bytes) -> None:
+        """A (retained) message on ``qx/v1/{site}/lock/{asset}``; anything unclear locks."""
         asset = topic.removeprefix(self.topic("lock/"))
         text = payload.decode("utf-8", "replace").strip()
         locked = text.lower() not in _UNLOCK
@@ -162,17 +193,25 @@ class SetpointGate:
         if text.startswith("{"):
             try:
                 doc = json.loads(text)
-                locked = bool(doc.get("locked", True))
+                locked = doc.get("locked", True) is not False
                 with_reason = str(doc.get("by") or doc.get("reason") or "operator")[:120]
-            except (ValueError, AttributeError):
-                pass
+            except (ValueError, AttributeError, RecursionError):
+                locked = True
         if locked:
             self.safety.locks[asset] = with_reason or "operator"
             self.safety.drop_ramp(asset)
         else:
             self.safety.locks.pop(asset, None)
-        self.audit.record("lock", "locked" if locked else "unlocked", asset=asset, reason=with_reason or None)
+        await self.audit.write(
+            "lock", "locked" if locked else "unlocked", asset=asset, reason=with_reason or None
+        )
         log.warning("%s %s (%s)", asset, "locked" if locked else "unlocked", with_reason)
+
+    async def record_decision(self, kind: str, provenance: dict[str, Any]) -> None:
+        """An offloaded decision (from the data center or the local fallback), for the record."""
+        await self.audit.write(
+            "decision", str(provenance.get("source", "?")), source=kind, provenance=provenance
+        )
 
     def on_refused_result(self, topic: str, job_id: str | None, reason: str, detail: dict[str, Any]) -> None:
         self.verdicts["refused_results"] += 1

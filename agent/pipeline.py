@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,9 +137,12 @@ class Agent:
                             audit_cfg.retention_days,
                         )
                     )
-                    gate = self.gate = SetpointGate(self.safety, audit, mqtt, self.site)
-                    proposals = await mqtt.subscribe(self.topic("proposals/#"), qos=1)
+                    gate = self.gate = SetpointGate(self.safety, audit, mqtt, self.site, self._job_deadline)
+                    # locks first: the retained ones must be in force before any proposal is handled
                     locks = await mqtt.subscribe(self.topic("lock/#"), qos=1)
+                    proposals = await mqtt.subscribe(self.topic("proposals/#"), qos=1)
+                    for topic, payload in locks.drain():
+                        await gate.on_lock(topic, payload)
                     if self.config.offload is not None:
                         self.offload = await stack.enter_async_context(
                             OffloadClient(mqtt, self.site, self.config.offload, gate.on_refused_result)
@@ -204,8 +207,8 @@ class Agent:
             batch, self._pending = self._pending, ReadingBatch()
             now = time.time()
             scored, latest = await asyncio.to_thread(self.evaluate, batch, now)
-            gate.tick(latest, time.time())
-            self._decide(gate, scored, now)
+            await gate.tick(latest, time.time())
+            await self._decide(gate, scored, now)
 
     def evaluate(self, batch: ReadingBatch, now: float) -> tuple[list[Scored], Latest]:
         """Update the windows with ``batch`` and score every asset with every model (worker thread);
@@ -234,6 +237,19 @@ class Agent:
                 running_set_bqm(scores, planning.running), meta={"plan": "running-set"}
             )
             self.stats.plans += 1
+            if self.gate is not None:
+                await self.gate.record_decision(
+                    "offload:running-set",
+                    {
+                        "job_id": decision.job_id,
+                        "source": decision.source,
+                        "solver": decision.solver,
+                        "energy": decision.energy,
+                        "seconds": decision.seconds,
+                        "reason": decision.reason,
+                        "in_service": in_service(decision.sample),
+                    },
+                )
             self.stats.last_plan = {
                 "job_id": decision.job_id,
                 "in_service": in_service(decision.sample),
@@ -250,7 +266,10 @@ class Agent:
                 decision.solver,
             )
 
-    def _decide(self, gate: SetpointGate, scored: list[Scored], now: float) -> None:
+    def _job_deadline(self, job_id: str) -> float | None:
+        return None if self.offload is None else self.offload.deadline_of(job_id)
+
+    async def _decide(self, gate: SetpointGate, scored: list[Scored], now: float) -> None:
         stats = self.stats
         stats.evaluations += 1
         stats.inferences += len(scored)
@@ -265,7 +284,7 @@ class Agent:
                 if proposed is None:
                     continue
                 stats.proposals += 1
-                gate.propose(
+                await gate.propose(
                     Proposal(
                         proposed.asset,
                         proposed.value,
@@ -277,7 +296,10 @@ class Agent:
                 )
 
 
-async def _each(subscription: Subscription, handle: Callable[[str, bytes], None]) -> None:
+async def _each(subscription: Subscription, handle: Callable[[str, bytes], Awaitable[None]]) -> None:
     async for batch in subscription:
         for topic, payload in batch:
-            handle(topic, payload)
+            try:
+                await handle(topic, payload)
+            except Exception:  # one bad message must not stop the agent
+                log.exception("could not handle a message on %s", topic)

@@ -5,19 +5,21 @@ Every proposal gets a :class:`Verdict`, checked in this order (the first failure
 
 1. the asset has an envelope (assets without one are never written);
 2. the value is a finite number;
-3. expiry: the data it derives from is at most ``max_input_age_s`` old, and a solver result arrived
-   before its job's deadline;
+3. expiry: the data it derives from is at most ``max_input_age_s`` old (and not stamped in the future
+   beyond ``max_clock_skew_s``), and a solver result arrived before its job's deadline;
 4. no operator lock (config, or a retained message on ``qx/v1/{site}/lock/{asset}``);
 5. every interlock holds on a reading no older than its ``max_age_s`` (a stale or missing reading
    fails it);
 6. the value is clamped to ``[min, max]``, then towards the current value by ``max_rate_per_s`` times
-   the time since the last change (``clamped``, with the limit that clamped it);
+   the time since the last change, counted up to ``max_step_s`` (``clamped``, with the limit that
+   clamped it), and to ``[min, max]`` again (a current value outside the range moves into it at once);
 7. with ``allowed`` values, the result must be one of them;
 8. a change within ``min_dwell_s`` of the previous change is refused.
 
 In dry-run (global or per asset) the verdict is computed and audited but nothing is written. A
-proposal clamped by the rate limit becomes a ramp: the rest is proposed again at each evaluation,
-through every check, until reached or replaced. After a write, an envelope with ``readback`` expects
+proposal clamped by the rate limit becomes a ramp: the rest is proposed again at each evaluation
+after the dwell time, through every check (with the data time of the original decision, so a ramp
+stops when its data expires), until reached or replaced. After a write, an envelope with ``readback`` expects
 the plant to echo the value on a signal within ``timeout_s``, and raises an alarm otherwise.
 This module is pure logic (no I/O): the pipeline feeds it readings, locks and the clock.
 """
@@ -86,6 +88,9 @@ class Envelope(BaseModel):
     max: float
     allowed: list[float] | None = Field(None, description="discrete values the asset accepts")
     max_rate_per_s: float | None = Field(None, gt=0)
+    max_step_s: float = Field(
+        1.0, gt=0, description="one write moves at most max_rate_per_s x min(time since last change, this)"
+    )
     min_dwell_s: float = Field(0.0, ge=0, description="minimum time between two changes")
     initial: float | None = Field(None, description="the value assumed before the first write or echo")
     interlocks: list[Interlock] = Field(default_factory=list)
@@ -99,6 +104,8 @@ class Envelope(BaseModel):
             raise ValueError("min and max must be finite with min <= max")
         if self.allowed is not None and not all(self.min <= v <= self.max for v in self.allowed):
             raise ValueError("every allowed value must lie within [min, max]")
+        if self.initial is not None and not self.min <= self.initial <= self.max:
+            raise ValueError("initial must lie within [min, max]")
         return self
 
 
@@ -118,6 +125,7 @@ class SafetyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     dry_run: bool = Field(False, description="evaluate and audit every proposal, write nothing")
     max_input_age_s: float = Field(15.0, gt=0, description="a proposal derived from older data is refused")
+    max_clock_skew_s: float = Field(2.0, ge=0, description="tolerated clock difference with the plant")
     envelopes: list[Envelope] = Field(default_factory=list)
     audit: AuditConfig = Field(default_factory=AuditConfig)
 
@@ -196,6 +204,8 @@ class Safety:
         if not math.isfinite(p.value):
             return refuse(f"not a finite number ({p.value})")
         age = now - p.data_ts
+        if age < -self.config.max_clock_skew_s:
+            return refuse(f"input data is stamped {-age:.1f} s in the future", "expiry")
         if age > self.config.max_input_age_s:
             return refuse(
                 f"input data is {age:.1f} s old (limit {self.config.max_input_age_s:g} s)", "expiry"
@@ -218,10 +228,12 @@ class Safety:
             )
         if env.max_rate_per_s is not None and state.value is not None:
             since = state.changed_at if state.changed_at is not None else self.started_at
-            step = env.max_rate_per_s * max(0.0, now - since)
-            if abs(value - state.value) > step:
+            step = env.max_rate_per_s * min(max(0.0, now - since), env.max_step_s)
+            if abs(value - state.value) > step * (1 + 1e-9) + 1e-12:  # float noise is no violation
                 value = state.value + math.copysign(step, value - state.value)
                 limit = f"rate {env.max_rate_per_s:g}/s"
+            # a current value outside the range (an echo) moves into it at once: range beats rate
+            value = min(env.max, max(env.min, value))
         if value != p.value:
             status = "clamped"
         if env.allowed is not None and not any(abs(value - a) <= 1e-9 for a in env.allowed):
@@ -249,11 +261,12 @@ class Safety:
         if env is None or verdict.value is None:
             return
         state = self._state(p.asset, env)
-        if state.value is None or verdict.value != state.value:
+        changed = state.value is None or verdict.value != state.value
+        if changed:
             state.changed_at = now
         state.value = verdict.value
         state.ramp = replace(p, source="ramp") if verdict.limit and verdict.limit.startswith("rate") else None
-        if env.readback is not None:
+        if env.readback is not None and changed:  # devices that echo on change only send nothing otherwise
             state.expect = (verdict.value, now, now + env.readback.timeout_s)
 
     def drop_ramp(self, asset: str) -> None:
@@ -263,10 +276,16 @@ class Safety:
             state.ramp = None
 
     def ramps(self, now: float) -> list[Proposal]:
-        """The remaining steps of rate-limited proposals, to evaluate again."""
-        return [
-            replace(s.ramp, data_ts=now, arrived_at=now) for s in self._states.values() if s.ramp is not None
-        ]
+        """The remaining steps of rate-limited proposals, once their dwell time has passed. A step keeps
+        the data time of the decision it continues, so a ramp stops when that data expires."""
+        out = []
+        for asset, state in self._states.items():
+            env = self.envelope(asset)
+            if state.ramp is None or env is None:
+                continue
+            if state.changed_at is None or now - state.changed_at >= env.min_dwell_s:
+                out.append(replace(state.ramp, arrived_at=now))
+        return out
 
     def readbacks(self, now: float) -> list[tuple[str, float, float | None, bool]]:
         """Finished read-backs: (asset, expected, observed, ok). Pending ones stay until due."""
@@ -277,7 +296,7 @@ class Safety:
                 continue
             expected, written_at, due = state.expect
             echo = self.latest.get((asset, env.readback.signal))
-            fresh = echo is not None and echo[0] >= written_at
+            fresh = echo is not None and echo[0] >= written_at - self.config.max_clock_skew_s
             if fresh and echo is not None and abs(echo[1] - expected) <= env.readback.tolerance:
                 out.append((asset, expected, echo[1], True))
                 state.expect = None

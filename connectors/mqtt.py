@@ -179,6 +179,12 @@ class Subscription:
         self._owner._resume_reading()
         return batch
 
+    def drain(self) -> list[Message]:
+        """The messages received so far, without waiting (e.g. retained ones right after subscribing)."""
+        batch, self._buffer = self._buffer, []
+        self._owner._resume_reading()
+        return batch
+
     def __aiter__(self) -> Subscription:
         return self
 

@@ -70,6 +70,7 @@ class OffloadClient:
         self.wins: Counter[str] = Counter()
         self._waiting: dict[str, asyncio.Future[ResultEnvelope]] = {}
         self._abandoned: OrderedDict[str, None] = OrderedDict()
+        self._sent: OrderedDict[str, float] = OrderedDict()  # job id -> deadline, the last 10,000 jobs
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> OffloadClient:
@@ -142,6 +143,9 @@ class OffloadClient:
         )
         future: asyncio.Future[ResultEnvelope] = asyncio.get_running_loop().create_future()
         self._waiting[job_id] = future
+        self._sent[job_id] = deadline_at
+        if len(self._sent) > 10_000:
+            self._sent.popitem(last=False)
         self.stats["jobs"] += 1
         self.mqtt.publish(jobs_topic(self.site), envelope.model_dump_json().encode(), qos=1)
         reason: str
@@ -160,6 +164,10 @@ class OffloadClient:
         finally:
             self._waiting.pop(job_id, None)
         return await self._fall_back(bqm, job_id, deadline_at, started, reason)
+
+    def deadline_of(self, job_id: str) -> float | None:
+        """The deadline of a job this client sent (among the last 10,000), else None."""
+        return self._sent.get(job_id)
 
     def _abandon(self, job_id: str) -> None:
         self._abandoned[job_id] = None

@@ -37,15 +37,21 @@ async def test_fault_drives_a_setpoint_seen_by_an_independent_client(
         tasks.create_task(agent.run(stop))
         await asyncio.wait_for(agent.ready.wait(), 10)
         simulation = tasks.create_task(plant.run())
-        seen = await asyncio.to_thread(watcher.wait_for, lambda ms: len(ms) > 0, 60)
+        # derating 1.0 -> 0.6 at 0.2/s is ramped: 0.8, then 0.6
+        seen = await asyncio.to_thread(
+            watcher.wait_for, lambda ms: any(b'"value":0.6,' in m.payload for m in ms), 60
+        )
         await asyncio.sleep(0.5)  # let the plant receive it too
         stop.set()
         simulation.cancel()
     assert seen, "no setpoint within 60 s of the fault"
-    (message,) = watcher.on(SETPOINTS)
-    assert message.topic == SETPOINTS + "line1/pump3"
-    setpoint = json.loads(message.payload)
-    assert setpoint["asset"] == "line1/pump3" and setpoint["value"] == 0.6
+    messages = watcher.on(SETPOINTS)
+    assert {m.topic for m in messages} == {SETPOINTS + "line1/pump3"}
+    steps = [json.loads(m.payload) for m in messages]
+    assert [round(sp["value"], 6) for sp in steps] == [0.8, 0.6]
+    assert steps[0]["provenance"]["verdict"] == "clamped" and steps[0]["provenance"]["limit"] == "rate 0.2/s"
+    setpoint = steps[0]
+    assert setpoint["asset"] == "line1/pump3"
     provenance = setpoint["provenance"]
     model = agent.models["anomaly"]
     assert provenance["model"] == "anomaly" and provenance["model_sha256"] == model.sha256
@@ -53,7 +59,7 @@ async def test_fault_drives_a_setpoint_seen_by_an_independent_client(
     start, end = provenance["window"]
     assert 0 < end - start <= cfg.window.length_s and end <= setpoint["ts"]
     assert provenance["score"] > cfg.rules[0].above
-    assert plant.setpoints_applied == 1 and plant.model.assets["line1/pump3"].cap == 0.6
+    assert plant.setpoints_applied == 2 and plant.model.assets["line1/pump3"].cap == pytest.approx(0.6)
     assert agent.stats.deadletters == 0 and agent.stats.readings > 0 and agent.stats.inferences > 0
 
 

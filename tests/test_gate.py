@@ -24,7 +24,10 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
     cfg = edge_config(
-        broker.url, safety__envelopes__0__min_dwell_s="0", safety__envelopes__0__readback__timeout_s="1"
+        broker.url,
+        safety__envelopes__0__min_dwell_s="0",
+        safety__envelopes__0__max_rate_per_s="100",
+        safety__envelopes__0__readback__timeout_s="1",
     )
     envelope = cfg.safety.envelopes[0]
     watcher = watch(f"qx/v1/{SITE}/setpoints/#", f"qx/v1/{SITE}/alarms")
@@ -36,6 +39,8 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         watcher.publish(f"qx/v1/{SITE}/{topic}", body, retain=retain)
 
+    # an operator lock retained before the agent starts must hold from its first proposal
+    await asyncio.to_thread(publish, "lock/line1/fan1", b"j.kim: bearing inspection", True)
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(agent.run(stop))
         await asyncio.wait_for(agent.ready.wait(), 10)
@@ -44,23 +49,26 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
                 watcher.publish(f"plant/line1/{asset}/temp", json.dumps({"value": 60.0 + k}))
         await asyncio.sleep(1.5)  # one evaluation: the interlock sees them
         steps = [
-            ("proposals/line1/pump1", {"value": 7.5, "source": "mes"}),  # out of range: clamped to max
+            ("proposals/line1/pump1", {"value": -3.0, "source": "mes", "ts": now}),  # out of range: clamped
             ("proposals/line1/pump1", {"value": 0.5, "data_ts": now - 600}),  # stale data
-            ("proposals/line1/pump2", {"value": "high"}),  # malformed
-            ("proposals/line1/pump2", {"value": 0.7, "asset": "line1/fan1"}),  # mismatched asset
-            ("proposals/line1/pump3", {"value": 0.7}),  # no temperature reading: interlock
-            ("proposals/line9/x", {"value": 0.5}),  # no envelope
-            ("proposals/line1/pump2", {"value": 0.5, "job_id": "j9", "deadline_at": now - 5}),  # late result
+            ("proposals/line1/pump1", {"value": 0.5, "data_ts": now + 600}),  # data from the future
+            ("proposals/line1/pump2", {"value": 0.5}),  # no data time at all
+            ("proposals/line1/pump2", {"value": "high", "ts": now}),  # malformed
+            ("proposals/line1/pump2", {"value": 0.7, "asset": "line1/fan1", "ts": now}),  # mismatched asset
+            ("proposals/line1/pump3", {"value": 0.7, "ts": now}),  # no temperature reading: interlock
+            ("proposals/line9/x", {"value": 0.5, "ts": now}),  # no envelope
+            (
+                "proposals/line1/pump2",
+                {"value": 0.5, "ts": now, "job_id": "j9", "solver": "qpu"},
+            ),  # forged job
             ("results/forged-1", {"v": 1, "job_id": "forged-1", "status": "ok", "sample": {}, "energy": -1}),
             ("results/forged-2", {"v": 1, "job_id": "other", "status": "ok"}),  # job id mismatch
             ("results/broken", b"{not json"),
         ]
         for topic, payload in steps:
             await asyncio.to_thread(publish, topic, payload)
-        await asyncio.to_thread(publish, "lock/line1/fan1", b"j.kim: bearing inspection", True)
-        await asyncio.sleep(0.3)
-        await asyncio.to_thread(publish, "proposals/line1/fan1", {"value": 0.4})  # locked
-        await asyncio.to_thread(publish, "proposals/line1/pump2", {"value": 0.45})  # fine
+        await asyncio.to_thread(publish, "proposals/line1/fan1", {"value": 0.4, "ts": now})  # locked
+        await asyncio.to_thread(publish, "proposals/line1/pump2", {"value": 0.45, "ts": time.time()})  # fine
         for _ in range(100):
             if (
                 agent.gate is not None
@@ -83,7 +91,7 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
     for setpoint in written.values():
         assert envelope.min <= setpoint["value"] <= envelope.max
     assert (
-        written["line1/pump1"]["value"] == 1.0
+        written["line1/pump1"]["value"] == 0.3
         and written["line1/pump1"]["provenance"]["verdict"] == "clamped"
     )
     assert written["line1/pump2"]["value"] == 0.45
@@ -101,18 +109,20 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
     reasons = " | ".join(str(r) for r in refusals)
     for expected in (
         "input data is",
+        "s in the future",
+        "data_ts (epoch s of the newest input it derives from) is required",
+        "is not a job this agent sent",
         "invalid proposal: value: expected a number",
         "does not match the topic's",
         "interlock line1/pump3/temp < 150: no reading",
         "no safety envelope",
-        "after its job's deadline",
         "no job with this id was sent by this agent",
         "the result's job_id does not match its topic",
         "malformed result",
         "locked by operator",
     ):
         assert expected in reasons, f"{expected!r} missing from the audit: {reasons}"
-    assert any(r["verdict"] == "clamped" and r["limit_name"] == "max 1" for r in rows)
+    assert any(r["verdict"] == "clamped" and r["limit_name"] == "min 0.3" for r in rows)
     assert any(r["kind"] == "lock" and r["verdict"] == "locked" for r in rows)
     alarms = {json.loads(m.payload)["asset"] for m in watcher.on(f"qx/v1/{SITE}/alarms")}
     assert alarms == {"line1/pump1", "line1/pump2"}
@@ -131,7 +141,9 @@ async def test_dry_run_audits_but_writes_nothing(
         await asyncio.wait_for(agent.ready.wait(), 10)
         for value in (0.5, 3.0):
             await asyncio.to_thread(
-                watcher.publish, f"qx/v1/{SITE}/proposals/line1/pump1", json.dumps({"value": value})
+                watcher.publish,
+                f"qx/v1/{SITE}/proposals/line1/pump1",
+                json.dumps({"value": value, "ts": time.time()}),
             )
         for _ in range(100):
             if (

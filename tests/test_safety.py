@@ -1,3 +1,5 @@
+import asyncio
+import json
 import math
 import sqlite3
 import time
@@ -9,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.audit import AuditLog, query
+from agent.gate import SetpointGate
 from agent.safety import Envelope, Proposal, Safety, SafetyConfig
 
 T0 = 1_795_629_600.0
@@ -86,11 +89,27 @@ def test_rate_limit_ramps_and_dwell_spaces_changes() -> None:
     )
     s.committed(first, verdict, T0 + 1)
     assert "min dwell 2 s" in s.evaluate(proposal(0.8, T0 + 2), T0 + 2).reason
-    (ramp,) = s.ramps(T0 + 5)
-    step = s.evaluate(ramp, T0 + 5)
-    assert step.value == pytest.approx(0.5) and step.status == "accepted"  # 4 s x 0.1/s covers the rest
-    s.committed(ramp, step, T0 + 5)
-    assert s.ramps(T0 + 6) == []
+    assert s.ramps(T0 + 2) == []  # still within the dwell time
+    now, value = T0 + 1, 0.9
+    while s.ramps(now + 2):  # one step per dwell period, each at most one second's worth of rate
+        now += 2
+        (ramp,) = s.ramps(now)
+        step = s.evaluate(ramp, now)
+        assert step.value is not None and step.value == pytest.approx(max(0.5, value - 0.1))
+        value = step.value
+        s.committed(ramp, step, now)
+    assert value == pytest.approx(0.5)
+
+
+def test_a_current_value_outside_the_range_moves_into_it() -> None:
+    s = safety(max_rate_per_s=0.1, readback={"signal": "load_cap"})
+    s.latest = {(ASSET, "load_cap"): (T0, 5.0)}  # the plant says 5.0, far outside [0.3, 1.0]
+    verdict = s.evaluate(proposal(0.5, T0 + 10), T0 + 10)
+    assert verdict.value is not None and 0.3 <= verdict.value <= 1.0
+
+
+def test_future_data_is_refused() -> None:
+    assert "in the future" in safety().evaluate(proposal(0.5, T0, data_age=-60), T0).reason
 
 
 def test_dry_run_evaluates_but_writes_nothing() -> None:
@@ -112,13 +131,31 @@ def test_readback_confirms_or_alarms() -> None:
     assert s.readbacks(T0 + 14) == [(ASSET, 0.8, 0.6, False)]
 
 
+class FakeMqtt:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
+        self.sent.append((topic, json.loads(payload)))
+        return True
+
+
+class FakeAudit:
+    def record(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    async def write(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 step_strategy = st.tuples(
     st.floats(0, 5),  # seconds since the previous step
     st.one_of(st.floats(-10, 10), st.sampled_from([math.nan, math.inf, -math.inf])),  # proposed value
     st.floats(0, 200),  # interlock reading
     st.floats(0, 8),  # its age
-    st.floats(0, 20),  # age of the proposal's data
+    st.floats(-5, 20),  # age of the proposal's data (negative: stamped in the future)
     st.booleans(),  # dry run for the asset
+    st.booleans(),  # locked by an operator
 )
 
 
@@ -128,12 +165,20 @@ step_strategy = st.tuples(
     span=st.floats(0, 100),
     rate=st.one_of(st.none(), st.floats(0.001, 10)),
     dwell=st.floats(0, 5),
-    initial=st.one_of(st.none(), st.floats(-200, 200)),
+    initial=st.one_of(st.none(), st.floats(0, 1)),
+    echo=st.one_of(st.none(), st.floats(-300, 300)),
     steps=st.lists(step_strategy, max_size=40),
 )
 def test_no_sequence_writes_outside_the_envelope_or_too_fast(
-    lo: float, span: float, rate: float | None, dwell: float, initial: float | None, steps: list[Any]
+    lo: float,
+    span: float,
+    rate: float | None,
+    dwell: float,
+    initial: float | None,
+    echo: float | None,
+    steps: list[Any],
 ) -> None:
+    """Through the gate (what is published is what counts): any proposals, timings, readings, locks."""
     hi = lo + span
     env = Envelope(
         assets=["*"],
@@ -141,33 +186,44 @@ def test_no_sequence_writes_outside_the_envelope_or_too_fast(
         max=hi,
         max_rate_per_s=rate,
         min_dwell_s=dwell,
-        initial=None if initial is None else min(hi, max(lo, initial)),
+        initial=None if initial is None else lo + initial * span,
         interlocks=[{"when": "{asset}/temp < 150", "max_age_s": 5}],
+        readback=None if echo is None else {"signal": "load_cap", "timeout_s": 1},
     )
-    s = Safety(SafetyConfig(envelopes=[env], max_input_age_s=10), started_at=T0)
-    now, last_value, last_change = T0, env.initial, None
-    rate_since = T0
-    for dt, value, temp, temp_age, data_age, dry in steps:
-        now += dt
-        s.config.envelopes[0].dry_run = dry
-        s.latest = {(ASSET, "temp"): (now - temp_age, temp)}
-        for p in [*s.ramps(now), Proposal(ASSET, value, "t", now - data_age, now)]:
-            verdict = s.evaluate(p, now)
-            if not verdict.write:
-                assert verdict.status == "refused" or dry
-                continue
-            v = verdict.value
-            assert v is not None and lo <= v <= hi
-            assert temp < 150 and temp_age <= 5 and data_age <= 10, "an interlock or expiry was ignored"
-            if last_value is not None and v != last_value:
-                if rate is not None:
-                    assert abs(v - last_value) <= rate * (now - rate_since) * (1 + 1e-9) + 1e-9
-                if last_change is not None:
-                    assert now - last_change >= dwell
-            if last_value is None or v != last_value:
-                last_change, rate_since = now, now
-            last_value = v
-            s.committed(p, verdict, now)
+    s = Safety(SafetyConfig(envelopes=[env], max_input_age_s=10, max_clock_skew_s=2), started_at=T0)
+    mqtt = FakeMqtt()
+    gate = SetpointGate(s, FakeAudit(), mqtt, "site")  # type: ignore[arg-type]
+
+    async def run() -> None:
+        now = T0
+        current, changed_at = env.initial, None  # what the plant holds, and when it last changed
+        for dt, value, temp, temp_age, data_age, dry, locked in steps:
+            now += dt
+            env.dry_run = dry
+            s.locks = {ASSET: "op"} if locked else {}
+            latest = {(ASSET, "temp"): (now - temp_age, temp)}
+            if echo is not None:
+                latest[(ASSET, "load_cap")] = (now, echo)
+            before = len(mqtt.sent)
+            await gate.tick(latest, now)
+            await gate.propose(Proposal(ASSET, value, "t", now - data_age, now), now)
+            for topic, setpoint in mqtt.sent[before:]:
+                if "/setpoints/" not in topic:
+                    continue  # read-back alarms
+                v = setpoint["value"]
+                assert lo <= v <= hi
+                assert not dry and not locked, "a dry run or a lock was ignored"
+                assert temp < 150 and temp_age <= 5, "an interlock was ignored"
+                if v == current:
+                    continue
+                if changed_at is not None:
+                    assert now - changed_at >= dwell
+                if rate is not None and current is not None and lo <= current <= hi:
+                    since = now - (changed_at if changed_at is not None else T0)
+                    assert abs(v - current) <= rate * min(since, env.max_step_s) * (1 + 1e-9) + 1e-9
+                current, changed_at = v, now
+
+    asyncio.run(run())
 
 
 async def test_audit_log_is_append_only_survives_restarts_and_expires(tmp_path: Path) -> None:
