@@ -97,7 +97,14 @@ async def run_demo(
         "max_scores": {a: round(v, 3) for a, v in sorted(stats.max_scores.items())},
         **offload_summary(agent),
         "setpoint_log": [
-            {"asset": sp.asset, "value": sp.value, "ts": sp.ts, "reason": sp.provenance.get("reason")}
+            {
+                "asset": sp.asset,
+                "value": sp.value,
+                "ts": sp.ts,
+                "reason": sp.provenance.get("reason"),
+                "verdict": sp.provenance.get("verdict"),
+                "limit": sp.provenance.get("limit"),
+            }
             for sp in (agent.gate.written if agent.gate else [])
         ],
     }
@@ -140,5 +147,6 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"({plan['source']}, {plan['solver']}, {plan['seconds']} s)"
         )
     for sp in summary["setpoint_log"]:
-        lines.append(f"  setpoint: {sp['asset']} -> {sp['value']} ({sp['reason']})")
+        how = sp["verdict"] + (f" by {sp['limit']}" if sp.get("limit") else "")
+        lines.append(f"  setpoint: {sp['asset']} -> {sp['value']:g} ({sp['reason']}; {how})")
     return "\n".join(lines)
