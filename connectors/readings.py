@@ -158,6 +158,7 @@ class ReadingDecoder:
         self.pattern = pattern
         self.max_payload_bytes = max_payload_bytes
         self.max_ahead_s = max_ahead_s
+        self._signals: set[str] = set()  # signal names of the batch form already checked
 
     def decode(
         self,
@@ -201,6 +202,18 @@ class ReadingDecoder:
         values = doc.get("values")
         if type(values) is not dict or not values:
             raise PayloadError('an asset topic needs a non-empty "values" object')
-        numbers = [(_signal_name(name), _number(v, f"values.{name}")) for name, v in values.items()]
-        for name, number in numbers:
-            into.append(asset, name, ts, number)
+        names = list(values)
+        numbers = list(values.values())
+        if not self._signals.issuperset(names):  # new signal names: check them once
+            for name in names:
+                _signal_name(name)
+            if len(self._signals) < 100_000:
+                self._signals.update(names)
+        # fast path: plain floats whose sum is finite (a NaN or an infinity makes the sum non-finite)
+        if not all(type(v) is float for v in numbers) or not math.isfinite(sum(numbers)):
+            numbers = [_number(v, f"values.{name}") for name, v in zip(names, numbers, strict=True)]
+        n = len(names)
+        into.assets.extend([asset] * n)
+        into.signals.extend(names)
+        into.ts.extend([ts] * n)
+        into.values.extend(numbers)
