@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--limit", type=_milliseconds, metavar="N", help="only the last N rows")
     audit.add_argument("--json", action="store_true", help="print the rows as one JSON array")
+    schema = sub.add_parser("config-schema", help="print the JSON Schema of a config (for editor completion)")
+    schema.add_argument("--kind", choices=["edge", "datacenter"], default="edge")
     check = sub.add_parser("check-config", help="validate a config file; list every problem with its path")
     check.add_argument("file", type=Path)
     check.add_argument("--broker", type=_broker_arg, metavar="URL")
@@ -281,6 +283,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_solve(args))
     if args.command == "audit":
         return _audit(args)
+    if args.command == "config-schema":
+        model = EdgeConfig if args.kind == "edge" else DataCenterConfig
+        print(json.dumps(model.model_json_schema(), indent=2))
+        return 0
     cfg = _load(args.config, args.broker)
     if args.command == "run":
         asyncio.run(_run_agent(cfg))

@@ -42,6 +42,7 @@ from agent.planning import PlanningConfig
 from agent.safety import SafetyConfig
 from connectors.errors import ConfigError, Problem
 from connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap
+from connectors.ops import OpsConfig
 from connectors.simulator import SimulatorConfig
 from hybrid.client import OffloadConfig
 
@@ -180,6 +181,7 @@ class EdgeConfig(_Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
     safety: SafetyConfig = Field(default_factory=SafetyConfig, description="no envelope: nothing is written")
+    ops: OpsConfig | None = Field(None, description="/metrics, /healthz, /readyz over HTTP")
     offload: OffloadConfig | None = Field(None, description="submit plans to the data center (with fallback)")
     planning: PlanningConfig | None = None
     simulator: SimulatorConfig | None = None

@@ -32,9 +32,11 @@ from agent.decisions import DerateRule, Scored
 from agent.features import FeatureWindow
 from agent.gate import SetpointGate
 from agent.inference import OnnxModel
+from agent.metrics import AgentMetrics
 from agent.planning import PlanningConfig, in_service, running_set_bqm
 from agent.safety import Latest, Proposal, Safety
 from connectors.mqtt import MqttClient, Publication, Subscription
+from connectors.ops import OpsServer
 from connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
 from hybrid.client import OffloadClient
 
@@ -93,6 +95,9 @@ class Agent:
         self.config_hash = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
         self.gate: SetpointGate | None = None
         self.offload: OffloadClient | None = None
+        self.mqtt: MqttClient | None = None
+        self.ops: OpsServer | None = None
+        self.metrics = AgentMetrics(self)
         self._pending = ReadingBatch()
         self._latest: dict[tuple[str, str], float] = {}
 
@@ -111,6 +116,7 @@ class Agent:
             will=Publication(state, b"offline"),
             birth=(Publication(state, b"online"),),
         ) as mqtt:
+            self.mqtt = mqtt
             try:
                 subscriptions: list[tuple[Subscription, ReadingDecoder]] = []
                 for entry in self.config.connectors:
@@ -128,6 +134,10 @@ class Agent:
                     ", ".join(s.topic_filter for s, _ in subscriptions),
                 )
                 async with contextlib.AsyncExitStack() as stack:
+                    if self.config.ops is not None:
+                        self.ops = await stack.enter_async_context(
+                            OpsServer(self.config.ops, self.metrics.registry, self._not_ready)
+                        )
                     audit_cfg = self.config.safety.audit
                     audit = await stack.enter_async_context(
                         AuditLog(
@@ -217,7 +227,12 @@ class Agent:
         out: list[Scored] = []
         for model in self.models.values():
             matrix = features.matrix(model.inputs, model.config.assets)
+            started = time.perf_counter()
             scores = model.score(matrix.values)
+            if len(scores):
+                self.metrics.inference_seconds.labels(model.name, model.provider).observe(
+                    time.perf_counter() - started
+                )
             out.extend(
                 Scored(asset, float(score), model.name, model.sha256, model.provider, (start, end))
                 for asset, score, start, end in zip(
@@ -265,6 +280,11 @@ class Agent:
                 decision.source,
                 decision.solver,
             )
+
+    def _not_ready(self) -> str | None:
+        if self.mqtt is None or not self.mqtt.connected:
+            return f"not connected to the broker at {self.config.broker.url}"
+        return None if self.ready.is_set() else "starting"
 
     def _job_deadline(self, job_id: str) -> float | None:
         return None if self.offload is None else self.offload.deadline_of(job_id)

@@ -16,6 +16,7 @@ coordinator. A worker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -25,6 +26,8 @@ from collections import Counter, OrderedDict
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.mqtt import BrokerConfig, MqttClient, Subscription
+from connectors.ops import OpsConfig, OpsServer
+from hybrid.metrics import SolverMetrics
 from hybrid.portfolio import Portfolio, SolversConfig
 from hybrid.wire import Job, JobLimits, JobRejected, ResultEnvelope, decode_job, results_topic, site_of_topic
 
@@ -41,6 +44,7 @@ class DataCenterConfig(BaseModel):
     limits: JobLimits = Field(default_factory=JobLimits)
     solvers: SolversConfig = Field(default_factory=SolversConfig)
     max_concurrent_jobs: int = Field(1, ge=1, le=1024, description="jobs solved at once by this worker")
+    ops: OpsConfig | None = Field(None, description="/metrics, /healthz, /readyz over HTTP")
     cache_size: int = Field(10_000, ge=1, description="results kept for duplicate deliveries")
 
 
@@ -91,7 +95,11 @@ class SolverService:
         self.worker_id = config.worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.portfolio = portfolio or Portfolio(config.solvers)
         self.stats: Counter[str] = Counter()
+        self.by_site: Counter[tuple[str, str]] = Counter()  # (site, status) -> results published
         self.wins: Counter[str] = Counter()
+        self.mqtt: MqttClient | None = None
+        self.ops: OpsServer | None = None
+        self.metrics = SolverMetrics(self)
         self.ready = asyncio.Event()
         self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -100,7 +108,14 @@ class SolverService:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         await asyncio.to_thread(self.portfolio.warm_up)
         try:
-            async with MqttClient(self.config.broker, role=f"solver-{self.worker_id}") as mqtt:
+            async with contextlib.AsyncExitStack() as stack:
+                mqtt = self.mqtt = await stack.enter_async_context(
+                    MqttClient(self.config.broker, role=f"solver-{self.worker_id}")
+                )
+                if self.config.ops is not None:
+                    self.ops = await stack.enter_async_context(
+                        OpsServer(self.config.ops, self.metrics.registry, self._not_ready)
+                    )
                 jobs = await mqtt.subscribe(self.config.subscription, qos=1)
                 self.ready.set()
                 log.info("solver %s: waiting for jobs on %s", self.worker_id, self.config.subscription)
@@ -112,15 +127,25 @@ class SolverService:
         finally:
             self.portfolio.close(kill=True)
 
+    @property
+    def queue_depth(self) -> int:
+        return len(self._inflight)
+
+    def _not_ready(self) -> str | None:
+        if self.mqtt is None or not self.mqtt.connected:
+            return f"not connected to the broker at {self.config.broker.url}"
+        return None if self.ready.is_set() else "starting"
+
     async def _consume(self, mqtt: MqttClient, jobs: Subscription, tasks: asyncio.TaskGroup) -> None:
         async for batch in jobs:
             for topic, payload in batch:
                 self._accept(mqtt, topic, payload, tasks)
 
-    def _publish(self, mqtt: MqttClient, topic: str, result: ResultEnvelope) -> bytes:
+    def _publish(self, mqtt: MqttClient, topic: str, result: ResultEnvelope, site: str) -> bytes:
         payload = result.payload()
         mqtt.publish(topic, payload, qos=1)
         self.stats[result.status] += 1
+        self.by_site[(site, result.status)] += 1
         return payload
 
     def _accept(self, mqtt: MqttClient, topic: str, payload: bytes, tasks: asyncio.TaskGroup) -> None:
@@ -142,7 +167,7 @@ class SolverService:
             result = ResultEnvelope(
                 job_id=exc.job_id, status="rejected", reason=str(exc), worker=self.worker_id
             )
-            self._publish(mqtt, results_topic(site, exc.job_id or "invalid"), result)
+            self._publish(mqtt, results_topic(site, exc.job_id or "invalid"), result, site)
             return
         key = (site, job.envelope.job_id)
         cached = self._cache.get(key)
@@ -168,7 +193,10 @@ class SolverService:
                     )
             if result.solver:
                 self.wins[result.solver] += 1
-            self._cache[key] = self._publish(mqtt, job.envelope.reply_to, result)
+                self.metrics.solve_seconds.labels(result.solver).observe(
+                    result.timings.get("solve_ms", 0) / 1000
+                )
+            self._cache[key] = self._publish(mqtt, job.envelope.reply_to, result, key[0])
             if len(self._cache) > self.config.cache_size:
                 self._cache.popitem(last=False)
             log.info("job %s/%s: %s by %s, energy %s", *key, result.status, result.solver, result.energy)

@@ -38,6 +38,7 @@ def broker() -> Iterator[EmbeddedBroker]:
 
 def edge_config(broker_url: str, **env: str) -> EdgeConfig:
     """configs/edge.yaml pointed at ``broker_url``, with QXEDGE_-style overrides (keys without prefix)."""
+    env = {"ops__port": "0", **env}  # a free port for the metrics endpoint of every agent under test
     return load_config(
         EDGE_YAML, environ={f"QXEDGE_{k.upper()}": v for k, v in env.items()}, broker_url=broker_url
     )
