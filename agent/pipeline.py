@@ -118,75 +118,67 @@ class Agent:
         ) as mqtt:
             self.mqtt = mqtt
             try:
-                subscriptions: list[tuple[Subscription, ReadingDecoder]] = []
-                for entry in self.config.connectors:
-                    if entry.mqtt is None:
-                        continue
-                    source = entry.mqtt
-                    decoder = ReadingDecoder(
-                        TopicPattern(source.topic_pattern), source.max_payload_bytes, source.max_ahead_s
-                    )
-                    for topic_filter in source.topics:
-                        subscriptions.append((await mqtt.subscribe(topic_filter, source.qos), decoder))
-                log.info(
-                    "agent %s: listening on %s",
-                    self.site,
-                    ", ".join(s.topic_filter for s, _ in subscriptions),
-                )
-                async with contextlib.AsyncExitStack() as stack:
-                    if self.config.ops is not None:
-                        self.ops = await stack.enter_async_context(
-                            OpsServer(self.config.ops, self.metrics.registry, self._not_ready)
-                        )
-                    audit_cfg = self.config.safety.audit
-                    audit = await stack.enter_async_context(
-                        AuditLog(
-                            audit_cfg.resolved(self.site),
-                            self.site,
-                            self.config_hash,
-                            audit_cfg.retention_days,
-                        )
-                    )
-                    gate = self.gate = SetpointGate(self.safety, audit, mqtt, self.site, self._job_deadline)
-                    # locks first: the retained ones must be in force before any proposal is handled
-                    locks = await mqtt.subscribe(self.topic("lock/#"), qos=1)
-                    proposals = await mqtt.subscribe(self.topic("proposals/#"), qos=1)
-                    for topic, payload in locks.drain():
-                        await gate.on_lock(topic, payload)
-                    if self.config.offload is not None:
-                        self.offload = await stack.enter_async_context(
-                            OffloadClient(mqtt, self.site, self.config.offload, gate.on_refused_result)
-                        )
-                    tasks = await stack.enter_async_context(asyncio.TaskGroup())
-                    loops = [
-                        tasks.create_task(self._ingest(mqtt, sub, dec), name=f"ingest[{sub.topic_filter}]")
-                        for sub, dec in subscriptions
-                    ]
-                    loops.append(tasks.create_task(_each(proposals, gate.on_proposal), name="proposals"))
-                    loops.append(tasks.create_task(_each(locks, gate.on_lock), name="locks"))
-                    loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
-                    if self.offload is not None and self.config.planning is not None:
-                        loops.append(
-                            tasks.create_task(
-                                self._plan_loop(self.offload, self.config.planning), name="plan"
-                            )
-                        )
-                    self.ready.set()
-                    if stop is not None:
-                        await stop.wait()
-                        for task in loops:
-                            task.cancel()
+                await self._serve(mqtt, stop)
             finally:
                 mqtt.publish(state, b"offline", qos=1, retain=True)
-                st = self.stats
                 log.info(
                     "agent %s stopped: %d readings, %d dead letters, %d inferences, verdicts %s",
                     self.site,
-                    st.readings,
-                    st.deadletters,
-                    st.inferences,
+                    self.stats.readings,
+                    self.stats.deadletters,
+                    self.stats.inferences,
                     dict(self.gate.verdicts) if self.gate else {},
                 )
+
+    async def _sources(self, mqtt: MqttClient) -> list[tuple[Subscription, ReadingDecoder]]:
+        sources = []
+        for entry in self.config.connectors:
+            if entry.mqtt is None:
+                continue
+            cfg = entry.mqtt
+            decoder = ReadingDecoder(TopicPattern(cfg.topic_pattern), cfg.max_payload_bytes, cfg.max_ahead_s)
+            for topic_filter in cfg.topics:
+                sources.append((await mqtt.subscribe(topic_filter, cfg.qos), decoder))
+        log.info("agent %s: listening on %s", self.site, ", ".join(s.topic_filter for s, _ in sources))
+        return sources
+
+    async def _serve(self, mqtt: MqttClient, stop: asyncio.Event | None) -> None:
+        sources = await self._sources(mqtt)
+        async with contextlib.AsyncExitStack() as stack:
+            if self.config.ops is not None:
+                self.ops = await stack.enter_async_context(
+                    OpsServer(self.config.ops, self.metrics.registry, self._not_ready)
+                )
+            audit_cfg = self.config.safety.audit
+            audit = await stack.enter_async_context(
+                AuditLog(audit_cfg.resolved(self.site), self.site, self.config_hash, audit_cfg.retention_days)
+            )
+            gate = self.gate = SetpointGate(self.safety, audit, mqtt, self.site, self._job_deadline)
+            # locks first: the retained ones must be in force before any proposal is handled
+            locks = await mqtt.subscribe(self.topic("lock/#"), qos=1)
+            proposals = await mqtt.subscribe(self.topic("proposals/#"), qos=1)
+            for topic, payload in locks.drain():
+                await gate.on_lock(topic, payload)
+            if self.config.offload is not None:
+                self.offload = await stack.enter_async_context(
+                    OffloadClient(mqtt, self.site, self.config.offload, gate.on_refused_result)
+                )
+            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            loops = [
+                tasks.create_task(self._ingest(mqtt, sub, dec), name=f"ingest[{sub.topic_filter}]")
+                for sub, dec in sources
+            ]
+            loops.append(tasks.create_task(_each(proposals, gate.on_proposal), name="proposals"))
+            loops.append(tasks.create_task(_each(locks, gate.on_lock), name="locks"))
+            loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
+            if self.offload is not None and self.config.planning is not None:
+                plan = self._plan_loop(self.offload, self.config.planning)
+                loops.append(tasks.create_task(plan, name="plan"))
+            self.ready.set()
+            if stop is not None:
+                await stop.wait()
+                for task in loops:
+                    task.cancel()
 
     async def _ingest(self, mqtt: MqttClient, subscription: Subscription, decoder: ReadingDecoder) -> None:
         stats = self.stats
