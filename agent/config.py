@@ -41,7 +41,7 @@ from pydantic import (
 from agent.planning import PlanningConfig
 from agent.safety import SafetyConfig
 from connectors.errors import ConfigError, Problem
-from connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap
+from connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap, resolve_path
 from connectors.ops import OpsConfig
 from connectors.simulator import SimulatorConfig
 from hybrid.client import OffloadConfig
@@ -120,8 +120,8 @@ class ModelConfig(_Strict):
     @field_validator("path")
     @classmethod
     def _exists(cls, path: Path, info: ValidationInfo) -> Path:
-        base = (info.context or {}).get("base_dir")
-        resolved = path if path.is_absolute() or base is None else Path(base) / path
+        resolved = resolve_path(path, info)
+        assert resolved is not None
         if not resolved.is_file():
             raise ValueError(f"file not found ({resolved})")
         return resolved.resolve()

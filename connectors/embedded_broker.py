@@ -8,6 +8,7 @@ in a child process. Either way it is a separate process, stopped on exit.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import socket
 import subprocess
@@ -52,9 +53,11 @@ class EmbeddedBroker:
     def _command(self) -> list[str]:
         if self.kind == "mosquitto":
             conf = self.dir / "mosquitto.conf"
+            # as root, mosquitto would switch to its own user, which cannot read our private temp files
+            user = "user root\n" if os.geteuid() == 0 else ""
             conf.write_text(
                 f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                f"max_queued_messages 100000\n{self.extra_config}"
+                f"max_queued_messages 100000\n{user}{self.extra_config}"
             )
             return [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)]
         if importlib.util.find_spec("amqtt") is None:

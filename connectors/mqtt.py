@@ -25,17 +25,19 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from connectors.errors import BrokerUnavailable, ConnectorError
 from connectors.readings import TopicPattern
@@ -45,8 +47,52 @@ log = logging.getLogger(__name__)
 Message = tuple[str, bytes]
 
 
+def resolve_path(path: Path | None, info: ValidationInfo) -> Path | None:
+    """A relative path in a config file is relative to that file (``base_dir`` in the context)."""
+    base = (info.context or {}).get("base_dir")
+    return path if path is None or path.is_absolute() or base is None else Path(base) / path
+
+
+class TlsConfig(BaseModel):
+    """TLS to the broker; checked when the config is loaded (files exist, certificates parse)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca_file: Path | None = Field(None, description="CA bundle (PEM); default: the system's CAs")
+    cert_file: Path | None = Field(None, description="client certificate (PEM), for certificate auth")
+    key_file: Path | None = Field(None, description="its private key (PEM)")
+    verify_hostname: bool = Field(True, description="check the broker's name against its certificate")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(path, info)
+
+    @model_validator(mode="after")
+    def _check(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        context = ssl.create_default_context()
+        try:
+            if self.ca_file is not None:
+                context.load_verify_locations(cafile=str(self.ca_file))
+            if self.cert_file is not None and self.key_file is not None:
+                context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load the TLS files: {exc}") from None
+        return self
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.cert_file is not None and self.key_file is not None:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        context.check_hostname = self.verify_hostname
+        return context
+
+
 class BrokerConfig(BaseModel):
-    """How to reach an MQTT broker."""
+    """How to reach an MQTT broker. Secrets: ``password`` (e.g. from ``QXEDGE_BROKER__PASSWORD``) or
+    ``password_file``; neither is ever logged or printed."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +100,8 @@ class BrokerConfig(BaseModel):
     client_id: str | None = Field(None, description="default: qxedge-<role>-<random>")
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = Field(None, description="a file holding the password (first line)")
+    tls: TlsConfig | None = Field(None, description="TLS settings; mqtts:// with none uses the system CAs")
     keepalive_s: int = Field(15, ge=5, le=3600)
     connect_timeout_s: float = Field(10.0, gt=0, le=300)
     reconnect_min_s: float = Field(0.5, gt=0, le=60)
@@ -65,6 +113,25 @@ class BrokerConfig(BaseModel):
     def _check_url(cls, url: str) -> str:
         split_url(url)
         return url
+
+    @field_validator("password_file")
+    @classmethod
+    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(path, info)
+
+    @model_validator(mode="after")
+    def _secret(self) -> BrokerConfig:
+        if self.password_file is not None:
+            if self.password is not None:
+                raise ValueError("give password or password_file, not both")
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"password_file: cannot read {self.password_file}: {exc.strerror}") from None
+            self.password = SecretStr(text.splitlines()[0] if text else "")
+        if self.tls is not None and split_url(self.url)[0] != "mqtts":
+            raise ValueError("tls settings need an mqtts:// url")
+        return self
 
     @property
     def host(self) -> str:
@@ -235,7 +302,9 @@ class MqttClient:
             password = config.password.get_secret_value() if config.password else None
             self._paho.username_pw_set(config.username, password)
         if split_url(config.url)[0] == "mqtts":
-            self._paho.tls_set()
+            tls = config.tls or TlsConfig()
+            self._paho.tls_set_context(tls.context())
+            self._paho.tls_insecure_set(not tls.verify_hostname)
         if will is not None:
             self._paho.will_set(will.topic, will.payload, will.qos, will.retain)
         self._paho.on_connect = self._on_connect
