@@ -8,6 +8,9 @@ coordinator. A worker
   result carrying the reason; a job whose ``site`` does not match its topic is rejected too;
 - answers ``late`` at once when the deadline has passed before solving starts;
 - solves with the portfolio and publishes the result on the job's ``reply_to`` (QoS 1);
+- serves sites round robin (a queue per site; each free solving slot takes the next job of the next
+  site in turn), so one site flooding jobs cannot starve the others, and refuses a job when its site
+  already has ``limits.max_jobs_in_flight_per_site`` jobs queued or solving;
 - is idempotent by ``(site, job_id)``: a duplicate delivery gets the cached result again, or waits for
   the solve in progress; it never solves twice. The cache is per worker: the broker delivers a
   message (and its QoS 1 redeliveries) to one member of the shared subscription.
@@ -21,7 +24,7 @@ import logging
 import socket
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -102,8 +105,11 @@ class SolverService:
         self.metrics = SolverMetrics(self)
         self.ready = asyncio.Event()
         self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._slots = asyncio.Semaphore(config.max_concurrent_jobs)
+        self._inflight: set[tuple[str, str]] = set()  # queued or solving
+        self._load: Counter[str] = Counter()  # jobs queued or solving, per site
+        self._queues: dict[str, deque[tuple[tuple[str, str], Job]]] = {}
+        self._turn: deque[str] = deque()  # sites with queued jobs, served round robin
+        self._queued = asyncio.Event()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         await asyncio.to_thread(self.portfolio.warm_up)
@@ -120,10 +126,15 @@ class SolverService:
                 self.ready.set()
                 log.info("solver %s: waiting for jobs on %s", self.worker_id, self.config.subscription)
                 async with asyncio.TaskGroup() as tasks:
-                    consumer = tasks.create_task(self._consume(mqtt, jobs, tasks), name="solver-jobs")
+                    loops = [tasks.create_task(self._consume(mqtt, jobs), name="solver-jobs")]
+                    loops += [
+                        tasks.create_task(self._work(mqtt), name=f"solver-slot-{i}")
+                        for i in range(self.config.max_concurrent_jobs)
+                    ]
                     if stop is not None:
                         await stop.wait()
-                        consumer.cancel()
+                        for task in loops:
+                            task.cancel()
         finally:
             self.portfolio.close(kill=True)
 
@@ -136,10 +147,23 @@ class SolverService:
             return f"not connected to the broker at {self.config.broker.url}"
         return None if self.ready.is_set() else "starting"
 
-    async def _consume(self, mqtt: MqttClient, jobs: Subscription, tasks: asyncio.TaskGroup) -> None:
+    async def _consume(self, mqtt: MqttClient, jobs: Subscription) -> None:
         async for batch in jobs:
             for topic, payload in batch:
-                self._accept(mqtt, topic, payload, tasks)
+                self._accept(mqtt, topic, payload)
+
+    async def _work(self, mqtt: MqttClient) -> None:
+        """One solving slot: take the next job of the next site in turn (fair share between sites)."""
+        while True:
+            while not self._turn:
+                self._queued.clear()
+                await self._queued.wait()
+            site = self._turn.popleft()
+            queue = self._queues[site]
+            key, job = queue.popleft()
+            if queue:
+                self._turn.append(site)
+            await self._solve(mqtt, key, job)
 
     def _publish(self, mqtt: MqttClient, topic: str, result: ResultEnvelope, site: str) -> bytes:
         payload = result.payload()
@@ -148,7 +172,7 @@ class SolverService:
         self.by_site[(site, result.status)] += 1
         return payload
 
-    def _accept(self, mqtt: MqttClient, topic: str, payload: bytes, tasks: asyncio.TaskGroup) -> None:
+    def _accept(self, mqtt: MqttClient, topic: str, payload: bytes) -> None:
         self.stats["received"] += 1
         site = site_of_topic(topic)
         if site is None:
@@ -162,6 +186,12 @@ class SolverService:
                 if isinstance(exc, JobRejected):
                     raise
                 raise JobRejected(f"invalid job ({type(exc).__name__}: {str(exc)[:160]})") from exc
+            limit = self.config.limits.max_jobs_in_flight_per_site
+            key = (site, job.envelope.job_id)
+            if self._load[site] >= limit and key not in self._inflight and key not in self._cache:
+                raise JobRejected(
+                    f"site {site!r} has {limit} jobs in flight (the limit): retry later", job.envelope.job_id
+                )
         except JobRejected as exc:
             log.info("rejected a job from %s: %s", site, exc)
             result = ResultEnvelope(
@@ -169,28 +199,32 @@ class SolverService:
             )
             self._publish(mqtt, results_topic(site, exc.job_id or "invalid"), result, site)
             return
-        key = (site, job.envelope.job_id)
         cached = self._cache.get(key)
         if cached is not None or key in self._inflight:
             self.stats["duplicates"] += 1
             if cached is not None:
                 mqtt.publish(job.envelope.reply_to, cached, qos=1)
             return  # in flight: its result goes to the same reply_to when ready
-        self._inflight[key] = tasks.create_task(self._solve(mqtt, key, job), name=f"job[{key[1]}]")
+        self._inflight.add(key)
+        self._load[site] += 1
+        if site not in self._queues or not self._queues[site]:
+            self._queues.setdefault(site, deque())
+            self._turn.append(site)
+        self._queues[site].append((key, job))
+        self._queued.set()
 
     async def _solve(self, mqtt: MqttClient, key: tuple[str, str], job: Job) -> None:
         try:
-            async with self._slots:
-                try:
-                    result = await answer(self.portfolio, job, self.worker_id)
-                except Exception as exc:  # a bug must cost one job, not the worker
-                    log.exception("job %s/%s failed", *key)
-                    result = ResultEnvelope(
-                        job_id=key[1],
-                        status="error",
-                        worker=self.worker_id,
-                        reason=f"internal error: {type(exc).__name__}: {exc}"[:300],
-                    )
+            try:
+                result = await answer(self.portfolio, job, self.worker_id)
+            except Exception as exc:  # a bug must cost one job, not the worker
+                log.exception("job %s/%s failed", *key)
+                result = ResultEnvelope(
+                    job_id=key[1],
+                    status="error",
+                    worker=self.worker_id,
+                    reason=f"internal error: {type(exc).__name__}: {exc}"[:300],
+                )
             if result.solver:
                 self.wins[result.solver] += 1
                 self.metrics.solve_seconds.labels(result.solver).observe(
@@ -201,4 +235,5 @@ class SolverService:
                 self._cache.popitem(last=False)
             log.info("job %s/%s: %s by %s, energy %s", *key, result.status, result.solver, result.energy)
         finally:
-            self._inflight.pop(key, None)
+            self._inflight.discard(key)
+            self._load[key[0]] -= 1

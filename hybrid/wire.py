@@ -58,6 +58,7 @@ class JobLimits(BaseModel):
     max_payload_bytes: int = Field(8 * 1024 * 1024, ge=256)
     min_deadline_ms: int = Field(10, ge=1)
     max_deadline_ms: int = Field(600_000, ge=1)
+    max_jobs_in_flight_per_site: int = Field(100, ge=1, description="queued or solving, per worker")
 
 
 class JobEnvelope(BaseModel):

@@ -18,6 +18,7 @@ from connectors.mqtt import BrokerConfig, MqttClient
 from hybrid.client import OffloadClient, OffloadConfig
 from hybrid.portfolio import SolversConfig
 from hybrid.service import DataCenterConfig, SolverService
+from hybrid.wire import JobLimits
 
 from .conftest import Watcher, optimum, random_bqm, sample_energy
 
@@ -171,3 +172,36 @@ async def test_forged_results_are_ignored(broker: EmbeddedBroker, watch: Callabl
         decision = await offload.solve(bqm)
     assert decision.source == "fallback"
     assert offload.stats["unknown_results"] == 1 and offload.stats["invalid_results"] == 1
+
+
+async def test_one_site_flooding_does_not_starve_another(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    watcher = watch("qx/v1/+/results/+")
+    flood = [envelope("flood", random_bqm(18, 0.5, seed=i), f"f{i}") for i in range(12)]
+    quiet = [envelope("quiet", random_bqm(18, 0.5, seed=100 + i), f"q{i}") for i in range(2)]
+    async with workers(broker.url, 1, limits=JobLimits(max_jobs_in_flight_per_site=50)):
+        for payload in flood:
+            watcher.client.publish("qx/v1/flood/jobs", payload, qos=1)
+        for payload in quiet:
+            watcher.client.publish("qx/v1/quiet/jobs", payload, qos=1)
+        assert await wait_for(watcher, lambda ms: len(ms) >= len(flood) + len(quiet))
+    order = [json.loads(m.payload)["job_id"] for m in watcher.messages]
+    # first come, first served would answer the quiet site last (positions 12 and 13)
+    assert max(order.index("q0"), order.index("q1")) <= 5, order
+
+
+async def test_jobs_in_flight_per_site_are_limited(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    watcher = watch("qx/v1/+/results/+")
+    async with workers(broker.url, 1, limits=JobLimits(max_jobs_in_flight_per_site=3)):
+        for i in range(10):
+            watcher.client.publish(
+                "qx/v1/flood/jobs", envelope("flood", random_bqm(18, 0.5, seed=i), f"f{i}"), qos=1
+            )
+        assert await wait_for(watcher, lambda ms: len(ms) >= 10)
+    results = [json.loads(m.payload) for m in watcher.messages]
+    rejected = [r for r in results if r["status"] == "rejected"]
+    assert rejected and all("jobs in flight (the limit)" in r["reason"] for r in rejected)
+    assert sum(r["status"] == "ok" for r in results) >= 3
