@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qxedge", description="qxedge edge agent")
     parser.add_argument("--version", action="version", version=f"qxedge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument(
+        "--log-json", action="store_true", help="log one JSON object per line (for collectors)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, *, config_required: bool) -> argparse.ArgumentParser:
@@ -217,6 +220,21 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message (and the exception, when there is one)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {
+            "ts": record.created,
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
+
+
 def _first_qx_error(group: BaseExceptionGroup[BaseException]) -> QxError | None:
     for exc in group.exceptions:
         if isinstance(exc, QxError):
@@ -301,7 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     services = args.command in ("run", "solver")  # long-running: say what they do
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + services, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter()
+        if args.log_json
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         return _dispatch(args)
     except QxError as exc:

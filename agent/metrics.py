@@ -72,6 +72,11 @@ class AgentMetrics(Collector):
         )
         connected.add_metric([site], 1.0 if a.mqtt is not None and a.mqtt.connected else 0.0)
         yield connected
+        outbox = GaugeMetricFamily(
+            "qxedge_outbox_depth", "QoS 1 messages not yet acknowledged by the broker", labels=["site"]
+        )
+        outbox.add_metric([site], a.mqtt.outbox_depth if a.mqtt is not None else 0)
+        yield outbox
         rows = GaugeMetricFamily(
             "qxedge_window_rows", "readings held in the feature windows", labels=["site"]
         )

@@ -352,6 +352,11 @@ class MqttClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def outbox_depth(self) -> int:
+        """QoS 1/2 messages published and not yet acknowledged by the broker (held in memory)."""
+        return len(self._paho._out_messages)  # paho has no public count
+
     async def wait_connected(self) -> None:
         await self._connected.wait()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import subprocess
 import sys
 import urllib.error
@@ -11,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from agent.cli import JsonFormatter
 from agent.pipeline import Agent
 from connectors.embedded_broker import EmbeddedBroker
 from connectors.mqtt import BrokerConfig
@@ -18,7 +21,7 @@ from connectors.ops import OpsConfig
 from hybrid.portfolio import SolversConfig
 from hybrid.service import DataCenterConfig, SolverService
 
-from .conftest import edge_config
+from .conftest import ROOT, edge_config
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +50,9 @@ async def test_agent_and_solver_serve_metrics_and_health(broker: EmbeddedBroker)
         assert agent.ops is not None and agent.ops.port
         status, body = await asyncio.to_thread(get, agent.ops.port, "/metrics")
         assert status == 200
+        agent_metrics = body
         for name in (
+            "qxedge_outbox_depth",
             "qxedge_readings_total",
             "qxedge_deadletters",
             "qxedge_setpoint_verdicts_total",
@@ -68,6 +73,17 @@ async def test_agent_and_solver_serve_metrics_and_health(broker: EmbeddedBroker)
         )
         assert await asyncio.to_thread(get, solver_port(solver), "/readyz") == (200, "ready\n")
         stop.set()
+    # every metric the example Grafana dashboards chart is one these processes export
+    for board, exported in (("qxedge-agent", agent_metrics), ("qxedge-solver", body)):
+        text = (ROOT / "configs" / "grafana" / f"{board}.json").read_text()
+        for name in set(re.findall(r"qxedge_[a-z_]+", text)):
+            assert re.sub(r"_bucket$", "", name) in exported, f"{board} charts {name}, which nobody exports"
+
+
+def test_json_logs_are_one_object_per_line() -> None:
+    record = logging.LogRecord("agent.x", logging.WARNING, __file__, 1, "refused %s", ("line1/p1",), None)
+    doc = json.loads(JsonFormatter().format(record))
+    assert doc["level"] == "WARNING" and doc["logger"] == "agent.x" and doc["message"] == "refused line1/p1"
 
 
 def solver_port(solver: SolverService) -> int:
