@@ -20,7 +20,6 @@ relative file paths are resolved against the directory of the config file.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
@@ -250,7 +249,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, tuple[list[str], Any]
         if key.startswith(ENV_PREFIX) and len(key) > len(ENV_PREFIX):
             path = key[len(ENV_PREFIX) :].lower().split("__")
             value: Any = raw
-            if raw.lstrip().startswith(("[", "{")):
+            if raw.lstrip().startswith(("[", "{")) and "password" not in path[-1]:
                 try:
                     value = yaml.safe_load(raw)
                 except yaml.YAMLError:
@@ -354,7 +353,3 @@ def default_config_path(name: str = "edge.yaml") -> Path:
     if installed.is_file():
         return installed
     return Path(__file__).resolve().parent.parent / "configs" / name
-
-
-def redact_url(url: str) -> str:
-    return re.sub(r"//[^@/]*@", "//***@", url)

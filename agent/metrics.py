@@ -56,7 +56,17 @@ class AgentMetrics(Collector):
         offload = CounterMetricFamily(
             "qxedge_offload", "offloaded jobs and what became of them", labels=["site", "event"]
         )
-        for event in ("jobs", "results", "fallbacks", "late", "unknown_results", "invalid_results"):
+        for event in (
+            "jobs",
+            "results",
+            "fallbacks",
+            "late",
+            "unknown_results",
+            "invalid_results",
+            "result_rejected",
+            "result_late",
+            "result_error",
+        ):
             offload.add_metric([site, event], a.offload.stats[event] if a.offload else 0)
         yield offload
         models = GaugeMetricFamily(

@@ -61,6 +61,7 @@ class TlsConfig(BaseModel):
     ca_file: Path | None = Field(None, description="CA bundle (PEM); default: the system's CAs")
     cert_file: Path | None = Field(None, description="client certificate (PEM), for certificate auth")
     key_file: Path | None = Field(None, description="its private key (PEM)")
+    key_password: SecretStr | None = Field(None, description="when the private key is encrypted")
     verify_hostname: bool = Field(True, description="check the broker's name against its certificate")
 
     @field_validator("ca_file", "cert_file", "key_file")
@@ -77,15 +78,21 @@ class TlsConfig(BaseModel):
             if self.ca_file is not None:
                 context.load_verify_locations(cafile=str(self.ca_file))
             if self.cert_file is not None and self.key_file is not None:
-                context.load_cert_chain(str(self.cert_file), str(self.key_file))
-        except (OSError, ssl.SSLError) as exc:
+                context.load_cert_chain(str(self.cert_file), str(self.key_file), self._key_password)
+        except (OSError, ssl.SSLError, ValueError) as exc:
             raise ValueError(f"cannot load the TLS files: {exc}") from None
         return self
+
+    def _key_password(self) -> str:
+        """Never let OpenSSL prompt on a terminal for an encrypted key."""
+        if self.key_password is None:
+            raise ValueError("the private key is encrypted: set tls.key_password")
+        return self.key_password.get_secret_value()
 
     def context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
         if self.cert_file is not None and self.key_file is not None:
-            context.load_cert_chain(str(self.cert_file), str(self.key_file))
+            context.load_cert_chain(str(self.cert_file), str(self.key_file), self._key_password)
         context.check_hostname = self.verify_hostname
         return context
 
@@ -128,7 +135,10 @@ class BrokerConfig(BaseModel):
                 text = self.password_file.read_text(encoding="utf-8")
             except OSError as exc:
                 raise ValueError(f"password_file: cannot read {self.password_file}: {exc.strerror}") from None
-            self.password = SecretStr(text.splitlines()[0] if text else "")
+            first = text.splitlines()[0] if text else ""
+            if not first:
+                raise ValueError(f"password_file: {self.password_file} is empty")
+            self.password = SecretStr(first)
         if self.tls is not None and split_url(self.url)[0] != "mqtts":
             raise ValueError("tls settings need an mqtts:// url")
         return self
@@ -196,6 +206,8 @@ def split_url(url: str) -> tuple[Literal["mqtt", "mqtts"], str, int]:
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"invalid port in {url!r}") from exc
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("put credentials in username / password (or password_file), not in the url")
     if not parts.hostname:
         raise ValueError(f"no host in {url!r}")
     scheme: Literal["mqtt", "mqtts"] = "mqtts" if parts.scheme == "mqtts" else "mqtt"

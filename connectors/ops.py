@@ -84,15 +84,16 @@ class OpsServer:
             reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[
                 status
             ]
+            allow = "Allow: GET\r\n" if status == 405 else ""
             head = (
                 f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n"
+                f"{allow}Connection: close\r\n\r\n"
             )
             writer.write(head.encode() + body)
-            await writer.drain()
+            await asyncio.wait_for(writer.drain(), 5)
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError):
-            pass  # a bad or slow client gets nothing; the process carries on
+            writer.transport.abort()  # a bad or slow client gets nothing; the process carries on
         finally:
             writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 5)

@@ -32,7 +32,16 @@ from connectors.mqtt import BrokerConfig, MqttClient, Subscription
 from connectors.ops import OpsConfig, OpsServer
 from hybrid.metrics import SolverMetrics
 from hybrid.portfolio import Portfolio, SolversConfig
-from hybrid.wire import Job, JobLimits, JobRejected, ResultEnvelope, decode_job, results_topic, site_of_topic
+from hybrid.wire import (
+    Job,
+    JobLimits,
+    JobRejected,
+    ResultEnvelope,
+    decode_job,
+    peek_job_id,
+    results_topic,
+    site_of_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -179,19 +188,23 @@ class SolverService:
             self.stats["unroutable"] += 1
             log.warning("ignored a message on %s: not a qx/v1/{site}/jobs topic", topic)
             return
+        limit = self.config.limits.max_jobs_in_flight_per_site
         try:
+            if self._load[site] >= limit:  # before decoding: a flood costs no parsing
+                job_id = peek_job_id(payload)
+                if job_id is None or (
+                    (site, job_id) not in self._inflight and (site, job_id) not in self._cache
+                ):
+                    raise JobRejected(
+                        f"site {site!r} has {limit} jobs in flight (the limit): retry later", job_id
+                    )
             try:
                 job = decode_job(payload, self.config.limits, topic_site=site)
             except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # what the checks missed
                 if isinstance(exc, JobRejected):
                     raise
                 raise JobRejected(f"invalid job ({type(exc).__name__}: {str(exc)[:160]})") from exc
-            limit = self.config.limits.max_jobs_in_flight_per_site
             key = (site, job.envelope.job_id)
-            if self._load[site] >= limit and key not in self._inflight and key not in self._cache:
-                raise JobRejected(
-                    f"site {site!r} has {limit} jobs in flight (the limit): retry later", job.envelope.job_id
-                )
         except JobRejected as exc:
             log.info("rejected a job from %s: %s", site, exc)
             result = ResultEnvelope(

@@ -37,8 +37,10 @@ SCHEMA_VERSION = 1
 SolverName = Literal["auto", "exact", "sa", "tabu", "qaoa"]
 SOLVERS: tuple[str, ...] = SolverName.__args__  # type: ignore[attr-defined]
 Status = Literal["ok", "late", "rejected", "error"]
-_ID = r"^[A-Za-z0-9_.:-]{1,128}$"
-_SITE = r"^[A-Za-z0-9_.-]+$"
+_ID_CHARS = r"[A-Za-z0-9_.:-]{1,128}"  # safe in a topic level: no "/", "+", "#", NUL or newline
+_ID = rf"^{_ID_CHARS}$"
+_SITE_CHARS = r"[A-Za-z0-9_.-]{1,128}"
+_SITE = rf"^{_SITE_CHARS}$"
 
 
 class JobRejected(PayloadError):
@@ -128,9 +130,22 @@ def jobs_topic(site: str) -> str:
 
 
 def site_of_topic(topic: str) -> str | None:
-    """``qx/v1/{site}/jobs`` → site."""
+    """``qx/v1/{site}/jobs`` → site (None unless the site is a plain name we may answer on)."""
     parts = topic.split("/")
-    return parts[2] if len(parts) == 4 and parts[:2] == ["qx", "v1"] and parts[3] == "jobs" else None
+    if (
+        len(parts) == 4
+        and parts[:2] == ["qx", "v1"]
+        and parts[3] == "jobs"
+        and re.fullmatch(_SITE_CHARS, parts[2])
+    ):
+        return parts[2]
+    return None
+
+
+def peek_job_id(payload: bytes) -> str | None:
+    """The job id of a payload without parsing it (to answer a job refused before decoding)."""
+    match = re.search(rb'"job_id"\s*:\s*"(' + _ID_CHARS.encode() + rb')"', payload[:4096])
+    return match.group(1).decode() if match else None
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -193,7 +208,7 @@ def decode_job(payload: bytes, limits: JobLimits, *, topic_site: str | None = No
     if not isinstance(doc, dict):
         raise JobRejected("a job must be a JSON object")
     raw_id = doc.get("job_id")
-    job_id = raw_id if isinstance(raw_id, str) and re.match(_ID, raw_id) else None
+    job_id = raw_id if isinstance(raw_id, str) and re.fullmatch(_ID_CHARS, raw_id) else None
     if doc.get("v") != SCHEMA_VERSION:
         raise JobRejected(
             f"unknown schema version {doc.get('v')!r} (this worker speaks v{SCHEMA_VERSION})", job_id

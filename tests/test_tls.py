@@ -126,6 +126,12 @@ def test_secrets_from_a_file_and_tls_files_checked_at_load(tmp_path: Path) -> No
     cfg = load_model(BrokerConfigHolder, tmp_path / "dc.yaml", environ={})
     assert cfg.broker.password is not None and cfg.broker.password.get_secret_value() == "from-a-file"
     assert "from-a-file" not in repr(cfg) and "from-a-file" not in cfg.model_dump_json()
+    for url in ("mqtt://user:pw@host:1883", "mqtts://pw@host"):
+        with pytest.raises(ValueError, match="not in the url"):
+            BrokerConfig(url=url)
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(ValueError, match="is empty"):
+        BrokerConfig(url="mqtt://h", password_file=tmp_path / "empty")
     (tmp_path / "bad.yaml").write_text("broker:\n  url: mqtts://h\n  tls: {ca_file: bad.pem}\n")
     with pytest.raises(ConfigError) as info:
         load_model(BrokerConfigHolder, tmp_path / "bad.yaml", environ={})

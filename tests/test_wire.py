@@ -109,11 +109,21 @@ def test_rejection_keeps_the_job_id_when_readable() -> None:
     with pytest.raises(JobRejected) as info:
         decode_job(encode(job(v=7)), LIMITS)
     assert info.value.job_id == "j-1"
-    with pytest.raises(JobRejected) as info:
-        decode_job(encode(job(v=7, job_id="bad id with spaces")), LIMITS)
-    assert info.value.job_id is None
+    for unsafe in ("bad id with spaces", "x\n", "a/b", "#"):  # never usable as a topic level
+        with pytest.raises(JobRejected) as info:
+            decode_job(encode(job(v=7, job_id=unsafe)), LIMITS)
+        assert info.value.job_id is None
 
 
 def test_a_job_from_a_clock_ahead_counts_from_its_arrival() -> None:
     decoded = decode_job(encode(job(submitted_at=time.time() + 3600)), LIMITS)
     assert decoded.deadline_at == pytest.approx(decoded.received_at + 1.5)
+
+
+def test_sites_and_job_ids_from_the_outside_are_plain_names() -> None:
+    from hybrid.wire import peek_job_id, site_of_topic
+
+    assert site_of_topic("qx/v1/gumi-3/jobs") == "gumi-3"
+    assert site_of_topic("qx/v1/gu\nmi/jobs") is None and site_of_topic("qx/v1/gumi/other") is None
+    assert peek_job_id(b'{"v": 1, "job_id": "j-42", "problem": {}}') == "j-42"
+    assert peek_job_id(b'{"job_id": "bad\\n"}') is None
