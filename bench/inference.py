@@ -1,0 +1,72 @@
+"""The agent's inference layer against onnxruntime called directly, same model, same batches, same run.
+
+    ./run bench inference [--seconds 1.0]
+
+For batch sizes 1..4096 rows of the shipped anomaly model's 8 features, prints microseconds per call
+and rows per second through ``agent.inference.OnnxModel.score`` and through a bare
+``InferenceSession.run`` created with the same options, and the overhead of the layer (target: 20 %
+at most). Calls alternate between the two in short rounds so drifts of this shared machine hit both.
+With the CUDA execution provider available (a GPU box), the same table is printed for it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from agent.config import load_config
+from agent.inference import OnnxModel
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def per_call(fn: Callable[[], object], seconds: float) -> float:
+    calls, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        for _ in range(20):
+            fn()
+        calls += 20
+    return elapsed / calls
+
+
+def table(providers: list[str], seconds: float) -> None:
+    cfg = load_config(ROOT / "configs" / "edge.yaml", environ={}).models[0]
+    cfg = cfg.model_copy(update={"providers": providers})
+    model = OnnxModel(cfg)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cfg.threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(cfg.path), options, providers=providers)
+    name, output = session.get_inputs()[0].name, session.get_outputs()[0].name
+    rng = np.random.default_rng(0)
+    print(
+        f"\nprovider {model.provider}; model {cfg.name} ({len(cfg.inputs)} features), {cfg.threads} thread(s)"
+    )
+    print(f"  {'rows':>6} {'layer us/call':>14} {'direct us/call':>15} {'layer rows/s':>14} {'overhead':>9}")
+    for rows in (1, 8, 64, 512, 4096):
+        x = rng.normal(size=(rows, len(cfg.inputs))).astype(np.float32)
+        layer, direct = [], []
+        for _ in range(5):  # alternate short rounds
+            layer.append(per_call(lambda x=x: model.score(x), seconds / 10))
+            direct.append(per_call(lambda x=x: session.run([output], {name: x}), seconds / 10))
+        lt, dt = statistics.median(layer), statistics.median(direct)
+        print(f"  {rows:>6} {lt * 1e6:>14.1f} {dt * 1e6:>15.1f} {rows / lt:>14,.0f} {lt / dt - 1:>9.1%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=1.0, help="measuring time per batch size and side")
+    args = parser.parse_args()
+    table(["CPUExecutionProvider"], args.seconds)
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        table(["CUDAExecutionProvider", "CPUExecutionProvider"], args.seconds)
+
+
+if __name__ == "__main__":
+    main()
