@@ -57,7 +57,7 @@ class EmbeddedBroker:
             user = "user root\n" if os.geteuid() == 0 else ""
             conf.write_text(
                 f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                f"max_queued_messages 100000\n{user}{self.extra_config}"
+                f"max_queued_messages 100000\nset_tcp_nodelay true\n{user}{self.extra_config}"
             )
             return [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)]
         if importlib.util.find_spec("amqtt") is None:

@@ -495,6 +495,9 @@ class MqttClient:
         self._in_loop(self._watch, sock)
 
     def _watch(self, sock: socket.socket) -> None:
+        # small messages go out now, not after Nagle's wait
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._reading_paused = False
         self._running_loop().add_reader(sock, self._on_readable)

@@ -4,7 +4,8 @@
 publishes a job on ``qx/v1/{site}/jobs`` and waits on ``qx/v1/{site}/results/{job_id}`` until the
 deadline minus ``fallback_ms``. If no valid ``ok`` result has come by then (data center down, slow,
 overloaded, or the broker unreachable) it solves locally with a classical solver in the time kept for
-that, so a decision always arrives by the deadline. A result is used only if it answers a job this
+that (or, when many fallbacks come at once, with an instant greedy descent), so a decision always
+arrives by the deadline. A result is used only if it answers a job this
 client sent and its energy matches its sample on the job's own model; anything else is counted and
 dropped. Results arriving after the client gave up on them are counted as ``late``.
 """
@@ -12,7 +13,9 @@ dropped. Results arriving after the client gave up on them are counted as ``late
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -25,7 +28,7 @@ import dimod
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.mqtt import MqttClient, Subscription
-from hybrid.solvers import SaConfig, TabuConfig, solve_sa, solve_tabu
+from hybrid.solvers import SaConfig, TabuConfig, solve_greedy, solve_sa, solve_tabu
 from hybrid.wire import JobEnvelope, ResultEnvelope, SolverName, jobs_topic, results_topic
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,8 @@ class OffloadClient:
         self._waiting: dict[str, asyncio.Future[ResultEnvelope]] = {}
         self._abandoned: OrderedDict[str, None] = OrderedDict()
         self._sent: OrderedDict[str, float] = OrderedDict()  # job id -> deadline, the last 10,000 jobs
+        self._search_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qxedge-fallback")
+        self._searching = False
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> OffloadClient:
@@ -83,6 +88,7 @@ class OffloadClient:
     async def __aexit__(self, *exc_info: object) -> None:
         self._results.close()
         await self._stack.aclose()
+        self._search_thread.shutdown(wait=False, cancel_futures=True)
 
     async def _route(self, results: Subscription) -> None:
         async for batch in results:
@@ -208,11 +214,24 @@ class OffloadClient:
         self, bqm: dimod.BinaryQuadraticModel, job_id: str, deadline_at: float, started: float, reason: str
     ) -> Decision:
         self.stats["fallbacks"] += 1
-        budget_end = deadline_at - 0.01
-        if self.config.fallback == "sa":
-            candidate = await asyncio.to_thread(solve_sa, bqm, budget_end, SaConfig(max_reads=50))
+        # The search gets at most 80 % of fallback_ms, in the client's one search thread. When that
+        # thread is busy (many fallbacks at once: the data center is down under load), a greedy
+        # steepest descent answers at once instead: a decision in time beats a better one too late.
+        budget_end = min(deadline_at - 0.01, time.time() + 0.8 * self.config.fallback_ms / 1000)
+        if self._searching:
+            candidate = solve_greedy(bqm)
+            self.stats["greedy_fallbacks"] += 1
         else:
-            candidate = await asyncio.to_thread(solve_tabu, bqm, budget_end, TabuConfig())
+            self._searching = True
+            try:
+                loop = asyncio.get_running_loop()
+                if self.config.fallback == "sa":
+                    search = functools.partial(solve_sa, bqm, budget_end, SaConfig(max_reads=50))
+                else:
+                    search = functools.partial(solve_tabu, bqm, budget_end, TabuConfig())
+                candidate = await loop.run_in_executor(self._search_thread, search)
+            finally:
+                self._searching = False
         labels = {str(v): v for v in bqm.variables}
         sample = {labels[k]: x for k, x in (candidate.sample or {}).items()}
         log.info("job %s: local %s fallback (%s)", job_id, candidate.solver, reason)

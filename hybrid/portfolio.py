@@ -4,7 +4,10 @@ Solvers run in a process pool (``workers`` processes forked from a forkserver th
 the dwave-samplers; :meth:`Portfolio.warm_up` also imports PennyLane in every process, so a job never
 pays an import). ``auto`` submits the eligible
 solvers in the order of ``auto`` and collects candidates until the deadline minus ``margin_ms``
-(kept to send the answer); a proven optimum (``exact``) ends the wait at once. Solvers still running
+(kept to send the answer); a proven optimum (``exact``) ends the wait at once. Up to
+``exact_first_max`` variables, ``exact`` runs alone first and the others only if it cannot prove the
+optimum: a solver already started in a process cannot be called back, so starting them for nothing
+would cost the next jobs their time. Solvers still running
 at the deadline are listed as ``timeout``; each solver also watches the deadline itself, so none
 holds a process for long after it.
 """
@@ -41,6 +44,9 @@ class SolversConfig(BaseModel):
         ["exact", "tabu", "qaoa", "sa"], min_length=1, description="order of submission"
     )
     workers: int = Field(2, ge=0, le=256, description="solver processes; 0 runs solvers in threads")
+    exact_first_max: int = Field(
+        18, ge=0, le=24, description="auto: up to this many variables, enumerate alone first (milliseconds)"
+    )
     margin_ms: int = Field(40, ge=0, description="kept before the deadline to send the answer")
 
     def eligible(self, name: str, n: int) -> str | None:
@@ -136,6 +142,18 @@ class Portfolio:
     ) -> tuple[Candidate | None, list[Candidate]]:
         names, candidates = self.plan(solver, bqm.num_variables)
         collect_by = deadline_at - self.config.margin_ms / 1000.0
+        if len(names) > 1 and "exact" in names and bqm.num_variables <= self.config.exact_first_max:
+            # A small model is settled by enumeration in milliseconds: run it alone first, so the others
+            # are not started (a started solver cannot be called back from its process) for nothing.
+            names.remove("exact")
+            first = await self._submit("exact", bqm, collect_by)
+            candidates.append(first)
+            if first.status == "ok" and first.details.get("optimal"):
+                candidates += [
+                    Candidate(solver=name, status="skipped", reason="exact optimum found first")
+                    for name in names
+                ]
+                return first, candidates
         pending = {self._submit(name, bqm, collect_by): name for name in names}
         while pending:
             done, _ = await asyncio.wait(

@@ -75,15 +75,19 @@ def qubo_arrays(bqm: dimod.BinaryQuadraticModel) -> tuple[np.ndarray, np.ndarray
     return a, q, float(binary.offset)
 
 
-def all_energies(bqm: dimod.BinaryQuadraticModel, chunk_bits: int = 16) -> np.ndarray:
+def all_energies(
+    bqm: dimod.BinaryQuadraticModel, chunk_bits: int = 16, deadline_at: float | None = None
+) -> np.ndarray:
     """Energy of every assignment; index b has variable i = bit (n-1-i) of b (variable 0 is the MSB,
-    PennyLane's wire order)."""
+    PennyLane's wire order). TimeoutError when ``deadline_at`` passes before the end."""
     a, q, offset = qubo_arrays(bqm)
     n = len(a)
     out = np.empty(1 << n, dtype=np.float64)
     shifts = np.arange(n - 1, -1, -1, dtype=np.int64)
     step = 1 << min(chunk_bits, n)
     for start in range(0, 1 << n, step):
+        if deadline_at is not None and time.time() > deadline_at:
+            raise TimeoutError(f"enumerated {start} of {1 << n} assignments by the deadline")
         idx = np.arange(start, min(start + step, 1 << n), dtype=np.int64)
         bits = ((idx[:, None] >> shifts) & 1).astype(np.float64)
         out[start : start + len(idx)] = offset + bits @ a + np.einsum("ij,ij->i", bits @ q, bits)
@@ -101,7 +105,12 @@ def solve_exact(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: ExactC
         return Candidate(solver="exact", status="refused", reason=f"{n} variables > max {cfg.max_variables}")
     if n == 0:
         return finish(bqm, "exact", np.zeros(0), started, details={"optimal": True})
-    energies = all_energies(bqm, cfg.chunk_bits)
+    try:
+        energies = all_energies(bqm, cfg.chunk_bits, deadline_at)
+    except TimeoutError as exc:
+        return Candidate(
+            solver="exact", status="timeout", reason=str(exc), seconds=round(time.monotonic() - started, 6)
+        )
     best = int(np.argmin(energies))
     return finish(bqm, "exact", bits_of(best, n), started, details={"optimal": True})
 
@@ -151,3 +160,16 @@ def solve_tabu(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: TabuCon
 
 
 SolveFn = Callable[[dimod.BinaryQuadraticModel, float], Candidate]
+
+
+def solve_greedy(bqm: dimod.BinaryQuadraticModel, reads: int = 4, seed: int = 0) -> Candidate:
+    """Steepest descent from a few random starts: a local optimum in about a millisecond."""
+    from dwave.samplers import SteepestDescentSolver
+
+    started = time.monotonic()
+    binary = to_binary(bqm)
+    if binary.num_variables == 0:
+        return finish(bqm, "greedy", np.zeros(0), started)
+    result = SteepestDescentSolver().sample(binary, num_reads=reads, seed=seed)
+    best = result.first.sample
+    return finish(bqm, "greedy", np.array([best[v] for v in binary.variables]), started)
