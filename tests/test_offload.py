@@ -205,3 +205,18 @@ async def test_jobs_in_flight_per_site_are_limited(
     rejected = [r for r in results if r["status"] == "rejected"]
     assert rejected and all("jobs in flight (the limit)" in r["reason"] for r in rejected)
     assert sum(r["status"] == "ok" for r in results) >= 3
+
+
+async def test_many_fallbacks_at_once_still_decide_in_time(broker: EmbeddedBroker) -> None:
+    """No data center and a burst of jobs: one search at a time, instant greedy answers for the rest."""
+    config = OffloadConfig(deadline_ms=600, fallback_ms=200)
+    async with (
+        MqttClient(BrokerConfig(url=broker.url), role="agent") as mqtt,
+        OffloadClient(mqtt, "gumi", config) as offload,
+    ):
+        started = time.monotonic()
+        decisions = await asyncio.gather(*(offload.solve(random_bqm(40, 0.2, seed=i)) for i in range(12)))
+        elapsed = time.monotonic() - started
+    assert all(d.source == "fallback" for d in decisions)
+    assert offload.stats["greedy_fallbacks"] >= 1
+    assert elapsed <= 0.6 + 0.5, f"12 fallbacks took {elapsed:.2f} s for a 0.6 s deadline"
