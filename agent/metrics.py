@@ -41,6 +41,15 @@ class AgentMetrics(Collector):
         yield counter("qxedge_evaluations", "feature-window evaluations", s.evaluations)
         yield counter("qxedge_inferences", "assets scored", s.inferences)
         yield counter("qxedge_proposals", "setpoint proposals made by the agent's rules", s.proposals)
+        mqtt = a.mqtt
+        yield counter(
+            "qxedge_broker_reconnects", "reconnections to the broker", mqtt.reconnects if mqtt else 0
+        )
+        yield counter(
+            "qxedge_publishes_dropped",
+            "messages that could not be queued for the broker",
+            mqtt.dropped_publishes if mqtt else 0,
+        )
         dead = CounterMetricFamily(
             "qxedge_deadletters", "messages rejected and dead-lettered", labels=["site", "reason"]
         )

@@ -188,10 +188,6 @@ class Safety:
                 state.value = echo[1]
         return state
 
-    def current(self, asset: str) -> float | None:
-        state = self._states.get(asset)
-        return None if state is None else state.value
-
     def evaluate(self, p: Proposal, now: float) -> Verdict:
         env = self.envelope(p.asset)
         if env is None:

@@ -95,10 +95,6 @@ class EmbeddedBroker:
                 self._proc.wait()
         self._proc = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 

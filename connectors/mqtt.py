@@ -369,9 +369,6 @@ class MqttClient:
         """QoS 1/2 messages published and not yet acknowledged by the broker (held in memory)."""
         return len(self._paho._out_messages)  # paho has no public count
 
-    async def wait_connected(self) -> None:
-        await self._connected.wait()
-
     # ----------------------------------------------------------------- API
     async def subscribe(self, topic_filter: str, qos: int = 0, *, high_water: int = 50_000) -> Subscription:
         """Subscribe and wait for the broker's SUBACK; messages arrive through the returned object."""

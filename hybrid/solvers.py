@@ -15,7 +15,6 @@ QAOA lives in :mod:`hybrid.qaoa` and has the same shape.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import dimod
@@ -157,9 +156,6 @@ def solve_tabu(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: TabuCon
     best = result.first.sample
     values = np.array([best[v] for v in binary.variables])
     return finish(bqm, "tabu", values, started, details={"timeout_ms": timeout_ms})
-
-
-SolveFn = Callable[[dimod.BinaryQuadraticModel, float], Candidate]
 
 
 def solve_greedy(bqm: dimod.BinaryQuadraticModel, reads: int = 4, seed: int = 0) -> Candidate:
