@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.mqtt import MqttClient, Subscription
 from hybrid.solvers import SaConfig, TabuConfig, solve_greedy, solve_sa, solve_tabu
-from hybrid.wire import JobEnvelope, ResultEnvelope, SolverName, jobs_topic, results_topic
+from hybrid.wire import JobEnvelope, ResultEnvelope, SolverName, jobs_topic, results_topic, unlabel_sample
 
 log = logging.getLogger(__name__)
 
@@ -187,13 +187,14 @@ class OffloadClient:
             self.stats[f"result_{result.status}"] += 1
             return None, f"data center answered {result.status}: {result.reason}"
         topic = results_topic(self.site, result.job_id or "")
-        labels = {str(v): v for v in bqm.variables}
         values = (0, 1) if bqm.vartype is dimod.BINARY else (-1, 1)
-        if set(result.sample) != set(labels) or any(x not in values for x in result.sample.values()):
+        if set(result.sample) != {str(v) for v in bqm.variables} or any(
+            x not in values for x in result.sample.values()
+        ):
             reason = "the result's sample does not fit the job's variables"
             self._refuse("invalid_results", topic, result.job_id, reason)
             return None, reason
-        sample = {labels[k]: x for k, x in result.sample.items()}
+        sample = unlabel_sample(bqm, result.sample)
         energy = float(bqm.energy(sample))
         if abs(energy - result.energy) > 1e-6 * max(1.0, abs(energy)):
             reason = f"the result's energy {result.energy} does not match its sample ({energy})"
@@ -232,8 +233,7 @@ class OffloadClient:
                 candidate = await loop.run_in_executor(self._search_thread, search)
             finally:
                 self._searching = False
-        labels = {str(v): v for v in bqm.variables}
-        sample = {labels[k]: x for k, x in (candidate.sample or {}).items()}
+        sample = unlabel_sample(bqm, candidate.sample or {})
         log.info("job %s: local %s fallback (%s)", job_id, candidate.solver, reason)
         self.wins[f"local-{candidate.solver}"] += 1
         return Decision(

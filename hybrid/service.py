@@ -46,6 +46,7 @@ from hybrid.wire import (
 log = logging.getLogger(__name__)
 
 SHARED_JOBS = "$share/qx-solvers/qx/v1/+/jobs"
+BIG_JOB_BYTES = 64 * 1024
 
 
 class DataCenterConfig(BaseModel):
@@ -159,7 +160,7 @@ class SolverService:
     async def _consume(self, mqtt: MqttClient, jobs: Subscription) -> None:
         async for batch in jobs:
             for topic, payload in batch:
-                self._accept(mqtt, topic, payload)
+                await self._accept(mqtt, topic, payload)
 
     async def _work(self, mqtt: MqttClient) -> None:
         """One solving slot: take the next job of the next site in turn (fair share between sites)."""
@@ -181,7 +182,7 @@ class SolverService:
         self.by_site[(site, result.status)] += 1
         return payload
 
-    def _accept(self, mqtt: MqttClient, topic: str, payload: bytes) -> None:
+    async def _accept(self, mqtt: MqttClient, topic: str, payload: bytes) -> None:
         self.stats["received"] += 1
         site = site_of_topic(topic)
         if site is None:
@@ -199,7 +200,10 @@ class SolverService:
                         f"site {site!r} has {limit} jobs in flight (the limit): retry later", job_id
                     )
             try:
-                job = decode_job(payload, self.config.limits, topic_site=site)
+                if len(payload) > BIG_JOB_BYTES:  # parse a big model off the loop (keep-alive, other sites)
+                    job = await asyncio.to_thread(decode_job, payload, self.config.limits, topic_site=site)
+                else:
+                    job = decode_job(payload, self.config.limits, topic_site=site)
             except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # what the checks missed
                 if isinstance(exc, JobRejected):
                     raise

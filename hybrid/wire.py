@@ -239,6 +239,12 @@ def decode_job(payload: bytes, limits: JobLimits, *, topic_site: str | None = No
     return Job(env, bqm, received)
 
 
+def unlabel_sample(bqm: dimod.BinaryQuadraticModel, sample: dict[str, int]) -> dict[Any, int]:
+    """A sample with JSON (string) labels → the model's own labels; KeyError for a foreign label."""
+    labels = {str(v): v for v in bqm.variables}
+    return {labels[k]: x for k, x in sample.items()}
+
+
 def label_sample(bqm: dimod.BinaryQuadraticModel, values: np.ndarray | list[int]) -> dict[str, int]:
     """Values in ``bqm.variables`` order → ``{label: value}`` with JSON-safe (string) labels."""
     return {str(v): int(x) for v, x in zip(bqm.variables, values, strict=True)}

@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.config import EdgeConfig, load_config
 from connectors.embedded_broker import EmbeddedBroker
 from connectors.mqtt import split_url
+from hybrid.wire import unlabel_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 EDGE_YAML = ROOT / "configs" / "edge.yaml"
@@ -125,5 +126,4 @@ def optimum(bqm: dimod.BinaryQuadraticModel) -> float:
 
 
 def sample_energy(bqm: dimod.BinaryQuadraticModel, sample: dict[str, int]) -> float:
-    labels = {str(v): v for v in bqm.variables}
-    return float(bqm.energy({labels[k]: x for k, x in sample.items()}))
+    return float(bqm.energy(unlabel_sample(bqm, sample)))

@@ -40,18 +40,6 @@ def schedule_instance(seed: int) -> scheduling.LoadSchedule:
     )
 
 
-@pytest.mark.parametrize("seed", RNG_SEEDS)
-def test_scheduling_optima_are_feasible_and_optimal(seed: int) -> None:
-    p = schedule_instance(seed)
-    reference, best = scheduling.brute_force(p)
-    assert reference is not None
-    for sample in optima(scheduling.build(p)):
-        plan = scheduling.decode(p, sample)
-        assert scheduling.violations(p, plan) == []
-        gap = (scheduling.cost(p, plan) - best) / best
-        assert gap == pytest.approx(0.0), f"gap {gap:.2%}"
-
-
 def test_korean_tariff_periods() -> None:
     day = scheduling.korean_tou(24)
     assert day[3] < day[9] < day[14] and day[11] == day[14] and day[22] == day[3]
@@ -85,17 +73,6 @@ def assignment_instance(seed: int) -> assignment.Assignment:
     )
 
 
-@pytest.mark.parametrize("seed", RNG_SEEDS)
-def test_assignment_optima_are_feasible_and_optimal(seed: int) -> None:
-    p = assignment_instance(seed)
-    reference, best = assignment.brute_force(p)
-    assert reference is not None
-    for sample in optima(assignment.build(p)):
-        plan = assignment.decode(p, sample)
-        assert assignment.violations(p, plan) == []
-        assert assignment.cost(p, plan) == pytest.approx(best)
-
-
 def test_assignment_repair() -> None:
     p = assignment_instance(1)
     fixed = assignment.repair(p, {"j0": "m1", "j1": "m1", "j2": "m1", "j3": None})  # m1 over capacity
@@ -113,15 +90,21 @@ def staging_instance(seed: int) -> staging.Staging:
 
 
 @pytest.mark.parametrize("seed", RNG_SEEDS)
-def test_staging_optima_are_feasible_and_optimal(seed: int) -> None:
-    p = staging_instance(seed)
-    reference, best = staging.brute_force(p)
+@pytest.mark.parametrize(
+    ("problem", "instance"),
+    [(scheduling, schedule_instance), (assignment, assignment_instance), (staging, staging_instance)],
+    ids=["scheduling", "assignment", "staging"],
+)
+def test_optima_are_feasible_and_optimal(problem: Any, instance: Any, seed: int) -> None:
+    """Every optimum of the BQM decodes to a feasible plan at the brute-force optimum (gap 0)."""
+    p = instance(seed)
+    reference, best = problem.brute_force(p)
     assert reference is not None
-    bqm = staging.build(p)
-    for sample in optima(bqm):
-        plan = staging.decode(p, sample)
-        assert staging.violations(p, plan) == [], (plan, p.demand_kw)
-        assert staging.cost(p, plan) == pytest.approx(best)
+    for sample in optima(problem.build(p)):
+        plan = problem.decode(p, sample)
+        assert problem.violations(p, plan) == [], plan
+        gap = (problem.cost(p, plan) - best) / abs(best) if best else problem.cost(p, plan)
+        assert gap == pytest.approx(0.0), f"gap {gap:.2%}"
 
 
 def test_staging_checks_minimum_up_and_down_times() -> None:
