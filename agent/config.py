@@ -40,9 +40,13 @@ from pydantic import (
 from agent.planning import PlanningConfig
 from agent.safety import SafetyConfig
 from connectors.errors import ConfigError, Problem
+from connectors.modbus import ModbusConfig
 from connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap, resolve_path
+from connectors.opcua import OpcUaConfig
 from connectors.ops import OpsConfig
+from connectors.plant import PlantConnector
 from connectors.simulator import SimulatorConfig
+from connectors.sparkplug import SparkplugConfig
 from hybrid.client import OffloadConfig
 
 ENV_PREFIX = "QXEDGE_"
@@ -82,15 +86,29 @@ class _Strict(BaseModel):
 
 
 class ConnectorEntry(_Strict):
-    """One connector; exactly one key names its protocol (``mqtt`` today; OPC UA, Modbus, Sparkplug next)."""
+    """One connector; exactly one key names its protocol: ``mqtt``, ``opcua``, ``modbus`` or ``sparkplug``."""
 
     mqtt: MqttSourceConfig | None = None
+    opcua: OpcUaConfig | None = None
+    modbus: ModbusConfig | None = None
+    sparkplug: SparkplugConfig | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ConnectorEntry:
-        if self.mqtt is None:
+        kinds = [k for k in CONNECTOR_KINDS if getattr(self, k) is not None]
+        if not kinds:
             raise ValueError("name the connector kind, e.g. `- mqtt: {topics: [plant/#]}`")
+        if len(kinds) > 1:
+            raise ValueError(f"one kind per entry, got {', '.join(kinds)}: make one list entry each")
         return self
+
+    def plant(self, name: str) -> PlantConnector | None:
+        """The connector object for a plant protocol; None for the built-in MQTT JSON source."""
+        section = self.opcua or self.modbus or self.sparkplug
+        return None if section is None else section.connector(name)
+
+
+CONNECTOR_KINDS = ("mqtt", "opcua", "modbus", "sparkplug")
 
 
 class WindowConfig(_Strict):

@@ -18,18 +18,21 @@ Read-backs are checked at every evaluation; a mismatch or a missing echo raises 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.audit import AuditLog
 from agent.decisions import Setpoint
 from agent.safety import Latest, Proposal, Safety, Verdict
+from connectors.errors import ConnectorError
 from connectors.mqtt import MqttClient
+from connectors.plant import PlantConnector
 
 log = logging.getLogger(__name__)
 _UNLOCK = {"", "unlocked", "unlock", "0", "false", "off", "no"}
@@ -55,7 +58,12 @@ class SetpointGate:
         mqtt: MqttClient,
         site: str,
         job_deadline: Callable[[str], float | None] = lambda _job_id: None,
+        sinks: Sequence[PlantConnector] = (),
+        write_timeout_s: float = 5.0,
     ) -> None:
+        self.sinks = sinks  # plant connectors that write setpoints (OPC UA, Modbus, ...)
+        self.write_timeout_s = write_timeout_s
+        self.current: dict[str, float] = {}  # the last value written per asset
         self.safety = safety
         self.job_deadline = job_deadline  # the deadline of a job this agent sent, None if it sent none
         self.audit = audit
@@ -115,10 +123,43 @@ class SetpointGate:
         self.mqtt.publish(self.topic(f"setpoints/{p.asset}"), setpoint.payload(), qos=1)
         self.safety.committed(p, verdict, now)
         self.verdicts["written"] += 1
+        self.current[p.asset] = verdict.value
+        await self._write_to_plant(p.asset, verdict.value, now)
         self.written.append(setpoint)
         del self.written[:-100]
         log.info("setpoint %s = %s (%s; %s)", p.asset, verdict.value, verdict.status, verdict.reason)
         return verdict
+
+    async def _write_to_plant(self, asset: str, value: float, now: float) -> None:
+        """The allowed value to every connector that maps the asset; a failed write is an alarm."""
+        for sink in self.sinks:
+            if not sink.writes(asset):
+                continue
+            try:
+                await asyncio.wait_for(sink.write(asset, value), self.write_timeout_s)
+            except (ConnectorError, TimeoutError) as exc:
+                reason = f"{sink.name}: {exc or 'no answer within ' + str(self.write_timeout_s) + ' s'}"
+                self._alarm(asset, "write", value, None, reason, now)
+            else:
+                self.audit.record("write", "written", asset=asset, value=value, source=sink.name, ts=now)
+
+    def _alarm(
+        self, asset: str, kind: str, expected: float, observed: float | None, reason: str, now: float
+    ) -> None:
+        self.verdicts["alarms"] += 1
+        self.audit.record(
+            kind, "alarm", asset=asset, value=observed, proposed=expected, reason=reason, ts=now
+        )
+        alarm = {
+            "asset": asset,
+            "kind": kind,
+            "expected": expected,
+            "observed": observed,
+            "reason": reason,
+            "ts": now,
+        }
+        self.mqtt.publish(self.topic("alarms"), json.dumps(alarm), qos=1)
+        log.error("%s alarm on %s: %s", kind, asset, reason)
 
     async def tick(self, latest: Latest, now: float) -> None:
         """Each evaluation: fresh readings for interlocks and read-backs, ramp steps, read-back results."""
@@ -132,20 +173,7 @@ class SetpointGate:
                 )
                 continue
             reason = ("no echo" if observed is None else f"echoed {observed:g}") + f", expected {expected:g}"
-            self.verdicts["alarms"] += 1
-            self.audit.record(
-                "readback", "alarm", asset=asset, value=observed, proposed=expected, reason=reason, ts=now
-            )
-            alarm = {
-                "asset": asset,
-                "kind": "readback",
-                "expected": expected,
-                "observed": observed,
-                "reason": reason,
-                "ts": now,
-            }
-            self.mqtt.publish(self.topic("alarms"), json.dumps(alarm), qos=1)
-            log.error("read-back alarm on %s: %s", asset, reason)
+            self._alarm(asset, "readback", expected, observed, reason, now)
 
     async def on_proposal(self, topic: str, payload: bytes) -> None:
         """A message on ``qx/v1/{site}/proposals/{asset}``."""

@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +37,7 @@ from agent.planning import PlanningConfig, in_service, running_set_bqm
 from agent.safety import Latest, Proposal, Safety
 from connectors.mqtt import MqttClient, Publication, Subscription
 from connectors.ops import OpsServer
+from connectors.plant import PlantConnector, PlantLink
 from connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
 from hybrid.client import OffloadClient
 
@@ -100,6 +101,11 @@ class Agent:
         self.metrics = AgentMetrics(self)
         self._pending = ReadingBatch()
         self._latest: dict[tuple[str, str], float] = {}
+        self.plant: list[PlantConnector] = [
+            connector
+            for i, entry in enumerate(config.connectors)
+            if (connector := entry.plant(f"connectors[{i}]")) is not None
+        ]
 
     @property
     def providers(self) -> dict[str, str]:
@@ -153,7 +159,9 @@ class Agent:
             audit = await stack.enter_async_context(
                 AuditLog(audit_cfg.resolved(self.site), self.site, self.config_hash, audit_cfg.retention_days)
             )
-            gate = self.gate = SetpointGate(self.safety, audit, mqtt, self.site, self._job_deadline)
+            gate = self.gate = SetpointGate(
+                self.safety, audit, mqtt, self.site, self._job_deadline, sinks=self.plant
+            )
             # locks first: the retained ones must be in force before any proposal is handled
             locks = await mqtt.subscribe(self.topic("lock/#"), qos=1)
             proposals = await mqtt.subscribe(self.topic("proposals/#"), qos=1)
@@ -171,6 +179,8 @@ class Agent:
             loops.append(tasks.create_task(_each(proposals, gate.on_proposal), name="proposals"))
             loops.append(tasks.create_task(_each(locks, gate.on_lock), name="locks"))
             loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
+            link = PlantLink(self.site, self.config.broker, self._accept, self._plant_proposal)
+            loops.extend(tasks.create_task(c.run(link), name=c.name) for c in self.plant)
             if self.offload is not None and self.config.planning is not None:
                 plan = self._plan_loop(self.offload, self.config.planning)
                 loops.append(tasks.create_task(plan, name="plan"))
@@ -196,6 +206,29 @@ class Agent:
             if rejected:
                 log.debug("dead-lettered %d of %d messages", len(rejected), len(messages))
 
+    def _accept(self, batch: ReadingBatch) -> None:
+        """Readings from a plant connector: they join the next evaluation."""
+        self._pending.extend(batch)
+        self.stats.readings += len(batch)
+
+    async def _plant_proposal(self, asset: str, value: float, source: str, data_ts: float) -> None:
+        if self.gate is not None:
+            await self.gate.propose(Proposal(asset, value, f"plant:{source}", data_ts, time.time()))
+
+    def _observe(self, scored: list[Scored], latest: Latest, now: float) -> None:
+        """What the agent knows of each asset, for connectors that publish upstream (Sparkplug)."""
+        metrics: dict[str, dict[str, float]] = defaultdict(dict)
+        for (asset, signal), (_, value) in latest.items():
+            metrics[asset][signal] = value
+        for s in scored:
+            metrics[s.asset][f"score/{s.model}"] = s.score
+        if self.gate is not None:
+            for asset, value in self.gate.current.items():
+                metrics[asset]["setpoint"] = value
+        for connector in self.plant:
+            for asset, values in metrics.items():
+                connector.observe(asset, values, now)
+
     async def _evaluate_loop(self, gate: SetpointGate) -> None:
         every = self.config.window.every_s
         due = time.monotonic()
@@ -211,6 +244,8 @@ class Agent:
             scored, latest = await asyncio.to_thread(self.evaluate, batch, now)
             await gate.tick(latest, time.time())
             await self._decide(gate, scored, now)
+            if self.plant:
+                self._observe(scored, latest, now)
 
     def evaluate(self, batch: ReadingBatch, now: float) -> tuple[list[Scored], Latest]:
         """Update the windows with ``batch`` and score every asset with every model (worker thread);
