@@ -1,14 +1,856 @@
-"""OpcUa connector (issue 7): work in progress."""
+"""OPC UA connector: subscriptions to monitored items in, setpoint writes with read-back out.
+
+The connector is an asyncua client driven through its service layer (``client.uaclient``):
+
+- nodes are given as node ids (``ns=2;s=Line1.Pump1.Temp``) or browse paths from the Root folder
+  (``0:Objects/2:Line1/2:Pump1/2:Temp``); browse paths are resolved at every connect with one
+  TranslateBrowsePathsToNodeIds call (a restarted server may number its nodes differently);
+- one subscription (publishing interval from the config) holds one monitored item per node (sampling
+  interval and queue size from the config); every node maps to an ``(asset, signal)`` of the agent;
+- the subscription's publish callback gets a whole PublishResponse at a time: its data changes are
+  appended to one :class:`~connectors.readings.ReadingBatch` and delivered with one
+  ``link.readings(batch)`` call, never one call (nor one task) per notification. A reading's time is
+  the source timestamp, else the server timestamp, else the arrival time; a bad status, a value that is
+  not a finite number / bool, or a time too far in the future is counted and skipped (logged once per
+  node), never raised;
+- the link is watched three ways: asyncua's own probe of the server state (every ``keepalive_s``), the
+  subscription's keep-alive (the server must answer a publish at least every ``keepalive_s``; three
+  missed ones mean a dead server even when TCP stays up), and the status-change notifications of the
+  subscription. On a loss the client is thrown away and a new one connects after a jittered exponential
+  backoff (``reconnect_min_s`` doubling up to ``reconnect_max_s``): a new session, browse paths resolved
+  again, a new subscription with every monitored item. Nothing of the old session is reused, so a
+  server that restarted and forgot its sessions and subscriptions is served like a new one;
+- ``write(asset, value)`` writes ``value * scale`` as the configured variant type, reads the node back
+  and delivers what it read (divided by ``scale``) as a reading of ``readback_signal``, so the safety
+  envelope's read-back check sees what the device holds. A bad status or no connection raises
+  :class:`~connectors.errors.ConnectorError`.
+
+Security: policy ``None`` or ``Basic256Sha256`` with mode ``Sign`` or ``SignAndEncrypt`` (the client's
+application instance certificate and key; the server's certificate pinned with ``server_certificate``
+or taken from its endpoint list); user identity anonymous, username / password (``password`` or
+``password_file``) or an X.509 user certificate.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from connectors.plant import PlantConnector
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.crypto import security_policies
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.uaerrors import UaError, UaStringParsingError
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+
+from connectors.errors import ConnectorError
+from connectors.mqtt import resolve_path
+from connectors.plant import PlantLink
+from connectors.readings import ReadingBatch
+
+log = logging.getLogger(__name__)
+
+VariantName = Literal[
+    "Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float", "Double"
+]
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "SByte": (-(2**7), 2**7 - 1),
+    "Byte": (0, 2**8 - 1),
+    "Int16": (-(2**15), 2**15 - 1),
+    "UInt16": (0, 2**16 - 1),
+    "Int32": (-(2**31), 2**31 - 1),
+    "UInt32": (0, 2**32 - 1),
+    "Int64": (-(2**63), 2**63 - 1),
+    "UInt64": (0, 2**64 - 1),
+}
+_NODE_ID_PREFIXES = ("ns=", "i=", "s=", "g=", "b=")
+_NULL_TIME = 0.0
+_ROOT = ua.NodeId(ua.Int32(ObjectIds.RootFolder))
+_HIERARCHICAL = ua.NodeId(
+    ua.Int32(ObjectIds.HierarchicalReferences)
+)  # an OPC UA DateTime of 0 (year 1601) means "no timestamp"; its epoch value is negative
+
+
+def parse_node(text: str) -> ua.NodeId | list[ua.QualifiedName]:
+    """``ns=2;s=A.B`` → a NodeId; ``0:Objects/2:Line1/2:Temp`` → the browse path's qualified names.
+    ValueError with the reason otherwise."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty node")
+    if text.startswith("nsu="):
+        raise ValueError(f"{text!r}: nsu= (namespace URI) node ids are not supported, use ns=<index>")
+    if text.startswith(_NODE_ID_PREFIXES):
+        try:
+            node = ua.NodeId.from_string(text)
+        except UaStringParsingError as exc:
+            cause = exc.args[1] if len(exc.args) > 1 else exc
+            raise ValueError(f"{text!r} is not a node id like ns=2;s=Line1.Pump1.Temp ({cause})") from None
+        if node.NodeIdType == ua.NodeIdType.String and not node.Identifier:
+            raise ValueError(f"{text!r}: empty string identifier")
+        return node
+    if "/" not in text and ":" not in text:
+        raise ValueError(
+            f"{text!r} is neither a node id (ns=2;s=Line1.Pump1.Temp) "
+            "nor a browse path (0:Objects/2:Line1/2:Pump1/2:Temp)"
+        )
+    path = []
+    for segment in text.split("/"):
+        ns, sep, name = segment.partition(":")
+        if not sep or not ns.isdigit() or not name:
+            raise ValueError(
+                f"browse path {text!r}: segment {segment!r} is not <namespace index>:<browse name> "
+                "(e.g. 2:Line1)"
+            )
+        path.append(ua.QualifiedName(name, int(ns)))
+    return path
+
+
+def _check_name(value: str, what: str, allow_slash: bool) -> str:
+    if not value or any(c in value for c in "+#") or (not allow_slash and "/" in value):
+        raise ValueError(f"invalid {what} {value!r}" + ("" if allow_slash else " (no '/')"))
+    return value
+
+
+class OpcUaNode(BaseModel):
+    """One monitored node and the reading it becomes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node: str = Field(description="node id (ns=2;s=Line1.Pump1.Temp) or browse path (0:Objects/2:Line1/...)")
+    asset: str = Field(description="the agent's asset id, e.g. line1/pump1")
+    signal: str = Field(description="the signal name, e.g. temp")
+    sampling_interval_ms: float | None = Field(None, ge=0, description="default: the connector's")
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, node: str) -> str:
+        parse_node(node)
+        return node.strip()
+
+    @field_validator("asset")
+    @classmethod
+    def _asset(cls, asset: str) -> str:
+        return _check_name(asset, "asset", allow_slash=True)
+
+    @field_validator("signal")
+    @classmethod
+    def _signal(cls, signal: str) -> str:
+        return _check_name(signal, "signal", allow_slash=False)
+
+
+class OpcUaSetpoint(BaseModel):
+    """Where an asset's setpoint is written, and the reading its read-back becomes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node: str = Field(description="node id or browse path of the variable written")
+    type: VariantName = Field("Double", description="OPC UA variant type of the written value")
+    scale: float = Field(1.0, description="written = setpoint x scale (e.g. 100 for a percent register)")
+    readback_signal: str = Field("load_cap", description="signal on which the value read back is delivered")
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, node: str) -> str:
+        parse_node(node)
+        return node.strip()
+
+    @field_validator("readback_signal")
+    @classmethod
+    def _signal(cls, signal: str) -> str:
+        return _check_name(signal, "signal", allow_slash=False)
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, scale: float) -> float:
+        if not math.isfinite(scale) or scale == 0:
+            raise ValueError("scale must be a finite number other than 0")
+        return scale
+
+
+def _load_cert(path: Path) -> x509.Certificate:
+    data = path.read_bytes()
+    if b"-----BEGIN" in data:
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
+def _load_key(path: Path, password: SecretStr | None) -> Any:
+    data = path.read_bytes()
+    secret = password.get_secret_value().encode() if password is not None else None
+    if b"-----BEGIN" in data:
+        return serialization.load_pem_private_key(data, secret)
+    return serialization.load_der_private_key(data, secret)
+
+
+def _check_pair(cert_path: Path, key_path: Path, password: SecretStr | None, what: str) -> x509.Certificate:
+    """Both files readable, the certificate parses, the key (RSA) opens and matches it."""
+    try:
+        cert = _load_cert(cert_path)
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot read {cert_path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{what}: {cert_path} is not a PEM or DER certificate ({exc})") from None
+    try:
+        key = _load_key(key_path, password)
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot read {key_path}: {exc.strerror}") from None
+    except TypeError:
+        raise ValueError(f"{what}: {key_path} is encrypted: set its password") from None
+    except ValueError as exc:
+        raise ValueError(f"{what}: cannot load the private key {key_path} ({exc})") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{what}: OPC UA security needs an RSA key, {key_path} is not one")
+    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        raise ValueError(f"{what}: {key_path} is not the key of {cert_path}")
+    return cert
+
+
+class OpcUaSecurity(BaseModel):
+    """Secure channel: policy and mode, the client's application instance certificate, the server's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["None", "Basic256Sha256"] = "None"
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    certificate: Path | None = Field(None, description="client application instance certificate (PEM/DER)")
+    private_key: Path | None = Field(None, description="its RSA private key (PEM/DER)")
+    private_key_password: SecretStr | None = Field(None, description="when the private key is encrypted")
+    server_certificate: Path | None = Field(
+        None, description="pin the server's certificate; default: the one its endpoint list presents"
+    )
+    application_uri: str | None = Field(
+        None, description="default: the URI in the client certificate's subjectAltName"
+    )
+
+    @field_validator("certificate", "private_key", "server_certificate")
+    @classmethod
+    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(path, info)
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcUaSecurity:
+        if (self.policy == "None") != (self.mode == "None"):
+            raise ValueError(
+                f"policy {self.policy} with mode {self.mode}: policy None goes with mode None, "
+                "Basic256Sha256 with mode Sign or SignAndEncrypt"
+            )
+        if self.policy == "None":
+            if self.certificate or self.private_key or self.server_certificate:
+                raise ValueError("certificates are only used with policy Basic256Sha256")
+            return self
+        if self.certificate is None or self.private_key is None:
+            raise ValueError(f"policy {self.policy} needs certificate and private_key (the client's)")
+        cert = _check_pair(self.certificate, self.private_key, self.private_key_password, "security")
+        if self.application_uri is None:
+            uris = _san_uris(cert)
+            if not uris:
+                raise ValueError(
+                    f"{self.certificate} has no URI in its subjectAltName: set security.application_uri"
+                )
+            self.application_uri = uris[0]
+        if self.server_certificate is not None:
+            try:
+                _load_cert(self.server_certificate)
+            except OSError as exc:
+                raise ValueError(f"server_certificate: cannot read it: {exc.strerror}") from None
+            except ValueError as exc:
+                raise ValueError(f"server_certificate: not a PEM or DER certificate ({exc})") from None
+        return self
+
+
+def _san_uris(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.value.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 class OpcUaConfig(BaseModel):
+    """An OPC UA server: nodes read through a subscription, setpoints written with read-back."""
+
     model_config = ConfigDict(extra="forbid")
 
-    def connector(self, name: str) -> PlantConnector:
-        raise NotImplementedError("the opcua connector is not built yet")
+    endpoint: str = Field(description="opc.tcp://host[:port][/path]")
+    security: OpcUaSecurity = Field(default_factory=OpcUaSecurity)
+    username: str | None = Field(None, description="user name identity (else anonymous)")
+    password: SecretStr | None = Field(None, description="e.g. from QXEDGE_CONNECTORS__0__OPCUA__PASSWORD")
+    password_file: Path | None = Field(None, description="a file holding the password (first line)")
+    user_certificate: Path | None = Field(None, description="X.509 user identity certificate (PEM/DER)")
+    user_private_key: Path | None = Field(None, description="its RSA private key")
+    user_private_key_password: SecretStr | None = None
+    nodes: list[OpcUaNode] = Field(default_factory=list, description="monitored nodes → (asset, signal)")
+    setpoints: dict[str, OpcUaSetpoint] = Field(
+        default_factory=dict, description="asset → the node its setpoint is written to"
+    )
+    sampling_interval_ms: float = Field(100.0, ge=0, description="how often the server samples each node")
+    publishing_interval_ms: float = Field(250.0, gt=0, description="how often it sends what changed")
+    queue_size: int = Field(10, ge=1, le=10_000, description="changes kept per node between two publishes")
+    keepalive_s: float = Field(5.0, gt=0, le=600, description="the server answers at least this often")
+    request_timeout_s: float = Field(5.0, gt=0, le=300)
+    session_timeout_s: float = Field(60.0, ge=1, le=86_400)
+    reconnect_min_s: float = Field(0.5, gt=0, le=60)
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600)
+    max_ahead_s: float = Field(300.0, gt=0, description="readings stamped further in the future are dropped")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, url: str) -> str:
+        split_endpoint(url)
+        return url
+
+    @field_validator("password_file", "user_certificate", "user_private_key")
+    @classmethod
+    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(path, info)
+
+    @field_validator("setpoints")
+    @classmethod
+    def _assets(cls, setpoints: dict[str, OpcUaSetpoint]) -> dict[str, OpcUaSetpoint]:
+        for asset in setpoints:
+            _check_name(asset, "asset", allow_slash=True)
+        return setpoints
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcUaConfig:
+        if not self.nodes and not self.setpoints:
+            raise ValueError("give nodes to monitor, setpoints to write, or both")
+        seen: dict[str, int] = {}
+        pairs: dict[tuple[str, str], int] = {}
+        for i, n in enumerate(self.nodes):
+            key = _node_key(n.node)
+            if key in seen:
+                raise ValueError(f"nodes[{i}]: node {n.node!r} is already nodes[{seen[key]}]")
+            seen[key] = i
+            if (n.asset, n.signal) in pairs:
+                raise ValueError(
+                    f"nodes[{i}]: {n.asset}/{n.signal} is already read from nodes[{pairs[n.asset, n.signal]}]"
+                )
+            pairs[n.asset, n.signal] = i
+        targets: dict[str, str] = {}
+        for asset, sp in self.setpoints.items():
+            key = _node_key(sp.node)
+            if key in targets:
+                raise ValueError(
+                    f"setpoints.{asset}: node {sp.node!r} is also the setpoint of {targets[key]}"
+                )
+            targets[key] = asset
+            j = pairs.get((asset, sp.readback_signal))
+            if j is not None and _node_key(self.nodes[j].node) != key:
+                raise ValueError(
+                    f"setpoints.{asset}: read-back signal {sp.readback_signal!r} is already read from "
+                    f"another node (nodes[{j}])"
+                )
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        self._check_identity()
+        return self
+
+    def _check_identity(self) -> None:
+        if self.password_file is not None:
+            if self.password is not None:
+                raise ValueError("give password or password_file, not both")
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"password_file: cannot read {self.password_file}: {exc.strerror}") from None
+            first = text.splitlines()[0] if text else ""
+            if not first:
+                raise ValueError(f"password_file: {self.password_file} is empty")
+            self.password = SecretStr(first)
+        if self.password is not None and self.username is None:
+            raise ValueError("a password needs a username")
+        if (self.user_certificate is None) != (self.user_private_key is None):
+            raise ValueError("user_certificate and user_private_key go together")
+        if self.user_certificate is not None and self.user_private_key is not None:
+            if self.username is not None:
+                raise ValueError("one user identity: username or user_certificate, not both")
+            if self.security.policy == "None":
+                raise ValueError("a user certificate needs a secure channel (security.policy Basic256Sha256)")
+            _check_pair(
+                self.user_certificate,
+                self.user_private_key,
+                self.user_private_key_password,
+                "user_certificate",
+            )
+
+    def connector(self, name: str) -> OpcUaConnector:
+        return OpcUaConnector(self, name)
+
+
+def _node_key(text: str) -> str:
+    parsed = parse_node(text)
+    if isinstance(parsed, ua.NodeId):
+        return parsed.to_string()
+    return "/".join(q.to_string() for q in parsed)
+
+
+def split_endpoint(url: str) -> tuple[str, int]:
+    """``opc.tcp://host:port/path`` → ``(host, port)``; ValueError with the reason otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme != "opc.tcp":
+        raise ValueError(f"expected opc.tcp://host[:port][/path], got {url!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid port in {url!r}") from exc
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("put credentials in username / password (or password_file), not in the endpoint")
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    return parts.hostname, port or 4840
+
+
+@dataclass(slots=True)
+class OpcUaStats:
+    connects: int = 0
+    reconnects: int = 0  # connection attempts after the first (failed or not)
+    notifications: int = 0  # data changes received
+    readings: int = 0  # delivered to the agent
+    skipped: int = 0  # bad status, not a number, or stamped in the future
+    deliveries: int = 0  # link.readings calls
+    writes: int = 0
+    write_errors: int = 0
+    last_error: str = ""
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class Backoff:
+    """Jittered exponential backoff: a delay drawn in [d/2, d], d doubling from ``low`` up to ``high``."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low = low
+        self.high = high
+        self._next = low
+
+    def reset(self) -> None:
+        self._next = self.low
+
+    def delay(self) -> float:
+        d = self._next
+        self._next = min(self.high, d * 2)
+        return random.uniform(d / 2, d)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    node: ua.NodeId
+    setpoint: OpcUaSetpoint
+
+
+class _Lost(Exception):
+    """The session is dead; the message says why."""
+
+
+class OpcUaConnector:
+    """The :class:`~connectors.plant.PlantConnector` of one OPC UA server."""
+
+    def __init__(self, config: OpcUaConfig, name: str) -> None:
+        self.config = config
+        self.name = name
+        self.stats = OpcUaStats()
+        self.connected = asyncio.Event()  # set while a session with its subscription is up
+        self._client: Client | None = None
+        self._targets: dict[str, _Target] = {}
+        self._link: PlantLink | None = None
+        self._handles: list[tuple[str, str]] = []  # client handle → (asset, signal)
+        self._warned: set[tuple[int, str]] = set()
+        self._last_publish = 0.0
+        self._lost: asyncio.Event | None = None
+        self._lost_reason = ""
+
+    # --- PlantConnector -------------------------------------------------------------------------
+
+    def writes(self, asset: str) -> bool:
+        return asset in self.config.setpoints
+
+    def observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
+        return None
+
+    async def run(self, link: PlantLink) -> None:
+        """Connect, subscribe, and reconnect on every loss until cancelled."""
+        self._link = link
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
+        while True:
+            try:
+                async with self._session() as client:
+                    backoff.reset()
+                    await self._watch(client)
+            except (OSError, TimeoutError, UaError, _Lost, ConnectorError, ValueError) as exc:
+                self._lose(exc)
+            finally:
+                self._client = None
+                self.connected.clear()
+            delay = backoff.delay()
+            log.warning("%s: %s; reconnecting in %.1f s", self.name, self.stats.last_error, delay)
+            await asyncio.sleep(delay)
+            self.stats.reconnects += 1
+
+    async def write(self, asset: str, value: float) -> None:
+        """Write the setpoint, read it back, deliver the read value as a reading of ``readback_signal``."""
+        self.stats.writes += 1
+        try:
+            read_value = await self._write(asset, value)
+        except ConnectorError:
+            self.stats.write_errors += 1
+            raise
+        sp = self.config.setpoints[asset]
+        batch = ReadingBatch()
+        batch.append(asset, sp.readback_signal, time.time(), read_value / sp.scale)
+        self._deliver(batch)
+
+    async def _write(self, asset: str, value: float) -> float:
+        sp = self.config.setpoints.get(asset)
+        if sp is None:
+            raise ConnectorError(f"{self.name}: no OPC UA node for the setpoint of {asset}")
+        client, target = self._client, self._targets.get(asset)
+        if client is None:
+            reason = f" ({self.stats.last_error})" if self.stats.last_error else ""
+            raise ConnectorError(f"{self.name}: not connected to {self.config.endpoint}{reason}")
+        if target is None:
+            raise ConnectorError(f"{self.name}: the setpoint node {sp.node!r} of {asset} was not found")
+        raw = _to_variant(value * sp.scale, sp.type, f"{self.name}: {asset} = {value:g}")
+        item = ua.WriteValue(
+            NodeId=target.node,
+            AttributeId=AttributeIds.Value,
+            Value=ua.DataValue(ua.Variant(raw, getattr(ua.VariantType, sp.type))),
+        )
+        read = ua.ReadValueId(NodeId=target.node, AttributeId=AttributeIds.Value)
+        try:
+            (status,) = await client.uaclient.write(ua.WriteParameters(NodesToWrite=[item]))
+            if not status.is_good():
+                raise ConnectorError(
+                    f"{self.name}: the server refused {asset} = {raw!r} on {sp.node}: {_status_name(status)}"
+                )
+            (echo,) = await client.uaclient.read(ua.ReadParameters(NodesToRead=[read]))
+        except (OSError, TimeoutError, UaError) as exc:
+            raise ConnectorError(
+                f"{self.name}: writing {asset} to {sp.node} failed: {_describe(exc)}"
+            ) from exc
+        status = echo.StatusCode or ua.StatusCode()
+        read_value = _number(echo.Value.Value if echo.Value is not None else None)
+        if not status.is_good() or read_value is None:
+            why = _status_name(status) if not status.is_good() else f"value {str(echo.Value)[:60]}"
+            raise ConnectorError(f"{self.name}: wrote {asset} but could not read {sp.node} back: {why}")
+        return read_value
+
+    # --- session ----------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[Client]:
+        cfg = self.config
+        client = Client(cfg.endpoint, timeout=cfg.request_timeout_s, watchdog_intervall=cfg.keepalive_s)
+        client.session_timeout = int(cfg.session_timeout_s * 1000)
+        client.name = client.description = f"qxedge {self.name}"
+        lost = self._lost = asyncio.Event()
+        self._lost_reason = ""
+
+        async def on_lost(exc: Exception) -> None:
+            self._mark_lost(f"connection lost ({_describe(exc)})")
+
+        client.connection_lost_callback = on_lost
+        self.stats.connects += 1
+        try:
+            async with asyncio.timeout(cfg.request_timeout_s * 3):
+                await self._secure(client)
+                await client.connect()
+        except TimeoutError:
+            await _quietly(client.disconnect())
+            raise _Lost(f"no answer from {cfg.endpoint} within {cfg.request_timeout_s * 3:g} s") from None
+        except BaseException:
+            await _quietly(client.disconnect())
+            raise
+        try:
+            await self._resolve(client)
+            await self._subscribe(client)
+            if lost.is_set():
+                raise _Lost(self._lost_reason)
+            self._client = client
+            self.connected.set()
+            log.info(
+                "%s: connected to %s (%s, %s), %d nodes monitored",
+                self.name,
+                cfg.endpoint,
+                cfg.security.policy,
+                cfg.security.mode,
+                len(self._handles),
+            )
+            yield client
+        finally:
+            self._client = None
+            self.connected.clear()
+            await _quietly(client.disconnect())
+
+    async def _secure(self, client: Client) -> None:
+        cfg = self.config
+        sec = cfg.security
+        if sec.application_uri:
+            client.application_uri = sec.application_uri
+        if cfg.username is not None:
+            client.set_user(cfg.username)
+        if cfg.password is not None:
+            client.set_password(cfg.password.get_secret_value())
+        if cfg.user_certificate is not None and cfg.user_private_key is not None:
+            await client.load_client_certificate(str(cfg.user_certificate))
+            password = cfg.user_private_key_password
+            await client.load_private_key(
+                cfg.user_private_key, password.get_secret_value() if password else None
+            )
+        if sec.policy == "Basic256Sha256" and sec.certificate is not None and sec.private_key is not None:
+            await client.set_security(
+                security_policies.SecurityPolicyBasic256Sha256,
+                str(sec.certificate),
+                str(sec.private_key),
+                sec.private_key_password.get_secret_value() if sec.private_key_password else None,
+                str(sec.server_certificate) if sec.server_certificate else None,
+                getattr(ua.MessageSecurityMode, sec.mode),
+            )
+
+    async def _resolve(self, client: Client) -> None:
+        """Node ids of every configured node; browse paths are translated in one request."""
+        texts = [n.node for n in self.config.nodes] + [sp.node for sp in self.config.setpoints.values()]
+        parsed = [parse_node(t) for t in texts]
+        paths = [(i, p) for i, p in enumerate(parsed) if not isinstance(p, ua.NodeId)]
+        resolved: dict[int, ua.NodeId | None] = {
+            i: p for i, p in enumerate(parsed) if isinstance(p, ua.NodeId)
+        }
+        if paths:
+            request = [ua.BrowsePath(StartingNode=_ROOT, RelativePath=_relative(p)) for _, p in paths]
+            results = await client.uaclient.translate_browsepaths_to_nodeids(request)
+            for (i, _), result in zip(paths, results, strict=True):
+                if result.StatusCode.is_good() and result.Targets:
+                    resolved[i] = result.Targets[0].TargetId
+                else:
+                    resolved[i] = None
+                    self._warn_once(
+                        i, f"browse path {texts[i]!r} not found: {_status_name(result.StatusCode)}"
+                    )
+        n = len(self.config.nodes)
+        self._monitored = [(i, resolved[i]) for i in range(n)]
+        self._targets = {}
+        for j, (asset, sp) in enumerate(self.config.setpoints.items()):
+            node = resolved[n + j]
+            if node is not None:
+                self._targets[asset] = _Target(node, sp)
+
+    async def _subscribe(self, client: Client) -> None:
+        cfg = self.config
+        interval = cfg.publishing_interval_ms
+        params = ua.CreateSubscriptionParameters(
+            RequestedPublishingInterval=interval,
+            RequestedLifetimeCount=max(3 * _keepalive_count(cfg), 3),
+            RequestedMaxKeepAliveCount=_keepalive_count(cfg),
+            MaxNotificationsPerPublish=0,  # no limit
+            PublishingEnabled=True,
+            Priority=0,
+        )
+        self._last_publish = time.monotonic()
+        result = await client.uaclient.create_subscription(params, self._on_publish)
+        self._keepalive_window = max(
+            3 * result.RevisedPublishingInterval * result.RevisedMaxKeepAliveCount / 1000, 3 * cfg.keepalive_s
+        )
+        self._handles = []
+        items = []
+        for i, node_id in self._monitored:
+            if node_id is None:
+                continue
+            n = cfg.nodes[i]
+            handle = len(self._handles)
+            self._handles.append((n.asset, n.signal))
+            sampling = cfg.sampling_interval_ms if n.sampling_interval_ms is None else n.sampling_interval_ms
+            items.append(
+                ua.MonitoredItemCreateRequest(
+                    ItemToMonitor=ua.ReadValueId(NodeId=node_id, AttributeId=AttributeIds.Value),
+                    MonitoringMode=ua.MonitoringMode.Reporting,
+                    RequestedParameters=ua.MonitoringParameters(
+                        ClientHandle=handle,
+                        SamplingInterval=sampling,
+                        QueueSize=cfg.queue_size,
+                        DiscardOldest=True,
+                    ),
+                )
+            )
+        self._item_nodes = [i for i, node_id in self._monitored if node_id is not None]
+        for start in range(0, len(items), 1000):
+            chunk = items[start : start + 1000]
+            results = await client.uaclient.create_monitored_items(
+                ua.CreateMonitoredItemsParameters(
+                    SubscriptionId=result.SubscriptionId,
+                    ItemsToCreate=chunk,
+                    TimestampsToReturn=ua.TimestampsToReturn.Both,
+                )
+            )
+            for item, res in zip(chunk, results, strict=True):
+                if not res.StatusCode.is_good():
+                    i = self._item_nodes[item.RequestedParameters.ClientHandle]
+                    node = cfg.nodes[i].node
+                    self._warn_once(i, f"cannot monitor {node!r}: {_status_name(res.StatusCode)}")
+
+    async def _watch(self, client: Client) -> None:
+        """Return (raise _Lost) when the session is dead: a lost link or missed keep-alives."""
+        assert self._lost is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), self.config.keepalive_s)
+            if self._lost.is_set():
+                raise _Lost(self._lost_reason)
+            silent = time.monotonic() - self._last_publish
+            if silent > self._keepalive_window:
+                raise _Lost(f"no publish response or keep-alive for {silent:.1f} s")
+
+    def _mark_lost(self, reason: str) -> None:
+        if self._lost is not None and not self._lost.is_set():
+            self._lost_reason = reason
+            self._lost.set()
+
+    def _lose(self, exc: BaseException) -> None:
+        self.stats.last_error = _describe(exc)
+
+    # --- notifications ----------------------------------------------------------------------------
+
+    def _on_publish(self, result: ua.PublishResult) -> None:
+        """One PublishResponse: every data change in it becomes one reading of one batch."""
+        self._last_publish = time.monotonic()
+        data = result.NotificationMessage.NotificationData
+        if not data:
+            return  # a keep-alive
+        now = time.time()
+        horizon = now + self.config.max_ahead_s
+        batch = ReadingBatch()
+        handles = self._handles
+        for notification in data:
+            if isinstance(notification, ua.StatusChangeNotification):
+                self._mark_lost(f"subscription status {_status_name(notification.Status)}")
+                continue
+            if not isinstance(notification, ua.DataChangeNotification):
+                continue
+            for item in notification.MonitoredItems:
+                self.stats.notifications += 1
+                handle = item.ClientHandle
+                if not 0 <= handle < len(handles):
+                    continue
+                dv = item.Value
+                status = dv.StatusCode
+                if status is not None and not status.is_good():
+                    self._skip(handle, f"status {_status_name(status)}")
+                    continue
+                value = _number(dv.Value.Value if dv.Value is not None else None)
+                if value is None:
+                    self._skip(handle, f"not a number: {str(dv.Value)[:60]}")
+                    continue
+                ts = _epoch(dv.SourceTimestamp) or _epoch(dv.ServerTimestamp) or now
+                if ts > horizon:
+                    self._skip(handle, f"stamped {ts - now:.0f} s in the future")
+                    continue
+                asset, signal = handles[handle]
+                batch.append(asset, signal, ts, value)
+        if len(batch):
+            self._deliver(batch)
+
+    def _deliver(self, batch: ReadingBatch) -> None:
+        if self._link is None:
+            return
+        self.stats.readings += len(batch)
+        self.stats.deliveries += 1
+        try:
+            self._link.readings(batch)
+        except Exception:  # the agent's side failing must not kill the subscription
+            log.exception("%s: delivering %d readings failed", self.name, len(batch))
+
+    def _skip(self, handle: int, reason: str) -> None:
+        self.stats.skipped += 1
+        kind = reason.split(" ", 1)[0]
+        self.stats.skipped_reasons[kind] = self.stats.skipped_reasons.get(kind, 0) + 1
+        i = self._item_nodes[handle]
+        self._warn_once(i, f"{self.config.nodes[i].node!r}: reading skipped ({reason})", kind)
+
+    def _warn_once(self, i: int, message: str, kind: str = "") -> None:
+        if (i, kind) not in self._warned and len(self._warned) < 10_000:
+            self._warned.add((i, kind))
+            log.warning("%s: %s", self.name, message)
+
+
+def _relative(path: list[ua.QualifiedName]) -> ua.RelativePath:
+    return ua.RelativePath(
+        Elements=[
+            ua.RelativePathElement(
+                ReferenceTypeId=_HIERARCHICAL,
+                IsInverse=False,  # type: ignore[arg-type]  # asyncua's Boolean marker class
+                IncludeSubtypes=True,  # type: ignore[arg-type]
+                TargetName=q,
+            )
+            for q in path
+        ]
+    )
+
+
+def _keepalive_count(cfg: OpcUaConfig) -> int:
+    return max(1, math.ceil(cfg.keepalive_s * 1000 / cfg.publishing_interval_ms))
+
+
+def _number(value: object) -> float | None:
+    if value is True or value is False:
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _epoch(moment: datetime | None) -> float:
+    if moment is None:
+        return _NULL_TIME
+    ts = moment.timestamp()
+    return ts if ts > 0 else _NULL_TIME
+
+
+def _to_variant(value: float, kind: str, what: str) -> bool | int | float:
+    if not math.isfinite(value):
+        raise ConnectorError(f"{what}: not a finite number")
+    if kind == "Boolean":
+        return value != 0
+    if kind in ("Float", "Double"):
+        return value
+    low, high = _INT_RANGES[kind]
+    number = round(value)
+    if not low <= number <= high:
+        raise ConnectorError(f"{what}: {number} is out of the range of {kind} [{low}, {high}]")
+    return number
+
+
+def _status_name(status: ua.StatusCode) -> str:
+    try:
+        return str(status.name)
+    except Exception:
+        return f"0x{status.value:08X}"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300] if str(exc) else text
+
+
+async def _quietly(coro: Any) -> None:
+    """Tear down without waiting on a dead server for long, and without raising."""
+    try:
+        async with asyncio.timeout(2):
+            await coro
+    except Exception:
+        log.debug("teardown step failed", exc_info=True)
