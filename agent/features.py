@@ -54,29 +54,30 @@ class Features:
         return [a for a in names if any(fnmatch.fnmatchcase(a, p) for p in patterns)]
 
     def matrix(self, inputs: Sequence[str], patterns: Sequence[str] = ("*",)) -> FeatureMatrix:
-        """Rows for every matching asset that has every input (``signal.stat``), float32 in input order."""
-        assets = self.assets(patterns)
-        empty = FeatureMatrix([], np.empty((0, len(inputs)), np.float32), [], [])
+        """Rows for every matching asset that has every input (``signal.stat``), float32 in input order.
+
+        The statistics table holds one row per (asset, signal), a few hundred at most: after one Polars
+        filter the rows are assembled in Python, several times cheaper than a pivot and a join at
+        every evaluation (bench/latency.py)."""
         parts = [f.rpartition(".") for f in inputs]
-        signals = list({signal for signal, _, _ in parts})
-        stats = list({stat for _, _, stat in parts})
-        rows = self.frame.filter(pl.col("asset").is_in(assets) & pl.col("signal").is_in(signals))
-        wide = rows.pivot(on="signal", index="asset", values=stats, separator="\x1f")
-        # pivot names a column "<stat>\x1f<signal>", or just "<signal>" when there is a single stat
-        columns = [signal if len(stats) == 1 else f"{stat}\x1f{signal}" for signal, _, stat in parts]
-        if any(c not in wide.columns for c in columns):
-            return empty
-        bounds = rows.group_by("asset").agg(pl.col("start").min(), pl.col("end").max())
-        wide = wide.select("asset", *(pl.col(c).alias(f) for c, f in zip(columns, inputs, strict=True)))
-        wide = wide.join(bounds, on="asset").drop_nulls().sort("asset")
-        if wide.is_empty():
-            return empty
-        return FeatureMatrix(
-            wide.get_column("asset").to_list(),
-            wide.select(list(inputs)).to_numpy().astype(np.float32, copy=False),
-            wide.get_column("start").to_list(),
-            wide.get_column("end").to_list(),
-        )
+        stats = list(dict.fromkeys(stat for _, _, stat in parts))
+        rows = self.frame.filter(pl.col("signal").is_in(list({signal for signal, _, _ in parts})))
+        cols = rows.select("asset", "signal", "start", "end", *stats).to_dict(as_series=False)
+        index = {key: i for i, key in enumerate(zip(cols["asset"], cols["signal"], strict=True))}
+        assets, values, starts, ends = [], [], [], []
+        for asset in sorted({a for a in cols["asset"] if any(fnmatch.fnmatchcase(a, p) for p in patterns)}):
+            at = [index.get((asset, signal)) for signal, _, _ in parts]
+            if None in at:
+                continue
+            row = [cols[stat][i] for (_, _, stat), i in zip(parts, at, strict=True)]
+            if None in row:  # e.g. the slope of readings that all share one ts
+                continue
+            assets.append(asset)
+            values.append(row)
+            starts.append(min(cols["start"][i] for i in at))
+            ends.append(max(cols["end"][i] for i in at))
+        matrix = np.array(values, np.float32) if values else np.empty((0, len(inputs)), np.float32)
+        return FeatureMatrix(assets, matrix, starts, ends)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,19 +119,23 @@ class FeatureWindow:
             frame = pl.concat([self._frame, new], rechunk=False)
         else:
             frame = self._frame
-        self._frame = frame.filter(pl.col("ts") > now - self.length_s).rechunk()
-        newest = self._frame.group_by("asset", "signal").agg(
-            pl.col("ts").max().alias("ts"), pl.col("value").sort_by("ts").last().alias("value")
+        frame = frame.filter(pl.col("ts") > now - self.length_s)
+        if frame.n_chunks() > 16:  # one chunk per update: copy the window only now and then
+            frame = frame.rechunk()
+        self._frame = frame
+        grouped = frame.group_by("asset", "signal").agg(
+            pl.col("ts").min().alias("start"),
+            pl.col("ts").max().alias("end"),
+            pl.len().alias("n"),
+            pl.col("value").sort_by("ts").last().alias("\x1flatest"),
+            *self._aggs,
         )
-        latest = {(a, s): (t, v) for a, s, t, v in newest.iter_rows()}
-        stats = (
-            self._frame.group_by("asset", "signal")
-            .agg(
-                pl.col("ts").min().alias("start"),
-                pl.col("ts").max().alias("end"),
-                pl.len().alias("n"),
-                *self._aggs,
-            )
-            .filter((pl.col("n") >= self.min_samples) & (pl.col("end") - pl.col("start") >= self.min_span_s))
+        keys = zip(grouped.get_column("asset").to_list(), grouped.get_column("signal").to_list(), strict=True)
+        newest = zip(
+            grouped.get_column("end").to_list(), grouped.get_column("\x1flatest").to_list(), strict=True
+        )
+        latest = dict(zip(keys, newest, strict=True))
+        stats = grouped.drop("\x1flatest").filter(
+            (pl.col("n") >= self.min_samples) & (pl.col("end") - pl.col("start") >= self.min_span_s)
         )
         return Features(stats, now, latest)
