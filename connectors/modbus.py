@@ -281,8 +281,11 @@ class Codec:
                 raise ValueError(f"a coil takes 0 or 1, got {value}")
             return [int(raw)]
         if self.value_type.startswith("float"):
-            packed = self._number.pack(raw)
-            if not math.isfinite(self._number.unpack(packed)[0]):
+            try:
+                packed = self._number.pack(raw)
+            except OverflowError:
+                packed = b""
+            if not packed or not math.isfinite(self._number.unpack(packed)[0]):
                 raise ValueError(f"{value} overflows {self.value_type}")
         else:
             whole = round(raw)
@@ -365,6 +368,8 @@ class ModbusStats:
     errors: int = 0  # requests that failed: no answer, lost connection
     exceptions: int = 0  # exception responses of the device (illegal address, device busy, ...)
     connects: int = 0  # successful connections (the first included)
+    connect_failures: int = 0  # connection attempts that failed
+    disconnects: int = 0  # established connections lost (no answer, closed by the device)
     reconnects: int = 0  # successful connections after a lost one
     polls: int = 0
     readings: int = 0
@@ -431,6 +436,8 @@ class DevicePoller:
                 delay = self._reconnect_min
                 await self._poll_loop(deliver)
             except LinkDown as exc:
+                if self.connected.is_set():
+                    self.stats.disconnects += 1
                 self._close()
                 if down_since is None:
                     down_since = time.monotonic()
@@ -454,9 +461,11 @@ class DevicePoller:
             ok = await asyncio.wait_for(client.connect(), cfg.timeout_s + 1)
         except (OSError, TimeoutError, ModbusException) as exc:
             client.close()
+            self.stats.connect_failures += 1
             raise LinkDown(f"cannot connect: {exc or 'timed out'}") from exc
         if not ok:
             client.close()
+            self.stats.connect_failures += 1
             raise LinkDown("cannot connect (refused or timed out)")
         self._client = client
         self.stats.connects += 1
