@@ -1,0 +1,170 @@
+"""Telemetry upstream: per asset, its features, scores and decisions on ``qx/v1/{site}/telemetry``.
+
+Every ``every_s`` the agent puts one record per asset in the disk-backed outbox (stream ``telemetry``),
+which sends them in order over the uplink at QoS 1 and survives broker outages, agent crashes and
+reboots. A record (JSON, schema version 1)::
+
+    {"v": 1, "site": "gumi-line-3", "seq": 4711, "ts": 1764086400.0, "asset": "line1/pump3",
+     "readings": {"temp": 71.3, ...},                       # newest reading of each signal
+     "features": {"temp.mean": 70.9, "temp.slope": 0.02, ...},   # the window statistics
+     "scores": {"anomaly": 0.41},                            # each model's latest score
+     "decisions": {"setpoint": 0.6}}                         # the setpoint in force
+
+``seq`` counts the site's telemetry records, without gaps, across restarts: the upstream side
+de-duplicates by it (a record acknowledged just before a crash may come twice) and sees any loss as a
+gap (only the outbox's overflow policy drops records, and it counts and alarms when it does).
+
+The publisher plugs into the agent like a plant connector that writes nothing: the agent calls
+``observe`` after each evaluation with the asset's readings, scores and setpoint, and runs ``run`` in its
+TaskGroup; features come from the agent's feature window (:class:`ObservedWindow`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.features import Features, FeatureWindow
+from connectors.errors import ConnectorError
+from connectors.outbox import Outbox
+from connectors.plant import PlantLink
+
+STREAM = "telemetry"
+
+
+class TelemetryConfig(BaseModel):
+    """Records upstream on ``qx/v1/{site}/telemetry`` through the outbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every_s: float = Field(5.0, ge=0.01, le=3600, description="one record per asset this often")
+    assets: list[str] = Field(["*"], min_length=1, description="glob patterns of the assets reported")
+    readings: bool = Field(True, description="include the newest reading of each signal")
+    features: bool = Field(True, description="include the window statistics (`signal.stat`)")
+
+
+class ObservedWindow(FeatureWindow):
+    """The agent's feature window, keeping the last statistics it computed for telemetry."""
+
+    last: Features | None = None
+
+    @classmethod
+    def of(cls, window: FeatureWindow) -> ObservedWindow:
+        observed = cls.__new__(cls)
+        observed.__dict__.update(window.__dict__)
+        return observed
+
+    def update(self, batch: Any, now: float) -> Features:
+        features = super().update(batch, now)
+        self.last = features
+        return features
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+class TelemetryPublisher:
+    """``observe`` collects, ``run`` puts one record per asset in the outbox every ``every_s``."""
+
+    name = "telemetry"
+
+    def __init__(
+        self, site: str, config: TelemetryConfig, outbox: Outbox, window: ObservedWindow | None = None
+    ) -> None:
+        self.site = site
+        self.config = config
+        self.outbox = outbox
+        self.window = window
+        self.topic = f"qx/v1/{site}/telemetry"
+        self.records = 0
+        self.refused = 0
+        self._seen: dict[str, tuple[float, dict[str, float]]] = {}
+
+    def observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
+        if any(fnmatch.fnmatchcase(asset, p) for p in self.config.assets):
+            self._seen[asset] = (ts, dict(metrics))
+
+    def writes(self, asset: str) -> bool:
+        return False
+
+    async def write(self, asset: str, value: float) -> None:
+        raise ConnectorError("telemetry writes nothing to the plant")
+
+    async def run(self, link: PlantLink) -> None:
+        every = self.config.every_s
+        due = time.monotonic()
+        while True:
+            due += every
+            delay = due - time.monotonic()
+            if delay < 0:  # a stalled loop: skip the missed slots rather than bursting
+                due += -delay // every * every + every
+                delay = due - time.monotonic()
+            await asyncio.sleep(delay)
+            self.publish(time.time())
+
+    def publish(self, now: float) -> int:
+        """One record per observed asset into the outbox; the number accepted."""
+        features = self._features()
+        accepted = 0
+        for asset, (ts, metrics) in sorted(self._seen.items()):
+            record = self.record(asset, ts, metrics, features.get(asset, {}), now)
+
+            def make(seq: int, record: dict[str, Any] = record) -> bytes:
+                return json.dumps({"v": 1, "seq": seq, **record}, separators=(",", ":")).encode()
+
+            if self.outbox.put(STREAM, self.topic, make) is None:
+                self.refused += 1
+            else:
+                accepted += 1
+        self.records += accepted
+        return accepted
+
+    def record(
+        self,
+        asset: str,
+        ts: float,
+        metrics: Mapping[str, float],
+        features: Mapping[str, float],
+        now: float,
+    ) -> dict[str, Any]:
+        readings: dict[str, float] = {}
+        scores: dict[str, float] = {}
+        decisions: dict[str, float] = {}
+        for key, value in metrics.items():
+            if not _finite(value):
+                continue
+            if key.startswith("score/"):
+                scores[key[len("score/") :]] = value
+            elif key == "setpoint":
+                decisions["setpoint"] = value
+            else:
+                readings[key] = value
+        out: dict[str, Any] = {"site": self.site, "ts": now, "asset": asset, "observed_at": ts}
+        if self.config.readings:
+            out["readings"] = readings
+        if self.config.features:
+            out["features"] = dict(features)
+        out["scores"] = scores
+        out["decisions"] = decisions
+        return out
+
+    def _features(self) -> dict[str, dict[str, float]]:
+        last = None if self.window is None or not self.config.features else self.window.last
+        if last is None:
+            return {}
+        out: dict[str, dict[str, float]] = {}
+        skip = {"asset", "signal", "start", "end", "n"}
+        for row in last.frame.iter_rows(named=True):
+            per = out.setdefault(row["asset"], {})
+            for stat, value in row.items():
+                if stat not in skip and _finite(value):
+                    per[f"{row['signal']}.{stat}"] = float(value)
+        return out

@@ -1,0 +1,440 @@
+"""Store-and-forward for everything durable that goes upstream: a SQLite (WAL) outbox.
+
+``async with Outbox(path, config, mqtt) as outbox: outbox.put("telemetry", topic, make)`` gives the
+record the next sequence number of its stream (``make(seq)`` builds the payload with it) and returns at
+once. Behind it, in the outbox's TaskGroup:
+
+- the *flusher* commits new records to SQLite every ``flush_ms`` in one transaction, in a thread of its
+  own (never on the event loop), together with the stream's next sequence number: after a crash
+  (``kill -9``) or a reboot the numbering goes on from the last record on disk, so the upstream side
+  sees no gap (records not yet committed were never accepted; their numbers are given again);
+- the *sender* publishes committed records in order at QoS 1 while the link is up, at most ``inflight``
+  unacknowledged at a time; paho re-sends the unacknowledged ones after a reconnect, and the records
+  present at start-up are replayed first. A record is deleted only after the broker's PUBACK for it;
+  one acknowledged just before a crash may be sent again: consumers de-duplicate by ``(stream, seq)``.
+
+Bounded: at most ``max_messages`` records on disk. ``overflow: drop_oldest`` (default) deletes the
+oldest records to make room, ``refuse_new`` refuses new ones; either way they are counted in ``stats``
+(``overflow_dropped`` / ``refused``) and ``alarm`` is called once per overflow episode. When the disk
+refuses a write (full, read-only) the records wait in memory (at most ``max_pending``, then new ones are
+refused and counted), ``error`` says why, and the writes resume when the disk takes them again; SQLite's
+transactions keep the file consistent throughout.
+
+Graceful exit: pending records are committed, the sender gets up to ``drain_timeout_s`` to have the rest
+acknowledged, and whatever is left stays on disk for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from connectors.errors import ConnectorError
+from connectors.mqtt import MqttClient, resolve_path
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,   -- send order
+    stream TEXT NOT NULL,                   -- e.g. telemetry
+    seq INTEGER NOT NULL,                   -- per stream, in the payload: consumers de-duplicate by it
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS streams (name TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
+"""
+
+
+class OutboxError(ConnectorError):
+    """The outbox file cannot be opened or is not an outbox."""
+
+
+class OutboxConfig(BaseModel):
+    """The disk-backed outbox in front of the uplink (see ``connectors/outbox.py``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = Field(None, description="default: $XDG_STATE_HOME/qxedge/outbox-<site>.sqlite")
+    max_messages: int = Field(100_000, ge=10, description="records kept on disk at most")
+    overflow: Literal["drop_oldest", "refuse_new"] = Field(
+        "drop_oldest", description="when full: delete the oldest records, or refuse new ones (counted)"
+    )
+    inflight: int = Field(100, ge=1, le=10_000, description="records published and not yet acknowledged")
+    flush_ms: int = Field(50, ge=1, le=10_000, description="new records are committed this often")
+    max_pending: int = Field(
+        10_000, ge=1, description="records held in memory while the disk refuses writes; then refused"
+    )
+    drain_timeout_s: float = Field(5.0, ge=0, le=600, description="graceful stop: time to send the rest")
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(path, info)
+
+    def resolved(self, site: str) -> Path:
+        if self.path is not None:
+            return self.path
+        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        return state / "qxedge" / f"outbox-{site}.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    stream: str
+    seq: int
+    topic: str
+    payload: bytes
+    ts: float
+
+
+_Row = tuple[int, str, bytes]  # id, topic, payload
+
+
+def _connect(path: Path, max_pages: int | None) -> tuple[sqlite3.Connection, dict[str, int], int]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed record survives a process crash
+        if max_pages is not None:
+            db.execute(f"PRAGMA max_page_count={int(max_pages)}")
+        db.executescript(SCHEMA)
+        streams = dict(db.execute("SELECT name, next_seq FROM streams").fetchall())
+        depth = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    except sqlite3.DatabaseError:
+        db.close()
+        raise
+    return db, streams, int(depth)
+
+
+class Outbox:
+    """A durable, bounded, in-order QoS 1 outbox on one MQTT client; use ``async with``."""
+
+    def __init__(
+        self,
+        path: Path,
+        config: OutboxConfig,
+        mqtt: MqttClient,
+        *,
+        alarm: Callable[[str], None] | None = None,
+        max_pages: int | None = None,
+    ) -> None:
+        """``max_pages``: a hard cap on the file in SQLite pages (tests use it as a full disk)."""
+        self.path = path
+        self.config = config
+        self.mqtt = mqtt
+        self.alarm = alarm
+        self.max_pages = max_pages
+        self.stats: Counter[str] = Counter()
+        self.depth = 0  # records on disk, not yet acknowledged
+        self.error: str | None = None  # why the disk refuses writes, while it does
+        self.overflowing = False
+        self._next_seq: dict[str, int] = {}
+        self._pending: list[_Record] = []
+        self._acked: list[int] = []
+        self._ready: deque[_Row] = deque()
+        self._loaded_upto = 0  # highest id read from disk for sending
+        self._more_on_disk = True
+        self._inflight: dict[int, int] = {}  # mid -> id
+        self._closing = False
+        self._db: sqlite3.Connection | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qxedge-outbox")
+        self._flush_lock = asyncio.Lock()
+        self._flush_wake = asyncio.Event()
+        self._send_wake = asyncio.Event()
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ----------------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> Outbox:
+        loop = asyncio.get_running_loop()
+        try:
+            self._db, self._next_seq, self.depth = await loop.run_in_executor(
+                self._pool, _connect, self.path, self.max_pages
+            )
+        except (OSError, sqlite3.Error) as exc:
+            self._pool.shutdown(wait=False)
+            raise OutboxError(f"cannot open the outbox {self.path}: {exc}") from exc
+        self.stats["replayed"] = self.depth
+        if self.depth:
+            log.info(
+                "outbox %s: %d records from before the restart, sending them first", self.path, self.depth
+            )
+        self.mqtt.ack_listener = self._on_ack
+        tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._tasks = [
+            tasks.create_task(self._flush_loop(), name=f"outbox-flush[{self.path.name}]"),
+            tasks.create_task(self._send_loop(), name=f"outbox-send[{self.path.name}]"),
+        ]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._closing = True
+        try:
+            deadline = time.monotonic() + self.config.drain_timeout_s
+            with contextlib.suppress(sqlite3.Error):
+                await self._flush()
+                while (self.depth or self._pending) and self.mqtt.connected and time.monotonic() < deadline:
+                    self._send_wake.set()
+                    await asyncio.sleep(0.02)
+                    await self._flush()
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await self._stack.aclose()
+            with contextlib.suppress(sqlite3.Error):
+                await self._flush()
+            if self.mqtt.ack_listener == self._on_ack:
+                self.mqtt.ack_listener = None
+            loop = asyncio.get_running_loop()
+            if self._db is not None:
+                await loop.run_in_executor(self._pool, self._db.close)
+            self._pool.shutdown(wait=True)
+            left = self.depth + len(self._pending)
+            log.info("outbox %s closed: %d records left for the next start", self.path, left)
+
+    # ----------------------------------------------------------------- API
+    def put(self, stream: str, topic: str, make: Callable[[int], bytes]) -> int | None:
+        """Accept a record: its sequence number, or None when refused (full, or the disk refuses writes
+        and ``max_pending`` records already wait in memory). Never blocks."""
+        cfg = self.config
+        if self._closing:
+            self.stats["refused"] += 1
+            return None
+        if len(self._pending) >= cfg.max_pending:
+            self.stats["refused"] += 1
+            return None
+        if cfg.overflow == "refuse_new" and self.depth + len(self._pending) >= cfg.max_messages:
+            self.stats["refused"] += 1
+            self._overflow(f"outbox full ({cfg.max_messages} records): refusing new records")
+            return None
+        seq = self._next_seq.get(stream, 0)
+        payload = make(seq)
+        self._next_seq[stream] = seq + 1
+        self._pending.append(_Record(stream, seq, topic, payload, time.time()))
+        self.stats["accepted"] += 1
+        if len(self._pending) == 1:
+            self._flush_wake.set()
+        return seq
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def pending(self) -> int:
+        """Records accepted and not yet on disk."""
+        return len(self._pending)
+
+    # ----------------------------------------------------------------- disk
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wake.wait()
+            await asyncio.sleep(self.config.flush_ms / 1000)
+            self._flush_wake.clear()
+            try:
+                await self._flush()
+            except sqlite3.Error:
+                await asyncio.sleep(1.0)  # the disk refuses writes: try again in a second
+                self._flush_wake.set()
+
+    async def _flush(self) -> None:
+        """Delete acknowledged records, then commit pending ones (two transactions, off the loop)."""
+        async with self._flush_lock:
+            rows, acked = self._pending, self._acked
+            if not rows and not acked:
+                return
+            self._pending, self._acked = [], []
+            excess = 0
+            if self.config.overflow == "drop_oldest":
+                excess = max(0, self.depth + len(rows) - self.config.max_messages)
+            loop = asyncio.get_running_loop()
+            deleted = dropped = dropped_upto = 0
+            try:
+                if acked:  # its own transaction: deleting is what frees room on a full disk
+                    deleted = await loop.run_in_executor(self._pool, self._delete, acked)
+                    acked = []
+                if rows:
+                    dropped, dropped_upto = await loop.run_in_executor(self._pool, self._insert, rows, excess)
+            except sqlite3.Error as exc:
+                self.depth -= deleted
+                self._pending[:0] = rows
+                self._acked[:0] = acked
+                self.stats["write_errors"] += 1
+                if self.error is None:
+                    log.error(
+                        "outbox %s: the disk refuses writes (%s): %d records wait in memory, at most %d",
+                        self.path,
+                        exc,
+                        len(self._pending),
+                        self.config.max_pending,
+                    )
+                    if self.alarm is not None:
+                        self.alarm(f"outbox disk error: {exc}")
+                self.error = str(exc)
+                raise
+        if self.error is not None:
+            log.warning("outbox %s: the disk takes writes again", self.path)
+            self.error = None
+        self.stats["written"] += len(rows)
+        self.depth += len(rows) - deleted - dropped
+        if dropped:
+            self.stats["overflow_dropped"] += dropped
+            while self._ready and self._ready[0][0] <= dropped_upto:
+                self._ready.popleft()
+            self._loaded_upto = max(self._loaded_upto, dropped_upto)
+            self._overflow(f"outbox full ({self.config.max_messages} records): dropped the {dropped} oldest")
+        elif self.overflowing and self.depth < 0.9 * self.config.max_messages:
+            self.overflowing = False
+            log.warning("outbox %s: below its limit again", self.path)
+        if rows:
+            self._more_on_disk = True
+            self._send_wake.set()
+
+    def _delete(self, acked: list[int]) -> int:
+        """(worker thread) Delete acknowledged records → how many there were."""
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = db.executemany("DELETE FROM outbox WHERE id = ?", ((i,) for i in acked)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        return deleted
+
+    def _insert(self, rows: list[_Record], excess: int) -> tuple[int, int]:
+        """(worker thread) Commit new records, dropping the ``excess`` oldest → (dropped, highest id)."""
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            dropped = dropped_upto = 0
+            if rows:
+                db.executemany(
+                    "INSERT INTO outbox (stream, seq, topic, payload, ts) VALUES (?, ?, ?, ?, ?)",
+                    ((r.stream, r.seq, r.topic, r.payload, r.ts) for r in rows),
+                )
+                last = {r.stream: r.seq + 1 for r in rows}
+                db.executemany(
+                    "INSERT INTO streams (name, next_seq) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET next_seq = excluded.next_seq",
+                    last.items(),
+                )
+            if excess:
+                found = db.execute(
+                    "SELECT MAX(id), COUNT(*) FROM (SELECT id FROM outbox ORDER BY id LIMIT ?)", (excess,)
+                ).fetchone()
+                dropped_upto, dropped = int(found[0] or 0), int(found[1])
+                db.execute("DELETE FROM outbox WHERE id <= ?", (dropped_upto,))
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+        return dropped, dropped_upto
+
+    def _load(self, after: int, limit: int) -> list[_Row]:
+        assert self._db is not None
+        return self._db.execute(
+            "SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+        ).fetchall()
+
+    def _overflow(self, reason: str) -> None:
+        if not self.overflowing:
+            self.overflowing = True
+            log.error("%s (%s)", reason, self.path)
+            if self.alarm is not None:
+                self.alarm(reason)
+
+    # ----------------------------------------------------------------- sending
+    def _on_ack(self, mid: int) -> None:
+        record = self._inflight.pop(mid, None)
+        if record is None:
+            return  # another publish of the same client
+        self._acked.append(record)
+        self.stats["acked"] += 1
+        self._send_wake.set()
+        if len(self._acked) == 1:
+            self._flush_wake.set()
+
+    async def _wait(self, seconds: float) -> None:
+        self._send_wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._send_wake.wait(), seconds)
+
+    async def _send_loop(self) -> None:
+        window = self.config.inflight
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.mqtt.connected or len(self._inflight) >= window:
+                await self._wait(0.1)
+                continue
+            if not self._ready:
+                if not self._more_on_disk:
+                    await self._wait(1.0)
+                    continue
+                self._more_on_disk = False
+                rows = await loop.run_in_executor(self._pool, self._load, self._loaded_upto, 4 * window)
+                rows = [r for r in rows if r[0] > self._loaded_upto]  # overflow may have moved past them
+                if rows:
+                    self._ready.extend(rows)
+                    self._loaded_upto = rows[-1][0]
+                    self._more_on_disk = True
+                continue
+            while self._ready and len(self._inflight) < window:
+                row_id, topic, payload = self._ready[0]
+                mid = self.mqtt.publish_tracked(topic, payload)
+                if mid is None:
+                    break
+                self._ready.popleft()
+                self._inflight[mid] = row_id
+                self.stats["sent"] += 1
+            await asyncio.sleep(0)  # let the socket writer and the acks in
+
+
+# What qxedge needs from a mosquitto broker carrying its upstream traffic, and why.
+BROKER_SETTINGS: dict[str, tuple[int, str]] = {
+    "persistence": (1, "sessions and queued QoS 1 messages must survive a broker restart"),
+    "max_queued_messages": (
+        10_000,
+        "a subscriber that lags or is offline loses QoS 1 messages silently beyond this (default 1000)",
+    ),
+}
+
+
+def check_mosquitto_conf(text: str) -> list[str]:
+    """The problems of a mosquitto.conf for qxedge's upstream traffic (empty when it is fit)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) >= 2:
+            values[words[0]] = words[1]  # mosquitto: the last occurrence wins
+    problems = []
+    persistence = values.get("persistence", "false").lower() in ("true", "1", "yes")
+    if not persistence:
+        problems.append(f"persistence is off: {BROKER_SETTINGS['persistence'][1]}")
+    queued = int(values.get("max_queued_messages", "1000"))
+    least = BROKER_SETTINGS["max_queued_messages"][0]
+    if 0 < queued < least:
+        problems.append(
+            f"max_queued_messages is {queued}, qxedge needs at least {least}: "
+            f"{BROKER_SETTINGS['max_queued_messages'][1]}"
+        )
+    return problems
