@@ -112,10 +112,16 @@ CONNECTOR_KINDS = ("mqtt", "opcua", "modbus", "sparkplug")
 
 
 class WindowConfig(_Strict):
-    """Per-signal rolling windows: features are computed every ``every_s`` over the last ``length_s``."""
+    """Per-signal rolling windows: features are computed every ``every_s`` over the last ``length_s``
+    (``trigger: readings``: as soon as new readings are pending, and at least every ``every_s``)."""
 
     length_s: float = Field(10.0, gt=0, le=86_400)
     every_s: float = Field(1.0, ge=0.01, le=3600)
+    trigger: Literal["interval", "readings"] = Field(
+        "interval",
+        description="interval: evaluate every every_s; readings: as soon as readings are pending (those "
+        "arriving during an evaluation join the next one), every_s being the longest pause",
+    )
     stats: list[Stat] = Field(["mean", "std", "min", "max", "slope"], min_length=1)
     min_samples: int = Field(2, ge=1, description="fewer readings in the window: no features for that signal")
     min_coverage: float = Field(

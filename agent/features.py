@@ -66,8 +66,9 @@ class Features:
         index = {key: i for i, key in enumerate(zip(cols["asset"], cols["signal"], strict=True))}
         assets, values, starts, ends = [], [], [], []
         for asset in sorted({a for a in cols["asset"] if any(fnmatch.fnmatchcase(a, p) for p in patterns)}):
-            at = [index.get((asset, signal)) for signal, _, _ in parts]
-            if None in at:
+            found = [index.get((asset, signal)) for signal, _, _ in parts]
+            at = [i for i in found if i is not None]
+            if len(at) < len(found):
                 continue
             row = [cols[stat][i] for (_, _, stat), i in zip(parts, at, strict=True)]
             if None in row:  # e.g. the slope of readings that all share one ts

@@ -100,6 +100,7 @@ class Agent:
         self.ops: OpsServer | None = None
         self.metrics = AgentMetrics(self)
         self._pending = ReadingBatch()
+        self._fresh = asyncio.Event()  # readings are pending (window.trigger: readings)
         self._latest: dict[tuple[str, str], float] = {}
         self.plant: list[PlantConnector] = [
             connector
@@ -199,6 +200,8 @@ class Agent:
             decoder.decode(messages, now, self._pending, rejected)
             stats.messages += len(messages)
             stats.readings += len(self._pending) - before
+            if len(self._pending) > before:
+                self._fresh.set()
             for bad in rejected:
                 stats.deadletters += 1
                 stats.deadletter_reasons[bad.reason.split(" (", 1)[0][:80]] += 1
@@ -210,6 +213,7 @@ class Agent:
         """Readings from a plant connector: they join the next evaluation."""
         self._pending.extend(batch)
         self.stats.readings += len(batch)
+        self._fresh.set()
 
     async def _plant_proposal(self, asset: str, value: float, source: str, data_ts: float) -> None:
         if self.gate is not None:
@@ -230,15 +234,24 @@ class Agent:
                 connector.observe(asset, values, now)
 
     async def _evaluate_loop(self, gate: SetpointGate) -> None:
+        """Evaluate every ``window.every_s``; with ``trigger: readings`` as soon as readings are pending
+        (at least every ``every_s``). Readings arriving during an evaluation wait for the next one."""
         every = self.config.window.every_s
+        on_readings = self.config.window.trigger == "readings"
         due = time.monotonic()
         while True:
-            due += every
-            delay = due - time.monotonic()
-            if delay < 0:  # evaluation slower than its cadence: skip the missed slots
-                due += -delay // every * every + every
+            if on_readings:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(every):
+                        await self._fresh.wait()
+            else:
+                due += every
                 delay = due - time.monotonic()
-            await asyncio.sleep(delay)
+                if delay < 0:  # evaluation slower than its cadence: skip the missed slots
+                    due += -delay // every * every + every
+                    delay = due - time.monotonic()
+                await asyncio.sleep(delay)
+            self._fresh.clear()
             batch, self._pending = self._pending, ReadingBatch()
             now = time.time()
             scored, latest = await asyncio.to_thread(self.evaluate, batch, now)

@@ -1,0 +1,235 @@
+"""Reading → setpoint latency of the agent, beside a bare paho echo on the same broker in the same run.
+
+    ./run bench latency [--rate 1000] [--seconds 10] [--rounds 2] [--probe-every 10] [--trigger readings]
+
+A load client publishes ``--rate`` readings per second (QoS 0, ~60 bytes) through a private mosquitto.
+Every ``--probe-every``-th one is a *probe* on ``plant/line1/probe/x`` whose value alternates 1 / 0;
+the others are background readings of 9 other assets, windowed like any reading. The agent
+(``qxedge run`` in its own process, ``window.trigger: readings``) scores the probe asset with a
+one-node ONNX model (score = the newest ``x``), and a derate rule with ``consecutive: 1`` turns every
+flip into a proposal: derate to 0.6, restore to 1.0, alternately. Each proposal goes through the safety
+envelope, is audited in SQLite (on disk before the write), and published on
+``qx/v1/bench/setpoints/line1/probe``; its provenance window ends at the probe's own ``ts``, which
+names the probe. The latency is probe publish → setpoint arrival at the load client.
+
+Baseline: a bare paho process (TCP_NODELAY like the agent's sockets) that subscribes to ``plant/#`` and
+republishes every message at QoS 1 on ``echo/<topic>``; the same stream, the probe's echo timed the
+same way. Rounds alternate echo / agent. Target: agent p99 ≤ 2 x echo p99. Probes that share an
+evaluation with the next probe are coalesced (one setpoint for the newer one) and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from connectors.embedded_broker import EmbeddedBroker
+from connectors.mqtt import BrokerConfig, MqttClient
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = "plant/line1/probe/x"
+SETPOINTS = "qx/v1/bench/setpoints/line1/probe"
+
+ECHO = textwrap.dedent("""
+    import socket, sys, paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-echo")
+    c.on_socket_open = lambda c_, u, s: s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c.on_message = lambda c_, u, m: c.publish("echo/" + m.topic, m.payload, 1)
+    c.on_connect = lambda c_, u, f, rc, p: c.subscribe("plant/#", 0)
+    c.on_subscribe = lambda *a: print("ready", flush=True)
+    c.connect("127.0.0.1", int(sys.argv[1]))
+    c.loop_forever()
+""")
+
+CONFIG = """\
+site: bench
+broker: {{url: "{url}"}}
+connectors:
+  - mqtt: {{topics: ["plant/#"], topic_pattern: "plant/{{line}}/{{asset}}/{{signal}}", qos: 0}}
+window: {{length_s: 2, every_s: 1, trigger: {trigger}, stats: [last], min_samples: 1, min_coverage: 0}}
+models:
+  - {{name: probe, path: "{model}", inputs: [x.last], output: score, assets: [line1/probe]}}
+rules:
+  - {{name: flip, model: probe, above: 0.5, consecutive: 1, clear_below: 0.5,
+     derate_to: 0.6, restore_to: 1.0}}
+safety:
+  max_input_age_s: 15
+  audit: {{path: "{audit}"}}
+  envelopes:
+    - {{assets: ["line1/*"], min: 0.3, max: 1.0, initial: 1.0}}
+"""
+
+
+def identity_model(path: Path) -> None:
+    """A one-node ONNX model: score = the single input feature."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["features"], ["score"])],
+        "probe",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, 1])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def stats_line(xs: list[float]) -> tuple[float, float]:
+    if len(xs) < 2:
+        raise SystemExit(f"only {len(xs)} samples: nothing to measure")
+    return statistics.median(xs), statistics.quantiles(xs, n=100)[98]
+
+
+async def drive(
+    url: str, rate: float, seconds: float, probe_every: int, reply_topic: str, agent: bool
+) -> tuple[list[float], int]:
+    """Publish the stream; return the latency of every answered probe and the number coalesced."""
+    published: dict[float, float] = {}  # probe ts -> publish time
+    latencies: list[float] = []
+    async with MqttClient(BrokerConfig(url=url), role=f"bench-load-{os.getpid()}") as mqtt:
+        replies = await mqtt.subscribe(reply_topic, qos=1)
+
+        async def collect() -> None:
+            async for batch in replies:
+                now = time.time()
+                for _topic, payload in batch:
+                    doc = json.loads(payload)
+                    ts = doc["provenance"]["window"][1] if agent else doc["ts"]
+                    sent = published.pop(ts, None)
+                    if sent is not None:
+                        latencies.append(now - sent)
+
+        async with asyncio.TaskGroup() as tasks:
+            collector = tasks.create_task(collect(), name="collect")
+            started = time.monotonic()
+            sent = probes = 0
+            total = int(rate * seconds)
+            while sent < total:
+                due = min(total, int((time.monotonic() - started) * rate) + 1)
+                for i in range(sent, due):
+                    now = time.time()
+                    if i % probe_every == 0:
+                        probes += 1
+                        payload = b'{"ts":%r,"value":%d}' % (now, probes % 2)
+                        published[now] = now
+                        mqtt.publish(PROBE, payload, qos=0)
+                    else:
+                        payload = b'{"ts":%r,"value":%r}' % (now, 20.0 + i % 7)
+                        mqtt.publish(f"plant/line1/bg{i % 9}/temp", payload, qos=0)
+                sent = due
+                await asyncio.sleep(0.0005)
+            await asyncio.sleep(1.0)  # the last answers
+            collector.cancel()
+        lost = len(published)
+    return latencies, lost
+
+
+def wait_line(proc: subprocess.Popen[str], want: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"process exited before saying {want!r}")
+        if want in line:
+            return
+    raise SystemExit(f"no {want!r} within {timeout} s")
+
+
+async def wait_online(url: str, within_s: float) -> None:
+    async with MqttClient(BrokerConfig(url=url), role=f"bench-wait-{os.getpid()}") as mqtt:
+        state = await mqtt.subscribe("qx/v1/bench/agent/state", qos=1)
+        async with asyncio.timeout(within_s):
+            while True:
+                if any(p == b"online" for _, p in await state.next_batch()):
+                    return
+
+
+def echo_round(url: str, port: int, args: argparse.Namespace) -> tuple[list[float], int]:
+    with subprocess.Popen([sys.executable, "-c", ECHO, str(port)], stdout=subprocess.PIPE, text=True) as echo:
+        try:
+            wait_line(echo, "ready", 20)
+            return asyncio.run(drive(url, args.rate, args.seconds, args.probe_every, "echo/" + PROBE, False))
+        finally:
+            echo.terminate()
+
+
+def agent_round(url: str, config: Path, args: argparse.Namespace) -> tuple[list[float], int]:
+    cmd = [sys.executable, "-m", "agent.cli", "run", "--config", str(config), "--broker", url]
+    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as agent:
+        try:
+            asyncio.run(wait_online(url, 60))
+            asyncio.run(drive(url, args.rate, 1.0, args.probe_every, SETPOINTS, True))  # warm-up
+            spy = None
+            if args.profile:  # py-spy (pip install py-spy) samples the agent while it is measured
+                out = f"{args.profile}.{time.monotonic_ns()}.txt"
+                spy_cmd = ["py-spy", "record", "-r", "500", "-f", "raw", "--threads", "-o", out]
+                spy = subprocess.Popen([*spy_cmd, "-d", str(int(args.seconds)), "-p", str(agent.pid)])
+            measured = asyncio.run(drive(url, args.rate, args.seconds, args.probe_every, SETPOINTS, True))
+            if spy is not None:
+                spy.wait(60)
+            return measured
+        finally:
+            agent.terminate()
+            agent.wait(20)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=1000, help="readings per second, probes included")
+    parser.add_argument("--seconds", type=float, default=10, help="measured seconds per round")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--probe-every", type=int, default=10, help="every N-th reading is a probe")
+    parser.add_argument("--trigger", choices=["readings", "interval"], default="readings")
+    parser.add_argument("--profile", metavar="PREFIX", help="py-spy raw profiles of the agent, one per round")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+        model = Path(tmp) / "probe.onnx"
+        identity_model(model)
+        config = Path(tmp) / "latency.yaml"
+        audit = Path(tmp) / "audit.sqlite"
+        config.write_text(
+            CONFIG.format(url=broker.url, trigger=args.trigger, model=model, audit=audit), encoding="utf-8"
+        )
+        port = int(broker.url.rsplit(":", 1)[1])
+        print(
+            f"{args.rate:g} readings/s for {args.seconds:g} s per round, a probe every {args.probe_every} "
+            f"({args.rate / args.probe_every:g} setpoints/s), window.trigger: {args.trigger}, "
+            f"broker {broker.url}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+        )
+        echo_all: list[float] = []
+        agent_all: list[float] = []
+        for r in range(args.rounds):
+            echo, echo_lost = echo_round(broker.url, port, args)
+            agent, agent_lost = agent_round(broker.url, config, args)
+            echo_all += echo
+            agent_all += agent
+            (e50, e99), (a50, a99) = stats_line(echo), stats_line(agent)
+            print(
+                f"  round {r + 1}: echo p50 {e50 * 1e3:6.2f} ms p99 {e99 * 1e3:6.2f} ms ({len(echo)} probes, "
+                f"{echo_lost} lost) | agent p50 {a50 * 1e3:6.2f} ms p99 {a99 * 1e3:6.2f} ms "
+                f"({len(agent)} setpoints, {agent_lost} probes coalesced or lost) | "
+                f"p99 ratio x{a99 / e99:.2f}"
+            )
+        (e50, e99), (a50, a99) = stats_line(echo_all), stats_line(agent_all)
+        print(
+            f"all rounds: echo p50 {e50 * 1e3:.2f} ms p99 {e99 * 1e3:.2f} ms; agent p50 {a50 * 1e3:.2f} ms "
+            f"p99 {a99 * 1e3:.2f} ms; agent / echo = x{a50 / e50:.2f} (p50), x{a99 / e99:.2f} (p99); "
+            f"target p99 <= x2: {'met' if a99 <= 2 * e99 else 'NOT met'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
