@@ -39,11 +39,13 @@ from pydantic import (
 
 from agent.planning import PlanningConfig
 from agent.safety import SafetyConfig
+from agent.telemetry import TelemetryConfig
 from connectors.errors import ConfigError, Problem
 from connectors.modbus import ModbusConfig
 from connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap, resolve_path
 from connectors.opcua import OpcUaConfig
 from connectors.ops import OpsConfig
+from connectors.outbox import OutboxConfig
 from connectors.plant import PlantConnector
 from connectors.simulator import SimulatorConfig
 from connectors.sparkplug import SparkplugConfig
@@ -112,16 +114,10 @@ CONNECTOR_KINDS = ("mqtt", "opcua", "modbus", "sparkplug")
 
 
 class WindowConfig(_Strict):
-    """Per-signal rolling windows: features are computed every ``every_s`` over the last ``length_s``
-    (``trigger: readings``: as soon as new readings are pending, and at least every ``every_s``)."""
+    """Per-signal rolling windows: features are computed every ``every_s`` over the last ``length_s``."""
 
     length_s: float = Field(10.0, gt=0, le=86_400)
     every_s: float = Field(1.0, ge=0.01, le=3600)
-    trigger: Literal["interval", "readings"] = Field(
-        "interval",
-        description="interval: evaluate every every_s; readings: as soon as readings are pending (those "
-        "arriving during an evaluation join the next one), every_s being the longest pause",
-    )
     stats: list[Stat] = Field(["mean", "std", "min", "max", "slope"], min_length=1)
     min_samples: int = Field(2, ge=1, description="fewer readings in the window: no features for that signal")
     min_coverage: float = Field(
@@ -197,6 +193,15 @@ class RuleConfig(_Strict):
 class EdgeConfig(_Strict):
     site: str = Field(pattern=_NAME, description="one factory / edge agent; used in every qx/v1 topic")
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    uplink: BrokerConfig | None = Field(
+        None, description="the data center's broker (telemetry, jobs, results); default: the plant broker"
+    )
+    telemetry: TelemetryConfig | None = Field(
+        None, description="per-asset records upstream on qx/v1/<site>/telemetry, through the outbox"
+    )
+    outbox: OutboxConfig = Field(
+        default_factory=OutboxConfig, description="the disk-backed store-and-forward queue upstream"
+    )
     connectors: list[ConnectorEntry] = Field(
         default_factory=lambda: [ConnectorEntry(mqtt=MqttSourceConfig())]
     )

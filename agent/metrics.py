@@ -96,6 +96,28 @@ class AgentMetrics(Collector):
         )
         outbox.add_metric([site], a.mqtt.outbox_depth if a.mqtt is not None else 0)
         yield outbox
+        box = a.outbox
+        stored = GaugeMetricFamily(
+            "qxedge_outbox_stored", "disk outbox records not yet acknowledged upstream", labels=["site"]
+        )
+        stored.add_metric([site], box.depth + box.pending if box is not None else 0)
+        yield stored
+        trouble = GaugeMetricFamily(
+            "qxedge_outbox_alarm", "1 while the disk outbox overflows or its disk fails", labels=["site"]
+        )
+        trouble.add_metric([site], 1.0 if box is not None and (box.overflowing or box.error) else 0.0)
+        yield trouble
+        records = CounterMetricFamily(
+            "qxedge_outbox_records", "disk outbox records and what became of them", labels=["site", "event"]
+        )
+        for event in ("accepted", "written", "sent", "acked", "overflow_dropped", "refused", "write_errors"):
+            records.add_metric([site, event], box.stats[event] if box is not None else 0)
+        yield records
+        yield counter(
+            "qxedge_setpoints_stale_dropped",
+            "setpoints not sent because the plant broker link was down (never written late)",
+            a.mqtt.stale_dropped if a.mqtt is not None else 0,
+        )
         rows = GaugeMetricFamily(
             "qxedge_window_rows", "readings held in the feature windows", labels=["site"]
         )

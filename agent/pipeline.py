@@ -35,8 +35,10 @@ from agent.inference import OnnxModel
 from agent.metrics import AgentMetrics
 from agent.planning import PlanningConfig, in_service, running_set_bqm
 from agent.safety import Latest, Proposal, Safety
+from agent.telemetry import ObservedWindow, TelemetryPublisher
 from connectors.mqtt import MqttClient, Publication, Subscription
 from connectors.ops import OpsServer
+from connectors.outbox import Outbox
 from connectors.plant import PlantConnector, PlantLink
 from connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
 from hybrid.client import OffloadClient
@@ -97,10 +99,11 @@ class Agent:
         self.gate: SetpointGate | None = None
         self.offload: OffloadClient | None = None
         self.mqtt: MqttClient | None = None
+        self.uplink: MqttClient | None = None  # the data center's broker (the plant's when not configured)
+        self.outbox: Outbox | None = None
         self.ops: OpsServer | None = None
         self.metrics = AgentMetrics(self)
         self._pending = ReadingBatch()
-        self._fresh = asyncio.Event()  # readings are pending (window.trigger: readings)
         self._latest: dict[tuple[str, str], float] = {}
         self.plant: list[PlantConnector] = [
             connector
@@ -122,6 +125,7 @@ class Agent:
             role=f"agent-{self.site}",
             will=Publication(state, b"offline"),
             birth=(Publication(state, b"online"),),
+            fresh_only=(self.topic("setpoints/#"),),  # never written late after an outage
         ) as mqtt:
             self.mqtt = mqtt
             try:
@@ -160,6 +164,22 @@ class Agent:
             audit = await stack.enter_async_context(
                 AuditLog(audit_cfg.resolved(self.site), self.site, self.config_hash, audit_cfg.retention_days)
             )
+            uplink = self.uplink = mqtt
+            if self.config.uplink is not None:
+                uplink = self.uplink = await stack.enter_async_context(
+                    MqttClient(self.config.uplink, role=f"uplink-{self.site}")
+                )
+            if self.config.telemetry is not None:
+
+                def alarm(reason: str) -> None:
+                    doc = {"asset": None, "kind": "outbox", "reason": reason, "ts": time.time()}
+                    mqtt.publish(self.topic("alarms"), json.dumps(doc), qos=1)
+
+                box = self.outbox = await stack.enter_async_context(
+                    Outbox(self.config.outbox.resolved(self.site), self.config.outbox, uplink, alarm=alarm)
+                )
+                self.window = ObservedWindow.of(self.window)
+                self.plant.append(TelemetryPublisher(self.site, self.config.telemetry, box, self.window))
             gate = self.gate = SetpointGate(
                 self.safety, audit, mqtt, self.site, self._job_deadline, sinks=self.plant
             )
@@ -170,7 +190,7 @@ class Agent:
                 await gate.on_lock(topic, payload)
             if self.config.offload is not None:
                 self.offload = await stack.enter_async_context(
-                    OffloadClient(mqtt, self.site, self.config.offload, gate.on_refused_result)
+                    OffloadClient(uplink, self.site, self.config.offload, gate.on_refused_result)
                 )
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             loops = [
@@ -200,8 +220,6 @@ class Agent:
             decoder.decode(messages, now, self._pending, rejected)
             stats.messages += len(messages)
             stats.readings += len(self._pending) - before
-            if len(self._pending) > before:
-                self._fresh.set()
             for bad in rejected:
                 stats.deadletters += 1
                 stats.deadletter_reasons[bad.reason.split(" (", 1)[0][:80]] += 1
@@ -213,7 +231,6 @@ class Agent:
         """Readings from a plant connector: they join the next evaluation."""
         self._pending.extend(batch)
         self.stats.readings += len(batch)
-        self._fresh.set()
 
     async def _plant_proposal(self, asset: str, value: float, source: str, data_ts: float) -> None:
         if self.gate is not None:
@@ -234,24 +251,15 @@ class Agent:
                 connector.observe(asset, values, now)
 
     async def _evaluate_loop(self, gate: SetpointGate) -> None:
-        """Evaluate every ``window.every_s``; with ``trigger: readings`` as soon as readings are pending
-        (at least every ``every_s``). Readings arriving during an evaluation wait for the next one."""
         every = self.config.window.every_s
-        on_readings = self.config.window.trigger == "readings"
         due = time.monotonic()
         while True:
-            if on_readings:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(every):
-                        await self._fresh.wait()
-            else:
-                due += every
+            due += every
+            delay = due - time.monotonic()
+            if delay < 0:  # evaluation slower than its cadence: skip the missed slots
+                due += -delay // every * every + every
                 delay = due - time.monotonic()
-                if delay < 0:  # evaluation slower than its cadence: skip the missed slots
-                    due += -delay // every * every + every
-                    delay = due - time.monotonic()
-                await asyncio.sleep(delay)
-            self._fresh.clear()
+            await asyncio.sleep(delay)
             batch, self._pending = self._pending, ReadingBatch()
             now = time.time()
             scored, latest = await asyncio.to_thread(self.evaluate, batch, now)

@@ -39,9 +39,19 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 class EmbeddedBroker:
     """``with EmbeddedBroker() as broker: broker.url`` → ``mqtt://127.0.0.1:<free port>``."""
 
-    def __init__(self, *, port: int | None = None, extra_config: str = "", prefer: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        extra_config: str = "",
+        prefer: str | None = None,
+        persistence: bool = False,
+    ) -> None:
+        """``persistence``: mosquitto saves sessions and queued messages in its folder every second, so
+        they survive ``kill()`` + ``start()`` (a restart on the same port)."""
         self.port = port or free_port()
         self.extra_config = extra_config
+        self.persistence = persistence
         self.kind = prefer or ("mosquitto" if shutil.which("mosquitto") else "amqtt")
         self.dir = Path(tempfile.mkdtemp(prefix="qxedge-broker-"))
         self._proc: subprocess.Popen[bytes] | None = None
@@ -55,8 +65,13 @@ class EmbeddedBroker:
             conf = self.dir / "mosquitto.conf"
             # as root, mosquitto would switch to its own user, which cannot read our private temp files
             user = "user root\n" if os.geteuid() == 0 else ""
+            persist = (
+                f"persistence true\npersistence_location {self.dir}/\nautosave_interval 1\n"
+                if self.persistence
+                else "persistence false\n"
+            )
             conf.write_text(
-                f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persist}"
                 f"max_queued_messages 100000\nset_tcp_nodelay true\n{user}{self.extra_config}"
             )
             return [shutil.which("mosquitto") or "mosquitto", "-c", str(conf)]
@@ -74,7 +89,7 @@ class EmbeddedBroker:
         return [sys.executable, "-c", runner, "-c", str(conf)]
 
     def start(self) -> EmbeddedBroker:
-        log = (self.dir / "broker.log").open("wb")
+        log = (self.dir / "broker.log").open("ab")
         self._proc = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15
         while not port_open("127.0.0.1", self.port, 0.2):
@@ -93,6 +108,13 @@ class EmbeddedBroker:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no goodbye to clients, nothing saved (``start()`` restarts it)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
         self._proc = None
 
     def __enter__(self) -> EmbeddedBroker:

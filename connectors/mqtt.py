@@ -114,6 +114,12 @@ class BrokerConfig(BaseModel):
     reconnect_min_s: float = Field(0.5, gt=0, le=60)
     reconnect_max_s: float = Field(30.0, gt=0, le=3600)
     max_queued_messages: int = Field(10_000, ge=1, description="QoS>0 publishes held while disconnected")
+    persistent_session: bool = Field(
+        False,
+        description="clean_session=False with a stable client id (qxedge-<role>): the broker keeps the "
+        "subscriptions and queued QoS 1 messages across reconnects and its own restarts (needs "
+        "`persistence true` on the broker)",
+    )
 
     @field_validator("url")
     @classmethod
@@ -295,19 +301,27 @@ class MqttClient:
         will: Publication | None = None,
         birth: tuple[Publication, ...] = (),
         clean_session: bool = True,
+        fresh_only: tuple[str, ...] = (),
     ) -> None:
+        """``fresh_only``: topic filters whose QoS 1 messages are never held across an outage (setpoints):
+        refused while the link is down and dropped from paho's queue when it goes down (``stale_dropped``).
+        """
         self.config = config
         self.birth = birth
         self.received = 0
         self.unroutable = 0
         self.dropped_publishes = 0
+        self.stale_dropped = 0
         self.reconnects = 0
-        self.client_id = config.client_id or f"qxedge-{role}-{uuid.uuid4().hex[:8]}"
+        self.ack_listener: Callable[[int], None] | None = None  # called with the mid of each PUBACK
+        self.fresh_only = fresh_only
+        stable = config.persistent_session  # a stable id: the broker finds the session again after a restart
+        self.client_id = config.client_id or f"qxedge-{role}" + ("" if stable else f"-{uuid.uuid4().hex[:8]}")
         self._paho = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=paho.MQTTv311,
-            clean_session=clean_session,
+            clean_session=clean_session and not stable,
         )
         self._paho.max_queued_messages_set(config.max_queued_messages)
         if config.username is not None:
@@ -322,6 +336,7 @@ class MqttClient:
         self._paho.on_connect = self._on_connect
         self._paho.on_disconnect = self._on_disconnect
         self._paho.on_subscribe = self._on_subscribe
+        self._paho.on_publish = self._on_publish
         self._paho.on_message = self._on_unroutable
         self._paho.on_socket_open = self._on_socket_open
         self._paho.on_socket_close = self._on_socket_close
@@ -383,6 +398,9 @@ class MqttClient:
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
         """Queue a message; False (and counted in ``dropped_publishes``) when it cannot be sent."""
+        if qos > 0 and self.fresh_only and not self.connected and self._is_fresh_only(topic):
+            self.stale_dropped += 1
+            return False
         info = self._paho.publish(topic, payload, qos, retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (
             qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
@@ -390,6 +408,29 @@ class MqttClient:
             self.dropped_publishes += 1
             return False
         return True
+
+    def publish_tracked(self, topic: str, payload: bytes) -> int | None:
+        """Publish at QoS 1 while connected; the message id (``ack_listener`` gets it with the PUBACK),
+        or None when it was not queued. paho re-sends it after a reconnect until acknowledged."""
+        if not self.connected:
+            return None
+        info = self._paho.publish(topic, payload, 1, False)
+        return info.mid if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
+
+    def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _code: ReasonCode, _props: Any) -> None:
+        if self.ack_listener is not None:
+            self.ack_listener(mid)
+
+    def _is_fresh_only(self, topic: str) -> bool:
+        return any(paho.topic_matches_sub(f, topic) for f in self.fresh_only)
+
+    def _drop_stale(self) -> None:
+        """The link is down: setpoints still queued would be written late after the reconnect."""
+        with self._paho._out_message_mutex:  # paho has no public API for its queue
+            out = self._paho._out_messages
+            for mid in [mid for mid, m in out.items() if m.qos > 0 and self._is_fresh_only(m.topic)]:
+                del out[mid]
+                self.stale_dropped += 1
 
     # ----------------------------------------------------------------- connecting
     async def _connect(self, *, first: bool) -> None:
@@ -430,6 +471,8 @@ class MqttClient:
         was_connected = self._connected.is_set()
         self._connected.clear()
         self._disconnected.set()
+        if self.fresh_only:
+            self._drop_stale()
         if was_connected and not self._closing:
             log.warning("lost the MQTT broker at %s (%s); reconnecting", self.config.url, code)
 
