@@ -8,8 +8,9 @@ import contextlib
 import datetime
 import json
 import socket
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
-from agent.config import EdgeConfig
 from agent.pipeline import Agent
 from connectors.embedded_broker import EmbeddedBroker
 from connectors.errors import ConfigError, ConnectorError
@@ -216,9 +216,9 @@ class Sink:
         return [r for b in self.batches for r in zip(b.assets, b.signals, b.ts, b.values, strict=True)]
 
     async def wait_for(
-        self, predicate: Callable[[list[tuple[str, str, float, float]]], bool], timeout: float = 20
+        self, predicate: Callable[[list[tuple[str, str, float, float]]], bool], within: float = 20
     ) -> bool:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while not predicate(self.readings()):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -271,9 +271,9 @@ async def running(cfg: OpcUaConfig) -> AsyncIterator[tuple[OpcUaConnector, Sink]
             task.cancel()
 
 
-async def connected(connector: OpcUaConnector, timeout: float = 20) -> None:
+async def connected(connector: OpcUaConnector, within: float = 20) -> None:
     try:
-        await asyncio.wait_for(connector.connected.wait(), timeout)
+        await asyncio.wait_for(connector.connected.wait(), within)
     except TimeoutError:
         pytest.fail(f"not connected: {connector.stats.last_error}")
 
@@ -346,6 +346,8 @@ async def test_basic256sha256_with_username(pki: dict[str, Path], mode: str) -> 
             assert "Bad" in connector.stats.last_error, connector.stats.last_error
             with pytest.raises(ConnectorError, match="not connected"):
                 await connector.write("line1/pump1", 0.5)
+    if mode == "Sign":
+        return
     # and without security the server (SignAndEncrypt only) is not reachable either
     async with plant_server(free_port(), pki) as plant, running(config(plant.url)) as (connector, _):
         for _ in range(200):
@@ -383,6 +385,79 @@ async def test_reconnects_and_resubscribes_after_a_server_restart() -> None:
             await connector.write("line1/pump1", 0.8)
             assert await plant.setpoints["pump1"].read_value() == 0.8
         assert connector.stats.connects >= 2 and connector.stats.reconnects >= 1
+
+
+class FreezingProxy:
+    """A TCP relay that can go silent while keeping its connections open: a hung server or a cut
+    network path, which no socket error reveals."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._thawed = asyncio.Event()
+        self._thawed.set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    def freeze(self, frozen: bool) -> None:
+        if frozen:
+            self._thawed.clear()
+        else:
+            self._thawed.set()
+
+    async def __aenter__(self) -> FreezingProxy:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in self._writers:
+            w.close()
+        await self._server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    await self._thawed.wait()  # frozen: hold the bytes, keep the socket open
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(pump(reader, up_writer), name="proxy-up")
+            tasks.create_task(pump(up_reader, writer), name="proxy-down")
+
+
+async def test_watchdog_detects_a_silent_server() -> None:
+    async with plant_server(free_port()) as plant:
+        target = int(plant.url.split(":")[2].split("/")[0])
+        async with FreezingProxy(target) as proxy:
+            cfg = config(f"opc.tcp://127.0.0.1:{proxy.port}/qxedge/", request_timeout_s=1)
+            async with running(cfg) as (connector, sink):
+                await connected(connector)
+                await plant.set("pump1", "temp", 5.0)
+                assert await sink.wait_for(lambda rs: any(r[3] == 5.0 for r in rs))
+                proxy.freeze(True)  # TCP stays up, nothing gets through
+                for _ in range(400):
+                    if not connector.connected.is_set():
+                        break
+                    await asyncio.sleep(0.05)
+                assert not connector.connected.is_set()
+                proxy.freeze(False)
+                await connected(connector, 30)
+                await plant.set("pump1", "temp", 6.0)
+                assert await sink.wait_for(lambda rs: any(r[3] == 6.0 for r in rs))
+                assert connector.stats.connects >= 2
 
 
 async def test_write_reads_back_and_reports_refusals() -> None:
@@ -456,8 +531,7 @@ def test_config_is_validated_with_clear_errors(pki: dict[str, Path], tmp_path: P
     assert isinstance(parse_node("0:Objects/2:Line1"), list)
     # through the agent's config: every problem with its path
     with pytest.raises(ConfigError) as info:
-        cfg = edge_config("mqtt://127.0.0.1:1", connectors='[{opcua: {endpoint: "tcp://x", nodes: []}}]')
-        assert isinstance(cfg, EdgeConfig)
+        edge_config("mqtt://127.0.0.1:1", connectors='[{opcua: {endpoint: "tcp://x", nodes: []}}]')
     assert "connectors[0].opcua" in str(info.value)
 
 
@@ -529,12 +603,24 @@ async def test_agent_reads_and_writes_through_opcua(
                 break
             await asyncio.sleep(0.1)
         assert agent.safety.latest[("line1/pump1", "load_cap")][1] == 0.9
+        # the gate's next evaluation checks the echo: confirmed in the audit log, no alarm
+        audit = agent.config.safety.audit.resolved(agent.site)
+        for _ in range(100):
+            rows = await asyncio.to_thread(_audit_rows, audit)
+            if ("readback", "confirmed") in rows:
+                break
+            await asyncio.sleep(0.1)
+        assert ("readback", "confirmed") in rows and ("write", "written") in rows, rows
         stop.set()
     assert agent.gate is not None and agent.gate.verdicts["written"] == 1
     assert not watcher.on("qx/v1/demo/alarms"), [m.payload for m in watcher.on("qx/v1/demo/alarms")]
 
 
+def _audit_rows(path: Path) -> list[tuple[str, str]]:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return [(k, v) for k, v in db.execute("SELECT kind, verdict FROM audit WHERE asset = 'line1/pump1'")]
+
+
 @pytest.fixture(autouse=True)
-def _quiet_asyncua(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+def _quiet_asyncua(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("ERROR", logger="asyncua")
-    yield
