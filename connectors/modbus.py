@@ -426,7 +426,7 @@ class DevicePoller:
         down_since: float | None = None
         while True:
             try:
-                await self._connect()
+                await self.connect()
                 if down_since is not None:
                     self.stats.reconnects += 1
                     log.info("%s: connected again after %.1f s", self.label, time.monotonic() - down_since)
@@ -438,7 +438,7 @@ class DevicePoller:
             except LinkDown as exc:
                 if self.connected.is_set():
                     self.stats.disconnects += 1
-                self._close()
+                self.close()
                 if down_since is None:
                     down_since = time.monotonic()
                     log.warning("%s: %s; reconnecting with backoff", self.label, exc)
@@ -447,7 +447,7 @@ class DevicePoller:
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self._reconnect_max)
 
-    async def _connect(self) -> None:
+    async def connect(self) -> None:
         cfg = self.config
         client = AsyncModbusTcpClient(
             cfg.host,
@@ -471,7 +471,7 @@ class DevicePoller:
         self.stats.connects += 1
         self.connected.set()
 
-    def _close(self) -> None:
+    def close(self) -> None:
         self.connected.clear()
         if self._client is not None:
             self._client.close()
@@ -549,7 +549,7 @@ class DevicePoller:
             response = await asyncio.wait_for(call(client), self.config.timeout_s + 1)
         except (ModbusException, OSError, TimeoutError) as exc:
             self.stats.errors += 1
-            self._close()
+            self.close()
             raise LinkDown(f"{what}: {exc or 'no answer'}") from exc
         if response.isError():
             self.stats.exceptions += 1
@@ -640,7 +640,7 @@ class ModbusConnector:
         finally:
             self._link = None
             for device in self.devices.values():
-                device._close()
+                device.close()
             log.info("%s stopped: %s", self.name, self.stats.as_dict())
 
     def writes(self, asset: str) -> bool:

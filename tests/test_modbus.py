@@ -62,6 +62,7 @@ class Plc:
         inputs: dict[int, int] | None = None,
         coils: dict[int, bool] | None = None,
         discretes: dict[int, bool] | None = None,
+        unmapped: range = range(0),  # holding registers the device does not map (illegal address)
         port: int = 0,
     ) -> None:
         def words(values: dict[int, int] | None) -> list[int]:
@@ -81,7 +82,13 @@ class Plc:
             simdata=(
                 [SimData(0, values=bits(coils), datatype=DataType.BITS)],
                 [SimData(0, values=bits(discretes), datatype=DataType.BITS)],
-                [SimData(0, values=words(holding), datatype=DataType.REGISTERS)],
+                [
+                    SimData(start, values=words(holding)[start:end], datatype=DataType.REGISTERS)
+                    for start, end in (
+                        [(0, unmapped.start), (unmapped.stop, SIZE)] if unmapped else [(0, SIZE)]
+                    )
+                    if end > start
+                ],
                 [SimData(0, values=words(inputs), datatype=DataType.REGISTERS)],
             ),
         )
@@ -290,6 +297,25 @@ async def test_types_byte_and_word_orders_scale_offset_and_bad_values() -> None:
         assert values[("m1", signal)] == pytest.approx(value, rel=1e-6), signal
     assert values[("m2", "temp")] == pytest.approx(83.4)
     assert ("m2", "broken") not in values and connector.stats.bad_values >= 2
+
+
+async def test_a_block_over_an_unmapped_hole_is_split_once() -> None:
+    async with Plc(holding={0: 11, 12: 22}, unmapped=range(5, 10)) as plc:
+        points = [{"asset": "m1", "signal": "a", "address": 0}, {"asset": "m1", "signal": "b", "address": 12}]
+        connector = ModbusConnector(
+            ModbusConfig.model_validate({"devices": [device(plc.port, points, max_gap=20)]}), "m"
+        )
+        poller = connector.devices[f"plc{plc.port}"]
+        assert [b.describe() for b in poller.blocks] == ["holding 0..12"]
+        readings = Readings()
+        task = await running(connector, readings)
+        await readings.wait(lambda: len(readings.batches) >= 3)
+        await stopped(task)
+    assert [b.describe() for b in poller.blocks] == ["holding 0..0", "holding 12..12"]
+    assert readings.latest() == {("m1", "a"): 11, ("m1", "b"): 22}
+    assert poller.stats.exceptions == 1 and poller.stats.disconnects == 0
+    reads = [(a, n) for fc, a, n in plc.requests if fc == 3]
+    assert reads[0] == (0, 13) and set(reads[1:]) == {(0, 1), (12, 1)}  # the block once, then its parts
 
 
 def test_codec_round_trip_and_range_errors() -> None:
