@@ -116,7 +116,7 @@ def modbus(seconds: float, rounds: int = 3) -> dict[str, Any]:
     finally:
         server.terminate()
         server.wait(10)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"mode": mode, **{k: statistics.median(r[k] for r in results) for k in results[0]}}
         for mode, results in runs.items()
     ]
