@@ -436,14 +436,17 @@ class DevicePoller:
                 delay = self._reconnect_min
                 await self._poll_loop(deliver)
             except LinkDown as exc:
-                if self.connected.is_set():
-                    self.stats.disconnects += 1
-                self.close()
+                self._drop()
                 if down_since is None:
                     down_since = time.monotonic()
                     log.warning("%s: %s; reconnecting with backoff", self.label, exc)
                 else:
                     log.debug("%s: still down: %s", self.label, exc)
+            except Exception:  # a bug or a pymodbus surprise: never take the agent down with it
+                self.stats.errors += 1
+                self._drop()
+                down_since = down_since or time.monotonic()
+                log.exception("%s: unexpected error; reconnecting with backoff", self.label)
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self._reconnect_max)
 
@@ -463,6 +466,9 @@ class DevicePoller:
             client.close()
             self.stats.connect_failures += 1
             raise LinkDown(f"cannot connect: {exc or 'timed out'}") from exc
+        except BaseException:  # cancelled while connecting: leave no socket behind
+            client.close()
+            raise
         if not ok:
             client.close()
             self.stats.connect_failures += 1
@@ -470,6 +476,12 @@ class DevicePoller:
         self._client = client
         self.stats.connects += 1
         self.connected.set()
+
+    def _drop(self) -> None:
+        """The link is lost (no answer, closed by the device): count it and close our side."""
+        if self.connected.is_set():
+            self.stats.disconnects += 1
+        self.close()
 
     def close(self) -> None:
         self.connected.clear()
@@ -549,7 +561,7 @@ class DevicePoller:
             response = await asyncio.wait_for(call(client), self.config.timeout_s + 1)
         except (ModbusException, OSError, TimeoutError) as exc:
             self.stats.errors += 1
-            self.close()
+            self._drop()
             raise LinkDown(f"{what}: {exc or 'no answer'}") from exc
         if response.isError():
             self.stats.exceptions += 1

@@ -535,6 +535,30 @@ async def test_reconnects_after_a_long_outage_and_a_dead_device_never_blocks_the
         await plc.stop()
 
 
+async def test_a_device_that_never_answers_times_out_and_is_reconnected() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts the connection and the requests, answers nothing
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = ModbusConfig.model_validate(
+        {
+            "devices": [device(port, [{"asset": "m1", "signal": "x", "address": 0}], timeout_s=0.2)],
+            "reconnect_min_s": 0.05,
+            "reconnect_max_s": 0.1,
+        }
+    )
+    connector = ModbusConnector(cfg, "m")
+    readings = Readings()
+    async with server:
+        task = await running(connector, readings)
+        await until(lambda: connector.stats.disconnects >= 2)
+        await stopped(task)
+    stats = connector.stats
+    assert stats.connects >= 2 and stats.errors >= 2 and stats.reconnects >= 1 and not readings.batches
+
+
 # --------------------------------------------------------------------------------------- the agent
 async def test_agent_reads_modbus_and_writes_an_allowed_setpoint(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
