@@ -288,7 +288,9 @@ class Subscription:
 class MqttClient:
     """An MQTT connection driven by the running event loop; use ``async with``.
 
-    ``birth`` messages are published after every (re)connect; ``will`` is left with the broker.
+    ``birth`` messages are published after every (re)connect; ``will`` is left with the broker (a callable
+    is called before each connect, for wills that change per connection: Sparkplug's NDEATH ``bdSeq``);
+    ``on_connect`` is called after each successful connect, once subscriptions are renewed.
     """
 
     _READ_BURST = 2000
@@ -298,9 +300,10 @@ class MqttClient:
         config: BrokerConfig,
         *,
         role: str = "client",
-        will: Publication | None = None,
+        will: Publication | Callable[[], Publication] | None = None,
         birth: tuple[Publication, ...] = (),
         clean_session: bool = True,
+        on_connect: Callable[[], None] | None = None,
         fresh_only: tuple[str, ...] = (),
     ) -> None:
         """``fresh_only``: topic filters whose QoS 1 messages are never held across an outage (setpoints):
@@ -308,6 +311,8 @@ class MqttClient:
         """
         self.config = config
         self.birth = birth
+        self.will = will
+        self.on_connect = on_connect
         self.received = 0
         self.unroutable = 0
         self.dropped_publishes = 0
@@ -331,7 +336,7 @@ class MqttClient:
             tls = config.tls or TlsConfig()
             self._paho.tls_set_context(tls.context())
             self._paho.tls_insecure_set(not tls.verify_hostname)
-        if will is not None:
+        if isinstance(will, Publication):
             self._paho.will_set(will.topic, will.payload, will.qos, will.retain)
         self._paho.on_connect = self._on_connect
         self._paho.on_disconnect = self._on_disconnect
@@ -437,6 +442,9 @@ class MqttClient:
         loop = self._running_loop()
         self._connack = loop.create_future()
         cfg = self.config
+        if callable(self.will):
+            will = self.will()
+            self._paho.will_set(will.topic, will.payload, will.qos, will.retain)
         connect: Callable[[], Any] = (
             (lambda: self._paho.connect(cfg.host, cfg.port, cfg.keepalive_s))
             if first
@@ -466,6 +474,8 @@ class MqttClient:
         for msg in self.birth:
             self._paho.publish(msg.topic, msg.payload, msg.qos, msg.retain)
         log.info("connected to %s", self.config.url)
+        if self.on_connect is not None:
+            self.on_connect()
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, code: ReasonCode, _props: Any) -> None:
         was_connected = self._connected.is_set()
