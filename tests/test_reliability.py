@@ -149,11 +149,11 @@ async def test_broker_kill9_mid_stream_loses_nothing(
         counter.close()
 
 
-def agent_config(tmp_path: Path, url: str) -> Path:
+def agent_config(tmp_path: Path, url: str, reconnect_max_s: float = 0.5) -> Path:
     cfg = tmp_path / "edge.yaml"
     cfg.write_text(
         f"""site: t
-broker: {{url: "{url}", reconnect_min_s: 0.1, reconnect_max_s: 0.5, keepalive_s: 5}}
+broker: {{url: "{url}", reconnect_min_s: 0.1, reconnect_max_s: {reconnect_max_s}, keepalive_s: 5}}
 connectors:
   - mqtt: {{topics: ["plant/#"], topic_pattern: "plant/{{line}}/{{asset}}/{{signal}}"}}
 window: {{length_s: 2, every_s: 0.1, stats: [mean, max], min_samples: 1, min_coverage: 0}}

@@ -1,0 +1,141 @@
+"""Fault runs with real processes, longer than the test suite's: each prints what was sent, received,
+duplicated and lost, counted by telemetry sequence number at the upstream side.
+
+    .venv/bin/python -m bench.faults [--outage-s 10] [--only broker,agent,workers,disk,slow]
+
+- ``broker``: ``qxedge run`` streams telemetry (two assets, a record each every 20 ms) through its outbox;
+  mosquitto is killed with SIGKILL for ``--outage-s`` and restarted on the same port (persistence on).
+  Also prints how long after the broker's restart the upstream side had every record the agent had
+  stored before it (``caught up``), beside the agent's reconnect backoff cap (the baseline).
+- ``agent``: the agent is killed with SIGKILL mid-stream and restarted; nothing it had accepted (committed
+  to its outbox) may be missing.
+- ``workers`` / ``disk`` / ``slow``: the test suite's scenarios (``tests/test_reliability.py``), run here
+  with their printed counts: every solver worker down, the outbox's disk full, a lagging subscriber.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from connectors.embedded_broker import EmbeddedBroker
+from tests.test_reliability import Plant, SeqCounter, agent_config, saved, start_agent
+
+
+def committed(outbox: Path) -> int:
+    """The next telemetry sequence number on disk: every record below it was accepted."""
+    with sqlite3.connect(outbox) as db:
+        row = db.execute("SELECT next_seq FROM streams WHERE name = 'telemetry'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def broker_outage(outage_s: float) -> bool:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(persistence=True) as broker:
+        work = Path(tmp)
+        cfg = agent_config(work, broker.url, reconnect_max_s=5.0)
+        counter = SeqCounter(broker.url)
+        saved(broker, time.time())
+        plant = Plant(broker.url)
+        agent = start_agent(cfg, work / "agent.log")
+        try:
+            counter.wait_for(lambda seqs: len(seqs) >= 200)
+            broker.kill()
+            killed_at = committed(work / "outbox.sqlite")
+            time.sleep(outage_s)
+            before = committed(work / "outbox.sqlite")
+            broker.start()
+            restarted = time.monotonic()
+            ok = counter.wait_for(lambda seqs: all(s in seqs for s in range(before)), 60)
+            caught_up = time.monotonic() - restarted
+            counter.wait_for(lambda seqs: max(seqs) >= before + 200, 30)
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(30)
+            sent = committed(work / "outbox.sqlite")
+            counter.wait_for(lambda seqs: all(s in seqs for s in range(sent)), 30)
+            print(
+                f"  stored during the {outage_s:g} s outage: {before - killed_at} records; caught up "
+                f"{caught_up:.2f} s after the broker restarted (ratio to the 5 s backoff cap: "
+                f"{caught_up / 5.0:.2f})"
+            )
+            _, _, lost = counter.report("broker kill -9", sent)
+            return ok and lost == 0
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+            plant.close()
+            counter.close()
+
+
+def agent_crash(rounds: int) -> bool:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+        work = Path(tmp)
+        cfg = agent_config(work, broker.url)
+        counter = SeqCounter(broker.url)
+        plant = Plant(broker.url)
+        agent = start_agent(cfg, work / "agent.log")
+        try:
+            for i in range(rounds):
+                least = 150 * (i + 1)
+                counter.wait_for(lambda seqs, least=least: len(seqs) >= least, 60)
+                os.kill(agent.pid, signal.SIGKILL)
+                agent.wait()
+                agent = start_agent(cfg, work / "agent.log")
+            counter.wait_for(lambda seqs: len(seqs) >= 150 * (rounds + 1), 60)
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(30)
+            sent = committed(work / "outbox.sqlite")
+            counter.wait_for(lambda seqs: all(s in seqs for s in range(sent)), 30)
+            _, _, lost = counter.report(f"agent kill -9 x{rounds}", sent)
+            return lost == 0
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+            plant.close()
+            counter.close()
+
+
+def suite(names: list[str]) -> bool:
+    tests = {
+        "workers": "test_solver_workers_down_every_decision_by_fallback_in_time",
+        "disk": "test_outbox_disk_full_then_recovers",
+        "slow": "test_slow_subscriber_and_the_broker_queue_limit",
+    }
+    chosen = " or ".join(tests[n] for n in names)
+    if not chosen:
+        return True
+    cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-k", chosen]
+    done = subprocess.run([*cmd, "tests/test_reliability.py"], check=False)
+    return done.returncode == 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--outage-s", type=float, default=10.0, help="how long the broker stays down")
+    parser.add_argument("--crashes", type=int, default=3, help="agent kill -9 rounds")
+    parser.add_argument("--only", default="broker,agent,workers,disk,slow")
+    args = parser.parse_args()
+    only = [n.strip() for n in args.only.split(",") if n.strip()]
+    results = {}
+    if "broker" in only:
+        print(f"broker killed with SIGKILL for {args.outage_s:g} s mid-stream:")
+        results["broker"] = broker_outage(args.outage_s)
+    if "agent" in only:
+        print(f"agent killed with SIGKILL {args.crashes} times mid-stream:")
+        results["agent"] = agent_crash(args.crashes)
+    rest = [n for n in only if n in ("workers", "disk", "slow")]
+    if rest:
+        results[",".join(rest)] = suite(rest)
+    for name, ok in results.items():
+        print(f"{name}: {'ok' if ok else 'FAILED'}")
+    sys.exit(0 if all(results.values()) else 1)
+
+
+if __name__ == "__main__":
+    main()
