@@ -16,6 +16,7 @@ duplicated and lost, counted by telemetry sequence number at the upstream side.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sqlite3
@@ -23,10 +24,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from connectors.embedded_broker import EmbeddedBroker
 from tests.test_reliability import Plant, SeqCounter, agent_config, saved, start_agent
+
+
+def at_least(n: int, seqs: Counter[int]) -> bool:
+    return len(seqs) >= n
 
 
 def committed(outbox: Path) -> int:
@@ -82,8 +88,7 @@ def agent_crash(rounds: int) -> bool:
         agent = start_agent(cfg, work / "agent.log")
         try:
             for i in range(rounds):
-                least = 150 * (i + 1)
-                counter.wait_for(lambda seqs, least=least: len(seqs) >= least, 60)
+                counter.wait_for(functools.partial(at_least, 150 * (i + 1)), 60)
                 os.kill(agent.pid, signal.SIGKILL)
                 agent.wait()
                 agent = start_agent(cfg, work / "agent.log")
