@@ -1,0 +1,157 @@
+"""QAOA scaling: circuit evaluations per second against n on default.qubit and lightning.qubit (same run),
+and the largest n whose full QAOA solve (``hybrid/qaoa.py`` with its defaults) ends within 1 s and 10 s.
+
+    ./run bench qaoa [--sizes 8,12,16,20,24] [--max-eval-s 6] [--quick]
+
+1. Rates: the project's own circuit (``solve_qaoa``: p = 2 layers of RZ / IsingZZ / RX on a random QUBO
+   of density 0.5, integer biases in [-100, 100], ``qml.probs`` of every basis state). Each (device, n)
+   is solved twice with the optimiser capped at 6 and at 6 + K evaluations (no polish, 100 shots); the
+   rate is K / (extra seconds), so the set-up (every assignment's energy, the device) cancels out.
+   ``default.qubit`` is the baseline; the ratio is lightning / default at each n. A size is skipped
+   when the previous one's time per evaluation, times 2^(step), exceeds ``--max-eval-s``.
+2. Full solve: ``solve_qaoa(bqm, no deadline, QaoaConfig())`` (lightning.qubit, p = 2, COBYLA up to
+   150 evaluations, 1000 shots, steepest-descent polish, ``max_qubits`` 20) for growing even n, until
+   one takes more than 10 s or n reaches ``max_qubits``.
+
+No GPU is lent to this machine: ``lightning.gpu`` is tried and reported as not measured when it cannot
+start (the data-center workers select it with ``qaoa.device: lightning.gpu``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import dimod
+import numpy as np
+
+from hybrid.qaoa import QaoaConfig, solve_qaoa
+
+DEVICES = ("default.qubit", "lightning.qubit")
+
+
+def instance(n: int, seed: int = 1) -> dimod.BinaryQuadraticModel:
+    rng = np.random.default_rng(seed)
+    return dimod.generators.gnp_random_bqm(
+        n,
+        0.5,
+        dimod.BINARY,
+        random_state=seed,
+        bias_generator=lambda size: rng.integers(-100, 101, size).astype(float).tolist(),
+    )
+
+
+def timed_solve(bqm: dimod.BinaryQuadraticModel, cfg: QaoaConfig) -> tuple[float, int, dict[str, Any]]:
+    started = time.perf_counter()
+    candidate = solve_qaoa(bqm, time.time() + 3600, cfg)
+    seconds = time.perf_counter() - started
+    if candidate.status != "ok":
+        raise SystemExit(f"qaoa at n = {bqm.num_variables}: {candidate.status} ({candidate.reason})")
+    return seconds, int(candidate.details["evaluations"]), candidate.details
+
+
+def evaluation_rate(device: str, n: int, extra: int) -> tuple[float, float]:
+    """(evaluations per second, seconds of the base solve) for the project's circuit on ``device``."""
+    bqm = instance(n)
+    base = QaoaConfig(device=device, max_qubits=n, maxiter=6, polish=False, shots=100)
+    t_a, e_a, details = timed_solve(bqm, base)
+    if details.get("device") != device:
+        raise SystemExit(f"{device} is not available here: {details.get('device')}")
+    t_b, e_b, _ = timed_solve(bqm, base.model_copy(update={"maxiter": 6 + extra}))
+    if e_b <= e_a or t_b <= t_a:  # COBYLA converged early, or noise: fall back to the plain average
+        return (e_b + 1) / t_b, t_a
+    return (e_b - e_a) / (t_b - t_a), t_a
+
+
+def rates(sizes: list[int], max_eval_s: float, budget_s: float) -> None:
+    print(f"circuit evaluations per second (p = 2, density 0.5; cap {max_eval_s:g} s per evaluation):")
+    print(f"  {'n':>3}  {'default.qubit':>14}  {'lightning.qubit':>16}  {'lightning / default':>19}")
+    per_eval: dict[str, float] = {}
+    last_n: dict[str, int] = {}
+    for n in sizes:
+        row: dict[str, float | str] = {}
+        for device in DEVICES:
+            estimate = per_eval.get(device, 0.0) * 2.0 ** (n - last_n.get(device, n))
+            if device in per_eval and estimate > max_eval_s:
+                row[device] = f"skip (~{estimate:.0f} s)"
+                continue
+            # about budget_s of extra evaluations at the extrapolated speed (10 for a device's first size)
+            extra = int(min(40, max(3, budget_s / estimate))) if estimate > 0 else 10
+            rate, _ = evaluation_rate(device, n, extra)
+            per_eval[device], last_n[device] = 1.0 / rate, n
+            row[device] = rate
+        cells = [f"{v:14.1f}" if isinstance(v, float) else f"{v:>14}" for v in (row[d] for d in DEVICES)]
+        d, light = row["default.qubit"], row["lightning.qubit"]
+        ratio = f"x{light / d:.1f}" if isinstance(d, float) and isinstance(light, float) else "-"
+        print(f"  {n:>3}  {cells[0]}  {cells[1]:>16}  {ratio:>19}", flush=True)
+
+
+def full_solves(limit_s: float, n_max: int) -> None:
+    cfg = QaoaConfig()
+    print(
+        f"full solve, defaults (lightning.qubit, p = {cfg.layers}, COBYLA <= {cfg.maxiter} evaluations, "
+        f"{cfg.shots} shots, polish, max_qubits {cfg.max_qubits}), no deadline:"
+    )
+    within: dict[float, int] = {}
+    for n in range(4, min(n_max, cfg.max_qubits) + 1, 2):
+        seconds, evaluations, details = timed_solve(instance(n), cfg)
+        optimum = details["p_optimum"]
+        print(f"  n = {n:>2}: {seconds:6.2f} s, {evaluations} evaluations, P(optimum) {optimum:.3g}")
+        for bound in (1.0, 10.0):
+            if seconds <= bound:
+                within[bound] = n
+        if seconds > limit_s:
+            break
+    else:
+        print(f"  (stopped at n = {min(n_max, cfg.max_qubits)}: max_qubits {cfg.max_qubits} or --full-max-n)")
+    for bound in (1.0, 10.0):
+        print(f"  largest n solved within {bound:g} s: {within.get(bound, 'none')}")
+
+
+def gpu_note() -> None:
+    import pennylane as qml
+
+    try:
+        qml.device("lightning.gpu", wires=2)
+    except Exception as exc:  # no plugin, no CUDA, no GPU: each raises its own error
+        print(f"lightning.gpu: not measured, no GPU here ({type(exc).__name__}: {str(exc)[:100]})")
+    else:
+        print("lightning.gpu: available, not part of this benchmark (run the solver bench with it)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="8,12,16,20,24", help="qubit counts of the rate table")
+    parser.add_argument(
+        "--max-eval-s", type=float, default=6.0, help="skip sizes slower than this per evaluation"
+    )
+    parser.add_argument(
+        "--extra-s", type=float, default=1.5, help="about this long of extra evaluations per cell"
+    )
+    parser.add_argument("--full-max-n", type=int, default=20, help="largest n tried for the full solve")
+    parser.add_argument(
+        "--quick", action="store_true", help="n = 8, 12 and full solves up to n = 10 (smoke test)"
+    )
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.quick:
+        sizes, args.max_eval_s, args.extra_s, args.full_max_n = [8, 12], 1.0, 0.3, 10
+    import pennylane as qml
+
+    print(
+        f"python {sys.version.split()[0]}, pennylane {qml.__version__}, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    )
+    gpu_note()
+    started = time.perf_counter()
+    rates(sizes, args.max_eval_s, args.extra_s)
+    full_solves(10.0, args.full_max_n)
+    print(f"total {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
