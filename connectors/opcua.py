@@ -490,7 +490,7 @@ class OpcUaConnector:
                 async with self._session() as client:
                     backoff.reset()
                     await self._watch(client)
-            except (OSError, TimeoutError, UaError, _Lost, ConnectorError, ValueError) as exc:
+            except Exception as exc:  # whatever the device or the library does, run() goes on
                 self._lose(exc)
             finally:
                 self._client = None

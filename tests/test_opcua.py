@@ -99,6 +99,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("opcua-pki")
     server_cert, server_key = _self_signed(folder, "server", "urn:qxedge:test:server", server=True)
     client_cert, client_key = _self_signed(folder, "client", "urn:qxedge:test:client", server=False)
+    user_cert, user_key = _self_signed(folder, "user", "urn:qxedge:test:user", server=False)
+    USER_CERT_DER[:] = [user_cert.read_bytes()]
     password = folder / "opcua-password"
     password.write_text("pa55-w0rd\n", encoding="utf-8")
     return {
@@ -106,6 +108,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "server_key": server_key,
         "client_cert": client_cert,
         "client_key": client_key,
+        "user_cert": user_cert,
+        "user_key": user_key,
         "password_file": password,
         "folder": folder,
     }
@@ -120,14 +124,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+USER_CERT_DER: list[bytes] = []  # the X.509 user identity the server accepts
+
+
 class Users:
-    """Only operator / pa55-w0rd may open a session."""
+    """Only operator / pa55-w0rd, or the holder of the user certificate, may open a session."""
 
     def get_user(
         self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
     ) -> User | None:
         if username == "operator" and password == "pa55-w0rd":
             return User(role=UserRole.User, name=username)
+        if username is None and certificate is not None and bytes(certificate) in USER_CERT_DER:
+            return User(role=UserRole.User, name="certificate")
         return None
 
 
@@ -156,7 +165,7 @@ async def plant_server(
     server.set_endpoint(url)
     if pki is not None:
         server.set_security_policy(policies or [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
-        server.set_identity_tokens([ua.UserNameIdentityToken])
+        server.set_identity_tokens([ua.UserNameIdentityToken, ua.X509IdentityToken])
         await server.load_certificate(str(pki["server_cert"]))
         await server.load_private_key(str(pki["server_key"]))
     else:
@@ -314,8 +323,10 @@ async def test_subscription_delivers_batches_with_source_timestamps() -> None:
         assert 999.0 not in [r[3] for r in sink.readings()]
 
 
-@pytest.mark.parametrize("mode", ["SignAndEncrypt", "Sign"])
-async def test_basic256sha256_with_username(pki: dict[str, Path], mode: str) -> None:
+@pytest.mark.parametrize(("mode", "identity"), [("SignAndEncrypt", "username"), ("Sign", "certificate")])
+async def test_basic256sha256_with_username_or_user_certificate(
+    pki: dict[str, Path], mode: str, identity: str
+) -> None:
     policy = getattr(ua.SecurityPolicyType, f"Basic256Sha256_{mode}")
     security = {
         "policy": "Basic256Sha256",
@@ -324,10 +335,14 @@ async def test_basic256sha256_with_username(pki: dict[str, Path], mode: str) -> 
         "private_key": str(pki["client_key"]),
         "server_certificate": str(pki["server_cert"]),
     }
+    if identity == "username":
+        good: dict[str, Any] = {"username": "operator", "password_file": str(pki["password_file"])}
+        bad: dict[str, Any] = {"username": "operator", "password": "wrong"}
+    else:
+        good = {"user_certificate": str(pki["user_cert"]), "user_private_key": str(pki["user_key"])}
+        bad = {"user_certificate": str(pki["client_cert"]), "user_private_key": str(pki["client_key"])}
     async with plant_server(free_port(), pki, [policy]) as plant:
-        cfg = config(
-            plant.url, security=security, username="operator", password_file=str(pki["password_file"])
-        )
+        cfg = config(plant.url, security=security, **good)
         assert cfg.security.application_uri == "urn:qxedge:test:client"  # read from the certificate
         async with running(cfg) as (connector, sink):
             await connected(connector)
@@ -335,15 +350,14 @@ async def test_basic256sha256_with_username(pki: dict[str, Path], mode: str) -> 
             assert await sink.wait_for(lambda rs: any(r[3] == 64.0 for r in rs))
             await connector.write("line1/pump1", 0.7)
             assert await plant.setpoints["pump1"].read_value() == 0.7
-        # a wrong password never gets a session: the connector keeps retrying and says why
-        bad = config(plant.url, security=security, username="operator", password="wrong")
-        async with running(bad) as (connector, _):
+        # a wrong identity never gets a session: the connector keeps retrying and says why
+        async with running(config(plant.url, security=security, **bad)) as (connector, _):
             for _ in range(200):
                 if connector.stats.reconnects >= 1:
                     break
                 await asyncio.sleep(0.05)
             assert not connector.connected.is_set()
-            assert "Bad" in connector.stats.last_error, connector.stats.last_error
+            assert "BadUserAccessDenied" in connector.stats.last_error, connector.stats.last_error
             with pytest.raises(ConnectorError, match="not connected"):
                 await connector.write("line1/pump1", 0.5)
     if mode == "Sign":
