@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--duration", type=_positive, default=30.0, metavar="SECONDS")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    demo.add_argument(
+        "--report", type=Path, metavar="DIR", help="write summary.json and day.png (the production day) there"
+    )
     sim = command("simulate", "run only the simulated plant", config_required=True)
     sim.add_argument("--duration", type=_positive, metavar="SECONDS", help="default: until interrupted")
     worker = sub.add_parser("solver", help="run a data-center solver worker until SIGINT / SIGTERM")
@@ -208,14 +211,23 @@ async def _run_simulator(cfg: EdgeConfig, duration: float | None) -> None:
 
 async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     from agent.demo import demo_broker, format_summary, run_demo
+    from agent.report import write_report
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     with demo_broker(cfg, explicit=args.broker is not None) as (cfg, how):
-        progress(f"qxedge demo: broker {cfg.broker.url} ({how}), {args.duration:g} s")
+        length = (
+            f"{args.duration:g} s"
+            if cfg.planning is None
+            else f"a day of {cfg.planning.slots} slots x {cfg.planning.slot_s:g} s, baseline then optimised"
+        )
+        progress(f"qxedge demo: broker {cfg.broker.url} ({how}), {length}")
         summary = await run_demo(cfg, args.duration, progress, _datacenter(None, None))
     summary["broker_source"] = how
+    if args.report is not None:
+        for path in write_report(summary, args.report):
+            progress(f"report: {path}")
     print(json.dumps(summary) if args.json else format_summary(summary), flush=True)
     return 0
 

@@ -114,10 +114,16 @@ CONNECTOR_KINDS = ("mqtt", "opcua", "modbus", "sparkplug")
 
 
 class WindowConfig(_Strict):
-    """Per-signal rolling windows: features are computed every ``every_s`` over the last ``length_s``."""
+    """Per-signal rolling windows: features are computed every ``every_s`` over the last ``length_s``
+    (``trigger: readings``: as soon as new readings are pending, and at least every ``every_s``)."""
 
     length_s: float = Field(10.0, gt=0, le=86_400)
     every_s: float = Field(1.0, ge=0.01, le=3600)
+    trigger: Literal["interval", "readings"] = Field(
+        "interval",
+        description="interval: evaluate every every_s; readings: as soon as readings are pending (those "
+        "arriving during an evaluation join the next one), every_s being the longest pause",
+    )
     stats: list[Stat] = Field(["mean", "std", "min", "max", "slope"], min_length=1)
     min_samples: int = Field(2, ge=1, description="fewer readings in the window: no features for that signal")
     min_coverage: float = Field(
@@ -249,10 +255,15 @@ def cross_check(cfg: EdgeConfig) -> list[Problem]:
                     )
                 )
     if cfg.planning is not None:
-        if cfg.planning.model not in models:
+        if cfg.planning.model is not None and cfg.planning.model not in models:
             problems.append(Problem("planning.model", f"no model named {cfg.planning.model!r}"))
-        if cfg.offload is None:
+        if cfg.planning.mode == "optimised" and cfg.offload is None:
             problems.append(Problem("planning", "needs an `offload:` section (deadline, solver, fallback)"))
+        for i, order in enumerate(cfg.planning.orders):
+            if cfg.safety.envelope(order.asset) is None:
+                problems.append(
+                    Problem(f"planning.orders[{i}].asset", f"no safety envelope for {order.asset!r}")
+                )
     return problems
 
 

@@ -1,5 +1,10 @@
 """``qxedge demo``: the simulated plant and the agent together, with live progress and a summary.
 
+With a ``planning:`` section the demo runs the production day twice on the same seed: first with the
+baseline controller (every order runs as soon as it is released), then optimised (the load schedule
+rebuilt from live data every slot and offloaded). Each run is measured at the plant's meter: mean power
+per slot against the contracted peak, energy cost at the slot's price, and the runs each load really did.
+
 Broker: ``--broker`` if given, else the config's broker when it answers, else an embedded one
 (a private mosquitto, or amqtt where there is no mosquitto binary) on a free port.
 """
@@ -15,9 +20,10 @@ from typing import Any
 
 from agent.config import EdgeConfig
 from agent.pipeline import Agent
+from agent.planning import PlanningConfig
 from connectors.embedded_broker import EmbeddedBroker, port_open
 from connectors.errors import ConfigError, Problem
-from connectors.simulator import SimulatedPlant
+from connectors.simulator import MeterSample, SimulatedPlant
 from hybrid.service import DataCenterConfig, SolverService
 
 
@@ -50,7 +56,30 @@ async def run_demo(
     progress: Callable[[str], None] | None = None,
     datacenter: DataCenterConfig | None = None,
 ) -> dict[str, Any]:
-    """The plant, the agent and (with ``datacenter``) a solver worker, all on ``cfg.broker``."""
+    """The plant, the agent and (with ``datacenter``) a solver worker, all on ``cfg.broker``; with a
+    production day, once with the baseline controller and once optimised."""
+    if cfg.planning is None:
+        return await run_once(cfg, duration_s, progress, datacenter)
+    runs = {}
+    for mode in ("baseline", "optimised"):
+        if progress is not None:
+            progress(f"--- production day, {mode} ---")
+        planning = cfg.planning.model_copy(update={"mode": mode})
+        runs[mode] = await run_once(cfg.model_copy(update={"planning": planning}), 0, progress, datacenter)
+    summary = runs["optimised"]
+    for mode in ("baseline", "optimised"):
+        summary[mode] = runs[mode].pop("day")
+    summary["solver_wins"] = summary["optimised"]["solver_wins"]
+    return summary
+
+
+async def run_once(
+    cfg: EdgeConfig,
+    duration_s: float,
+    progress: Callable[[str], None] | None = None,
+    datacenter: DataCenterConfig | None = None,
+) -> dict[str, Any]:
+    """One run: for ``duration_s``, or for the production day when ``cfg.planning`` has one."""
     if cfg.simulator is None:
         raise ConfigError([Problem("simulator", "the demo needs a `simulator:` section")])
     agent = Agent(cfg)
@@ -66,17 +95,28 @@ async def run_demo(
         started = time.monotonic()
         tasks.create_task(agent.run(stop), name="agent")
         await agent.ready.wait()
-        simulation = tasks.create_task(plant.run(duration_s), name="simulator")
-        while not simulation.done():
-            await asyncio.wait([simulation], timeout=2.0)
+        simulation = tasks.create_task(plant.run(), name="simulator")
+        while True:
+            day = agent.day
+            finished = day.done.is_set() if day is not None else time.monotonic() - started >= duration_s
+            if finished:
+                break
+            await asyncio.sleep(
+                min(2.0, max(0.05, duration_s - (time.monotonic() - started)))
+                if day is None
+                else 2.0
+                if progress is not None
+                else 0.2
+            )
             if progress is not None:
                 progress(_progress_line(time.monotonic() - started, agent, plant))
         await asyncio.sleep(cfg.window.every_s * 1.5)  # let the last readings be evaluated
+        simulation.cancel()
         stop.set()
     stats = agent.stats
     verdicts = agent.gate.verdicts if agent.gate else Counter[str]()
     elapsed = time.monotonic() - started
-    return {
+    summary = {
         "site": cfg.site,
         "broker": cfg.broker.url,
         "duration_s": round(elapsed, 2),
@@ -106,7 +146,50 @@ async def run_demo(
                 "limit": sp.provenance.get("limit"),
             }
             for sp in (agent.gate.written if agent.gate else [])
+            if sp.provenance.get("source", "").startswith("rule:")
         ],
+    }
+    if agent.day is not None and agent.day.start is not None and cfg.planning is not None:
+        summary["day"] = {
+            **measure_day(cfg.planning, list(plant.model.meter), agent.day.start),
+            **agent.day.summary(),
+        }
+    return summary
+
+
+def measure_day(planning: PlanningConfig, meter: list[MeterSample], start: float) -> dict[str, Any]:
+    """The day as the plant's meter saw it: per slot the mean power, its cost, the cap, the loads on."""
+    caps, prices = planning.caps(), planning.prices()
+    slots: list[dict[str, Any]] = []
+    ran: dict[str, set[int]] = {o.asset: set() for o in planning.orders}
+    for t in range(planning.slots):
+        lo, hi = start + t * planning.slot_s, start + (t + 1) * planning.slot_s
+        samples = [m for m in meter if lo <= m.ts < hi]
+        kw = sum(m.total_kw for m in samples) / len(samples) if samples else 0.0
+        on = sorted(a for a in ran if 2 * sum(a in m.loads_on for m in samples) > len(samples) > 0)
+        for asset in on:
+            ran[asset].add(t)
+        slots.append(
+            {
+                "slot": t,
+                "kw": round(kw, 2),
+                "cap_kw": caps[t],
+                "price": prices[t],
+                "cost": round(kw * planning.slot_hours * prices[t], 1),
+                "on": on,
+            }
+        )
+    unmet = {
+        o.asset: max(0, o.runs - sum(1 for t in ran[o.asset] if o.release <= t < planning.due(o)))
+        for o in planning.orders
+    }
+    return {
+        "energy_cost": round(sum(s["cost"] for s in slots), 1),
+        "peak_kw": round(max(s["kw"] for s in slots), 2),
+        "cap_violations": sum(1 for s in slots if s["kw"] > s["cap_kw"]),
+        "unmet_runs": sum(unmet.values()),
+        "unmet_by_asset": {a: n for a, n in unmet.items() if n},
+        "slots": slots,
     }
 
 
@@ -118,8 +201,7 @@ def offload_summary(agent: Agent) -> dict[str, Any]:
         "fallbacks": stats["fallbacks"],
         "late": stats["late"],
         "solver_wins": dict(agent.offload.wins) if agent.offload is not None else {},
-        "plans": agent.stats.plans,
-        "last_plan": agent.stats.last_plan,
+        "plans": len(agent.day.jobs) if agent.day is not None else 0,
     }
 
 
@@ -140,11 +222,17 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     for fault in summary["faults"]:
         lines.append(f"  injected fault: {fault['kind']} on {fault['asset']} at t={fault['at_s']} s")
-    if summary["last_plan"]:
-        plan = summary["last_plan"]
+    for mode in ("baseline", "optimised"):
+        if mode in summary:
+            d = summary[mode]
+            lines.append(
+                f"  {mode:<10} energy cost {d['energy_cost']:>10,.0f}  peak {d['peak_kw']:6.1f} kW  "
+                f"over the cap in {d['cap_violations']} slots  unmet runs {d['unmet_runs']}"
+            )
+    if "baseline" in summary and summary["baseline"]["energy_cost"]:
+        saved = 1 - summary["optimised"]["energy_cost"] / summary["baseline"]["energy_cost"]
         lines.append(
-            f"  last plan: keep {', '.join(plan['in_service'])} in service "
-            f"({plan['source']}, {plan['solver']}, {plan['seconds']} s)"
+            f"  optimised vs baseline: {saved:.1%} lower energy cost; solver wins {summary['solver_wins']}"
         )
     for sp in summary["setpoint_log"]:
         how = sp["verdict"] + (f" by {sp['limit']}" if sp.get("limit") else "")

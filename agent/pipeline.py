@@ -24,16 +24,15 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from agent.audit import AuditLog
 from agent.config import EdgeConfig
+from agent.day import ProductionDay
 from agent.decisions import DerateRule, Scored
 from agent.features import FeatureWindow
 from agent.gate import SetpointGate
 from agent.inference import OnnxModel
 from agent.metrics import AgentMetrics
-from agent.planning import PlanningConfig, in_service, running_set_bqm
 from agent.safety import Latest, Proposal, Safety
 from agent.telemetry import ObservedWindow, TelemetryPublisher
 from connectors.mqtt import MqttClient, Publication, Subscription
@@ -59,8 +58,6 @@ class AgentStats:
     scores: dict[str, float] = field(default_factory=dict)
     max_scores: dict[str, float] = field(default_factory=dict)
     proposals: int = 0
-    plans: int = 0
-    last_plan: dict[str, Any] = field(default_factory=dict)
 
 
 def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
@@ -104,7 +101,11 @@ class Agent:
         self.ops: OpsServer | None = None
         self.metrics = AgentMetrics(self)
         self._pending = ReadingBatch()
+        self._fresh = asyncio.Event()  # readings are pending (window.trigger: readings)
         self._latest: dict[tuple[str, str], float] = {}
+        self._readings: Latest = {}  # the newest reading per (asset, signal), as of the last evaluation
+        self._evaluated_at = 0.0
+        self.day: ProductionDay | None = None
         self.plant: list[PlantConnector] = [
             connector
             for i, entry in enumerate(config.connectors)
@@ -202,9 +203,9 @@ class Agent:
             loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
             link = PlantLink(self.site, self.config.broker, self._accept, self._plant_proposal)
             loops.extend(tasks.create_task(c.run(link), name=c.name) for c in self.plant)
-            if self.offload is not None and self.config.planning is not None:
-                plan = self._plan_loop(self.offload, self.config.planning)
-                loops.append(tasks.create_task(plan, name="plan"))
+            if self.config.planning is not None:
+                self.day = ProductionDay(self.config.planning, gate, self.offload, self._plan_inputs)
+                loops.append(tasks.create_task(self.day.run(), name="production-day"))
             self.ready.set()
             if stop is not None:
                 await stop.wait()
@@ -220,6 +221,8 @@ class Agent:
             decoder.decode(messages, now, self._pending, rejected)
             stats.messages += len(messages)
             stats.readings += len(self._pending) - before
+            if len(self._pending) > before:
+                self._fresh.set()
             for bad in rejected:
                 stats.deadletters += 1
                 stats.deadletter_reasons[bad.reason.split(" (", 1)[0][:80]] += 1
@@ -231,6 +234,7 @@ class Agent:
         """Readings from a plant connector: they join the next evaluation."""
         self._pending.extend(batch)
         self.stats.readings += len(batch)
+        self._fresh.set()
 
     async def _plant_proposal(self, asset: str, value: float, source: str, data_ts: float) -> None:
         if self.gate is not None:
@@ -251,18 +255,28 @@ class Agent:
                 connector.observe(asset, values, now)
 
     async def _evaluate_loop(self, gate: SetpointGate) -> None:
+        """Evaluate every ``window.every_s``; with ``trigger: readings`` as soon as readings are pending
+        (at least every ``every_s``). Readings arriving during an evaluation wait for the next one."""
         every = self.config.window.every_s
+        on_readings = self.config.window.trigger == "readings"
         due = time.monotonic()
         while True:
-            due += every
-            delay = due - time.monotonic()
-            if delay < 0:  # evaluation slower than its cadence: skip the missed slots
-                due += -delay // every * every + every
+            if on_readings:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(every):
+                        await self._fresh.wait()
+            else:
+                due += every
                 delay = due - time.monotonic()
-            await asyncio.sleep(delay)
+                if delay < 0:  # evaluation slower than its cadence: skip the missed slots
+                    due += -delay // every * every + every
+                    delay = due - time.monotonic()
+                await asyncio.sleep(delay)
+            self._fresh.clear()
             batch, self._pending = self._pending, ReadingBatch()
             now = time.time()
             scored, latest = await asyncio.to_thread(self.evaluate, batch, now)
+            self._readings, self._evaluated_at = latest, now
             await gate.tick(latest, time.time())
             await self._decide(gate, scored, now)
             if self.plant:
@@ -289,45 +303,10 @@ class Agent:
             )
         return out, features.latest
 
-    async def _plan_loop(self, offload: OffloadClient, planning: PlanningConfig) -> None:
-        """Every period: the running-set plan from the latest scores, offloaded (or solved locally)."""
-        while True:
-            await asyncio.sleep(planning.every_s)
-            scores = {a: s for (a, model), s in self._latest.items() if model == planning.model}
-            if len(scores) < planning.running:
-                continue
-            decision = await offload.solve(
-                running_set_bqm(scores, planning.running), meta={"plan": "running-set"}
-            )
-            self.stats.plans += 1
-            if self.gate is not None:
-                await self.gate.record_decision(
-                    "offload:running-set",
-                    {
-                        "job_id": decision.job_id,
-                        "source": decision.source,
-                        "solver": decision.solver,
-                        "energy": decision.energy,
-                        "seconds": decision.seconds,
-                        "reason": decision.reason,
-                        "in_service": in_service(decision.sample),
-                    },
-                )
-            self.stats.last_plan = {
-                "job_id": decision.job_id,
-                "in_service": in_service(decision.sample),
-                "energy": decision.energy,
-                "solver": decision.solver,
-                "source": decision.source,
-                "seconds": round(decision.seconds, 3),
-            }
-            log.info(
-                "plan %s: keep %s in service (%s by %s)",
-                decision.job_id[:8],
-                ", ".join(self.stats.last_plan["in_service"]),
-                decision.source,
-                decision.solver,
-            )
+    def _plan_inputs(self) -> tuple[Latest, dict[str, float], float]:
+        model = self.config.planning.model if self.config.planning is not None else None
+        scores = {asset: score for (asset, m), score in self._latest.items() if m == model}
+        return self._readings, scores, self._evaluated_at
 
     def _not_ready(self) -> str | None:
         if self.mqtt is None or not self.mqtt.connected:

@@ -129,6 +129,10 @@ class SafetyConfig(BaseModel):
     envelopes: list[Envelope] = Field(default_factory=list)
     audit: AuditConfig = Field(default_factory=AuditConfig)
 
+    def envelope(self, asset: str) -> Envelope | None:
+        """The first envelope matching ``asset``."""
+        return next((e for e in self.envelopes if any(fnmatch.fnmatchcase(asset, p) for p in e.assets)), None)
+
 
 @dataclass(frozen=True, slots=True)
 class Proposal:
@@ -174,9 +178,7 @@ class Safety:
         self._states: dict[str, _State] = {}
 
     def envelope(self, asset: str) -> Envelope | None:
-        return next(
-            (e for e in self.config.envelopes if any(fnmatch.fnmatchcase(asset, p) for p in e.assets)), None
-        )
+        return self.config.envelope(asset)
 
     def _state(self, asset: str, env: Envelope) -> _State:
         state = self._states.get(asset)

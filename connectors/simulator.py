@@ -9,6 +9,11 @@ Physics, per asset, with ``load`` the fraction of rated duty in [0, 1]:
 - ``vibration`` [mm/s RMS] = 1.0 + 1.6 x load with noise;
 - ``load_cap``: the setpoint the asset currently applies (its echo, for the agent's read-back).
 
+On/off ``loads`` (compressors, ovens, chillers: the production day's schedulable loads) draw their
+rated power (with 1 % noise) while on and 2 % of it in standby; a setpoint of 0.5 or more switches one
+on. They publish ``power`` and ``load_cap`` (1.0 on, 0.0 off). Every tick the plant's total power and
+the loads that are on go to ``meter`` (what the demo bills and checks against the contracted peak).
+
 Faults ramp in over ``ramp_s``: ``bearing`` adds vibration and makes it erratic; ``overheat`` (cooling
 loss) doubles the temperature rise over ambient and adds 10 °C, at the same load.
 
@@ -24,6 +29,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,6 +49,12 @@ class SimAsset(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     rated_kw: float = Field(18.0, gt=0, le=10_000)
+
+
+class SimLoad(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    rated_kw: float = Field(gt=0, le=10_000)
 
 
 class SimFault(BaseModel):
@@ -81,11 +93,12 @@ class SimulatorConfig(BaseModel):
         ],
         min_length=1,
     )
+    loads: list[SimLoad] = Field(default_factory=list, description="on/off loads (switched by setpoints)")
     faults: list[SimFault] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorConfig:
-        names = [a.name for a in self.assets]
+        names = [a.name for a in self.assets] + [load.name for load in self.loads]
         if len(set(names)) != len(names):
             raise ValueError("asset names must be unique")
         for fault in self.faults:
@@ -104,6 +117,13 @@ class _AssetState:
     faults: list[SimFault] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class MeterSample:
+    ts: float
+    total_kw: float
+    loads_on: frozenset[str]
+
+
 class PlantModel:
     """Deterministic plant physics; ``step(t)`` returns one reading per asset and signal at time t."""
 
@@ -116,11 +136,16 @@ class PlantModel:
             f"{config.line}/{a.name}": _AssetState(a.rated_kw, phase=float(self.rng.uniform(0, 0.3)))
             for a in config.assets
         }
+        self.loads = {f"{config.line}/{load.name}": [load.rated_kw, False] for load in config.loads}
+        self.meter: deque[MeterSample] = deque(maxlen=1_000_000)  # bounded for long simulations
         self.t = 0.0
         for fault in config.faults:
             self.assets[f"{config.line}/{fault.asset}"].faults.append(fault)
 
     def set_cap(self, asset: str, cap: float) -> bool:
+        if asset in self.loads:
+            self.loads[asset][1] = cap >= 0.5
+            return True
         state = self.assets.get(asset)
         if state is None:
             return False
@@ -153,6 +178,7 @@ class PlantModel:
         stamp = t if ts is None else ts
         rng = self.rng
         ambient = 25.0 + 5.0 * math.sin(2 * math.pi * (t / self.config.day_s - 0.25))
+        total_kw = 0.0
         for name, s in self.assets.items():
             s.drift = min(0.1, max(-0.1, s.drift + rng.normal(0, 0.002) * math.sqrt(dt)))
             load = self.load(name)
@@ -168,6 +194,14 @@ class PlantModel:
             into.append(name, "power", stamp, round(power, 3))
             into.append(name, "vibration", stamp, round(vibration, 4))
             into.append(name, "load_cap", stamp, s.cap)  # the echo of the last setpoint applied
+            total_kw += power
+        for name, (rated_kw, on) in self.loads.items():
+            power = rated_kw * (1.0 if on else 0.02) * (1 + rng.normal(0, 0.01))
+            into.append(name, "power", stamp, round(power, 3))
+            into.append(name, "load_cap", stamp, 1.0 if on else 0.0)
+            total_kw += power
+        loads_on = frozenset(n for n, (_, is_on) in self.loads.items() if is_on)
+        self.meter.append(MeterSample(stamp, total_kw, loads_on))
 
     def warm_up(self) -> None:
         """Start with temperatures settled at the initial load."""

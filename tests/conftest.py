@@ -37,12 +37,14 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield b
 
 
-def edge_config(broker_url: str, **env: str) -> EdgeConfig:
-    """configs/edge.yaml pointed at ``broker_url``, with QXEDGE_-style overrides (keys without prefix)."""
+def edge_config(broker_url: str, *, planning: bool = False, **env: str) -> EdgeConfig:
+    """configs/edge.yaml pointed at ``broker_url``, with QXEDGE_-style overrides (keys without prefix);
+    without the production day unless ``planning`` (its setpoints would mix with what a test checks)."""
     env = {"ops__port": "0", **env}  # a free port for the metrics endpoint of every agent under test
-    return load_config(
+    cfg = load_config(
         EDGE_YAML, environ={f"QXEDGE_{k.upper()}": v for k, v in env.items()}, broker_url=broker_url
     )
+    return cfg if planning else cfg.model_copy(update={"planning": None})
 
 
 class Watcher:

@@ -1,8 +1,10 @@
 """Peak-capped load scheduling: which assets run in which slot of the horizon.
 
-Assets have a rated power and a required number of run slots; each slot has a contracted peak cap
-and a time-of-use price. Minimise the energy cost, meet every asset's runs exactly, stay under the
-cap in every slot. x[a@t] = 1 when asset a runs in slot t.
+Assets have a rated power, a required number of run slots and the window of slots they may run in
+(a production order released at ``earliest``, due before ``latest``); each slot has a contracted peak
+cap and a time-of-use price. Minimise the energy cost, meet every asset's runs exactly, stay under the
+cap in every slot. x[a@t] = 1 when asset a runs in slot t; only slots in the asset's window get a
+variable.
 
     minimise  sum_a,t price_t * hours * kW_a * x[a@t]
     subject   sum_t x[a@t] = runs_a                 (equality, penalty A)
@@ -12,6 +14,7 @@ cap in every slot. x[a@t] = 1 when asset a runs in slot t.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 
 import dimod
@@ -34,6 +37,8 @@ class ScheduledAsset(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_./-]+$")
     power_kw: int = Field(ge=1)
     runs: int = Field(ge=0, description="slots it must run in over the horizon")
+    earliest: int = Field(0, ge=0, description="first slot it may run in")
+    latest: int | None = Field(None, ge=1, description="it must be done before this slot (default: the end)")
 
 
 class LoadSchedule(BaseModel):
@@ -47,8 +52,9 @@ class LoadSchedule(BaseModel):
     def _check(self) -> LoadSchedule:
         if len(self.cap_kw) != len(self.price):
             raise ValueError("cap_kw and price need one entry per slot")
-        if any(a.runs > self.slots for a in self.assets):
-            raise ValueError("an asset needs more runs than there are slots")
+        for a in self.assets:
+            if a.runs > len(self.window(a)):
+                raise ValueError(f"{a.name} needs {a.runs} runs in a window of {len(self.window(a))} slots")
         if len({a.name for a in self.assets}) != len(self.assets):
             raise ValueError("asset names must be unique")
         return self
@@ -56,6 +62,9 @@ class LoadSchedule(BaseModel):
     @property
     def slots(self) -> int:
         return len(self.price)
+
+    def window(self, a: ScheduledAsset) -> range:
+        return range(a.earliest, min(self.slots, self.slots if a.latest is None else a.latest))
 
 
 def var(asset: str, slot: int) -> str:
@@ -68,24 +77,31 @@ def cost(p: LoadSchedule, plan: Plan) -> float:
 
 
 def build(p: LoadSchedule) -> dimod.BinaryQuadraticModel:
-    linear = {
-        var(a.name, t): p.price[t] * p.slot_hours * a.power_kw for a in p.assets for t in range(p.slots)
-    }
+    linear = {var(a.name, t): p.price[t] * p.slot_hours * a.power_kw for a in p.assets for t in p.window(a)}
     weight = penalty_weight(linear.values())
     bqm = dimod.BinaryQuadraticModel(linear, {}, 0.0, dimod.BINARY)
     for a in p.assets:
+        if not a.runs:  # nothing to run: every slot of its window is off
+            bqm.add_linear_equality_constraint(
+                [(var(a.name, t), 1.0) for t in p.window(a)], lagrange_multiplier=weight, constant=0.0
+            )
+            continue
         bqm.add_linear_equality_constraint(
-            [(var(a.name, t), 1.0) for t in range(p.slots)],
+            [(var(a.name, t), 1.0) for t in p.window(a)],
             lagrange_multiplier=weight,
             constant=-float(a.runs),
         )
     for t in range(p.slots):
-        bqm.add_linear_inequality_constraint(
-            [(var(a.name, t), a.power_kw) for a in p.assets],
-            lagrange_multiplier=weight,
-            label=f"cap@{t}",
-            ub=p.cap_kw[t],
-        )
+        terms = [(var(a.name, t), a.power_kw) for a in p.assets if t in p.window(a)]
+        if sum(kw for _, kw in terms) > p.cap_kw[t]:  # a slot that cannot exceed its cap needs no slack
+            # in units of the greatest common divisor of the powers: fewer slack bits, same constraint
+            unit = math.gcd(*(kw for _, kw in terms))
+            bqm.add_linear_inequality_constraint(
+                [(v, kw // unit) for v, kw in terms],
+                lagrange_multiplier=weight,
+                label=f"cap@{t}",
+                ub=p.cap_kw[t] // unit,
+            )
     return bqm
 
 
@@ -109,6 +125,11 @@ def violations(p: LoadSchedule, plan: Plan) -> list[str]:
         if len(plan.get(a.name, [])) != a.runs
     ]
     out += [
+        f"{a.name} runs outside its window [{p.window(a).start}, {p.window(a).stop})"
+        for a in p.assets
+        if any(t not in p.window(a) for t in plan.get(a.name, []))
+    ]
+    out += [
         f"slot {t}: {kw} kW over the cap of {p.cap_kw[t]}"
         for t, kw in enumerate(load(p, plan))
         if kw > p.cap_kw[t]
@@ -119,7 +140,8 @@ def violations(p: LoadSchedule, plan: Plan) -> list[str]:
 def repair(p: LoadSchedule, plan: Plan) -> Plan:
     """Greedy: drop each asset's dearest surplus runs, move runs out of slots over the cap to the
     cheapest slot with room, then add missing runs in the cheapest slots with room."""
-    fixed = {a.name: sorted(set(plan.get(a.name, []))) for a in p.assets}
+    windows = {a.name: p.window(a) for a in p.assets}
+    fixed = {a.name: sorted(t for t in set(plan.get(a.name, [])) if t in windows[a.name]) for a in p.assets}
     kw = {a.name: a.power_kw for a in p.assets}
     for a in p.assets:
         while len(fixed[a.name]) > a.runs:
@@ -127,7 +149,7 @@ def repair(p: LoadSchedule, plan: Plan) -> Plan:
     per_slot = load(p, fixed)
 
     def room(name: str) -> list[int]:
-        free = [t for t in range(p.slots) if t not in fixed[name] and per_slot[t] + kw[name] <= p.cap_kw[t]]
+        free = [t for t in windows[name] if t not in fixed[name] and per_slot[t] + kw[name] <= p.cap_kw[t]]
         return sorted(free, key=lambda t: (p.price[t], t))
 
     for t in range(p.slots):
@@ -146,10 +168,37 @@ def repair(p: LoadSchedule, plan: Plan) -> Plan:
     return {name: sorted(ts) for name, ts in fixed.items()}
 
 
+def improve(p: LoadSchedule, plan: Plan) -> Plan:
+    """Local search on a feasible plan: move single runs to cheaper slots of their window that have room,
+    dearest first, until no move saves anything (the polish after a heuristic or a repaired sample)."""
+    fixed = {name: sorted(ts) for name, ts in plan.items()}
+    kw = {a.name: a.power_kw for a in p.assets}
+    windows = {a.name: p.window(a) for a in p.assets}
+    per_slot = load(p, fixed)
+    moved = True
+    while moved:
+        moved = False
+        runs = sorted(((p.price[t] * kw[n], n, t) for n, ts in fixed.items() for t in ts), reverse=True)
+        for _, name, t in runs:
+            room = [
+                u
+                for u in windows[name]
+                if u not in fixed[name] and p.price[u] < p.price[t] and per_slot[u] + kw[name] <= p.cap_kw[u]
+            ]
+            if room:
+                u = min(room, key=lambda u: (p.price[u], u))
+                fixed[name] = sorted([*(x for x in fixed[name] if x != t), u])
+                per_slot[t] -= kw[name]
+                per_slot[u] += kw[name]
+                moved = True
+                break
+    return fixed
+
+
 def brute_force(p: LoadSchedule) -> tuple[Plan | None, float]:
     """The optimum by enumeration (small instances only); (None, inf) when infeasible."""
     best: tuple[Plan | None, float] = (None, float("inf"))
-    choices = [list(itertools.combinations(range(p.slots), a.runs)) for a in p.assets]
+    choices = [list(itertools.combinations(p.window(a), a.runs)) for a in p.assets]
     for combo in itertools.product(*choices):
         plan = {a.name: list(ts) for a, ts in zip(p.assets, combo, strict=True)}
         if all(kw <= cap for kw, cap in zip(load(p, plan), p.cap_kw, strict=True)):

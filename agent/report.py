@@ -1,0 +1,84 @@
+"""``qxedge demo --report DIR``: ``summary.json`` and ``day.png`` (baseline against optimised).
+
+The plot has two panels over the day's slots: the plant's mean power per slot for both runs against the
+contracted peak (slot prices shaded behind), and the energy cost per slot. matplotlib comes with the
+``report`` extra; without it the summary is written and the plot is skipped with a clear message.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from connectors.errors import QxError
+
+
+class ReportError(QxError):
+    """The report could not be written (a missing plotting library, an unwritable folder)."""
+
+
+def write_report(summary: dict[str, Any], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / "summary.json"]
+    written[0].write_text(json.dumps(summary, indent=2) + "\n")
+    if "baseline" in summary and "optimised" in summary:
+        written.append(plot_day(summary["baseline"], summary["optimised"], folder / "day.png"))
+    return written
+
+
+def plot_day(baseline: dict[str, Any], optimised: dict[str, Any], path: Path) -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ReportError("the plot needs matplotlib: pip install 'qxedge[report]'") from exc
+    slots = [s["slot"] for s in baseline["slots"]]
+    fig, (power, cost) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, height_ratios=[3, 2])
+    prices = [s["price"] for s in baseline["slots"]]
+    top = max(prices)
+    for t, price in zip(slots, prices, strict=True):  # the tariff period behind the power curves
+        power.axvspan(t - 0.5, t + 0.5, color="tab:red", alpha=0.18 * price / top, lw=0)
+    power.step(
+        slots,
+        [s["cap_kw"] for s in baseline["slots"]],
+        where="mid",
+        color="black",
+        ls="--",
+        label="contracted peak",
+    )
+    for name, run, colour in (("baseline", baseline, "tab:orange"), ("optimised", optimised, "tab:blue")):
+        power.step(
+            slots,
+            [s["kw"] for s in run["slots"]],
+            where="mid",
+            color=colour,
+            lw=2,
+            label=f"{name}: peak {run['peak_kw']:.0f} kW, over the cap in {run['cap_violations']} slots",
+        )
+    power.set_ylabel("plant power, mean kW per slot")
+    power.legend(loc="upper left", fontsize=8)
+    power.set_title("Production day: baseline controller against the optimised schedule (shading: tariff)")
+    width = 0.4
+    for offset, (name, run, colour) in zip(
+        (-width / 2, width / 2),
+        (("baseline", baseline, "tab:orange"), ("optimised", optimised, "tab:blue")),
+        strict=True,
+    ):
+        cost.bar(
+            [t + offset for t in slots],
+            [s["cost"] for s in run["slots"]],
+            width,
+            color=colour,
+            label=f"{name}: {run['energy_cost']:,.0f} in all, {run['unmet_runs']} unmet runs",
+        )
+    cost.set_ylabel("energy cost per slot")
+    cost.set_xlabel("slot (hour of the day)")
+    cost.set_xticks(slots)
+    cost.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
