@@ -1,6 +1,6 @@
 """Plant connectors against real servers: each protocol's fast path against its naive baseline, same run.
 
-    ./run bench connectors [--only modbus|opcua] [--seconds 2]
+    ./run bench connectors [--only modbus|opcua] [--seconds 2]   (opcua: bench/connectors_opcua.py)
 
 modbus: a pymodbus TCP server in its own process (a SimDevice with 250 holding registers, 120 input
 registers and 200 coils, all mapped to points) is polled back to back by the connector's own poll
@@ -25,6 +25,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import importlib.util  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -130,7 +131,17 @@ def modbus(seconds: float, rounds: int = 3) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------- main
-PROTOCOLS: dict[str, Callable[[float], dict[str, Any]]] = {"modbus": modbus}  # opcua: add `opcua` here
+def opcua(seconds: float) -> dict[str, Any]:
+    """OPC UA notifications through the connector against asyncua handlers (bench/connectors_opcua.py)."""
+    spec = importlib.util.spec_from_file_location("bench_connectors_opcua", _HERE / "connectors_opcua.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result: dict[str, Any] = module.opcua(seconds)
+    return result
+
+
+PROTOCOLS: dict[str, Callable[[float], dict[str, Any]]] = {"modbus": modbus, "opcua": opcua}
 
 
 def _table(result: dict[str, Any]) -> str:
