@@ -31,8 +31,8 @@ QUICK: dict[str, list[list[str]]] = {
     "qaoa": [["--quick"]],
     "connectors": [["--seconds", "0.3"]],
     "connectors_opcua": [["--seconds", "0.3", "--variables", "20"]],
-    "faults": [["--quick"]],
-    "soak": [["--quick"]],
+    "faults": [["--outage-s", "2", "--crashes", "1"]],
+    "soak": [["--minutes", "0.25", "--rate", "500", "--assets", "5", "--warmup", "5"]],
 }
 
 
