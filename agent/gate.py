@@ -120,7 +120,14 @@ class SetpointGate:
                 "limit": verdict.limit,
             },
         )
-        self.mqtt.publish(self.topic(f"setpoints/{p.asset}"), setpoint.payload(), qos=1)
+        if not self.mqtt.publish(self.topic(f"setpoints/{p.asset}"), setpoint.payload(), qos=1):
+            # the plant link is down: a setpoint is never held for later (it would be stale by then)
+            self.verdicts["unsent"] += 1
+            self.audit.record(
+                "write", "unsent", asset=p.asset, value=verdict.value, reason="plant link down", ts=now
+            )
+            log.warning("setpoint %s = %s not sent: the plant broker is unreachable", p.asset, verdict.value)
+            return Verdict("refused", None, "the plant broker is unreachable", "link")
         self.safety.committed(p, verdict, now)
         self.verdicts["written"] += 1
         self.current[p.asset] = verdict.value

@@ -9,7 +9,8 @@ Each slot, the planner builds :class:`hybrid.problems.scheduling.LoadSchedule` f
 from what the agent measured and inferred (:meth:`DayPlanner.problem`):
 
 - **power**: each load's measured running power (a moving average of its ``power`` readings while it was
-  on, rounded up to ``power_step_kw``) replaces the nameplate ``power_kw`` once it has run;
+  on, rounded to the nearest ``power_step_kw``: meter noise must not cost a whole step; ``margin_kw``
+  covers the rounding) replaces the nameplate ``power_kw`` once it has run;
 - **forecast**: the base load ahead is forecast by persistence from the features: the latest power of
   every base asset, plus ``margin_kw`` for what it may still rise. The cap left to the loads is
   ``cap_kw - forecast``. The plan is rebuilt every slot, so the near slots always use a fresh forecast;
@@ -79,7 +80,7 @@ class PlanningConfig(BaseModel):
     power_signal: str = "power"
     margin_kw: float = Field(5.0, ge=0, description="added to the base-load forecast")
     power_step_kw: int = Field(
-        5, ge=1, description="load powers are rounded up to this step (coarser: fewer slack bits)"
+        5, ge=1, description="load powers are rounded to this step (coarser: fewer slack bits in the cap)"
     )
     model: str | None = Field(None, description="the anomaly model whose scores flag loads")
     flag_above: float = Field(4.0, description="a load scored above this is held for maintenance")
@@ -160,7 +161,7 @@ class DayPlanner:
             assets.append(
                 ScheduledAsset(
                     name=o.asset,
-                    power_kw=max(step, step * math.ceil(kw / step - 1e-9)),
+                    power_kw=max(step, step * round(kw / step)),
                     runs=runs,
                     earliest=start - first,
                     latest=due - first,

@@ -49,7 +49,7 @@ def test_problem_from_live_inputs() -> None:
     # cap minus the base-load forecast: the matching base assets (50 kW) plus the margin (5 kW)
     assert p.cap_kw == [75] * 6
     comp1, comp2, oven = p.assets
-    assert comp1.power_kw == 35 and comp1.runs == 1  # measured power (rounded up to 5 kW), one run done
+    assert comp1.power_kw == 35 and comp1.runs == 1  # measured power (to the nearest 5 kW), one run done
     assert comp2.power_kw == 30 and comp2.runs == 2  # never seen running: nameplate power
     assert oven.runs == 0 and planner.held == {"l/oven1"}  # flagged by the anomaly model: held
     assert p.window(oven) == range(0, 4)  # due before slot 6, re-indexed from slot 2
