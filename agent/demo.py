@@ -146,7 +146,7 @@ async def run_once(
                 "limit": sp.provenance.get("limit"),
             }
             for sp in (agent.gate.written if agent.gate else [])
-            if sp.provenance.get("source", "").startswith("rule:")
+            if not sp.provenance.get("source", "").startswith("plan:")  # the day has its own report
         ],
     }
     if agent.day is not None and agent.day.start is not None and cfg.planning is not None:
