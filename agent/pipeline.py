@@ -22,7 +22,6 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from agent.audit import AuditLog
@@ -35,7 +34,7 @@ from agent.inference import OnnxModel
 from agent.metrics import AgentMetrics
 from agent.safety import Latest, Proposal, Safety
 from agent.telemetry import ObservedWindow, TelemetryPublisher
-from connectors.mqtt import MqttClient, Publication, Subscription
+from connectors.mqtt import MqttClient, Publication, Subscription, each_message
 from connectors.ops import OpsServer
 from connectors.outbox import Outbox
 from connectors.plant import PlantConnector, PlantLink
@@ -198,8 +197,8 @@ class Agent:
                 tasks.create_task(self._ingest(mqtt, sub, dec), name=f"ingest[{sub.topic_filter}]")
                 for sub, dec in sources
             ]
-            loops.append(tasks.create_task(_each(proposals, gate.on_proposal), name="proposals"))
-            loops.append(tasks.create_task(_each(locks, gate.on_lock), name="locks"))
+            loops.append(tasks.create_task(each_message(proposals, gate.on_proposal), name="proposals"))
+            loops.append(tasks.create_task(each_message(locks, gate.on_lock), name="locks"))
             loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
             link = PlantLink(self.site, self.config.broker, self._accept, self._plant_proposal)
             loops.extend(tasks.create_task(c.run(link), name=c.name) for c in self.plant)
@@ -341,12 +340,3 @@ class Agent:
                         provenance=proposed.provenance,
                     )
                 )
-
-
-async def _each(subscription: Subscription, handle: Callable[[str, bytes], Awaitable[None]]) -> None:
-    async for batch in subscription:
-        for topic, payload in batch:
-            try:
-                await handle(topic, payload)
-            except Exception:  # one bad message must not stop the agent
-                log.exception("could not handle a message on %s", topic)

@@ -28,7 +28,7 @@ import socket
 import ssl
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +45,28 @@ from connectors.readings import TopicPattern
 log = logging.getLogger(__name__)
 
 Message = tuple[str, bytes]
+
+
+def read_secret(path: Path) -> SecretStr:
+    """The first line of a password file (a ValueError naming the file when unreadable or empty)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"password_file: cannot read {path}: {exc.strerror}") from None
+    first = text.splitlines()[0] if text else ""
+    if not first:
+        raise ValueError(f"password_file: {path} is empty")
+    return SecretStr(first)
+
+
+async def each_message(subscription: Subscription, handle: Callable[[str, bytes], Awaitable[None]]) -> None:
+    """Hand every message of ``subscription`` to ``handle``; one bad message never ends the loop."""
+    async for batch in subscription:
+        for topic, payload in batch:
+            try:
+                await handle(topic, payload)
+            except Exception:
+                log.exception("could not handle a message on %s", topic)
 
 
 def resolve_path(path: Path | None, info: ValidationInfo) -> Path | None:
@@ -137,14 +159,7 @@ class BrokerConfig(BaseModel):
         if self.password_file is not None:
             if self.password is not None:
                 raise ValueError("give password or password_file, not both")
-            try:
-                text = self.password_file.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ValueError(f"password_file: cannot read {self.password_file}: {exc.strerror}") from None
-            first = text.splitlines()[0] if text else ""
-            if not first:
-                raise ValueError(f"password_file: {self.password_file} is empty")
-            self.password = SecretStr(first)
+            self.password = read_secret(self.password_file)
         if self.tls is not None and split_url(self.url)[0] != "mqtts":
             raise ValueError("tls settings need an mqtts:// url")
         return self

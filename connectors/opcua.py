@@ -58,7 +58,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from connectors.errors import ConnectorError
-from connectors.mqtt import resolve_path
+from connectors.mqtt import read_secret, resolve_path
 from connectors.plant import PlantLink
 from connectors.readings import ReadingBatch
 
@@ -364,14 +364,7 @@ class OpcUaConfig(BaseModel):
         if self.password_file is not None:
             if self.password is not None:
                 raise ValueError("give password or password_file, not both")
-            try:
-                text = self.password_file.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ValueError(f"password_file: cannot read {self.password_file}: {exc.strerror}") from None
-            first = text.splitlines()[0] if text else ""
-            if not first:
-                raise ValueError(f"password_file: {self.password_file} is empty")
-            self.password = SecretStr(first)
+            self.password = read_secret(self.password_file)
         if self.password is not None and self.username is None:
             raise ValueError("a password needs a username")
         if (self.user_certificate is None) != (self.user_private_key is None):

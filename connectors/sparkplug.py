@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors.errors import ConnectorError
-from connectors.mqtt import MqttClient, Subscription
+from connectors.mqtt import MqttClient, Subscription, each_message
 from connectors.plant import PlantLink
 from connectors.sparkplug_node import EdgeNode
 from connectors.sparkplug_payload import NAMESPACE, check_id, topic
@@ -181,10 +181,10 @@ class SparkplugConnector:
             try:
                 async with asyncio.TaskGroup() as tasks:
                     command = self._command_handler(link)
-                    tasks.create_task(_each(ncmd, command), name=f"{self.name}:ncmd")
-                    tasks.create_task(_each(dcmd, command), name=f"{self.name}:dcmd")
+                    tasks.create_task(each_message(ncmd, command), name=f"{self.name}:ncmd")
+                    tasks.create_task(each_message(dcmd, command), name=f"{self.name}:dcmd")
                     if state is not None:
-                        tasks.create_task(_each(state, self._state_handler), name=f"{self.name}:state")
+                        tasks.create_task(each_message(state, self._state_handler), name=f"{self.name}:state")
                     for sub in plant:
                         tasks.create_task(self._read(sub, link), name=f"{self.name}:{sub.topic_filter}")
                     node.start(mqtt)
@@ -212,12 +212,3 @@ class SparkplugConnector:
                 continue
             if len(batch):
                 link.readings(batch)
-
-
-async def _each(subscription: Subscription, handle: Callable[[str, bytes], Awaitable[None]]) -> None:
-    async for batch in subscription:
-        for mqtt_topic, payload in batch:
-            try:
-                await handle(mqtt_topic, payload)
-            except Exception:  # one bad message must not stop the connector
-                log.exception("sparkplug: could not handle a message on %s", mqtt_topic)
