@@ -330,6 +330,7 @@ async def test_births_wait_for_the_primary_host_and_follow_it_back_online(
         assert connector.node.host_online
         connector.observe("line1/pump1", {"temp": 3.0}, time.time())
         await wait(watcher, count("DDATA", 1))
+    await wait(watcher, count("NDEATH", 1))  # the graceful stop's NDEATH reaches the watcher a bit later
     kinds = [m.topic.split("/")[2] if "/STATE/" not in m.topic else "STATE" for m in watcher.on("spBv1.0/")]
     assert kinds[:3] == ["STATE", "NBIRTH", "DBIRTH"], "no birth before the host is online"
     assert kinds[3:] == ["STATE", "STATE", "STATE", "NBIRTH", "DBIRTH", "STATE", "DDATA", "NDEATH"]
