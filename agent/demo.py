@@ -60,6 +60,8 @@ async def run_demo(
     production day, once with the baseline controller and once optimised."""
     if cfg.planning is None:
         return await run_once(cfg, duration_s, progress, datacenter)
+    if cfg.offload is None:
+        raise ConfigError([Problem("offload", "the demo's optimised day needs an `offload:` section")])
     runs = {}
     for mode in ("baseline", "optimised"):
         if progress is not None:

@@ -120,35 +120,56 @@ class SetpointGate:
                 "limit": verdict.limit,
             },
         )
-        if not self.mqtt.publish(self.topic(f"setpoints/{p.asset}"), setpoint.payload(), qos=1):
-            # the plant link is down: a setpoint is never held for later (it would be stale by then)
-            self.verdicts["unsent"] += 1
+        # every way to the plant is tried: the setpoint topic on the plant broker, then each connector
+        # that maps the asset; a setpoint is never held for later (it would be stale by then)
+        sent = self.mqtt.publish(self.topic(f"setpoints/{p.asset}"), setpoint.payload(), qos=1)
+        if not sent:
             self.audit.record(
-                "write", "unsent", asset=p.asset, value=verdict.value, reason="plant link down", ts=now
+                "write",
+                "unsent",
+                asset=p.asset,
+                value=verdict.value,
+                reason="plant broker unreachable",
+                ts=now,
             )
-            log.warning("setpoint %s = %s not sent: the plant broker is unreachable", p.asset, verdict.value)
-            return Verdict("refused", None, "the plant broker is unreachable", "link")
-        self.safety.committed(p, verdict, now)
-        self.verdicts["written"] += 1
+        written, failed = await self._write_to_plant(p.asset, verdict.value, now)
+        if not (sent or written):
+            self.verdicts["unsent"] += 1
+            log.warning("setpoint %s = %s reached no way to the plant", p.asset, verdict.value)
+            return Verdict("refused", None, "no way to the plant was reachable", "link")
+        self.safety.committed(p, verdict, now)  # commanded on at least one way: limits count from now
         self.current[p.asset] = verdict.value
-        await self._write_to_plant(p.asset, verdict.value, now)
         self.written.append(setpoint)
         del self.written[:-100]
+        if failed:  # written somewhere, not everywhere: the caller must not count it as done
+            self.verdicts["partial"] += 1
+            return Verdict("refused", verdict.value, f"not written by {', '.join(failed)}", "link")
+        self.verdicts["written"] += 1
         log.info("setpoint %s = %s (%s; %s)", p.asset, verdict.value, verdict.status, verdict.reason)
         return verdict
 
-    async def _write_to_plant(self, asset: str, value: float, now: float) -> None:
-        """The allowed value to every connector that maps the asset; a failed write is an alarm."""
+    async def _write_to_plant(self, asset: str, value: float, now: float) -> tuple[bool, list[str]]:
+        """The allowed value to every connector that maps the asset; a failed write is an alarm.
+        Returns whether one connector wrote it and the names of those that failed."""
+        written, failed = False, []
         for sink in self.sinks:
             if not sink.writes(asset):
                 continue
             try:
                 await asyncio.wait_for(sink.write(asset, value), self.write_timeout_s)
-            except (ConnectorError, TimeoutError) as exc:
-                reason = f"{sink.name}: {exc or 'no answer within ' + str(self.write_timeout_s) + ' s'}"
+            except Exception as exc:  # ConnectorError, a timeout, or a bug: never past the gate
+                if isinstance(exc, TimeoutError):
+                    reason = f"{sink.name}: no answer within {self.write_timeout_s:g} s"
+                else:
+                    reason = f"{sink.name}: {exc}"
+                    if not isinstance(exc, ConnectorError):
+                        log.exception("connector %s failed to write %s", sink.name, asset)
                 self._alarm(asset, "write", value, None, reason, now)
+                failed.append(sink.name)
             else:
+                written = True
                 self.audit.record("write", "written", asset=asset, value=value, source=sink.name, ts=now)
+        return written, failed
 
     def _alarm(
         self, asset: str, kind: str, expected: float, observed: float | None, reason: str, now: float

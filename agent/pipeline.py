@@ -105,6 +105,7 @@ class Agent:
         self._readings: Latest = {}  # the newest reading per (asset, signal), as of the last evaluation
         self._evaluated_at = 0.0
         self.day: ProductionDay | None = None
+        self._planned = {o.asset for o in config.planning.orders} if config.planning is not None else set()
         self.plant: list[PlantConnector] = [
             connector
             for i, entry in enumerate(config.connectors)
@@ -323,6 +324,8 @@ class Agent:
             self._latest[(s.asset, s.model)] = s.score
             stats.scores[s.asset] = s.score
             stats.max_scores[s.asset] = max(s.score, stats.max_scores.get(s.asset, s.score))
+            if s.asset in self._planned:  # the production day switches its loads (and holds flagged ones)
+                continue
             for rule in self.rules:
                 if rule.config.model != s.model:
                     continue

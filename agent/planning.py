@@ -9,11 +9,12 @@ Each slot, the planner builds :class:`hybrid.problems.scheduling.LoadSchedule` f
 from what the agent measured and inferred (:meth:`DayPlanner.problem`):
 
 - **power**: each load's measured running power (a moving average of its ``power`` readings while it was
-  on, rounded to the nearest ``power_step_kw``: meter noise must not cost a whole step; ``margin_kw``
-  covers the rounding) replaces the nameplate ``power_kw`` once it has run;
+  on, rounded up to ``power_step_kw`` unless it is within a tenth of a step above one: meter noise must
+  not cost a whole step) replaces the nameplate ``power_kw`` once it has run;
 - **forecast**: the base load ahead is forecast by persistence from the features: the latest power of
-  every base asset, plus ``margin_kw`` for what it may still rise. The cap left to the loads is
-  ``cap_kw - forecast``. The plan is rebuilt every slot, so the near slots always use a fresh forecast;
+  every base asset and the standby draw of every load, plus ``margin_kw`` for what it may still rise.
+  The cap left to the loads is ``cap_kw - forecast``. The plan is rebuilt every slot, so the near
+  slots always use a fresh forecast;
 - **health**: a load the anomaly model flags (``score > flag_above``) is excluded: it gets no runs and is
   held in standby for maintenance (reported as ``held``);
 - **what already ran**: runs done (and the slot being executed) are subtracted from each order.
@@ -55,7 +56,7 @@ Latest = Mapping[tuple[str, str], tuple[float, float]]  # (asset, signal) -> (ts
 
 class Order(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    asset: str = Field(description="the on/off load, e.g. line1/comp1")
+    asset: str = Field(pattern=r"^[A-Za-z0-9_./-]+$", description="the on/off load, e.g. line1/comp1")
     runs: int = Field(ge=1, description="slots it must run in")
     release: int = Field(0, ge=0, description="first slot it may run in")
     due: int | None = Field(
@@ -121,25 +122,32 @@ class DayPlanner:
         self.config = config
         self.ran: dict[str, set[int]] = {o.asset: set() for o in config.orders}
         self.measured_kw: dict[str, float] = {}
+        self.standby_kw: dict[str, float] = {}
         self.held: set[str] = set()
         self.plan: Plan = baseline_plan(config) if config.mode == "baseline" else {}
 
     def observe(self, latest: Latest) -> None:
-        """Learn each load's running power from its readings while it is on."""
+        """Learn each load's running power (readings while it is on) and standby draw (while off)."""
         for o in self.config.orders:
             power = latest.get((o.asset, self.config.power_signal))
-            if power is not None and power[1] > 0.5 * o.power_kw:
-                seen = self.measured_kw.get(o.asset)
-                self.measured_kw[o.asset] = power[1] if seen is None else 0.8 * seen + 0.2 * power[1]
+            if power is None:
+                continue
+            learnt = self.measured_kw if power[1] > 0.5 * o.power_kw else self.standby_kw
+            seen = learnt.get(o.asset)
+            learnt[o.asset] = power[1] if seen is None else 0.8 * seen + 0.2 * power[1]
 
     def base_forecast(self, latest: Latest) -> float:
         loads = {o.asset for o in self.config.orders}
-        return self.config.margin_kw + sum(
-            value
-            for (asset, signal), (_, value) in latest.items()
-            if signal == self.config.power_signal
-            and asset not in loads
-            and any(fnmatch.fnmatchcase(asset, p) for p in self.config.base_assets)
+        return (
+            self.config.margin_kw
+            + sum(self.standby_kw.values())
+            + sum(
+                value
+                for (asset, signal), (_, value) in latest.items()
+                if signal == self.config.power_signal
+                and asset not in loads
+                and any(fnmatch.fnmatchcase(asset, p) for p in self.config.base_assets)
+            )
         )
 
     def problem(self, first: int, latest: Latest, scores: Mapping[str, float]) -> LoadSchedule | None:
@@ -161,7 +169,8 @@ class DayPlanner:
             assets.append(
                 ScheduledAsset(
                     name=o.asset,
-                    power_kw=max(step, step * round(kw / step)),
+                    # up to the next step, but meter noise (a tenth of a step) must not cost a whole step
+                    power_kw=max(step, step * math.ceil(kw / step - 0.1)),
                     runs=runs,
                     earliest=start - first,
                     latest=due - first,
@@ -182,8 +191,11 @@ class DayPlanner:
         feasible = not violations(problem, plan)
         fixed = improve(problem, plan if feasible else repair(problem, plan))
         self.plan = {
-            asset: sorted({t for t in self.plan.get(asset, []) if t < first} | {t + first for t in ts})
-            for asset, ts in fixed.items()
+            o.asset: sorted(
+                {t for t in self.plan.get(o.asset, []) if t < first}
+                | {t + first for t in fixed.get(o.asset, [])}
+            )
+            for o in self.config.orders
         }
         return feasible
 
@@ -204,7 +216,7 @@ def blocks(problem: LoadSchedule, max_variables: int) -> list[tuple[int, LoadSch
     """Split ``problem`` into blocks of consecutive slots, each with at most ``max_variables`` plan
     variables (slack bits come on top): each asset's runs are allocated to the cheapest slots with room
     first (the greedy repair of an empty plan), then counted per block. Returns (first slot, block)."""
-    per_slot = max(1, sum(1 for a in problem.assets if a.runs))
+    per_slot = max(1, sum(1 for a in problem.assets if a.runs))  # held or finished loads get no variables
     size = max(1, max_variables // per_slot)
     allocation = repair(problem, {})
     out = []
@@ -220,6 +232,7 @@ def blocks(problem: LoadSchedule, max_variables: int) -> list[tuple[int, LoadSch
             )
             for a in problem.assets
             if max(a.earliest, first) < min(last, problem.window(a).stop)
+            and any(first <= t < last for t in allocation[a.name])
         ]
         if not assets:
             continue

@@ -38,9 +38,9 @@ def plot_day(baseline: dict[str, Any], optimised: dict[str, Any], path: Path) ->
     slots = [s["slot"] for s in baseline["slots"]]
     fig, (power, cost) = plt.subplots(2, 1, figsize=(10, 7), sharex=True, height_ratios=[3, 2])
     prices = [s["price"] for s in baseline["slots"]]
-    top = max(prices)
+    top = max(max(prices), 1e-9)
     for t, price in zip(slots, prices, strict=True):  # the tariff period behind the power curves
-        power.axvspan(t - 0.5, t + 0.5, color="tab:red", alpha=0.18 * price / top, lw=0)
+        power.axvspan(t - 0.5, t + 0.5, color="tab:red", alpha=0.18 * max(price, 0.0) / top, lw=0)
     power.step(
         slots,
         [s["cap_kw"] for s in baseline["slots"]],

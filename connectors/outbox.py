@@ -109,7 +109,9 @@ def _connect(path: Path, max_pages: int | None) -> tuple[sqlite3.Connection, dic
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed record survives a process crash
+        # FULL: a committed record (and the stream's next seq) survives a power loss too, so a seq is
+        # never handed out twice; one fsync per flush (every flush_ms), not per record
+        db.execute("PRAGMA synchronous=FULL")
         if max_pages is not None:
             db.execute(f"PRAGMA max_page_count={int(max_pages)}")
         db.executescript(SCHEMA)
@@ -259,15 +261,15 @@ class Outbox:
             if not rows and not acked:
                 return
             self._pending, self._acked = [], []
-            excess = 0
-            if self.config.overflow == "drop_oldest":
-                excess = max(0, self.depth + len(rows) - self.config.max_messages)
             loop = asyncio.get_running_loop()
             deleted = dropped = dropped_upto = 0
             try:
                 if acked:  # its own transaction: deleting is what frees room on a full disk
                     deleted = await loop.run_in_executor(self._pool, self._delete, acked)
                     acked = []
+                excess = 0  # counted after the acknowledged records are gone: they made room
+                if self.config.overflow == "drop_oldest":
+                    excess = max(0, self.depth - deleted + len(rows) - self.config.max_messages)
                 if rows:
                     dropped, dropped_upto = await loop.run_in_executor(self._pool, self._insert, rows, excess)
             except sqlite3.Error as exc:
@@ -401,7 +403,8 @@ class Outbox:
             while self._ready and len(self._inflight) < window:
                 row_id, topic, payload = self._ready[0]
                 mid = self.mqtt.publish_tracked(topic, payload)
-                if mid is None:
+                if mid is None:  # not connected, or paho's queue is full: wait instead of spinning
+                    await self._wait(0.1)
                     break
                 self._ready.popleft()
                 self._inflight[mid] = row_id

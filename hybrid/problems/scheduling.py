@@ -139,7 +139,8 @@ def violations(p: LoadSchedule, plan: Plan) -> list[str]:
 
 def repair(p: LoadSchedule, plan: Plan) -> Plan:
     """Greedy: drop each asset's dearest surplus runs, move runs out of slots over the cap to the
-    cheapest slot with room, then add missing runs in the cheapest slots with room."""
+    cheapest slot with room, then add missing runs in the cheapest slots with room. The cap comes
+    first: runs that still do not fit under it are dropped (and reported unmet by ``violations``)."""
     windows = {a.name: p.window(a) for a in p.assets}
     fixed = {a.name: sorted(t for t in set(plan.get(a.name, [])) if t in windows[a.name]) for a in p.assets}
     kw = {a.name: a.power_kw for a in p.assets}
@@ -165,6 +166,13 @@ def repair(p: LoadSchedule, plan: Plan) -> Plan:
         while len(fixed[a.name]) < a.runs and (target := room(a.name)):
             fixed[a.name].append(target[0])
             per_slot[target[0]] += kw[a.name]
+    for t in range(p.slots):  # the cap before the runs: what still does not fit is left unmet
+        for name in sorted(fixed, key=lambda n: -kw[n]):
+            if per_slot[t] <= p.cap_kw[t]:
+                break
+            if t in fixed[name]:
+                fixed[name].remove(t)
+                per_slot[t] -= kw[name]
     return {name: sorted(ts) for name, ts in fixed.items()}
 
 
