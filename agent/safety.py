@@ -29,7 +29,6 @@ from __future__ import annotations
 import fnmatch
 import math
 import operator
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from connectors.state import state_dir
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -117,8 +118,7 @@ class AuditConfig(BaseModel):
     def resolved(self, site: str) -> Path:
         if self.path is not None:
             return self.path
-        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-        return state / "qxedge" / f"audit-{site}.sqlite"
+        return state_dir() / f"audit-{site}.sqlite"
 
 
 class SafetyConfig(BaseModel):

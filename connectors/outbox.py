@@ -30,7 +30,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import os
 import sqlite3
 import time
 from collections import Counter, deque
@@ -43,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from connectors.errors import ConnectorError
 from connectors.mqtt import MqttClient, resolve_path
+from connectors.state import state_dir
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ class OutboxConfig(BaseModel):
     def resolved(self, site: str) -> Path:
         if self.path is not None:
             return self.path
-        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-        return state / "qxedge" / f"outbox-{site}.sqlite"
+        return state_dir() / f"outbox-{site}.sqlite"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ import fnmatch
 import json
 import logging
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -53,6 +54,7 @@ from connectors.sparkplug_payload import (
     set_value,
     topic,
 )
+from connectors.state import state_dir
 
 if TYPE_CHECKING:
     from connectors.sparkplug import SparkplugConfig
@@ -103,7 +105,8 @@ class EdgeNode:
         self.bd_seq = -1  # of the connection in force (-1 before the first)
         self.host_online = config.primary_host_id is None
         self.source = f"sparkplug:{config.primary_host_id or 'dcmd'}"
-        self._next_bd_seq = 0
+        self._bd_seq_file = state_dir() / f"sparkplug-{self.group}-{self.node}.bdseq"
+        self._next_bd_seq = self._load_bd_seq()
         self._seq = 0
         self._born = False  # NBIRTH sent in this session (and the host, if any, online)
         self._started = False  # subscriptions in place: births may go out
@@ -116,9 +119,30 @@ class EdgeNode:
         self._metric_ok: dict[str, bool] = {}
 
     # ----------------------------------------------------------------- session
+    def _load_bd_seq(self) -> int:
+        """bdSeq goes on across restarts (a host matches an NDEATH to its NBIRTH by it)."""
+        try:
+            value = int(self._bd_seq_file.read_text().strip())
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            log.warning("sparkplug: cannot read %s (%s): bdSeq starts at 0", self._bd_seq_file, exc)
+            return 0
+        return value % 256
+
+    def _save_bd_seq(self) -> None:
+        try:
+            self._bd_seq_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._bd_seq_file.with_suffix(".tmp")
+            tmp.write_text(f"{self._next_bd_seq}\n")
+            os.replace(tmp, self._bd_seq_file)  # atomic: never a half-written number
+        except OSError as exc:
+            log.warning("sparkplug: cannot save bdSeq to %s: %s", self._bd_seq_file, exc)
+
     def will(self) -> Publication:
         """The NDEATH for the next connect (called by MqttClient before each connect)."""
         self.bd_seq, self._next_bd_seq = self._next_bd_seq, (self._next_bd_seq + 1) % 256
+        self._save_bd_seq()
         payload = Payload(timestamp=now_ms())
         set_value(payload.metrics.add(name=BD_SEQ, datatype=INT64), INT64, self.bd_seq)
         return Publication(topic(self.group, "NDEATH", self.node), payload.SerializeToString(), 1, False)

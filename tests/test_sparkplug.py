@@ -441,3 +441,15 @@ async def test_agent_publishes_its_assets_as_sparkplug_devices(
     scored = [b for b in births.values() if {"temp", "power", "score/anomaly"} <= set(b)]
     assert scored, "readings and the anomaly score are published as metrics"
     assert [p.seq for _, p in messages] == [i % 256 for i in range(len(messages))]
+
+
+def test_bd_seq_goes_on_across_restarts() -> None:
+    """A restarted node never reuses the bdSeq of its last session: hosts match NDEATH to NBIRTH by it."""
+
+    def bd_seq(will_payload: bytes) -> int:
+        return int(Payload.FromString(will_payload).metrics[0].long_value)
+
+    first = node()
+    assert [bd_seq(first.node.will().payload) for _ in range(3)] == [0, 1, 2]
+    restarted = node()  # a new process: the same group and node, the same state folder
+    assert bd_seq(restarted.node.will().payload) == 3
