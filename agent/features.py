@@ -25,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -326,12 +327,15 @@ class FeatureWindow:
         for key in touched:
             old = keys.get(key)
             if key in added:
-                ts_add, v_add = (np.array(c, np.float64) for c in added[key])
+                t_list, v_list = added[key]
+                in_order = all(a <= b for a, b in pairwise(t_list))
+                ts_add, v_add = np.array(t_list, np.float64), np.array(v_list, np.float64)
                 if old is None:
                     ts, v = ts_add, v_add
                 else:
+                    in_order = in_order and old[0][-1] <= t_list[0]
                     ts, v = np.concatenate((old[0], ts_add)), np.concatenate((old[1], v_add))
-                if len(ts) > 1 and (np.diff(ts) < 0).any():  # out of order: stable, ties keep arrival
+                if not in_order:  # a stable sort: readings sharing one ts keep their arrival order
                     order = np.argsort(ts, kind="stable")
                     ts, v = ts[order], v[order]
             else:
