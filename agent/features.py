@@ -217,13 +217,11 @@ class FeatureWindow:
         self._keys: dict[Key, tuple[np.ndarray, np.ndarray]] | None = None  # key -> (ts sorted, values)
         self._rows: dict[Key, Row] = {}  # key -> start, end, n, <stat>... (the incremental engine's)
         self._latest: dict[Key, tuple[float, float]] = {}
+        self._count = 0  # readings in the window (read from the loop while an update runs in a thread)
 
     @property
     def rows(self) -> int:
-        if self._keys is not None:
-            return sum(len(ts) for ts, _ in self._keys.values())
-        assert self._frame is not None
-        return self._frame.height
+        return self._count
 
     def update(self, batch: ReadingBatch, now: float) -> Features:
         """Add ``batch``, forget readings older than ``now - length_s``, and compute every statistic."""
@@ -249,6 +247,7 @@ class FeatureWindow:
         if frame.n_chunks() > 16:  # one chunk per update: copy the window only now and then
             frame = frame.rechunk()
         self._frame = frame
+        self._count = frame.height
         grouped = frame.group_by("asset", "signal").agg(
             pl.col("ts").min().alias("start"),
             pl.col("ts").max().alias("end"),
@@ -320,6 +319,7 @@ class FeatureWindow:
                 ts_new, v_new = added.setdefault((asset, signal), ([], []))
                 ts_new.append(t)
                 v_new.append(value)
+        count = self._count
         touched = set(added)
         touched.update(key for key, row in rows.items() if row[0] <= cutoff)
         if len(touched) > MAX_TOUCHED:
@@ -343,6 +343,7 @@ class FeatureWindow:
                 ts, v = old
             keep = int(np.searchsorted(ts, cutoff, side="right"))
             ts, v = ts[keep:], v[keep:]
+            count += len(ts) - (0 if old is None else len(old[0]))
             if len(ts) == 0:
                 keys.pop(key, None)
                 rows.pop(key, None)
@@ -351,6 +352,7 @@ class FeatureWindow:
             keys[key] = (ts, v)
             rows[key] = self._row(ts, v)
             latest[key] = (float(ts[-1]), float(v[-1]))
+        self._count = count
         ready = {
             key: row
             for key, row in rows.items()
