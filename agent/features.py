@@ -1,10 +1,23 @@
-"""Per-signal rolling windows and their statistics, computed with Polars.
+"""Per-signal rolling windows and their statistics: Polars for batches, NumPy per signal for a few readings.
 
-Readings accumulate as a columnar ReadingBatch (no per-reading object). Every ``every_s`` the agent
-hands the batch to :meth:`FeatureWindow.update`, which appends it to the retained window as one frame,
-drops what fell out of ``length_s``, and aggregates every (asset, signal) in one ``group_by``. The
-result, a :class:`Features` table, turns into the matrix a model declares with :meth:`Features.matrix`.
-Polars releases the GIL, so ``update`` runs in a worker thread while the loop keeps ingesting.
+Readings accumulate as a columnar ReadingBatch (no per-reading object). Every ``every_s`` (or, with
+``window.trigger: readings``, as soon as readings are pending) the agent hands the batch to
+:meth:`FeatureWindow.update`, which adds it to the retained window, drops what fell out of
+``length_s``, and computes the statistics of every (asset, signal). The result, a :class:`Features`
+table, turns into the matrix a model declares with :meth:`Features.matrix`. ``update`` runs in a worker
+thread while the loop keeps ingesting.
+
+Two engines give the same statistics (to float rounding; ``tests/test_features_incremental.py``):
+
+- *full*: a batch of more than ``SMALL_BATCH`` readings is appended to the retained Polars frame as one
+  frame, trimmed, and aggregated in one ``group_by`` (Polars releases the GIL: > 1M readings/s);
+- *incremental*: an update of a few readings (the ``trigger: readings`` case) touches only the
+  (asset, signal) keys it brings, plus the keys whose oldest reading fell out of the window. Each key
+  keeps its readings as NumPy arrays sorted by time; the key's statistics are recomputed from them
+  and the others are kept. A whole-window ``group_by`` costs ~1 ms of fixed Polars overhead per call
+  whatever its size; this costs a few µs per touched key. The per-key arrays are cut from the Polars
+  frame when the first small update comes after a full one, and the frame is rebuilt from the arrays
+  when the next full update comes (never both kept up to date at once).
 """
 
 from __future__ import annotations
@@ -12,6 +25,8 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -19,6 +34,13 @@ import polars as pl
 from connectors.readings import ReadingBatch
 
 _SCHEMA = {"asset": pl.String, "signal": pl.String, "ts": pl.Float64, "value": pl.Float64}
+
+SMALL_BATCH = 64  # at most this many readings: the incremental engine
+MAX_TOUCHED = 256  # more keys to recompute than this: one Polars group_by is cheaper
+MAX_CUT_ROWS = 262_144  # a larger window stays with the full engine
+
+Key = tuple[str, str]
+Row = tuple[Any, ...]  # start, end, n, <stat>... (None where Polars gives null)
 
 
 def _stat(name: str) -> pl.Expr:
@@ -41,42 +63,125 @@ def _stat(name: str) -> pl.Expr:
     raise ValueError(f"unknown statistic {name!r}")
 
 
-@dataclass(frozen=True, slots=True)
-class Features:
-    """One row per (asset, signal) with a column per statistic, plus the window's bounds."""
+def _np_stat(name: str, ts: np.ndarray, v: np.ndarray) -> float | None:
+    """``_stat`` for one key's readings, ``ts`` sorted (``v`` in the same order), ``len(v) >= 1``."""
+    match name:
+        case "mean":
+            return float(v.mean())
+        case "std":  # Polars' default: ddof = 1, null for one reading
+            return float(v.std(ddof=1)) if len(v) > 1 else None
+        case "min":
+            return float(v.min())
+        case "max":
+            return float(v.max())
+        case "median":
+            return float(np.median(v))
+        case "first":
+            return float(v[0])
+        case "last":
+            return float(v[-1])
+        case "count":
+            return float(len(v))
+        case "range":
+            return float(v.max() - v.min())
+        case "slope":
+            tc = ts - ts.mean()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                slope = float((tc * (v - v.mean())).sum() / (tc * tc).sum())
+            return None if np.isnan(slope) else slope
+    raise ValueError(f"unknown statistic {name!r}")
 
-    frame: pl.DataFrame  # asset, signal, start, end, n, <stat>...
-    computed_at: float
-    latest: dict[tuple[str, str], tuple[float, float]]  # (asset, signal) -> (ts, value) of the newest reading
+
+class Features:
+    """One row per (asset, signal) with a column per statistic, plus the window's bounds.
+
+    Made from a Polars ``frame`` (the full engine) or from ``rows`` (the incremental engine:
+    (asset, signal) -> (start, end, n, <stat>...)); each form is derived from the other on demand."""
+
+    __slots__ = ("_frame", "_rows", "computed_at", "latest", "stats")
+
+    def __init__(
+        self,
+        frame: pl.DataFrame | None,
+        computed_at: float,
+        latest: dict[Key, tuple[float, float]],  # (asset, signal) -> (ts, value) of the newest reading
+        *,
+        rows: dict[Key, Row] | None = None,
+        stats: Sequence[str] = (),
+    ) -> None:
+        if frame is None and rows is None:
+            raise ValueError("Features needs a frame or rows")
+        self._frame = frame
+        self._rows = rows
+        self.computed_at = computed_at
+        self.latest = latest
+        self.stats = list(stats)
+
+    @property
+    def frame(self) -> pl.DataFrame:  # asset, signal, start, end, n, <stat>...
+        if self._frame is None:
+            assert self._rows is not None
+            keys = list(self._rows)
+            columns: list[list[Any]] = [list(c) for c in zip(*self._rows.values(), strict=True)] or [
+                [] for _ in range(3 + len(self.stats))
+            ]
+            data: dict[str, Any] = {
+                "asset": pl.Series("asset", [a for a, _ in keys], pl.String),
+                "signal": pl.Series("signal", [s for _, s in keys], pl.String),
+                "start": pl.Series("start", columns[0], pl.Float64),
+                "end": pl.Series("end", columns[1], pl.Float64),
+                "n": pl.Series("n", columns[2], pl.UInt32),
+            }
+            for i, stat in enumerate(self.stats):
+                data[stat] = pl.Series(stat, columns[3 + i], pl.Float64)
+            self._frame = pl.DataFrame(data)
+        return self._frame
 
     def assets(self, patterns: Sequence[str]) -> list[str]:
-        names = self.frame.get_column("asset").unique().sort().to_list()
+        if self._rows is not None:
+            names = sorted({a for a, _ in self._rows})
+        else:
+            names = self.frame.get_column("asset").unique().sort().to_list()
         return [a for a in names if any(fnmatch.fnmatchcase(a, p) for p in patterns)]
 
     def matrix(self, inputs: Sequence[str], patterns: Sequence[str] = ("*",)) -> FeatureMatrix:
         """Rows for every matching asset that has every input (``signal.stat``), float32 in input order.
 
         The statistics table holds one row per (asset, signal), a few hundred at most: after one Polars
-        filter the rows are assembled in Python, several times cheaper than a pivot and a join at
-        every evaluation (bench/latency.py)."""
+        filter (or none, from the incremental engine's rows) the rows are assembled in Python, several
+        times cheaper than a pivot and a join at every evaluation (bench/latency.py)."""
         parts = [f.rpartition(".") for f in inputs]
         stats = list(dict.fromkeys(stat for _, _, stat in parts))
-        rows = self.frame.filter(pl.col("signal").is_in(list({signal for signal, _, _ in parts})))
-        cols = rows.select("asset", "signal", "start", "end", *stats).to_dict(as_series=False)
+        signals = {signal for signal, _, _ in parts}
+        if self._rows is not None:
+            at = {"start": 0, "end": 1, **{s: 3 + i for i, s in enumerate(self.stats)}}
+            missing = [s for s in stats if s not in at]
+            if missing:
+                raise pl.exceptions.ColumnNotFoundError(", ".join(missing))
+            picked = [(key, row) for key, row in self._rows.items() if key[1] in signals]
+            cols: dict[str, list[Any]] = {
+                "asset": [a for (a, _), _ in picked],
+                "signal": [s for (_, s), _ in picked],
+            }
+            for name in ("start", "end", *stats):
+                cols[name] = [row[at[name]] for _, row in picked]
+        else:
+            rows = self.frame.filter(pl.col("signal").is_in(list(signals)))
+            cols = rows.select("asset", "signal", "start", "end", *stats).to_dict(as_series=False)
         index = {key: i for i, key in enumerate(zip(cols["asset"], cols["signal"], strict=True))}
         assets, values, starts, ends = [], [], [], []
         for asset in sorted({a for a in cols["asset"] if any(fnmatch.fnmatchcase(a, p) for p in patterns)}):
             found = [index.get((asset, signal)) for signal, _, _ in parts]
-            at = [i for i in found if i is not None]
-            if len(at) < len(found):
+            at_rows = [i for i in found if i is not None]
+            if len(at_rows) < len(found):
                 continue
-            row = [cols[stat][i] for (_, _, stat), i in zip(parts, at, strict=True)]
+            row = [cols[stat][i] for (_, _, stat), i in zip(parts, at_rows, strict=True)]
             if None in row:  # e.g. the slope of readings that all share one ts
                 continue
             assets.append(asset)
             values.append(row)
-            starts.append(min(cols["start"][i] for i in at))
-            ends.append(max(cols["end"][i] for i in at))
+            starts.append(min(cols["start"][i] for i in at_rows))
+            ends.append(max(cols["end"][i] for i in at_rows))
         matrix = np.array(values, np.float32) if values else np.empty((0, len(inputs)), np.float32)
         return FeatureMatrix(assets, matrix, starts, ends)
 
@@ -104,26 +209,45 @@ class FeatureWindow:
         self.min_samples = min_samples
         self.min_span_s = min_coverage * length_s
         self._aggs = [_stat(s).alias(s) for s in self.stats]
-        self._frame = pl.DataFrame(schema=_SCHEMA)
+        for s in self.stats:  # unknown names fail here, like the Polars expressions
+            _np_stat(s, np.zeros(1), np.zeros(1))
+        # Exactly one of the two holds the window: the Polars frame (None while the keys hold it) or
+        # the per-key arrays (None while the frame holds it).
+        self._frame: pl.DataFrame | None = pl.DataFrame(schema=_SCHEMA)
+        self._keys: dict[Key, tuple[np.ndarray, np.ndarray]] | None = None  # key -> (ts sorted, values)
+        self._rows: dict[Key, Row] = {}  # key -> start, end, n, <stat>... (the incremental engine's)
+        self._latest: dict[Key, tuple[float, float]] = {}
+        self._count = 0  # readings in the window (read from the loop while an update runs in a thread)
 
     @property
     def rows(self) -> int:
-        return self._frame.height
+        return self._count
 
     def update(self, batch: ReadingBatch, now: float) -> Features:
         """Add ``batch``, forget readings older than ``now - length_s``, and compute every statistic."""
+        if len(batch) <= SMALL_BATCH:
+            features = self._update_keys(batch, now)
+            if features is not None:
+                return features
+        return self._update_frame(batch, now)
+
+    # --- the full engine: one Polars group_by over the window
+
+    def _update_frame(self, batch: ReadingBatch, now: float) -> Features:
+        frame = self._frame if self._frame is not None else self._frame_of_keys()
+        self._keys = None
+        self._rows, self._latest = {}, {}
         if len(batch):
             new = pl.DataFrame(
                 {"asset": batch.assets, "signal": batch.signals, "ts": batch.ts, "value": batch.values},
                 schema=_SCHEMA,
             )
-            frame = pl.concat([self._frame, new], rechunk=False)
-        else:
-            frame = self._frame
+            frame = pl.concat([frame, new], rechunk=False)
         frame = frame.filter(pl.col("ts") > now - self.length_s)
         if frame.n_chunks() > 16:  # one chunk per update: copy the window only now and then
             frame = frame.rechunk()
         self._frame = frame
+        self._count = frame.height
         grouped = frame.group_by("asset", "signal").agg(
             pl.col("ts").min().alias("start"),
             pl.col("ts").max().alias("end"),
@@ -139,4 +263,99 @@ class FeatureWindow:
         stats = grouped.drop("\x1flatest").filter(
             (pl.col("n") >= self.min_samples) & (pl.col("end") - pl.col("start") >= self.min_span_s)
         )
-        return Features(stats, now, latest)
+        return Features(stats, now, latest, stats=self.stats)
+
+    def _frame_of_keys(self) -> pl.DataFrame:
+        assert self._keys is not None
+        if not self._keys:
+            return pl.DataFrame(schema=_SCHEMA)
+        keys = list(self._keys)
+        at = pl.Series(np.repeat(np.arange(len(keys)), [len(ts) for ts, _ in self._keys.values()]))
+        return pl.DataFrame(
+            {
+                "asset": pl.Series([a for a, _ in keys], dtype=pl.String).gather(at),
+                "signal": pl.Series([s for _, s in keys], dtype=pl.String).gather(at),
+                "ts": np.concatenate([ts for ts, _ in self._keys.values()]),
+                "value": np.concatenate([v for _, v in self._keys.values()]),
+            },
+            schema=_SCHEMA,
+        )
+
+    # --- the incremental engine: NumPy over the keys an update touches
+
+    def _cut_keys(self) -> None:
+        """The per-key arrays and statistics from the Polars frame (after a full update)."""
+        assert self._frame is not None
+        frame = self._frame.sort("asset", "signal", "ts", maintain_order=True)
+        self._frame = None
+        groups = frame.group_by("asset", "signal", maintain_order=True).len()
+        ts_all, v_all = frame.get_column("ts").to_numpy(), frame.get_column("value").to_numpy()
+        self._keys, self._rows, self._latest = {}, {}, {}
+        at = 0
+        for asset, signal, n in groups.iter_rows():
+            key, end = (asset, signal), at + n
+            ts, v = ts_all[at:end], v_all[at:end]
+            self._keys[key] = (ts, v)
+            self._rows[key] = self._row(ts, v)
+            self._latest[key] = (float(ts[-1]), float(v[-1]))
+            at = end
+
+    def _row(self, ts: np.ndarray, v: np.ndarray) -> Row:
+        return (float(ts[0]), float(ts[-1]), len(ts), *(_np_stat(s, ts, v) for s in self.stats))
+
+    def _update_keys(self, batch: ReadingBatch, now: float) -> Features | None:
+        """The update from the per-key arrays; None when a full update is cheaper."""
+        if self._keys is None:
+            assert self._frame is not None
+            if self._frame.height > MAX_CUT_ROWS:
+                return None  # a huge window: cutting it into keys costs more than a group_by
+            self._cut_keys()
+            assert self._keys is not None
+        keys, rows, latest = self._keys, self._rows, self._latest
+        cutoff = now - self.length_s
+        added: dict[Key, tuple[list[float], list[float]]] = {}
+        for asset, signal, t, value in zip(batch.assets, batch.signals, batch.ts, batch.values, strict=True):
+            if t > cutoff:
+                ts_new, v_new = added.setdefault((asset, signal), ([], []))
+                ts_new.append(t)
+                v_new.append(value)
+        count = self._count
+        touched = set(added)
+        touched.update(key for key, row in rows.items() if row[0] <= cutoff)
+        if len(touched) > MAX_TOUCHED:
+            return None
+        for key in touched:
+            old = keys.get(key)
+            if key in added:
+                t_list, v_list = added[key]
+                in_order = all(a <= b for a, b in pairwise(t_list))
+                ts_add, v_add = np.array(t_list, np.float64), np.array(v_list, np.float64)
+                if old is None:
+                    ts, v = ts_add, v_add
+                else:
+                    in_order = in_order and old[0][-1] <= t_list[0]
+                    ts, v = np.concatenate((old[0], ts_add)), np.concatenate((old[1], v_add))
+                if not in_order:  # a stable sort: readings sharing one ts keep their arrival order
+                    order = np.argsort(ts, kind="stable")
+                    ts, v = ts[order], v[order]
+            else:
+                assert old is not None
+                ts, v = old
+            keep = int(np.searchsorted(ts, cutoff, side="right"))
+            ts, v = ts[keep:], v[keep:]
+            count += len(ts) - (0 if old is None else len(old[0]))
+            if len(ts) == 0:
+                keys.pop(key, None)
+                rows.pop(key, None)
+                latest.pop(key, None)
+                continue
+            keys[key] = (ts, v)
+            rows[key] = self._row(ts, v)
+            latest[key] = (float(ts[-1]), float(v[-1]))
+        self._count = count
+        ready = {
+            key: row
+            for key, row in rows.items()
+            if row[2] >= self.min_samples and row[1] - row[0] >= self.min_span_s
+        }
+        return Features(None, now, dict(latest), rows=ready, stats=self.stats)

@@ -1,0 +1,133 @@
+"""The incremental engine of FeatureWindow (a few readings per update, NumPy per key) against the full
+Polars engine, over random sequences of small and large updates: out-of-order readings, readings already
+out of the window, keys appearing and expiring, min_samples / min_coverage warm-up."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import polars as pl
+import pytest
+
+from agent import features as features_module
+from agent.features import SMALL_BATCH, Features, FeatureWindow
+from connectors.readings import ReadingBatch
+
+T0 = 1_764_000_000.0
+STATS = ["mean", "std", "min", "max", "median", "first", "last", "count", "range", "slope"]
+INPUTS = ["temp.mean", "temp.slope", "power.std", "power.last", "vib.first", "vib.median", "temp.count"]
+
+
+class FullOnly(FeatureWindow):
+    """The reference: every update through the Polars group_by."""
+
+    def update(self, batch: ReadingBatch, now: float) -> Features:
+        return self._update_frame(batch, now)
+
+
+def close(a: object, b: object) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    assert isinstance(a, int | float) and isinstance(b, int | float)
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def assert_same(got: Features, want: Features, got_rows: int, want_rows: int) -> None:
+    assert got_rows == want_rows
+    g = got.frame.sort("asset", "signal")
+    w = want.frame.sort("asset", "signal")
+    assert g.schema == w.schema
+    assert g.select("asset", "signal", "n").to_dicts() == w.select("asset", "signal", "n").to_dicts()
+    for name in ["start", "end", *STATS]:
+        for x, y in zip(g.get_column(name).to_list(), w.get_column(name).to_list(), strict=True):
+            assert close(x, y), (name, x, y)
+    assert got.latest.keys() == want.latest.keys()
+    for key, (ts, value) in want.latest.items():
+        assert got.latest[key] == (ts, value), key
+    for patterns in (["*"], ["l1/*"]):
+        gm, wm = got.matrix(INPUTS, patterns), want.matrix(INPUTS, patterns)
+        assert gm.assets == wm.assets
+        np.testing.assert_allclose(gm.values, wm.values, rtol=1e-6, atol=1e-6)
+        assert gm.starts == wm.starts and gm.ends == wm.ends
+        assert got.assets(patterns) == want.assets(patterns)
+
+
+def random_batch(
+    rng: random.Random, now: float, size: int, keys: list[tuple[str, str]], used: set[float]
+) -> ReadingBatch:
+    batch = ReadingBatch()
+    for _ in range(size):
+        asset, signal = rng.choice(keys)
+        while True:  # distinct times: which of two readings at one ts is "last" is not defined
+            ts = now - rng.choice([0.0, rng.uniform(0, 1), rng.uniform(0, 6)])
+            if ts not in used:
+                used.add(ts)
+                break
+        batch.append(asset, signal, ts, rng.gauss(50, 10))
+    return batch
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_incremental_updates_match_the_full_engine(seed: int) -> None:
+    rng = random.Random(seed)
+    length = rng.choice([2.0, 5.0])
+    min_samples = rng.choice([1, 2, 5])
+    min_coverage = rng.choice([0.0, 0.3, 0.8])
+    keys = [(f"l{line}/a{i}", s) for line in (1, 2) for i in range(3) for s in ("temp", "power", "vib")]
+    subject = FeatureWindow(length, STATS, min_samples, min_coverage)
+    reference = FullOnly(length, STATS, min_samples, min_coverage)
+    now, used = T0, set[float]()
+    small = large = 0
+    for step in range(150):
+        now += rng.choice([0.0, 0.001, 0.05, 0.3, 1.0]) if step % 40 else length * 1.5  # all expire
+        active = rng.sample(keys, rng.randint(1, len(keys)))  # keys come and go
+        size = rng.choice([0, 1, 1, 2, 5, SMALL_BATCH]) if rng.random() < 0.85 else rng.randint(65, 400)
+        small += size <= SMALL_BATCH
+        large += size > SMALL_BATCH
+        batch = random_batch(rng, now, size, active, used)
+        got = subject.update(batch, now)
+        want = reference.update(batch, now)
+        assert_same(got, want, subject.rows, reference.rows)
+    assert small > 50 and large > 5
+
+
+def test_a_huge_batch_after_small_ones_sees_every_reading() -> None:
+    fw = FeatureWindow(10.0, ["count", "mean"], min_samples=1)
+    for i in range(100):
+        b = ReadingBatch()
+        b.append("a", "x", T0 + i * 0.01, float(i))
+        fw.update(b, T0 + i * 0.01)
+    assert fw._keys is not None  # the incremental engine held the window
+    big = ReadingBatch()
+    for i in range(100, 300):
+        big.append("a", "x", T0 + i * 0.01, float(i))
+    row = fw.update(big, T0 + 3).frame.row(0, named=True)
+    assert fw._keys is None and fw.rows == 300
+    assert row["count"] == 300 and row["mean"] == pytest.approx(149.5)
+
+
+def test_keys_expire_without_new_readings() -> None:
+    fw = FeatureWindow(1.0, ["last"], min_samples=1)
+    b = ReadingBatch()
+    b.append("a", "x", T0, 1.0)
+    b.append("b", "x", T0 + 0.5, 2.0)
+    assert set(fw.update(b, T0 + 0.6).latest) == {("a", "x"), ("b", "x")}
+    features = fw.update(ReadingBatch(), T0 + 1.2)
+    assert set(features.latest) == {("b", "x")} and fw.rows == 1
+    assert features.frame.get_column("asset").to_list() == ["b"]
+    empty = fw.update(ReadingBatch(), T0 + 2)
+    assert empty.latest == {} and empty.frame.height == 0 and fw.rows == 0
+    assert empty.frame.schema == FullOnly(1.0, ["last"]).update(ReadingBatch(), T0).frame.schema
+
+
+def test_many_touched_keys_fall_back_to_polars(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(features_module, "MAX_TOUCHED", 2)
+    fw = FeatureWindow(10.0, ["mean"], min_samples=1)
+    b = ReadingBatch()
+    for i in range(5):
+        b.append(f"a{i}", "x", T0 + i, float(i))
+    features = fw.update(b, T0 + 5)
+    assert fw._keys is None and sorted(features.frame.get_column("mean").to_list()) == [0, 1, 2, 3, 4]
+    assert isinstance(features.frame, pl.DataFrame)
