@@ -106,7 +106,7 @@ def raw_round(url: str, topic: str, flood: Path, messages: int) -> float:
 
 async def agent_round(url: str, topic: str, flood: Path, messages: int) -> tuple[float, int]:
     cfg = load_config(ROOT / "configs" / "edge.yaml", environ={}, broker_url=url)
-    agent = Agent(cfg)
+    agent = Agent(cfg.model_copy(update={"planning": None}))  # no production day: its loads are not here
     stop = asyncio.Event()
     first = last = 0.0
     async with asyncio.TaskGroup() as tasks:
