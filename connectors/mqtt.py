@@ -218,21 +218,30 @@ def filters_overlap(a: str, b: str) -> bool:
     return len(la) == len(lb) or (len(longer) == len(shorter) + 1 and longer[-1] == "#")
 
 
-def split_url(url: str) -> tuple[Literal["mqtt", "mqtts"], str, int]:
-    """``mqtt://host:port`` → ``("mqtt", host, port)``; ValueError with the reason otherwise."""
+def split_service_url(
+    url: str, schemes: tuple[str, ...], expected: str, what: str = "url"
+) -> tuple[str, str, int | None]:
+    """``scheme://host[:port][/path]`` → ``(scheme, host, port or None)``; ValueError with the reason
+    otherwise (a scheme not in ``schemes``, a bad port, credentials in the url, no host)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(f"expected mqtt://host[:port] or mqtts://host[:port], got {url!r}")
+    if parts.scheme not in schemes:
+        raise ValueError(f"expected {expected}, got {url!r}")
     try:
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"invalid port in {url!r}") from exc
     if parts.username is not None or parts.password is not None:
-        raise ValueError("put credentials in username / password (or password_file), not in the url")
+        raise ValueError(f"put credentials in username / password (or password_file), not in the {what}")
     if not parts.hostname:
         raise ValueError(f"no host in {url!r}")
-    scheme: Literal["mqtt", "mqtts"] = "mqtts" if parts.scheme == "mqtts" else "mqtt"
-    return scheme, parts.hostname, port or (8883 if scheme == "mqtts" else 1883)
+    return parts.scheme, parts.hostname, port
+
+
+def split_url(url: str) -> tuple[Literal["mqtt", "mqtts"], str, int]:
+    """``mqtt://host:port`` → ``("mqtt", host, port)``; ValueError with the reason otherwise."""
+    kind, host, port = split_service_url(url, ("mqtt", "mqtts"), "mqtt://host[:port] or mqtts://host[:port]")
+    scheme: Literal["mqtt", "mqtts"] = "mqtts" if kind == "mqtts" else "mqtt"
+    return scheme, host, port or (8883 if scheme == "mqtts" else 1883)
 
 
 @dataclass(frozen=True, slots=True)

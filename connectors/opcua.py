@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -58,7 +57,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from connectors.errors import ConnectorError
-from connectors.mqtt import read_secret, resolve_path
+from connectors.mqtt import read_secret, resolve_path, split_service_url
 from connectors.plant import PlantLink
 from connectors.readings import ReadingBatch
 
@@ -394,18 +393,8 @@ def _node_key(text: str) -> str:
 
 def split_endpoint(url: str) -> tuple[str, int]:
     """``opc.tcp://host:port/path`` → ``(host, port)``; ValueError with the reason otherwise."""
-    parts = urlsplit(url)
-    if parts.scheme != "opc.tcp":
-        raise ValueError(f"expected opc.tcp://host[:port][/path], got {url!r}")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"invalid port in {url!r}") from exc
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("put credentials in username / password (or password_file), not in the endpoint")
-    if not parts.hostname:
-        raise ValueError(f"no host in {url!r}")
-    return parts.hostname, port or 4840
+    _, host, port = split_service_url(url, ("opc.tcp",), "opc.tcp://host[:port][/path]", "endpoint")
+    return host, port or 4840
 
 
 @dataclass(slots=True)
