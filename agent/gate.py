@@ -60,7 +60,9 @@ class SetpointGate:
         job_deadline: Callable[[str], float | None] = lambda _job_id: None,
         sinks: Sequence[PlantConnector] = (),
         write_timeout_s: float = 5.0,
+        locks_unknown: Callable[[], str | None] = lambda: None,
     ) -> None:
+        self.locks_unknown = locks_unknown  # why operator locks may be missed right now, None when known
         self.sinks = sinks  # plant connectors that write setpoints (OPC UA, Modbus, ...)
         self.write_timeout_s = write_timeout_s
         self.current: dict[str, float] = {}  # the last value written per asset
@@ -80,7 +82,9 @@ class SetpointGate:
         now = time.time() if now is None else now
         if p.source != "ramp":
             self.safety.drop_ramp(p.asset)
-        verdict = self.safety.evaluate(p, now)
+        unknown = self.locks_unknown()
+        # fail safe: while the lock channel is down, an operator's lock could be missed: nothing is written
+        verdict = Verdict("refused", None, unknown, "lock") if unknown else self.safety.evaluate(p, now)
         self.verdicts[verdict.status] += 1
         try:
             await self.audit.write(
@@ -242,6 +246,11 @@ class SetpointGate:
 
     async def on_lock(self, topic: str, payload: bytes) -> None:
         """A (retained) message on ``qx/v1/{site}/lock/{asset}``; anything unclear locks."""
+        await self.audit_lock(*self.apply_lock(topic, payload))
+
+    def apply_lock(self, topic: str, payload: bytes) -> tuple[str, bool, str]:
+        """Put a lock message in force at once (no await: nothing can slip in between); returns what
+        :meth:`audit_lock` records."""
         asset = topic.removeprefix(self.topic("lock/"))
         text = payload.decode("utf-8", "replace").strip()
         locked = text.lower() not in _UNLOCK
@@ -258,10 +267,13 @@ class SetpointGate:
             self.safety.drop_ramp(asset)
         else:
             self.safety.locks.pop(asset, None)
+        log.warning("%s %s (%s)", asset, "locked" if locked else "unlocked", with_reason)
+        return asset, locked, with_reason
+
+    async def audit_lock(self, asset: str, locked: bool, with_reason: str) -> None:
         await self.audit.write(
             "lock", "locked" if locked else "unlocked", asset=asset, reason=with_reason or None
         )
-        log.warning("%s %s (%s)", asset, "locked" if locked else "unlocked", with_reason)
 
     async def record_decision(self, kind: str, provenance: dict[str, Any]) -> None:
         """An offloaded decision (from the data center or the local fallback), for the record."""

@@ -127,6 +127,7 @@ class Agent:
             will=Publication(state, b"offline"),
             birth=(Publication(state, b"online"),),
             fresh_only=(self.topic("setpoints/#"),),  # never written late after an outage
+            start_offline=True,  # readings, telemetry and the outbox go on while the broker is away
         ) as mqtt:
             self.mqtt = mqtt
             try:
@@ -168,7 +169,7 @@ class Agent:
             uplink = self.uplink = mqtt
             if self.config.uplink is not None:
                 uplink = self.uplink = await stack.enter_async_context(
-                    MqttClient(self.config.uplink, role=f"uplink-{self.site}")
+                    MqttClient(self.config.uplink, role=f"uplink-{self.site}", start_offline=True)
                 )
             if self.config.telemetry is not None:
 
@@ -181,11 +182,25 @@ class Agent:
                 )
                 self.window = ObservedWindow.of(self.window)
                 self.plant.append(TelemetryPublisher(self.site, self.config.telemetry, box, self.window))
-            gate = self.gate = SetpointGate(
-                self.safety, audit, mqtt, self.site, self._job_deadline, sinks=self.plant
-            )
-            # locks first: the retained ones must be in force before any proposal is handled
+            # locks first: the retained ones must be in force before any proposal is handled, and while
+            # they cannot be known (the plant broker away, or back but its retained locks not yet read)
+            # the gate writes nothing
             locks = await mqtt.subscribe(self.topic("lock/#"), qos=1)
+
+            def locks_unknown() -> str | None:
+                if mqtt.connected and locks.active.is_set() and not locks.backlog:
+                    return None
+                return "operator locks unknown: the plant broker is not reachable"
+
+            gate = self.gate = SetpointGate(
+                self.safety,
+                audit,
+                mqtt,
+                self.site,
+                self._job_deadline,
+                sinks=self.plant,
+                locks_unknown=locks_unknown,
+            )
             proposals = await mqtt.subscribe(self.topic("proposals/#"), qos=1)
             for topic, payload in locks.drain():
                 await gate.on_lock(topic, payload)
@@ -199,7 +214,7 @@ class Agent:
                 for sub, dec in sources
             ]
             loops.append(tasks.create_task(each_message(proposals, gate.on_proposal), name="proposals"))
-            loops.append(tasks.create_task(each_message(locks, gate.on_lock), name="locks"))
+            loops.append(tasks.create_task(_apply_locks(locks, gate), name="locks"))
             loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
             link = PlantLink(self.site, self.config.broker, self._accept, self._plant_proposal)
             loops.extend(tasks.create_task(c.run(link), name=c.name) for c in self.plant)
@@ -343,3 +358,20 @@ class Agent:
                         provenance=proposed.provenance,
                     )
                 )
+
+
+async def _apply_locks(subscription: Subscription, gate: SetpointGate) -> None:
+    """Every lock of a batch is in force before anything else runs (no await between taking the batch
+    and applying it), then each is audited."""
+    async for batch in subscription:
+        applied = []
+        for topic, payload in batch:
+            try:
+                applied.append(gate.apply_lock(topic, payload))
+            except Exception:
+                log.exception("could not apply a lock message on %s", topic)
+        for lock in applied:
+            try:
+                await gate.audit_lock(*lock)
+            except Exception:
+                log.exception("could not audit the lock of %s", lock[0])

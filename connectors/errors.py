@@ -50,7 +50,11 @@ class ConnectorError(QxError):
 
 
 class BrokerUnavailable(ConnectorError):
-    """The MQTT broker could not be reached or refused the connection."""
+    """The MQTT broker could not be reached or (``refused``) refused the connection."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class PayloadError(QxError, ValueError):

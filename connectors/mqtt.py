@@ -265,6 +265,7 @@ class Subscription:
         self._buffer: list[Message] = []
         self._wake = asyncio.Event()
         self._closed = False
+        self.active = asyncio.Event()  # the broker acknowledged it on the current connection
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         # Runs inside loop_read() on the event loop thread: keep it tiny.
@@ -329,10 +330,15 @@ class MqttClient:
         clean_session: bool = True,
         on_connect: Callable[[], None] | None = None,
         fresh_only: tuple[str, ...] = (),
+        start_offline: bool = False,
     ) -> None:
         """``fresh_only``: topic filters whose QoS 1 messages are never held across an outage (setpoints):
         refused while the link is down and dropped from paho's queue when it goes down (``stale_dropped``).
+        ``start_offline``: a broker that cannot be reached at start is no error, the client keeps trying
+        in the background (one that refuses the connection, e.g. bad credentials, still is).
         """
+        self.start_offline = start_offline
+        self._resubscribed: dict[int, Subscription] = {}
         self.config = config
         self.birth = birth
         self.will = will
@@ -387,7 +393,12 @@ class MqttClient:
     async def __aenter__(self) -> MqttClient:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        await self._connect(first=True)
+        try:
+            await self._connect(first=True)
+        except BrokerUnavailable as exc:
+            if not self.start_offline or exc.refused:
+                raise
+            log.warning("%s; starting without it, reconnecting in the background", exc)
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._maintainer = tasks.create_task(self._maintain(), name=f"mqtt-maintain[{self.client_id}]")
         return self
@@ -421,8 +432,9 @@ class MqttClient:
         match_filter = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
         self._paho.message_callback_add(match_filter, sub._on_message)
         self._subscriptions.append(sub)
-        if self.connected:
+        if self.connected:  # else the subscription is made on the next connect
             await self._await_suback(self._paho.subscribe(topic_filter, qos), topic_filter)
+            sub.active.set()
         return sub
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
@@ -484,7 +496,8 @@ class MqttClient:
             ) from exc
         if code.is_failure:
             self._drop_socket()
-            raise BrokerUnavailable(f"the MQTT broker at {cfg.url} refused the connection: {code}")
+            refusal = f"the MQTT broker at {cfg.url} refused the connection: {code}"
+            raise BrokerUnavailable(refusal, refused=True)
 
     def _on_connect(self, _c: paho.Client, _u: Any, _flags: Any, code: ReasonCode, _props: Any) -> None:
         if self._connack is not None and not self._connack.done():
@@ -494,7 +507,9 @@ class MqttClient:
         self._disconnected.clear()
         self._connected.set()
         for sub in self._subscriptions:
-            self._paho.subscribe(sub.topic_filter, sub.qos)
+            rc, mid = self._paho.subscribe(sub.topic_filter, sub.qos)
+            if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                self._resubscribed[mid] = sub
         for msg in self.birth:
             self._paho.publish(msg.topic, msg.payload, msg.qos, msg.retain)
         log.info("connected to %s", self.config.url)
@@ -505,6 +520,9 @@ class MqttClient:
         was_connected = self._connected.is_set()
         self._connected.clear()
         self._disconnected.set()
+        self._resubscribed.clear()
+        for sub in self._subscriptions:
+            sub.active.clear()
         if self.fresh_only:
             self._drop_stale()
         if was_connected and not self._closing:
@@ -541,6 +559,9 @@ class MqttClient:
             self._suback.pop(mid, None)
 
     def _on_subscribe(self, _c: paho.Client, _u: Any, mid: int, codes: list[ReasonCode], _props: Any) -> None:
+        resubscribed = self._resubscribed.pop(mid, None)
+        if resubscribed is not None and not any(c.is_failure for c in codes):
+            resubscribed.active.set()
         fut = self._suback.get(mid)
         if fut is None or fut.done():
             return

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from agent.pipeline import Agent
+from agent.safety import Proposal
 from connectors.embedded_broker import EmbeddedBroker
 
 from .conftest import Watcher, edge_config
@@ -167,3 +168,46 @@ async def test_dry_run_audits_but_writes_nothing(
     assert [(r["proposed"], r["dry_run"]) for r in rows] == [(0.5, True), (3.0, True)]
     assert all(r["verdict"] in ("accepted", "clamped") and 0.3 <= r["value"] <= 1.0 for r in rows)
     assert rows[1]["verdict"] == "clamped"
+
+
+async def test_starts_without_the_broker_and_writes_nothing_until_the_locks_are_known() -> None:
+    """The plant broker is down when the agent starts: it runs anyway (readings, telemetry), but no
+    setpoint passes the gate until the broker is back and its retained operator locks are in force."""
+    late = EmbeddedBroker()  # not started yet: nothing listens on its port
+    cfg = edge_config(
+        late.url,
+        broker__reconnect_max_s="1",
+        safety__envelopes__0__min_dwell_s="0",
+        safety__envelopes__0__max_rate_per_s="100",
+        safety__envelopes__0__interlocks="[]",
+    )
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+
+    def proposal(asset: str) -> Proposal:
+        now = time.time()
+        return Proposal(asset, 0.7, "topic:test", now, now)
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(agent.run(stop))
+        await asyncio.wait_for(agent.ready.wait(), 30)
+        assert agent.gate is not None and agent.mqtt is not None and not agent.mqtt.connected
+        refused = await agent.gate.propose(proposal("line1/pump2"))
+        assert refused.status == "refused" and refused.limit == "lock", refused
+        assert "locks unknown" in refused.reason
+        await asyncio.to_thread(late.start)
+        watcher = Watcher(late.url)
+        try:
+            watcher.publish(f"qx/v1/{SITE}/lock/line1/pump1", b"maintenance", retain=True)
+            deadline = time.monotonic() + 30
+            while not (agent.mqtt.connected and "line1/pump1" in agent.safety.locks):
+                assert time.monotonic() < deadline, "the agent never connected or never read the lock"
+                await asyncio.sleep(0.05)
+            locked = await agent.gate.propose(proposal("line1/pump1"))
+            assert locked.status == "refused" and "maintenance" in locked.reason
+            accepted = await agent.gate.propose(proposal("line1/pump2"))
+            assert accepted.status == "accepted" and accepted.value == 0.7, accepted
+        finally:
+            stop.set()
+            watcher.close()
+    late.stop()
