@@ -1,17 +1,21 @@
 """The agent's closed loop: readings in → feature windows → inference → rules → setpoints out.
 
-One MQTT connection to the plant broker carries everything, in a TaskGroup:
+The plant broker (and, when configured, a separate data-center uplink) and every plant connector run
+in one TaskGroup:
 
 - one ingest task per subscribed topic filter decodes each *batch* of messages into the pending
-  ReadingBatch and dead-letters what is invalid (``qx/v1/{site}/deadletter``, with the reason);
-- the evaluation task wakes every ``window.every_s``, swaps the pending batch out and runs windows +
-  inference in a worker thread (Polars and ONNX Runtime release the GIL, the loop keeps ingesting),
-  then applies the rules and publishes setpoints on ``qx/v1/{site}/setpoints/{asset}``.
+  ReadingBatch and dead-letters what is invalid (``qx/v1/{site}/deadletter``, with the reason); plant
+  connectors (OPC UA, Modbus, Sparkplug) add their batches to the same pending batch;
+- the evaluation task wakes every ``window.every_s`` (or as soon as readings are pending with
+  ``trigger: readings``), swaps the pending batch out and runs windows + inference in a worker thread
+  (Polars and ONNX Runtime release the GIL, the loop keeps ingesting), then applies the rules;
+- every proposal (rules, the production day, ``qx/v1/{site}/proposals/#``, Sparkplug DCMD) goes
+  through the setpoint gate: safety envelope, audit row, then the setpoint topic and the connectors;
+- telemetry goes upstream through the disk outbox; plans go to the data center with a deadline.
 
 The retained ``online`` state is published on every connect; ``offline`` is the MQTT will, and is
 published on a graceful stop.
 """
-
 from __future__ import annotations
 
 import asyncio
