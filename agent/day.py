@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from agent.gate import SetpointGate
-from agent.planning import DayPlanner, Latest, PlanningConfig, blocks
-from agent.safety import Proposal
+from agent.planning import DayPlanner, PlanningConfig, blocks
+from agent.safety import Latest, Proposal
 from hybrid.client import OffloadClient
 from hybrid.problems import scheduling
 

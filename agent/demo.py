@@ -98,18 +98,12 @@ async def run_once(
         tasks.create_task(agent.run(stop), name="agent")
         await agent.ready.wait()
         simulation = tasks.create_task(plant.run(), name="simulator")
-        while True:
-            day = agent.day
-            finished = day.done.is_set() if day is not None else time.monotonic() - started >= duration_s
-            if finished:
+        tick = 2.0 if progress is not None else 0.2
+        while True:  # until the production day is done, or for duration_s without one
+            left = duration_s - (time.monotonic() - started)
+            if agent.day.done.is_set() if agent.day is not None else left <= 0:
                 break
-            await asyncio.sleep(
-                min(2.0, max(0.05, duration_s - (time.monotonic() - started)))
-                if day is None
-                else 2.0
-                if progress is not None
-                else 0.2
-            )
+            await asyncio.sleep(tick if agent.day is not None else min(tick, left))
             if progress is not None:
                 progress(_progress_line(time.monotonic() - started, agent, plant))
         await asyncio.sleep(cfg.window.every_s * 1.5)  # let the last readings be evaluated

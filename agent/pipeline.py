@@ -16,6 +16,7 @@ in one TaskGroup:
 The retained ``online`` state is published on every connect; ``offline`` is the MQTT will, and is
 published on a graceful stop.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -41,6 +41,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.safety import Latest
 from hybrid.problems.scheduling import (
     LoadSchedule,
     Plan,
@@ -50,8 +51,6 @@ from hybrid.problems.scheduling import (
     repair,
     violations,
 )
-
-Latest = Mapping[tuple[str, str], tuple[float, float]]  # (asset, signal) -> (ts, value)
 
 
 class Order(BaseModel):
