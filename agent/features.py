@@ -23,7 +23,7 @@ Two engines give the same statistics (to float rounding; ``tests/test_features_i
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -144,8 +144,11 @@ class Features:
             names = self.frame.get_column("asset").unique().sort().to_list()
         return [a for a in names if any(fnmatch.fnmatchcase(a, p) for p in patterns)]
 
-    def matrix(self, inputs: Sequence[str], patterns: Sequence[str] = ("*",)) -> FeatureMatrix:
-        """Rows for every matching asset that has every input (``signal.stat``), float32 in input order.
+    def matrix(
+        self, inputs: Sequence[str], patterns: Sequence[str] = ("*",), only: Collection[str] | None = None
+    ) -> FeatureMatrix:
+        """Rows for every matching asset (of those in ``only`` when given) that has every input
+        (``signal.stat``), float32 in input order.
 
         The statistics table holds one row per (asset, signal), a few hundred at most: after one Polars
         filter (or none, from the incremental engine's rows) the rows are assembled in Python, several
@@ -158,7 +161,11 @@ class Features:
             missing = [s for s in stats if s not in at]
             if missing:
                 raise pl.exceptions.ColumnNotFoundError(", ".join(missing))
-            picked = [(key, row) for key, row in self._rows.items() if key[1] in signals]
+            picked = [
+                (key, row)
+                for key, row in self._rows.items()
+                if key[1] in signals and (only is None or key[0] in only)
+            ]
             cols: dict[str, list[Any]] = {
                 "asset": [a for (a, _), _ in picked],
                 "signal": [s for (_, s), _ in picked],
@@ -170,7 +177,8 @@ class Features:
             cols = rows.select("asset", "signal", "start", "end", *stats).to_dict(as_series=False)
         index = {key: i for i, key in enumerate(zip(cols["asset"], cols["signal"], strict=True))}
         assets, values, starts, ends = [], [], [], []
-        for asset in sorted({a for a in cols["asset"] if any(fnmatch.fnmatchcase(a, p) for p in patterns)}):
+        names = {a for a in cols["asset"] if only is None or a in only}
+        for asset in sorted(a for a in names if any(fnmatch.fnmatchcase(a, p) for p in patterns)):
             found = [index.get((asset, signal)) for signal, _, _ in parts]
             at_rows = [i for i in found if i is not None]
             if len(at_rows) < len(found):

@@ -7,8 +7,11 @@ in one TaskGroup:
   ReadingBatch and dead-letters what is invalid (``qx/v1/{site}/deadletter``, with the reason); plant
   connectors (OPC UA, Modbus, Sparkplug) add their batches to the same pending batch;
 - the evaluation task wakes every ``window.every_s`` (or as soon as readings are pending with
-  ``trigger: readings``), swaps the pending batch out and runs windows + inference in a worker thread
-  (Polars and ONNX Runtime release the GIL, the loop keeps ingesting), then applies the rules;
+  ``trigger: readings``), swaps the pending batch out and runs windows + inference, then applies the
+  rules. A small batch whose previous evaluation took under ``INLINE_EVALUATION_S`` runs on the loop
+  (the incremental window engine and a small model: tens of µs, less than the hand-off to a thread
+  and back); anything bigger runs in a worker thread (Polars and ONNX Runtime release the GIL, the loop
+  keeps ingesting);
 - every proposal (rules, the production day, ``qx/v1/{site}/proposals/#``, Sparkplug DCMD) goes
   through the setpoint gate: safety envelope, audit row, then the setpoint topic and the connectors;
 - telemetry goes upstream through the disk outbox; plans go to the data center with a deadline.
@@ -33,7 +36,7 @@ from agent.audit import AuditLog
 from agent.config import EdgeConfig
 from agent.day import ProductionDay
 from agent.decisions import DerateRule, Scored
-from agent.features import FeatureWindow
+from agent.features import SMALL_BATCH, FeatureWindow
 from agent.gate import SetpointGate
 from agent.inference import OnnxModel
 from agent.metrics import AgentMetrics
@@ -49,6 +52,7 @@ from hybrid.client import OffloadClient
 log = logging.getLogger(__name__)
 
 DEADLETTER_PAYLOAD_LIMIT = 64 * 1024
+INLINE_EVALUATION_S = 0.0005  # an evaluation this quick runs on the loop (bench/latency.py)
 
 
 @dataclass(slots=True)
@@ -109,6 +113,8 @@ class Agent:
         self._latest: dict[tuple[str, str], float] = {}
         self._readings: Latest = {}  # the newest reading per (asset, signal), as of the last evaluation
         self._evaluated_at = 0.0
+        self._evaluation_s = float("inf")  # how long the last evaluation took (none yet: unknown)
+        self.inline_evaluation_s = INLINE_EVALUATION_S
         self.day: ProductionDay | None = None
         self._planned = {o.asset for o in config.planning.orders} if config.planning is not None else set()
         self.plant: list[PlantConnector] = [
@@ -279,7 +285,7 @@ class Agent:
         (at least every ``every_s``). Readings arriving during an evaluation wait for the next one."""
         every = self.config.window.every_s
         on_readings = self.config.window.trigger == "readings"
-        due = time.monotonic()
+        due = full_due = time.monotonic()
         while True:
             if on_readings:
                 with contextlib.suppress(TimeoutError):
@@ -295,20 +301,44 @@ class Agent:
             self._fresh.clear()
             batch, self._pending = self._pending, ReadingBatch()
             now = time.time()
-            scored, latest = await asyncio.to_thread(self.evaluate, batch, now)
+            # an evaluation started by readings scores the assets that got readings; every asset is
+            # scored at least every every_s (their windows also change as readings age out)
+            only = None
+            if on_readings and time.monotonic() < full_due:
+                only = set(batch.assets)
+            else:
+                full_due = time.monotonic() + every
+            if len(batch) <= SMALL_BATCH and self._evaluation_s < self.inline_evaluation_s:
+                scored, latest = self._timed_evaluate(batch, now, only)
+            else:
+                scored, latest = await asyncio.to_thread(self._timed_evaluate, batch, now, only)
             self._readings, self._evaluated_at = latest, now
             await gate.tick(latest, time.time())
             await self._decide(gate, scored, now)
             if self.plant:
                 self._observe(scored, latest, now)
 
-    def evaluate(self, batch: ReadingBatch, now: float) -> tuple[list[Scored], Latest]:
-        """Update the windows with ``batch`` and score every asset with every model (worker thread);
-        also return the newest reading of every signal (for interlocks and read-backs)."""
+    def _timed_evaluate(
+        self, batch: ReadingBatch, now: float, only: set[str] | None
+    ) -> tuple[list[Scored], Latest]:
+        started = time.perf_counter()
+        try:
+            return self.evaluate(batch, now, only)
+        finally:
+            self._evaluation_s = time.perf_counter() - started
+
+    def evaluate(
+        self, batch: ReadingBatch, now: float, only: set[str] | None = None
+    ) -> tuple[list[Scored], Latest]:
+        """Update the windows with ``batch`` and score every asset (or those in ``only``) with every
+        model that covers it; also return the newest reading of every signal (for interlocks and
+        read-backs)."""
         features = self.window.update(batch, now)
         out: list[Scored] = []
         for model in self.models.values():
-            matrix = features.matrix(model.inputs, model.config.assets)
+            if only is not None and not any(model.covers(a) for a in only):
+                continue
+            matrix = features.matrix(model.inputs, model.config.assets, only)
             started = time.perf_counter()
             scores = model.score(matrix.values)
             if len(scores):

@@ -176,9 +176,12 @@ class Safety:
         self.locks: dict[str, str] = {}  # asset -> who / why (retained lock messages)
         self.latest: Latest = {}
         self._states: dict[str, _State] = {}
+        self._envelopes: dict[str, Envelope | None] = {}  # asset -> its envelope (the config is fixed)
 
     def envelope(self, asset: str) -> Envelope | None:
-        return self.config.envelope(asset)
+        if asset not in self._envelopes:
+            self._envelopes[asset] = self.config.envelope(asset)
+        return self._envelopes[asset]
 
     def _state(self, asset: str, env: Envelope) -> _State:
         state = self._states.get(asset)
@@ -278,8 +281,7 @@ class Safety:
         the data time of the decision it continues, so a ramp stops when that data expires."""
         out = []
         for asset, state in self._states.items():
-            env = self.envelope(asset)
-            if state.ramp is None or env is None:
+            if state.ramp is None or (env := self.envelope(asset)) is None:
                 continue
             if state.changed_at is None or now - state.changed_at >= env.min_dwell_s:
                 out.append(replace(state.ramp, arrived_at=now))
@@ -289,8 +291,7 @@ class Safety:
         """Finished read-backs: (asset, expected, observed, ok). Pending ones stay until due."""
         out: list[tuple[str, float, float | None, bool]] = []
         for asset, state in self._states.items():
-            env = self.envelope(asset)
-            if state.expect is None or env is None or env.readback is None:
+            if state.expect is None or (env := self.envelope(asset)) is None or env.readback is None:
                 continue
             expected, written_at, due = state.expect
             echo = self.latest.get((asset, env.readback.signal))

@@ -15,7 +15,10 @@ names the probe. The latency is probe publish → setpoint arrival at the load c
 Baseline: a bare paho process (TCP_NODELAY like the agent's sockets) that subscribes to ``plant/#`` and
 republishes every message at QoS 1 on ``echo/<topic>``; the same stream, the probe's echo timed the
 same way. Rounds alternate echo / agent. Target: agent p99 ≤ 2 x echo p99. Probes that share an
-evaluation with the next probe are coalesced (one setpoint for the newer one) and counted.
+evaluation with the next probe are coalesced (one setpoint for the newer one) and counted. The
+setpoint's own ``ts`` (stamped when the proposal reaches the gate) splits the agent's latency into
+reading → gate (delivery, decoding, window, model, rule) and gate → arrival (envelope, audit row on
+disk, publish, delivery); the CPU time of each process under test is read from ``/proc``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors.embedded_broker import EmbeddedBroker
@@ -92,12 +96,21 @@ def stats_line(xs: list[float]) -> tuple[float, float]:
     return statistics.median(xs), statistics.quantiles(xs, n=100)[98]
 
 
+@dataclass
+class Round:
+    latencies: list[float] = field(default_factory=list)  # probe publish -> answer arrival, s
+    lost: int = 0  # probes without an answer (coalesced into a newer probe's evaluation, or lost)
+    to_gate: list[float] = field(default_factory=list)  # probe publish -> the gate stamps the setpoint
+    from_gate: list[float] = field(default_factory=list)  # the gate's stamp -> arrival
+    cpu_s: float = 0.0  # CPU time of the process under test while measured
+
+
 async def drive(
     url: str, rate: float, seconds: float, probe_every: int, reply_topic: str, agent: bool
-) -> tuple[list[float], int]:
-    """Publish the stream; return the latency of every answered probe and the number coalesced."""
+) -> Round:
+    """Publish the stream; the latency of every answered probe and the number coalesced."""
     published: dict[float, float] = {}  # probe ts -> publish time
-    latencies: list[float] = []
+    result = Round()
     async with MqttClient(BrokerConfig(url=url), role=f"bench-load-{os.getpid()}") as mqtt:
         replies = await mqtt.subscribe(reply_topic, qos=1)
 
@@ -109,7 +122,10 @@ async def drive(
                     ts = doc["provenance"]["window"][1] if agent else doc["ts"]
                     sent = published.pop(ts, None)
                     if sent is not None:
-                        latencies.append(now - sent)
+                        result.latencies.append(now - sent)
+                        if agent:  # the gate stamps the setpoint when the proposal reaches it
+                            result.to_gate.append(doc["ts"] - sent)
+                            result.from_gate.append(now - doc["ts"])
 
         async with asyncio.TaskGroup() as tasks:
             collector = tasks.create_task(collect(), name="collect")
@@ -132,8 +148,17 @@ async def drive(
                 await asyncio.sleep(0.0005)
             await asyncio.sleep(1.0)  # the last answers
             collector.cancel()
-        lost = len(published)
-    return latencies, lost
+        result.lost = len(published)
+    return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_line(proc: subprocess.Popen[str], want: str, timeout: float) -> None:
@@ -157,16 +182,20 @@ async def wait_online(url: str, within_s: float) -> None:
                     return
 
 
-def echo_round(url: str, port: int, args: argparse.Namespace) -> tuple[list[float], int]:
+def echo_round(url: str, port: int, args: argparse.Namespace) -> Round:
     with subprocess.Popen([sys.executable, "-c", ECHO, str(port)], stdout=subprocess.PIPE, text=True) as echo:
         try:
             wait_line(echo, "ready", 20)
-            return asyncio.run(drive(url, args.rate, args.seconds, args.probe_every, "echo/" + PROBE, False))
+            cpu = cpu_seconds(echo.pid)
+            reply_topic = "echo/" + PROBE
+            measured = asyncio.run(drive(url, args.rate, args.seconds, args.probe_every, reply_topic, False))
+            measured.cpu_s = cpu_seconds(echo.pid) - cpu
+            return measured
         finally:
             echo.terminate()
 
 
-def agent_round(url: str, config: Path, args: argparse.Namespace) -> tuple[list[float], int]:
+def agent_round(url: str, config: Path, args: argparse.Namespace) -> Round:
     cmd = [sys.executable, "-m", "agent.cli", "run", "--config", str(config), "--broker", url]
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as agent:
         try:
@@ -175,9 +204,11 @@ def agent_round(url: str, config: Path, args: argparse.Namespace) -> tuple[list[
             spy = None
             if args.profile:  # py-spy (pip install py-spy) samples the agent while it is measured
                 out = f"{args.profile}.{time.monotonic_ns()}.txt"
-                spy_cmd = ["py-spy", "record", "-r", "500", "-f", "raw", "--threads", "-o", out]
+                spy_cmd = ["py-spy", "record", "-r", "200", "-f", "raw", "--threads", "-o", out]
                 spy = subprocess.Popen([*spy_cmd, "-d", str(int(args.seconds)), "-p", str(agent.pid)])
+            cpu = cpu_seconds(agent.pid)
             measured = asyncio.run(drive(url, args.rate, args.seconds, args.probe_every, SETPOINTS, True))
+            measured.cpu_s = cpu_seconds(agent.pid) - cpu
             if spy is not None:
                 spy.wait(60)
             return measured
@@ -209,21 +240,32 @@ def main() -> None:
             f"({args.rate / args.probe_every:g} setpoints/s), window.trigger: {args.trigger}, "
             f"broker {broker.url}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
         )
-        echo_all: list[float] = []
-        agent_all: list[float] = []
+        echo_all, agent_all = Round(), Round()
         for r in range(args.rounds):
-            echo, echo_lost = echo_round(broker.url, port, args)
-            agent, agent_lost = agent_round(broker.url, config, args)
-            echo_all += echo
-            agent_all += agent
-            (e50, e99), (a50, a99) = stats_line(echo), stats_line(agent)
+            echo = echo_round(broker.url, port, args)
+            agent = agent_round(broker.url, config, args)
+            for total, one in ((echo_all, echo), (agent_all, agent)):
+                total.latencies += one.latencies
+                total.to_gate += one.to_gate
+                total.from_gate += one.from_gate
+                total.cpu_s += one.cpu_s
+            (e50, e99), (a50, a99) = stats_line(echo.latencies), stats_line(agent.latencies)
             print(
-                f"  round {r + 1}: echo p50 {e50 * 1e3:6.2f} ms p99 {e99 * 1e3:6.2f} ms ({len(echo)} probes, "
-                f"{echo_lost} lost) | agent p50 {a50 * 1e3:6.2f} ms p99 {a99 * 1e3:6.2f} ms "
-                f"({len(agent)} setpoints, {agent_lost} probes coalesced or lost) | "
-                f"p99 ratio x{a99 / e99:.2f}"
+                f"  round {r + 1}: echo p50 {e50 * 1e3:6.2f} ms p99 {e99 * 1e3:6.2f} ms "
+                f"({len(echo.latencies)} probes, {echo.lost} lost) | agent p50 {a50 * 1e3:6.2f} ms "
+                f"p99 {a99 * 1e3:6.2f} ms ({len(agent.latencies)} setpoints, {agent.lost} probes coalesced "
+                f"or lost) | p99 ratio x{a99 / e99:.2f}"
             )
-        (e50, e99), (a50, a99) = stats_line(echo_all), stats_line(agent_all)
+        (e50, e99), (a50, a99) = stats_line(echo_all.latencies), stats_line(agent_all.latencies)
+        (g50, g99), (o50, o99) = stats_line(agent_all.to_gate), stats_line(agent_all.from_gate)
+        measured_s = args.rounds * args.seconds
+        print(
+            f"agent: reading -> gate p50 {g50 * 1e3:.2f} ms p99 {g99 * 1e3:.2f} ms, gate -> arrival "
+            f"p50 {o50 * 1e3:.2f} ms p99 {o99 * 1e3:.2f} ms; CPU {agent_all.cpu_s / measured_s:.0%} of a "
+            "core "
+            f"({agent_all.cpu_s / (args.rate * measured_s) * 1e6:.0f} µs a reading; the echo "
+            f"{echo_all.cpu_s / (args.rate * measured_s) * 1e6:.0f} µs)"
+        )
         print(
             f"all rounds: echo p50 {e50 * 1e3:.2f} ms p99 {e99 * 1e3:.2f} ms; agent p50 {a50 * 1e3:.2f} ms "
             f"p99 {a99 * 1e3:.2f} ms; agent / echo = x{a50 / e50:.2f} (p50), x{a99 / e99:.2f} (p99); "

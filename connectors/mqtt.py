@@ -7,6 +7,9 @@ fight it for the GIL on every message. Here paho runs *inside* the loop, with no
 - paho's socket is registered with ``loop.add_reader`` / ``add_writer`` (``on_socket_open``,
   ``on_socket_register_write``); the reader callback calls ``loop_read()`` in a burst until a call
   brings no new message, so one wake-up of the loop reads everything the kernel has buffered;
+- a publish on the loop thread is written to the socket at once (paho, given an external loop, would
+  only register the socket for writing: the message would wait for the caller's step to end and one
+  more loop iteration); the writer callback sends what the kernel could not take at once;
 - paho's message callback only appends ``(topic, payload)`` to its subscription's list; the consumer
   awaits ``Subscription.next_batch()`` and takes the whole list at once (no task, no future per message);
 - when a consumer falls behind, its list reaching ``high_water`` pauses reading from the socket until it
@@ -387,6 +390,7 @@ class MqttClient:
         self._reading_paused = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
+        self._in_paho = False  # inside paho's loop_read / loop_write / loop_misc (its callbacks may run)
         self._stack = contextlib.AsyncExitStack()
 
     # ----------------------------------------------------------------- lifecycle
@@ -448,6 +452,7 @@ class MqttClient:
         ):
             self.dropped_publishes += 1
             return False
+        self._write_now()
         return True
 
     def publish_tracked(self, topic: str, payload: bytes) -> int | None:
@@ -456,7 +461,24 @@ class MqttClient:
         if not self.connected:
             return None
         info = self._paho.publish(topic, payload, 1, False)
-        return info.mid if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return None
+        self._write_now()
+        return info.mid
+
+    def _write_now(self) -> None:
+        """Send what paho queued without waiting for the loop's writer callback; not from inside a
+        paho call (its callbacks hold a lock that writing takes again) nor from another thread."""
+        if not self._in_paho and self._sock is not None and threading.get_ident() == self._loop_thread:
+            self._paho_call(self._paho.loop_write)
+
+    def _paho_call(self, loop_fn: Callable[[], MQTTErrorCode]) -> MQTTErrorCode:
+        """Call one of paho's ``loop_*`` functions, remembering that its callbacks may run now."""
+        self._in_paho = True
+        try:
+            return loop_fn()
+        finally:
+            self._in_paho = False
 
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _code: ReasonCode, _props: Any) -> None:
         if self.ack_listener is not None:
@@ -534,7 +556,7 @@ class MqttClient:
         while not self._closing:
             await asyncio.sleep(1.0)
             if self._sock is not None:
-                self._paho.loop_misc()
+                self._paho_call(self._paho.loop_misc)
             if self._connected.is_set() or self._closing:
                 delay = self.config.reconnect_min_s
                 continue
@@ -617,7 +639,7 @@ class MqttClient:
 
     def _add_writer(self, sock: socket.socket) -> None:
         if sock.fileno() >= 0:
-            self._running_loop().add_writer(sock, self._paho.loop_write)
+            self._running_loop().add_writer(sock, self._paho_call, self._paho.loop_write)
 
     def _on_socket_unregister_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
         self._in_loop(self._remove_writer, sock)
@@ -629,7 +651,7 @@ class MqttClient:
     def _on_readable(self) -> None:
         for _ in range(self._READ_BURST):
             before = self.received + self.unroutable
-            if self._paho.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if self._paho_call(self._paho.loop_read) != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break
             if self.received + self.unroutable == before:
                 break  # no complete message left in the socket (or a control packet: read again later)

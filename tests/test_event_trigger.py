@@ -31,11 +31,13 @@ class HeldAgent(Agent):
         self.release = threading.Event()
         self.batches: list[int] = []
 
-    def evaluate(self, batch: ReadingBatch, now: float) -> tuple[list[Scored], Latest]:
+    def evaluate(
+        self, batch: ReadingBatch, now: float, only: set[str] | None = None
+    ) -> tuple[list[Scored], Latest]:
         self.batches.append(len(batch))
-        if len(self.batches) == 1:
+        if len(self.batches) == 1:  # the first evaluation (of unknown cost) runs in a worker thread
             assert self.release.wait(30), "the test never released the first evaluation"
-        return super().evaluate(batch, now)
+        return super().evaluate(batch, now, only)
 
 
 async def wait_until(predicate: Callable[[], bool], within_s: float = 20) -> bool:

@@ -1,0 +1,108 @@
+"""The reading → setpoint hot path (bench/latency.py measures it): a publish leaves at once, a quick
+evaluation of a small batch runs on the loop (anything else in a worker thread), and an evaluation
+started by readings scores only the assets that got readings."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from agent.decisions import Scored
+from agent.pipeline import Agent
+from agent.safety import Latest
+from connectors.embedded_broker import EmbeddedBroker
+from connectors.mqtt import BrokerConfig, MqttClient
+from connectors.readings import ReadingBatch
+
+from .conftest import Watcher, edge_config
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_publish_is_on_the_wire_before_the_caller_yields(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    watcher = watch("qx/v1/t/setpoints/#")
+    async with MqttClient(BrokerConfig(url=broker.url), role="writer") as mqtt:
+        assert mqtt.publish("qx/v1/t/setpoints/line1/pump1", b'{"value": 0.6}', qos=1)
+        # the loop is blocked from here on: only a publish written at once can reach the watcher
+        arrived = watcher.wait_for(lambda ms: len(ms) == 1, 10)
+    assert arrived, "the setpoint waited for the next loop iteration"
+
+
+class ThreadedAgent(Agent):
+    """The real agent, recording on which thread each evaluation ran and what it scored."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.runs: list[tuple[int, bool, int]] = []  # (batch size, on the loop thread, assets scored)
+        self.loop_thread = threading.get_ident()
+
+    def evaluate(
+        self, batch: ReadingBatch, now: float, only: set[str] | None = None
+    ) -> tuple[list[Scored], Latest]:
+        scored, latest = super().evaluate(batch, now, only)
+        self.runs.append((len(batch), threading.get_ident() == self.loop_thread, len(scored)))
+        return scored, latest
+
+
+def readings(assets: list[str], now: float, per_signal: int) -> ReadingBatch:
+    """``per_signal`` readings of every signal the shipped model needs, for each asset, the last at
+    ``now`` and the first 9.5 s before (the window's coverage rule wants 8 of its 10 s)."""
+    batch = ReadingBatch()
+    rng = np.random.default_rng(7)
+    for asset in assets:
+        for signal, level in (("temp", 70.0), ("power", 12.0), ("vibration", 2.0)):
+            for i in range(per_signal):
+                ts = now - 9.5 * (per_signal - 1 - i) / max(per_signal - 1, 1)
+                batch.append(asset, signal, ts, level + rng.normal(0, 0.1))
+    return batch
+
+
+async def test_small_quick_evaluations_run_on_the_loop_and_big_ones_in_a_thread(
+    broker: EmbeddedBroker,
+) -> None:
+    cfg = edge_config(broker.url, window__trigger="readings", window__every_s="3600")
+    agent = ThreadedAgent(cfg)
+    agent.inline_evaluation_s = 10.0  # any evaluation counts as quick: the test does not race the clock
+    stop = asyncio.Event()
+
+    async def evaluated(n: int) -> None:
+        deadline = time.monotonic() + 20
+        while len(agent.runs) < n:
+            assert time.monotonic() < deadline, f"{n} evaluations expected, {len(agent.runs)} ran"
+            await asyncio.sleep(0.01)
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(agent.run(stop))
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        start = len(agent.runs)
+        now = time.time()
+        agent._accept(readings(["line1/pump1", "line1/pump2"], now, 10))  # 60 readings: the first is timed
+        await evaluated(start + 1)
+        agent._accept(readings(["line1/pump1"], now, 1))  # 3 readings, after a quick evaluation
+        await evaluated(start + 2)
+        agent._accept(readings(["line1/pump1"], now, 40))  # 120 readings: the Polars engine
+        await evaluated(start + 3)
+        stop.set()
+    first, small, big = agent.runs[start : start + 3]
+    assert first[:2] == (60, False), "an evaluation of unknown cost goes to a worker thread"
+    assert small[:2] == (3, True), "a small batch after a quick evaluation runs on the loop"
+    assert big[:2] == (120, False), "a batch beyond the incremental engine goes to a worker thread"
+    assert first[2] == 2 and small[2] == 1, "an evaluation started by readings scores only their assets"
+
+
+def test_an_evaluation_for_some_assets_scores_only_those() -> None:
+    agent = Agent(edge_config("mqtt://127.0.0.1:1"))  # never connected
+    now = time.time()
+    every = agent.evaluate(readings(["line1/pump1", "line1/pump2", "line1/fan1"], now, 10), now)[0]
+    assert sorted(s.asset for s in every) == ["line1/fan1", "line1/pump1", "line1/pump2"]
+    some = agent.evaluate(readings(["line1/pump2"], now + 0.1, 1), now + 0.1, {"line1/pump2"})[0]
+    assert [s.asset for s in some] == ["line1/pump2"]
+    assert agent.evaluate(ReadingBatch(), now + 0.2, {"line2/other"})[0] == [], "no model covers it"
+    assert len(agent.evaluate(ReadingBatch(), now + 0.3)[0]) == 3, "a full evaluation scores them all"
