@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -129,3 +130,13 @@ def optimum(bqm: dimod.BinaryQuadraticModel) -> float:
 
 def sample_energy(bqm: dimod.BinaryQuadraticModel, sample: dict[str, int]) -> float:
     return float(bqm.energy(unlabel_sample(bqm, sample)))
+
+
+async def wait_until(predicate: Callable[[], bool], within_s: float = 20) -> bool:
+    """Poll ``predicate`` every 10 ms; whether it held within ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True

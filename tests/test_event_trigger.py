@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
@@ -18,7 +17,7 @@ from connectors.embedded_broker import EmbeddedBroker
 from connectors.errors import ConfigError
 from connectors.readings import ReadingBatch
 
-from .conftest import Watcher, edge_config
+from .conftest import Watcher, edge_config, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +37,6 @@ class HeldAgent(Agent):
         if len(self.batches) == 1:  # the first evaluation (of unknown cost) runs in a worker thread
             assert self.release.wait(30), "the test never released the first evaluation"
         return super().evaluate(batch, now, only)
-
-
-async def wait_until(predicate: Callable[[], bool], within_s: float = 20) -> bool:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 def test_trigger_defaults_to_interval_and_names_its_path_when_wrong() -> None:

@@ -19,7 +19,7 @@ from connectors.embedded_broker import EmbeddedBroker
 from connectors.mqtt import BrokerConfig, MqttClient
 from connectors.readings import ReadingBatch
 
-from .conftest import Watcher, edge_config
+from .conftest import Watcher, edge_config, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -73,10 +73,8 @@ async def test_small_quick_evaluations_run_on_the_loop_and_big_ones_in_a_thread(
     stop = asyncio.Event()
 
     async def evaluated(n: int) -> None:
-        deadline = time.monotonic() + 20
-        while len(agent.runs) < n:
-            assert time.monotonic() < deadline, f"{n} evaluations expected, {len(agent.runs)} ran"
-            await asyncio.sleep(0.01)
+        ran = await wait_until(lambda: len(agent.runs) >= n)
+        assert ran, f"{n} evaluations expected, {len(agent.runs)} ran"
 
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(agent.run(stop))
