@@ -29,6 +29,7 @@ QUICK: dict[str, list[list[str]]] = {
     "solvers": [["--deadline-ms", "100", "--seeds", "1"]],
     "latency": [["--rate", "500", "--seconds", "1", "--rounds", "1"]],
     "qaoa": [["--quick"]],
+    "qaoa_gpu": [["--quick"]],  # says "not measured" where there is no CUDA GPU
     "connectors": [["--seconds", "0.3"]],
     "connectors_opcua": [["--seconds", "0.3", "--variables", "20"]],
     "faults": [["--outage-s", "2", "--crashes", "1"]],

@@ -22,16 +22,22 @@ from typing import Any, Literal
 
 import dimod
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hybrid.solvers import all_energies, bits_of, finish, to_binary
+from hybrid.statevector import GROUP_BITS, CpuStatevector, GpuStatevector
 from hybrid.wire import Candidate
 
 
 class QaoaConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    device: str = Field("lightning.qubit", description="any PennyLane device: lightning.gpu, a QPU plugin...")
-    device_options: dict[str, Any] = Field(default_factory=dict, description="e.g. {shots: 1000} for a QPU")
+    device: str = Field(
+        "lightning.qubit",
+        description="qxedge.gpu, qxedge.cpu (hybrid/statevector.py) or a PennyLane device: lightning.gpu...",
+    )
+    device_options: dict[str, Any] = Field(
+        default_factory=dict, description="e.g. {shots: 1000} for a QPU, {dtype: complex64} for qxedge.gpu"
+    )
     layers: int = Field(2, ge=1, le=20, description="QAOA depth p")
     max_qubits: int = Field(20, ge=1, le=34)
     objective: Literal["cvar", "expectation"] = "cvar"
@@ -41,6 +47,19 @@ class QaoaConfig(BaseModel):
     shots: int = Field(1000, ge=1)
     polish: bool = Field(True, description="steepest descent from the best samples (reported separately)")
     seed: int | None = 1234
+
+    @model_validator(mode="after")
+    def _simulator_options(self) -> QaoaConfig:
+        allowed = {"qxedge.cpu": set(), "qxedge.gpu": {"dtype", "group_bits"}}.get(self.device)
+        if allowed is None:
+            return self  # a PennyLane device checks its own options when it starts
+        if unknown := set(self.device_options) - allowed:
+            raise ValueError(f"{self.device} takes no option {', '.join(sorted(unknown))}")
+        if self.device_options.get("dtype", "complex128") not in ("complex64", "complex128"):
+            raise ValueError("device_options.dtype must be complex64 or complex128")
+        if self.device_options.get("group_bits", GROUP_BITS) not in range(1, GROUP_BITS + 1):
+            raise ValueError(f"device_options.group_bits must be 1..{GROUP_BITS}")
+        return self
 
 
 def ising_z(bqm: dimod.BinaryQuadraticModel) -> tuple[np.ndarray, dict[tuple[int, int], float], float]:
@@ -59,20 +78,69 @@ class _OutOfTime(Exception):
     pass
 
 
-def _device(qml: Any, cfg: QaoaConfig, wires: int) -> tuple[Any, str]:
-    """The configured device, or lightning.qubit (said so in the candidate) when it is not available
-    here: lightning.gpu without a GPU, a QPU plugin that is not installed."""
+class PennyLaneCircuit:
+    """The QAOA circuit as PennyLane gates on any PennyLane device (``probs`` of every basis state)."""
+
+    xp = np
+
+    def __init__(
+        self, dev: Any, h: np.ndarray, j: dict[tuple[int, int], float], layers: int, measure: str = "probs"
+    ) -> None:
+        import pennylane as qml
+
+        n = len(h)
+
+        @qml.qnode(dev, diff_method=None)
+        def distribution(gammas: np.ndarray, betas: np.ndarray) -> Any:
+            for w in range(n):
+                qml.Hadamard(wires=w)
+            for k in range(layers):
+                for i in range(n):
+                    if h[i]:
+                        qml.RZ(2.0 * gammas[k] * h[i], wires=i)
+                for (a, b), coupling in j.items():
+                    qml.IsingZZ(2.0 * gammas[k] * coupling, wires=[a, b])
+                for w in range(n):
+                    qml.RX(2.0 * betas[k], wires=w)
+            return qml.state() if measure == "state" else qml.probs(wires=range(n))
+
+        self.distribution = distribution
+
+    def probs(self, gammas: np.ndarray, betas: np.ndarray) -> np.ndarray:
+        return np.asarray(self.distribution(gammas, betas), dtype=np.float64)
+
+
+def _circuit(
+    cfg: QaoaConfig, h: np.ndarray, j: dict[tuple[int, int], float]
+) -> tuple[PennyLaneCircuit | CpuStatevector | GpuStatevector, str]:
+    """The configured back-end and what to call it in the candidate. An unavailable device falls back
+    (said so in the note): qxedge.gpu without CuPy or a GPU to qxedge.cpu, a PennyLane device that
+    cannot start (lightning.gpu without a GPU, a QPU plugin not installed) to lightning.qubit."""
+    n = len(h)
+    dense = np.zeros((n, n))
+    for (a, b), coupling in j.items():
+        dense[a, b] = coupling
+    if cfg.device == "qxedge.cpu":
+        return CpuStatevector(h, dense), cfg.device
+    if cfg.device == "qxedge.gpu":
+        try:
+            return GpuStatevector(h, dense, **cfg.device_options), cfg.device
+        except Exception as exc:  # ImportError (no CuPy), CUDA errors (no driver, no GPU, out of memory)
+            note = f"qxedge.cpu (qxedge.gpu unavailable: {type(exc).__name__}: {str(exc)[:120]})"
+            return CpuStatevector(h, dense), note
+    import pennylane as qml
+
     try:
-        return qml.device(cfg.device, wires=wires, **cfg.device_options), cfg.device
+        dev, note = qml.device(cfg.device, wires=n, **cfg.device_options), cfg.device
     except Exception as exc:  # PennyLane raises DeviceError, ImportError or the plugin's own errors
         if cfg.device == "lightning.qubit":
             raise
         note = f"lightning.qubit ({cfg.device} unavailable: {type(exc).__name__}: {str(exc)[:120]})"
-        return qml.device("lightning.qubit", wires=wires), note
+        dev = qml.device("lightning.qubit", wires=n)
+    return PennyLaneCircuit(dev, h, j, cfg.layers), note
 
 
 def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaConfig) -> Candidate:
-    import pennylane as qml
     from scipy.optimize import minimize
 
     started = time.monotonic()
@@ -84,35 +152,26 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaCon
     if n == 0:
         return finish(bqm, "qaoa", np.zeros(0), started)
     binary = to_binary(bqm)
-    energies = all_energies(binary)  # diagonal of the cost, PennyLane's wire order
-    order = np.argsort(energies, kind="stable")
-    h, j, _ = ising_z(binary)
+    h, j, offset = ising_z(binary)
     scale = max(np.abs(h).max(initial=0.0), max((abs(b) for b in j.values()), default=0.0)) or 1.0
     p = cfg.layers
-    dev, device_note = _device(qml, cfg, n)
+    circuit, device_note = _circuit(cfg, h, j)
+    xp = circuit.xp
+    # the cost of every assignment, PennyLane's wire order: our simulators hold it already
+    energies = all_energies(binary) if isinstance(circuit, PennyLaneCircuit) else circuit.diagonal + offset
+    order = xp.argsort(energies, kind="stable") if cfg.objective == "cvar" else None
+    sorted_energies = energies[order] if order is not None else None
 
-    @qml.qnode(dev, diff_method=None)
-    def distribution(gammas: np.ndarray, betas: np.ndarray) -> Any:
-        for w in range(n):
-            qml.Hadamard(wires=w)
-        for k in range(p):
-            g = 2.0 * gammas[k] / scale
-            for i in range(n):
-                if h[i]:
-                    qml.RZ(g * h[i], wires=i)
-            for (a, b), coupling in j.items():
-                qml.IsingZZ(g * coupling, wires=[a, b])
-            for w in range(n):
-                qml.RX(2.0 * betas[k], wires=w)
-        return qml.probs(wires=range(n))
+    def distribution(theta: np.ndarray) -> Any:
+        return circuit.probs(theta[:p] / scale, theta[p:])
 
-    def objective_of(probs: np.ndarray) -> float:
-        if cfg.objective == "expectation":
+    def objective_of(probs: Any) -> float:
+        if order is None:
             return float(probs @ energies)
         mass = probs[order]
-        cumulative = np.cumsum(mass)
-        take = np.clip(cfg.cvar_alpha - (cumulative - mass), 0.0, mass)  # the best alpha of the mass
-        return float(take @ energies[order] / cfg.cvar_alpha)
+        cumulative = xp.cumsum(mass)
+        take = xp.minimum(xp.maximum(cfg.cvar_alpha - (cumulative - mass), 0.0), mass)  # best alpha
+        return float(take @ sorted_energies / cfg.cvar_alpha)
 
     # Stop optimising while there is still time for one more circuit (the final distribution), the
     # shots and the polish: twice the slowest evaluation so far plus 5 % of the budget.
@@ -127,7 +186,7 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaCon
             raise _OutOfTime
         began = time.time()
         evaluations += 1
-        value = objective_of(np.asarray(distribution(theta[:p], theta[p:])))
+        value = objective_of(distribution(theta))
         slowest = max(slowest, time.time() - began)
         if value < best["value"]:
             best.update(value=value, theta=theta.copy())
@@ -141,12 +200,13 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaCon
     except _OutOfTime:
         timed_out = True
     theta = best["theta"] if best["theta"] is not None else theta0
-    probs = np.asarray(distribution(theta[:p], theta[p:]), dtype=np.float64)
-    probs = np.clip(probs, 0, None)
+    probs = xp.maximum(distribution(theta), 0.0)
     rng = np.random.default_rng(cfg.seed)
-    shots = rng.choice(len(probs), size=cfg.shots, p=probs / probs.sum())
+    # rng.choice(2^n, p=probs) done where the probabilities are (the same draws as NumPy's choice)
+    cdf = xp.cumsum(probs)
+    shots = xp.searchsorted(cdf / cdf[-1], xp.asarray(rng.random(cfg.shots)), side="right")
     shot_energies = energies[shots]
-    raw_index = int(shots[np.argmin(shot_energies)])
+    raw_index = int(shots[int(xp.argmin(shot_energies))])
     raw_best = float(energies[raw_index])
     details = {
         "p": p,
@@ -155,16 +215,16 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaCon
         "optimizer_stopped_by_deadline": timed_out,
         "expectation": round(float(probs @ energies), 6),
         "shots": cfg.shots,
-        "p_optimum": float(probs[order[0]]),
+        "p_optimum": float(probs[int(xp.argmin(energies))]),
         "device": device_note,
     }
     best_values = bits_of(raw_index, n)
     if cfg.polish:
         from dwave.samplers import SteepestDescentSolver
 
-        distinct = np.unique(shots)
-        distinct = distinct[np.argsort(energies[distinct], kind="stable")][:32]
-        starts = np.array([bits_of(int(i), n) for i in distinct])
+        distinct = xp.unique(shots)
+        distinct = distinct[xp.argsort(energies[distinct], kind="stable")][:32].tolist()
+        starts = np.array([bits_of(i, n) for i in distinct])
         polished = SteepestDescentSolver().sample(binary, initial_states=(starts, list(binary.variables)))
         if polished.first.energy < raw_best:
             best_values = np.array([polished.first.sample[v] for v in binary.variables])
