@@ -109,25 +109,29 @@ extern "C" __global__ void ising_diagonal(double* out, const double* h, const do
     }
 }
 
-// One pass: RX(2 beta) on bits q0 .. q0+K-1 of every index (in registers), and, with lanes > 0,
-// first the phase exp(-i gamma E) and RX on bits 0 .. lanes-1 (across the warp; needs q0 == lanes).
-extern "C" __global__ void mix_pass(cplx* psi, const double* diag, double gamma, real c, real s,
-                                    int q0, int lanes, long long threads) {
+// One pass: RX(2 beta) on bits q0 .. q0+K-1 of every index (in registers); in the first pass of a layer
+// (FIRST), before that, the phase exp(-i gamma E) and RX on bits 0 .. lanes-1 (across the warp's lanes:
+// needs q0 == lanes).
+template <bool FIRST>
+__device__ __forceinline__ void pass(cplx* psi, const double* diag, double gamma, real c, real s, int q0,
+                                     int lanes, long long threads) {
     long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (t >= threads) return;
     long long base = ((t >> q0) << (q0 + K)) | (t & ((1LL << q0) - 1));
+    const long long stride = 1LL << q0;
+    cplx* p = psi + base;
     cplx v[1 << K];
 #pragma unroll
-    for (int m = 0; m < (1 << K); ++m) v[m] = psi[base + ((long long)m << q0)];
-    if (lanes > 0) {
+    for (int m = 0; m < (1 << K); ++m) v[m] = p[m * stride];
+    if (FIRST) {
         unsigned mask = threads >= 32 ? 0xffffffffu : (unsigned)((1ULL << threads) - 1);
 #pragma unroll
         for (int m = 0; m < (1 << K); ++m) {
             double sn, cs;
-            sincos(gamma * diag[base + ((long long)m << q0)], &sn, &cs);
-            cplx p = v[m];
-            v[m].x = (real)(cs * p.x + sn * p.y);  // p * (cos - i sin)
-            v[m].y = (real)(cs * p.y - sn * p.x);
+            sincos(gamma * diag[base + m * stride], &sn, &cs);
+            cplx a = v[m];
+            v[m].x = (real)(cs * a.x + sn * a.y);  // a * (cos - i sin)
+            v[m].y = (real)(cs * a.y - sn * a.x);
         }
         for (int bit = 0; bit < lanes; ++bit) {
 #pragma unroll
@@ -150,7 +154,17 @@ extern "C" __global__ void mix_pass(cplx* psi, const double* diag, double gamma,
         }
     }
 #pragma unroll
-    for (int m = 0; m < (1 << K); ++m) psi[base + ((long long)m << q0)] = v[m];
+    for (int m = 0; m < (1 << K); ++m) p[m * stride] = v[m];
+}
+
+extern "C" __global__ void first_pass(cplx* psi, const double* diag, double gamma, real c, real s, int q0,
+                                      int lanes, long long threads) {
+    pass<true>(psi, diag, gamma, c, s, q0, lanes, threads);
+}
+
+extern "C" __global__ void mix_pass(cplx* psi, const double* diag, double gamma, real c, real s, int q0,
+                                    int lanes, long long threads) {
+    pass<false>(psi, diag, gamma, c, s, q0, lanes, threads);
 }
 """
 
@@ -216,15 +230,16 @@ class GpuStatevector:
             threads = (1 << self.n) >> k
             block = min(256, threads)
             args = (self.psi, self.diagonal, np.float64(gamma), c, s, np.int32(q0), np.int32(lanes))
-            mix = _module(self.real, k).get_function("mix_pass")
+            mix = _module(self.real, k).get_function("first_pass" if lanes else "mix_pass")
             mix(((threads + block - 1) // block,), (block,), (*args, np.int64(threads)))
 
     def state(self, gammas: np.ndarray, betas: np.ndarray) -> np.ndarray:
         return np.asarray(self.evolve(gammas, betas).get())
 
-    def probs(self, gammas: np.ndarray, betas: np.ndarray) -> np.ndarray:
+    def probs(self, gammas: np.ndarray, betas: np.ndarray) -> Any:
+        """|amplitude|^2 of every basis state as float64, on the GPU."""
         psi = self.evolve(gammas, betas)
-        return np.asarray((psi.real**2 + psi.imag**2).astype(self.xp.float64).get())
+        return (psi.real**2 + psi.imag**2).astype(self.xp.float64)
 
     def expectation(self, gammas: np.ndarray, betas: np.ndarray) -> float:
         """<E> of the final state, reduced on the GPU (nothing of size 2^n crosses to the host)."""
