@@ -1,5 +1,5 @@
-"""QAOA scaling: circuit evaluations per second against n on default.qubit and lightning.qubit (same run),
-and the largest n whose full QAOA solve (``hybrid/qaoa.py`` with its defaults) ends within 1 s and 10 s.
+"""QAOA scaling: circuit evaluations per second against n on default.qubit, lightning.qubit and qxedge.cpu
+(same run), and the largest n whose full QAOA solve (``hybrid/qaoa.py``) ends within 1 s and 10 s.
 
     ./run bench qaoa [--sizes 8,12,16,20,24] [--max-eval-s 6] [--quick]
 
@@ -7,14 +7,15 @@ and the largest n whose full QAOA solve (``hybrid/qaoa.py`` with its defaults) e
    of density 0.5, integer biases in [-100, 100], ``qml.probs`` of every basis state). Each (device, n)
    is solved twice with the optimiser capped at 6 and at 6 + K evaluations (no polish, 100 shots); the
    rate is K / (extra seconds), so the set-up (every assignment's energy, the device) cancels out.
-   ``default.qubit`` is the baseline; the ratio is lightning / default at each n. A size is skipped
-   when the previous one's time per evaluation, times 2^(step), exceeds ``--max-eval-s``.
-2. Full solve: ``solve_qaoa(bqm, no deadline, QaoaConfig())`` (lightning.qubit, p = 2, COBYLA up to
-   150 evaluations, 1000 shots, steepest-descent polish, ``max_qubits`` 20) for growing even n, until
-   one takes more than 10 s or n reaches ``max_qubits``.
+   ``default.qubit`` is the baseline; the ratios are lightning / default and qxedge.cpu (the same circuit
+   without gates, ``hybrid/statevector.py`` on NumPy) / lightning at each n. A size is skipped when the
+   previous one's time per evaluation, times 2^(step), exceeds ``--max-eval-s``.
+2. Full solve: ``solve_qaoa(bqm, no deadline, QaoaConfig(device=D))`` (p = 2, COBYLA up to 150
+   evaluations, 1000 shots, steepest-descent polish) on lightning.qubit (the default) and qxedge.cpu, for
+   growing even n, until one takes more than 10 s or n reaches ``--full-max-n``.
 
-No GPU is lent to this machine: ``lightning.gpu`` is tried and reported as not measured when it cannot
-start (the data-center workers select it with ``qaoa.device: lightning.gpu``).
+GPUs: ``bench/qaoa_gpu.py`` (``qxedge.gpu``). ``lightning.gpu`` is tried here and reported as not
+measured when it cannot start.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 
 from hybrid.qaoa import QaoaConfig, solve_qaoa
 
-DEVICES = ("default.qubit", "lightning.qubit")
+DEVICES = ("default.qubit", "lightning.qubit", "qxedge.cpu")
 
 
 def instance(n: int, seed: int = 1) -> dimod.BinaryQuadraticModel:
@@ -69,7 +70,8 @@ def evaluation_rate(device: str, n: int, extra: int) -> tuple[float, float]:
 
 def rates(sizes: list[int], max_eval_s: float, budget_s: float) -> None:
     print(f"circuit evaluations per second (p = 2, density 0.5; cap {max_eval_s:g} s per evaluation):")
-    print(f"  {'n':>3}  {'default.qubit':>14}  {'lightning.qubit':>16}  {'lightning / default':>19}")
+    heads = f"{'default.qubit':>14}  {'lightning.qubit':>16}  {'qxedge.cpu':>11}  {'lightning/default':>17}"
+    print(f"  {'n':>3}  {heads}  {'qxedge.cpu/lightning':>20}")
     per_eval: dict[str, float] = {}
     last_n: dict[str, int] = {}
     for n in sizes:
@@ -85,19 +87,21 @@ def rates(sizes: list[int], max_eval_s: float, budget_s: float) -> None:
             per_eval[device], last_n[device] = 1.0 / rate, n
             row[device] = rate
         cells = [f"{v:14.1f}" if isinstance(v, float) else f"{v:>14}" for v in (row[d] for d in DEVICES)]
-        d, light = row["default.qubit"], row["lightning.qubit"]
+        d, light, ours = row["default.qubit"], row["lightning.qubit"], row["qxedge.cpu"]
         ratio = f"x{light / d:.1f}" if isinstance(d, float) and isinstance(light, float) else "-"
-        print(f"  {n:>3}  {cells[0]}  {cells[1]:>16}  {ratio:>19}", flush=True)
+        ratio_ours = f"x{ours / light:.1f}" if isinstance(ours, float) and isinstance(light, float) else "-"
+        line = f"  {n:>3}  {cells[0]}  {cells[1]:>16}  {cells[2]:>11}  {ratio:>17}  {ratio_ours:>20}"
+        print(line, flush=True)
 
 
-def full_solves(limit_s: float, n_max: int) -> None:
-    cfg = QaoaConfig()
+def full_solves(device: str, limit_s: float, n_max: int) -> None:
+    cfg = QaoaConfig(device=device, max_qubits=n_max)
     print(
-        f"full solve, defaults (lightning.qubit, p = {cfg.layers}, COBYLA <= {cfg.maxiter} evaluations, "
-        f"{cfg.shots} shots, polish, max_qubits {cfg.max_qubits}), no deadline:"
+        f"full solve on {device} (p = {cfg.layers}, COBYLA <= {cfg.maxiter} evaluations, "
+        f"{cfg.shots} shots, polish), no deadline:"
     )
     within: dict[float, int] = {}
-    for n in range(4, min(n_max, cfg.max_qubits) + 1, 2):
+    for n in range(4, n_max + 1, 2):
         seconds, evaluations, details = timed_solve(instance(n), cfg)
         optimum = details["p_optimum"]
         print(f"  n = {n:>2}: {seconds:6.2f} s, {evaluations} evaluations, P(optimum) {optimum:.3g}")
@@ -107,7 +111,7 @@ def full_solves(limit_s: float, n_max: int) -> None:
         if seconds > limit_s:
             break
     else:
-        print(f"  (stopped at n = {min(n_max, cfg.max_qubits)}: max_qubits {cfg.max_qubits} or --full-max-n)")
+        print(f"  (stopped at --full-max-n {n_max})")
     for bound in (1.0, 10.0):
         print(f"  largest n solved within {bound:g} s: {within.get(bound, 'none')}")
 
@@ -120,7 +124,7 @@ def gpu_note() -> None:
     except Exception as exc:  # no plugin, no CUDA, no GPU: each raises its own error
         print(f"lightning.gpu: not measured, no GPU here ({type(exc).__name__}: {str(exc)[:100]})")
     else:
-        print("lightning.gpu: available, not part of this benchmark (run the solver bench with it)")
+        print("lightning.gpu: available, not part of this benchmark (bench/qaoa_gpu.py measures qxedge.gpu)")
 
 
 def main() -> None:
@@ -132,7 +136,7 @@ def main() -> None:
     parser.add_argument(
         "--extra-s", type=float, default=1.5, help="about this long of extra evaluations per cell"
     )
-    parser.add_argument("--full-max-n", type=int, default=20, help="largest n tried for the full solve")
+    parser.add_argument("--full-max-n", type=int, default=24, help="largest n tried for the full solve")
     parser.add_argument(
         "--quick", action="store_true", help="n = 8, 12 and full solves up to n = 10 (smoke test)"
     )
@@ -149,7 +153,8 @@ def main() -> None:
     gpu_note()
     started = time.perf_counter()
     rates(sizes, args.max_eval_s, args.extra_s)
-    full_solves(10.0, args.full_max_n)
+    for device in ("lightning.qubit", "qxedge.cpu"):
+        full_solves(device, 10.0, args.full_max_n)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

@@ -1,8 +1,8 @@
 """The solver portfolio: one solver, or ``auto`` = every eligible solver in parallel, best by the deadline.
 
 Solvers run in a process pool (``workers`` processes forked from a forkserver that preloaded dimod and
-the dwave-samplers; :meth:`Portfolio.warm_up` also imports PennyLane in every process, so a job never
-pays an import). ``auto`` submits the eligible
+the dwave-samplers; :meth:`Portfolio.warm_up` also imports PennyLane, or compiles the ``qxedge.gpu``
+kernels, in every process, so a job never pays an import or a compilation). ``auto`` submits the eligible
 solvers in the order of ``auto`` and collects candidates until the deadline minus ``margin_ms``
 (kept to send the answer); a proven optimum (``exact``) ends the wait at once. Up to
 ``exact_first_max`` variables, ``exact`` runs alone first and the others only if it cannot prove the
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import time
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hybrid.qaoa import QaoaConfig, solve_qaoa
 from hybrid.solvers import ExactConfig, SaConfig, TabuConfig, solve_exact, solve_sa, solve_tabu
+from hybrid.statevector import compile_kernels
 from hybrid.wire import Candidate
 
 log = logging.getLogger(__name__)
@@ -80,9 +82,14 @@ def run_solver(
         )
 
 
-def _warm() -> None:
+def _warm(qaoa: QaoaConfig) -> None:
     import dwave.samplers  # noqa: F401
-    import pennylane  # noqa: F401
+
+    if qaoa.device == "qxedge.gpu":
+        with contextlib.suppress(Exception):  # no CuPy or no GPU: each solve falls back and says so
+            compile_kernels(qaoa.device_options.get("dtype", "complex128"))
+    elif qaoa.device != "qxedge.cpu":
+        import pennylane  # noqa: F401
 
 
 class Portfolio:
@@ -114,7 +121,7 @@ class Portfolio:
     def warm_up(self) -> None:
         """Start every solver process now rather than on the first job."""
         if isinstance(self._pool, concurrent.futures.ProcessPoolExecutor):
-            for f in [self._pool.submit(_warm) for _ in range(self.config.workers)]:
+            for f in [self._pool.submit(_warm, self.config.qaoa) for _ in range(self.config.workers)]:
                 f.result()
 
     def close(self, *, kill: bool = False) -> None:
