@@ -3,8 +3,11 @@
 Cost Hamiltonian: substituting x = (1 - Z)/2 (|0> ↔ x=0, |1> ↔ x=1). dimod's ``to_ising`` uses
 s = 2x - 1, i.e. s = -Z, so its ``h`` is negated here and ``J`` kept (FIELD-NOTES.md). The circuit is
 p layers of ``RZ``/``IsingZZ`` (the cost, angles scaled by the largest coefficient) and ``RX`` (the
-X mixer) after a uniform superposition, on the configured device (``lightning.qubit`` by default,
-``lightning.gpu`` or a QPU plugin through ``device`` and ``device_options``).
+X mixer) after a uniform superposition, on the configured device: ``lightning.qubit`` by default,
+``lightning.gpu`` or a QPU plugin through ``device`` and ``device_options`` (:class:`PennyLaneCircuit`),
+or the same circuit without gates on the project's own statevector, ``qxedge.gpu`` (CUDA) or
+``qxedge.cpu`` (:mod:`hybrid.statevector`). The objective, the shots and the CVaR are computed where
+the probabilities are (NumPy or CuPy arrays: ``circuit.xp``).
 
 Angles start on a linear ramp (the discretised annealing path, which beats random starts) and are
 optimised by COBYLA on the CVaR of the energy distribution (the mean of the best ``cvar_alpha``
@@ -84,7 +87,12 @@ class PennyLaneCircuit:
     xp = np
 
     def __init__(
-        self, dev: Any, h: np.ndarray, j: dict[tuple[int, int], float], layers: int, measure: str = "probs"
+        self,
+        dev: Any,
+        h: np.ndarray,
+        j: dict[tuple[int, int], float],
+        layers: int,
+        measure: Literal["probs", "state"] = "probs",
     ) -> None:
         import pennylane as qml
 
@@ -207,7 +215,7 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaCon
     shots = xp.searchsorted(cdf / cdf[-1], xp.asarray(rng.random(cfg.shots)), side="right")
     shot_energies = energies[shots]
     raw_index = int(shots[int(xp.argmin(shot_energies))])
-    raw_best = float(energies[raw_index])
+    raw_best = float(binary.energies((bits_of(raw_index, n)[None, :], list(binary.variables)))[0])
     details = {
         "p": p,
         "objective": cfg.objective,
