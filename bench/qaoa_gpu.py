@@ -20,11 +20,15 @@ Without CuPy or a CUDA GPU it says so and exits 0 (a developer's box, CI). On a 
 4. Full solves: ``solve_qaoa`` with ``device: qxedge.gpu`` (otherwise the defaults: p = 2, CVaR, COBYLA
    <= 150 evaluations, 1000 shots, polish) for growing n until one takes more than 10 s; the largest n
    within 1 s and within 10 s. The kernels are compiled once before (NVRTC, printed apart).
+5. Solver workers: a ``Portfolio`` of 2 processes (forkserver, as ``qxedge solver`` runs them) with
+   ``device: qxedge.gpu``: the warm-up (each process compiles the kernels), then 4 jobs of n = 20 at
+   once with a 5 s deadline, each solved in a worker on the shared GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import time
@@ -34,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid.portfolio import Portfolio, SolversConfig
 from hybrid.qaoa import PennyLaneCircuit, QaoaConfig, solve_qaoa
 from hybrid.statevector import CpuStatevector, GpuStatevector, gpu_passes
 
@@ -188,6 +193,31 @@ def full_solves(n_max: int) -> None:
         print(f"  largest n solved within {bound:g} s: {within.get(bound, 'none')}")
 
 
+async def workers(n: int, jobs: int) -> None:
+    portfolio = Portfolio(SolversConfig(workers=2, qaoa=QaoaConfig(device="qxedge.gpu", max_qubits=n)))
+    try:
+        started = time.perf_counter()
+        await asyncio.to_thread(portfolio.warm_up)
+        print(
+            f"solver workers (2 processes, forkserver): warm-up with kernel compilation "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(portfolio.solve(instance(n, seed), "qaoa", time.time() + 5) for seed in range(jobs))
+        )
+        seconds = time.perf_counter() - started
+        for best, candidates in results:
+            c = candidates[0]
+            print(
+                f"  {c.solver}: {c.status}, {c.seconds:.2f} s, device {c.details.get('device')}, "
+                f"energy {best.energy if best else None}"
+            )
+        print(f"  {jobs} jobs of n = {n} in {seconds:.2f} s")
+    finally:
+        portfolio.close(kill=True)
+
+
 def ints(text: str) -> list[int]:
     return [int(s) for s in text.split(",")]
 
@@ -221,6 +251,7 @@ def main() -> int:
     layers(cp, ints(args.sizes), copy_bandwidth(cp))
     evaluations(cp, ints(args.rates), args.max_cpu_s)
     full_solves(args.solve_max_n)
+    asyncio.run(workers(20 if not args.quick else 10, 4))
     return 0
 
 
