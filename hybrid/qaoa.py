@@ -133,7 +133,9 @@ def _circuit(
     if cfg.device == "qxedge.gpu":
         try:
             return GpuStatevector(h, dense, **cfg.device_options), cfg.device
-        except Exception as exc:  # ImportError (no CuPy), CUDA errors (no driver, no GPU, out of memory)
+        except MemoryError:  # CuPy's OutOfMemoryError: the CPU would take far longer; an error candidate
+            raise
+        except Exception as exc:  # ImportError (no CuPy), CUDA errors (no driver, no GPU)
             note = f"qxedge.cpu (qxedge.gpu unavailable: {type(exc).__name__}: {str(exc)[:120]})"
             return CpuStatevector(h, dense), note
     import pennylane as qml

@@ -13,7 +13,7 @@ import pennylane as qml
 import pytest
 from pydantic import ValidationError
 
-from hybrid.portfolio import SolversConfig, run_solver
+from hybrid.portfolio import Portfolio, SolversConfig, run_solver
 from hybrid.qaoa import PennyLaneCircuit, QaoaConfig, ising_z
 from hybrid.solvers import all_energies
 from hybrid.statevector import LANE_BITS, CpuStatevector, gpu_passes
@@ -80,6 +80,15 @@ def test_qxedge_gpu_without_cupy_falls_back_to_qxedge_cpu_and_says_so() -> None:
     candidate = run_solver("qaoa", cfg, random_bqm(6, 0.5, seed=2), time.time() + 5)
     assert candidate.status == "ok"
     assert candidate.details["device"].startswith("qxedge.cpu (qxedge.gpu unavailable: ModuleNotFoundError")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here")
+def test_solver_processes_warm_up_for_qxedge_gpu_without_cupy() -> None:
+    portfolio = Portfolio(SolversConfig(workers=1, qaoa=QaoaConfig(device="qxedge.gpu")))
+    try:
+        portfolio.warm_up()  # nothing to compile here: it must not fail the worker's start
+    finally:
+        portfolio.close()
 
 
 @pytest.mark.parametrize(
