@@ -49,6 +49,22 @@ def test_ising_diagonal_plus_offset_is_the_energy_of_every_assignment(vartype: d
     assert CpuStatevector(h, dense).diagonal + offset == pytest.approx(all_energies(binary), abs=1e-9)
 
 
+def test_the_phase_by_energy_level_equals_the_phase_of_every_state() -> None:
+    """Integer QUBO biases give few distinct energies: the phase is computed per level, same values."""
+    bqm = random_bqm(16, 0.5, seed=8)
+    h, j, _ = ising_z(bqm)
+    dense = np.zeros((16, 16))
+    for (a, b), coupling in j.items():
+        dense[a, b] = coupling
+    by_level = CpuStatevector(h, dense)
+    assert by_level.levels is not None and len(by_level.levels[0]) * 8 <= 1 << 16
+    every_state = CpuStatevector(h, dense)
+    every_state.levels = None
+    gammas, betas = np.array([0.01, 0.02]), np.array([0.7, 0.3])
+    assert np.array_equal(by_level.state(gammas, betas), every_state.state(gammas, betas))
+    assert CpuStatevector(np.array([0.1, 0.2, 0.3]), np.zeros((3, 3))).levels is None  # 8 levels of 8
+
+
 @pytest.mark.parametrize("group_bits", [1, 3, 4, 5])
 def test_the_gpu_passes_mix_every_bit_once_and_the_first_holds_the_lanes(group_bits: int) -> None:
     for n in range(1, 35):
