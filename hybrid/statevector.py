@@ -75,7 +75,7 @@ class CpuStatevector:
         if self.levels is None:
             return np.exp(-1j * gamma * self.diagonal)
         values, index = self.levels
-        return np.exp(-1j * gamma * values)[index]
+        return np.take(np.exp(-1j * gamma * values), index)
 
     def state(self, gammas: np.ndarray, betas: np.ndarray) -> np.ndarray:
         n = self.n
