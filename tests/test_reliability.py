@@ -27,7 +27,7 @@ from connectors.embedded_broker import EmbeddedBroker
 from connectors.mqtt import BrokerConfig, MqttClient, split_url
 from connectors.outbox import Outbox, OutboxConfig, check_mosquitto_conf
 from hybrid.client import OffloadClient, OffloadConfig
-from tests.conftest import ROOT, random_bqm
+from tests.conftest import ROOT, random_bqm, wait_until
 
 TOPIC = "qx/v1/t/telemetry"
 
@@ -103,12 +103,7 @@ def make(seq: int) -> bytes:
 
 
 async def until(predicate: Callable[[], bool], within: float = 30) -> bool:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
+    return await wait_until(predicate, within)
 
 
 async def test_broker_kill9_mid_stream_loses_nothing(
