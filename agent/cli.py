@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import json
 import logging
 import signal
@@ -284,9 +285,12 @@ def _check(args: argparse.Namespace) -> int:
             kind = "edge" if "site" in (yaml.safe_load(args.file.read_text()) or {}) else "datacenter"
     if kind == "datacenter":
         dc = _datacenter(args.file, args.broker)
+        qaoa = dc.solvers.qaoa.device
+        if qaoa == "qxedge.gpu" and importlib.util.find_spec("cupy") is None:
+            qaoa += " (CuPy is not installed here: it would run on qxedge.cpu)"
         print(
             f"{args.file}: ok (data-center worker, {dc.solvers.workers} solver process(es), "
-            f"auto = {', '.join(dc.solvers.auto)}, QAOA on {dc.solvers.qaoa.device})"
+            f"auto = {', '.join(dc.solvers.auto)}, QAOA on {qaoa})"
         )
         return 0
     cfg = load_config(args.file, broker_url=args.broker)

@@ -6,6 +6,7 @@ the fallback without CuPy, the config checks and ``solve_qaoa`` on ``qxedge.cpu`
 
 import importlib.util
 import time
+from pathlib import Path
 
 import dimod
 import numpy as np
@@ -13,12 +14,13 @@ import pennylane as qml
 import pytest
 from pydantic import ValidationError
 
+from agent.cli import main
 from hybrid.portfolio import Portfolio, SolversConfig, run_solver
 from hybrid.qaoa import PennyLaneCircuit, QaoaConfig, ising_z
 from hybrid.solvers import all_energies
 from hybrid.statevector import LANE_BITS, CpuStatevector, gpu_passes
 
-from .conftest import optimum, random_bqm
+from .conftest import ROOT, optimum, random_bqm
 
 
 def lightning(h: np.ndarray, j: np.ndarray, layers: int, measure: str) -> PennyLaneCircuit:
@@ -105,6 +107,24 @@ def test_solver_processes_warm_up_for_qxedge_gpu_without_cupy() -> None:
         portfolio.warm_up()  # nothing to compile here: it must not fail the worker's start
     finally:
         portfolio.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here")
+def test_check_config_says_when_qxedge_gpu_would_run_on_the_cpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (ROOT / "configs" / "datacenter.yaml").read_text()
+    (tmp_path / "dc.yaml").write_text(text.replace("device: lightning.qubit", "device: qxedge.gpu"))
+    assert main(["check-config", str(tmp_path / "dc.yaml")]) == 0
+    assert (
+        "QAOA on qxedge.gpu (CuPy is not installed here: it would run on qxedge.cpu)"
+        in capsys.readouterr().out
+    )
+    (tmp_path / "bad.yaml").write_text(
+        text.replace("device: lightning.qubit", "device: qxedge.gpu\n    device_options: {dtype: complex32}")
+    )
+    assert main(["check-config", str(tmp_path / "bad.yaml")]) == 2
+    assert "solvers.qaoa: device_options.dtype must be complex64 or complex128" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
