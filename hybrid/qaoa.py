@@ -27,8 +27,8 @@ import dimod
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hybrid.solvers import all_energies, bits_of, finish, to_binary
-from hybrid.statevector import GROUP_BITS, CpuStatevector, GpuStatevector
+from hybrid.solvers import bits_of, finish, to_binary
+from hybrid.statevector import GROUP_BITS, CpuStatevector, GpuStatevector, ising_diagonal
 from hybrid.wire import Candidate
 
 
@@ -90,13 +90,16 @@ class PennyLaneCircuit:
         self,
         dev: Any,
         h: np.ndarray,
-        j: dict[tuple[int, int], float],
+        j: np.ndarray,
         layers: int,
         measure: Literal["probs", "state"] = "probs",
     ) -> None:
+        """``j``: the couplings as an upper-triangular n x n matrix, like the simulators take them."""
         import pennylane as qml
 
         n = len(h)
+        self.diagonal = ising_diagonal(h, j)  # the cost of every basis state, as the simulators hold it
+        couplings = [(int(a), int(b), float(j[a, b])) for a, b in zip(*np.nonzero(j), strict=True)]
 
         @qml.qnode(dev, diff_method=None)
         def distribution(gammas: np.ndarray, betas: np.ndarray) -> Any:
@@ -106,7 +109,7 @@ class PennyLaneCircuit:
                 for i in range(n):
                     if h[i]:
                         qml.RZ(2.0 * gammas[k] * h[i], wires=i)
-                for (a, b), coupling in j.items():
+                for a, b, coupling in couplings:
                     qml.IsingZZ(2.0 * gammas[k] * coupling, wires=[a, b])
                 for w in range(n):
                     qml.RX(2.0 * betas[k], wires=w)
@@ -147,7 +150,7 @@ def _circuit(
             raise
         note = f"lightning.qubit ({cfg.device} unavailable: {type(exc).__name__}: {str(exc)[:120]})"
         dev = qml.device("lightning.qubit", wires=n)
-    return PennyLaneCircuit(dev, h, j, cfg.layers), note
+    return PennyLaneCircuit(dev, h, dense, cfg.layers), note
 
 
 def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaConfig) -> Candidate:
@@ -167,12 +170,9 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaCon
     p = cfg.layers
     circuit, device_note = _circuit(cfg, h, j)
     xp = circuit.xp
-    # energies = costs + shift for every assignment, PennyLane's wire order; our simulators hold the
-    # Ising part already (no second 2^n array: at n = 30 each is 8 GB)
-    if isinstance(circuit, PennyLaneCircuit):
-        costs, shift = all_energies(binary), 0.0
-    else:
-        costs, shift = circuit.diagonal, offset
+    # the energy of every assignment (PennyLane's wire order) is costs + offset; no 2^n array of energies
+    # beside the costs the circuit holds (at n = 30 each is 8 GB)
+    costs, shift = circuit.diagonal, offset
     order = xp.argsort(costs, kind="stable") if cfg.objective == "cvar" else None
     sorted_costs = costs[order] if order is not None else None
 

@@ -205,10 +205,15 @@ def compile_kernels(dtype: Any = np.complex128) -> None:
     process's first job does not pay it (~2 s on the H100 and H200 measured)."""
     import cupy as cp
 
-    real = "double" if np.dtype(dtype) == np.complex128 else "float"
+    real = _c_real(dtype)
     for k in range(GROUP_BITS + 1):
         _module(real, k).get_function("mix_pass")  # the module holds every kernel of this K
     _probability_kernel()(cp.zeros(1, dtype=dtype))
+
+
+def _c_real(dtype: Any) -> str:
+    """The kernels' real type for a complex dtype."""
+    return "double" if np.dtype(dtype) == np.complex128 else "float"
 
 
 def kernel_source(real: str, k: int) -> str:
@@ -240,7 +245,8 @@ class GpuStatevector:
         self.xp = cp
         self.n = n = len(h)
         self.dtype = np.dtype(dtype)
-        self.real = "double" if self.dtype == np.complex128 else "float"
+        self.real = _c_real(self.dtype)
+        self.scalar = np.finfo(self.dtype).dtype.type  # float64 or float32: the kernels' c and s
         self.passes = gpu_passes(n, group_bits)
         h_d = cp.asarray(np.asarray(h, np.float64))
         j_d = cp.asarray(np.ascontiguousarray(np.triu(np.asarray(j, np.float64), 1)))
@@ -259,8 +265,7 @@ class GpuStatevector:
 
     def layer(self, gamma: float, beta: float) -> None:
         """One QAOA layer on the state in place: phase exp(-i gamma E), then RX(2 beta) on every wire."""
-        real = np.float64 if self.real == "double" else np.float32
-        c, s = real(np.cos(beta)), real(np.sin(beta))
+        c, s = self.scalar(np.cos(beta)), self.scalar(np.sin(beta))
         for q0, k, lanes in self.passes:
             threads = (1 << self.n) >> k
             block = min(256, threads)

@@ -23,18 +23,14 @@ from hybrid.statevector import LANE_BITS, CpuStatevector, gpu_passes
 from .conftest import ROOT, optimum, random_bqm
 
 
-def lightning(h: np.ndarray, j: np.ndarray, layers: int, measure: str) -> PennyLaneCircuit:
-    pairs = {(a, b): float(j[a, b]) for a, b in zip(*np.nonzero(j), strict=True)}
-    return PennyLaneCircuit(qml.device("lightning.qubit", wires=len(h)), h, pairs, layers, measure)
-
-
 @pytest.mark.parametrize("n", [1, 2, 5, 8, 11])
 def test_cpu_state_equals_lightning_amplitude_for_amplitude(n: int) -> None:
     rng = np.random.default_rng(n)
     h = rng.normal(size=n)
     j = np.triu(rng.normal(size=(n, n)) * (rng.random((n, n)) < 0.6), 1)
     gammas, betas = rng.normal(size=3), rng.normal(size=3)
-    ref = np.asarray(lightning(h, j, 3, "state").distribution(gammas, betas))
+    lightning = PennyLaneCircuit(qml.device("lightning.qubit", wires=n), h, j, 3, "state")
+    ref = np.asarray(lightning.distribution(gammas, betas))
     got = CpuStatevector(h, j).state(gammas, betas)
     assert np.abs(got - ref).max() < 1e-12  # the global phase too
     assert CpuStatevector(h, j).probs(gammas, betas) == pytest.approx(np.abs(ref) ** 2, abs=1e-12)
