@@ -8,11 +8,11 @@ on a change of state.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config import RuleConfig
+from agent.jsonbytes import dumps
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +25,7 @@ class Setpoint:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def payload(self) -> bytes:
-        doc = {"asset": self.asset, "value": self.value, "ts": self.ts, "provenance": self.provenance}
-        return json.dumps(doc, separators=(",", ":")).encode()
+        return dumps({"asset": self.asset, "value": self.value, "ts": self.ts, "provenance": self.provenance})
 
 
 @dataclass(slots=True)

@@ -391,6 +391,7 @@ class MqttClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._in_paho = False  # inside paho's loop_read / loop_write / loop_misc (its callbacks may run)
+        self._writing_now = False  # inside _publish, which sends the message itself
         self._stack = contextlib.AsyncExitStack()
 
     # ----------------------------------------------------------------- lifecycle
@@ -446,13 +447,10 @@ class MqttClient:
         if qos > 0 and self.fresh_only and not self.connected and self._is_fresh_only(topic):
             self.stale_dropped += 1
             return False
-        info = self._paho.publish(topic, payload, qos, retain)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (
-            qos > 0 and info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN
-        ):
+        rc = self._publish(topic, payload, qos, retain).rc
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (qos > 0 and rc == MQTTErrorCode.MQTT_ERR_NO_CONN):
             self.dropped_publishes += 1
             return False
-        self._write_now()
         return True
 
     def publish_tracked(self, topic: str, payload: bytes) -> int | None:
@@ -460,17 +458,26 @@ class MqttClient:
         or None when it was not queued. paho re-sends it after a reconnect until acknowledged."""
         if not self.connected:
             return None
-        info = self._paho.publish(topic, payload, 1, False)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            return None
-        self._write_now()
-        return info.mid
+        info = self._publish(topic, payload, 1, False)
+        return info.mid if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
 
-    def _write_now(self) -> None:
-        """Send what paho queued without waiting for the loop's writer callback; not from inside a
-        paho call (its callbacks hold a lock that writing takes again) nor from another thread."""
-        if not self._in_paho and self._sock is not None and threading.get_ident() == self._loop_thread:
+    def _publish(self, topic: str, payload: bytes | str, qos: int, retain: bool) -> paho.MQTTMessageInfo:
+        """paho's publish, and the message sent at once where that is possible: on the loop thread, not
+        inside a paho call (its callbacks hold a lock that writing takes again). Then paho's request to
+        watch the socket for writing is skipped (two epoll_ctl calls a message); the writer callback
+        is registered only when the kernel did not take the whole message."""
+        sock = self._sock
+        now = not self._in_paho and sock is not None and threading.get_ident() == self._loop_thread
+        self._writing_now = now
+        try:
+            info = self._paho.publish(topic, payload, qos, retain)
+        finally:
+            self._writing_now = False
+        if now and sock is not None and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._paho_call(self._paho.loop_write)
+            if self._paho.want_write() and self._sock is sock:
+                self._add_writer(sock)  # paho thinks it is watched already: it will not ask again
+        return info
 
     def _paho_call(self, loop_fn: Callable[[], MQTTErrorCode]) -> MQTTErrorCode:
         """Call one of paho's ``loop_*`` functions, remembering that its callbacks may run now."""
@@ -635,7 +642,8 @@ class MqttClient:
             self._unwatch(self._sock)
 
     def _on_socket_register_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
-        self._in_loop(self._add_writer, sock)
+        if not (self._writing_now and threading.get_ident() == self._loop_thread):  # _publish writes now
+            self._in_loop(self._add_writer, sock)
 
     def _add_writer(self, sock: socket.socket) -> None:
         if sock.fileno() >= 0:

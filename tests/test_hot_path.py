@@ -35,6 +35,19 @@ async def test_a_publish_is_on_the_wire_before_the_caller_yields(
     assert arrived, "the setpoint waited for the next loop iteration"
 
 
+async def test_what_the_kernel_does_not_take_at_once_is_sent_by_the_writer_callback(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    watcher = watch("t/big")
+    big = bytes(range(256)) * 65536  # 16 MiB: more than a socket takes in one send
+    # a long keep-alive: no reconnect (which re-sends QoS 1 messages) can deliver it in the test's time
+    async with MqttClient(BrokerConfig(url=broker.url, keepalive_s=3600), role="writer") as mqtt:
+        assert mqtt.publish("t/big", big, qos=1)
+        arrived = await asyncio.to_thread(watcher.wait_for, lambda ms: len(ms) == 1, 30)
+    assert arrived, "a message the kernel took in parts never reached the broker"
+    assert watcher.messages[0].payload == big
+
+
 class ThreadedAgent(Agent):
     """The real agent, recording on which thread each evaluation ran and what it scored."""
 
@@ -69,7 +82,7 @@ async def test_small_quick_evaluations_run_on_the_loop_and_big_ones_in_a_thread(
 ) -> None:
     cfg = edge_config(broker.url, window__trigger="readings", window__every_s="3600")
     agent = ThreadedAgent(cfg)
-    agent.inline_evaluation_s = 10.0  # any evaluation counts as quick: the test does not race the clock
+    agent.evaluation.limit_s = 10.0  # any evaluation counts as quick: the test does not race the clock
     stop = asyncio.Event()
 
     async def evaluated(n: int) -> None:
