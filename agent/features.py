@@ -154,27 +154,14 @@ class Features:
         filter (or none, from the incremental engine's rows) the rows are assembled in Python, several
         times cheaper than a pivot and a join at every evaluation (bench/latency.py)."""
         parts = [f.rpartition(".") for f in inputs]
+        if self._rows is not None:
+            return self._matrix_of_rows(self._rows, parts, patterns, only)
         stats = list(dict.fromkeys(stat for _, _, stat in parts))
         signals = {signal for signal, _, _ in parts}
-        if self._rows is not None:
-            at = {"start": 0, "end": 1, **{s: 3 + i for i, s in enumerate(self.stats)}}
-            missing = [s for s in stats if s not in at]
-            if missing:
-                raise pl.exceptions.ColumnNotFoundError(", ".join(missing))
-            picked = [
-                (key, row)
-                for key, row in self._rows.items()
-                if key[1] in signals and (only is None or key[0] in only)
-            ]
-            cols: dict[str, list[Any]] = {
-                "asset": [a for (a, _), _ in picked],
-                "signal": [s for (_, s), _ in picked],
-            }
-            for name in ("start", "end", *stats):
-                cols[name] = [row[at[name]] for _, row in picked]
-        else:
-            rows = self.frame.filter(pl.col("signal").is_in(list(signals)))
-            cols = rows.select("asset", "signal", "start", "end", *stats).to_dict(as_series=False)
+        rows = self.frame.filter(pl.col("signal").is_in(list(signals)))
+        cols: dict[str, list[Any]] = rows.select("asset", "signal", "start", "end", *stats).to_dict(
+            as_series=False
+        )
         index = {key: i for i, key in enumerate(zip(cols["asset"], cols["signal"], strict=True))}
         assets, values, starts, ends = [], [], [], []
         names = {a for a in cols["asset"] if only is None or a in only}
@@ -190,8 +177,35 @@ class Features:
             values.append(row)
             starts.append(min(cols["start"][i] for i in at_rows))
             ends.append(max(cols["end"][i] for i in at_rows))
-        matrix = np.array(values, np.float32) if values else np.empty((0, len(inputs)), np.float32)
-        return FeatureMatrix(assets, matrix, starts, ends)
+        return FeatureMatrix.of(assets, values, starts, ends, len(inputs))
+
+    def _matrix_of_rows(
+        self,
+        rows: dict[Key, Row],
+        parts: list[tuple[str, str, str]],
+        patterns: Sequence[str],
+        only: Collection[str] | None,
+    ) -> FeatureMatrix:
+        """The same from the incremental engine's rows, looked up per (asset, signal): nothing to
+        assemble first (the probe's evaluation in bench/latency.py)."""
+        at = {"start": 0, "end": 1, **{s: 3 + i for i, s in enumerate(self.stats)}}
+        missing = [stat for _, _, stat in parts if stat not in at]
+        if missing:
+            raise pl.exceptions.ColumnNotFoundError(", ".join(dict.fromkeys(missing)))
+        names = {a for a, _ in rows} if only is None else only
+        assets, values, starts, ends = [], [], [], []
+        for asset in sorted(a for a in names if any(fnmatch.fnmatchcase(a, p) for p in patterns)):
+            picked = [r for signal, _, _ in parts if (r := rows.get((asset, signal))) is not None]
+            if len(picked) < len(parts):
+                continue
+            row = [r[at[stat]] for r, (_, _, stat) in zip(picked, parts, strict=True)]
+            if None in row:  # e.g. the slope of readings that all share one ts
+                continue
+            assets.append(asset)
+            values.append(row)
+            starts.append(min(r[0] for r in picked))
+            ends.append(max(r[1] for r in picked))
+        return FeatureMatrix.of(assets, values, starts, ends, len(parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +214,13 @@ class FeatureMatrix:
     values: np.ndarray  # (len(assets), n_inputs) float32
     starts: list[float]
     ends: list[float]
+
+    @staticmethod
+    def of(
+        assets: list[str], values: list[list[Any]], starts: list[float], ends: list[float], width: int
+    ) -> FeatureMatrix:
+        matrix = np.array(values, np.float32) if values else np.empty((0, width), np.float32)
+        return FeatureMatrix(assets, matrix, starts, ends)
 
 
 class FeatureWindow:

@@ -109,6 +109,9 @@ class Agent:
         self.outbox: Outbox | None = None
         self.ops: OpsServer | None = None
         self.metrics = AgentMetrics(self)
+        self._inference_seconds = {  # labelled once: a labels() lookup per evaluation costs more
+            name: self.metrics.inference_seconds.labels(name, m.provider) for name, m in self.models.items()
+        }
         self._pending = ReadingBatch()
         self._fresh = asyncio.Event()  # readings are pending (window.trigger: readings)
         self._latest: dict[tuple[str, str], float] = {}
@@ -334,9 +337,7 @@ class Agent:
             started = time.perf_counter()
             scores = model.score(matrix.values)
             if len(scores):
-                self.metrics.inference_seconds.labels(model.name, model.provider).observe(
-                    time.perf_counter() - started
-                )
+                self._inference_seconds[model.name].observe(time.perf_counter() - started)
             out.extend(
                 Scored(asset, float(score), model.name, model.sha256, model.provider, (start, end))
                 for asset, score, start, end in zip(
