@@ -39,7 +39,6 @@ from agent.decisions import DerateRule, Scored
 from agent.features import SMALL_BATCH, FeatureWindow
 from agent.gate import SetpointGate
 from agent.inference import OnnxModel
-from agent.inline import InlineWhileQuick
 from agent.metrics import AgentMetrics
 from agent.safety import Latest, Proposal, Safety
 from agent.telemetry import ObservedWindow, TelemetryPublisher
@@ -117,7 +116,8 @@ class Agent:
         self._latest: dict[tuple[str, str], float] = {}
         self._readings: Latest = {}  # the newest reading per (asset, signal), as of the last evaluation
         self._evaluated_at = 0.0
-        self.evaluation = InlineWhileQuick(INLINE_EVALUATION_S)  # where the next evaluation may run
+        self._evaluation_s = float("inf")  # how long the last evaluation took (none yet: unknown)
+        self.inline_evaluation_s = INLINE_EVALUATION_S
         self.day: ProductionDay | None = None
         self._planned = {o.asset for o in config.planning.orders} if config.planning is not None else set()
         self.plant: list[PlantConnector] = [
@@ -311,16 +311,24 @@ class Agent:
                 only = set(batch.assets)
             else:
                 full_due = time.monotonic() + every
-            timed = self.evaluation.call
-            if len(batch) <= SMALL_BATCH and self.evaluation.quick:
-                scored, latest = timed(self.evaluate, batch, now, only)
+            if len(batch) <= SMALL_BATCH and self._evaluation_s < self.inline_evaluation_s:
+                scored, latest = self._timed_evaluate(batch, now, only)
             else:
-                scored, latest = await asyncio.to_thread(timed, self.evaluate, batch, now, only)
+                scored, latest = await asyncio.to_thread(self._timed_evaluate, batch, now, only)
             self._readings, self._evaluated_at = latest, now
             await gate.tick(latest, time.time())
             await self._decide(gate, scored, now)
             if self.plant:
                 self._observe(scored, latest, now)
+
+    def _timed_evaluate(
+        self, batch: ReadingBatch, now: float, only: set[str] | None
+    ) -> tuple[list[Scored], Latest]:
+        started = time.perf_counter()
+        try:
+            return self.evaluate(batch, now, only)
+        finally:
+            self._evaluation_s = time.perf_counter() - started
 
     def evaluate(
         self, batch: ReadingBatch, now: float, only: set[str] | None = None

@@ -9,7 +9,8 @@ It lives in ``connectors``, the bottom layer that ``agent`` and ``hybrid`` both 
     ├── ConnectorError              a link to the plant or a broker failed
     │   └── BrokerUnavailable       the MQTT broker refused or could not be reached
     ├── PayloadError(ValueError)    one external payload is invalid (the reason is dead-lettered)
-    └── ModelError                  an ONNX model could not be loaded or does not fit its config
+    ├── ModelError                  an ONNX model could not be loaded or does not fit its config
+    └── AuditError                  the audit log cannot be opened (another process holds it)
 
 Third-party exceptions (paho, onnxruntime, yaml) are translated at the boundary with ``raise ... from``.
 """
@@ -63,3 +64,7 @@ class PayloadError(QxError, ValueError):
 
 class ModelError(QxError):
     """An ONNX model could not be loaded or does not match its configuration."""
+
+
+class AuditError(QxError):
+    """The audit log cannot be opened: another process holds it."""

@@ -1,93 +1,134 @@
-"""Where the audit log's work runs: a row on the loop while rows are quick and nothing is queued,
-through the log's thread otherwise (in order); checkpoints in the thread keep the WAL bounded; a row
-that cannot be written is an error for the caller."""
+"""How a row reaches the audit log: appended to a segment file (on disk when ``write`` returns), moved
+into SQLite by the log's thread, recovered at the next open after a crash, kept when SQLite refuses it;
+one process at a time."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
-import threading
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.audit import CHECKPOINT_ROWS, AuditLog, query
+from agent.audit import AuditLog, query
+from connectors.errors import AuditError
+
+from .conftest import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def watch_inserts(audit: AuditLog) -> list[tuple[str | None, int]]:
-    """(asset, thread id) of every row the log inserts, in insert order."""
-    seen: list[tuple[str | None, int]] = []
-    insert = audit._insert
-
-    def recorded(row: tuple[Any, ...]) -> None:
-        insert(row)
-        seen.append((row[3], threading.get_ident()))
-
-    audit._insert = recorded  # type: ignore[method-assign]
-    return seen
+def segments(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f"{path.name}.rows-*"))
 
 
-async def test_quick_rows_are_written_on_the_loop_and_rows_behind_queued_work_wait_in_order(
-    tmp_path: Path,
-) -> None:
-    loop_thread = threading.get_ident()
-    async with AuditLog(tmp_path / "audit.sqlite", "t", "cfg", retention_days=1) as audit:
-        seen = watch_inserts(audit)
-        audit._inline.limit_s = 10.0  # any row counts as quick: the test does not race the clock
-        await audit.write("proposal", "accepted", asset="a")  # not timed yet: through the thread
-        assert seen[-1][1] != loop_thread
-        done = audit.record("proposal", "accepted", asset="b")
-        assert done.done() and seen[-1] == ("b", loop_thread), "a quick row is on disk when record returns"
-
-        release = threading.Event()
-        prune = audit._prune
-
-        def slow_prune() -> None:
-            release.wait(30)
-            prune()
-
-        audit._prune = slow_prune  # type: ignore[method-assign]
-        audit._pruned_at = 0.0  # the next row queues the hourly prune behind it
-        audit.record("proposal", "accepted", asset="c")
-        waiting = audit.record("proposal", "accepted", asset="d")
-        assert not waiting.done(), "a row must not overtake the prune queued before it"
-        release.set()
-        await asyncio.wrap_future(waiting)
-        assert seen[-1][0] == "d" and seen[-1][1] != loop_thread
-
-        audit._inline.last_s = 20.0  # the last row took long (a stalling disk): the next goes to the thread
-        await audit.write("proposal", "accepted", asset="e")
-        assert seen[-1] == ("e", seen[0][1])
-        await audit.write("proposal", "accepted", asset="f")  # timed quick in the thread: back on the loop
-        assert seen[-1] == ("f", loop_thread)
-    assert [r["asset"] for r in query(tmp_path / "audit.sqlite")] == list("abcdef")
+def lines(path: Path) -> list[bytes]:
+    return [line for segment in segments(path) for line in segment.read_bytes().splitlines()]
 
 
-async def test_checkpoints_in_the_thread_keep_the_wal_bounded(tmp_path: Path) -> None:
+async def test_a_row_is_on_disk_when_write_returns_and_in_sqlite_after_a_flush(tmp_path: Path) -> None:
     path = tmp_path / "audit.sqlite"
-    wal = Path(f"{path}-wal")
-    sizes = []
     async with AuditLog(path, "t", "cfg", retention_days=1) as audit:
-        loop = asyncio.get_running_loop()
-        for _ in range(6):
-            for i in range(CHECKPOINT_ROWS):
-                audit.record("readback", "confirmed", asset=f"line1/a{i}", value=float(i))
-            # read in the log's thread: after the checkpoint queued meanwhile
-            sizes.append(await loop.run_in_executor(audit._pool, lambda: wal.stat().st_size))
-    # without checkpoints (wal_autocheckpoint is off) the WAL would grow by the first size every round
-    assert max(sizes) <= 2 * sizes[0], sizes
-    assert len(query(path)) == 6 * CHECKPOINT_ROWS
+        await audit.write("proposal", "accepted", asset="line1/pump1", value=0.5, provenance={"rule": "r"})
+        assert len(lines(path)) == 1 and b'"line1/pump1"' in lines(path)[0]
+        await audit.flush()
+        assert [(r["id"], r["asset"], r["provenance"]) for r in query(path)] == [
+            (1, "line1/pump1", {"rule": "r"})
+        ]
+        assert lines(path) == [], "a segment whose rows are in SQLite is deleted"
+        audit.record("readback", "confirmed", asset="line1/pump1", value=0.5)
+        assert await wait_until(lambda: len(query(path)) == 2), "the log's own flush moves it within FLUSH_S"
+        await audit.write("proposal", "refused", asset="line1/pump1", reason="stop")
+    assert [r["kind"] for r in query(path)] == ["proposal", "readback", "proposal"]
+    assert segments(path) == [], "a stop moves every row into SQLite and leaves no segment"
 
 
-@pytest.mark.parametrize("inline", [True, False])
-async def test_a_row_that_cannot_be_written_fails_its_writer(tmp_path: Path, inline: bool) -> None:
+CRASH = textwrap.dedent("""
+    import asyncio, os, sys
+    from pathlib import Path
+    from agent.audit import AuditLog
+
+    async def main() -> None:
+        async with AuditLog(Path(sys.argv[1]), "t", "cfg", retention_days=1) as audit:
+            for i in range(3):
+                await audit.write("proposal", "accepted", asset=f"a{i}")
+            await audit.flush()
+            for i in range(3, 5):
+                await audit.write("proposal", "accepted", asset=f"a{i}")
+            os._exit(9)  # no flush, no close: the last two rows are only in their segment
+
+    asyncio.run(main())
+""")
+
+
+async def test_rows_a_crash_left_in_segments_are_in_the_log_after_the_next_open(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite"
+    crashed = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", CRASH, str(path)], cwd=ROOT, timeout=60, capture_output=True
+    )
+    assert crashed.returncode == 9, crashed.stderr
+    assert [r["asset"] for r in query(path)] == ["a0", "a1", "a2"]
+    with segments(path)[-1].open("ab") as last:
+        last.write(b'[6, 1.0, "t", "proposal", "a5"')  # a line the crash cut short
+    async with AuditLog(path, "t", "cfg", retention_days=1) as audit:
+        assert segments(path) != [] and lines(path) == [], "the open moved the rows into SQLite"
+        await audit.write("proposal", "accepted", asset="after")
+    rows = query(path)
+    assert [(r["id"], r["asset"]) for r in rows] == [
+        (1, "a0"),
+        (2, "a1"),
+        (3, "a2"),
+        (4, "a3"),
+        (5, "a4"),
+        (6, "after"),
+    ]
+
+
+async def test_rows_sqlite_refuses_stay_in_their_segment_and_go_in_at_the_next_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.sqlite"
+    async with AuditLog(path, "t", "cfg", retention_days=1) as audit:
+        await audit.write("proposal", "accepted", asset="a")
+        insert = audit._insert
+
+        def locked(rows: list[Any]) -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+        monkeypatch.setattr(audit, "_insert", locked)
+        await audit.flush()
+        await audit.write("proposal", "accepted", asset="b")
+        assert query(path) == [] and len(lines(path)) == 2, "both rows wait on disk"
+        monkeypatch.setattr(audit, "_insert", insert)
+        await audit.flush()
+        assert [r["asset"] for r in query(path)] == ["a", "b"] and lines(path) == []
+
+
+async def test_a_row_that_cannot_be_written_fails_its_writer(tmp_path: Path) -> None:
     async with AuditLog(tmp_path / "audit.sqlite", "t", "cfg", retention_days=1) as audit:
-        audit._inline.limit_s = 10.0 if inline else 0.0
+        fd, segment = audit._segment
+        read_only = os.open(segment, os.O_RDONLY)
+        audit._segment = (read_only, segment)  # the disk refuses the write
+        try:
+            with pytest.raises(OSError, match="Bad file descriptor"):
+                await audit.write("proposal", "accepted", asset="a")
+            audit.record("readback", "confirmed", asset="a")  # logged, not raised
+        finally:
+            audit._segment = (fd, segment)
+            os.close(read_only)
+        assert audit.rows == 0
 
-        def full(row: tuple[Any, ...]) -> None:
-            raise sqlite3.OperationalError("database or disk is full")
 
-        audit._insert = full  # type: ignore[method-assign]
-        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
-            await audit.write("proposal", "accepted", asset="a")
+async def test_one_process_at_a_time_holds_a_log(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite"
+    async with AuditLog(path, "t", "cfg", retention_days=1):
+        with pytest.raises(AuditError, match="in use by another process"):
+            async with AuditLog(path, "t", "cfg", retention_days=1):
+                pass
+    async with AuditLog(path, "t", "cfg", retention_days=1):  # free again once closed
+        pass

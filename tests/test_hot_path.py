@@ -82,7 +82,7 @@ async def test_small_quick_evaluations_run_on_the_loop_and_big_ones_in_a_thread(
 ) -> None:
     cfg = edge_config(broker.url, window__trigger="readings", window__every_s="3600")
     agent = ThreadedAgent(cfg)
-    agent.evaluation.limit_s = 10.0  # any evaluation counts as quick: the test does not race the clock
+    agent.inline_evaluation_s = 10.0  # any evaluation counts as quick: the test does not race the clock
     stop = asyncio.Event()
 
     async def evaluated(n: int) -> None:
