@@ -8,7 +8,7 @@ the others are background readings of 9 other assets, windowed like any reading.
 (``qxedge run`` in its own process, ``window.trigger: readings``) scores the probe asset with a
 one-node ONNX model (score = the newest ``x``), and a derate rule with ``consecutive: 1`` turns every
 flip into a proposal: derate to 0.6, restore to 1.0, alternately. Each proposal goes through the safety
-envelope, is audited in SQLite (on disk before the write), and published on
+envelope, is audited (its row on disk before the write), and published on
 ``qx/v1/bench/setpoints/line1/probe``; its provenance window ends at the probe's own ``ts``, which
 names the probe. The latency is probe publish → setpoint arrival at the load client.
 
