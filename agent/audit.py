@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -187,11 +188,29 @@ class AuditLog:
             self.config_hash,
         )
         line = memoryview(dumps(row) + b"\n")
-        while line:
-            line = line[os.write(self._segment[0], line) :]
-        self._next_id += 1
+        self._next_id += 1  # taken even if the append fails: a torn line's id is never reused
+        try:
+            while line:
+                written = os.write(self._segment[0], line)
+                if written == 0:  # a file size limit reached: no progress will come
+                    raise OSError(errno.EFBIG, "the audit segment takes no more bytes")
+                line = line[written:]
+        except OSError:
+            self._retire_segment()
+            raise
         self._pending.append(row)
         self.rows += 1
+
+    def _retire_segment(self) -> None:
+        """After a failed append the segment may end in a torn line: later rows go to the spare, so
+        that line stays the last of its file (skipped at recovery) and cannot tear the next row."""
+        fd, path = self._segment
+        if self._spare is None or fd < 0:
+            return  # the flush task opens a spare first; until then rows keep this segment
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        self._unsaved.append(path)  # deleted once its pending rows are in SQLite
+        self._segment, self._spare = self._spare, None
 
     async def flush(self) -> None:
         """Move the rows appended so far into SQLite (in the log's thread), appending from now on to
@@ -275,9 +294,12 @@ class AuditLog:
         os.close(fd)
         self._insert(rows)
         for segment in segments:
-            segment.unlink()
+            segment.unlink(missing_ok=True)
         if time.time() - self._pruned_at > PRUNE_EVERY_S:
-            self._prune()
+            try:
+                self._prune()
+            except sqlite3.Error as exc:  # the rows are in: a failed prune is tried again in an hour
+                log.error("audit: pruning %s failed: %s", self.path, exc)
 
     def _insert(self, rows: list[Row]) -> None:
         assert self._db is not None
@@ -310,7 +332,10 @@ class AuditLog:
 def _read_segment(path: Path) -> list[Row]:
     """The rows of a segment; a line a crash cut short (or any damaged line) is skipped, and said."""
     rows, damaged = [], 0
-    for line in path.read_bytes().splitlines():
+    *complete, torn = path.read_bytes().split(b"\n")
+    if torn:  # no newline after it: its write did not finish
+        damaged += 1
+    for line in complete:
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError:

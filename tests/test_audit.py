@@ -109,19 +109,24 @@ async def test_rows_sqlite_refuses_stay_in_their_segment_and_go_in_at_the_next_f
         assert [r["asset"] for r in query(path)] == ["a", "b"] and lines(path) == []
 
 
-async def test_a_row_that_cannot_be_written_fails_its_writer(tmp_path: Path) -> None:
-    async with AuditLog(tmp_path / "audit.sqlite", "t", "cfg", retention_days=1) as audit:
+async def test_a_row_that_cannot_be_written_fails_its_writer_and_the_next_goes_to_a_fresh_segment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "audit.sqlite"
+    async with AuditLog(path, "t", "cfg", retention_days=1) as audit:
         fd, segment = audit._segment
-        read_only = os.open(segment, os.O_RDONLY)
-        audit._segment = (read_only, segment)  # the disk refuses the write
-        try:
-            with pytest.raises(OSError, match="Bad file descriptor"):
-                await audit.write("proposal", "accepted", asset="a")
-            audit.record("readback", "confirmed", asset="a")  # logged, not raised
-        finally:
-            audit._segment = (fd, segment)
-            os.close(read_only)
-        assert audit.rows == 0
+        audit._segment = (os.open(segment, os.O_RDONLY), segment)  # the disk refuses the write
+        os.close(fd)
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            await audit.write("proposal", "accepted", asset="a")
+        assert audit._segment[1] != segment, "a torn line must stay the last of its segment"
+        await audit.write("proposal", "accepted", asset="b")
+        fd, segment = audit._segment
+        audit._segment = (os.open(segment, os.O_RDONLY), segment)
+        os.close(fd)
+        audit.record("readback", "confirmed", asset="c")  # logged, not raised
+        assert "audit write failed" in caplog.text
+    assert [(r["id"], r["asset"]) for r in query(path)] == [(2, "b")], "a failed row's id is not reused"
 
 
 async def test_one_process_at_a_time_holds_a_log(tmp_path: Path) -> None:
