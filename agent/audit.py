@@ -99,7 +99,10 @@ def connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-INSERT = f"INSERT OR IGNORE INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+INSERT = (
+    f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    "ON CONFLICT (id) DO NOTHING"  # a row inserted before a crash or a failed flush: not twice
+)
 
 
 class AuditLog:
@@ -137,11 +140,15 @@ class AuditLog:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._flusher.cancel()
-        await self._stack.aclose()
         try:
+            await self._stack.aclose()
             await self.flush()
         finally:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._close)
+            # closed here, on the loop: a row appended from now on fails instead of landing in a file
+            # the thread closes; segments holding rows not yet in SQLite stay for the next open
+            segments, keep = [self._segment, self._spare], bool(self._pending)
+            self._segment, self._spare = (-1, self.path), None
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._close, segments, keep)
             self._pool.shutdown(wait=True)
 
     # --------------------------------------------------------------- on the event loop
@@ -149,11 +156,12 @@ class AuditLog:
         """A row for the record; a row that cannot be written is logged (``write`` raises instead)."""
         try:
             self._append(kind, verdict, **fields)
-        except OSError as exc:
+        except (OSError, TypeError, ValueError) as exc:
             log.error("audit write failed (%s %s): %s", kind, verdict, exc)
 
     async def write(self, kind: str, verdict: str, **fields: Any) -> None:
-        """A row that must be on disk before the caller goes on (raises OSError when it is not)."""
+        """A row that must be on disk before the caller goes on (raises OSError when it is not, and
+        TypeError / ValueError for a field that is not what its column holds)."""
         self._append(kind, verdict, **fields)
 
     def _append(
@@ -171,46 +179,36 @@ class AuditLog:
         provenance: Mapping[str, Any] | None = None,
         ts: float | None = None,
     ) -> None:
+        at = time.time() if ts is None else float(ts)
+        if not _finite(at):
+            raise ValueError(f"ts: not a finite time ({ts!r})")
         row = (
             self._next_id,
-            ts or time.time(),
+            at,
             self.site,
-            kind,
-            asset,
-            source,
-            proposed if proposed is None or _finite(proposed) else None,
-            verdict,
-            value,
-            reason,
-            limit,
+            str(kind),
+            _text(asset),
+            _text(source),
+            _number(proposed),
+            str(verdict),
+            _number(value),
+            _text(reason),
+            _text(limit),
             int(dry_run),
             dumps(provenance or {}).decode(),
             self.config_hash,
         )
-        line = memoryview(dumps(row) + b"\n")
+        # the newline first: a line torn by a failed write is its own line (skipped at recovery), never
+        # the start of the next row's; an array cut anywhere is not valid JSON
+        line = memoryview(b"\n" + dumps(row))
         self._next_id += 1  # taken even if the append fails: a torn line's id is never reused
-        try:
-            while line:
-                written = os.write(self._segment[0], line)
-                if written == 0:  # a file size limit reached: no progress will come
-                    raise OSError(errno.EFBIG, "the audit segment takes no more bytes")
-                line = line[written:]
-        except OSError:
-            self._retire_segment()
-            raise
+        while line:
+            written = os.write(self._segment[0], line)
+            if written == 0:  # a file size limit reached: no progress will come
+                raise OSError(errno.EFBIG, "the audit segment takes no more bytes")
+            line = line[written:]
         self._pending.append(row)
         self.rows += 1
-
-    def _retire_segment(self) -> None:
-        """After a failed append the segment may end in a torn line: later rows go to the spare, so
-        that line stays the last of its file (skipped at recovery) and cannot tear the next row."""
-        fd, path = self._segment
-        if self._spare is None or fd < 0:
-            return  # the flush task opens a spare first; until then rows keep this segment
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        self._unsaved.append(path)  # deleted once its pending rows are in SQLite
-        self._segment, self._spare = self._spare, None
 
     async def flush(self) -> None:
         """Move the rows appended so far into SQLite (in the log's thread), appending from now on to
@@ -230,7 +228,7 @@ class AuditLog:
         segments, self._unsaved = [*self._unsaved, done[1]], []
         try:
             await loop.run_in_executor(self._pool, self._save, rows, done[0], segments)
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:
             log.error(
                 "audit: %d rows not yet in %s (%s); kept in %s, tried again",
                 len(rows),
@@ -263,7 +261,7 @@ class AuditLog:
             self._segment = self._new_segment()
             self._spare = self._new_segment()
         except BaseException:
-            self._close()
+            self._close([self._segment, self._spare], keep=False)
             raise
 
     def _recover(self) -> None:
@@ -293,23 +291,45 @@ class AuditLog:
     def _save(self, rows: list[Row], fd: int, segments: list[Path]) -> None:
         os.close(fd)
         self._insert(rows)
+        # the rows are in: what fails from here is logged, never a reason to insert them again
         for segment in segments:
-            segment.unlink(missing_ok=True)
+            try:
+                segment.unlink(missing_ok=True)
+            except OSError as exc:  # inserted again at the next open: a no-op (same ids)
+                log.warning("audit: cannot delete %s: %s", segment, exc)
         if time.time() - self._pruned_at > PRUNE_EVERY_S:
             try:
                 self._prune()
-            except sqlite3.Error as exc:  # the rows are in: a failed prune is tried again in an hour
+            except sqlite3.Error as exc:  # tried again in an hour
                 log.error("audit: pruning %s failed: %s", self.path, exc)
 
     def _insert(self, rows: list[Row]) -> None:
         assert self._db is not None
-        self._db.execute("BEGIN")  # one transaction (the connection is in autocommit mode)
+        db = self._db
+        db.execute("BEGIN")  # one transaction (the connection is in autocommit mode)
         try:
-            self._db.executemany(INSERT, rows)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            db.executemany(INSERT, rows)
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) or not isinstance(exc, Exception):
+                raise  # the database is unavailable (disk full, I/O): every row is tried again later
+            self._insert_one_by_one(rows)
+
+    def _insert_one_by_one(self, rows: list[Row]) -> None:
+        """A batch one row of which SQLite refuses (a segment from an older or damaged writer): the
+        others go in, the refused ones to ``<log>.refused`` (JSON lines), and the log says so."""
+        assert self._db is not None
+        for row in rows:
+            try:
+                self._db.execute(INSERT, row)
+            except sqlite3.OperationalError:
+                raise
+            except Exception as exc:
+                log.error("audit: SQLite refused row %s (%s); kept in %s.refused", row[0], exc, self.path)
+                with open(f"{self.path}.refused", "ab") as refused:
+                    refused.write(dumps(row) + b"\n")
 
     def _prune(self) -> None:
         assert self._db is not None
@@ -317,25 +337,27 @@ class AuditLog:
         # the trigger forbids UPDATE; DELETE of expired rows is the retention policy
         self._db.execute("DELETE FROM audit WHERE ts < ?", (self._pruned_at - self.retention_s,))
 
-    def _close(self) -> None:
-        for fd, path in (self._segment, self._spare or (-1, self.path)):
-            if fd >= 0:
-                os.close(fd)
-                if not self._pending:  # else the rows wait in it for the next open
-                    path.unlink()
-        if self._db is not None:
-            self._db.close()
-        if self._lock is not None:
-            os.close(self._lock)  # releases the lock
+    def _close(self, segments: list[tuple[int, Path] | None], keep: bool) -> None:
+        try:
+            for fd, path in filter(None, segments):
+                if fd >= 0:
+                    os.close(fd)
+                    if not keep:  # else rows not yet in SQLite wait in it for the next open
+                        path.unlink(missing_ok=True)
+            if self._db is not None:
+                self._db.close()
+        finally:
+            if self._lock is not None:
+                os.close(self._lock)  # releases the lock
 
 
 def _read_segment(path: Path) -> list[Row]:
-    """The rows of a segment; a line a crash cut short (or any damaged line) is skipped, and said."""
+    """The rows of a segment (each line begins with a newline); a line a failed write or a crash cut
+    short is not valid JSON and is skipped, and said."""
     rows, damaged = [], 0
-    *complete, torn = path.read_bytes().split(b"\n")
-    if torn:  # no newline after it: its write did not finish
-        damaged += 1
-    for line in complete:
+    for line in path.read_bytes().split(b"\n"):
+        if not line:
+            continue
         try:
             row = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -352,6 +374,18 @@ def _read_segment(path: Path) -> list[Row]:
 
 def _finite(x: float) -> bool:
     return x == x and abs(x) != float("inf")
+
+
+def _number(x: float | None) -> float | None:
+    """A REAL column: a finite float or NULL."""
+    if x is None:
+        return None
+    number = float(x)
+    return number if _finite(number) else None
+
+
+def _text(x: object) -> str | None:
+    return None if x is None else str(x)
 
 
 def query(

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.audit import AuditLog, query
+from agent.audit import AuditLog, _read_segment, query
 from connectors.errors import AuditError
 
 from .conftest import wait_until
@@ -28,7 +28,7 @@ def segments(path: Path) -> list[Path]:
 
 
 def lines(path: Path) -> list[bytes]:
-    return [line for segment in segments(path) for line in segment.read_bytes().splitlines()]
+    return [line for segment in segments(path) for line in segment.read_bytes().split(b"\n") if line]
 
 
 async def test_a_row_is_on_disk_when_write_returns_and_in_sqlite_after_a_flush(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ async def test_rows_a_crash_left_in_segments_are_in_the_log_after_the_next_open(
     assert crashed.returncode == 9, crashed.stderr
     assert [r["asset"] for r in query(path)] == ["a0", "a1", "a2"]
     with segments(path)[-1].open("ab") as last:
-        last.write(b'[6, 1.0, "t", "proposal", "a5"')  # a line the crash cut short
+        last.write(b'\n[6, 1.0, "t", "proposal", "a5"')  # a line the crash cut short
     async with AuditLog(path, "t", "cfg", retention_days=1) as audit:
         assert segments(path) != [] and lines(path) == [], "the open moved the rows into SQLite"
         await audit.write("proposal", "accepted", asset="after")
@@ -109,24 +109,28 @@ async def test_rows_sqlite_refuses_stay_in_their_segment_and_go_in_at_the_next_f
         assert [r["asset"] for r in query(path)] == ["a", "b"] and lines(path) == []
 
 
-async def test_a_row_that_cannot_be_written_fails_its_writer_and_the_next_goes_to_a_fresh_segment(
+async def test_a_row_that_cannot_be_written_fails_its_writer_and_a_torn_line_spoils_no_other(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "audit.sqlite"
     async with AuditLog(path, "t", "cfg", retention_days=1) as audit:
         fd, segment = audit._segment
         audit._segment = (os.open(segment, os.O_RDONLY), segment)  # the disk refuses the write
-        os.close(fd)
         with pytest.raises(OSError, match="Bad file descriptor"):
             await audit.write("proposal", "accepted", asset="a")
-        assert audit._segment[1] != segment, "a torn line must stay the last of its segment"
-        await audit.write("proposal", "accepted", asset="b")
-        fd, segment = audit._segment
-        audit._segment = (os.open(segment, os.O_RDONLY), segment)
-        os.close(fd)
-        audit.record("readback", "confirmed", asset="c")  # logged, not raised
+        audit.record("readback", "confirmed", asset="a")  # logged, not raised
         assert "audit write failed" in caplog.text
-    assert [(r["id"], r["asset"]) for r in query(path)] == [(2, "b")], "a failed row's id is not reused"
+        with pytest.raises(ValueError, match="not a finite time"):
+            await audit.write("proposal", "accepted", asset="a", ts=float("nan"))
+        os.close(audit._segment[0])
+        audit._segment = (fd, segment)
+        os.write(fd, b'\n[9,1.0,"t","proposal","torn"')  # what a write cut short by a full disk leaves
+        await audit.write("proposal", "accepted", asset="b", value=2**63)
+        assert [r[4] for r in _read_segment(segment)] == ["b"], "the row after a torn line is intact"
+    rows = query(path)
+    assert [(r["id"], r["asset"], r["value"]) for r in rows] == [(3, "b", 2.0**63)], (
+        "failed rows' ids not reused"
+    )
 
 
 async def test_one_process_at_a_time_holds_a_log(tmp_path: Path) -> None:
