@@ -17,7 +17,8 @@ the reading → setpoint path (bench/latency.py):
 - every ``FLUSH_S`` the log's thread inserts the segment's rows into SQLite in one transaction and
   deletes the segment; the loop has switched to a fresh segment the thread opened beforehand, so it
   never creates or deletes a file. ``qxedge audit`` sees a row within ``FLUSH_S`` (at once after a
-  stop). Rows SQLite refuses stay in their segment and are tried again at the next flush;
+  stop). While SQLite cannot take rows (a full disk, an I/O error) they stay in their segment and
+  are tried again at the next flush; a row it refuses for itself goes to ``<log>.refused``;
 - at open, the segments a crash left behind are inserted first, in order: a row inserted before the
   crash is not inserted twice (same id), and a line the crash cut short is skipped. One process at a
   time holds a log (a lock file next to it): two agents on one file would reuse each other's ids.
@@ -212,7 +213,7 @@ class AuditLog:
 
     async def flush(self) -> None:
         """Move the rows appended so far into SQLite (in the log's thread), appending from now on to
-        a fresh segment; rows SQLite refuses stay pending, in their segment."""
+        a fresh segment; rows SQLite cannot take now stay pending, in their segment."""
         if not self._pending:
             return
         loop = asyncio.get_running_loop()
