@@ -121,7 +121,6 @@ class AuditLog:
         self._db: sqlite3.Connection | None = None  # the log's thread only
         self._lock: int | None = None  # the lock file's descriptor while the log is open
         self._segment: tuple[int, Path] = (-1, path)  # (descriptor, path) rows are appended to
-        self._spare: tuple[int, Path] | None = None  # the next segment, opened by the log's thread
         self._pending: list[Row] = []  # appended, not yet in SQLite
         self._unsaved: list[Path] = []  # segments of pending rows besides the current one
         self._segments = 0  # segment files made so far (their number)
@@ -147,9 +146,9 @@ class AuditLog:
         finally:
             # closed here, on the loop: a row appended from now on fails instead of landing in a file
             # the thread closes; segments holding rows not yet in SQLite stay for the next open
-            segments, keep = [self._segment, self._spare], bool(self._pending)
-            self._segment, self._spare = (-1, self.path), None
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._close, segments, keep)
+            segment, keep = self._segment, bool(self._pending)
+            self._segment = (-1, self.path)
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._close, segment, keep)
             self._pool.shutdown(wait=True)
 
     # --------------------------------------------------------------- on the event loop
@@ -217,15 +216,14 @@ class AuditLog:
         if not self._pending:
             return
         loop = asyncio.get_running_loop()
-        if self._spare is None:  # the last attempt to open one failed (a full disk): try again
-            try:
-                self._spare = await loop.run_in_executor(self._pool, self._new_segment)
-            except OSError as exc:
-                log.error("audit: cannot open a new segment next to %s: %s", self.path, exc)
-                return
-        # no await from here to the swap: a row appended meanwhile would land in the segment deleted
+        try:  # opened by the log's thread: the loop never creates or deletes a file
+            fresh = await loop.run_in_executor(self._pool, self._new_segment)
+        except OSError as exc:  # a full disk: the rows stay in the current segment
+            log.error("audit: cannot open a new segment next to %s: %s", self.path, exc)
+            return
+        # no await from here to the swap: the rows taken are exactly those of the segment retired
         rows, self._pending = self._pending, []
-        done, self._segment, self._spare = self._segment, self._spare, None
+        done, self._segment = self._segment, fresh
         segments, self._unsaved = [*self._unsaved, done[1]], []
         try:
             await loop.run_in_executor(self._pool, self._save, rows, done[0], segments)
@@ -260,9 +258,8 @@ class AuditLog:
             self._recover()
             self._prune()
             self._segment = self._new_segment()
-            self._spare = self._new_segment()
         except BaseException:
-            self._close([self._segment, self._spare], keep=False)
+            self._close(self._segment, keep=False)
             raise
 
     def _recover(self) -> None:
@@ -338,13 +335,13 @@ class AuditLog:
         # the trigger forbids UPDATE; DELETE of expired rows is the retention policy
         self._db.execute("DELETE FROM audit WHERE ts < ?", (self._pruned_at - self.retention_s,))
 
-    def _close(self, segments: list[tuple[int, Path] | None], keep: bool) -> None:
+    def _close(self, segment: tuple[int, Path], keep: bool) -> None:
         try:
-            for fd, path in filter(None, segments):
-                if fd >= 0:
-                    os.close(fd)
-                    if not keep:  # else rows not yet in SQLite wait in it for the next open
-                        path.unlink(missing_ok=True)
+            fd, path = segment
+            if fd >= 0:
+                os.close(fd)
+                if not keep:  # else rows not yet in SQLite wait in it for the next open
+                    path.unlink(missing_ok=True)
             if self._db is not None:
                 self._db.close()
         finally:
