@@ -16,8 +16,8 @@ the reading → setpoint path (bench/latency.py):
   a thread and back 0.3 ms;
 - every ``FLUSH_S`` the log's thread inserts the segment's rows into SQLite in one transaction and
   deletes the segment; the loop has switched to a fresh segment the thread opened beforehand, so it
-  never creates or deletes a file. ``qxedge audit`` sees a row within ``FLUSH_S`` (at once after a
-  stop). While SQLite cannot take rows (a full disk, an I/O error) they stay in their segment and
+  never creates or deletes a file. ``query`` (``qxedge audit``) reads the segments too: it sees
+  every row on disk, flushed or not. While SQLite cannot take rows (a full disk, an I/O error) they stay in their segment and
   are tried again at the next flush; a row it refuses for itself goes to ``<log>.refused``;
 - at open, the segments a crash left behind are inserted first, in order: a row inserted before the
   crash is not inserted twice (same id), and a line the crash cut short is skipped. One process at a
@@ -389,9 +389,14 @@ def _text(x: object) -> str | None:
 def query(
     path: Path, *, asset: str | None = None, since: float | None = None, limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """Rows in time order, as dicts (``provenance`` decoded)."""
+    """Rows in id order, as dicts (``provenance`` decoded); rows still in segment files (a running
+    agent's last 0.1 s, or what a crash left before the next start) included."""
     if not path.is_file():
         return []
+    appended = []  # read before SQLite: a segment flushed meanwhile has its rows there by then
+    for segment in sorted(path.parent.glob(f"{path.name}.rows-*")):
+        with contextlib.suppress(FileNotFoundError):
+            appended += [dict(zip(COLUMNS, r, strict=True)) for r in _read_segment(segment)]
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         where, args = ["1=1"], list[Any]()
@@ -408,6 +413,14 @@ def query(
         rows = [dict(zip(COLUMNS, r, strict=True)) for r in db.execute(sql, args)][::-1]
     finally:
         db.close()
+    seen = {row["id"] for row in rows}
+    for row in appended:
+        if row["id"] not in seen and asset in (None, row["asset"]) and (since is None or row["ts"] >= since):
+            rows.append(row)
+            seen.add(row["id"])
+    rows.sort(key=lambda row: row["id"])
+    if limit is not None:
+        rows = rows[len(rows) - limit :] if limit < len(rows) else rows
     for row in rows:
         row["provenance"] = json.loads(row["provenance"])
         row["dry_run"] = bool(row["dry_run"])
