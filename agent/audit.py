@@ -17,8 +17,9 @@ the reading → setpoint path (bench/latency.py):
 - every ``FLUSH_S`` the log's thread inserts the segment's rows into SQLite in one transaction and
   deletes the segment; the loop has switched to a fresh segment the thread opened beforehand, so it
   never creates or deletes a file. ``query`` (``qxedge audit``) reads the segments too: it sees
-  every row on disk, flushed or not. While SQLite cannot take rows (a full disk, an I/O error) they stay in their segment and
-  are tried again at the next flush; a row it refuses for itself goes to ``<log>.refused``;
+  every row on disk, flushed or not. While SQLite cannot take rows (a full disk, an I/O error) they
+  stay in their segment and are tried again at the next flush; a row it refuses for itself goes to
+  ``<log>.refused``;
 - at open, the segments a crash left behind are inserted first, in order: a row inserted before the
   crash is not inserted twice (same id), and a line the crash cut short is skipped. One process at a
   time holds a log (a lock file next to it): two agents on one file would reuse each other's ids.
