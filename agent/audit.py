@@ -266,10 +266,7 @@ class AuditLog:
     def _recover(self) -> None:
         """Insert the rows of the segments a stop or crash left, in order; ids go on after the last."""
         assert self._db is not None
-        left = sorted(
-            (p for p in self.path.parent.glob(f"{self.path.name}.rows-*") if p.name[-8:].isdigit()),
-            key=lambda p: int(p.name[-8:]),
-        )
+        left = _segments_of(self.path)
         if left:
             rows = [row for segment in left for row in _read_segment(segment)]
             self._insert(rows)
@@ -350,6 +347,12 @@ class AuditLog:
                 os.close(self._lock)  # releases the lock
 
 
+def _segments_of(log_path: Path) -> list[Path]:
+    """The segment files of a log, oldest first (``<log>.rows-<8 digits>``)."""
+    found = log_path.parent.glob(f"{log_path.name}.rows-{'[0-9]' * 8}")
+    return sorted(found, key=lambda p: int(p.name[-8:]))
+
+
 def _read_segment(path: Path) -> list[Row]:
     """The rows of a segment (each line begins with a newline); a line a failed write or a crash cut
     short is not valid JSON and is skipped, and said."""
@@ -395,7 +398,7 @@ def query(
     if not path.is_file():
         return []
     appended = []  # read before SQLite: a segment flushed meanwhile has its rows there by then
-    for segment in sorted(path.parent.glob(f"{path.name}.rows-*")):
+    for segment in _segments_of(path):
         with contextlib.suppress(FileNotFoundError):
             appended += [dict(zip(COLUMNS, r, strict=True)) for r in _read_segment(segment)]
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
