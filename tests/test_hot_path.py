@@ -5,6 +5,7 @@ started by readings scores only the assets that got readings."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from agent.decisions import Scored
 from agent.pipeline import Agent
 from agent.safety import Latest
 from connectors.embedded_broker import EmbeddedBroker
-from connectors.mqtt import BrokerConfig, MqttClient
+from connectors.mqtt import BrokerConfig, CachedMatcher, MqttClient
 from connectors.readings import ReadingBatch
 
 from .conftest import Watcher, edge_config, wait_until
@@ -46,6 +47,29 @@ async def test_what_the_kernel_does_not_take_at_once_is_sent_by_the_writer_callb
         arrived = await asyncio.to_thread(watcher.wait_for, lambda ms: len(ms) == 1, 30)
     assert arrived, "a message the kernel took in parts never reached the broker"
     assert watcher.messages[0].payload == big
+
+
+def test_routing_a_message_leaves_no_garbage_cycle_and_follows_new_callbacks() -> None:
+    matcher = CachedMatcher(limit=2)
+    matcher["plant/#"] = "all"
+    matcher["plant/+/p1/temp"] = "temp"
+    assert sorted(matcher.iter_match("plant/l1/p1/temp")) == ["all", "temp"]
+    gc.collect()
+    gc.disable()
+    try:  # paho's own matcher leaves a function <-> cell cycle behind for every call
+        for _ in range(100):
+            assert sorted(matcher.iter_match("plant/l1/p1/temp")) == ["all", "temp"]
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    matcher["plant/l1/#"] = "line"  # a new callback: the answers kept so far are stale
+    assert sorted(matcher.iter_match("plant/l1/p1/temp")) == ["all", "line", "temp"]
+    del matcher["plant/#"]
+    assert sorted(matcher.iter_match("plant/l1/p1/temp")) == ["line", "temp"]
+    for topic in ("plant/l2/p1/temp", "plant/l1/p2/temp", "other"):  # more topics than the limit
+        matcher.iter_match(topic)
+    assert list(matcher.iter_match("plant/l2/p1/temp")) == ["temp"]
+    assert list(matcher.iter_match("other")) == []
 
 
 class ThreadedAgent(Agent):
