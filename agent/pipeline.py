@@ -3,9 +3,10 @@
 The plant broker (and, when configured, a separate data-center uplink) and every plant connector run
 in one TaskGroup:
 
-- one ingest task per subscribed topic filter decodes each *batch* of messages into the pending
-  ReadingBatch and dead-letters what is invalid (``qx/v1/{site}/deadletter``, with the reason); plant
-  connectors (OPC UA, Modbus, Sparkplug) add their batches to the same pending batch;
+- each *batch* of reading messages (all that one wake-up of the MQTT client read) is decoded into the
+  pending ReadingBatch right where it was read, with no task in between, and what is invalid is
+  dead-lettered (``qx/v1/{site}/deadletter``, with the reason); plant connectors (OPC UA, Modbus,
+  Sparkplug) add their batches to the same pending batch;
 - the evaluation task wakes every ``window.every_s`` (or as soon as readings are pending with
   ``trigger: readings``), swaps the pending batch out and runs windows + inference, then applies the
   rules. A small batch whose previous evaluation took under ``INLINE_EVALUATION_S`` runs on the loop
@@ -31,6 +32,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 
 from agent.audit import AuditLog
 from agent.config import EdgeConfig
@@ -42,7 +44,7 @@ from agent.inference import OnnxModel
 from agent.metrics import AgentMetrics
 from agent.safety import Latest, Proposal, Safety
 from agent.telemetry import ObservedWindow, TelemetryPublisher
-from connectors.mqtt import MqttClient, Publication, Subscription, each_message
+from connectors.mqtt import Message, MqttClient, Publication, Subscription, each_message
 from connectors.ops import OpsServer
 from connectors.outbox import Outbox
 from connectors.plant import PlantConnector, PlantLink
@@ -157,20 +159,21 @@ class Agent:
                     dict(self.gate.verdicts) if self.gate else {},
                 )
 
-    async def _sources(self, mqtt: MqttClient) -> list[tuple[Subscription, ReadingDecoder]]:
-        sources = []
+    async def _subscribe_readings(self, mqtt: MqttClient) -> None:
+        """Readings are decoded where the client reads them, at the end of each read burst (no task hop)."""
+        filters = []
         for entry in self.config.connectors:
             if entry.mqtt is None:
                 continue
             cfg = entry.mqtt
             decoder = ReadingDecoder(TopicPattern(cfg.topic_pattern), cfg.max_payload_bytes, cfg.max_ahead_s)
             for topic_filter in cfg.topics:
-                sources.append((await mqtt.subscribe(topic_filter, cfg.qos), decoder))
-        log.info("agent %s: listening on %s", self.site, ", ".join(s.topic_filter for s, _ in sources))
-        return sources
+                await mqtt.subscribe(topic_filter, cfg.qos, on_batch=partial(self._ingest, mqtt, decoder))
+                filters.append(topic_filter)
+        log.info("agent %s: listening on %s", self.site, ", ".join(filters))
 
     async def _serve(self, mqtt: MqttClient, stop: asyncio.Event | None) -> None:
-        sources = await self._sources(mqtt)
+        await self._subscribe_readings(mqtt)
         async with contextlib.AsyncExitStack() as stack:
             if self.config.ops is not None:
                 self.ops = await stack.enter_async_context(
@@ -223,11 +226,7 @@ class Agent:
                     OffloadClient(uplink, self.site, self.config.offload, gate.on_refused_result)
                 )
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            loops = [
-                tasks.create_task(self._ingest(mqtt, sub, dec), name=f"ingest[{sub.topic_filter}]")
-                for sub, dec in sources
-            ]
-            loops.append(tasks.create_task(each_message(proposals, gate.on_proposal), name="proposals"))
+            loops = [tasks.create_task(each_message(proposals, gate.on_proposal), name="proposals")]
             loops.append(tasks.create_task(_apply_locks(locks, gate), name="locks"))
             loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
             link = PlantLink(self.site, self.config.broker, self._accept, self._plant_proposal)
@@ -241,23 +240,23 @@ class Agent:
                 for task in loops:
                     task.cancel()
 
-    async def _ingest(self, mqtt: MqttClient, subscription: Subscription, decoder: ReadingDecoder) -> None:
+    def _ingest(self, mqtt: MqttClient, decoder: ReadingDecoder, messages: list[Message]) -> None:
+        """A read burst's messages into the pending batch; what is invalid to the dead-letter topic."""
         stats = self.stats
-        async for messages in subscription:
-            now = time.time()
-            rejected: list[Rejected] = []
-            before = len(self._pending)
-            decoder.decode(messages, now, self._pending, rejected)
-            stats.messages += len(messages)
-            stats.readings += len(self._pending) - before
-            if len(self._pending) > before:
-                self._fresh.set()
-            for bad in rejected:
-                stats.deadletters += 1
-                stats.deadletter_reasons[bad.reason.split(" (", 1)[0][:80]] += 1
-                mqtt.publish(self.topic("deadletter"), deadletter_payload(bad, now), qos=1)
-            if rejected:
-                log.debug("dead-lettered %d of %d messages", len(rejected), len(messages))
+        now = time.time()
+        rejected: list[Rejected] = []
+        before = len(self._pending)
+        decoder.decode(messages, now, self._pending, rejected)
+        stats.messages += len(messages)
+        stats.readings += len(self._pending) - before
+        if len(self._pending) > before:
+            self._fresh.set()
+        for bad in rejected:
+            stats.deadletters += 1
+            stats.deadletter_reasons[bad.reason.split(" (", 1)[0][:80]] += 1
+            mqtt.publish(self.topic("deadletter"), deadletter_payload(bad, now), qos=1)
+        if rejected:
+            log.debug("dead-lettered %d of %d messages", len(rejected), len(messages))
 
     def _accept(self, batch: ReadingBatch) -> None:
         """Readings from a plant connector: they join the next evaluation."""

@@ -11,7 +11,9 @@ fight it for the GIL on every message. Here paho runs *inside* the loop, with no
   only register the socket for writing: the message would wait for the caller's step to end and one
   more loop iteration); the writer callback sends what the kernel could not take at once;
 - paho's message callback only appends ``(topic, payload)`` to its subscription's list; the consumer
-  awaits ``Subscription.next_batch()`` and takes the whole list at once (no task, no future per message);
+  awaits ``Subscription.next_batch()`` and takes the whole list at once (no task, no future per message),
+  or the subscription's ``on_batch`` gets the list at the end of the read burst, on the loop (no task
+  wakes up at all: the agent decodes readings so);
 - when a consumer falls behind, its list reaching ``high_water`` pauses reading from the socket until it
   catches up: TCP back-pressure instead of unbounded memory;
 - a task of the client's own TaskGroup calls ``loop_misc()`` every second (keep-alive, dead-link
@@ -292,10 +294,18 @@ class Publication:
 class Subscription:
     """The messages of one topic filter, handed to one consumer in batches."""
 
-    def __init__(self, owner: MqttClient, topic_filter: str, qos: int, high_water: int) -> None:
+    def __init__(
+        self,
+        owner: MqttClient,
+        topic_filter: str,
+        qos: int,
+        high_water: int,
+        on_batch: Callable[[list[Message]], None] | None = None,
+    ) -> None:
         self.topic_filter = topic_filter
         self.qos = qos
         self.high_water = high_water
+        self.on_batch = on_batch  # takes each burst's messages on the loop instead of a consumer task
         self._owner = owner
         self._buffer: list[Message] = []
         self._wake = asyncio.Event()
@@ -304,7 +314,7 @@ class Subscription:
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         # Runs inside loop_read() on the event loop thread: keep it tiny.
-        if not self._buffer:
+        if not self._buffer and self.on_batch is None:
             self._wake.set()
         self._buffer.append((msg.topic, bytes(msg.payload)))
         self._owner.received += 1
@@ -312,6 +322,17 @@ class Subscription:
     @property
     def backlog(self) -> int:
         return len(self._buffer)
+
+    def _deliver(self) -> None:
+        """Hand the messages of a read burst to ``on_batch`` (it must not raise; if it does, the
+        messages are lost and the error is logged: the client goes on reading)."""
+        if self.on_batch is None or not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        try:
+            self.on_batch(batch)
+        except Exception:
+            log.exception("could not take %d messages on %s", len(batch), self.topic_filter)
 
     async def next_batch(self) -> list[Message]:
         """Every message received since the last call (at least one); [] once the client is closed."""
@@ -463,9 +484,18 @@ class MqttClient:
         return len(self._paho._out_messages)  # paho has no public count
 
     # ----------------------------------------------------------------- API
-    async def subscribe(self, topic_filter: str, qos: int = 0, *, high_water: int = 50_000) -> Subscription:
-        """Subscribe and wait for the broker's SUBACK; messages arrive through the returned object."""
-        sub = Subscription(self, topic_filter, qos, high_water)
+    async def subscribe(
+        self,
+        topic_filter: str,
+        qos: int = 0,
+        *,
+        high_water: int = 50_000,
+        on_batch: Callable[[list[Message]], None] | None = None,
+    ) -> Subscription:
+        """Subscribe and wait for the broker's SUBACK; messages arrive through the returned object, or,
+        with ``on_batch``, are handed to it on the loop at the end of each read burst (no task wakes up
+        for them: the reading path of bench/latency.py); it must be quick and never block."""
+        sub = Subscription(self, topic_filter, qos, high_water, on_batch)
         # paho matches callbacks against the topic, not against "$share/<group>/<filter>".
         match_filter = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
         self._paho.message_callback_add(match_filter, sub._on_message)
@@ -696,6 +726,8 @@ class MqttClient:
                 break
             if self.received + self.unroutable == before:
                 break  # no complete message left in the socket (or a control packet: read again later)
+        for sub in self._subscriptions:
+            sub._deliver()
         if any(sub.backlog >= sub.high_water for sub in self._subscriptions):
             self._pause_reading()
         elif self._sock is not None and getattr(self._sock, "pending", lambda: 0)():
