@@ -49,6 +49,35 @@ async def test_what_the_kernel_does_not_take_at_once_is_sent_by_the_writer_callb
     assert watcher.messages[0].payload == big
 
 
+async def test_on_batch_takes_messages_on_the_loop_and_a_failing_one_stops_nothing(
+    broker: EmbeddedBroker,
+) -> None:
+    taken: list[tuple[list[tuple[str, bytes]], bool]] = []
+    loop_thread = threading.get_ident()
+
+    def take(batch: list[tuple[str, bytes]]) -> None:
+        taken.append((batch, threading.get_ident() == loop_thread))
+        if len(taken) == 1:
+            raise RuntimeError("a bug in the consumer")
+
+    async with (
+        MqttClient(BrokerConfig(url=broker.url), role="reader") as reader,
+        MqttClient(BrokerConfig(url=broker.url), role="writer") as writer,
+    ):
+        sub = await reader.subscribe("t/#", qos=1, on_batch=take)
+        writer.publish("t/a", b"1", qos=1)
+        assert await wait_until(lambda: len(taken) == 1, 10)
+        for i in range(2, 6):
+            writer.publish(f"t/{i}", str(i).encode(), qos=1)
+        assert await wait_until(lambda: sum(len(b) for b, _ in taken) == 5, 10)
+        assert sub.backlog == 0
+    assert [m for batch, _ in taken for m in batch] == [
+        ("t/a", b"1"),
+        *((f"t/{i}", str(i).encode()) for i in range(2, 6)),
+    ]
+    assert all(on_loop for _, on_loop in taken)
+
+
 def test_routing_a_message_leaves_no_garbage_cycle_and_follows_new_callbacks() -> None:
     matcher = CachedMatcher(limit=2)
     matcher["plant/#"] = "all"
