@@ -441,6 +441,7 @@ class MqttClient:
         self._disconnected = asyncio.Event()
         self._closing = False
         self._sock: socket.socket | None = None
+        self._write_watched: socket.socket | None = None  # the socket the writer callback is registered for
         self._reading_paused = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -697,6 +698,8 @@ class MqttClient:
         with contextlib.suppress(ValueError, OSError):
             loop.remove_reader(sock)
             loop.remove_writer(sock)
+        if self._write_watched is sock:
+            self._write_watched = None
         if self._sock is sock:
             self._sock = None
 
@@ -711,11 +714,17 @@ class MqttClient:
     def _add_writer(self, sock: socket.socket) -> None:
         if sock.fileno() >= 0:
             self._running_loop().add_writer(sock, self._paho_call, self._paho.loop_write)
+            self._write_watched = sock
 
     def _on_socket_unregister_write(self, _c: paho.Client, _u: Any, sock: Any) -> None:
-        self._in_loop(self._remove_writer, sock)
+        # after every write that empties its queue; unless the writer callback is registered there is
+        # nothing to remove (a fifth of a publish's Python calls, in asyncio's selector)
+        if self._write_watched is sock or threading.get_ident() != self._loop_thread:
+            self._in_loop(self._remove_writer, sock)
 
     def _remove_writer(self, sock: socket.socket) -> None:
+        if self._write_watched is sock:
+            self._write_watched = None
         with contextlib.suppress(ValueError, OSError):
             self._running_loop().remove_writer(sock)
 

@@ -45,6 +45,8 @@ async def test_what_the_kernel_does_not_take_at_once_is_sent_by_the_writer_callb
     async with MqttClient(BrokerConfig(url=broker.url, keepalive_s=3600), role="writer") as mqtt:
         assert mqtt.publish("t/big", big, qos=1)
         arrived = await asyncio.to_thread(watcher.wait_for, lambda ms: len(ms) == 1, 30)
+        # and once all is sent the writer callback is gone (left, it would fire on every loop iteration)
+        assert await wait_until(lambda: mqtt._write_watched is None, 10)
     assert arrived, "a message the kernel took in parts never reached the broker"
     assert watcher.messages[0].payload == big
 
