@@ -712,7 +712,8 @@ class MqttClient:
             self._in_loop(self._add_writer, sock)
 
     def _add_writer(self, sock: socket.socket) -> None:
-        if sock.fileno() >= 0:
+        # asked from another thread, the queue may have been sent by a publish on the loop since
+        if sock.fileno() >= 0 and self._paho.want_write():
             self._running_loop().add_writer(sock, self._paho_call, self._paho.loop_write)
             self._write_watched = sock
 
@@ -729,19 +730,24 @@ class MqttClient:
             self._running_loop().remove_writer(sock)
 
     def _on_readable(self) -> None:
-        for _ in range(self._READ_BURST):
-            before = self.received + self.unroutable
-            if self._paho_call(self._paho.loop_read) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                break
-            if self.received + self.unroutable == before:
-                break  # no complete message left in the socket (or a control packet: read again later)
-        for sub in self._subscriptions:
-            sub._deliver()
+        try:
+            for _ in range(self._READ_BURST):
+                before = self.received + self.unroutable
+                if self._paho_call(self._paho.loop_read) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+                if self.received + self.unroutable == before:
+                    break  # no complete message left in the socket (or a control packet: read again later)
+        finally:  # also when a callback of paho's raised: what the burst read is not held back
+            for sub in self._subscriptions:
+                sub._deliver()
         if any(sub.backlog >= sub.high_water for sub in self._subscriptions):
             self._pause_reading()
-        elif self._sock is not None and getattr(self._sock, "pending", lambda: 0)():
-            # TLS: bytes already decrypted inside the SSL object do not make the socket readable again
+        elif self._tls_pending():
             self._running_loop().call_soon(self._on_readable)
+
+    def _tls_pending(self) -> bool:
+        """TLS: bytes already decrypted inside the SSL object do not make the socket readable again."""
+        return self._sock is not None and bool(getattr(self._sock, "pending", lambda: 0)())
 
     def _pause_reading(self) -> None:
         if self._sock is not None and not self._reading_paused:
@@ -756,3 +762,5 @@ class MqttClient:
         if self._reading_paused and self._sock is not None:
             self._reading_paused = False
             self._running_loop().add_reader(self._sock, self._on_readable)
+            if self._tls_pending():
+                self._running_loop().call_soon(self._on_readable)

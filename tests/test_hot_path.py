@@ -80,6 +80,27 @@ async def test_on_batch_takes_messages_on_the_loop_and_a_failing_one_stops_nothi
     assert all(on_loop for _, on_loop in taken)
 
 
+async def test_a_read_burst_cut_short_by_a_raising_callback_still_delivers_what_it_read(
+    broker: EmbeddedBroker,
+) -> None:
+    taken: list[tuple[str, bytes]] = []
+    async with MqttClient(BrokerConfig(url=broker.url), role="reader") as reader:
+        sub = await reader.subscribe("t/#", qos=0, on_batch=taken.extend)
+        loop_read = reader._paho.loop_read
+
+        def read_then_raise(max_packets: int = 1) -> object:  # e.g. on_connect raising after a message
+            sub._buffer.append(("t/1", b"x"))
+            raise RuntimeError("a callback raised inside paho")
+
+        reader._paho.loop_read = read_then_raise  # type: ignore[method-assign]
+        try:
+            with pytest.raises(RuntimeError):
+                reader._on_readable()
+            assert taken == [("t/1", b"x")]  # not held until the next read
+        finally:
+            reader._paho.loop_read = loop_read  # type: ignore[method-assign]
+
+
 def test_routing_a_message_leaves_no_garbage_cycle_and_follows_new_callbacks() -> None:
     matcher = CachedMatcher(limit=2)
     matcher["plant/#"] = "all"
