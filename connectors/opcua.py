@@ -477,6 +477,7 @@ class OpcUaConnector:
             finally:
                 self._client = None
                 self.connected.clear()
+            _end_if_cancelled()
             delay = backoff.delay()
             log.warning("%s: %s; reconnecting in %.1f s", self.name, self.stats.last_error, delay)
             await asyncio.sleep(delay)
@@ -827,6 +828,15 @@ def _status_name(status: ua.StatusCode) -> str:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300] if str(exc) else text
+
+
+def _end_if_cancelled() -> None:
+    """asyncua's teardown (``Client._cancel_task``) catches CancelledError, also the one meant for the
+    connector when its cancel lands there: the task's cancel request still counts, so stop here instead
+    of reconnecting for ever (a test once hung so)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def _quietly(coro: Any) -> None:

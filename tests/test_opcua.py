@@ -371,6 +371,27 @@ async def test_basic256sha256_with_username_or_user_certificate(
         assert not connector.connected.is_set()
 
 
+async def test_a_cancel_that_asyncua_swallows_still_stops_the_connector() -> None:
+    connector = config(f"opc.tcp://127.0.0.1:{free_port()}/qxedge/").connector("connectors[0]")
+    inside = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def swallowing_session() -> AsyncIterator[Any]:
+        inside.set()
+        # what asyncua's Client._cancel_task does with a cancel that lands while it waits
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        raise ConnectionError("torn down")
+        yield  # pragma: no cover
+
+    connector._session = swallowing_session  # type: ignore[method-assign]
+    task = asyncio.create_task(connector.run(Sink().link))
+    await inside.wait()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=10)
+    assert task in done and task.cancelled(), "the connector went on reconnecting after its cancel"
+
+
 async def test_reconnects_and_resubscribes_after_a_server_restart() -> None:
     port = free_port()
     cfg = config(f"opc.tcp://127.0.0.1:{port}/qxedge/")
