@@ -424,7 +424,7 @@ def query(
             seen.add(row["id"])
     rows.sort(key=lambda row: row["id"])
     if limit is not None:
-        rows = rows[len(rows) - limit :] if limit < len(rows) else rows
+        rows = rows[max(len(rows) - limit, 0) :]
     for row in rows:
         row["provenance"] = json.loads(row["provenance"])
         row["dry_run"] = bool(row["dry_run"])

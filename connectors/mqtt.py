@@ -539,8 +539,8 @@ class MqttClient:
             self._writing_now = False
         if now and sock is not None and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._paho_call(self._paho.loop_write)
-            if self._paho.want_write() and self._sock is sock:
-                self._add_writer(sock)  # paho thinks it is watched already: it will not ask again
+            if self._sock is sock:  # what the kernel did not take: paho thinks the socket is watched already
+                self._add_writer(sock)
         return info
 
     def _paho_call(self, loop_fn: Callable[[], MQTTErrorCode]) -> MQTTErrorCode:
