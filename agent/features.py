@@ -12,22 +12,29 @@ Two engines give the same statistics (to float rounding; ``tests/test_features_i
 - *full*: a batch of more than ``SMALL_BATCH`` readings is appended to the retained Polars frame as one
   frame, trimmed, and aggregated in one ``group_by`` (Polars releases the GIL: > 1M readings/s);
 - *incremental*: an update of a few readings (the ``trigger: readings`` case) touches only the
-  (asset, signal) keys it brings, plus the keys whose oldest reading fell out of the window. Each key
-  keeps its readings as NumPy arrays sorted by time; the key's statistics are recomputed from them
-  and the others are kept. A whole-window ``group_by`` costs ~1 ms of fixed Polars overhead per call
-  whatever its size; this costs a few µs per touched key. The per-key arrays are cut from the Polars
-  frame when the first small update comes after a full one, and the frame is rebuilt from the arrays
-  when the next full update comes (never both kept up to date at once).
+  (asset, signal) keys it brings, plus the keys whose oldest reading fell out of the window (found in a
+  heap of each key's oldest time, not by a scan). Each key keeps its readings as NumPy arrays sorted by
+  time; the key's statistics are recomputed from them and the others are kept, and so is the set of
+  keys ready to report and the newest reading of each, as persistent maps (``immutables.Map``): every
+  :class:`Features` keeps its own snapshot (later updates may run in a worker thread while the loop reads
+  it) without copying the window's keys. A whole-window ``group_by`` costs ~1 ms of fixed Polars
+  overhead per call whatever its size; this costs a few µs per touched key. The per-key arrays are cut
+  from the Polars frame when the first small update comes after a full one, and the frame is rebuilt
+  from the arrays when the next full update comes (never both kept up to date at once).
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Collection, Sequence
+import functools
+import heapq
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+import immutables
 import numpy as np
 import polars as pl
 
@@ -40,6 +47,7 @@ MAX_TOUCHED = 256  # more keys to recompute than this: one Polars group_by is ch
 MAX_CUT_ROWS = 262_144  # a larger window stays with the full engine
 
 Key = tuple[str, str]
+_WILDCARD = re.compile(r"[*?[]")
 Row = tuple[Any, ...]  # start, end, n, <stat>... (None where Polars gives null)
 
 
@@ -96,7 +104,7 @@ class Features:
     """One row per (asset, signal) with a column per statistic, plus the window's bounds.
 
     Made from a Polars ``frame`` (the full engine) or from ``rows`` (the incremental engine:
-    (asset, signal) -> (start, end, n, <stat>...)); each form is derived from the other on demand."""
+    asset -> signal -> (start, end, n, <stat>...)); each form is derived from the other on demand."""
 
     __slots__ = ("_frame", "_rows", "computed_at", "latest", "stats")
 
@@ -104,9 +112,9 @@ class Features:
         self,
         frame: pl.DataFrame | None,
         computed_at: float,
-        latest: dict[Key, tuple[float, float]],  # (asset, signal) -> (ts, value) of the newest reading
+        latest: Mapping[Key, tuple[float, float]],  # (asset, signal) -> (ts, value) of the newest reading
         *,
-        rows: dict[Key, Row] | None = None,
+        rows: Mapping[str, Mapping[str, Row]] | None = None,
         stats: Sequence[str] = (),
     ) -> None:
         if frame is None and rows is None:
@@ -121,8 +129,9 @@ class Features:
     def frame(self) -> pl.DataFrame:  # asset, signal, start, end, n, <stat>...
         if self._frame is None:
             assert self._rows is not None
-            keys = list(self._rows)
-            columns: list[list[Any]] = [list(c) for c in zip(*self._rows.values(), strict=True)] or [
+            keys = [(a, s) for a, signals in self._rows.items() for s in signals]
+            flat = [row for signals in self._rows.values() for row in signals.values()]
+            columns: list[list[Any]] = [list(c) for c in zip(*flat, strict=True)] or [
                 [] for _ in range(3 + len(self.stats))
             ]
             data: dict[str, Any] = {
@@ -139,10 +148,8 @@ class Features:
 
     def assets(self, patterns: Sequence[str]) -> list[str]:
         if self._rows is not None:
-            names = sorted({a for a, _ in self._rows})
-        else:
-            names = self.frame.get_column("asset").unique().sort().to_list()
-        return [a for a in names if any(fnmatch.fnmatchcase(a, p) for p in patterns)]
+            return _matching(self._rows, patterns)
+        return _matching(set(self.frame.get_column("asset").to_list()), patterns)
 
     def matrix(
         self, inputs: Sequence[str], patterns: Sequence[str] = ("*",), only: Collection[str] | None = None
@@ -165,7 +172,7 @@ class Features:
         index = {key: i for i, key in enumerate(zip(cols["asset"], cols["signal"], strict=True))}
         assets, values, starts, ends = [], [], [], []
         names = {a for a in cols["asset"] if only is None or a in only}
-        for asset in sorted(a for a in names if any(fnmatch.fnmatchcase(a, p) for p in patterns)):
+        for asset in _matching(names, patterns):
             found = [index.get((asset, signal)) for signal, _, _ in parts]
             at_rows = [i for i in found if i is not None]
             if len(at_rows) < len(found):
@@ -181,21 +188,24 @@ class Features:
 
     def _matrix_of_rows(
         self,
-        rows: dict[Key, Row],
+        rows: Mapping[str, Mapping[str, Row]],
         parts: list[tuple[str, str, str]],
         patterns: Sequence[str],
         only: Collection[str] | None,
     ) -> FeatureMatrix:
-        """The same from the incremental engine's rows, looked up per (asset, signal): nothing to
-        assemble first (the probe's evaluation in bench/latency.py)."""
+        """The same from the incremental engine's rows, looked up per asset and signal: nothing to
+        assemble first, and only the assets asked for are visited (the probe's evaluation in
+        bench/latency.py)."""
         at = {"start": 0, "end": 1, **{s: 3 + i for i, s in enumerate(self.stats)}}
         missing = [stat for _, _, stat in parts if stat not in at]
         if missing:
             raise pl.exceptions.ColumnNotFoundError(", ".join(dict.fromkeys(missing)))
-        names = {a for a, _ in rows} if only is None else only
         assets, values, starts, ends = [], [], [], []
-        for asset in sorted(a for a in names if any(fnmatch.fnmatchcase(a, p) for p in patterns)):
-            picked = [r for signal, _, _ in parts if (r := rows.get((asset, signal))) is not None]
+        for asset in _matching(rows if only is None else only, patterns):
+            signals = rows.get(asset)
+            if signals is None:
+                continue
+            picked = [r for signal, _, _ in parts if (r := signals.get(signal)) is not None]
             if len(picked) < len(parts):
                 continue
             row = [r[at[stat]] for r, (_, _, stat) in zip(picked, parts, strict=True)]
@@ -206,6 +216,20 @@ class Features:
             starts.append(min(r[0] for r in picked))
             ends.append(max(r[1] for r in picked))
         return FeatureMatrix.of(assets, values, starts, ends, len(parts))
+
+
+def _matching(names: Collection[str], patterns: Sequence[str]) -> list[str]:
+    """The names any pattern matches (fnmatch, case-sensitive), sorted. Patterns without a wildcard are
+    looked up instead of matched against every name (a plant of thousands of assets)."""
+    if not any(_WILDCARD.search(p) for p in patterns):
+        return sorted({p for p in patterns if p in names})
+    return sorted(filter(_pattern(tuple(patterns)).match, names))
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One regular expression for fnmatch patterns (~10x fnmatchcase per pattern and name)."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns))
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +245,10 @@ class FeatureMatrix:
     ) -> FeatureMatrix:
         matrix = np.array(values, np.float32) if values else np.empty((0, width), np.float32)
         return FeatureMatrix(assets, matrix, starts, ends)
+
+
+Ready = immutables.Map[str, immutables.Map[str, Row]]  # asset -> signal -> row
+_NO_ROWS: immutables.Map[str, Row] = immutables.Map()
 
 
 class FeatureWindow:
@@ -245,7 +273,9 @@ class FeatureWindow:
         self._frame: pl.DataFrame | None = pl.DataFrame(schema=_SCHEMA)
         self._keys: dict[Key, tuple[np.ndarray, np.ndarray]] | None = None  # key -> (ts sorted, values)
         self._rows: dict[Key, Row] = {}  # key -> start, end, n, <stat>... (the incremental engine's)
-        self._latest: dict[Key, tuple[float, float]] = {}
+        self._ready: Ready = immutables.Map()  # the rows with enough readings to report
+        self._oldest: list[tuple[float, Key]] = []  # heap: (start, key) for every row's start, and stale ones
+        self._latest: immutables.Map[Key, tuple[float, float]] = immutables.Map()
         self._count = 0  # readings in the window (read from the loop while an update runs in a thread)
 
     @property
@@ -265,7 +295,7 @@ class FeatureWindow:
     def _update_frame(self, batch: ReadingBatch, now: float) -> Features:
         frame = self._frame if self._frame is not None else self._frame_of_keys()
         self._keys = None
-        self._rows, self._latest = {}, {}
+        self._rows, self._ready, self._oldest, self._latest = {}, immutables.Map(), [], immutables.Map()
         if len(batch):
             new = pl.DataFrame(
                 {"asset": batch.assets, "signal": batch.signals, "ts": batch.ts, "value": batch.values},
@@ -319,18 +349,36 @@ class FeatureWindow:
         self._frame = None
         groups = frame.group_by("asset", "signal", maintain_order=True).len()
         ts_all, v_all = frame.get_column("ts").to_numpy(), frame.get_column("value").to_numpy()
-        self._keys, self._rows, self._latest = {}, {}, {}
+        self._keys, self._rows, self._ready, self._latest = {}, {}, immutables.Map(), immutables.Map()
         at = 0
         for asset, signal, n in groups.iter_rows():
             key, end = (asset, signal), at + n
-            ts, v = ts_all[at:end], v_all[at:end]
-            self._keys[key] = (ts, v)
-            self._rows[key] = self._row(ts, v)
-            self._latest[key] = (float(ts[-1]), float(v[-1]))
+            self._set(key, ts_all[at:end], v_all[at:end])
             at = end
+        self._oldest = [(row[0], key) for key, row in self._rows.items()]
+        heapq.heapify(self._oldest)
 
-    def _row(self, ts: np.ndarray, v: np.ndarray) -> Row:
-        return (float(ts[0]), float(ts[-1]), len(ts), *(_np_stat(s, ts, v) for s in self.stats))
+    def _set(self, key: Key, ts: np.ndarray, v: np.ndarray) -> Row:
+        """Keep ``key``'s readings (sorted, at least one) and recompute its row."""
+        assert self._keys is not None
+        self._keys[key] = (ts, v)
+        start, end = float(ts[0]), float(ts[-1])
+        row = (start, end, len(ts), *(_np_stat(s, ts, v) for s in self.stats))
+        self._rows[key] = row
+        if len(ts) >= self.min_samples and end - start >= self.min_span_s:
+            asset, signal = key
+            self._ready = self._ready.set(asset, self._ready.get(asset, _NO_ROWS).set(signal, row))
+        else:
+            self._unready(key)
+        self._latest = self._latest.set(key, (end, float(v[-1])))
+        return row
+
+    def _unready(self, key: Key) -> None:
+        asset, signal = key
+        signals = self._ready.get(asset)
+        if signals is not None and signal in signals:
+            rest = signals.delete(signal)
+            self._ready = self._ready.set(asset, rest) if rest else self._ready.delete(asset)
 
     def _update_keys(self, batch: ReadingBatch, now: float) -> Features | None:
         """The update from the per-key arrays; None when a full update is cheaper."""
@@ -340,7 +388,7 @@ class FeatureWindow:
                 return None  # a huge window: cutting it into keys costs more than a group_by
             self._cut_keys()
             assert self._keys is not None
-        keys, rows, latest = self._keys, self._rows, self._latest
+        keys, rows, oldest = self._keys, self._rows, self._oldest
         cutoff = now - self.length_s
         added: dict[Key, tuple[list[float], list[float]]] = {}
         for asset, signal, t, value in zip(batch.assets, batch.signals, batch.ts, batch.values, strict=True):
@@ -350,8 +398,11 @@ class FeatureWindow:
                 v_new.append(value)
         count = self._count
         touched = set(added)
-        touched.update(key for key, row in rows.items() if row[0] <= cutoff)
-        if len(touched) > MAX_TOUCHED:
+        while oldest and oldest[0][0] <= cutoff:  # keys whose oldest reading left the window
+            key = heapq.heappop(oldest)[1]
+            if key in rows and rows[key][0] <= cutoff:  # else a stale entry: the key's start moved on
+                touched.add(key)
+        if len(touched) > MAX_TOUCHED:  # (the full engine drops the heap, popped entries and all)
             return None
         for key in touched:
             old = keys.get(key)
@@ -373,18 +424,12 @@ class FeatureWindow:
             keep = int(np.searchsorted(ts, cutoff, side="right"))
             ts, v = ts[keep:], v[keep:]
             count += len(ts) - (0 if old is None else len(old[0]))
+            start = rows[key][0] if key in rows else None
             if len(ts) == 0:
-                keys.pop(key, None)
-                rows.pop(key, None)
-                latest.pop(key, None)
-                continue
-            keys[key] = (ts, v)
-            rows[key] = self._row(ts, v)
-            latest[key] = (float(ts[-1]), float(v[-1]))
+                del keys[key], rows[key]
+                self._latest = self._latest.delete(key)
+                self._unready(key)
+            elif self._set(key, ts, v)[0] != start:
+                heapq.heappush(oldest, (float(ts[0]), key))
         self._count = count
-        ready = {
-            key: row
-            for key, row in rows.items()
-            if row[2] >= self.min_samples and row[1] - row[0] >= self.min_span_s
-        }
-        return Features(None, now, dict(latest), rows=ready, stats=self.stats)
+        return Features(None, now, self._latest, rows=self._ready, stats=self.stats)

@@ -1,10 +1,13 @@
 """Reading → setpoint latency of the agent, beside a bare paho echo on the same broker in the same run.
 
     ./run bench latency [--rate 1000] [--seconds 10] [--rounds 2] [--probe-every 10] [--trigger readings]
+                        [--signals 9]
 
 A load client publishes ``--rate`` readings per second (QoS 0, ~60 bytes) through a private mosquitto.
 Every ``--probe-every``-th one is a *probe* on ``plant/line1/probe/x`` whose value alternates 1 / 0;
-the others are background readings of 9 other assets, windowed like any reading. The agent
+the others are background readings of ``--signals`` other signals (9 by default, one per asset; from
+90 on, 10 per asset), windowed like any reading: the window is long enough (``3 x signals / rate`` s, at
+least 2 s) to hold every signal, and the agent's warm-up sends each one before the measured round. The agent
 (``qxedge run`` in its own process, ``window.trigger: readings``) scores the probe asset with a
 one-node ONNX model (score = the newest ``x``), and a derate rule with ``consecutive: 1`` turns every
 flip into a proposal: derate to 0.6, restore to 1.0, alternately. Each proposal goes through the safety
@@ -60,7 +63,8 @@ site: bench
 broker: {{url: "{url}"}}
 connectors:
   - mqtt: {{topics: ["plant/#"], topic_pattern: "plant/{{line}}/{{asset}}/{{signal}}", qos: 0}}
-window: {{length_s: 2, every_s: 1, trigger: {trigger}, stats: [last], min_samples: 1, min_coverage: 0}}
+window: {{length_s: {length_s:g}, every_s: 1, trigger: {trigger}, stats: [last], min_samples: 1,
+         min_coverage: 0}}
 models:
   - {{name: probe, path: "{model}", inputs: [x.last], output: score, assets: [line1/probe]}}
 rules:
@@ -105,12 +109,19 @@ class Round:
     cpu_s: float = 0.0  # CPU time of the process under test while measured
 
 
+def background_topics(signals: int) -> list[str]:
+    """``signals`` topics: one signal per asset up to 9 assets, then 10 signals per asset."""
+    assets = max(9, -(-signals // 10))
+    return [f"plant/line1/bg{k % assets}/s{k // assets}" for k in range(signals)]
+
+
 async def drive(
-    url: str, rate: float, seconds: float, probe_every: int, reply_topic: str, agent: bool
+    url: str, rate: float, seconds: float, probe_every: int, reply_topic: str, agent: bool, signals: int
 ) -> Round:
     """Publish the stream; the latency of every answered probe and the number coalesced."""
     published: dict[float, float] = {}  # probe ts -> publish time
     result = Round()
+    background = background_topics(signals)
     async with MqttClient(BrokerConfig(url=url), role=f"bench-load-{os.getpid()}") as mqtt:
         replies = await mqtt.subscribe(reply_topic, qos=1)
 
@@ -143,7 +154,7 @@ async def drive(
                         mqtt.publish(PROBE, payload, qos=0)
                     else:
                         payload = b'{"ts":%r,"value":%r}' % (now, 20.0 + i % 7)
-                        mqtt.publish(f"plant/line1/bg{i % 9}/temp", payload, qos=0)
+                        mqtt.publish(background[(i - probes) % signals], payload, qos=0)
                 sent = due
                 await asyncio.sleep(0.0005)
             await asyncio.sleep(1.0)  # the last answers
@@ -188,7 +199,9 @@ def echo_round(url: str, port: int, args: argparse.Namespace) -> Round:
             wait_line(echo, "ready", 20)
             cpu = cpu_seconds(echo.pid)
             reply_topic = "echo/" + PROBE
-            measured = asyncio.run(drive(url, args.rate, args.seconds, args.probe_every, reply_topic, False))
+            measured = asyncio.run(
+                drive(url, args.rate, args.seconds, args.probe_every, reply_topic, False, args.signals)
+            )
             measured.cpu_s = cpu_seconds(echo.pid) - cpu
             return measured
         finally:
@@ -200,14 +213,17 @@ def agent_round(url: str, config: Path, args: argparse.Namespace) -> Round:
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as agent:
         try:
             asyncio.run(wait_online(url, 60))
-            asyncio.run(drive(url, args.rate, 1.0, args.probe_every, SETPOINTS, True))  # warm-up
+            warm_s = max(1.0, 1.2 * args.signals * args.probe_every / ((args.probe_every - 1) * args.rate))
+            asyncio.run(drive(url, args.rate, warm_s, args.probe_every, SETPOINTS, True, args.signals))
             spy = None
             if args.profile:  # py-spy (pip install py-spy) samples the agent while it is measured
                 out = f"{args.profile}.{time.monotonic_ns()}.txt"
                 spy_cmd = ["py-spy", "record", "-r", "200", "-f", "raw", "--threads", "-o", out]
                 spy = subprocess.Popen([*spy_cmd, "-d", str(int(args.seconds)), "-p", str(agent.pid)])
             cpu = cpu_seconds(agent.pid)
-            measured = asyncio.run(drive(url, args.rate, args.seconds, args.probe_every, SETPOINTS, True))
+            measured = asyncio.run(
+                drive(url, args.rate, args.seconds, args.probe_every, SETPOINTS, True, args.signals)
+            )
             measured.cpu_s = cpu_seconds(agent.pid) - cpu
             if spy is not None:
                 spy.wait(60)
@@ -223,21 +239,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="measured seconds per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--probe-every", type=int, default=10, help="every N-th reading is a probe")
+    parser.add_argument("--signals", type=int, default=9, help="background signals (keys in the window)")
     parser.add_argument("--trigger", choices=["readings", "interval"], default="readings")
     parser.add_argument("--profile", metavar="PREFIX", help="py-spy raw profiles of the agent, one per round")
     args = parser.parse_args()
+    if args.signals < 1 or args.probe_every < 2 or args.rate <= 0:
+        parser.error("--signals must be >= 1, --probe-every >= 2 and --rate > 0")
+    length_s = max(2.0, 3 * args.signals / args.rate)
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         model = Path(tmp) / "probe.onnx"
         identity_model(model)
         config = Path(tmp) / "latency.yaml"
         audit = Path(tmp) / "audit.sqlite"
         config.write_text(
-            CONFIG.format(url=broker.url, trigger=args.trigger, model=model, audit=audit), encoding="utf-8"
+            CONFIG.format(url=broker.url, trigger=args.trigger, model=model, audit=audit, length_s=length_s),
+            encoding="utf-8",
         )
         port = int(broker.url.rsplit(":", 1)[1])
         print(
             f"{args.rate:g} readings/s for {args.seconds:g} s per round, a probe every {args.probe_every} "
-            f"({args.rate / args.probe_every:g} setpoints/s), window.trigger: {args.trigger}, "
+            f"({args.rate / args.probe_every:g} setpoints/s), {args.signals} background signals in a "
+            f"{length_s:g} s window, window.trigger: {args.trigger}, "
             f"broker {broker.url}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
         )
         echo_all, agent_all = Round(), Round()
