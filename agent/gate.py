@@ -162,7 +162,8 @@ class SetpointGate:
             if not sink.writes(asset):
                 continue
             try:
-                await asyncio.wait_for(sink.write(asset, value), self.write_timeout_s)
+                async with asyncio.timeout(self.write_timeout_s):
+                    await sink.write(asset, value)
             except Exception as exc:  # ConnectorError, a timeout, or a bug: never past the gate
                 if isinstance(exc, TimeoutError):
                     reason = f"{sink.name}: no answer within {self.write_timeout_s:g} s"

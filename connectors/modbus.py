@@ -55,6 +55,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
+from connectors.cancels import raise_if_cancelling
 from connectors.errors import ConnectorError
 from connectors.plant import PlantConnector, PlantLink
 from connectors.readings import ReadingBatch
@@ -447,6 +448,7 @@ class DevicePoller:
                 self._drop()
                 down_since = down_since or time.monotonic()
                 log.exception("%s: unexpected error; reconnecting with backoff", self.label)
+            raise_if_cancelling()  # pymodbus' wait_for (Python 3.11) may have eaten our cancel
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, self._reconnect_max)
 
@@ -461,7 +463,8 @@ class DevicePoller:
             name=f"qxedge-{cfg.name}",
         )
         try:
-            ok = await asyncio.wait_for(client.connect(), cfg.timeout_s + 1)
+            async with asyncio.timeout(cfg.timeout_s + 1):
+                ok = await client.connect()
         except (OSError, TimeoutError, ModbusException) as exc:
             client.close()
             self.stats.connect_failures += 1
@@ -494,6 +497,7 @@ class DevicePoller:
         due = time.monotonic()
         while True:
             batch = await self.poll()
+            raise_if_cancelling()
             if batch:
                 deliver(batch)
             due += every
@@ -558,7 +562,8 @@ class DevicePoller:
             raise LinkDown(f"not connected ({what})")
         self.stats.requests += 1
         try:
-            response = await asyncio.wait_for(call(client), self.config.timeout_s + 1)
+            async with asyncio.timeout(self.config.timeout_s + 1):
+                response = await call(client)
         except (ModbusException, OSError, TimeoutError) as exc:
             self.stats.errors += 1
             self._drop()

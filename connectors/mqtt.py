@@ -468,7 +468,8 @@ class MqttClient:
         if self._connected.is_set():
             self._paho.disconnect()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._disconnected.wait(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._disconnected.wait()
         self._drop_socket()
         for sub in self._subscriptions:
             sub.close()
@@ -580,8 +581,10 @@ class MqttClient:
             else self._paho.reconnect
         )
         try:
-            await asyncio.wait_for(loop.run_in_executor(None, connect), cfg.connect_timeout_s)
-            code = await asyncio.wait_for(self._connack, cfg.connect_timeout_s)
+            async with asyncio.timeout(cfg.connect_timeout_s):
+                await loop.run_in_executor(None, connect)
+            async with asyncio.timeout(cfg.connect_timeout_s):
+                code = await self._connack
         except (OSError, TimeoutError) as exc:
             self._drop_socket()
             raise BrokerUnavailable(
@@ -645,7 +648,8 @@ class MqttClient:
             raise ConnectorError(f"could not subscribe to {topic_filter!r}: {paho.error_string(rc)}")
         fut = self._suback[mid] = self._running_loop().create_future()
         try:
-            await asyncio.wait_for(fut, self.config.connect_timeout_s)
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                await fut
         except TimeoutError as exc:
             raise ConnectorError(f"no SUBACK for {topic_filter!r} from {self.config.url}") from exc
         finally:

@@ -56,6 +56,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
+from connectors.cancels import raise_if_cancelling
 from connectors.errors import ConnectorError
 from connectors.mqtt import read_secret, resolve_path, split_service_url
 from connectors.plant import PlantLink
@@ -477,7 +478,7 @@ class OpcUaConnector:
             finally:
                 self._client = None
                 self.connected.clear()
-            _end_if_cancelled()
+            raise_if_cancelling()  # asyncua's teardown swallows a cancel that lands in it
             delay = backoff.delay()
             log.warning("%s: %s; reconnecting in %.1f s", self.name, self.stats.last_error, delay)
             await asyncio.sleep(delay)
@@ -688,7 +689,8 @@ class OpcUaConnector:
         assert self._lost is not None
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), self.config.keepalive_s)
+                async with asyncio.timeout(self.config.keepalive_s):
+                    await self._lost.wait()
             if self._lost.is_set():
                 raise _Lost(self._lost_reason)
             silent = time.monotonic() - self._last_publish
@@ -828,15 +830,6 @@ def _status_name(status: ua.StatusCode) -> str:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300] if str(exc) else text
-
-
-def _end_if_cancelled() -> None:
-    """asyncua's teardown (``Client._cancel_task``) catches CancelledError, also the one meant for the
-    connector when its cancel lands there: the task's cancel request still counts, so stop here instead
-    of reconnecting for ever (a test once hung so)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 async def _quietly(coro: Any) -> None:

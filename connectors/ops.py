@@ -74,7 +74,8 @@ class OpsServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            async with asyncio.timeout(5):
+                request = await reader.readuntil(b"\r\n\r\n")
             method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
             status, kind, body = (
                 (405, "text/plain", b"GET only\n")
@@ -90,10 +91,12 @@ class OpsServer:
                 f"{allow}Connection: close\r\n\r\n"
             )
             writer.write(head.encode() + body)
-            await asyncio.wait_for(writer.drain(), 5)
+            async with asyncio.timeout(5):
+                await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError):
             writer.transport.abort()  # a bad or slow client gets nothing; the process carries on
         finally:
             writer.close()
             with contextlib.suppress(OSError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await writer.wait_closed()

@@ -378,7 +378,8 @@ class Outbox:
     async def _wait(self, seconds: float) -> None:
         self._send_wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._send_wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._send_wake.wait()
 
     async def _send_loop(self) -> None:
         window = self.config.inflight

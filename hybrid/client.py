@@ -156,9 +156,8 @@ class OffloadClient:
         self.mqtt.publish(jobs_topic(self.site), envelope.model_dump_json().encode(), qos=1)
         reason: str
         try:
-            result = await asyncio.wait_for(
-                future, max(0.0, deadline_at - cfg.fallback_ms / 1000 - time.time())
-            )
+            async with asyncio.timeout(max(0.0, deadline_at - cfg.fallback_ms / 1000 - time.time())):
+                result = await future
         except TimeoutError:
             reason = "no result from the data center in time" if self.mqtt.connected else "broker unreachable"
             self._abandon(job_id)

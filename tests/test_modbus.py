@@ -7,6 +7,7 @@ the device side, not by trusting the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import json
 import math
@@ -27,7 +28,7 @@ from agent.config import load_config
 from agent.pipeline import Agent
 from connectors.embedded_broker import EmbeddedBroker
 from connectors.errors import ConfigError, ConnectorError
-from connectors.modbus import Codec, ModbusConfig, ModbusConnector, ModbusPoint, plan_blocks
+from connectors.modbus import Codec, LinkDown, ModbusConfig, ModbusConnector, ModbusPoint, plan_blocks
 from connectors.mqtt import BrokerConfig
 from connectors.plant import PlantLink
 from connectors.readings import ReadingBatch
@@ -557,6 +558,46 @@ async def test_a_device_that_never_answers_times_out_and_is_reconnected() -> Non
         await stopped(task)
     stats = connector.stats
     assert stats.connects >= 2 and stats.errors >= 2 and stats.reconnects >= 1 and not readings.batches
+
+
+@pytest.mark.parametrize("where", ["poll", "connect"])
+async def test_a_cancel_that_a_request_swallows_still_stops_the_connector(where: str) -> None:
+    """Python 3.11's wait_for (pymodbus calls it in every request) drops a cancel that lands as the
+    answer arrives: the poller must still stop (python/cpython#86296)."""
+    async with Plc(holding={0: 7}) as plc:
+        cfg = ModbusConfig.model_validate(
+            {"devices": [device(plc.port, [{"asset": "m1", "signal": "x", "address": 0}])]}
+        )
+        connector = ModbusConnector(cfg, "m")
+        poller = connector.devices[f"plc{plc.port}"]
+        inside = asyncio.Event()
+
+        async def swallow() -> None:
+            inside.set()
+            with contextlib.suppress(asyncio.CancelledError):  # what wait_for does in that window
+                await asyncio.sleep(3600)
+
+        real_poll, real_connect = poller.poll, poller.connect
+
+        async def poll() -> ReadingBatch:
+            batch = await real_poll()
+            if where == "poll" and not inside.is_set():
+                await swallow()
+            return batch
+
+        async def connect() -> None:
+            if where == "connect" and not inside.is_set():
+                await swallow()
+                raise LinkDown("cannot connect: refused")
+            await real_connect()
+
+        poller.poll, poller.connect = poll, connect  # type: ignore[method-assign]
+        readings = Readings()
+        task = await running(connector, readings)
+        await inside.wait()
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=10)
+        assert task in done and task.cancelled(), f"the connector went on after a cancel lost in {where}"
 
 
 # --------------------------------------------------------------------------------------- the agent
