@@ -47,8 +47,8 @@ MAX_TOUCHED = 256  # more keys to recompute than this: one Polars group_by is ch
 MAX_CUT_ROWS = 262_144  # a larger window stays with the full engine
 
 Key = tuple[str, str]
-_WILDCARD = re.compile(r"[*?[]")
 Row = tuple[Any, ...]  # start, end, n, <stat>... (None where Polars gives null)
+_WILDCARD = re.compile(r"[*?[]")  # an fnmatch pattern without these names one asset
 
 
 def _stat(name: str) -> pl.Expr:

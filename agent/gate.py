@@ -30,6 +30,7 @@ from typing import Any
 from agent.audit import AuditLog
 from agent.decisions import Setpoint
 from agent.safety import Latest, Proposal, Safety, Verdict
+from connectors.cancels import raise_if_cancelling
 from connectors.errors import ConnectorError
 from connectors.mqtt import MqttClient
 from connectors.plant import PlantConnector
@@ -176,6 +177,7 @@ class SetpointGate:
             else:
                 written = True
                 self.audit.record("write", "written", asset=asset, value=value, source=sink.name, ts=now)
+        raise_if_cancelling()  # a connector's library (pymodbus: wait_for on 3.11) may have eaten our cancel
         return written, failed
 
     def _alarm(

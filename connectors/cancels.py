@@ -8,9 +8,11 @@ Two ways a cancel meant for a connector's task gets lost before it reaches the c
   ``asyncio.timeout`` instead (ruff bans ``asyncio.wait_for``: TID251 in pyproject.toml).
 - asyncua's teardown (``Client._cancel_task``) catches ``CancelledError`` outright.
 
-Either way the task's cancel request still counts (``Task.cancelling()``): a reconnect or poll loop calls
-:func:`raise_if_cancelling` before it waits again, or it would poll and reconnect for ever after its
-TaskGroup cancelled it (a CI run once hung so).
+Either way the task's cancel request still counts (``Task.cancelling()``): the Modbus and OPC UA poll and
+reconnect loops call :func:`raise_if_cancelling` before they wait again, or they would poll and reconnect
+for ever after their TaskGroup cancelled them (a CI run once hung so), and so does the setpoint gate
+after each write to the plant (a connector's write runs in the caller's task: the evaluation loop, the
+production day).
 """
 
 from __future__ import annotations

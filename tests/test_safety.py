@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import json
 import math
 import sqlite3
@@ -224,6 +225,38 @@ def test_no_sequence_writes_outside_the_envelope_or_too_fast(
                 current, changed_at = v, now
 
     asyncio.run(run())
+
+
+async def test_a_cancel_a_connector_write_swallowed_still_stops_the_caller() -> None:
+    """A connector's write runs in the caller's task; pymodbus' wait_for (Python 3.11) may drop a cancel
+    that lands as the device answers (python/cpython#86296): the gate raises it after the write."""
+    inside = asyncio.Event()
+
+    class SwallowingSink:
+        name = "plc"
+
+        def writes(self, asset: str) -> bool:
+            return True
+
+        async def write(self, asset: str, value: float) -> None:
+            inside.set()
+            with contextlib.suppress(asyncio.CancelledError):  # what wait_for does in that window
+                await asyncio.sleep(3600)
+
+    s = safety()
+    fresh(s, T0 + 1)
+    gate = SetpointGate(s, FakeAudit(), FakeMqtt(), "site", sinks=[SwallowingSink()])  # type: ignore[arg-type, list-item]
+
+    async def caller() -> None:
+        while True:  # an evaluation loop: it would go on proposing after a lost cancel
+            await gate.propose(proposal(0.6, T0 + 1), T0 + 1)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(caller())
+    await inside.wait()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=10)
+    assert task in done and task.cancelled(), "the caller went on after its cancel was lost in a write"
 
 
 async def test_audit_log_is_append_only_survives_restarts_and_expires(tmp_path: Path) -> None:
