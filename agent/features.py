@@ -20,7 +20,10 @@ Two engines give the same statistics (to float rounding; ``tests/test_features_i
   it) without copying the window's keys. A whole-window ``group_by`` costs ~1 ms of fixed Polars
   overhead per call whatever its size; this costs a few µs per touched key. The per-key arrays are cut
   from the Polars frame when the first small update comes after a full one, and the frame is rebuilt
-  from the arrays when the next full update comes (never both kept up to date at once).
+  from the arrays when the next full update comes (never both kept up to date at once). Once cut, the
+  keys also take a bigger batch (up to ``MAX_KEYS_BATCH`` readings on at most ``MAX_TOUCHED`` keys: a
+  burst after the loop was busy) rather than switching engines: going back and forth costs O(keys)
+  each way, and on a plant of thousands of signals each burst then made the next one bigger.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from __future__ import annotations
 import fnmatch
 import functools
 import heapq
+import math
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -45,6 +49,7 @@ _SCHEMA = {"asset": pl.String, "signal": pl.String, "ts": pl.Float64, "value": p
 SMALL_BATCH = 64  # at most this many readings: the incremental engine
 MAX_TOUCHED = 256  # more keys to recompute than this: one Polars group_by is cheaper
 MAX_CUT_ROWS = 262_144  # a larger window stays with the full engine
+MAX_KEYS_BATCH = 4096  # once cut into keys, a batch up to this many readings stays incremental
 
 Key = tuple[str, str]
 Row = tuple[Any, ...]  # start, end, n, <stat>... (None where Polars gives null)
@@ -145,6 +150,25 @@ class Features:
                 data[stat] = pl.Series(stat, columns[3 + i], pl.Float64)
             self._frame = pl.DataFrame(data)
         return self._frame
+
+    def by_asset(self, assets: Collection[str] | None = None) -> dict[str, dict[str, float]]:
+        """Every finite statistic of every asset (of ``assets`` when given) as ``{"signal.stat": value}``
+        (telemetry records, a slice of assets at a time)."""
+        out: dict[str, dict[str, float]] = {}
+        pairs: Iterable[tuple[str, str, Sequence[Any]]]
+        if self._rows is None:
+            frame = self.frame if assets is None else self.frame.filter(pl.col("asset").is_in(list(assets)))
+            pairs = ((a, s, row) for a, s, *row in frame.select("asset", "signal", *self.stats).rows())
+        else:
+            rows = self._rows
+            picked = rows.items() if assets is None else ((a, rows[a]) for a in assets if a in rows)
+            pairs = ((a, s, row[3:]) for a, signals in picked for s, row in signals.items())
+        for asset, signal, values in pairs:
+            per = out.setdefault(asset, {})
+            for stat, value in zip(self.stats, values, strict=True):
+                if value is not None and math.isfinite(value):
+                    per[f"{signal}.{stat}"] = float(value)
+        return out
 
     def assets(self, patterns: Sequence[str]) -> list[str]:
         if self._rows is not None:
@@ -284,7 +308,7 @@ class FeatureWindow:
 
     def update(self, batch: ReadingBatch, now: float) -> Features:
         """Add ``batch``, forget readings older than ``now - length_s``, and compute every statistic."""
-        if len(batch) <= SMALL_BATCH:
+        if len(batch) <= (SMALL_BATCH if self._keys is None else MAX_KEYS_BATCH):
             features = self._update_keys(batch, now)
             if features is not None:
                 return features

@@ -67,6 +67,7 @@ class SetpointGate:
         self.sinks = sinks  # plant connectors that write setpoints (OPC UA, Modbus, ...)
         self.write_timeout_s = write_timeout_s
         self.current: dict[str, float] = {}  # the last value written per asset
+        self._changed: set[str] = set()  # assets whose current value changed since take_changed()
         self.safety = safety
         self.job_deadline = job_deadline  # the deadline of a job this agent sent, None if it sent none
         self.audit = audit
@@ -144,6 +145,7 @@ class SetpointGate:
             return Verdict("refused", None, "no way to the plant was reachable", "link")
         self.safety.committed(p, verdict, now)  # commanded on at least one way: limits count from now
         self.current[p.asset] = verdict.value
+        self._changed.add(p.asset)
         self.written.append(setpoint)
         del self.written[:-100]
         if failed:  # written somewhere, not everywhere: the caller must not count it as done
@@ -154,6 +156,11 @@ class SetpointGate:
         # the publish (measured with py-spy in bench/latency.py)
         log.debug("setpoint %s = %s (%s; %s)", p.asset, verdict.value, verdict.status, verdict.reason)
         return verdict
+
+    def take_changed(self) -> set[str]:
+        """The assets written since the last call (what the agent tells upstream connectors)."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     async def _write_to_plant(self, asset: str, value: float, now: float) -> tuple[bool, list[str]]:
         """The allowed value to every connector that maps the asset; a failed write is an alarm.

@@ -30,7 +30,7 @@ import hashlib
 import json
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -117,6 +117,7 @@ class Agent:
         self._fresh = asyncio.Event()  # readings are pending (window.trigger: readings)
         self._latest: dict[tuple[str, str], float] = {}
         self._readings: Latest = {}  # the newest reading per (asset, signal), as of the last evaluation
+        self._signals: dict[str, set[str]] = {}  # asset -> every signal it had readings of (for _observe)
         self._evaluated_at = 0.0
         self._evaluation_s = float("inf")  # how long the last evaluation took (none yet: unknown)
         self.inline_evaluation_s = INLINE_EVALUATION_S
@@ -268,19 +269,29 @@ class Agent:
         if self.gate is not None:
             await self.gate.propose(Proposal(asset, value, f"plant:{source}", data_ts, time.time()))
 
-    def _observe(self, scored: list[Scored], latest: Latest, now: float) -> None:
-        """What the agent knows of each asset, for connectors that publish upstream (Sparkplug)."""
-        metrics: dict[str, dict[str, float]] = defaultdict(dict)
-        for (asset, signal), (_, value) in latest.items():
-            metrics[asset][signal] = value
-        for s in scored:
-            metrics[s.asset][f"score/{s.model}"] = s.score
+    def _observe(self, scored: list[Scored], latest: Latest, now: float, batch: ReadingBatch) -> None:
+        """Tell the connectors that publish upstream (Sparkplug, telemetry) of each asset that got
+        readings, a score or a new setpoint in this evaluation, with all the agent knows of it: its
+        signals' newest readings, every model's newest score, its setpoint. Only those: telling every
+        asset at every evaluation cost O(signals) per reading, ~15 ms at 10,000 signals."""
+        signals = self._signals
+        for asset, signal in zip(batch.assets, batch.signals, strict=True):
+            signals.setdefault(asset, set()).add(signal)
+        scores = {(s.asset, s.model): s.score for s in scored}  # this evaluation's, then the newest
+        changed = dict.fromkeys(batch.assets)
+        changed.update(dict.fromkeys(asset for asset, _ in scores))
+        setpoints = self.gate.current if self.gate is not None else {}
         if self.gate is not None:
-            for asset, value in self.gate.current.items():
-                metrics[asset]["setpoint"] = value
-        for connector in self.plant:
-            for asset, values in metrics.items():
-                connector.observe(asset, values, now)
+            changed.update(dict.fromkeys(self.gate.take_changed()))
+        for asset in changed:
+            metrics = {s: r[1] for s in signals.get(asset, ()) if (r := latest.get((asset, s))) is not None}
+            for model in self.models:
+                if (score := scores.get((asset, model), self._latest.get((asset, model)))) is not None:
+                    metrics[f"score/{model}"] = score
+            if (setpoint := setpoints.get(asset)) is not None:
+                metrics["setpoint"] = setpoint
+            for connector in self.plant:
+                connector.observe(asset, metrics, now)
 
     async def _evaluate_loop(self, gate: SetpointGate) -> None:
         """Evaluate every ``window.every_s``; with ``trigger: readings`` as soon as readings are pending
@@ -318,7 +329,7 @@ class Agent:
             await gate.tick(latest, time.time())
             await self._decide(gate, scored, now)
             if self.plant:
-                self._observe(scored, latest, now)
+                self._observe(scored, latest, now, batch)
 
     def _timed_evaluate(
         self, batch: ReadingBatch, now: float, only: set[str] | None

@@ -1,13 +1,15 @@
 """Reading → setpoint latency of the agent, beside a bare paho echo on the same broker in the same run.
 
     ./run bench latency [--rate 1000] [--seconds 10] [--rounds 2] [--probe-every 10] [--trigger readings]
-                        [--signals 9]
+                        [--signals 9] [--telemetry]
 
 A load client publishes ``--rate`` readings per second (QoS 0, ~60 bytes) through a private mosquitto.
 Every ``--probe-every``-th one is a *probe* on ``plant/line1/probe/x`` whose value alternates 1 / 0;
 the others are background readings of ``--signals`` other signals (9 by default, one per asset; from
 90 on, 10 per asset), windowed like any reading: the window is long enough (``3 x signals / rate`` s, at
-least 2 s) to hold every signal, and the agent's warm-up sends each one before the measured round. The agent
+least 2 s) to hold every signal, and the agent's warm-up sends each one before the measured round.
+``--telemetry`` adds what the shipped ``configs/edge.yaml`` has: a record per asset every 5 s through
+the disk outbox (every evaluation then tells the telemetry what it knows of the assets). The agent
 (``qxedge run`` in its own process, ``window.trigger: readings``) scores the probe asset with a
 one-node ONNX model (score = the newest ``x``), and a derate rule with ``consecutive: 1`` turns every
 flip into a proposal: derate to 0.6, restore to 1.0, alternately. Each proposal goes through the safety
@@ -75,6 +77,11 @@ safety:
   audit: {{path: "{audit}"}}
   envelopes:
     - {{assets: ["line1/*"], min: 0.3, max: 1.0, initial: 1.0}}
+"""
+
+TELEMETRY = """\
+telemetry: {{every_s: 5, assets: ["*"], readings: true, features: true}}
+outbox: {{path: "{outbox}"}}
 """
 
 
@@ -239,6 +246,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10, help="measured seconds per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--probe-every", type=int, default=10, help="every N-th reading is a probe")
+    parser.add_argument("--telemetry", action="store_true", help="telemetry records through the outbox")
     parser.add_argument("--signals", type=int, default=9, help="background signals (keys in the window)")
     parser.add_argument("--trigger", choices=["readings", "interval"], default="readings")
     parser.add_argument("--profile", metavar="PREFIX", help="py-spy raw profiles of the agent, one per round")
@@ -252,14 +260,16 @@ def main() -> None:
         config = Path(tmp) / "latency.yaml"
         audit = Path(tmp) / "audit.sqlite"
         config.write_text(
-            CONFIG.format(url=broker.url, trigger=args.trigger, model=model, audit=audit, length_s=length_s),
+            CONFIG.format(url=broker.url, trigger=args.trigger, model=model, audit=audit, length_s=length_s)
+            + (TELEMETRY.format(outbox=Path(tmp) / "outbox.sqlite") if args.telemetry else ""),
             encoding="utf-8",
         )
         port = int(broker.url.rsplit(":", 1)[1])
         print(
             f"{args.rate:g} readings/s for {args.seconds:g} s per round, a probe every {args.probe_every} "
             f"({args.rate / args.probe_every:g} setpoints/s), {args.signals} background signals in a "
-            f"{length_s:g} s window, window.trigger: {args.trigger}, "
+            f"{length_s:g} s window{', telemetry' if args.telemetry else ''}, "
+            f"window.trigger: {args.trigger}, "
             f"broker {broker.url}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
         )
         echo_all, agent_all = Round(), Round()

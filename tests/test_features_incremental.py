@@ -44,6 +44,10 @@ def assert_same(got: Features, want: Features, got_rows: int, want_rows: int) ->
     for name in ["start", "end", *STATS]:
         for x, y in zip(g.get_column(name).to_list(), w.get_column(name).to_list(), strict=True):
             assert close(x, y), (name, x, y)
+    got_stats, want_stats = got.by_asset(), want.by_asset()  # the telemetry's view
+    assert {a: d.keys() for a, d in got_stats.items()} == {a: d.keys() for a, d in want_stats.items()}
+    for asset, values in want_stats.items():
+        assert all(close(got_stats[asset][k], v) for k, v in values.items()), asset
     assert set(got.latest) == set(want.latest)
     for key, (ts, value) in want.latest.items():
         assert got.latest[key] == (ts, value), key
@@ -75,6 +79,8 @@ def test_incremental_updates_match_the_full_engine(seed: int, monkeypatch: pytes
     rng = random.Random(seed)
     if seed % 3 == 2:  # back and forth between the engines in the middle of expiries
         monkeypatch.setattr(features_module, "MAX_TOUCHED", 3)
+    if seed % 3 == 1:  # the keys take batches of 65-200 readings; bigger ones go through Polars
+        monkeypatch.setattr(features_module, "MAX_KEYS_BATCH", 200)
     length = rng.choice([2.0, 5.0])
     min_samples = rng.choice([1, 2, 5])
     min_coverage = rng.choice([0.0, 0.3, 0.8])
@@ -96,19 +102,21 @@ def test_incremental_updates_match_the_full_engine(seed: int, monkeypatch: pytes
     assert small > 50 and large > 5
 
 
-def test_a_huge_batch_after_small_ones_sees_every_reading() -> None:
-    fw = FeatureWindow(10.0, ["count", "mean"], min_samples=1)
+@pytest.mark.parametrize("size", [200, features_module.MAX_KEYS_BATCH + 1])
+def test_a_big_batch_after_small_ones_sees_every_reading(size: int) -> None:
+    fw = FeatureWindow(100.0, ["count", "mean"], min_samples=1)
     for i in range(100):
         b = ReadingBatch()
         b.append("a", "x", T0 + i * 0.01, float(i))
         fw.update(b, T0 + i * 0.01)
     assert fw._keys is not None  # the incremental engine held the window
     big = ReadingBatch()
-    for i in range(100, 300):
+    for i in range(100, 100 + size):
         big.append("a", "x", T0 + i * 0.01, float(i))
-    row = fw.update(big, T0 + 3).frame.row(0, named=True)
-    assert fw._keys is None and fw.rows == 300
-    assert row["count"] == 300 and row["mean"] == pytest.approx(149.5)
+    row = fw.update(big, T0 + 50).frame.row(0, named=True)
+    # a burst on few keys stays with them; a bigger one goes through Polars
+    assert (fw._keys is None) == (size > features_module.MAX_KEYS_BATCH) and fw.rows == 100 + size
+    assert row["count"] == 100 + size and row["mean"] == pytest.approx((99 + size) / 2)
 
 
 def test_keys_expire_without_new_readings() -> None:
