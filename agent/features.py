@@ -111,7 +111,7 @@ class Features:
     Made from a Polars ``frame`` (the full engine) or from ``rows`` (the incremental engine:
     asset -> signal -> (start, end, n, <stat>...)); each form is derived from the other on demand."""
 
-    __slots__ = ("_frame", "_rows", "computed_at", "latest", "stats")
+    __slots__ = ("_by_asset", "_frame", "_rows", "computed_at", "latest", "stats")
 
     def __init__(
         self,
@@ -126,6 +126,7 @@ class Features:
             raise ValueError("Features needs a frame or rows")
         self._frame = frame
         self._rows = rows
+        self._by_asset: dict[str, dict[str, float]] | None = None  # by_asset() of the frame, once
         self.computed_at = computed_at
         self.latest = latest
         self.stats = list(stats)
@@ -153,22 +154,19 @@ class Features:
 
     def by_asset(self, assets: Collection[str] | None = None) -> dict[str, dict[str, float]]:
         """Every finite statistic of every asset (of ``assets`` when given) as ``{"signal.stat": value}``
-        (telemetry records, a slice of assets at a time)."""
-        out: dict[str, dict[str, float]] = {}
-        pairs: Iterable[tuple[str, str, Sequence[Any]]]
+        (telemetry records, a slice of assets at a time: from rows looked up per asset, from a frame
+        computed once for all)."""
         if self._rows is None:
-            frame = self.frame if assets is None else self.frame.filter(pl.col("asset").is_in(list(assets)))
-            pairs = ((a, s, row) for a, s, *row in frame.select("asset", "signal", *self.stats).rows())
-        else:
-            rows = self._rows
-            picked = rows.items() if assets is None else ((a, rows[a]) for a in assets if a in rows)
-            pairs = ((a, s, row[3:]) for a, signals in picked for s, row in signals.items())
-        for asset, signal, values in pairs:
-            per = out.setdefault(asset, {})
-            for stat, value in zip(self.stats, values, strict=True):
-                if value is not None and math.isfinite(value):
-                    per[f"{signal}.{stat}"] = float(value)
-        return out
+            if self._by_asset is None:
+                table = self.frame.select("asset", "signal", *self.stats).rows()
+                self._by_asset = _stats_by_asset(self.stats, ((a, s, row) for a, s, *row in table))
+            every = self._by_asset
+            return every if assets is None else {a: every[a] for a in assets if a in every}
+        rows = self._rows
+        picked = rows.items() if assets is None else ((a, rows[a]) for a in assets if a in rows)
+        return _stats_by_asset(
+            self.stats, ((a, s, row[3:]) for a, signals in picked for s, row in signals.items())
+        )
 
     def assets(self, patterns: Sequence[str]) -> list[str]:
         if self._rows is not None:
@@ -242,6 +240,19 @@ class Features:
         return FeatureMatrix.of(assets, values, starts, ends, len(parts))
 
 
+def _stats_by_asset(
+    stats: Sequence[str], rows: Iterable[tuple[str, str, Sequence[Any]]]
+) -> dict[str, dict[str, float]]:
+    """(asset, signal, values in ``stats`` order) -> asset -> {"signal.stat": value}, finite values only."""
+    out: dict[str, dict[str, float]] = {}
+    for asset, signal, values in rows:
+        per = out.setdefault(asset, {})
+        for stat, value in zip(stats, values, strict=True):
+            if value is not None and math.isfinite(value):
+                per[f"{signal}.{stat}"] = float(value)
+    return out
+
+
 def _matching(names: Collection[str], patterns: Sequence[str]) -> list[str]:
     """The names any pattern matches (fnmatch, case-sensitive), sorted. Patterns without a wildcard are
     looked up instead of matched against every name (a plant of thousands of assets)."""
@@ -308,7 +319,9 @@ class FeatureWindow:
 
     def update(self, batch: ReadingBatch, now: float) -> Features:
         """Add ``batch``, forget readings older than ``now - length_s``, and compute every statistic."""
-        if len(batch) <= (SMALL_BATCH if self._keys is None else MAX_KEYS_BATCH):
+        # once cut into keys, a burst stays with them, unless the window has grown past MAX_CUT_ROWS
+        keys_take = MAX_KEYS_BATCH if self._keys is not None and self._count <= MAX_CUT_ROWS else SMALL_BATCH
+        if len(batch) <= keys_take:
             features = self._update_keys(batch, now)
             if features is not None:
                 return features

@@ -269,17 +269,29 @@ class Agent:
         if self.gate is not None:
             await self.gate.propose(Proposal(asset, value, f"plant:{source}", data_ts, time.time()))
 
-    def _observe(self, scored: list[Scored], latest: Latest, now: float, batch: ReadingBatch) -> None:
+    def _observe(
+        self, scored: list[Scored], latest: Latest, now: float, batch: ReadingBatch, full: bool
+    ) -> None:
         """Tell the connectors that publish upstream (Sparkplug, telemetry) of each asset that got
         readings, a score or a new setpoint in this evaluation, with all the agent knows of it: its
-        signals' newest readings, every model's newest score, its setpoint. Only those: telling every
-        asset at every evaluation cost O(signals) per reading, ~15 ms at 10,000 signals."""
+        signals' newest readings, every model's newest score, its setpoint; after a ``full`` evaluation
+        also of each asset that lost a signal out of the window. Only those: telling every asset at every
+        evaluation cost O(signals) per reading, ~15 ms at 10,000 signals."""
         signals = self._signals
         for asset, signal in zip(batch.assets, batch.signals, strict=True):
             signals.setdefault(asset, set()).add(signal)
         scores = {(s.asset, s.model): s.score for s in scored}  # this evaluation's, then the newest
         changed = dict.fromkeys(batch.assets)
         changed.update(dict.fromkeys(asset for asset, _ in scores))
+        if full:  # signals that left the window: their assets are told without them (~3 ms at 10,000)
+            for asset, known in list(signals.items()):
+                gone = {s for s in known if (asset, s) not in latest}
+                if gone:
+                    changed[asset] = None
+                    if gone == known:
+                        del signals[asset]
+                    else:
+                        known -= gone
         setpoints = self.gate.current if self.gate is not None else {}
         if self.gate is not None:
             changed.update(dict.fromkeys(self.gate.take_changed()))
@@ -290,6 +302,8 @@ class Agent:
                     metrics[f"score/{model}"] = score
             if (setpoint := setpoints.get(asset)) is not None:
                 metrics["setpoint"] = setpoint
+            if not metrics:  # e.g. readings too old for the window: nothing to tell
+                continue
             for connector in self.plant:
                 connector.observe(asset, metrics, now)
 
@@ -329,7 +343,7 @@ class Agent:
             await gate.tick(latest, time.time())
             await self._decide(gate, scored, now)
             if self.plant:
-                self._observe(scored, latest, now, batch)
+                self._observe(scored, latest, now, batch, only is None)
 
     def _timed_evaluate(
         self, batch: ReadingBatch, now: float, only: set[str] | None

@@ -46,10 +46,11 @@ from connectors.state import state_dir
 
 log = logging.getLogger(__name__)
 
-# The send loop publishes SEND_SLICE records, then lets the loop run for SEND_PAUSE_S: at most ~8,000
-# records/s upstream, and the agent's own work never waits behind more than a slice. Sent in one go, the
-# thousand telemetry records of a 1,000-asset plant held the loop (publishes, then their acks) for
-# ~0.2 s every 5 s, and a setpoint published then waited behind them (bench/latency.py --telemetry).
+# The send loop publishes SEND_SLICE records, then lets the loop run for SEND_PAUSE_S: ~6,000 records/s
+# upstream at most (a backlog drains ~8x slower than unpaced, a graceful stop's drain is not paced), and
+# the agent's own work never waits behind more than a slice. Sent in one go, the thousand telemetry
+# records of a 1,000-asset plant held the loop (publishes, then their acks) for ~0.2 s every 5 s, and a
+# setpoint published then waited behind them (bench/latency.py --telemetry).
 SEND_SLICE = 8
 SEND_PAUSE_S = 0.001
 
@@ -418,7 +419,8 @@ class Outbox:
                 self._ready.popleft()
                 self._inflight[mid] = row_id
                 self.stats["sent"] += 1
-            await asyncio.sleep(SEND_PAUSE_S if self._ready else 0)  # the socket writer, acks, the agent
+            paced = self._ready and not self._closing
+            await asyncio.sleep(SEND_PAUSE_S if paced else 0)  # the socket writer, the acks, the agent
 
 
 # What qxedge needs from a mosquitto broker carrying its upstream traffic, and why.

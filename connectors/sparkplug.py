@@ -1,6 +1,6 @@
 """Sparkplug B v3.0 connector: the agent as an edge node, and Sparkplug devices of the plant as a source.
 
-Edge node (``sparkplug_node``): what the agent knows of each asset after every evaluation (latest
+Edge node (``sparkplug_node``): what the agent knows of each asset when it changes (latest
 readings, ``score/<model>``, ``setpoint``) is published as the metrics of one Sparkplug device per asset,
 under one edge node: ``spBv1.0/{group_id}/DBIRTH|DDATA/{edge_node_id}/{device}``. Device ids are the
 asset ids with ``/`` replaced by ``device_separator`` (``line1/pump1`` → ``line1:pump1``), because ``/``

@@ -187,7 +187,7 @@ async def test_small_quick_evaluations_run_on_the_loop_and_big_ones_in_a_thread(
 def test_the_connectors_upstream_hear_of_what_changed_with_all_that_is_known() -> None:
     """Sparkplug and telemetry hear of each asset that got readings or a score in an evaluation (not of
     every asset at every evaluation: O(signals) per reading), with every signal's newest reading and
-    every model's newest score."""
+    every model's newest score, and of an asset whose readings left the window."""
     seen: dict[str, dict[str, float]] = {}
 
     class Upstream:
@@ -200,7 +200,7 @@ def test_the_connectors_upstream_hear_of_what_changed_with_all_that_is_known() -
     agent.plant = [Upstream()]  # type: ignore[list-item]
     now = time.time()
     batch = readings(["line1/pump1", "line1/pump2"], now, 10)
-    agent._observe(*agent.evaluate(batch, now), now, batch)
+    agent._observe(*agent.evaluate(batch, now), now, batch, True)
     assert sorted(seen) == ["line1/pump1", "line1/pump2"]
     assert {"temp", "power", "vibration"} < seen["line1/pump1"].keys()
     assert any(k.startswith("score/") for k in seen["line1/pump1"])
@@ -209,14 +209,18 @@ def test_the_connectors_upstream_hear_of_what_changed_with_all_that_is_known() -
     one.append("line1/pump2", "temp", now + 0.1, 71.5)
     latest = agent.evaluate(one, now + 0.1, {"line1/pump2"})[1]
     agent._latest[("line1/pump2", "anomaly")] = 0.25  # scored before: its newest score goes along
-    agent._observe([], latest, now + 0.1, one)
+    agent._observe([], latest, now + 0.1, one, False)
     assert list(seen) == ["line1/pump2"], "only the asset that got readings"
     assert seen["line1/pump2"]["temp"] == 71.5 and {"power", "vibration"} < seen["line1/pump2"].keys()
     assert seen["line1/pump2"]["score/anomaly"] == 0.25
     seen.clear()
     nothing = ReadingBatch()
-    agent._observe(*agent.evaluate(nothing, now + 0.2), now + 0.2, nothing)  # every asset re-scored
+    agent._observe(*agent.evaluate(nothing, now + 0.2), now + 0.2, nothing, True)  # every asset re-scored
     assert sorted(seen) == ["line1/pump1", "line1/pump2"]
+    seen.clear()
+    later = now + 3600  # every reading left the window: told without them; with nothing left, not told
+    agent._observe(*agent.evaluate(nothing, later), later, nothing, True)
+    assert seen == {"line1/pump2": {"score/anomaly": 0.25}} and not agent._signals
 
 
 def test_an_evaluation_for_some_assets_scores_only_those() -> None:
