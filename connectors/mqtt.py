@@ -257,27 +257,34 @@ class CachedMatcher(MQTTMatcher):
     (function ↔ cell) that only the cyclic garbage collector frees. At 1,000 messages a second that was
     seven gen-0 collections a second on the event loop, each ~0.2 ms (bench/latency.py). A plant has a
     bounded set of topics: after the first message on a topic the answer comes from a dict (emptied when
-    the callbacks change, or when ``limit`` topics are held)."""
+    the callbacks change, or when ``limit`` topics are held). Topics with the same callbacks share one
+    answer: 10,000 topics held 10,000 tuples that the collector walked at every full collection."""
 
     def __init__(self, limit: int = 65_536) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.limit = limit
         self._found: dict[str, tuple[Any, ...]] = {}
+        self._shared: dict[tuple[int, ...], tuple[Any, ...]] = {}  # the callbacks' ids -> one answer
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._found.clear()
+        self._forget()
         super().__setitem__(key, value)  # type: ignore[no-untyped-call]
 
     def __delitem__(self, key: str) -> None:
-        self._found.clear()
+        self._forget()
         super().__delitem__(key)  # type: ignore[no-untyped-call]
+
+    def _forget(self) -> None:
+        self._found.clear()
+        self._shared.clear()
 
     def iter_match(self, topic: str) -> Iterator[Any]:
         found = self._found.get(topic)
         if found is None:
             if len(self._found) >= self.limit:
-                self._found.clear()
-            found = self._found[topic] = tuple(super().iter_match(topic))  # type: ignore[no-untyped-call]
+                self._forget()
+            answer = tuple(super().iter_match(topic))  # type: ignore[no-untyped-call]
+            found = self._found[topic] = self._shared.setdefault(tuple(map(id, answer)), answer)
         return iter(found)
 
 

@@ -122,6 +122,11 @@ def test_routing_a_message_leaves_no_garbage_cycle_and_follows_new_callbacks() -
         matcher.iter_match(topic)
     assert list(matcher.iter_match("plant/l2/p1/temp")) == ["temp"]
     assert list(matcher.iter_match("other")) == []
+    shared = CachedMatcher()
+    shared["plant/#"] = "all"
+    for topic in ("plant/a/x", "plant/b/y"):
+        assert list(shared.iter_match(topic)) == ["all"]
+    assert shared._found["plant/a/x"] is shared._found["plant/b/y"], "topics with one callback share"
 
 
 class ThreadedAgent(Agent):
