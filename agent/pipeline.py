@@ -292,8 +292,9 @@ class Agent:
                         del signals[asset]
                     else:
                         known -= gone
-        setpoints = self.gate.current if self.gate is not None else {}
+        setpoints: dict[str, float] = {}
         if self.gate is not None:
+            setpoints = self.gate.current
             changed.update(dict.fromkeys(self.gate.take_changed()))
         for asset in changed:
             metrics = {s: r[1] for s in signals.get(asset, ()) if (r := latest.get((asset, s))) is not None}
