@@ -109,9 +109,10 @@ class Features:
     """One row per (asset, signal) with a column per statistic, plus the window's bounds.
 
     Made from a Polars ``frame`` (the full engine) or from ``rows`` (the incremental engine:
-    asset -> signal -> (start, end, n, <stat>...)); each form is derived from the other on demand."""
+    asset -> signal -> (start, end, n, <stat>...)); each form is derived from the other on demand.
+    ``gone`` names the (asset, signal) keys whose last reading left the window in this update."""
 
-    __slots__ = ("_by_asset", "_frame", "_rows", "computed_at", "latest", "stats")
+    __slots__ = ("_by_asset", "_frame", "_rows", "computed_at", "gone", "latest", "stats")
 
     def __init__(
         self,
@@ -121,6 +122,7 @@ class Features:
         *,
         rows: Mapping[str, Mapping[str, Row]] | None = None,
         stats: Sequence[str] = (),
+        gone: Sequence[Key] = (),
     ) -> None:
         if frame is None and rows is None:
             raise ValueError("Features needs a frame or rows")
@@ -130,6 +132,7 @@ class Features:
         self.computed_at = computed_at
         self.latest = latest
         self.stats = list(stats)
+        self.gone = gone
 
     @property
     def frame(self) -> pl.DataFrame:  # asset, signal, start, end, n, <stat>...
@@ -311,6 +314,7 @@ class FeatureWindow:
         self._ready: Ready = immutables.Map()  # the rows with enough readings to report
         self._oldest: list[tuple[float, Key]] = []  # heap: (start, key) for every row's start, and stale ones
         self._latest: immutables.Map[Key, tuple[float, float]] = immutables.Map()
+        self._told: Collection[Key] = ()  # the keys of the last update's ``latest`` (for ``gone``)
         self._count = 0  # readings in the window (read from the loop while an update runs in a thread)
 
     @property
@@ -356,10 +360,12 @@ class FeatureWindow:
             grouped.get_column("end").to_list(), grouped.get_column("\x1flatest").to_list(), strict=True
         )
         latest = dict(zip(keys, newest, strict=True))
+        gone = [key for key in self._told if key not in latest]
+        self._told = latest.keys()
         stats = grouped.drop("\x1flatest").filter(
             (pl.col("n") >= self.min_samples) & (pl.col("end") - pl.col("start") >= self.min_span_s)
         )
-        return Features(stats, now, latest, stats=self.stats)
+        return Features(stats, now, latest, stats=self.stats, gone=gone)
 
     def _frame_of_keys(self) -> pl.DataFrame:
         assert self._keys is not None
@@ -441,6 +447,7 @@ class FeatureWindow:
                 touched.add(key)
         if len(touched) > MAX_TOUCHED:  # (the full engine drops the heap, popped entries and all)
             return None
+        gone = []
         for key in touched:
             old = keys.get(key)
             if key in added:
@@ -466,7 +473,9 @@ class FeatureWindow:
                 del keys[key], rows[key]
                 self._latest = self._latest.delete(key)
                 self._unready(key)
+                gone.append(key)
             elif self._set(key, ts, v)[0] != start:
                 heapq.heappush(oldest, (float(ts[0]), key))
         self._count = count
-        return Features(None, now, self._latest, rows=self._ready, stats=self.stats)
+        self._told = self._latest
+        return Features(None, now, self._latest, rows=self._ready, stats=self.stats, gone=gone)

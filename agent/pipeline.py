@@ -38,7 +38,7 @@ from agent.audit import AuditLog
 from agent.config import EdgeConfig
 from agent.day import ProductionDay
 from agent.decisions import DerateRule, Scored
-from agent.features import SMALL_BATCH, FeatureWindow
+from agent.features import SMALL_BATCH, Features, FeatureWindow
 from agent.gate import SetpointGate
 from agent.inference import OnnxModel
 from agent.metrics import AgentMetrics
@@ -269,29 +269,27 @@ class Agent:
         if self.gate is not None:
             await self.gate.propose(Proposal(asset, value, f"plant:{source}", data_ts, time.time()))
 
-    def _observe(
-        self, scored: list[Scored], latest: Latest, now: float, batch: ReadingBatch, full: bool
-    ) -> None:
+    def _observe(self, scored: list[Scored], features: Features, now: float, batch: ReadingBatch) -> None:
         """Tell the connectors that publish upstream (Sparkplug, telemetry) of each asset that got
-        readings, a score or a new setpoint in this evaluation, with all the agent knows of it: its
-        signals' newest readings, every model's newest score, its setpoint; after a ``full`` evaluation
-        also of each asset that lost a signal out of the window. Only those: telling every asset at every
-        evaluation cost O(signals) per reading, ~15 ms at 10,000 signals."""
-        signals = self._signals
-        for asset, signal in zip(batch.assets, batch.signals, strict=True):
-            signals.setdefault(asset, set()).add(signal)
+        readings, a score or a new setpoint in this evaluation, or lost a signal out of the window, with
+        all the agent knows of it: its signals' newest readings, every model's newest score, its
+        setpoint. Only those: telling every asset at every evaluation cost O(signals) per reading, ~15 ms
+        at 10,000 signals, and so did looking for the signals that left (5-9 ms each ``every_s``): the
+        window names them (``Features.gone``)."""
+        signals, latest = self._signals, features.latest
+        for key in zip(batch.assets, batch.signals, strict=True):
+            if key in latest:  # (not a reading too old for the window)
+                signals.setdefault(key[0], set()).add(key[1])
         scores = {(s.asset, s.model): s.score for s in scored}  # this evaluation's, then the newest
         changed = dict.fromkeys(batch.assets)
         changed.update(dict.fromkeys(asset for asset, _ in scores))
-        if full:  # signals that left the window: their assets are told without them (~3 ms at 10,000)
-            for asset, known in list(signals.items()):
-                gone = {s for s in known if (asset, s) not in latest}
-                if gone:
-                    changed[asset] = None
-                    if gone == known:
-                        del signals[asset]
-                    else:
-                        known -= gone
+        for asset, signal in features.gone:  # told without it; an asset with no signal left is forgotten
+            known = signals.get(asset)
+            if known is not None:
+                changed[asset] = None
+                known.discard(signal)
+                if not known:
+                    del signals[asset]
         setpoints: dict[str, float] = {}
         if self.gate is not None:
             setpoints = self.gate.current
@@ -337,18 +335,18 @@ class Agent:
             else:
                 full_due = time.monotonic() + every
             if len(batch) <= SMALL_BATCH and self._evaluation_s < self.inline_evaluation_s:
-                scored, latest = self._timed_evaluate(batch, now, only)
+                scored, features = self._timed_evaluate(batch, now, only)
             else:
-                scored, latest = await asyncio.to_thread(self._timed_evaluate, batch, now, only)
-            self._readings, self._evaluated_at = latest, now
-            await gate.tick(latest, time.time())
+                scored, features = await asyncio.to_thread(self._timed_evaluate, batch, now, only)
+            self._readings, self._evaluated_at = features.latest, now
+            await gate.tick(features.latest, time.time())
             await self._decide(gate, scored, now)
             if self.plant:
-                self._observe(scored, latest, now, batch, only is None)
+                self._observe(scored, features, now, batch)
 
     def _timed_evaluate(
         self, batch: ReadingBatch, now: float, only: set[str] | None
-    ) -> tuple[list[Scored], Latest]:
+    ) -> tuple[list[Scored], Features]:
         started = time.perf_counter()
         try:
             return self.evaluate(batch, now, only)
@@ -357,10 +355,10 @@ class Agent:
 
     def evaluate(
         self, batch: ReadingBatch, now: float, only: set[str] | None = None
-    ) -> tuple[list[Scored], Latest]:
+    ) -> tuple[list[Scored], Features]:
         """Update the windows with ``batch`` and score every asset (or those in ``only``) with every
-        model that covers it; also return the newest reading of every signal (for interlocks and
-        read-backs)."""
+        model that covers it; also return the window's features (``latest``, the newest reading of every
+        signal, for interlocks and read-backs)."""
         features = self.window.update(batch, now)
         out: list[Scored] = []
         for model in self.models.values():
@@ -377,7 +375,7 @@ class Agent:
                     matrix.assets, scores, matrix.starts, matrix.ends, strict=True
                 )
             )
-        return out, features.latest
+        return out, features
 
     def _plan_inputs(self) -> tuple[Latest, dict[str, float], float]:
         model = self.config.planning.model if self.config.planning is not None else None

@@ -11,8 +11,8 @@ import pytest
 
 from agent.config import WindowConfig
 from agent.decisions import Scored
+from agent.features import Features
 from agent.pipeline import Agent
-from agent.safety import Latest
 from connectors.embedded_broker import EmbeddedBroker
 from connectors.errors import ConfigError
 from connectors.readings import ReadingBatch
@@ -32,7 +32,7 @@ class HeldAgent(Agent):
 
     def evaluate(
         self, batch: ReadingBatch, now: float, only: set[str] | None = None
-    ) -> tuple[list[Scored], Latest]:
+    ) -> tuple[list[Scored], Features]:
         self.batches.append(len(batch))
         if len(self.batches) == 1:  # the first evaluation (of unknown cost) runs in a worker thread
             assert self.release.wait(30), "the test never released the first evaluation"

@@ -88,7 +88,8 @@ def test_incremental_updates_match_the_full_engine(seed: int, monkeypatch: pytes
     subject = FeatureWindow(length, STATS, min_samples, min_coverage)
     reference = FullOnly(length, STATS, min_samples, min_coverage)
     now, used = T0, set[float]()
-    small = large = 0
+    small = large = gone = 0
+    before: set[tuple[str, str]] = set()
     for step in range(150):
         now += rng.choice([0.0, 0.001, 0.05, 0.3, 1.0]) if step % 40 else length * 1.5  # all expire
         active = rng.sample(keys, rng.randint(1, len(keys)))  # keys come and go
@@ -99,7 +100,11 @@ def test_incremental_updates_match_the_full_engine(seed: int, monkeypatch: pytes
         got = subject.update(batch, now)
         want = reference.update(batch, now)
         assert_same(got, want, subject.rows, reference.rows)
-    assert small > 50 and large > 5
+        for features in (got, want):  # the keys whose last reading left the window, each once
+            assert sorted(features.gone) == sorted(before - set(features.latest))
+        before = set(want.latest)
+        gone += len(got.gone)
+    assert small > 50 and large > 5 and gone > 10
 
 
 @pytest.mark.parametrize("size", [200, features_module.MAX_KEYS_BATCH + 1])

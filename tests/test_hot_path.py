@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from agent.decisions import Scored
+from agent.features import Features
 from agent.pipeline import Agent
-from agent.safety import Latest
 from connectors.embedded_broker import EmbeddedBroker
 from connectors.mqtt import BrokerConfig, CachedMatcher, MqttClient
 from connectors.readings import ReadingBatch
@@ -139,10 +139,10 @@ class ThreadedAgent(Agent):
 
     def evaluate(
         self, batch: ReadingBatch, now: float, only: set[str] | None = None
-    ) -> tuple[list[Scored], Latest]:
-        scored, latest = super().evaluate(batch, now, only)
+    ) -> tuple[list[Scored], Features]:
+        scored, features = super().evaluate(batch, now, only)
         self.runs.append((len(batch), threading.get_ident() == self.loop_thread, len(scored)))
-        return scored, latest
+        return scored, features
 
 
 def readings(assets: list[str], now: float, per_signal: int) -> ReadingBatch:
@@ -205,26 +205,26 @@ def test_the_connectors_upstream_hear_of_what_changed_with_all_that_is_known() -
     agent.plant = [Upstream()]  # type: ignore[list-item]
     now = time.time()
     batch = readings(["line1/pump1", "line1/pump2"], now, 10)
-    agent._observe(*agent.evaluate(batch, now), now, batch, True)
+    agent._observe(*agent.evaluate(batch, now), now, batch)
     assert sorted(seen) == ["line1/pump1", "line1/pump2"]
     assert {"temp", "power", "vibration"} < seen["line1/pump1"].keys()
     assert any(k.startswith("score/") for k in seen["line1/pump1"])
     seen.clear()
     one = ReadingBatch()
     one.append("line1/pump2", "temp", now + 0.1, 71.5)
-    latest = agent.evaluate(one, now + 0.1, {"line1/pump2"})[1]
+    features = agent.evaluate(one, now + 0.1, {"line1/pump2"})[1]
     agent._latest[("line1/pump2", "anomaly")] = 0.25  # scored before: its newest score goes along
-    agent._observe([], latest, now + 0.1, one, False)
+    agent._observe([], features, now + 0.1, one)
     assert list(seen) == ["line1/pump2"], "only the asset that got readings"
     assert seen["line1/pump2"]["temp"] == 71.5 and {"power", "vibration"} < seen["line1/pump2"].keys()
     assert seen["line1/pump2"]["score/anomaly"] == 0.25
     seen.clear()
     nothing = ReadingBatch()
-    agent._observe(*agent.evaluate(nothing, now + 0.2), now + 0.2, nothing, True)  # every asset re-scored
+    agent._observe(*agent.evaluate(nothing, now + 0.2), now + 0.2, nothing)  # every asset re-scored
     assert sorted(seen) == ["line1/pump1", "line1/pump2"]
     seen.clear()
     later = now + 3600  # every reading left the window: told without them; with nothing left, not told
-    agent._observe(*agent.evaluate(nothing, later), later, nothing, True)
+    agent._observe(*agent.evaluate(nothing, later), later, nothing)
     assert seen == {"line1/pump2": {"score/anomaly": 0.25}} and not agent._signals
 
 
