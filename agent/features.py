@@ -28,11 +28,8 @@ Two engines give the same statistics (to float rounding; ``tests/test_features_i
 
 from __future__ import annotations
 
-import fnmatch
-import functools
 import heapq
 import math
-import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -42,6 +39,7 @@ import immutables
 import numpy as np
 import polars as pl
 
+from agent.patterns import matching
 from connectors.readings import ReadingBatch
 
 _SCHEMA = {"asset": pl.String, "signal": pl.String, "ts": pl.Float64, "value": pl.Float64}
@@ -53,7 +51,6 @@ MAX_KEYS_BATCH = 4096  # once cut into keys, a batch up to this many readings st
 
 Key = tuple[str, str]
 Row = tuple[Any, ...]  # start, end, n, <stat>... (None where Polars gives null)
-_WILDCARD = re.compile(r"[*?[]")  # an fnmatch pattern without these names one asset
 
 
 def _stat(name: str) -> pl.Expr:
@@ -173,8 +170,8 @@ class Features:
 
     def assets(self, patterns: Sequence[str]) -> list[str]:
         if self._rows is not None:
-            return _matching(self._rows, patterns)
-        return _matching(set(self.frame.get_column("asset").to_list()), patterns)
+            return matching(self._rows, patterns)
+        return matching(set(self.frame.get_column("asset").to_list()), patterns)
 
     def matrix(
         self, inputs: Sequence[str], patterns: Sequence[str] = ("*",), only: Collection[str] | None = None
@@ -197,7 +194,7 @@ class Features:
         index = {key: i for i, key in enumerate(zip(cols["asset"], cols["signal"], strict=True))}
         assets, values, starts, ends = [], [], [], []
         names = {a for a in cols["asset"] if only is None or a in only}
-        for asset in _matching(names, patterns):
+        for asset in matching(names, patterns):
             found = [index.get((asset, signal)) for signal, _, _ in parts]
             at_rows = [i for i in found if i is not None]
             if len(at_rows) < len(found):
@@ -226,7 +223,7 @@ class Features:
         if missing:
             raise pl.exceptions.ColumnNotFoundError(", ".join(dict.fromkeys(missing)))
         assets, values, starts, ends = [], [], [], []
-        for asset in _matching(rows if only is None else only, patterns):
+        for asset in matching(rows if only is None else only, patterns):
             signals = rows.get(asset)
             if signals is None:
                 continue
@@ -254,20 +251,6 @@ def _stats_by_asset(
             if value is not None and math.isfinite(value):
                 per[f"{signal}.{stat}"] = float(value)
     return out
-
-
-def _matching(names: Collection[str], patterns: Sequence[str]) -> list[str]:
-    """The names any pattern matches (fnmatch, case-sensitive), sorted. Patterns without a wildcard are
-    looked up instead of matched against every name (a plant of thousands of assets)."""
-    if not any(_WILDCARD.search(p) for p in patterns):
-        return sorted({p for p in patterns if p in names})
-    return sorted(filter(_pattern(tuple(patterns)).match, names))
-
-
-@functools.lru_cache(maxsize=256)
-def _pattern(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    """One regular expression for fnmatch patterns (~10x fnmatchcase per pattern and name)."""
-    return re.compile("|".join(fnmatch.translate(p) for p in patterns))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,6 @@ provider can be added as another class with the same ``score`` method.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import logging
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from agent.config import ModelConfig
+from agent.patterns import AssetFilter
 from connectors.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class OnnxModel:
         self.name = config.name
         self.inputs = config.inputs
         self.sha256 = sha256_of(config.path)
-        self._covers: dict[str, bool] = {}
+        self.covers = AssetFilter(config.assets)  # whether the model scores an asset
         options = ort.SessionOptions()
         options.intra_op_num_threads = config.threads
         options.inter_op_num_threads = 1
@@ -66,13 +66,6 @@ class OnnxModel:
         if self._output not in outputs:
             raise ModelError(f"model {config.name!r} has no output {self._output!r} (it has {outputs})")
         log.info("model %s (sha256 %s…) runs on %s", self.name, self.sha256[:12], self.provider)
-
-    def covers(self, asset: str) -> bool:
-        """Whether the model scores ``asset`` (one of its ``assets`` patterns matches; cached)."""
-        covered = self._covers.get(asset)
-        if covered is None:
-            covered = self._covers[asset] = any(fnmatch.fnmatchcase(asset, p) for p in self.config.assets)
-        return covered
 
     def score(self, matrix: np.ndarray) -> np.ndarray:
         """One float score per row."""

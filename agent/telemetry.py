@@ -22,7 +22,6 @@ TaskGroup; features come from the agent's feature window (:class:`ObservedWindow
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import json
 import math
 import time
@@ -32,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.features import Features, FeatureWindow
+from agent.patterns import AssetFilter
 from connectors.errors import ConnectorError
 from connectors.outbox import Outbox
 from connectors.plant import PlantLink
@@ -88,13 +88,10 @@ class TelemetryPublisher:
         self.records = 0
         self.refused = 0
         self._seen: dict[str, tuple[float, dict[str, float]]] = {}
-        self._reported: dict[str, bool] = {}  # asset -> whether config.assets names it (asked per evaluation)
+        self._reported = AssetFilter(config.assets)
 
     def observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
-        reported = self._reported.get(asset)
-        if reported is None:
-            reported = self._reported[asset] = any(fnmatch.fnmatchcase(asset, p) for p in self.config.assets)
-        if reported:
+        if self._reported(asset):
             self._seen[asset] = (ts, dict(metrics))
 
     def writes(self, asset: str) -> bool:

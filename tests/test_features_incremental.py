@@ -14,6 +14,7 @@ import pytest
 
 from agent import features as features_module
 from agent.features import SMALL_BATCH, Features, FeatureWindow
+from agent.patterns import AssetFilter
 from connectors.readings import ReadingBatch
 
 T0 = 1_764_000_000.0
@@ -203,6 +204,8 @@ def test_asset_patterns_select_as_fnmatch_does(patterns: list[str]) -> None:
     for i, asset in enumerate(names):
         b.append(asset, "temp", T0 + i, float(i))
     want = sorted(a for a in names if any(fnmatch.fnmatchcase(a, p) for p in patterns))
+    covers = AssetFilter(patterns)  # what a model and the telemetry ask per asset, the answer kept
+    assert [a for a in names if covers(a)] == want == [a for a in names if covers(a)]
     for features in (fw.update(b, T0 + 6), fw.update(ReadingBatch(), T0 + 6)):  # the full, then the keys
         assert features.assets(patterns) == want
         assert features.matrix(["temp.last"], patterns).assets == want
