@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.stalls import BUCKETS, LAG_EVERY_S
+
 if TYPE_CHECKING:
     from agent.pipeline import Agent
 
@@ -24,6 +26,19 @@ class AgentMetrics(Collector):
             ["model", "provider"],
             registry=self.registry,
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.loop_lag_seconds = Histogram(
+            "qxedge_loop_lag_seconds",
+            f"how late the event loop runs a timer due every {LAG_EVERY_S:g} s (what a reading waits behind)",
+            registry=self.registry,
+            buckets=BUCKETS,
+        )
+        self.gc_pause_seconds = Histogram(
+            "qxedge_gc_pause_seconds",
+            "garbage collections of the process and how long each stopped it, by generation",
+            ["generation"],
+            registry=self.registry,
+            buckets=BUCKETS,
         )
         self.registry.register(self)
 

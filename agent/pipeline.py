@@ -43,6 +43,7 @@ from agent.gate import SetpointGate
 from agent.inference import OnnxModel
 from agent.metrics import AgentMetrics
 from agent.safety import Latest, Proposal, Safety
+from agent.stalls import gc_pauses, watch_lag
 from agent.telemetry import ObservedWindow, TelemetryPublisher
 from connectors.mqtt import Message, MqttClient, Publication, Subscription, each_message
 from connectors.ops import OpsServer
@@ -226,8 +227,10 @@ class Agent:
                 self.offload = await stack.enter_async_context(
                     OffloadClient(uplink, self.site, self.config.offload, gate.on_refused_result)
                 )
+            stack.enter_context(gc_pauses(self.metrics.gc_pause_seconds))
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             loops = [tasks.create_task(each_message(proposals, gate.on_proposal), name="proposals")]
+            loops.append(tasks.create_task(watch_lag(self.metrics.loop_lag_seconds), name="loop-lag"))
             loops.append(tasks.create_task(_apply_locks(locks, gate), name="locks"))
             loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
             link = PlantLink(self.site, self.config.broker, self._accept, self._plant_proposal)

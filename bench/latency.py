@@ -38,10 +38,14 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connectors.embedded_broker import EmbeddedBroker
+from prometheus_client.parser import text_string_to_metric_families
+
+from connectors.embedded_broker import EmbeddedBroker, free_port
 from connectors.mqtt import BrokerConfig, MqttClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +76,7 @@ models:
 rules:
   - {{name: flip, model: probe, above: 0.5, consecutive: 1, clear_below: 0.5,
      derate_to: 0.6, restore_to: 1.0}}
+ops: {{host: 127.0.0.1, port: {ops_port}}}
 safety:
   max_input_age_s: 15
   audit: {{path: "{audit}"}}
@@ -114,6 +119,7 @@ class Round:
     to_gate: list[float] = field(default_factory=list)  # probe publish -> the gate stamps the setpoint
     from_gate: list[float] = field(default_factory=list)  # the gate's stamp -> arrival
     cpu_s: float = 0.0  # CPU time of the process under test while measured
+    stalls: Counter[str] = field(default_factory=Counter)  # the agent's loop lag and collections, measured
 
 
 def background_topics(signals: int) -> list[str]:
@@ -179,6 +185,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def scrape_stalls(port: int) -> Counter[str]:
+    """The agent's ``qxedge_loop_lag_seconds`` and ``qxedge_gc_pause_seconds`` so far: wake-ups and
+    collections, those over 2.5 ms, and the collections' total time."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    out: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            gen = sample.labels.get("generation")
+            what = "lag" if family.name == "qxedge_loop_lag_seconds" else f"gen{gen}"
+            if family.name not in ("qxedge_loop_lag_seconds", "qxedge_gc_pause_seconds"):
+                continue
+            if sample.name.endswith("_count"):
+                out[what] += sample.value
+                out[f"{what} slow"] += sample.value
+            elif sample.name.endswith("_bucket") and sample.labels["le"] == "0.0025":
+                out[f"{what} slow"] -= sample.value
+            elif sample.name.endswith("_sum"):
+                out[f"{what} s"] += sample.value
+    return out
+
+
+def stalls_line(stalls: Counter[str]) -> str:
+    collections = ", ".join(
+        f"gen{g} {stalls[f'gen{g}']:.0f} ({stalls[f'gen{g} s'] * 1e3:.0f} ms in all, "
+        f"{stalls[f'gen{g} slow']:.0f} > 2.5 ms)"
+        for g in range(3)
+    )
+    return (
+        f"agent stalls: {stalls['lag slow']:.0f} of {stalls['lag']:.0f} loop-lag probes > 2.5 ms late; "
+        f"collections {collections}"
+    )
+
+
 def wait_line(proc: subprocess.Popen[str], want: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -215,7 +255,7 @@ def echo_round(url: str, port: int, args: argparse.Namespace) -> Round:
             echo.terminate()
 
 
-def agent_round(url: str, config: Path, args: argparse.Namespace) -> Round:
+def agent_round(url: str, config: Path, ops_port: int, args: argparse.Namespace) -> Round:
     cmd = [sys.executable, "-m", "agent.cli", "run", "--config", str(config), "--broker", url]
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as agent:
         try:
@@ -227,11 +267,12 @@ def agent_round(url: str, config: Path, args: argparse.Namespace) -> Round:
                 out = f"{args.profile}.{time.monotonic_ns()}.txt"
                 spy_cmd = ["py-spy", "record", "-r", "200", "-f", "raw", "--threads", "-o", out]
                 spy = subprocess.Popen([*spy_cmd, "-d", str(int(args.seconds)), "-p", str(agent.pid)])
-            cpu = cpu_seconds(agent.pid)
+            cpu, stalls = cpu_seconds(agent.pid), scrape_stalls(ops_port)
             measured = asyncio.run(
                 drive(url, args.rate, args.seconds, args.probe_every, SETPOINTS, True, args.signals)
             )
             measured.cpu_s = cpu_seconds(agent.pid) - cpu
+            measured.stalls = scrape_stalls(ops_port) - stalls
             if spy is not None:
                 spy.wait(60)
             return measured
@@ -259,8 +300,16 @@ def main() -> None:
         identity_model(model)
         config = Path(tmp) / "latency.yaml"
         audit = Path(tmp) / "audit.sqlite"
+        ops_port = free_port()
         config.write_text(
-            CONFIG.format(url=broker.url, trigger=args.trigger, model=model, audit=audit, length_s=length_s)
+            CONFIG.format(
+                url=broker.url,
+                trigger=args.trigger,
+                model=model,
+                audit=audit,
+                length_s=length_s,
+                ops_port=ops_port,
+            )
             + (TELEMETRY.format(outbox=Path(tmp) / "outbox.sqlite") if args.telemetry else ""),
             encoding="utf-8",
         )
@@ -275,12 +324,13 @@ def main() -> None:
         echo_all, agent_all = Round(), Round()
         for r in range(args.rounds):
             echo = echo_round(broker.url, port, args)
-            agent = agent_round(broker.url, config, args)
+            agent = agent_round(broker.url, config, ops_port, args)
             for total, one in ((echo_all, echo), (agent_all, agent)):
                 total.latencies += one.latencies
                 total.to_gate += one.to_gate
                 total.from_gate += one.from_gate
                 total.cpu_s += one.cpu_s
+                total.stalls += one.stalls
             (e50, e99), (a50, a99) = stats_line(echo.latencies), stats_line(agent.latencies)
             print(
                 f"  round {r + 1}: echo p50 {e50 * 1e3:6.2f} ms p99 {e99 * 1e3:6.2f} ms "
@@ -298,6 +348,7 @@ def main() -> None:
             f"({agent_all.cpu_s / (args.rate * measured_s) * 1e6:.0f} µs a reading; the echo "
             f"{echo_all.cpu_s / (args.rate * measured_s) * 1e6:.0f} µs)"
         )
+        print(stalls_line(agent_all.stalls))
         print(
             f"all rounds: echo p50 {e50 * 1e3:.2f} ms p99 {e99 * 1e3:.2f} ms; agent p50 {a50 * 1e3:.2f} ms "
             f"p99 {a99 * 1e3:.2f} ms; agent / echo = x{a50 / e50:.2f} (p50), x{a99 / e99:.2f} (p99); "

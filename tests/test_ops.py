@@ -60,6 +60,8 @@ async def test_agent_and_solver_serve_metrics_and_health(broker: EmbeddedBroker)
             "qxedge_broker_connected",
             "qxedge_model_info",
             "qxedge_inference_seconds",
+            "qxedge_loop_lag_seconds",
+            'qxedge_gc_pause_seconds_count{generation="0"}',
         ):
             assert name in body, name
         assert 'qxedge_broker_connected{site="demo"} 1.0' in body
