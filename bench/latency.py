@@ -23,7 +23,9 @@ same way. Rounds alternate echo / agent. Target: agent p99 ≤ 2 x echo p99. Pro
 evaluation with the next probe are coalesced (one setpoint for the newer one) and counted. The
 setpoint's own ``ts`` (stamped when the proposal reaches the gate) splits the agent's latency into
 reading → gate (delivery, decoding, window, model, rule) and gate → arrival (envelope, audit row on
-disk, publish, delivery); the CPU time of each process under test is read from ``/proc``.
+disk, publish, delivery); the CPU time of each process under test is read from ``/proc``, and the
+agent's stalls (``qxedge_loop_lag_seconds``, ``qxedge_gc_pause_seconds``) from its ``/metrics`` before and
+after each measured round.
 """
 
 from __future__ import annotations
