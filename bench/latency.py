@@ -194,11 +194,10 @@ def scrape_stalls(port: int) -> Counter[str]:
         text = answer.read().decode()
     out: Counter[str] = Counter()
     for family in text_string_to_metric_families(text):
+        if family.name not in ("qxedge_loop_lag_seconds", "qxedge_gc_pause_seconds"):
+            continue
         for sample in family.samples:
-            gen = sample.labels.get("generation")
-            what = "lag" if family.name == "qxedge_loop_lag_seconds" else f"gen{gen}"
-            if family.name not in ("qxedge_loop_lag_seconds", "qxedge_gc_pause_seconds"):
-                continue
+            what = "lag" if family.name == "qxedge_loop_lag_seconds" else f"gen{sample.labels['generation']}"
             if sample.name.endswith("_count"):
                 out[what] += sample.value
                 out[f"{what} slow"] += sample.value
