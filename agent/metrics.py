@@ -125,7 +125,8 @@ class AgentMetrics(Collector):
         records = CounterMetricFamily(
             "qxedge_outbox_records", "disk outbox records and what became of them", labels=["site", "event"]
         )
-        for event in ("accepted", "written", "sent", "acked", "overflow_dropped", "refused", "write_errors"):
+        events = ("accepted", "written", "sent", "acked", "confirmed", "resent", "bad_confirmations")
+        for event in (*events, "overflow_dropped", "refused", "write_errors"):
             records.add_metric([site, event], box.stats[event] if box is not None else 0)
         yield records
         yield counter(

@@ -197,7 +197,13 @@ class Agent:
                     mqtt.publish(self.topic("alarms"), json.dumps(doc), qos=1)
 
                 box = self.outbox = await stack.enter_async_context(
-                    Outbox(self.config.outbox.resolved(self.site), self.config.outbox, uplink, alarm=alarm)
+                    Outbox(
+                        self.config.outbox.resolved(self.site),
+                        self.config.outbox,
+                        uplink,
+                        alarm=alarm,
+                        confirm_topic=self.topic("confirm"),
+                    )
                 )
                 self.window = ObservedWindow.of(self.window)
                 self.plant.append(TelemetryPublisher(self.site, self.config.telemetry, box, self.window))

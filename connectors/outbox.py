@@ -12,6 +12,11 @@ once. Behind it, in the outbox's TaskGroup:
   unacknowledged at a time; paho re-sends the unacknowledged ones after a reconnect, and the records
   present at start-up are replayed first. A record is deleted only after the broker's PUBACK for it;
   one acknowledged just before a crash may be sent again: consumers de-duplicate by ``(stream, seq)``.
+- with ``confirm: upstream`` a record is deleted only when the consumer confirms it
+  (``connectors/confirm.py``): a broker killed with SIGKILL may come back without records it had
+  acknowledged. What the broker acknowledged and the consumer did not confirm is sent again after each
+  reconnect, and when later records were confirmed ``confirm_timeout_s`` after its PUBACK and it was
+  not (a broker behind a bridge may lose it without the agent's link going down).
 
 Bounded: at most ``max_messages`` records on disk. ``overflow: drop_oldest`` (default) deletes the
 oldest records to make room, ``refuse_new`` refuses new ones; either way they are counted in ``stats``
@@ -29,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import sqlite3
 import time
@@ -40,8 +46,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from connectors.confirm import BadConfirmation, parse_confirmation
 from connectors.errors import ConnectorError
-from connectors.mqtt import MqttClient, resolve_path
+from connectors.mqtt import Message, MqttClient, resolve_path
 from connectors.state import state_dir
 
 log = logging.getLogger(__name__)
@@ -87,6 +94,18 @@ class OutboxConfig(BaseModel):
         10_000, ge=1, description="records held in memory while the disk refuses writes; then refused"
     )
     drain_timeout_s: float = Field(5.0, ge=0, le=600, description="graceful stop: time to send the rest")
+    confirm: Literal["broker", "upstream"] = Field(
+        "broker",
+        description="a record is done at the broker's PUBACK, or when the consumer confirms it on "
+        "qx/v1/{site}/confirm (nothing lost when the broker crashes)",
+    )
+    confirm_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="confirm: upstream: a record acknowledged by the broker is sent again when later "
+        "records were confirmed this long after its PUBACK and it was not",
+    )
 
     @field_validator("path")
     @classmethod
@@ -108,7 +127,8 @@ class _Record:
     ts: float
 
 
-_Row = tuple[int, str, bytes]  # id, topic, payload
+_Row = tuple[int, str, int, str, bytes]  # id, stream, seq, topic, payload
+_Key = tuple[str, int]  # stream, seq
 
 
 def _connect(path: Path, max_pages: int | None) -> tuple[sqlite3.Connection, dict[str, int], int]:
@@ -141,8 +161,13 @@ class Outbox:
         *,
         alarm: Callable[[str], None] | None = None,
         max_pages: int | None = None,
+        confirm_topic: str | None = None,
     ) -> None:
-        """``max_pages``: a hard cap on the file in SQLite pages (tests use it as a full disk)."""
+        """``confirm_topic``: where the consumer confirms (needed with ``confirm: upstream``).
+        ``max_pages``: a hard cap on the file in SQLite pages (tests use it as a full disk)."""
+        if config.confirm == "upstream" and not confirm_topic:
+            raise OutboxError("outbox confirm: upstream needs the topic the consumer confirms on")
+        self.confirm_topic = confirm_topic if config.confirm == "upstream" else None
         self.path = path
         self.config = config
         self.mqtt = mqtt
@@ -158,7 +183,12 @@ class Outbox:
         self._ready: deque[_Row] = deque()
         self._loaded_upto = 0  # highest id read from disk for sending
         self._more_on_disk = True
-        self._inflight: dict[int, int] = {}  # mid -> id
+        self._inflight: dict[int, _Row] = {}  # mid -> record
+        # confirm: upstream: acknowledged by the broker, in PUBACK order -> (id, PUBACK time)
+        self._unconfirmed: dict[_Key, tuple[int, float]] = {}
+        self._confirmed_early: set[_Key] = set()  # confirmed before the broker's PUBACK came
+        self._confirmed_at = 0.0  # when a confirmation last confirmed a record (monotonic)
+        self._reconnects = mqtt.reconnects
         self._closing = False
         self._db: sqlite3.Connection | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qxedge-outbox")
@@ -184,6 +214,8 @@ class Outbox:
                 "outbox %s: %d records from before the restart, sending them first", self.path, self.depth
             )
         self.mqtt.ack_listener = self._on_ack
+        if self.confirm_topic is not None:
+            await self.mqtt.subscribe(self.confirm_topic, 1, on_batch=self._on_confirmations)
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._tasks = [
             tasks.create_task(self._flush_loop(), name=f"outbox-flush[{self.path.name}]"),
@@ -306,6 +338,8 @@ class Outbox:
             while self._ready and self._ready[0][0] <= dropped_upto:
                 self._ready.popleft()
             self._loaded_upto = max(self._loaded_upto, dropped_upto)
+            if len(self._unconfirmed) > self.config.max_messages:  # gone from disk: never sent again
+                self._unconfirmed = {k: v for k, v in self._unconfirmed.items() if v[0] > dropped_upto}
             self._overflow(f"outbox full ({self.config.max_messages} records): dropped the {dropped} oldest")
         elif self.overflowing and self.depth < 0.9 * self.config.max_messages:
             self.overflowing = False
@@ -362,8 +396,20 @@ class Outbox:
     def _load(self, after: int, limit: int) -> list[_Row]:
         assert self._db is not None
         return self._db.execute(
-            "SELECT id, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+            "SELECT id, stream, seq, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
         ).fetchall()
+
+    def _load_ids(self, ids: list[int]) -> list[_Row]:
+        """(worker thread) The records with these ids still on disk, in id order."""
+        assert self._db is not None
+        rows: list[_Row] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT id, stream, seq, topic, payload FROM outbox WHERE id IN ({marks}) ORDER BY id"
+            rows += self._db.execute(query, chunk).fetchall()
+        return rows
 
     def _overflow(self, reason: str) -> None:
         if not self.overflowing:
@@ -374,14 +420,72 @@ class Outbox:
 
     # ----------------------------------------------------------------- sending
     def _on_ack(self, mid: int) -> None:
-        record = self._inflight.pop(mid, None)
-        if record is None:
+        row = self._inflight.pop(mid, None)
+        if row is None:
             return  # another publish of the same client
-        self._acked.append(record)
         self.stats["acked"] += 1
         self._send_wake.set()
+        if self.confirm_topic is None:
+            self._done(row[0])
+            return
+        key = (row[1], row[2])
+        if key in self._confirmed_early:
+            self._confirmed_early.discard(key)
+            self._done(row[0])
+        else:
+            self._unconfirmed[key] = (row[0], time.monotonic())
+
+    def _done(self, row_id: int) -> None:
+        """The record is where it must be: delete it at the next flush."""
+        self._acked.append(row_id)
         if len(self._acked) == 1:
             self._flush_wake.set()
+
+    def _on_confirmations(self, batch: list[Message]) -> None:
+        for _topic, payload in batch:
+            try:
+                confirmation = parse_confirmation(payload)
+            except BadConfirmation as exc:
+                self.stats["bad_confirmations"] += 1
+                log.warning("outbox %s: %s", self.path, exc)
+                continue
+            stream, runs = confirmation.stream, confirmation.seqs
+            confirmed = 0
+            for first, last in runs:
+                if last - first < len(self._unconfirmed):
+                    keys = [(stream, seq) for seq in range(first, last + 1)]
+                else:  # a long range: look at what waits instead
+                    keys = [k for k in self._unconfirmed if k[0] == stream and first <= k[1] <= last]
+                for key in keys:
+                    found = self._unconfirmed.pop(key, None)
+                    if found is not None:
+                        self._done(found[0])
+                        confirmed += 1
+            for row in self._inflight.values():  # its PUBACK is still on the way
+                if row[1] == stream and any(first <= row[2] <= last for first, last in runs):
+                    self._confirmed_early.add((stream, row[2]))
+            if len(self._confirmed_early) > 10 * self.config.inflight:
+                self._confirmed_early.clear()  # PUBACKs that never came: sent again, confirmed again
+            if confirmed:
+                self.stats["confirmed"] += confirmed
+                self._confirmed_at = time.monotonic()
+
+    def _unconfirmed_lost(self) -> list[_Key]:
+        """What the broker acknowledged and the consumer may never get: all of it after a reconnect
+        (the broker may have crashed), else what later confirmations passed over."""
+        if self.mqtt.reconnects != self._reconnects:
+            self._reconnects = self.mqtt.reconnects
+            return list(self._unconfirmed)
+        cutoff = self._confirmed_at - self.config.confirm_timeout_s
+        return list(itertools.takewhile(lambda k: self._unconfirmed[k][1] < cutoff, self._unconfirmed))
+
+    async def _send_again(self, keys: list[_Key]) -> None:
+        ids = sorted(self._unconfirmed.pop(k)[0] for k in keys)
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(self._pool, self._load_ids, ids)
+        self._ready.extendleft(reversed(rows))  # before anything not sent yet
+        self.stats["resent"] += len(rows)
+        log.info("outbox %s: sending %d records again (not confirmed upstream)", self.path, len(rows))
 
     async def _wait(self, seconds: float) -> None:
         self._send_wake.clear()
@@ -395,6 +499,9 @@ class Outbox:
         while True:
             if not self.mqtt.connected or len(self._inflight) >= window:
                 await self._wait(0.1)
+                continue
+            if self.confirm_topic is not None and (lost := self._unconfirmed_lost()):
+                await self._send_again(lost)
                 continue
             if not self._ready:
                 if not self._more_on_disk:
@@ -411,13 +518,13 @@ class Outbox:
             for _ in range(SEND_SLICE):
                 if not self._ready or len(self._inflight) >= window:
                     break
-                row_id, topic, payload = self._ready[0]
-                mid = self.mqtt.publish_tracked(topic, payload)
+                row = self._ready[0]
+                mid = self.mqtt.publish_tracked(row[3], row[4])
                 if mid is None:  # not connected, or paho's queue is full: wait instead of spinning
                     await self._wait(0.1)
                     break
                 self._ready.popleft()
-                self._inflight[mid] = row_id
+                self._inflight[mid] = row
                 self.stats["sent"] += 1
             paced = self._ready and not self._closing
             await asyncio.sleep(SEND_PAUSE_S if paced else 0)  # the socket writer, the acks, the agent

@@ -23,9 +23,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from connectors.confirm import Receipts
 from connectors.embedded_broker import EmbeddedBroker
 from connectors.mqtt import BrokerConfig, MqttClient, split_url
-from connectors.outbox import Outbox, OutboxConfig, check_mosquitto_conf
+from connectors.outbox import Outbox, OutboxConfig, OutboxError, check_mosquitto_conf
 from hybrid.client import OffloadClient, OffloadConfig
 from tests.conftest import ROOT, random_bqm, wait_until
 
@@ -33,13 +34,25 @@ TOPIC = "qx/v1/t/telemetry"
 
 
 class SeqCounter:
-    """The upstream side: a persistent-session QoS 1 subscriber counting sequence numbers."""
+    """The upstream side: a persistent-session QoS 1 subscriber counting sequence numbers; with
+    ``confirm_topic`` it confirms what it received there every 0.1 s (``connectors/confirm.py``)."""
 
-    def __init__(self, url: str, topic: str = TOPIC, client_id: str = "upstream-counter") -> None:
+    def __init__(
+        self,
+        url: str,
+        topic: str = TOPIC,
+        client_id: str = "upstream-counter",
+        confirm_topic: str | None = None,
+        skip_once: frozenset[int] = frozenset(),
+    ) -> None:
+        """``skip_once``: sequence numbers not confirmed the first time they arrive."""
         _, host, port = split_url(url)
         self.topic = topic
         self.seqs: Counter[int] = Counter()
+        self.receipts = Receipts()
+        self.skip_once = set(skip_once)
         self._cond = threading.Condition()
+        self._stop = threading.Event()
         self.subscribed = threading.Event()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.reconnect_delay_set(1, 2)
@@ -48,12 +61,28 @@ class SeqCounter:
         self.client.on_message = self._on_message
         self.client.connect(host, port, keepalive=5)
         self.client.loop_start()
+        self._confirmer = None
+        if confirm_topic is not None:
+            self._confirmer = threading.Thread(target=self._confirm, args=(confirm_topic,), daemon=True)
+            self._confirmer.start()
         assert self.subscribed.wait(10), "no SUBACK"
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        seq = json.loads(msg.payload)["seq"]
         with self._cond:
-            self.seqs[json.loads(msg.payload)["seq"]] += 1
+            self.seqs[seq] += 1
+            if seq in self.skip_once:
+                self.skip_once.discard(seq)
+            else:
+                self.receipts.note("telemetry", seq)
             self._cond.notify_all()
+
+    def _confirm(self, topic: str) -> None:
+        while not self._stop.wait(0.1):
+            with self._cond:
+                confirmations = self.receipts.take()
+            for payload in confirmations:
+                self.client.publish(topic, payload, qos=1)
 
     def wait_for(self, predicate: Callable[[Counter[int]], bool], timeout: float = 30) -> bool:
         deadline = time.monotonic() + timeout
@@ -73,6 +102,9 @@ class SeqCounter:
         return received, duplicated, lost
 
     def close(self) -> None:
+        self._stop.set()
+        if self._confirmer is not None:
+            self._confirmer.join()
         self.client.loop_stop()
         self.client.disconnect()
 
@@ -144,7 +176,77 @@ async def test_broker_kill9_mid_stream_loses_nothing(
         counter.close()
 
 
-def agent_config(tmp_path: Path, url: str, reconnect_max_s: float = 0.5) -> Path:
+CONFIRM = "qx/v1/t/confirm"
+
+
+@pytest.mark.parametrize("confirm", ["broker", "upstream"])
+async def test_broker_crash_loses_what_it_acknowledged_unless_confirmed_upstream(
+    confirm: str, tmp_path: Path
+) -> None:
+    """mosquitto acknowledges a QoS 1 message before it saves it: killed with SIGKILL before its next
+    autosave, it comes back without the messages queued for an offline subscriber. With the broker's
+    PUBACK as the end (``confirm: broker``) they are lost; ``confirm: upstream`` sends them again."""
+    with EmbeddedBroker(persistence=True, extra_config="autosave_interval 3600\n") as broker:
+        SeqCounter(broker.url).close()  # a persistent session, then offline: the broker queues for it
+        broker.stop()  # a clean stop saves the session (and nothing else happens until the kill)
+        broker.start()
+        config = OutboxConfig(confirm=confirm)  # type: ignore[arg-type]
+        async with (
+            MqttClient(fast(broker.url), role="uplink-t") as mqtt,
+            Outbox(tmp_path / "outbox.sqlite", config, mqtt, confirm_topic=CONFIRM) as outbox,
+        ):
+            for seq in range(50):
+                assert outbox.put("telemetry", TOPIC, make) == seq
+            assert await until(lambda: outbox.stats["acked"] == 50)  # the broker has all 50
+            broker.kill()
+            broker.start()
+            counter = SeqCounter(broker.url, confirm_topic=CONFIRM)
+            try:
+                if confirm == "upstream":
+                    assert await until(lambda: outbox.depth == 0 and outbox.stats["confirmed"] >= 50)
+                    assert outbox.stats["resent"] == 50
+                else:
+                    assert await until(lambda: outbox.depth == 0)
+                    await asyncio.sleep(2.0)  # whatever the broker still had would have come by now
+                _, _, lost = counter.report(f"broker kill -9, confirm: {confirm}", 50)
+            finally:
+                counter.close()
+    assert lost == (0 if confirm == "upstream" else 50)
+
+
+async def test_a_record_confirmations_passed_over_is_sent_again(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    counter = SeqCounter(broker.url, confirm_topic=CONFIRM, skip_once=frozenset({7}))
+    config = OutboxConfig(confirm="upstream", confirm_timeout_s=0.3)
+    try:
+        async with (
+            MqttClient(fast(broker.url), role="uplink-t") as mqtt,
+            Outbox(tmp_path / "outbox.sqlite", config, mqtt, confirm_topic=CONFIRM) as outbox,
+        ):
+            for _ in range(10):
+                outbox.put("telemetry", TOPIC, make)
+            # 7: acknowledged by the broker, never confirmed
+            assert await until(lambda: outbox.stats["confirmed"] == 9 and outbox.depth == 1)
+            for _ in range(10):  # later records, confirmed after the timeout: 7 was lost on the way
+                outbox.put("telemetry", TOPIC, make)
+                await asyncio.sleep(0.05)
+            assert await until(lambda: outbox.depth == 0)
+            assert outbox.stats["resent"] == 1 and outbox.stats["confirmed"] == 20
+            mqtt.publish(CONFIRM, b'{"stream": "telemetry", "seqs": [[5, 2]]}', qos=1)
+            mqtt.publish(CONFIRM, b"not json", qos=1)
+            assert await until(lambda: outbox.stats["bad_confirmations"] == 2)
+        assert counter.seqs[7] == 2 and all(counter.seqs[s] == 1 for s in range(20) if s != 7)
+    finally:
+        counter.close()
+
+
+def test_confirm_upstream_needs_a_topic(tmp_path: Path) -> None:
+    with pytest.raises(OutboxError, match="needs the topic"):
+        Outbox(tmp_path / "o.sqlite", OutboxConfig(confirm="upstream"), MqttClient(fast("mqtt://h:1")))
+
+
+def agent_config(tmp_path: Path, url: str, reconnect_max_s: float = 0.5, confirm: str = "broker") -> Path:
     cfg = tmp_path / "edge.yaml"
     cfg.write_text(
         f"""site: t
@@ -153,7 +255,7 @@ connectors:
   - mqtt: {{topics: ["plant/#"], topic_pattern: "plant/{{line}}/{{asset}}/{{signal}}"}}
 window: {{length_s: 2, every_s: 0.1, stats: [mean, max], min_samples: 1, min_coverage: 0}}
 telemetry: {{every_s: 0.02}}
-outbox: {{path: outbox.sqlite, drain_timeout_s: 2}}
+outbox: {{path: outbox.sqlite, drain_timeout_s: 2, confirm: {confirm}}}
 safety: {{audit: {{path: {tmp_path / "audit.sqlite"}}}}}
 """
     )
