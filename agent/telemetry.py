@@ -22,7 +22,6 @@ TaskGroup; features come from the agent's feature window (:class:`ObservedWindow
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.features import Features, FeatureWindow
+from agent.jsonbytes import dumps
 from agent.patterns import AssetFilter
 from connectors.errors import ConnectorError
 from connectors.outbox import Outbox
@@ -127,7 +127,7 @@ class TelemetryPublisher:
                 record = self.record(asset, ts, metrics, features.get(asset, {}), now)
 
                 def make(seq: int, record: dict[str, Any] = record) -> bytes:
-                    return json.dumps({"v": 1, "seq": seq, **record}, separators=(",", ":")).encode()
+                    return dumps({"v": 1, "seq": seq, **record})
 
                 if self.outbox.put(STREAM, self.topic, make) is None:
                     self.refused += 1

@@ -15,8 +15,8 @@ once. Behind it, in the outbox's TaskGroup:
 - with ``confirm: upstream`` a record is deleted only when the consumer confirms it
   (``connectors/confirm.py``): a broker killed with SIGKILL may come back without records it had
   acknowledged. What the broker acknowledged and the consumer did not confirm is sent again after each
-  reconnect, and when later records were confirmed ``confirm_timeout_s`` after its PUBACK and it was
-  not (a broker behind a bridge may lose it without the agent's link going down).
+  reconnect, and once a confirmation of records acknowledged after it is ``confirm_timeout_s`` old (a
+  broker behind a bridge may lose it without the agent's link going down).
 
 Bounded: at most ``max_messages`` records on disk. ``overflow: drop_oldest`` (default) deletes the
 oldest records to make room, ``refuse_new`` refuses new ones; either way they are counted in ``stats``
@@ -103,8 +103,8 @@ class OutboxConfig(BaseModel):
         30.0,
         gt=0,
         le=3600,
-        description="confirm: upstream: a record acknowledged by the broker is sent again when later "
-        "records were confirmed this long after its PUBACK and it was not",
+        description="confirm: upstream: a record acknowledged by the broker and not confirmed is sent "
+        "again this long after records acknowledged after it were confirmed",
     )
 
     @field_validator("path")
@@ -187,7 +187,11 @@ class Outbox:
         # confirm: upstream: acknowledged by the broker, in PUBACK order -> (id, PUBACK time)
         self._unconfirmed: dict[_Key, tuple[int, float]] = {}
         self._confirmed_early: set[_Key] = set()  # confirmed before the broker's PUBACK came
-        self._confirmed_at = 0.0  # when a confirmation last confirmed a record (monotonic)
+        # (when, the latest PUBACK among the records it confirmed) of each confirmation, kept for
+        # confirm_timeout_s; then what was acknowledged before that PUBACK and is still not confirmed
+        # was passed over: the consumer will not get it
+        self._confirmations: deque[tuple[float, float]] = deque()
+        self._passed_over = 0.0
         self._reconnects = mqtt.reconnects
         self._closing = False
         self._db: sqlite3.Connection | None = None
@@ -450,7 +454,7 @@ class Outbox:
                 log.warning("outbox %s: %s", self.path, exc)
                 continue
             stream, runs = confirmation.stream, confirmation.seqs
-            confirmed = 0
+            confirmed, latest = 0, 0.0
             for first, last in runs:
                 if last - first < len(self._unconfirmed):
                     keys = [(stream, seq) for seq in range(first, last + 1)]
@@ -461,6 +465,7 @@ class Outbox:
                     if found is not None:
                         self._done(found[0])
                         confirmed += 1
+                        latest = max(latest, found[1])
             for row in self._inflight.values():  # its PUBACK is still on the way
                 if row[1] == stream and any(first <= row[2] <= last for first, last in runs):
                     self._confirmed_early.add((stream, row[2]))
@@ -468,16 +473,19 @@ class Outbox:
                 self._confirmed_early.clear()  # PUBACKs that never came: sent again, confirmed again
             if confirmed:
                 self.stats["confirmed"] += confirmed
-                self._confirmed_at = time.monotonic()
+                self._confirmations.append((time.monotonic(), latest))
 
     def _unconfirmed_lost(self) -> list[_Key]:
         """What the broker acknowledged and the consumer may never get: all of it after a reconnect
-        (the broker may have crashed), else what later confirmations passed over."""
+        (the broker may have crashed), else what confirmations passed over ``confirm_timeout_s`` ago."""
         if self.mqtt.reconnects != self._reconnects:
             self._reconnects = self.mqtt.reconnects
             return list(self._unconfirmed)
-        cutoff = self._confirmed_at - self.config.confirm_timeout_s
-        return list(itertools.takewhile(lambda k: self._unconfirmed[k][1] < cutoff, self._unconfirmed))
+        old = time.monotonic() - self.config.confirm_timeout_s
+        while self._confirmations and self._confirmations[0][0] < old:
+            self._passed_over = max(self._passed_over, self._confirmations.popleft()[1])
+        passed = self._passed_over
+        return list(itertools.takewhile(lambda k: self._unconfirmed[k][1] < passed, self._unconfirmed))
 
     async def _send_again(self, keys: list[_Key]) -> None:
         ids = sorted(self._unconfirmed.pop(k)[0] for k in keys)
