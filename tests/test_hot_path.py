@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
 import threading
 import time
 from collections.abc import Callable
 
 import numpy as np
+import paho.mqtt.client as paho
 import pytest
 
 from agent.decisions import Scored
@@ -122,11 +124,34 @@ def test_routing_a_message_leaves_no_garbage_cycle_and_follows_new_callbacks() -
         matcher.iter_match(topic)
     assert list(matcher.iter_match("plant/l2/p1/temp")) == ["temp"]
     assert list(matcher.iter_match("other")) == []
+    gc.collect()
+    gc.disable()
+    try:  # nor does the first message on a topic
+        for k in range(100):
+            assert list(matcher.iter_match(f"plant/x{k}/p1/temp")) == ["temp"]
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
     shared = CachedMatcher()
     shared["plant/#"] = "all"
     for topic in ("plant/a/x", "plant/b/y"):
         assert list(shared.iter_match(topic)) == ["all"]
     assert shared._found["plant/a/x"] is shared._found["plant/b/y"], "topics with one callback share"
+
+
+def test_the_first_answer_for_a_topic_is_pahos() -> None:
+    rng = random.Random(7)
+    words = ["a", "b", "$SYS", "", "c"]
+    for _ in range(300):
+        mine, pahos = CachedMatcher(), paho.MQTTMatcher()  # type: ignore[no-untyped-call]
+        for n in range(rng.randint(1, 6)):
+            levels = [rng.choice([*words, "+", "+"]) for _ in range(rng.randint(1, 4))]
+            if rng.random() < 0.4:
+                levels.append("#")
+            mine["/".join(levels)] = pahos["/".join(levels)] = n
+        for _ in range(20):
+            topic = "/".join(rng.choice(words) for _ in range(rng.randint(1, 5)))
+            assert list(mine.iter_match(topic)) == list(pahos.iter_match(topic)), topic  # type: ignore[no-untyped-call]
 
 
 class ThreadedAgent(Agent):
