@@ -116,6 +116,7 @@ class Agent:
         }
         self._pending = ReadingBatch()
         self._fresh = asyncio.Event()  # readings are pending (window.trigger: readings)
+        self._full_now = False  # the full evaluation is due (its timer fired)
         self._latest: dict[tuple[str, str], float] = {}
         self._readings: Latest = {}  # the newest reading per (asset, signal), as of the last evaluation
         self._signals: dict[str, set[str]] = {}  # asset -> every signal it had readings of (for _observe)
@@ -320,38 +321,61 @@ class Agent:
         (at least every ``every_s``). Readings arriving during an evaluation wait for the next one."""
         every = self.config.window.every_s
         on_readings = self.config.window.trigger == "readings"
-        due = full_due = time.monotonic()
-        while True:
-            if on_readings:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(every):
-                        await self._fresh.wait()
-            else:
-                due += every
-                delay = due - time.monotonic()
-                if delay < 0:  # evaluation slower than its cadence: skip the missed slots
-                    due += -delay // every * every + every
+        due = full_due = time.monotonic()  # the first reading gets a full evaluation
+        woken_at = due + every  # without readings, the first comes after every_s
+        loop = asyncio.get_running_loop()
+        # trigger: readings: one timer per full evaluation wakes the loop when no reading does (a
+        # timeout around each wait was a timer made and cancelled per reading: ~4 % of a reading's CPU)
+        full_timer: asyncio.TimerHandle | None = None
+        try:
+            while True:
+                if on_readings:
+                    if full_timer is None:
+                        full_timer = loop.call_later(max(0.0, woken_at - time.monotonic()), self._wake_full)
+                    await self._fresh.wait()
+                else:
+                    due += every
                     delay = due - time.monotonic()
-                await asyncio.sleep(delay)
-            self._fresh.clear()
-            batch, self._pending = self._pending, ReadingBatch()
-            now = time.time()
-            # an evaluation started by readings scores the assets that got readings; every asset is
-            # scored at least every every_s (their windows also change as readings age out)
-            only = None
-            if on_readings and time.monotonic() < full_due:
-                only = set(batch.assets)
-            else:
-                full_due = time.monotonic() + every
-            if len(batch) <= SMALL_BATCH and self._evaluation_s < self.inline_evaluation_s:
-                scored, features = self._timed_evaluate(batch, now, only)
-            else:
-                scored, features = await asyncio.to_thread(self._timed_evaluate, batch, now, only)
-            self._readings, self._evaluated_at = features.latest, now
-            await gate.tick(features.latest, time.time())
-            await self._decide(gate, scored, now)
-            if self.plant:
-                self._observe(scored, features, now, batch)
+                    if delay < 0:  # evaluation slower than its cadence: skip the missed slots
+                        due += -delay // every * every + every
+                        delay = due - time.monotonic()
+                    await asyncio.sleep(delay)
+                self._fresh.clear()
+                # an evaluation started by readings scores the assets that got readings; every asset is
+                # scored at least every every_s (their windows also change as readings age out)
+                only = None
+                if on_readings and not self._full_now and time.monotonic() < full_due:
+                    if not self._pending:
+                        continue
+                    only = set(self._pending.assets)
+                else:
+                    full_due = woken_at = time.monotonic() + every
+                    self._full_now = False
+                    if full_timer is not None:
+                        full_timer.cancel()
+                        full_timer = None
+                await self._evaluate_once(gate, only)
+        finally:
+            if full_timer is not None:
+                full_timer.cancel()
+
+    def _wake_full(self) -> None:
+        self._full_now = True
+        self._fresh.set()
+
+    async def _evaluate_once(self, gate: SetpointGate, only: set[str] | None) -> None:
+        """Evaluate the pending readings (``only``: score just these assets), then decide and tell."""
+        batch, self._pending = self._pending, ReadingBatch()
+        now = time.time()
+        if len(batch) <= SMALL_BATCH and self._evaluation_s < self.inline_evaluation_s:
+            scored, features = self._timed_evaluate(batch, now, only)
+        else:
+            scored, features = await asyncio.to_thread(self._timed_evaluate, batch, now, only)
+        self._readings, self._evaluated_at = features.latest, now
+        await gate.tick(features.latest, time.time())
+        await self._decide(gate, scored, now)
+        if self.plant:
+            self._observe(scored, features, now, batch)
 
     def _timed_evaluate(
         self, batch: ReadingBatch, now: float, only: set[str] | None

@@ -64,6 +64,22 @@ async def test_readings_start_an_evaluation_long_before_the_interval(
     assert agent.stats.readings == 1 and agent.window.rows == 1
 
 
+async def test_without_readings_every_asset_is_still_evaluated_every_interval(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    cfg = edge_config(broker.url, window__trigger="readings", window__every_s="0.05")
+    agent = HeldAgent(cfg)
+    agent.release.set()
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(agent.run(stop))
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        evaluated = await wait_until(lambda: len(agent.batches) >= 5)
+        stop.set()
+    assert evaluated, "no evaluation without readings: the interval's timer did not wake the loop"
+    assert set(agent.batches) == {0}
+
+
 async def test_readings_during_an_evaluation_are_coalesced_into_the_next(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
