@@ -7,6 +7,11 @@ and rows per second through ``agent.inference.OnnxModel.score`` and through a ba
 ``InferenceSession.run`` created with the same options, and the overhead of the layer (target: 20 %
 at most). Calls alternate between the two in short rounds so drifts of this shared machine hit both.
 With the CUDA execution provider available (a GPU box), the same table is printed for it too.
+
+Then one row at a time with the process idle in between (0, 1 and 10 ms of ``time.sleep``), as the
+agent calls it (a reading every millisecond or so): median microseconds per call for the layer, the
+bare session and, as the baseline of what idling costs any code, a NumPy layer of the same size
+(``tanh(x @ w)``). On this machine kind a call after 10 ms of idling costs 15-25x a back-to-back one.
 """
 
 from __future__ import annotations
@@ -59,11 +64,40 @@ def table(providers: list[str], seconds: float) -> None:
         print(f"  {rows:>6} {lt * 1e6:>14.1f} {dt * 1e6:>15.1f} {rows / lt:>14,.0f} {lt / dt - 1:>9.1%}")
 
 
+def spaced(seconds: float) -> None:
+    cfg = load_config(ROOT / "configs" / "edge.yaml", environ={}).models[0]
+    model = OnnxModel(cfg)
+    session = ort.InferenceSession(str(cfg.path), providers=["CPUExecutionProvider"])
+    name, output = session.get_inputs()[0].name, session.get_outputs()[0].name
+    x = np.random.default_rng(0).normal(size=(1, len(cfg.inputs))).astype(np.float32)
+    w = np.random.default_rng(1).normal(size=(len(cfg.inputs), 64)).astype(np.float32)
+    sides: dict[str, Callable[[], object]] = {
+        "layer": lambda: model.score(x),
+        "direct": lambda: session.run([output], {name: x}),
+        "numpy": lambda: np.tanh(x @ w),
+    }
+    calls = max(20, int(200 * seconds))
+    print(f"\none row per call, idle in between (median us/call over {calls} calls)")
+    print(f"  {'idle':>6} " + " ".join(f"{side:>8}" for side in sides))
+    for idle in (0.0, 0.001, 0.01):
+        took: dict[str, list[float]] = {side: [] for side in sides}
+        for _ in range(calls):  # the sides alternate call by call
+            for side, fn in sides.items():
+                if idle:
+                    time.sleep(idle)
+                started = time.perf_counter()
+                fn()
+                took[side].append(time.perf_counter() - started)
+        row = " ".join(f"{statistics.median(t) * 1e6:>8.1f}" for t in took.values())
+        print(f"  {idle * 1e3:>4g}ms {row}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="measuring time per batch size and side")
     args = parser.parse_args()
     table(["CPUExecutionProvider"], args.seconds)
+    spaced(args.seconds)
     if "CUDAExecutionProvider" in ort.get_available_providers():
         table(["CUDAExecutionProvider", "CPUExecutionProvider"], args.seconds)
 
