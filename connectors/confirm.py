@@ -59,6 +59,17 @@ def parse_confirmation(payload: bytes) -> Confirmation:
         raise BadConfirmation(f"not a confirmation ({problems}): {payload[:200]!r}") from None
 
 
+def merged(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, disjoint inclusive runs covering the same numbers as ``runs`` (overlaps joined)."""
+    out: list[tuple[int, int]] = []
+    for first, last in sorted(runs):
+        if out and first <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], last))
+        else:
+            out.append((first, last))
+    return out
+
+
 def ranges(seqs: list[int]) -> list[tuple[int, int]]:
     """Sorted inclusive runs of the numbers in ``seqs`` (duplicates and order do not matter)."""
     runs: list[tuple[int, int]] = []

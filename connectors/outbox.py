@@ -14,9 +14,10 @@ once. Behind it, in the outbox's TaskGroup:
   one acknowledged just before a crash may be sent again: consumers de-duplicate by ``(stream, seq)``.
 - with ``confirm: upstream`` a record is deleted only when the consumer confirms it
   (``connectors/confirm.py``): a broker killed with SIGKILL may come back without records it had
-  acknowledged. What the broker acknowledged and the consumer did not confirm is sent again after each
-  reconnect, and once a confirmation of records acknowledged after it is ``confirm_timeout_s`` old (a
-  broker behind a bridge may lose it without the agent's link going down).
+  acknowledged. What the broker acknowledged and the consumer did not confirm is sent again (in id
+  order, before anything new, loaded in chunks) after each reconnect, and once a confirmation of
+  records of its stream acknowledged after it is ``confirm_timeout_s`` old (a broker behind a bridge
+  may lose it without the agent's link going down). A graceful exit then waits for confirmations.
 
 Bounded: at most ``max_messages`` records on disk. ``overflow: drop_oldest`` (default) deletes the
 oldest records to make room, ``refuse_new`` refuses new ones; either way they are counted in ``stats``
@@ -32,13 +33,14 @@ acknowledged, and whatever is left stays on disk for the next start.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 import contextlib
 import itertools
 import logging
 import sqlite3
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +48,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from connectors.confirm import BadConfirmation, parse_confirmation
+from connectors.confirm import BadConfirmation, merged, parse_confirmation
 from connectors.errors import ConnectorError
 from connectors.mqtt import Message, MqttClient, resolve_path
 from connectors.state import state_dir
@@ -187,11 +189,13 @@ class Outbox:
         # confirm: upstream: acknowledged by the broker, in PUBACK order -> (id, PUBACK time)
         self._unconfirmed: dict[_Key, tuple[int, float]] = {}
         self._confirmed_early: set[_Key] = set()  # confirmed before the broker's PUBACK came
-        # (when, the latest PUBACK among the records it confirmed) of each confirmation, kept for
-        # confirm_timeout_s; then what was acknowledged before that PUBACK and is still not confirmed
-        # was passed over: the consumer will not get it
-        self._confirmations: deque[tuple[float, float]] = deque()
-        self._passed_over = 0.0
+        # per stream, (when, the latest PUBACK among the records it confirmed) of each confirmation, kept
+        # for confirm_timeout_s; then what was acknowledged before that PUBACK and is still not
+        # confirmed was passed over: the consumer will not get it
+        self._confirmations: defaultdict[str, deque[tuple[float, float]]] = defaultdict(deque)
+        self._passed_over: dict[str, float] = {}
+        self._again_ids: deque[int] = deque()  # to send again, in id order, not loaded yet
+        self._again: deque[_Row] = deque()  # loaded from _again_ids, sent before _ready
         self._reconnects = mqtt.reconnects
         self._closing = False
         self._db: sqlite3.Connection | None = None
@@ -219,7 +223,15 @@ class Outbox:
             )
         self.mqtt.ack_listener = self._on_ack
         if self.confirm_topic is not None:
-            await self.mqtt.subscribe(self.confirm_topic, 1, on_batch=self._on_confirmations)
+            try:
+                await self.mqtt.subscribe(self.confirm_topic, 1, on_batch=self._on_confirmations)
+            except BaseException:
+                self.mqtt.ack_listener = None
+                db, self._db = self._db, None
+                if db is not None:
+                    await loop.run_in_executor(self._pool, db.close)
+                self._pool.shutdown(wait=False)
+                raise
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._tasks = [
             tasks.create_task(self._flush_loop(), name=f"outbox-flush[{self.path.name}]"),
@@ -339,10 +351,13 @@ class Outbox:
         self.depth += len(rows) - deleted - dropped
         if dropped:
             self.stats["overflow_dropped"] += dropped
-            while self._ready and self._ready[0][0] <= dropped_upto:
-                self._ready.popleft()
+            for queue in (self._ready, self._again):  # each in id order
+                while queue and queue[0][0] <= dropped_upto:
+                    queue.popleft()
+            while self._again_ids and self._again_ids[0] <= dropped_upto:
+                self._again_ids.popleft()
             self._loaded_upto = max(self._loaded_upto, dropped_upto)
-            if len(self._unconfirmed) > self.config.max_messages:  # gone from disk: never sent again
+            if len(self._unconfirmed) > 2 * self.config.max_messages:  # gone from disk: never sent again
                 self._unconfirmed = {k: v for k, v in self._unconfirmed.items() if v[0] > dropped_upto}
             self._overflow(f"outbox full ({self.config.max_messages} records): dropped the {dropped} oldest")
         elif self.overflowing and self.depth < 0.9 * self.config.max_messages:
@@ -453,47 +468,60 @@ class Outbox:
                 self.stats["bad_confirmations"] += 1
                 log.warning("outbox %s: %s", self.path, exc)
                 continue
-            stream, runs = confirmation.stream, confirmation.seqs
-            confirmed, latest = 0, 0.0
-            for first, last in runs:
-                if last - first < len(self._unconfirmed):
-                    keys = [(stream, seq) for seq in range(first, last + 1)]
-                else:  # a long range: look at what waits instead
-                    keys = [k for k in self._unconfirmed if k[0] == stream and first <= k[1] <= last]
-                for key in keys:
-                    found = self._unconfirmed.pop(key, None)
-                    if found is not None:
-                        self._done(found[0])
-                        confirmed += 1
-                        latest = max(latest, found[1])
-            for row in self._inflight.values():  # its PUBACK is still on the way
-                if row[1] == stream and any(first <= row[2] <= last for first, last in runs):
-                    self._confirmed_early.add((stream, row[2]))
-            if len(self._confirmed_early) > 10 * self.config.inflight:
-                self._confirmed_early.clear()  # PUBACKs that never came: sent again, confirmed again
-            if confirmed:
-                self.stats["confirmed"] += confirmed
-                self._confirmations.append((time.monotonic(), latest))
+            self._confirm(confirmation.stream, merged(confirmation.seqs))
+
+    def _confirm(self, stream: str, runs: list[tuple[int, int]]) -> None:
+        """Done with what ``runs`` (sorted, disjoint) covers; at most min(their width, what waits x
+        log(runs)) steps, however many numbers a confirmation names."""
+        starts = [first for first, _ in runs]
+
+        def covered(seq: int) -> bool:
+            i = bisect.bisect_right(starts, seq) - 1
+            return i >= 0 and seq <= runs[i][1]
+
+        if sum(last - first + 1 for first, last in runs) <= len(self._unconfirmed):
+            keys = [(stream, seq) for first, last in runs for seq in range(first, last + 1)]
+        else:  # wide ranges: look at what waits instead
+            keys = [k for k in self._unconfirmed if k[0] == stream and covered(k[1])]
+        confirmed, latest = 0, 0.0
+        for key in keys:
+            found = self._unconfirmed.pop(key, None)
+            if found is not None:
+                self._done(found[0])
+                confirmed += 1
+                latest = max(latest, found[1])
+        for row in self._inflight.values():  # its PUBACK is still on the way
+            if row[1] == stream and covered(row[2]):
+                self._confirmed_early.add((stream, row[2]))
+        if len(self._confirmed_early) > 10 * self.config.inflight:
+            self._confirmed_early.clear()  # PUBACKs that never came: sent again, confirmed again
+        if confirmed:
+            self.stats["confirmed"] += confirmed
+            self._confirmations[stream].append((time.monotonic(), latest))
 
     def _unconfirmed_lost(self) -> list[_Key]:
         """What the broker acknowledged and the consumer may never get: all of it after a reconnect
-        (the broker may have crashed), else what confirmations passed over ``confirm_timeout_s`` ago."""
+        (the broker may have crashed), else what confirmations of its stream passed over
+        ``confirm_timeout_s`` ago."""
         if self.mqtt.reconnects != self._reconnects:
             self._reconnects = self.mqtt.reconnects
             return list(self._unconfirmed)
         old = time.monotonic() - self.config.confirm_timeout_s
-        while self._confirmations and self._confirmations[0][0] < old:
-            self._passed_over = max(self._passed_over, self._confirmations.popleft()[1])
         passed = self._passed_over
-        return list(itertools.takewhile(lambda k: self._unconfirmed[k][1] < passed, self._unconfirmed))
+        for stream, done in self._confirmations.items():
+            while done and done[0][0] < old:
+                passed[stream] = max(passed.get(stream, 0.0), done.popleft()[1])
+        return list(
+            itertools.takewhile(lambda k: self._unconfirmed[k][1] < passed.get(k[0], 0.0), self._unconfirmed)
+        )
 
-    async def _send_again(self, keys: list[_Key]) -> None:
-        ids = sorted(self._unconfirmed.pop(k)[0] for k in keys)
-        loop = asyncio.get_running_loop()
-        rows = await loop.run_in_executor(self._pool, self._load_ids, ids)
-        self._ready.extendleft(reversed(rows))  # before anything not sent yet
-        self.stats["resent"] += len(rows)
-        log.info("outbox %s: sending %d records again (not confirmed upstream)", self.path, len(rows))
+    def _queue_again(self, keys: list[_Key]) -> None:
+        """Send these records again, in id order, before anything not sent yet."""
+        ids = [self._unconfirmed.pop(k)[0] for k in keys]
+        self.stats["resent"] -= len(self._again)  # counted again when loaded again
+        self._again_ids = deque(sorted(itertools.chain(ids, self._again_ids, (r[0] for r in self._again))))
+        self._again.clear()
+        log.info("outbox %s: sending %d records again (not confirmed upstream)", self.path, len(ids))
 
     async def _wait(self, seconds: float) -> None:
         self._send_wake.clear()
@@ -508,10 +536,17 @@ class Outbox:
             if not self.mqtt.connected or len(self._inflight) >= window:
                 await self._wait(0.1)
                 continue
-            if self.confirm_topic is not None and (lost := self._unconfirmed_lost()):
-                await self._send_again(lost)
-                continue
-            if not self._ready:
+            if self.confirm_topic is not None:
+                if lost := self._unconfirmed_lost():
+                    self._queue_again(lost)
+                if not self._again and self._again_ids:  # in chunks, as from disk
+                    ids = [self._again_ids.popleft() for _ in range(min(4 * window, len(self._again_ids)))]
+                    again = await loop.run_in_executor(self._pool, self._load_ids, ids)
+                    self._again.extend(again)
+                    self.stats["resent"] += len(again)
+                    continue
+            queue = self._again or self._ready
+            if not queue:
                 if not self._more_on_disk:
                     await self._wait(1.0)
                     continue
@@ -524,17 +559,17 @@ class Outbox:
                     self._more_on_disk = True
                 continue
             for _ in range(SEND_SLICE):
-                if not self._ready or len(self._inflight) >= window:
+                if not queue or len(self._inflight) >= window:
                     break
-                row = self._ready[0]
+                row = queue[0]
                 mid = self.mqtt.publish_tracked(row[3], row[4])
                 if mid is None:  # not connected, or paho's queue is full: wait instead of spinning
                     await self._wait(0.1)
                     break
-                self._ready.popleft()
+                queue.popleft()
                 self._inflight[mid] = row
                 self.stats["sent"] += 1
-            paced = self._ready and not self._closing
+            paced = (self._again or self._ready) and not self._closing
             await asyncio.sleep(SEND_PAUSE_S if paced else 0)  # the socket writer, the acks, the agent
 
 

@@ -6,12 +6,17 @@ import json
 
 import pytest
 
-from connectors.confirm import MAX_RANGES, BadConfirmation, Receipts, parse_confirmation, ranges
+from connectors.confirm import MAX_RANGES, BadConfirmation, Receipts, merged, parse_confirmation, ranges
 
 
 def test_ranges_are_sorted_inclusive_runs() -> None:
     assert ranges([]) == []
     assert ranges([5, 3, 4, 4, 9, 0]) == [(0, 0), (3, 5), (9, 9)]
+
+
+def test_merged_runs_are_sorted_and_disjoint() -> None:
+    assert merged([]) == []
+    assert merged([(5, 5), (3, 4), (4, 5), (9, 20), (10, 12), (22, 22)]) == [(3, 5), (9, 20), (22, 22)]
 
 
 def test_receipts_confirm_what_came_since_the_last_take_duplicates_included() -> None:
