@@ -23,7 +23,7 @@ from .conftest import ROOT, random_bqm
 from .test_tls import make_pki
 
 pytestmark = pytest.mark.integration
-PASSWORDS = {"gumi": "gumi-pw-1", "osan": "osan-pw-2", "solver": "solver-pw-3"}
+PASSWORDS = {"gumi": "gumi-pw-1", "osan": "osan-pw-2", "solver": "solver-pw-3", "ingest": "ingest-pw-4"}
 
 
 @pytest.fixture
@@ -122,3 +122,23 @@ async def test_sites_are_isolated_and_strangers_are_refused(datacenter_broker: t
             assert peek is None or peek.drain() == [], "gumi saw osan's results"
         stop.set()
     assert solver.stats["received"] == 1 and solver.by_site == {("gumi", "ok"): 1}
+
+
+async def test_the_ingest_user_reads_telemetry_and_confirms_nothing_else(
+    datacenter_broker: tuple[int, Path],
+) -> None:
+    port, ca = datacenter_broker
+    async with (
+        MqttClient(creds(port, ca, "gumi"), role="gumi") as gumi,
+        MqttClient(creds(port, ca, "ingest"), role="ingest") as ingest,
+    ):
+        telemetry = await ingest.subscribe("qx/v1/+/telemetry", qos=1)
+        confirms = await gumi.subscribe("qx/v1/gumi/confirm", qos=1)
+        own = await gumi.subscribe("qx/v1/gumi/setpoints/#", qos=1)
+        gumi.publish("qx/v1/gumi/telemetry", b'{"v": 1, "seq": 0}', qos=1)
+        assert [t for t, _ in await asyncio.wait_for(telemetry.next_batch(), 10)] == ["qx/v1/gumi/telemetry"]
+        ingest.publish("qx/v1/gumi/setpoints/p1", b'{"value": 1}', qos=1)  # not its to write: dropped
+        ingest.publish("qx/v1/gumi/confirm", b'{"stream": "telemetry", "seqs": [[0, 0]]}', qos=1)
+        assert [t for t, _ in await asyncio.wait_for(confirms.next_batch(), 10)] == ["qx/v1/gumi/confirm"]
+        await asyncio.sleep(0.5)  # time for anything the ACL let through to arrive
+        assert own.drain() == [], "the ingest user wrote a setpoint"
