@@ -1,13 +1,15 @@
 """Soak: the agent (``qxedge run`` as a child process) at 5,000 readings/s for a while; its resident memory
 after warm-up (the baseline) and at the end, and the drift between them (must stay within 10 %).
 
-    .venv/bin/python -m bench.soak [--minutes 10] [--rate 5000] [--assets 50]
+    .venv/bin/python -m bench.soak [--minutes 10] [--rate 5000] [--assets 50] [--confirm upstream]
 
 A private mosquitto; a publisher thread sends one JSON reading per message (temp, power, vibration of
 ``--assets`` assets of line1) at ``--rate``; the agent windows, scores with configs/models/anomaly.onnx
 every second, and streams telemetry (a record per asset every second) through its outbox to an upstream
-counter. Prints RSS every minute, the readings the agent counted (its /metrics), the telemetry records
-sent, received and lost, and exits 1 when the drift exceeds 10 % or a record is missing.
+counter (with ``--confirm upstream`` the counter confirms what it receives and the agent keeps every
+record until it is confirmed, see connectors/confirm.py). Prints RSS every minute, the readings the
+agent counted (its /metrics), the telemetry records sent, received and lost, and the records left in
+the outbox after the stop, and exits 1 when the drift exceeds 10 % or a record is missing.
 """
 
 from __future__ import annotations
@@ -29,13 +31,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from connectors.embedded_broker import EmbeddedBroker, free_port
 from connectors.mqtt import split_url
-from tests.test_reliability import SeqCounter, start_agent
+from tests.test_reliability import CONFIRM, SeqCounter, start_agent
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNALS = ("temp", "power", "vibration")
 
 
-def config(work: Path, url: str, ops_port: int) -> Path:
+def config(work: Path, url: str, ops_port: int, confirm: str) -> Path:
     model = ROOT / "configs" / "models" / "anomaly.onnx"
     cfg = work / "edge.yaml"
     cfg.write_text(
@@ -53,7 +55,7 @@ models:
     output: score
     assets: ["line1/*"]
 telemetry: {{every_s: 1}}
-outbox: {{path: outbox.sqlite}}
+outbox: {{path: outbox.sqlite, confirm: {confirm}}}
 safety: {{audit: {{path: {work / "audit.sqlite"}}}}}
 """
     )
@@ -120,14 +122,15 @@ def main() -> None:
     parser.add_argument(
         "--max-drift", type=float, default=0.10, help="exit 1 above this drift (a brief smoke run: larger)"
     )
+    parser.add_argument("--confirm", choices=["broker", "upstream"], default="broker", help="the outbox's")
     args = parser.parse_args()
     duration = args.minutes * 60
     warmup = args.warmup if args.warmup is not None else min(120.0, duration / 5)
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         work = Path(tmp)
         ops_port = free_port()
-        counter = SeqCounter(broker.url)
-        agent = start_agent(config(work, broker.url, ops_port), work / "agent.log")
+        counter = SeqCounter(broker.url, confirm_topic=CONFIRM if args.confirm == "upstream" else None)
+        agent = start_agent(config(work, broker.url, ops_port, args.confirm), work / "agent.log")
         time.sleep(3)
         publisher = Publisher(broker.url, args.rate, args.assets)
         started = time.monotonic()
@@ -152,7 +155,9 @@ def main() -> None:
             agent.wait(60)
         with sqlite3.connect(work / "outbox.sqlite") as db:
             row = db.execute("SELECT next_seq FROM streams WHERE name = 'telemetry'").fetchone()
+            left = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         sent = int(row[0]) if row else 0
+        print(f"outbox (confirm: {args.confirm}): {left} records left on disk after the stop")
         counter.wait_for(lambda seqs: all(s in seqs for s in range(sent)), 30)
         _, _, lost = counter.report("soak telemetry", sent)
         counter.close()
