@@ -116,7 +116,7 @@ class Agent:
         }
         self._pending = ReadingBatch()
         self._fresh = asyncio.Event()  # readings are pending (window.trigger: readings)
-        self._full_now = False  # the full evaluation is due (its timer fired)
+        self._full_now = False  # the full evaluation is due (its timer fired, or none ran yet)
         self._latest: dict[tuple[str, str], float] = {}
         self._readings: Latest = {}  # the newest reading per (asset, signal), as of the last evaluation
         self._signals: dict[str, set[str]] = {}  # asset -> every signal it had readings of (for _observe)
@@ -321,8 +321,9 @@ class Agent:
         (at least every ``every_s``). Readings arriving during an evaluation wait for the next one."""
         every = self.config.window.every_s
         on_readings = self.config.window.trigger == "readings"
-        due = full_due = time.monotonic()  # the first reading gets a full evaluation
-        woken_at = due + every  # without readings, the first comes after every_s
+        due = time.monotonic()
+        full_due = due + every  # without readings, the first full evaluation comes after every_s
+        self._full_now = True  # the first reading gets one at once
         loop = asyncio.get_running_loop()
         # trigger: readings: one timer per full evaluation wakes the loop when no reading does (a
         # timeout around each wait was a timer made and cancelled per reading: ~4 % of a reading's CPU)
@@ -331,7 +332,7 @@ class Agent:
             while True:
                 if on_readings:
                     if full_timer is None:
-                        full_timer = loop.call_later(max(0.0, woken_at - time.monotonic()), self._wake_full)
+                        full_timer = loop.call_later(max(0.0, full_due - time.monotonic()), self._wake_full)
                     await self._fresh.wait()
                 else:
                     due += every
@@ -349,7 +350,7 @@ class Agent:
                         continue
                     only = set(self._pending.assets)
                 else:
-                    full_due = woken_at = time.monotonic() + every
+                    full_due = time.monotonic() + every
                     self._full_now = False
                     if full_timer is not None:
                         full_timer.cancel()

@@ -72,13 +72,7 @@ def merged(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def ranges(seqs: list[int]) -> list[tuple[int, int]]:
     """Sorted inclusive runs of the numbers in ``seqs`` (duplicates and order do not matter)."""
-    runs: list[tuple[int, int]] = []
-    for seq in sorted(set(seqs)):
-        if runs and seq == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], seq)
-        else:
-            runs.append((seq, seq))
-    return runs
+    return merged([(seq, seq) for seq in seqs])
 
 
 class Receipts:

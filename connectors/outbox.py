@@ -130,6 +130,7 @@ class _Record:
 
 
 _Row = tuple[int, str, int, str, bytes]  # id, stream, seq, topic, payload
+_ROW = "SELECT id, stream, seq, topic, payload FROM outbox"
 _Key = tuple[str, int]  # stream, seq
 
 
@@ -414,10 +415,7 @@ class Outbox:
 
     def _load(self, after: int, limit: int) -> list[_Row]:
         assert self._db is not None
-        return self._db.execute(
-            "SELECT id, stream, seq, topic, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-            (after, limit),
-        ).fetchall()
+        return self._db.execute(f"{_ROW} WHERE id > ? ORDER BY id LIMIT ?", (after, limit)).fetchall()
 
     def _load_ids(self, ids: list[int]) -> list[_Row]:
         """(worker thread) The records with these ids still on disk, in id order."""
@@ -426,8 +424,7 @@ class Outbox:
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT id, stream, seq, topic, payload FROM outbox WHERE id IN ({marks}) ORDER BY id"
-            rows += self._db.execute(query, chunk).fetchall()
+            rows += self._db.execute(f"{_ROW} WHERE id IN ({marks}) ORDER BY id", chunk).fetchall()
         return rows
 
     def _overflow(self, reason: str) -> None:
