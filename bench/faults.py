@@ -10,7 +10,7 @@ duplicated and lost, counted by telemetry sequence number at the upstream side.
   stored before it (``caught up``), beside the agent's reconnect backoff cap (the baseline). The upstream
   side confirms what it receives (``outbox: {confirm: upstream}``); with ``--confirm broker`` the agent
   trusts the broker's PUBACK instead, and the records mosquitto acknowledged in the moment of the kill
-  (it saves them only every second) are lost in about half the runs.
+  (it saves them only every second) are lost in 2 of 6 runs.
 - ``agent``: the agent is killed with SIGKILL mid-stream and restarted; nothing it had accepted (committed
   to its outbox) may be missing.
 - ``workers`` / ``disk`` / ``slow``: the test suite's scenarios (``tests/test_reliability.py``), run here

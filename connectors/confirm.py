@@ -3,7 +3,7 @@
 A broker's PUBACK only says that the broker took a record. mosquitto keeps what it took in memory and
 saves it every ``autosave_interval``: killed with SIGKILL in between, it comes back without records it
 had acknowledged and not yet delivered (``bench/faults.py``: up to 4 of the records in flight at the
-kill, in half the runs). With ``outbox: {confirm: upstream}`` the agent keeps each record until the
+kill, in 2 of 6 runs). With ``outbox: {confirm: upstream}`` the agent keeps each record until the
 consumer confirms it on ``qx/v1/{site}/confirm``::
 
     {"stream": "telemetry", "seqs": [[0, 199], [204, 204]]}   # inclusive ranges of sequence numbers
