@@ -18,6 +18,11 @@ def matching(names: Collection[str], patterns: Sequence[str]) -> list[str]:
     return sorted(filter(_regex(tuple(patterns)).match, names))
 
 
+def names(patterns: Sequence[str], name: str) -> bool:
+    """Whether any of ``patterns`` matches ``name`` (one compiled expression per pattern list, kept)."""
+    return _regex(tuple(patterns)).match(name) is not None
+
+
 class AssetFilter:
     """Whether any of ``patterns`` names an asset; the answer is kept per asset (asked at every
     evaluation)."""

@@ -26,7 +26,6 @@ This module is pure logic (no I/O): the pipeline feeds it readings, locks and th
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import operator
 import re
@@ -37,6 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agent.patterns import names
 from connectors.state import state_dir
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -131,7 +131,7 @@ class SafetyConfig(BaseModel):
 
     def envelope(self, asset: str) -> Envelope | None:
         """The first envelope matching ``asset``."""
-        return next((e for e in self.envelopes if any(fnmatch.fnmatchcase(asset, p) for p in e.assets)), None)
+        return next((e for e in self.envelopes if names(e.assets, asset)), None)
 
 
 @dataclass(frozen=True, slots=True)
