@@ -292,10 +292,14 @@ class FeatureWindow:
         # Exactly one of the two holds the window: the Polars frame (None while the keys hold it) or
         # the per-key arrays (None while the frame holds it).
         self._frame: pl.DataFrame | None = pl.DataFrame(schema=_SCHEMA)
-        self._keys: dict[Key, tuple[np.ndarray, np.ndarray]] | None = None  # key -> (ts sorted, values)
+        self._times: dict[Key, np.ndarray] | None = None  # key -> its readings' ts, sorted
+        self._values: dict[Key, np.ndarray] = {}  # key -> their values, in the same order
         self._rows: dict[Key, Row] = {}  # key -> start, end, n, <stat>... (the incremental engine's)
         self._ready: Ready = immutables.Map()  # the rows with enough readings to report
-        self._oldest: list[tuple[float, Key]] = []  # heap: (start, key) for every row's start, and stale ones
+        # every row's start, and stale ones: a heap of floats and the keys beside it, not a heap of
+        # (start, key) tuples (a plant's keys left that many tuples a second for the collector to walk)
+        self._oldest: list[float] = []
+        self._starting: dict[float, Key | list[Key]] = {}
         self._latest: immutables.Map[Key, tuple[float, float]] = immutables.Map()
         self._told: Collection[Key] = ()  # the keys of the last update's ``latest`` (for ``gone``)
         self._count = 0  # readings in the window (read from the loop while an update runs in a thread)
@@ -307,7 +311,7 @@ class FeatureWindow:
     def update(self, batch: ReadingBatch, now: float) -> Features:
         """Add ``batch``, forget readings older than ``now - length_s``, and compute every statistic."""
         # once cut into keys, a burst stays with them, unless the window has grown past MAX_CUT_ROWS
-        keys_take = MAX_KEYS_BATCH if self._keys is not None and self._count <= MAX_CUT_ROWS else SMALL_BATCH
+        keys_take = MAX_KEYS_BATCH if self._times is not None and self._count <= MAX_CUT_ROWS else SMALL_BATCH
         if len(batch) <= keys_take:
             features = self._update_keys(batch, now)
             if features is not None:
@@ -318,8 +322,8 @@ class FeatureWindow:
 
     def _update_frame(self, batch: ReadingBatch, now: float) -> Features:
         frame = self._frame if self._frame is not None else self._frame_of_keys()
-        self._keys = None
-        self._rows, self._ready, self._oldest, self._latest = {}, immutables.Map(), [], immutables.Map()
+        self._times, self._values, self._rows = None, {}, {}
+        self._ready, self._latest, self._oldest, self._starting = immutables.Map(), immutables.Map(), [], {}
         if len(batch):
             new = pl.DataFrame(
                 {"asset": batch.assets, "signal": batch.signals, "ts": batch.ts, "value": batch.values},
@@ -351,17 +355,17 @@ class FeatureWindow:
         return Features(stats, now, latest, stats=self.stats, gone=gone)
 
     def _frame_of_keys(self) -> pl.DataFrame:
-        assert self._keys is not None
-        if not self._keys:
+        assert self._times is not None
+        if not self._times:
             return pl.DataFrame(schema=_SCHEMA)
-        keys = list(self._keys)
-        at = pl.Series(np.repeat(np.arange(len(keys)), [len(ts) for ts, _ in self._keys.values()]))
+        keys = list(self._times)
+        at = pl.Series(np.repeat(np.arange(len(keys)), [len(ts) for ts in self._times.values()]))
         return pl.DataFrame(
             {
                 "asset": pl.Series([a for a, _ in keys], dtype=pl.String).gather(at),
                 "signal": pl.Series([s for _, s in keys], dtype=pl.String).gather(at),
-                "ts": np.concatenate([ts for ts, _ in self._keys.values()]),
-                "value": np.concatenate([v for _, v in self._keys.values()]),
+                "ts": np.concatenate(list(self._times.values())),
+                "value": np.concatenate([self._values[key] for key in keys]),
             },
             schema=_SCHEMA,
         )
@@ -375,19 +379,40 @@ class FeatureWindow:
         self._frame = None
         groups = frame.group_by("asset", "signal", maintain_order=True).len()
         ts_all, v_all = frame.get_column("ts").to_numpy(), frame.get_column("value").to_numpy()
-        self._keys, self._rows, self._ready, self._latest = {}, {}, immutables.Map(), immutables.Map()
+        self._times, self._values, self._rows = {}, {}, {}
+        self._ready, self._latest, self._oldest, self._starting = immutables.Map(), immutables.Map(), [], {}
         at = 0
         for asset, signal, n in groups.iter_rows():
             key, end = (asset, signal), at + n
-            self._set(key, ts_all[at:end], v_all[at:end])
+            self._push_start(self._set(key, ts_all[at:end], v_all[at:end])[0], key)
             at = end
-        self._oldest = [(row[0], key) for key, row in self._rows.items()]
-        heapq.heapify(self._oldest)
+
+    def _push_start(self, start: float, key: Key) -> None:
+        """Remember that ``key``'s oldest reading is at ``start`` (until it changes: then it is stale)."""
+        held = self._starting.get(start)
+        if held is None:
+            self._starting[start] = key
+            heapq.heappush(self._oldest, start)
+        elif isinstance(held, list):
+            held.append(key)
+        else:
+            self._starting[start] = [held, key]
+
+    def _pop_due(self, cutoff: float) -> list[Key]:
+        """The keys remembered with a start at or before ``cutoff`` (some of them stale), forgotten."""
+        oldest, starting, due = self._oldest, self._starting, []
+        while oldest and oldest[0] <= cutoff:
+            held = starting.pop(heapq.heappop(oldest))
+            if isinstance(held, list):
+                due.extend(held)
+            else:
+                due.append(held)
+        return due
 
     def _set(self, key: Key, ts: np.ndarray, v: np.ndarray) -> Row:
         """Keep ``key``'s readings (sorted, at least one) and recompute its row."""
-        assert self._keys is not None
-        self._keys[key] = (ts, v)
+        assert self._times is not None
+        self._times[key], self._values[key] = ts, v
         start, end = float(ts[0]), float(ts[-1])
         row = (start, end, len(ts), *(_np_stat(s, ts, v) for s in self.stats))
         self._rows[key] = row
@@ -408,13 +433,13 @@ class FeatureWindow:
 
     def _update_keys(self, batch: ReadingBatch, now: float) -> Features | None:
         """The update from the per-key arrays; None when a full update is cheaper."""
-        if self._keys is None:
+        if self._times is None:
             assert self._frame is not None
             if self._frame.height > MAX_CUT_ROWS:
                 return None  # a huge window: cutting it into keys costs more than a group_by
             self._cut_keys()
-            assert self._keys is not None
-        keys, rows, oldest = self._keys, self._rows, self._oldest
+            assert self._times is not None
+        times, values, rows = self._times, self._values, self._rows
         cutoff = now - self.length_s
         added: dict[Key, tuple[list[float], list[float]]] = {}
         for asset, signal, t, value in zip(batch.assets, batch.signals, batch.ts, batch.values, strict=True):
@@ -424,41 +449,40 @@ class FeatureWindow:
                 v_new.append(value)
         count = self._count
         touched = set(added)
-        while oldest and oldest[0][0] <= cutoff:  # keys whose oldest reading left the window
-            key = heapq.heappop(oldest)[1]
+        for key in self._pop_due(cutoff):  # keys whose oldest reading left the window
             if key in rows and rows[key][0] <= cutoff:  # else a stale entry: the key's start moved on
                 touched.add(key)
         if len(touched) > MAX_TOUCHED:  # (the full engine drops the heap, popped entries and all)
             return None
         gone = []
         for key in touched:
-            old = keys.get(key)
+            old_ts = times.get(key)
             if key in added:
                 t_list, v_list = added[key]
                 in_order = all(a <= b for a, b in pairwise(t_list))
                 ts_add, v_add = np.array(t_list, np.float64), np.array(v_list, np.float64)
-                if old is None:
+                if old_ts is None:
                     ts, v = ts_add, v_add
                 else:
-                    in_order = in_order and old[0][-1] <= t_list[0]
-                    ts, v = np.concatenate((old[0], ts_add)), np.concatenate((old[1], v_add))
+                    in_order = in_order and old_ts[-1] <= t_list[0]
+                    ts, v = np.concatenate((old_ts, ts_add)), np.concatenate((values[key], v_add))
                 if not in_order:  # a stable sort: readings sharing one ts keep their arrival order
                     order = np.argsort(ts, kind="stable")
                     ts, v = ts[order], v[order]
             else:
-                assert old is not None
-                ts, v = old
+                assert old_ts is not None
+                ts, v = old_ts, values[key]
             keep = int(np.searchsorted(ts, cutoff, side="right"))
             ts, v = ts[keep:], v[keep:]
-            count += len(ts) - (0 if old is None else len(old[0]))
+            count += len(ts) - (0 if old_ts is None else len(old_ts))
             start = rows[key][0] if key in rows else None
             if len(ts) == 0:
-                del keys[key], rows[key]
+                del times[key], values[key], rows[key]
                 self._latest = self._latest.delete(key)
                 self._unready(key)
                 gone.append(key)
             elif self._set(key, ts, v)[0] != start:
-                heapq.heappush(oldest, (float(ts[0]), key))
+                self._push_start(float(ts[0]), key)
         self._count = count
         self._told = self._latest
         return Features(None, now, self._latest, rows=self._ready, stats=self.stats, gone=gone)

@@ -115,13 +115,13 @@ def test_a_big_batch_after_small_ones_sees_every_reading(size: int) -> None:
         b = ReadingBatch()
         b.append("a", "x", T0 + i * 0.01, float(i))
         fw.update(b, T0 + i * 0.01)
-    assert fw._keys is not None  # the incremental engine held the window
+    assert fw._times is not None  # the incremental engine held the window
     big = ReadingBatch()
     for i in range(100, 100 + size):
         big.append("a", "x", T0 + i * 0.01, float(i))
     row = fw.update(big, T0 + 50).frame.row(0, named=True)
     # a burst on few keys stays with them; a bigger one goes through Polars
-    assert (fw._keys is None) == (size > features_module.MAX_KEYS_BATCH) and fw.rows == 100 + size
+    assert (fw._times is None) == (size > features_module.MAX_KEYS_BATCH) and fw.rows == 100 + size
     assert row["count"] == 100 + size and row["mean"] == pytest.approx((99 + size) / 2)
 
 
@@ -146,7 +146,7 @@ def test_many_touched_keys_fall_back_to_polars(monkeypatch: pytest.MonkeyPatch) 
     for i in range(5):
         b.append(f"a{i}", "x", T0 + i, float(i))
     features = fw.update(b, T0 + 5)
-    assert fw._keys is None and sorted(features.frame.get_column("mean").to_list()) == [0, 1, 2, 3, 4]
+    assert fw._times is None and sorted(features.frame.get_column("mean").to_list()) == [0, 1, 2, 3, 4]
     assert isinstance(features.frame, pl.DataFrame)
 
 
