@@ -139,6 +139,22 @@ def test_keys_expire_without_new_readings() -> None:
     assert empty.frame.schema == FullOnly(1.0, ["last"]).update(ReadingBatch(), T0).frame.schema
 
 
+def test_keys_sharing_their_oldest_time_expire_together() -> None:
+    fw = FeatureWindow(1.0, ["count", "last"], min_samples=1)
+    b = ReadingBatch()
+    for asset in ("a", "b", "c"):  # one oldest time for three keys, then a later reading each
+        b.append(asset, "x", T0, 1.0)
+    fw.update(b, T0)
+    b = ReadingBatch()
+    for asset, later in (("a", 0.2), ("b", 0.2), ("c", 0.6)):
+        b.append(asset, "x", T0 + later, 2.0)
+    fw.update(b, T0 + 0.6)
+    features = fw.update(ReadingBatch(), T0 + 1.1)  # T0 left the window: every key lost a reading
+    assert features.frame.sort("asset").get_column("count").to_list() == [1, 1, 1] and fw.rows == 3
+    features = fw.update(ReadingBatch(), T0 + 1.3)  # a and b (their next oldest shared too) are gone
+    assert sorted(features.gone) == [("a", "x"), ("b", "x")] and set(features.latest) == {("c", "x")}
+
+
 def test_many_touched_keys_fall_back_to_polars(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(features_module, "MAX_TOUCHED", 2)
     fw = FeatureWindow(10.0, ["mean"], min_samples=1)
