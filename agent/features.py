@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -50,7 +50,7 @@ MAX_CUT_ROWS = 262_144  # a larger window stays with the full engine
 MAX_KEYS_BATCH = 4096  # once cut into keys, a batch up to this many readings stays incremental
 
 Key = tuple[str, str]
-Row = tuple[Any, ...]  # start, end, n, <stat>... (None where Polars gives null)
+Row = tuple[Any, ...]  # start, end, n, <stat>..., newest value (None where Polars gives null)
 
 
 def _stat(name: str) -> pl.Expr:
@@ -165,7 +165,7 @@ class Features:
         rows = self._rows
         picked = rows.items() if assets is None else ((a, rows[a]) for a in assets if a in rows)
         return _stats_by_asset(
-            self.stats, ((a, s, row[3:]) for a, signals in picked for s, row in signals.items())
+            self.stats, ((a, s, row[3:-1]) for a, signals in picked for s, row in signals.items())
         )
 
     def assets(self, patterns: Sequence[str]) -> list[str]:
@@ -268,6 +268,33 @@ class FeatureMatrix:
         return FeatureMatrix(assets, matrix, starts, ends)
 
 
+class Newest(Mapping[Key, tuple[float, float]]):
+    """(asset, signal) -> (ts, value) of the newest reading, read from the incremental engine's rows
+    (a pair kept per key was one more object per reading for the collector)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: immutables.Map[Key, Row]) -> None:
+        self._rows = rows
+
+    def __getitem__(self, key: Key) -> tuple[float, float]:
+        row = self._rows[key]
+        return row[1], row[-1]
+
+    def get(self, key: Key, default: Any = None) -> Any:
+        row = self._rows.get(key)
+        return default if row is None else (row[1], row[-1])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rows
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 Ready = immutables.Map[str, immutables.Map[str, Row]]  # asset -> signal -> row
 _NO_ROWS: immutables.Map[str, Row] = immutables.Map()
 
@@ -294,13 +321,13 @@ class FeatureWindow:
         self._frame: pl.DataFrame | None = pl.DataFrame(schema=_SCHEMA)
         self._times: dict[Key, np.ndarray] | None = None  # key -> its readings' ts, sorted
         self._values: dict[Key, np.ndarray] = {}  # key -> their values, in the same order
-        self._rows: dict[Key, Row] = {}  # key -> start, end, n, <stat>... (the incremental engine's)
         self._ready: Ready = immutables.Map()  # the rows with enough readings to report
         # every row's start, and stale ones: a heap of floats and the keys beside it, not a heap of
         # (start, key) tuples (a plant's keys left that many tuples a second for the collector to walk)
         self._oldest: list[float] = []
         self._starting: dict[float, Key | list[Key]] = {}
-        self._latest: immutables.Map[Key, tuple[float, float]] = immutables.Map()
+        # every key's row (the incremental engine's), a snapshot per update: ``latest`` reads it
+        self._rows: immutables.Map[Key, Row] = immutables.Map()
         self._told: Collection[Key] = ()  # the keys of the last update's ``latest`` (for ``gone``)
         self._count = 0  # readings in the window (read from the loop while an update runs in a thread)
 
@@ -322,8 +349,8 @@ class FeatureWindow:
 
     def _update_frame(self, batch: ReadingBatch, now: float) -> Features:
         frame = self._frame if self._frame is not None else self._frame_of_keys()
-        self._times, self._values, self._rows = None, {}, {}
-        self._ready, self._latest, self._oldest, self._starting = immutables.Map(), immutables.Map(), [], {}
+        self._times, self._values = None, {}
+        self._ready, self._rows, self._oldest, self._starting = immutables.Map(), immutables.Map(), [], {}
         if len(batch):
             new = pl.DataFrame(
                 {"asset": batch.assets, "signal": batch.signals, "ts": batch.ts, "value": batch.values},
@@ -379,8 +406,8 @@ class FeatureWindow:
         self._frame = None
         groups = frame.group_by("asset", "signal", maintain_order=True).len()
         ts_all, v_all = frame.get_column("ts").to_numpy(), frame.get_column("value").to_numpy()
-        self._times, self._values, self._rows = {}, {}, {}
-        self._ready, self._latest, self._oldest, self._starting = immutables.Map(), immutables.Map(), [], {}
+        self._times, self._values = {}, {}
+        self._ready, self._rows, self._oldest, self._starting = immutables.Map(), immutables.Map(), [], {}
         at = 0
         for asset, signal, n in groups.iter_rows():
             key, end = (asset, signal), at + n
@@ -414,14 +441,13 @@ class FeatureWindow:
         assert self._times is not None
         self._times[key], self._values[key] = ts, v
         start, end = float(ts[0]), float(ts[-1])
-        row = (start, end, len(ts), *(_np_stat(s, ts, v) for s in self.stats))
-        self._rows[key] = row
+        row = (start, end, len(ts), *(_np_stat(s, ts, v) for s in self.stats), float(v[-1]))
+        self._rows = self._rows.set(key, row)
         if len(ts) >= self.min_samples and end - start >= self.min_span_s:
             asset, signal = key
             self._ready = self._ready.set(asset, self._ready.get(asset, _NO_ROWS).set(signal, row))
         else:
             self._unready(key)
-        self._latest = self._latest.set(key, (end, float(v[-1])))
         return row
 
     def _unready(self, key: Key) -> None:
@@ -439,7 +465,7 @@ class FeatureWindow:
                 return None  # a huge window: cutting it into keys costs more than a group_by
             self._cut_keys()
             assert self._times is not None
-        times, values, rows = self._times, self._values, self._rows
+        times, values, rows = self._times, self._values, self._rows  # (rows: as before this update)
         cutoff = now - self.length_s
         added: dict[Key, tuple[list[float], list[float]]] = {}
         for asset, signal, t, value in zip(batch.assets, batch.signals, batch.ts, batch.values, strict=True):
@@ -477,12 +503,12 @@ class FeatureWindow:
             count += len(ts) - (0 if old_ts is None else len(old_ts))
             start = rows[key][0] if key in rows else None
             if len(ts) == 0:
-                del times[key], values[key], rows[key]
-                self._latest = self._latest.delete(key)
+                del times[key], values[key]
+                self._rows = self._rows.delete(key)
                 self._unready(key)
                 gone.append(key)
             elif self._set(key, ts, v)[0] != start:
                 self._push_start(float(ts[0]), key)
         self._count = count
-        self._told = self._latest
-        return Features(None, now, self._latest, rows=self._ready, stats=self.stats, gone=gone)
+        self._told = self._rows
+        return Features(None, now, Newest(self._rows), rows=self._ready, stats=self.stats, gone=gone)

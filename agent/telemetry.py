@@ -87,12 +87,15 @@ class TelemetryPublisher:
         self.topic = f"qx/v1/{site}/telemetry"
         self.records = 0
         self.refused = 0
-        self._seen: dict[str, tuple[float, dict[str, float]]] = {}
+        # asset -> its newest metrics, and when they came: two dicts, not a (ts, metrics) tuple per
+        # observation (a dict of floats is not tracked by the collector, a tuple is: one per reading)
+        self._seen: dict[str, dict[str, float]] = {}
+        self._seen_at: dict[str, float] = {}
         self._reported = AssetFilter(config.assets)
 
     def observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
         if self._reported(asset):
-            self._seen[asset] = (ts, dict(metrics))
+            self._seen[asset], self._seen_at[asset] = dict(metrics), ts
 
     def writes(self, asset: str) -> bool:
         return False
@@ -116,15 +119,17 @@ class TelemetryPublisher:
         """One record per observed asset into the outbox; the number accepted. ``SLICE`` records at a
         time, the loop running in between: a plant of a thousand assets would stall it ~0.1 s at once."""
         last = None if self.window is None or not self.config.features else self.window.last
-        seen = sorted(self._seen.items())
+        assets = sorted(self._seen)
         accepted = 0
-        for start in range(0, len(seen), SLICE):
+        for start in range(0, len(assets), SLICE):
             if start:
                 await asyncio.sleep(0)
-            chunk = seen[start : start + SLICE]
-            features = {} if last is None else last.by_asset([asset for asset, _ in chunk])
-            for asset, (ts, metrics) in chunk:
-                record = self.record(asset, ts, metrics, features.get(asset, {}), now)
+            chunk = assets[start : start + SLICE]
+            features = {} if last is None else last.by_asset(chunk)
+            for asset in chunk:  # as observed now (maybe after the slice before)
+                record = self.record(
+                    asset, self._seen_at[asset], self._seen[asset], features.get(asset, {}), now
+                )
 
                 def make(seq: int, record: dict[str, Any] = record) -> bytes:
                     return dumps({"v": 1, "seq": seq, **record})
