@@ -59,10 +59,10 @@ def _stat(name: str) -> pl.Expr:
         case "mean" | "std" | "min" | "max" | "median":
             expr: pl.Expr = getattr(v, name)()
             return expr
-        case "first":  # by time, whatever the arrival order
-            return v.sort_by(t).first()
+        case "first":  # by time, whatever the arrival order (readings sharing one ts: the first to come)
+            return v.sort_by(t, maintain_order=True).first()
         case "last":
-            return v.sort_by(t).last()
+            return v.sort_by(t, maintain_order=True).last()
         case "count":
             return v.count().cast(pl.Float64)
         case "range":
@@ -106,7 +106,8 @@ class Features:
     """One row per (asset, signal) with a column per statistic, plus the window's bounds.
 
     Made from a Polars ``frame`` (the full engine) or from ``rows`` (the incremental engine:
-    asset -> signal -> (start, end, n, <stat>...)); each form is derived from the other on demand.
+    asset -> signal -> (start, end, n, <stat>..., newest value)); each form is derived from the other on
+    demand.
     ``gone`` names the (asset, signal) keys whose last reading left the window in this update."""
 
     __slots__ = ("_by_asset", "_frame", "_rows", "computed_at", "gone", "latest", "stats")
@@ -294,6 +295,9 @@ class Newest(Mapping[Key, tuple[float, float]]):
     def __len__(self) -> int:
         return len(self._rows)
 
+    def __repr__(self) -> str:
+        return f"Newest({dict(self)!r})"
+
 
 Ready = immutables.Map[str, immutables.Map[str, Row]]  # asset -> signal -> row
 _NO_ROWS: immutables.Map[str, Row] = immutables.Map()
@@ -366,7 +370,7 @@ class FeatureWindow:
             pl.col("ts").min().alias("start"),
             pl.col("ts").max().alias("end"),
             pl.len().alias("n"),
-            pl.col("value").sort_by("ts").last().alias("\x1flatest"),
+            pl.col("value").sort_by("ts", maintain_order=True).last().alias("\x1flatest"),
             *self._aggs,
         )
         keys = zip(grouped.get_column("asset").to_list(), grouped.get_column("signal").to_list(), strict=True)

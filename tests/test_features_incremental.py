@@ -66,7 +66,7 @@ def random_batch(
     batch = ReadingBatch()
     for _ in range(size):
         asset, signal = rng.choice(keys)
-        while True:  # distinct times: which of two readings at one ts is "last" is not defined
+        while True:  # distinct times (readings sharing one: the test of arrival order below)
             ts = now - rng.choice([0.0, rng.uniform(0, 1), rng.uniform(0, 6)])
             if ts not in used:
                 used.add(ts)
@@ -153,6 +153,19 @@ def test_keys_sharing_their_oldest_time_expire_together() -> None:
     assert features.frame.sort("asset").get_column("count").to_list() == [1, 1, 1] and fw.rows == 3
     features = fw.update(ReadingBatch(), T0 + 1.3)  # a and b (their next oldest shared too) are gone
     assert sorted(features.gone) == [("a", "x"), ("b", "x")] and set(features.latest) == {("c", "x")}
+
+
+def test_readings_sharing_one_time_keep_their_arrival_order_in_both_engines() -> None:
+    """A device that repeats a timestamp: first / last / latest are the first and last to arrive."""
+    batch = ReadingBatch()
+    for i in range(40):
+        batch.append("a", "x", T0 + i % 3, float(i))  # ts T0, T0+1, T0+2, T0, ...: 38 is the last at T0+2
+    for engine in (FullOnly(10.0, ["first", "last"], 1), FeatureWindow(10.0, ["first", "last"], 1)):
+        engine.update(ReadingBatch(), T0)  # the incremental engine from here on (the full one stays full)
+        features = engine.update(batch, T0 + 3)
+        row = features.frame.select("first", "last").row(0)
+        assert row == (0.0, 38.0), (type(engine).__name__, row)
+        assert features.latest[("a", "x")] == (T0 + 2, 38.0), type(engine).__name__
 
 
 def test_many_touched_keys_fall_back_to_polars(monkeypatch: pytest.MonkeyPatch) -> None:

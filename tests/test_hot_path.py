@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import paho.mqtt.client as paho
@@ -262,3 +264,38 @@ def test_an_evaluation_for_some_assets_scores_only_those() -> None:
     assert [s.asset for s in some] == ["line1/pump2"]
     assert agent.evaluate(ReadingBatch(), now + 0.2, {"line2/other"})[0] == [], "no model covers it"
     assert len(agent.evaluate(ReadingBatch(), now + 0.3)[0]) == 3, "a full evaluation scores them all"
+
+
+async def test_a_telemetry_record_takes_readings_and_features_of_one_evaluation() -> None:
+    """Records go out a slice at a time with the loop running in between: an evaluation between two
+    slices gives the later records its readings and its statistics, never one without the other."""
+    from agent.features import FeatureWindow
+    from agent.telemetry import SLICE, ObservedWindow, TelemetryConfig, TelemetryPublisher
+
+    records: list[dict[str, Any]] = []
+
+    class Box:
+        def put(self, _stream: str, _topic: str, make: Callable[[int], bytes]) -> int:
+            records.append(json.loads(make(len(records))))
+            return len(records)
+
+    window = ObservedWindow.of(FeatureWindow(10.0, ["last"], 1))
+    telemetry = TelemetryPublisher("s", TelemetryConfig(), Box(), window)  # type: ignore[arg-type]
+    assets = [f"a{i:03d}" for i in range(2 * SLICE)]
+    t0 = time.time()
+
+    def evaluate(value: float, now: float) -> None:
+        batch = ReadingBatch()
+        for asset in assets:
+            batch.append(asset, "x", now, value)
+        latest = window.update(batch, now).latest
+        for asset in assets:
+            telemetry.observe(asset, {"x": latest[(asset, "x")][1]}, now)
+
+    evaluate(1.0, t0)
+    later = asyncio.get_running_loop().call_soon(evaluate, 2.0, t0 + 1)  # runs between the slices
+    await telemetry.publish(t0 + 2)
+    assert later.cancelled() is False and len(records) == 2 * SLICE
+    assert records[0]["readings"] == {"x": 1.0} and records[0]["features"] == {"x.last": 1.0}
+    assert records[-1]["readings"] == {"x": 2.0} and records[-1]["features"] == {"x.last": 2.0}
+    assert all(r["readings"]["x"] == r["features"]["x.last"] for r in records)
