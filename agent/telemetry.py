@@ -118,14 +118,14 @@ class TelemetryPublisher:
     async def publish(self, now: float) -> int:
         """One record per observed asset into the outbox; the number accepted. ``SLICE`` records at a
         time, the loop running in between: a plant of a thousand assets would stall it ~0.1 s at once."""
-        features_of = self.window is not None and self.config.features
+        window = self.window if self.config.features else None
         assets = sorted(self._seen)
         accepted = 0
         for start in range(0, len(assets), SLICE):
             if start:
                 await asyncio.sleep(0)
             # readings and features as of now (an evaluation may have run since the slice before)
-            last = self.window.last if features_of and self.window is not None else None
+            last = None if window is None else window.last
             chunk = assets[start : start + SLICE]
             features = {} if last is None else last.by_asset(chunk)
             for asset in chunk:
