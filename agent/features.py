@@ -353,8 +353,7 @@ class FeatureWindow:
 
     def _update_frame(self, batch: ReadingBatch, now: float) -> Features:
         frame = self._frame if self._frame is not None else self._frame_of_keys()
-        self._times, self._values = None, {}
-        self._ready, self._rows, self._oldest, self._starting = immutables.Map(), immutables.Map(), [], {}
+        self._key_state(None)
         if len(batch):
             new = pl.DataFrame(
                 {"asset": batch.assets, "signal": batch.signals, "ts": batch.ts, "value": batch.values},
@@ -410,13 +409,17 @@ class FeatureWindow:
         self._frame = None
         groups = frame.group_by("asset", "signal", maintain_order=True).len()
         ts_all, v_all = frame.get_column("ts").to_numpy(), frame.get_column("value").to_numpy()
-        self._times, self._values = {}, {}
-        self._ready, self._rows, self._oldest, self._starting = immutables.Map(), immutables.Map(), [], {}
+        self._key_state({})
         at = 0
         for asset, signal, n in groups.iter_rows():
             key, end = (asset, signal), at + n
             self._push_start(self._set(key, ts_all[at:end], v_all[at:end])[0], key)
             at = end
+
+    def _key_state(self, times: dict[Key, np.ndarray] | None) -> None:
+        """The incremental engine's state, empty (``times`` None: the frame holds the window)."""
+        self._times, self._values = times, {}
+        self._ready, self._rows, self._oldest, self._starting = immutables.Map(), immutables.Map(), [], {}
 
     def _push_start(self, start: float, key: Key) -> None:
         """Remember that ``key``'s oldest reading is at ``start`` (until it changes: then it is stale)."""
