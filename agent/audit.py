@@ -43,8 +43,8 @@ from typing import Any
 
 import orjson
 
-from agent.jsonbytes import dumps
-from connectors.errors import AuditError
+from qxedge.agent.jsonbytes import dumps
+from qxedge.core.errors import AuditError
 
 log = logging.getLogger(__name__)
 

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import yaml
 
-from agent import __version__
-from agent.config import EdgeConfig, default_config_path, load_config, load_model
-from agent.inference import OnnxModel
-from connectors.errors import ConfigError, ModelError, Problem, QxError
-from connectors.mqtt import split_url
-from hybrid.service import DataCenterConfig
-from hybrid.wire import SOLVERS
+from qxedge import __version__
+from qxedge.agent.config import EdgeConfig, default_config_path, load_config, load_model
+from qxedge.agent.inference import OnnxModel
+from qxedge.connectors.mqtt import split_url
+from qxedge.core.errors import ConfigError, ModelError, Problem, QxError
+from qxedge.hybrid.service import DataCenterConfig
+from qxedge.hybrid.wire import SOLVERS
 
 
 def _broker_arg(value: str) -> str:
@@ -135,7 +135,7 @@ def _since(value: str) -> float:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from agent.audit import query
+    from qxedge.agent.audit import query
 
     cfg = _load(args.config, None)
     path = cfg.safety.audit.resolved(cfg.site)
@@ -190,7 +190,7 @@ def _stop_event() -> asyncio.Event:
 
 
 async def _run_agent(cfg: EdgeConfig) -> None:
-    from agent.pipeline import Agent
+    from qxedge.agent.pipeline import Agent
 
     agent = Agent(cfg)
     async with asyncio.TaskGroup() as tasks:
@@ -207,7 +207,7 @@ async def _run_agent(cfg: EdgeConfig) -> None:
 
 
 async def _run_simulator(cfg: EdgeConfig, duration: float | None) -> None:
-    from connectors.simulator import SimulatedPlant
+    from qxedge.connectors.simulator import SimulatedPlant
 
     if cfg.simulator is None:
         raise ConfigError([Problem("simulator", "missing: `qxedge simulate` needs a simulator section")])
@@ -222,8 +222,8 @@ async def _run_simulator(cfg: EdgeConfig, duration: float | None) -> None:
 
 
 async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
-    from agent.demo import demo_broker, format_summary, run_demo
-    from agent.report import write_report
+    from qxedge.agent.demo import demo_broker, format_summary, run_demo
+    from qxedge.agent.report import write_report
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -305,13 +305,13 @@ def _check(args: argparse.Namespace) -> int:
 
 
 async def _run_solver(cfg: DataCenterConfig) -> None:
-    from hybrid.service import SolverService
+    from qxedge.hybrid.service import SolverService
 
     await SolverService(cfg).run(_stop_event())
 
 
 async def _solve(args: argparse.Namespace) -> int:
-    from hybrid.offline import format_result, solve_file
+    from qxedge.hybrid.offline import format_result, solve_file
 
     result = await solve_file(args.problem, _datacenter(args.config, None), args.solver, args.deadline_ms)
     print(result.model_dump_json(exclude_none=True) if args.json else format_result(result))

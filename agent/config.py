@@ -37,19 +37,19 @@ from pydantic import (
     model_validator,
 )
 
-from agent.planning import PlanningConfig
-from agent.safety import SafetyConfig
-from agent.telemetry import TelemetryConfig
-from connectors.errors import ConfigError, Problem
-from connectors.modbus import ModbusConfig
-from connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap, resolve_path
-from connectors.opcua import OpcUaConfig
-from connectors.ops import OpsConfig
-from connectors.outbox import OutboxConfig
-from connectors.plant import PlantConnector
-from connectors.simulator import SimulatorConfig
-from connectors.sparkplug import SparkplugConfig
-from hybrid.client import OffloadConfig
+from qxedge.agent.planning import PlanningConfig
+from qxedge.agent.safety import SafetyConfig
+from qxedge.agent.telemetry import TelemetryConfig
+from qxedge.connectors.modbus import ModbusConfig
+from qxedge.connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap, resolve_path
+from qxedge.connectors.opcua import OpcUaConfig
+from qxedge.connectors.outbox import OutboxConfig
+from qxedge.connectors.plant import PlantConnector
+from qxedge.connectors.simulator import SimulatorConfig
+from qxedge.connectors.sparkplug import SparkplugConfig
+from qxedge.core.errors import ConfigError, Problem
+from qxedge.core.ops_server import OpsConfig
+from qxedge.hybrid.client import OffloadConfig
 
 ENV_PREFIX = "QXEDGE_"
 M = TypeVar("M", bound=BaseModel)
@@ -388,8 +388,5 @@ def load_model(
 
 
 def default_config_path(name: str = "edge.yaml") -> Path:
-    """An embedded default config: the installed copy, else the checkout's configs/."""
-    installed = Path(str(files("agent"))) / "defaults" / name
-    if installed.is_file():
-        return installed
-    return Path(__file__).resolve().parent.parent / "configs" / name
+    """An embedded default config (the package data of ``qxedge.configs``: configs/ in a checkout)."""
+    return Path(str(files("qxedge.configs"))) / name

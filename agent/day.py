@@ -19,11 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agent.gate import SetpointGate
-from agent.planning import DayPlanner, PlanningConfig, blocks
-from agent.safety import Latest, Proposal
-from hybrid.client import OffloadClient
-from hybrid.problems import scheduling
+from qxedge.agent.gate import SetpointGate
+from qxedge.agent.planning import DayPlanner, PlanningConfig, blocks
+from qxedge.agent.safety import Latest, Proposal
+from qxedge.hybrid.client import OffloadClient
+from qxedge.hybrid.problems import scheduling
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from agent.config import EdgeConfig
-from agent.pipeline import Agent
-from agent.planning import PlanningConfig
-from connectors.embedded_broker import EmbeddedBroker, port_open
-from connectors.errors import ConfigError, Problem
-from connectors.simulator import MeterSample, SimulatedPlant
-from hybrid.service import DataCenterConfig, SolverService
+from qxedge.agent.config import EdgeConfig
+from qxedge.agent.pipeline import Agent
+from qxedge.agent.planning import PlanningConfig
+from qxedge.connectors.embedded_broker import EmbeddedBroker, port_open
+from qxedge.connectors.simulator import MeterSample, SimulatedPlant
+from qxedge.core.errors import ConfigError, Problem
+from qxedge.hybrid.service import DataCenterConfig, SolverService
 
 
 @contextlib.contextmanager

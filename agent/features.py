@@ -39,8 +39,8 @@ import immutables
 import numpy as np
 import polars as pl
 
-from agent.patterns import matching
-from connectors.readings import ReadingBatch
+from qxedge.agent.patterns import matching
+from qxedge.connectors.readings import ReadingBatch
 
 _SCHEMA = {"asset": pl.String, "signal": pl.String, "ts": pl.Float64, "value": pl.Float64}
 

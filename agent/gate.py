@@ -27,13 +27,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.audit import AuditLog
-from agent.decisions import Setpoint
-from agent.safety import Latest, Proposal, Safety, Verdict
-from connectors.cancels import raise_if_cancelling
-from connectors.errors import ConnectorError
-from connectors.mqtt import MqttClient
-from connectors.plant import PlantConnector
+from qxedge.agent.audit import AuditLog
+from qxedge.agent.decisions import Setpoint
+from qxedge.agent.safety import Latest, Proposal, Safety, Verdict
+from qxedge.connectors.mqtt import MqttClient
+from qxedge.connectors.plant import PlantConnector
+from qxedge.core.cancels import raise_if_cancelling
+from qxedge.core.errors import ConnectorError
 
 log = logging.getLogger(__name__)
 _UNLOCK = {"", "unlocked", "unlock", "0", "false", "off", "no"}

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from agent.config import ModelConfig
-from agent.patterns import AssetFilter
-from connectors.errors import ModelError
+from qxedge.agent.config import ModelConfig
+from qxedge.agent.patterns import AssetFilter
+from qxedge.core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agent.stalls import BUCKETS, LAG_EVERY_S
+from qxedge.agent.stalls import BUCKETS, LAG_EVERY_S
 
 if TYPE_CHECKING:
-    from agent.pipeline import Agent
+    from qxedge.agent.pipeline import Agent
 
 
 class AgentMetrics(Collector):

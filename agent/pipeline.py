@@ -34,23 +34,23 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 
-from agent.audit import AuditLog
-from agent.config import EdgeConfig
-from agent.day import ProductionDay
-from agent.decisions import DerateRule, Scored
-from agent.features import SMALL_BATCH, Features, FeatureWindow
-from agent.gate import SetpointGate
-from agent.inference import OnnxModel
-from agent.metrics import AgentMetrics
-from agent.safety import Latest, Proposal, Safety
-from agent.stalls import gc_pauses, watch_lag
-from agent.telemetry import ObservedWindow, TelemetryPublisher
-from connectors.mqtt import Message, MqttClient, Publication, Subscription, each_message
-from connectors.ops import OpsServer
-from connectors.outbox import Outbox
-from connectors.plant import PlantConnector, PlantLink
-from connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
-from hybrid.client import OffloadClient
+from qxedge.agent.audit import AuditLog
+from qxedge.agent.config import EdgeConfig
+from qxedge.agent.day import ProductionDay
+from qxedge.agent.decisions import DerateRule, Scored
+from qxedge.agent.features import SMALL_BATCH, Features, FeatureWindow
+from qxedge.agent.gate import SetpointGate
+from qxedge.agent.inference import OnnxModel
+from qxedge.agent.metrics import AgentMetrics
+from qxedge.agent.safety import Latest, Proposal, Safety
+from qxedge.agent.stalls import gc_pauses, watch_lag
+from qxedge.agent.telemetry import ObservedWindow, TelemetryPublisher
+from qxedge.connectors.mqtt import Message, MqttClient, Publication, Subscription, each_message
+from qxedge.connectors.outbox import Outbox
+from qxedge.connectors.plant import PlantConnector, PlantLink
+from qxedge.connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
+from qxedge.core.ops_server import OpsServer
+from qxedge.hybrid.client import OffloadClient
 
 log = logging.getLogger(__name__)
 

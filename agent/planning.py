@@ -41,8 +41,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.safety import Latest
-from hybrid.problems.scheduling import (
+from qxedge.agent.safety import Latest
+from qxedge.hybrid.problems.scheduling import (
     LoadSchedule,
     Plan,
     ScheduledAsset,

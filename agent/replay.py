@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.config import WindowConfig
-from agent.features import FeatureWindow
-from connectors.readings import ReadingBatch
-from connectors.simulator import PlantModel, SimulatorConfig
+from qxedge.agent.config import WindowConfig
+from qxedge.agent.features import FeatureWindow
+from qxedge.connectors.readings import ReadingBatch
+from qxedge.connectors.simulator import PlantModel, SimulatorConfig
 
 EPOCH = 1.7e9  # replayed readings get realistic epoch timestamps
 

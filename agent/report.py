@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from connectors.errors import QxError
+from qxedge.core.errors import QxError
 
 
 class ReportError(QxError):

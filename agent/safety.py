@@ -36,8 +36,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.patterns import names
-from connectors.state import state_dir
+from qxedge.agent.patterns import names
+from qxedge.core.state import state_dir
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,

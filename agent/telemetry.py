@@ -29,12 +29,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.features import Features, FeatureWindow
-from agent.jsonbytes import dumps
-from agent.patterns import AssetFilter
-from connectors.errors import ConnectorError
-from connectors.outbox import Outbox
-from connectors.plant import PlantLink
+from qxedge.agent.features import Features, FeatureWindow
+from qxedge.agent.jsonbytes import dumps
+from qxedge.agent.patterns import AssetFilter
+from qxedge.connectors.outbox import Outbox
+from qxedge.connectors.plant import PlantLink
+from qxedge.core.errors import ConnectorError
 
 STREAM = "telemetry"
 SLICE = 25  # records put in the outbox between two turns of the loop (~70 µs each at 10 signals)

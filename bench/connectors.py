@@ -16,25 +16,20 @@ Each protocol is one function ``name(seconds) -> dict`` in ``PROTOCOLS``; ``main
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import importlib.util
+import socket
+import statistics
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-# run as a script, bench/ is first on sys.path and this file would shadow the `connectors` package
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import importlib.util  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from typing import Any  # noqa: E402
-
-from connectors.errors import ConnectorError  # noqa: E402
-from connectors.modbus import DevicePoller, ModbusDevice  # noqa: E402
+from qxedge.connectors.modbus import DevicePoller, ModbusDevice
+from qxedge.core.errors import ConnectorError
 
 HOLDING, INPUTS, COILS = 250, 120, 200
 
@@ -133,7 +128,8 @@ def modbus(seconds: float, rounds: int = 3) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------- main
 def opcua(seconds: float) -> dict[str, Any]:
     """OPC UA notifications through the connector against asyncua handlers (bench/connectors_opcua.py)."""
-    spec = importlib.util.spec_from_file_location("bench_connectors_opcua", _HERE / "connectors_opcua.py")
+    path = Path(__file__).resolve().parent / "connectors_opcua.py"
+    spec = importlib.util.spec_from_file_location("bench_connectors_opcua", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -25,29 +25,23 @@ one core of client takes per second. The ratio is connector / handler capacity.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import logging
+import socket
+import statistics
+import subprocess
 import sys
-from pathlib import Path
+import time
+from typing import Any
 
-# run as a script, bench/ is first on sys.path and bench/connectors.py would shadow the package
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+from asyncua import Client, Server, ua
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import logging  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-from asyncua import Client, Server, ua  # noqa: E402
-
-from connectors.mqtt import BrokerConfig  # noqa: E402
-from connectors.opcua import OpcUaConfig  # noqa: E402
-from connectors.plant import PlantLink  # noqa: E402
-from connectors.readings import ReadingBatch  # noqa: E402
+from qxedge.connectors.mqtt import BrokerConfig
+from qxedge.connectors.opcua import OpcUaConfig
+from qxedge.connectors.plant import PlantLink
+from qxedge.connectors.readings import ReadingBatch
 
 VARIABLES = 200
 PUBLISH_MS = 50.0

@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.embedded_broker import EmbeddedBroker
 from tests.test_reliability import CONFIRM, Plant, SeqCounter, agent_config, saved, start_agent
 
 RESENT = re.compile(r"sending (\d+) records again")

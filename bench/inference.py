@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from agent.config import load_config
-from agent.inference import OnnxModel
+from qxedge.agent.config import load_config
+from qxedge.agent.inference import OnnxModel
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,10 +28,10 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.config import load_config
-from agent.pipeline import Agent
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.mqtt import split_url
+from qxedge.agent.config import load_config
+from qxedge.agent.pipeline import Agent
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mqtt import split_url
 
 ROOT = Path(__file__).resolve().parent.parent
 

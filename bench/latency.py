@@ -47,8 +47,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from connectors.embedded_broker import EmbeddedBroker, free_port
-from connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.connectors.embedded_broker import EmbeddedBroker, free_port
+from qxedge.connectors.mqtt import BrokerConfig, MqttClient
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = "plant/line1/probe/x"
@@ -257,7 +257,7 @@ def echo_round(url: str, port: int, args: argparse.Namespace) -> Round:
 
 
 def agent_round(url: str, config: Path, ops_port: int, args: argparse.Namespace) -> Round:
-    cmd = [sys.executable, "-m", "agent.cli", "run", "--config", str(config), "--broker", url]
+    cmd = [sys.executable, "-m", "qxedge.agent.cli", "run", "--config", str(config), "--broker", url]
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as agent:
         try:
             asyncio.run(wait_online(url, 60))

@@ -27,9 +27,9 @@ from pathlib import Path
 import dimod
 import numpy as np
 
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.mqtt import BrokerConfig, MqttClient
-from hybrid.client import OffloadClient, OffloadConfig
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.hybrid.client import OffloadClient, OffloadConfig
 
 ECHO = textwrap.dedent("""
     import sys, paho.mqtt.client as paho
@@ -126,9 +126,10 @@ def main() -> None:
         port = broker.port
         conf = Path(tmp) / "dc.yaml"
         conf.write_text("solvers: {workers: 1}\nops: null\n")
+        url = broker.url
         workers = [
             subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "solver", "--config", str(conf), "--broker", broker.url],
+                [sys.executable, "-m", "qxedge.agent.cli", "solver", "--config", str(conf), "--broker", url],
                 stderr=subprocess.DEVNULL,
             )
             for _ in range(2)

@@ -30,7 +30,7 @@ from typing import Any
 import dimod
 import numpy as np
 
-from hybrid.qaoa import QaoaConfig, solve_qaoa
+from qxedge.hybrid.qaoa import QaoaConfig, solve_qaoa
 
 DEVICES = ("default.qubit", "lightning.qubit", "qxedge.cpu")
 

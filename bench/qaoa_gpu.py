@@ -39,11 +39,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hybrid.portfolio import Portfolio, SolversConfig
-from hybrid.qaoa import PennyLaneCircuit, QaoaConfig, solve_qaoa
-from hybrid.statevector import CpuStatevector, GpuStatevector, gpu_passes
+from qxedge.hybrid.portfolio import Portfolio, SolversConfig
+from qxedge.hybrid.qaoa import PennyLaneCircuit, QaoaConfig, solve_qaoa
+from qxedge.hybrid.statevector import CpuStatevector, GpuStatevector, gpu_passes
 
-sys.path.append(str(Path(__file__).resolve().parent))  # last: bench/connectors.py must not shadow the package
+sys.path.append(str(Path(__file__).resolve().parent))
 from qaoa import instance  # bench/qaoa.py: the same random QUBOs as the CPU table
 
 TOLERANCE = 1e-9

@@ -3,8 +3,7 @@
     ./run bench run_all --quick [--only ingest,qaoa] [--timeout 300] [--list]
 
 Benchmarks are discovered as ``bench/*.py`` (this file aside). A known one runs with each of its quick
-argument sets below; an unknown one (just added) with ``--quick``. Each runs in its own process with
-``python -P`` so that a bench named like a package (``bench/connectors.py``) cannot shadow it. The exit
+argument sets below; an unknown one (just added) with ``--quick``. Each runs in its own process. The exit
 status is non-zero when one fails or runs past ``--timeout``; the figures they print are not checked.
 Without ``--quick`` every benchmark runs with its own defaults (long: tens of minutes).
 """
@@ -44,7 +43,7 @@ def discover(folder: Path = BENCH) -> list[str]:
 
 def run(folder: Path, name: str, args: list[str], timeout_s: float) -> tuple[bool, float, str]:
     """Run one benchmark; (passed, seconds, the tail of its output)."""
-    cmd = [sys.executable, "-P", str(folder / f"{name}.py"), *args]
+    cmd = [sys.executable, str(folder / f"{name}.py"), *args]
     started = time.monotonic()
     try:
         done = subprocess.run(

@@ -29,8 +29,8 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from connectors.embedded_broker import EmbeddedBroker, free_port
-from connectors.mqtt import split_url
+from qxedge.connectors.embedded_broker import EmbeddedBroker, free_port
+from qxedge.connectors.mqtt import split_url
 from tests.test_reliability import CONFIRM, SeqCounter, start_agent
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,9 +25,9 @@ import dimod
 import numpy as np
 from dwave.samplers import SimulatedAnnealingSampler
 
-from hybrid.portfolio import Portfolio, SolversConfig, run_solver
-from hybrid.qaoa import QaoaConfig
-from hybrid.solvers import all_energies
+from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
+from qxedge.hybrid.qaoa import QaoaConfig
+from qxedge.hybrid.solvers import all_energies
 
 NAMES = ("exact", "sa", "tabu", "qaoa raw", "qaoa", "auto", "SA defaults")
 

@@ -21,7 +21,7 @@ from collections import defaultdict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from connectors.errors import ConnectorError
+from qxedge.core.errors import ConnectorError
 
 # a confirmation names at most this many ranges (a consumer splits longer ones)
 MAX_RANGES = 10_000

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from connectors.errors import BrokerUnavailable
+from qxedge.core.errors import BrokerUnavailable
 
 
 def free_port() -> int:

@@ -33,7 +33,7 @@ counted and logged (once per block and code), the link stays up.
 ``write(asset, value)`` (called by the setpoint gate only) encodes the value, writes it (function 5,
 6 or 16), reads the register(s) back and delivers the value read as the reading ``readback_signal`` of
 the asset, so the safety envelope's read-back check sees what the device holds. No connection or a
-device exception raises :class:`~connectors.errors.ConnectorError`.
+device exception raises :class:`~qxedge.core.errors.ConnectorError`.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from connectors.cancels import raise_if_cancelling
-from connectors.errors import ConnectorError
-from connectors.plant import PlantConnector, PlantLink
-from connectors.readings import ReadingBatch
+from qxedge.connectors.plant import PlantConnector, PlantLink
+from qxedge.connectors.readings import ReadingBatch
+from qxedge.core.cancels import raise_if_cancelling
+from qxedge.core.errors import ConnectorError
 
 log = logging.getLogger(__name__)
 

@@ -45,8 +45,8 @@ from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from connectors.errors import BrokerUnavailable, ConnectorError
-from connectors.readings import TopicPattern
+from qxedge.connectors.readings import TopicPattern
+from qxedge.core.errors import BrokerUnavailable, ConnectorError
 
 log = logging.getLogger(__name__)
 

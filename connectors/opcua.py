@@ -23,7 +23,7 @@ The connector is an asyncua client driven through its service layer (``client.ua
 - ``write(asset, value)`` writes ``value * scale`` as the configured variant type, reads the node back
   and delivers what it read (divided by ``scale``) as a reading of ``readback_signal``, so the safety
   envelope's read-back check sees what the device holds. A bad status or no connection raises
-  :class:`~connectors.errors.ConnectorError`.
+  :class:`~qxedge.core.errors.ConnectorError`.
 
 Security: policy ``None`` or ``Basic256Sha256`` with mode ``Sign`` or ``SignAndEncrypt`` (the client's
 application instance certificate and key; the server's certificate pinned with ``server_certificate``
@@ -56,11 +56,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from connectors.cancels import raise_if_cancelling
-from connectors.errors import ConnectorError
-from connectors.mqtt import read_secret, resolve_path, split_service_url
-from connectors.plant import PlantLink
-from connectors.readings import ReadingBatch
+from qxedge.connectors.mqtt import read_secret, resolve_path, split_service_url
+from qxedge.connectors.plant import PlantLink
+from qxedge.connectors.readings import ReadingBatch
+from qxedge.core.cancels import raise_if_cancelling
+from qxedge.core.errors import ConnectorError
 
 log = logging.getLogger(__name__)
 

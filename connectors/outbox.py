@@ -48,10 +48,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from connectors.confirm import BadConfirmation, merged, parse_confirmation
-from connectors.errors import ConnectorError
-from connectors.mqtt import Message, MqttClient, resolve_path
-from connectors.state import state_dir
+from qxedge.connectors.confirm import BadConfirmation, merged, parse_confirmation
+from qxedge.connectors.mqtt import Message, MqttClient, resolve_path
+from qxedge.core.errors import ConnectorError
+from qxedge.core.state import state_dir
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ its TaskGroup and hands it a :class:`PlantLink`:
 
 Setpoints flow the other way only through the agent's setpoint gate: after the envelope allowed a value
 and the audit log recorded it, the gate calls ``write(asset, value)`` on every connector whose
-``writes(asset)`` is true. ``write`` raises :class:`~connectors.errors.ConnectorError` when the device
+``writes(asset)`` is true. ``write`` raises :class:`~qxedge.core.errors.ConnectorError` when the device
 refused or could not be reached; the gate audits that and raises an alarm. After each evaluation the agent
 calls ``observe(asset, metrics, ts)`` with what it knows of the asset (latest readings, scores, the
 setpoint), for connectors that publish upstream (the Sparkplug edge node); others ignore it.
@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from connectors.mqtt import BrokerConfig
-from connectors.readings import ReadingBatch
+from qxedge.connectors.mqtt import BrokerConfig
+from qxedge.connectors.readings import ReadingBatch
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from datetime import datetime
 
 import orjson
 
-from connectors.errors import PayloadError
+from qxedge.core.errors import PayloadError
 
 
 @dataclass(slots=True)

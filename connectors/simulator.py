@@ -36,8 +36,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from connectors.mqtt import BrokerConfig, MqttClient
-from connectors.readings import ReadingBatch
+from qxedge.connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.connectors.readings import ReadingBatch
 
 log = logging.getLogger(__name__)
 

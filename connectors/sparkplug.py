@@ -31,12 +31,12 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from connectors.errors import ConnectorError
-from connectors.mqtt import MqttClient, Subscription, each_message
-from connectors.plant import PlantLink
-from connectors.sparkplug_node import EdgeNode
-from connectors.sparkplug_payload import NAMESPACE, check_id, topic
-from connectors.sparkplug_source import SparkplugSource
+from qxedge.connectors.mqtt import MqttClient, Subscription, each_message
+from qxedge.connectors.plant import PlantLink
+from qxedge.connectors.sparkplug_node import EdgeNode
+from qxedge.connectors.sparkplug_payload import NAMESPACE, check_id, topic
+from qxedge.connectors.sparkplug_source import SparkplugSource
+from qxedge.core.errors import ConnectorError
 
 log = logging.getLogger(__name__)
 

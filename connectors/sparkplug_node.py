@@ -36,10 +36,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from connectors.errors import PayloadError
-from connectors.mqtt import MqttClient, Publication
-from connectors.plant import PlantLink
-from connectors.sparkplug_payload import (
+from qxedge.connectors.mqtt import MqttClient, Publication
+from qxedge.connectors.plant import PlantLink
+from qxedge.connectors.sparkplug_payload import (
     BD_SEQ,
     BOOLEAN,
     DOUBLE,
@@ -54,10 +53,11 @@ from connectors.sparkplug_payload import (
     set_value,
     topic,
 )
-from connectors.state import state_dir
+from qxedge.core.errors import PayloadError
+from qxedge.core.state import state_dir
 
 if TYPE_CHECKING:
-    from connectors.sparkplug import SparkplugConfig
+    from qxedge.connectors.sparkplug import SparkplugConfig
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import time
 
-from connectors.errors import PayloadError
-from connectors.sparkplug_b_pb2 import Payload as Payload
+from qxedge.connectors.sparkplug_b_pb2 import Payload as Payload
+from qxedge.core.errors import PayloadError
 
 Metric = Payload.Metric
 

@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from connectors.errors import PayloadError
-from connectors.readings import ReadingBatch
-from connectors.sparkplug_payload import BD_SEQ, Metric, decode, number, rebirth_request, topic
+from qxedge.connectors.readings import ReadingBatch
+from qxedge.connectors.sparkplug_payload import BD_SEQ, Metric, decode, number, rebirth_request, topic
+from qxedge.core.errors import PayloadError
 
 if TYPE_CHECKING:
-    from connectors.sparkplug import SparkplugSourceConfig
+    from qxedge.connectors.sparkplug import SparkplugSourceConfig
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,16 @@ from typing import Any, Literal
 import dimod
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectors.mqtt import MqttClient, Subscription
-from hybrid.solvers import SaConfig, TabuConfig, solve_greedy, solve_sa, solve_tabu
-from hybrid.wire import JobEnvelope, ResultEnvelope, SolverName, jobs_topic, results_topic, unlabel_sample
+from qxedge.connectors.mqtt import MqttClient, Subscription
+from qxedge.hybrid.solvers import SaConfig, TabuConfig, solve_greedy, solve_sa, solve_tabu
+from qxedge.hybrid.wire import (
+    JobEnvelope,
+    ResultEnvelope,
+    SolverName,
+    jobs_topic,
+    results_topic,
+    unlabel_sample,
+)
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from hybrid.service import SolverService
+    from qxedge.hybrid.service import SolverService
 
 
 class SolverMetrics(Collector):

@@ -12,9 +12,17 @@ import time
 import uuid
 from pathlib import Path
 
-from hybrid.portfolio import Portfolio
-from hybrid.service import DataCenterConfig, answer
-from hybrid.wire import Job, JobEnvelope, JobRejected, ResultEnvelope, decode_bqm, decode_job, results_topic
+from qxedge.hybrid.portfolio import Portfolio
+from qxedge.hybrid.service import DataCenterConfig, answer
+from qxedge.hybrid.wire import (
+    Job,
+    JobEnvelope,
+    JobRejected,
+    ResultEnvelope,
+    decode_bqm,
+    decode_job,
+    results_topic,
+)
 
 DEFAULT_DEADLINE_MS = 2000
 

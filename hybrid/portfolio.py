@@ -27,10 +27,10 @@ from typing import Literal
 import dimod
 from pydantic import BaseModel, ConfigDict, Field
 
-from hybrid.qaoa import QaoaConfig, solve_qaoa
-from hybrid.solvers import ExactConfig, SaConfig, TabuConfig, solve_exact, solve_sa, solve_tabu
-from hybrid.statevector import compile_kernels
-from hybrid.wire import Candidate
+from qxedge.hybrid.qaoa import QaoaConfig, solve_qaoa
+from qxedge.hybrid.solvers import ExactConfig, SaConfig, TabuConfig, solve_exact, solve_sa, solve_tabu
+from qxedge.hybrid.statevector import compile_kernels
+from qxedge.hybrid.wire import Candidate
 
 log = logging.getLogger(__name__)
 Concrete = Literal["exact", "sa", "tabu", "qaoa"]
@@ -103,7 +103,7 @@ class Portfolio:
         if self.config.workers == 0:
             return None  # the loop's default thread pool
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["dimod", "dwave.samplers", "hybrid.portfolio"])
+        ctx.set_forkserver_preload(["dimod", "dwave.samplers", "qxedge.hybrid.portfolio"])
         return concurrent.futures.ProcessPoolExecutor(self.config.workers, mp_context=ctx)
 
     def _submit(

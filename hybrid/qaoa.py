@@ -27,9 +27,9 @@ import dimod
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hybrid.solvers import bits_of, finish, to_binary
-from hybrid.statevector import GROUP_BITS, CpuStatevector, GpuStatevector, ising_diagonal
-from hybrid.wire import Candidate
+from qxedge.hybrid.solvers import bits_of, finish, to_binary
+from qxedge.hybrid.statevector import GROUP_BITS, CpuStatevector, GpuStatevector, ising_diagonal
+from qxedge.hybrid.wire import Candidate
 
 
 class QaoaConfig(BaseModel):

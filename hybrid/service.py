@@ -28,11 +28,11 @@ from collections import Counter, OrderedDict, deque
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.mqtt import BrokerConfig, MqttClient, Subscription
-from connectors.ops import OpsConfig, OpsServer
-from hybrid.metrics import SolverMetrics
-from hybrid.portfolio import Portfolio, SolversConfig
-from hybrid.wire import (
+from qxedge.connectors.mqtt import BrokerConfig, MqttClient, Subscription
+from qxedge.core.ops_server import OpsConfig, OpsServer
+from qxedge.hybrid.metrics import SolverMetrics
+from qxedge.hybrid.portfolio import Portfolio, SolversConfig
+from qxedge.hybrid.wire import (
     Job,
     JobLimits,
     JobRejected,

@@ -21,7 +21,7 @@ import dimod
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from hybrid.wire import Candidate, label_sample
+from qxedge.hybrid.wire import Candidate, label_sample
 
 
 class ExactConfig(BaseModel):

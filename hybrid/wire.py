@@ -31,7 +31,7 @@ import dimod
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectors.errors import PayloadError
+from qxedge.core.errors import PayloadError
 
 SCHEMA_VERSION = 1
 SolverName = Literal["auto", "exact", "sa", "tabu", "qaoa"]

@@ -16,10 +16,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.config import EdgeConfig, load_config
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.mqtt import split_url
-from hybrid.wire import unlabel_sample
+from qxedge.agent.config import EdgeConfig, load_config
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mqtt import split_url
+from qxedge.hybrid.wire import unlabel_sample
 
 ROOT = Path(__file__).resolve().parent.parent
 EDGE_YAML = ROOT / "configs" / "edge.yaml"

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from agent.audit import AuditLog, _read_segment, query
-from connectors.errors import AuditError
+from qxedge.agent.audit import AuditLog, _read_segment, query
+from qxedge.core.errors import AuditError
 
 from .conftest import wait_until
 
@@ -59,7 +59,7 @@ async def test_a_row_is_on_disk_when_write_returns_and_in_sqlite_after_a_flush(t
 CRASH = textwrap.dedent("""
     import asyncio, os, sys
     from pathlib import Path
-    from agent.audit import AuditLog
+    from qxedge.agent.audit import AuditLog
 
     async def main() -> None:
         async with AuditLog(Path(sys.argv[1]), "t", "cfg", retention_days=1) as audit:

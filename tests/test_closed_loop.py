@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.pipeline import Agent
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.simulator import SimulatedPlant
+from qxedge.agent.pipeline import Agent
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.simulator import SimulatedPlant
 
 from .conftest import EDGE_YAML, Watcher, edge_config
 
@@ -112,7 +112,7 @@ async def test_garbage_is_dead_lettered_and_valid_readings_around_it_are_kept(
 
 def _agent_process(url: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "agent.cli", "run", "--config", str(EDGE_YAML), "--broker", url],
+        [sys.executable, "-m", "qxedge.agent.cli", "run", "--config", str(EDGE_YAML), "--broker", url],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "QXEDGE_SITE": "state-test"},

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
-from agent.config import load_config
-from connectors.errors import ConfigError
+from qxedge.agent.cli import main
+from qxedge.agent.config import load_config
+from qxedge.core.errors import ConfigError
 
 from .conftest import EDGE_YAML
 
@@ -109,7 +109,7 @@ def test_check_config_loads_the_model_and_catches_a_mismatch(tmp_path: Path) -> 
     text = text.replace("path: models/anomaly.onnx", f"path: {EDGE_YAML.parent / 'models' / 'anomaly.onnx'}")
     (tmp_path / "edge.yaml").write_text(text)
     run = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "check-config", str(tmp_path / "edge.yaml")],
+        [sys.executable, "-m", "qxedge.agent.cli", "check-config", str(tmp_path / "edge.yaml")],
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from connectors.confirm import MAX_RANGES, BadConfirmation, Receipts, merged, parse_confirmation, ranges
+from qxedge.connectors.confirm import (
+    MAX_RANGES,
+    BadConfirmation,
+    Receipts,
+    merged,
+    parse_confirmation,
+    ranges,
+)
 
 
 def test_ranges_are_sorted_inclusive_runs() -> None:

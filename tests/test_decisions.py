@@ -1,7 +1,7 @@
 import json
 
-from agent.config import RuleConfig
-from agent.decisions import DerateRule, Scored
+from qxedge.agent.config import RuleConfig
+from qxedge.agent.decisions import DerateRule, Scored
 
 
 def scored(score: float, asset: str = "l1/p1") -> Scored:

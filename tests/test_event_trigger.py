@@ -9,13 +9,13 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.config import WindowConfig
-from agent.decisions import Scored
-from agent.features import Features
-from agent.pipeline import Agent
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.errors import ConfigError
-from connectors.readings import ReadingBatch
+from qxedge.agent.config import WindowConfig
+from qxedge.agent.decisions import Scored
+from qxedge.agent.features import Features
+from qxedge.agent.pipeline import Agent
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.readings import ReadingBatch
+from qxedge.core.errors import ConfigError
 
 from .conftest import Watcher, edge_config, wait_until
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from agent.features import FeatureWindow
-from connectors.readings import ReadingBatch
+from qxedge.agent.features import FeatureWindow
+from qxedge.connectors.readings import ReadingBatch
 
 T0 = 1_764_000_000.0
 

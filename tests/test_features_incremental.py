@@ -12,10 +12,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from agent import features as features_module
-from agent.features import SMALL_BATCH, Features, FeatureWindow
-from agent.patterns import AssetFilter
-from connectors.readings import ReadingBatch
+from qxedge.agent import features as features_module
+from qxedge.agent.features import SMALL_BATCH, Features, FeatureWindow
+from qxedge.agent.patterns import AssetFilter
+from qxedge.connectors.readings import ReadingBatch
 
 T0 = 1_764_000_000.0
 STATS = ["mean", "std", "min", "max", "median", "first", "last", "count", "range", "slope"]

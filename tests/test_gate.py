@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.pipeline import Agent
-from agent.safety import Proposal
-from connectors.embedded_broker import EmbeddedBroker
+from qxedge.agent.pipeline import Agent
+from qxedge.agent.safety import Proposal
+from qxedge.connectors.embedded_broker import EmbeddedBroker
 
 from .conftest import Watcher, edge_config
 
@@ -99,7 +99,7 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
 
     run = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "agent.cli", "audit", "--json"],
+        [sys.executable, "-m", "qxedge.agent.cli", "audit", "--json"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -159,7 +159,7 @@ async def test_dry_run_audits_but_writes_nothing(
     assert watcher.on(f"qx/v1/{SITE}/setpoints/") == []
     run = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "agent.cli", "audit", "--json", "--asset", "line1/pump1"],
+        [sys.executable, "-m", "qxedge.agent.cli", "audit", "--json", "--asset", "line1/pump1"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -17,12 +17,12 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 
-from agent.decisions import Scored
-from agent.features import Features
-from agent.pipeline import Agent
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.mqtt import BrokerConfig, CachedMatcher, MqttClient
-from connectors.readings import ReadingBatch
+from qxedge.agent.decisions import Scored
+from qxedge.agent.features import Features
+from qxedge.agent.pipeline import Agent
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mqtt import BrokerConfig, CachedMatcher, MqttClient
+from qxedge.connectors.readings import ReadingBatch
 
 from .conftest import Watcher, edge_config, wait_until
 
@@ -269,8 +269,8 @@ def test_an_evaluation_for_some_assets_scores_only_those() -> None:
 async def test_a_telemetry_record_takes_readings_and_features_of_one_evaluation() -> None:
     """Records go out a slice at a time with the loop running in between: an evaluation between two
     slices gives the later records its readings and its statistics, never one without the other."""
-    from agent.features import FeatureWindow
-    from agent.telemetry import SLICE, ObservedWindow, TelemetryConfig, TelemetryPublisher
+    from qxedge.agent.features import FeatureWindow
+    from qxedge.agent.telemetry import SLICE, ObservedWindow, TelemetryConfig, TelemetryPublisher
 
     records: list[dict[str, Any]] = []
 

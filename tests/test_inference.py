@@ -4,11 +4,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from agent.config import ModelConfig, load_config
-from agent.inference import OnnxModel, choose_providers
-from agent.replay import replay
-from connectors.errors import ModelError
-from connectors.simulator import SimFault
+from qxedge.agent.config import ModelConfig, load_config
+from qxedge.agent.inference import OnnxModel, choose_providers
+from qxedge.agent.replay import replay
+from qxedge.connectors.simulator import SimFault
+from qxedge.core.errors import ModelError
 
 from .conftest import EDGE_YAML
 

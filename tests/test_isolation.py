@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from connectors.embedded_broker import free_port, port_open
-from connectors.errors import BrokerUnavailable, ConnectorError
-from connectors.mqtt import BrokerConfig, MqttClient
-from hybrid.portfolio import SolversConfig
-from hybrid.service import DataCenterConfig, SolverService
+from qxedge.connectors.embedded_broker import free_port, port_open
+from qxedge.connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.core.errors import BrokerUnavailable, ConnectorError
+from qxedge.hybrid.portfolio import SolversConfig
+from qxedge.hybrid.service import DataCenterConfig, SolverService
 
 from .conftest import ROOT, random_bqm
 from .test_tls import make_pki

@@ -23,15 +23,15 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from agent.audit import query
-from agent.config import load_config
-from agent.pipeline import Agent
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.errors import ConfigError, ConnectorError
-from connectors.modbus import Codec, LinkDown, ModbusConfig, ModbusConnector, ModbusPoint, plan_blocks
-from connectors.mqtt import BrokerConfig
-from connectors.plant import PlantLink
-from connectors.readings import ReadingBatch
+from qxedge.agent.audit import query
+from qxedge.agent.config import load_config
+from qxedge.agent.pipeline import Agent
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.modbus import Codec, LinkDown, ModbusConfig, ModbusConnector, ModbusPoint, plan_blocks
+from qxedge.connectors.mqtt import BrokerConfig
+from qxedge.connectors.plant import PlantLink
+from qxedge.connectors.readings import ReadingBatch
+from qxedge.core.errors import ConfigError, ConnectorError
 
 from .conftest import Watcher, edge_config
 

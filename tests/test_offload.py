@@ -13,12 +13,12 @@ from typing import Any
 import dimod
 import pytest
 
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.mqtt import BrokerConfig, MqttClient
-from hybrid.client import OffloadClient, OffloadConfig
-from hybrid.portfolio import SolversConfig
-from hybrid.service import DataCenterConfig, SolverService
-from hybrid.wire import JobLimits
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.hybrid.client import OffloadClient, OffloadConfig
+from qxedge.hybrid.portfolio import SolversConfig
+from qxedge.hybrid.service import DataCenterConfig, SolverService
+from qxedge.hybrid.wire import JobLimits
 
 from .conftest import Watcher, optimum, random_bqm, sample_energy
 

@@ -24,13 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
-from agent.pipeline import Agent
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.errors import ConfigError, ConnectorError
-from connectors.mqtt import BrokerConfig
-from connectors.opcua import Backoff, OpcUaConfig, OpcUaConnector, parse_node
-from connectors.plant import PlantLink
-from connectors.readings import ReadingBatch
+from qxedge.agent.pipeline import Agent
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mqtt import BrokerConfig
+from qxedge.connectors.opcua import Backoff, OpcUaConfig, OpcUaConnector, parse_node
+from qxedge.connectors.plant import PlantLink
+from qxedge.connectors.readings import ReadingBatch
+from qxedge.core.errors import ConfigError, ConnectorError
 
 from .conftest import Watcher, edge_config
 

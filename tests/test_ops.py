@@ -13,13 +13,13 @@ import urllib.request
 
 import pytest
 
-from agent.cli import JsonFormatter
-from agent.pipeline import Agent
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.mqtt import BrokerConfig
-from connectors.ops import OpsConfig
-from hybrid.portfolio import SolversConfig
-from hybrid.service import DataCenterConfig, SolverService
+from qxedge.agent.cli import JsonFormatter
+from qxedge.agent.pipeline import Agent
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mqtt import BrokerConfig
+from qxedge.core.ops_server import OpsConfig
+from qxedge.hybrid.portfolio import SolversConfig
+from qxedge.hybrid.service import DataCenterConfig, SolverService
 
 from .conftest import ROOT, edge_config
 
@@ -96,7 +96,7 @@ def solver_port(solver: SolverService) -> int:
 def test_config_schema_describes_both_configs() -> None:
     for kind, key in (("edge", "safety"), ("datacenter", "solvers")):
         run = subprocess.run(
-            [sys.executable, "-m", "agent.cli", "config-schema", "--kind", kind],
+            [sys.executable, "-m", "qxedge.agent.cli", "config-schema", "--kind", kind],
             capture_output=True,
             text=True,
             timeout=60,

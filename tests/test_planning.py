@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.planning import DayPlanner, Order, PlanningConfig, baseline_plan, blocks
-from connectors.embedded_broker import EmbeddedBroker
-from hybrid.problems import scheduling
+from qxedge.agent.planning import DayPlanner, Order, PlanningConfig, baseline_plan, blocks
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.hybrid.problems import scheduling
 
 LIGHT, MID, PEAK = 94.0, 145.0, 211.0
 
@@ -168,7 +168,7 @@ def test_demo_baseline_against_optimised(broker: EmbeddedBroker, tmp_path: Path)
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "qxedge.agent.cli",
             "demo",
             "--json",
             "--report",

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hybrid.problems import assignment, scheduling, staging
-from hybrid.solvers import ExactConfig, SaConfig, all_energies, bits_of, solve_sa
+from qxedge.hybrid.problems import assignment, scheduling, staging
+from qxedge.hybrid.solvers import ExactConfig, SaConfig, all_energies, bits_of, solve_sa
 
 RNG_SEEDS = range(4)
 

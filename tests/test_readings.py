@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from connectors.errors import PayloadError
-from connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
+from qxedge.connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
+from qxedge.core.errors import PayloadError
 
 NOW = 1_795_629_600.0  # 2026-11-25T18:00:00Z
 

@@ -23,11 +23,11 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from connectors.confirm import Receipts
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.mqtt import BrokerConfig, MqttClient, split_url
-from connectors.outbox import Outbox, OutboxConfig, OutboxError, check_mosquitto_conf
-from hybrid.client import OffloadClient, OffloadConfig
+from qxedge.connectors.confirm import Receipts
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mqtt import BrokerConfig, MqttClient, split_url
+from qxedge.connectors.outbox import Outbox, OutboxConfig, OutboxError, check_mosquitto_conf
+from qxedge.hybrid.client import OffloadClient, OffloadConfig
 from tests.conftest import ROOT, random_bqm, wait_until
 
 TOPIC = "qx/v1/t/telemetry"
@@ -327,7 +327,7 @@ def start_agent(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QXEDGE_")}
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "run", "--config", str(cfg)],
+            [sys.executable, "-m", "qxedge.agent.cli", "run", "--config", str(cfg)],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,

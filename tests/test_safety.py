@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.audit import AuditLog, query
-from agent.gate import SetpointGate
-from agent.safety import Envelope, Proposal, Safety, SafetyConfig
+from qxedge.agent.audit import AuditLog, query
+from qxedge.agent.gate import SetpointGate
+from qxedge.agent.safety import Envelope, Proposal, Safety, SafetyConfig
 
 T0 = 1_795_629_600.0
 ASSET = "line1/pump1"

@@ -9,9 +9,9 @@ import numpy as np
 import pennylane as qml
 import pytest
 
-from hybrid.portfolio import Portfolio, SolversConfig, run_solver
-from hybrid.qaoa import QaoaConfig, ising_z
-from hybrid.solvers import SaConfig, all_energies, solve_sa
+from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
+from qxedge.hybrid.qaoa import QaoaConfig, ising_z
+from qxedge.hybrid.solvers import SaConfig, all_energies, solve_sa
 
 from .conftest import optimum, random_bqm, sample_energy
 
@@ -108,7 +108,7 @@ def test_solve_cli_energy_matches_sample(solver: str, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "agent.cli",
+            "qxedge.agent.cli",
             "solve",
             str(path),
             "--solver",
@@ -146,7 +146,7 @@ def test_solve_cli_takes_a_job_envelope_and_rejects_garbage(tmp_path: Path) -> N
     }
     (tmp_path / "job.json").write_text(json.dumps(envelope))
     run = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "solve", str(tmp_path / "job.json"), "--json"],
+        [sys.executable, "-m", "qxedge.agent.cli", "solve", str(tmp_path / "job.json"), "--json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -155,7 +155,7 @@ def test_solve_cli_takes_a_job_envelope_and_rejects_garbage(tmp_path: Path) -> N
     assert run.returncode == 0 and result["job_id"] == "e1" and result["solver"] == "exact"
     (tmp_path / "bad.json").write_text('{"type": "BinaryQuadraticModel", "num_variables": "many"}')
     run = subprocess.run(
-        [sys.executable, "-m", "agent.cli", "solve", str(tmp_path / "bad.json")],
+        [sys.executable, "-m", "qxedge.agent.cli", "solve", str(tmp_path / "bad.json")],
         capture_output=True,
         text=True,
         timeout=120,

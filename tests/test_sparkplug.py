@@ -19,15 +19,15 @@ import paho.mqtt.client as paho
 import pytest
 from pydantic import ValidationError
 
-from agent.pipeline import Agent
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.errors import ConfigError
-from connectors.mqtt import BrokerConfig
-from connectors.plant import PlantLink
-from connectors.readings import ReadingBatch
-from connectors.simulator import SimulatedPlant
-from connectors.sparkplug import SparkplugConfig, SparkplugConnector
-from connectors.sparkplug_b_pb2 import Payload
+from qxedge.agent.pipeline import Agent
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mqtt import BrokerConfig
+from qxedge.connectors.plant import PlantLink
+from qxedge.connectors.readings import ReadingBatch
+from qxedge.connectors.simulator import SimulatedPlant
+from qxedge.connectors.sparkplug import SparkplugConfig, SparkplugConnector
+from qxedge.connectors.sparkplug_b_pb2 import Payload
+from qxedge.core.errors import ConfigError
 
 from .conftest import Watcher, edge_config
 

@@ -14,11 +14,11 @@ import pennylane as qml
 import pytest
 from pydantic import ValidationError
 
-from agent.cli import main
-from hybrid.portfolio import Portfolio, SolversConfig, run_solver
-from hybrid.qaoa import PennyLaneCircuit, QaoaConfig, ising_z
-from hybrid.solvers import all_energies
-from hybrid.statevector import LANE_BITS, CpuStatevector, gpu_passes
+from qxedge.agent.cli import main
+from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
+from qxedge.hybrid.qaoa import PennyLaneCircuit, QaoaConfig, ising_z
+from qxedge.hybrid.solvers import all_energies
+from qxedge.hybrid.statevector import LANE_BITS, CpuStatevector, gpu_passes
 
 from .conftest import ROOT, optimum, random_bqm
 

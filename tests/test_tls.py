@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict
 
-from agent.config import load_model
-from connectors.embedded_broker import EmbeddedBroker
-from connectors.errors import BrokerUnavailable, ConfigError
-from connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.agent.config import load_model
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.core.errors import BrokerUnavailable, ConfigError
 
 pytestmark = pytest.mark.integration
 

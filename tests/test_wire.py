@@ -6,7 +6,7 @@ from typing import Any
 import dimod
 import pytest
 
-from hybrid.wire import JobLimits, JobRejected, ResultEnvelope, decode_job
+from qxedge.hybrid.wire import JobLimits, JobRejected, ResultEnvelope, decode_job
 
 LIMITS = JobLimits(
     max_variables=50,
@@ -121,7 +121,7 @@ def test_a_job_from_a_clock_ahead_counts_from_its_arrival() -> None:
 
 
 def test_sites_and_job_ids_from_the_outside_are_plain_names() -> None:
-    from hybrid.wire import peek_job_id, site_of_topic
+    from qxedge.hybrid.wire import peek_job_id, site_of_topic
 
     assert site_of_topic("qx/v1/gumi-3/jobs") == "gumi-3"
     assert site_of_topic("qx/v1/gu\nmi/jobs") is None and site_of_topic("qx/v1/gumi/other") is None

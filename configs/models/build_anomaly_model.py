@@ -29,9 +29,9 @@ from skl2onnx.common.data_types import FloatTensorType
 from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import StandardScaler
 
-from agent.config import WindowConfig
-from agent.replay import replay
-from connectors.simulator import SimAsset, SimFault, SimulatorConfig
+from qxedge.agent.config import WindowConfig
+from qxedge.agent.replay import replay
+from qxedge.connectors.simulator import SimAsset, SimFault, SimulatorConfig
 
 HERE = Path(__file__).resolve().parent
 
