@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from qxedge.agent._ingest import MqttIngest
+from qxedge.agent._stalls import gc_pauses, watch_lag
 from qxedge.agent.audit import AuditLog
 from qxedge.agent.config import EdgeConfig
 from qxedge.agent.day import ProductionDay
@@ -45,7 +46,6 @@ from qxedge.agent.gate import SetpointGate
 from qxedge.agent.inference import OnnxModel
 from qxedge.agent.metrics import AgentMetrics
 from qxedge.agent.safety import Latest, Proposal, Safety
-from qxedge.agent.stalls import gc_pauses, watch_lag
 from qxedge.agent.telemetry import TelemetryPublisher
 from qxedge.connectors.mqtt import MqttClient, Publication, Subscription, each_message
 from qxedge.connectors.outbox import Outbox

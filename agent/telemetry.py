@@ -29,8 +29,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qxedge.agent.jsonbytes import dumps
-from qxedge.agent.patterns import AssetFilter
+from qxedge.agent._jsonbytes import dumps
+from qxedge.agent._patterns import AssetFilter
 from qxedge.connectors.outbox import Outbox
 from qxedge.connectors.plant import AssetStats, Evaluation
 

@@ -12,9 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from qxedge.agent._patterns import AssetFilter
 from qxedge.agent.features import SMALL_BATCH, Features, FeatureWindow, FullEngine, IncrementalEngine
 from qxedge.agent.features import _window as features_module
-from qxedge.agent.patterns import AssetFilter
 from qxedge.connectors.readings import ReadingBatch
 
 T0 = 1_764_000_000.0

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from qxedge.agent.patterns import matching
+from qxedge.agent._patterns import matching
 
 Key = tuple[str, str]
 Row = tuple[Any, ...]  # start, end, n, <stat>..., newest value (None where Polars gives null)
