@@ -43,7 +43,7 @@ from typing import Any
 
 import orjson
 
-from qxedge.agent.jsonbytes import dumps
+from qxedge.agent._jsonbytes import dumps
 from qxedge.core.errors import AuditError
 
 log = logging.getLogger(__name__)

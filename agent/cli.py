@@ -27,8 +27,8 @@ from qxedge.agent.config import EdgeConfig, default_config_path, load_config, lo
 from qxedge.agent.inference import OnnxModel
 from qxedge.connectors.mqtt import split_url
 from qxedge.core.errors import ConfigError, ModelError, Problem, QxError
+from qxedge.hybrid.backends import solver_names
 from qxedge.hybrid.service import DataCenterConfig
-from qxedge.hybrid.wire import SOLVERS
 
 
 def _broker_arg(value: str) -> str:
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument(
         "problem", type=Path, help="BinaryQuadraticModel.to_serializable() JSON, or a job envelope"
     )
-    solve.add_argument("--solver", choices=SOLVERS, help="default: the envelope's, else auto")
+    solve.add_argument("--solver", choices=solver_names(), help="default: the envelope's, else auto")
     solve.add_argument(
         "--deadline-ms", type=_milliseconds, metavar="N", help="default: the envelope's, else 2000"
     )

@@ -31,7 +31,7 @@ from qxedge.agent.audit import AuditLog
 from qxedge.agent.decisions import Setpoint
 from qxedge.agent.safety import Latest, Proposal, Safety, Verdict
 from qxedge.connectors.mqtt import MqttClient
-from qxedge.connectors.plant import PlantConnector
+from qxedge.connectors.plant import SetpointSink
 from qxedge.core.cancels import raise_if_cancelling
 from qxedge.core.errors import ConnectorError
 
@@ -59,7 +59,7 @@ class SetpointGate:
         mqtt: MqttClient,
         site: str,
         job_deadline: Callable[[str], float | None] = lambda _job_id: None,
-        sinks: Sequence[PlantConnector] = (),
+        sinks: Sequence[SetpointSink] = (),
         write_timeout_s: float = 5.0,
         locks_unknown: Callable[[], str | None] = lambda: None,
     ) -> None:

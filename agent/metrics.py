@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from qxedge.agent.stalls import BUCKETS, LAG_EVERY_S
+from qxedge.agent._stalls import BUCKETS, LAG_EVERY_S
 
 if TYPE_CHECKING:
     from qxedge.agent.pipeline import Agent

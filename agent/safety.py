@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from qxedge.agent.patterns import names
+from qxedge.agent._patterns import names
 from qxedge.core.state import state_dir
 
 _OPS: dict[str, Callable[[float, float], bool]] = {

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qxedge.connectors.mqtt import MqttClient, Subscription, each_message
-from qxedge.connectors.plant import PlantLink
+from qxedge.connectors.plant import Evaluation, PlantLink
 from qxedge.connectors.sparkplug_node import EdgeNode
 from qxedge.connectors.sparkplug_payload import NAMESPACE, check_id, topic
 from qxedge.connectors.sparkplug_source import SparkplugSource
@@ -125,7 +125,8 @@ class SparkplugConfig(BaseModel):
 
 
 class SparkplugConnector:
-    """Implements :class:`connectors.plant.PlantConnector`."""
+    """A :class:`~connectors.plant.ReadingSource` and :class:`~connectors.plant.EvaluationObserver`:
+    setpoints reach Sparkplug devices as proposals in (DCMD), never as writes out."""
 
     def __init__(self, config: SparkplugConfig, name: str) -> None:
         self.name = name
@@ -135,13 +136,12 @@ class SparkplugConnector:
         self.mqtt: MqttClient | None = None
         self.ready = asyncio.Event()  # connected and subscribed (births sent unless a host is awaited)
 
-    def writes(self, asset: str) -> bool:
-        return False  # setpoints reach Sparkplug devices as proposals in, never as writes out
-
-    async def write(self, asset: str, value: float) -> None:
-        raise NotImplementedError("the sparkplug connector does not write setpoints")
+    def evaluated(self, evaluation: Evaluation) -> None:
+        for asset, metrics in evaluation.assets.items():
+            self.node.observe(asset, metrics, evaluation.ts)
 
     def observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
+        """One asset's metrics (what ``evaluated`` does for each asset of an evaluation)."""
         self.node.observe(asset, metrics, ts)
 
     async def run(self, link: PlantLink) -> None:
