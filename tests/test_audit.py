@@ -5,17 +5,22 @@ one process at a time."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from qxedge.agent.audit import AuditLog, _read_segment, query
+from qxedge.agent.audit import COLUMNS, CONTENT, AuditLog, _read_segment, query
+from qxedge.agent.auditchain import GENESIS, digest, read_key
+from qxedge.agent.cli import main
 from qxedge.core.errors import AuditError
 
 from .conftest import wait_until
@@ -151,3 +156,283 @@ async def test_one_process_at_a_time_holds_a_log(tmp_path: Path) -> None:
                 pass
     async with AuditLog(path, "t", "cfg", retention_days=1):  # free again once closed
         pass
+
+
+# ------------------------------------------------------------------ the hash chain and `qxedge audit verify`
+def audit_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
+    """``qxedge audit ...`` in this process: (exit status, stdout as JSON when it is, stderr)."""
+    code = main(["audit", *args])
+    out, err = capsys.readouterr()
+    try:
+        return code, json.loads(out), err
+    except ValueError:
+        return code, out, err
+
+
+def verified(capsys: pytest.CaptureFixture[str], path: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    code, report, err = audit_cli(capsys, "verify", "--log", str(path), "--json", *args)
+    assert isinstance(report, dict), (report, err)
+    return code, report
+
+
+async def written(path: Path, rows: int, key: bytes | None = None, **options: Any) -> None:
+    async with AuditLog(path, "t", "cfg", retention_days=1, key=key, **options) as audit:
+        for i in range(rows):
+            await audit.write("proposal", "accepted", asset=f"a{i}", value=i / 10, provenance={"i": i})
+
+
+def tamper(path: Path, *statements: str, args: tuple[Any, ...] = ()) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        for sql in statements:
+            db.execute(sql, args if "?" in sql else ())
+    finally:
+        db.close()
+
+
+def rechain(path: Path, key: bytes | None = None) -> None:
+    """What someone with the file and the code (not the key) can do: every hash computed again."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("DROP TRIGGER audit_append_only")
+        last = GENESIS
+        for content in db.execute(f"SELECT {', '.join(CONTENT)} FROM audit ORDER BY id").fetchall():
+            row_hash = digest(key, last, content)
+            db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?", (last, row_hash, content[0]))
+            last = row_hash
+    finally:
+        db.close()
+
+
+async def test_an_intact_log_verifies_and_every_row_is_chained(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "audit.sqlite"
+    await written(path, 5)
+    code, report = verified(capsys, path)
+    assert code == 0 and report["ok"] and report["rows"] == 5 and report["chain"] == "sha256", report
+    rows = query(path)
+    assert rows[0]["prev_hash"] == GENESIS
+    assert [r["prev_hash"] for r in rows[1:]] == [r["hash"] for r in rows[:-1]]
+    code, text, _ = audit_cli(capsys, "verify", "--log", str(path))
+    assert code == 0 and "intact: rows 1..5 (5 rows, sha256)" in text
+
+
+async def test_verify_finds_a_deleted_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.sqlite"
+    await written(path, 5)
+    tamper(path, "DELETE FROM audit WHERE id = 3")
+    code, report = verified(capsys, path)
+    assert code == 1 and report["first_broken"]["id"] == 4, report
+    assert "rows 3..3 are missing (deleted)" in report["first_broken"]["problem"]
+
+
+async def test_verify_finds_a_row_updated_after_its_trigger_was_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "audit.sqlite"
+    await written(path, 5)
+    tamper(path, "DROP TRIGGER audit_append_only", "UPDATE audit SET verdict = 'refused' WHERE id = 2")
+    code, report = verified(capsys, path)
+    assert code == 1 and report["first_broken"]["id"] == 2, report
+    assert "does not match its hash" in report["first_broken"]["problem"]
+
+
+async def test_verify_finds_forged_inserts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "audit.sqlite"
+    await written(path, 3)
+    last = query(path)[-1]
+    forged = (4, 1.0, "t", "proposal", "a9", None, None, "accepted", 0.9, None, None, 0, "{}", "cfg", 1)
+    # made up: no valid hash
+    tamper(
+        path,
+        f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+        args=(*forged, last["hash"], "f" * 64),
+    )
+    code, report = verified(capsys, path)
+    assert code == 1 and report["first_broken"]["id"] == 4, report
+    assert "does not match its hash" in report["first_broken"]["problem"]
+
+
+async def test_a_forged_insert_with_a_valid_hash_breaks_the_chain_of_the_agent_s_next_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Someone with the file and the code computes a valid SHA-256 row while the agent runs: the row the
+    agent appends with that id is not inserted (same id) and its next row chains from its own."""
+    path = tmp_path / "audit.sqlite"
+    async with AuditLog(path, "t", "cfg", retention_days=1) as audit:
+        await audit.write("proposal", "accepted", asset="a0")
+        await audit.flush()
+        last = query(path)[-1]
+        content = (
+            2,
+            1.0,
+            "t",
+            "proposal",
+            "forged",
+            None,
+            None,
+            "accepted",
+            1.0,
+            None,
+            None,
+            0,
+            "{}",
+            "cfg",
+            1,
+        )
+        tamper(
+            path,
+            f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+            args=(*content, last["hash"], digest(None, last["hash"], content)),
+        )
+        for asset in ("a1", "a2"):
+            await audit.write("proposal", "accepted", asset=asset)
+    assert [r["asset"] for r in query(path)] == ["a0", "forged", "a2"]
+    code, report = verified(capsys, path)
+    assert code == 1 and report["first_broken"]["id"] == 3, report
+    assert "prev_hash is not the hash of row 2" in report["first_broken"]["problem"]
+
+
+async def test_with_a_key_a_row_forged_without_it_does_not_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, key_file = tmp_path / "audit.sqlite", tmp_path / "audit.key"
+    key_file.write_bytes(b"0123456789abcdef0123456789abcdef\n")
+    key = read_key(key_file)
+    await written(path, 3, key=key)
+    code, report = verified(capsys, path, "--key-file", str(key_file))
+    assert code == 0 and report["chain"].startswith("hmac-sha256:"), report
+    code, _, err = audit_cli(capsys, "verify", "--log", str(path))
+    assert code == 2 and "needs its key" in err
+    last = query(path)[-1]
+    content = (4, 1.0, "t", "proposal", "forged", None, None, "accepted", 1.0, None, None, 0, "{}", "cfg", 1)
+    tamper(
+        path,
+        f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+        args=(*content, last["hash"], digest(None, last["hash"], content)),
+    )
+    code, report = verified(capsys, path, "--key-file", str(key_file))
+    assert code == 1 and report["first_broken"]["id"] == 4, report
+    rechain(path)  # re-chained with plain SHA-256, and the log said to be so
+    tamper(path, "UPDATE audit_meta SET value = 'sha256' WHERE name = 'chain'")
+    code, report = verified(capsys, path, "--key-file", str(key_file))
+    assert code == 1 and "re-chained without it" in report["first_broken"]["problem"], report
+
+
+async def test_a_truncated_tail_shows_against_a_checkpoint_from_upstream_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, upstream = tmp_path / "audit.sqlite", tmp_path / "checkpoints.jsonl"
+    sent: list[Mapping[str, Any]] = []
+    async with AuditLog(path, "t", "cfg", retention_days=1, checkpoint_rows=2) as audit:
+        audit.anchor = lambda checkpoint: sent.append(checkpoint) is None
+        for i in range(6):
+            await audit.write("proposal", "accepted", asset=f"a{i}")
+            await audit.flush()
+    assert [c["id"] for c in sent] == [2, 4, 6] and audit.checkpoints == 3
+    upstream.write_text("".join(json.dumps({"audit_checkpoint": c}) + "\n" for c in sent))
+    code, report = verified(capsys, path, "--checkpoints", str(upstream))
+    assert code == 0 and report["checkpoints_checked"] == 6, report  # 3 local, 3 from upstream
+
+    tamper(path, "DELETE FROM audit WHERE id > 4")  # the last rows cut, their local checkpoint with them
+    tamper(path, "DELETE FROM audit_checkpoints WHERE row_id > 4")
+    code, report = verified(capsys, path)
+    assert code == 0, "without the upstream copy a cut tail is a shorter intact log"
+    code, report = verified(capsys, path, "--checkpoints", str(upstream))
+    assert code == 1 and report["first_broken"]["id"] == 6, report
+    assert "the log ends at row 4" in report["first_broken"]["problem"]
+
+    tamper(path, "DELETE FROM audit WHERE id = 2")
+    rechain(path)  # a deleted row hidden by hashing every later row again
+    tamper(path, "DELETE FROM audit_checkpoints")
+    assert verified(capsys, path)[0] == 0, "re-chained: intact locally"
+    code, report = verified(capsys, path, "--checkpoints", str(upstream))
+    problems = {p["id"]: p["problem"] for p in report["problems"]}
+    assert code == 1 and sorted(problems) == [2, 4, 6], report
+    assert "row named by a checkpoint (" in problems[2] and "log rewritten" in problems[4]
+
+
+async def test_retention_keeps_the_chain_verifiable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "audit.sqlite"
+    old = time.time() - 3 * 86400
+    async with AuditLog(path, "t", "cfg", retention_days=1) as audit:
+        for i in range(3):
+            await audit.write("proposal", "refused", asset=f"old{i}", ts=old)
+        await audit.write("proposal", "accepted", asset="new")
+        await audit.write("proposal", "accepted", asset="old but after a new one", ts=old)
+    async with AuditLog(path, "t", "cfg", retention_days=1) as audit:  # the open prunes
+        pass
+    rows = query(path)
+    assert [r["asset"] for r in rows] == ["new", "old but after a new one", None], "a prefix is deleted"
+    assert rows[-1]["kind"] == "retention" and rows[-1]["provenance"]["upto_id"] == 3
+    code, report = verified(capsys, path)
+    assert code == 0 and report["retention_anchor"]["upto_id"] == 3 and report["first_id"] == 4, report
+    tamper(path, "DELETE FROM audit WHERE id = 4")  # the oldest row kept
+    code, report = verified(capsys, path)
+    assert code == 1 and "rows 4..4 are missing" in report["first_broken"]["problem"], report
+
+
+OLD_SCHEMA = """
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, site TEXT NOT NULL, kind TEXT NOT NULL,
+    asset TEXT, source TEXT, proposed REAL, verdict TEXT NOT NULL, value REAL, reason TEXT, limit_name TEXT,
+    dry_run INTEGER NOT NULL DEFAULT 0, provenance TEXT NOT NULL DEFAULT '{}', config_hash TEXT NOT NULL
+);
+CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+async def test_a_log_from_before_the_chain_is_chained_at_open_and_keeps_working(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "audit.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(OLD_SCHEMA)
+    now = time.time()
+    for i in (1, 2):
+        db.execute(
+            "INSERT INTO audit VALUES (?, ?, 't', 'proposal', ?, NULL, NULL, 'accepted', 0.5, NULL, NULL, 0,"
+            " '{}', 'old')",
+            (i, now, f"old{i}"),
+        )
+    db.close()
+    # and a row an older agent left in a segment when it crashed
+    old_row = [3, now, "t", "proposal", "old3", None, None, "accepted", 0.5, None, None, 0, "{}", "old"]
+    path.with_name(f"{path.name}.rows-00000001").write_bytes(b"\n" + json.dumps(old_row).encode())
+    assert [r["asset"] for r in query(path)] == ["old1", "old2", "old3"], "readable before the upgrade"
+    code, report = verified(capsys, path)
+    assert code == 1 and "no hash chain yet" in report["first_broken"]["problem"]
+
+    async with AuditLog(path, "t", "cfg", retention_days=1) as audit:
+        await audit.write("proposal", "accepted", asset="new")
+    rows = query(path)
+    assert [(r["asset"], r["kind"]) for r in rows] == [
+        ("old1", "proposal"),
+        ("old2", "proposal"),
+        ("old3", "proposal"),
+        (None, "audit"),
+        ("new", "proposal"),
+    ]
+    assert rows[3]["verdict"] == "migrated" and rows[0]["prev_hash"] == GENESIS
+    code, report = verified(capsys, path)
+    assert code == 0 and report["rows"] == 5, report
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        tamper(path, "UPDATE audit SET verdict = 'refused'")  # the trigger is back
+
+
+async def test_a_missing_log_is_an_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere" / "audit.sqlite"
+    for args in (
+        ("--log", str(missing)),
+        ("verify", "--log", str(missing)),
+        ("--log", str(missing), "--json"),
+    ):
+        code, out, err = audit_cli(capsys, *args)
+        assert (code, out) == (2, "") and err == f"qxedge: error: no audit log at {missing}\n", args
+    assert not missing.parent.exists(), "reading creates nothing"

@@ -269,6 +269,7 @@ async def test_audit_log_is_append_only_survives_restarts_and_expires(tmp_path: 
     rows = query(path)
     assert [(r["kind"], r["verdict"], r["config_hash"]) for r in rows] == [
         ("proposal", "accepted", "cfg1"),
+        ("retention", "pruned", "cfg2"),  # the chain's record of what retention deleted
         ("result", "refused", "cfg2"),
     ]
     assert rows[0]["provenance"] == {"job_id": "j"} and query(path, asset=ASSET)[0]["value"] == 0.5
