@@ -182,9 +182,8 @@ class Agent:
                 self.ops = await stack.enter_async_context(
                     OpsServer(self.config.ops, self.metrics.registry, self._not_ready)
                 )
-            audit_cfg = self.config.safety.audit
             audit = await stack.enter_async_context(
-                AuditLog(audit_cfg.resolved(self.site), self.site, self.config_hash, audit_cfg.retention_days)
+                AuditLog.configured(self.config.safety.audit, self.site, self.config_hash)
             )
             uplink = self.uplink = mqtt
             if self.config.uplink is not None:
@@ -207,7 +206,9 @@ class Agent:
                     )
                 )
                 self.window = ObservedWindow.of(self.window)
-                self.plant.append(TelemetryPublisher(self.site, self.config.telemetry, box, self.window))
+                telemetry = TelemetryPublisher(self.site, self.config.telemetry, box, self.window)
+                self.plant.append(telemetry)
+                audit.anchor = telemetry.anchor  # audit checkpoints upstream with the telemetry
             # locks first: the retained ones must be in force before any proposal is handled, and while
             # they cannot be known (the plant broker away, or back but its retained locks not yet read)
             # the gate writes nothing

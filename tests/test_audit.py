@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,15 @@ import pytest
 from qxedge.agent.audit import COLUMNS, CONTENT, AuditLog, _read_segment, query
 from qxedge.agent.auditchain import GENESIS, digest, read_key
 from qxedge.agent.cli import main
+from qxedge.agent.pipeline import Agent
+from qxedge.agent.safety import Proposal
+from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.core.errors import AuditError
 
-from .conftest import wait_until
+from .conftest import Watcher, edge_config, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+SITE = "demo"
 
 
 def segments(path: Path) -> list[Path]:
@@ -436,3 +440,55 @@ async def test_a_missing_log_is_an_error_naming_it(
         code, out, err = audit_cli(capsys, *args)
         assert (code, out) == (2, "") and err == f"qxedge: error: no audit log at {missing}\n", args
     assert not missing.parent.exists(), "reading creates nothing"
+
+
+@pytest.mark.integration
+async def test_checkpoints_go_upstream_in_the_telemetry_stream_and_catch_a_cut_tail(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cfg = edge_config(
+        broker.url,
+        safety__audit__checkpoint_rows="1",
+        safety__envelopes__0__min_dwell_s="0",
+        safety__envelopes__0__max_rate_per_s="100",
+        safety__envelopes__0__interlocks="[]",
+    )
+    watcher = watch(f"qx/v1/{SITE}/telemetry")
+
+    def anchored(messages: list[Any]) -> list[dict[str, Any]]:
+        docs = [json.loads(m.payload) for m in messages]
+        return [d for d in docs if "audit_checkpoint" in d]
+
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(agent.run(stop))
+        await asyncio.wait_for(agent.ready.wait(), 30)
+        gate = agent.gate
+        assert gate is not None
+        assert await wait_until(lambda: gate.locks_unknown() is None)
+        for value in (0.5, 0.6, 0.7):
+            now = time.time()
+            await gate.propose(Proposal("line1/pump2", value, "topic:mes", now, now), now)
+        await gate.audit.flush()
+        last = gate.audit._next_id - 1
+        assert await asyncio.to_thread(
+            watcher.wait_for, lambda ms: any(d["audit_checkpoint"]["id"] >= last for d in anchored(ms)), 30
+        ), "no checkpoint of the newest row came upstream"
+        stop.set()
+    records = anchored(watcher.messages)
+    assert all(r["site"] == SITE and isinstance(r["seq"], int) for r in records)
+    upstream = tmp_path / "telemetry.jsonl"
+    upstream.write_text("".join(m.payload.decode() + "\n" for m in watcher.messages))  # the whole stream
+    path = cfg.safety.audit.resolved(cfg.site)
+    code, report = verified(capsys, path, "--checkpoints", str(upstream))
+    assert code == 0 and report["checkpoints_checked"] >= 2 * len(records), report
+
+    cut = max(r["audit_checkpoint"]["id"] for r in records)  # the newest row upstream knows, and after
+    tamper(
+        path, f"DELETE FROM audit WHERE id >= {cut}", f"DELETE FROM audit_checkpoints WHERE row_id >= {cut}"
+    )
+    assert verified(capsys, path)[0] == 0, "locally: a shorter intact log"
+    code, report = verified(capsys, path, "--checkpoints", str(upstream))
+    assert code == 1 and report["first_broken"]["id"] == cut, report
+    assert "rows cut from the end" in report["first_broken"]["problem"]
