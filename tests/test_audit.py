@@ -442,6 +442,71 @@ async def test_a_missing_log_is_an_error_naming_it(
     assert not missing.parent.exists(), "reading creates nothing"
 
 
+# ------------------------------------------------------------------ repeats, and the agent's own path
+async def test_repeats_get_one_row_for_the_first_and_one_with_the_count_of_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite"
+    async with AuditLog(path, "t", "cfg", retention_days=1, summary_s=3600) as audit:
+        firsts = [
+            audit.tally("proposal", "refused", asset="a", limit="expiry", reason=f"input data is {i}.5 s old")
+            for i in range(10_000)
+        ]
+        audit.tally("proposal", "refused", asset="a", limit="lock", reason="locked by operator (x)")
+        audit.tally("proposal", "refused", asset="b", limit="expiry", reason="input data is 9 s old")
+    assert firsts.count(True) == 1
+    rows = [(r["asset"], r["limit_name"], r["count"], r["reason"]) for r in query(path)]
+    assert rows == [
+        ("a", "expiry", 1, "input data is 0.5 s old"),
+        ("a", "lock", 1, "locked by operator (x)"),
+        ("b", "expiry", 1, "input data is 9 s old"),
+        ("a", "expiry", 9_999, rows[3][3]),  # the rest, summed when the log closed
+    ]
+    assert rows[3][3].startswith("9999 more in ") and rows[3][3].endswith(
+        "the last: input data is 9999.5 s old"
+    )
+
+
+@pytest.mark.integration
+async def test_20000_proposals_of_the_value_in_force_are_written_once_and_counted_in_a_few_rows(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = edge_config(
+        broker.url,
+        safety__envelopes__0__min_dwell_s="0",
+        safety__envelopes__0__max_rate_per_s="100",
+        safety__envelopes__0__interlocks="[]",
+        safety__envelopes__0__readback__timeout_s="600",
+    )
+    asset = "line1/pump2"
+    watcher = watch(f"qx/v1/{SITE}/setpoints/#")
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(agent.run(stop))
+        await asyncio.wait_for(agent.ready.wait(), 30)
+        gate = agent.gate
+        assert gate is not None
+        assert await wait_until(lambda: gate.locks_unknown() is None), "the plant broker's locks never came"
+        statuses = []
+        for _ in range(20_000):
+            now = time.time()
+            statuses.append((await gate.propose(Proposal(asset, 0.7, "topic:mes", now, now), now)).status)
+        for _ in range(5_000):  # and refusals: stale data
+            now = time.time()
+            await gate.propose(Proposal(asset, 0.6, "topic:mes", now - 600, now), now)
+        stop.set()
+    assert set(statuses) == {"accepted"}, "a no-op is a success for its caller"
+    assert gate.verdicts["written"] == 1 and gate.verdicts["unchanged"] == 19_999, gate.verdicts
+    assert watcher.wait_for(lambda ms: len(ms) >= 1, 10)
+    assert [json.loads(m.payload)["value"] for m in watcher.on(f"qx/v1/{SITE}/setpoints/{asset}")] == [0.7]
+
+    path = cfg.safety.audit.resolved(cfg.site)
+    rows = [r for r in query(path, asset=asset) if r["kind"] == "proposal"]
+    assert len(rows) <= 5, [(r["verdict"], r["count"], r["reason"]) for r in rows]
+    counted = {v: sum(r["count"] for r in rows if r["verdict"] == v) for v in {r["verdict"] for r in rows}}
+    assert counted == {"accepted": 1, "unchanged": 19_999, "refused": 5_000}, counted
+    assert verified(capsys, path)[0] == 0
+
+
 @pytest.mark.integration
 async def test_checkpoints_go_upstream_in_the_telemetry_stream_and_catch_a_cut_tail(
     broker: EmbeddedBroker, watch: Callable[..., Watcher], capsys: pytest.CaptureFixture[str], tmp_path: Path

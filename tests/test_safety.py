@@ -148,6 +148,9 @@ class FakeAudit:
     async def write(self, *args: Any, **kwargs: Any) -> None:
         return None
 
+    def tally(self, *args: Any, **kwargs: Any) -> bool:
+        return True
+
 
 step_strategy = st.tuples(
     st.floats(0, 5),  # seconds since the previous step
