@@ -80,6 +80,7 @@ PRUNE_EVERY_S = 3600
 CHECKPOINT_ROWS = 1000
 CHECKPOINT_S = 60.0
 SUMMARY_S = 60.0
+MAX_TALLIES = 10_000  # kinds of repeats counted apart in one interval (each costs a dict entry)
 Row = tuple[Any, ...]  # the values of COLUMNS, in order
 
 APPEND_ONLY = """CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
@@ -285,6 +286,9 @@ class AuditLog:
         then); later ones are counted, and one row with their ``count`` ends the interval."""
         key = (kind, verdict, asset, limit, _NUMBERS.sub("#", reason or ""))
         repeats = self._tallies.get(key)
+        if repeats is None and len(self._tallies) >= MAX_TALLIES:  # a flood of kinds: counted together
+            key = (kind, verdict, None, None, "(of many kinds)")
+            repeats = self._tallies.get(key)
         if repeats is None:
             self._tallies[key] = _Tally(time.monotonic())
             self.record(kind, verdict, asset=asset, limit=limit, reason=reason, **fields)

@@ -557,3 +557,21 @@ async def test_checkpoints_go_upstream_in_the_telemetry_stream_and_catch_a_cut_t
     code, report = verified(capsys, path, "--checkpoints", str(upstream))
     assert code == 1 and report["first_broken"]["id"] == cut, report
     assert "rows cut from the end" in report["first_broken"]["problem"]
+
+
+async def test_many_kinds_of_repeats_are_counted_together_past_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("qxedge.agent.audit.MAX_TALLIES", 3)
+    path = tmp_path / "audit.sqlite"
+    async with AuditLog(path, "t", "cfg", retention_days=1, summary_s=3600) as audit:
+        for i in range(1_000):  # a flood of proposals for made-up assets
+            audit.tally("proposal", "refused", asset=f"x{i}", reason="no safety envelope for this asset")
+    rows = query(path)
+    assert [(r["asset"], r["count"]) for r in rows] == [
+        ("x0", 1),
+        ("x1", 1),
+        ("x2", 1),
+        ("x3", 1),  # the first of the rest, in full
+        (None, 996),  # the others, counted together
+    ]
