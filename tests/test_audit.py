@@ -21,8 +21,9 @@ import pytest
 from qxedge.agent.audit import COLUMNS, CONTENT, AuditLog, _read_segment, query
 from qxedge.agent.auditchain import GENESIS, digest, read_key
 from qxedge.agent.cli import main
+from qxedge.agent.gate import SetpointGate
 from qxedge.agent.pipeline import Agent
-from qxedge.agent.safety import Proposal
+from qxedge.agent.safety import Envelope, Proposal, Safety, SafetyConfig
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.core.errors import AuditError
 
@@ -575,3 +576,34 @@ async def test_many_kinds_of_repeats_are_counted_together_past_a_bound(
         ("x3", 1),  # the first of the rest, in full
         (None, 996),  # the others, counted together
     ]
+
+
+class Published:
+    """The gate's MQTT client as far as a logic test needs it: what it publishes."""
+
+    def __init__(self) -> None:
+        self.setpoints: list[float] = []
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
+        if "/setpoints/" in topic:
+            self.setpoints.append(json.loads(payload)["value"])
+        return True
+
+
+async def test_a_value_not_in_force_after_a_readback_alarm_is_written_again(tmp_path: Path) -> None:
+    env = Envelope(
+        assets=["*"], min=0, max=1, readback={"signal": "load_cap", "timeout_s": 1, "tolerance": 0.01}
+    )
+    safety = Safety(SafetyConfig(envelopes=[env]), started_at=0.0)
+    plant = Published()
+    async with AuditLog(tmp_path / "audit.sqlite", "t", "cfg", retention_days=1) as audit:
+        gate = SetpointGate(safety, audit, plant, "t")  # type: ignore[arg-type]
+
+        async def propose(value: float, now: float) -> str:
+            return (await gate.propose(Proposal("a", value, "t", now, now), now)).status
+
+        assert [await propose(v, 10.0) for v in (0.5, 0.5, 0.505, 0.6)] == ["accepted"] * 4
+        assert plant.setpoints == [0.5, 0.6], "0.5 and 0.505 (within the tolerance) were in force"
+        await gate.tick({("a", "load_cap"): (10.0, 0.2)}, 12.0)  # the plant holds 0.2: an alarm
+        assert await propose(0.6, 12.0) == "accepted" and plant.setpoints == [0.5, 0.6, 0.6]
+    assert gate.verdicts["unchanged"] == 2 and gate.verdicts["written"] == 3
