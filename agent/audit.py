@@ -11,9 +11,9 @@ the reading → setpoint path (bench/latency.py):
 - ``record`` / ``write`` append the row, with its id, as one JSON line to the open segment file
   (``<log>.rows-<n>``): one ``write`` of a few hundred bytes on the event loop, ~20 µs (its hash
   ~2 µs of it, ~5 µs with a key). From then on the row is as durable as a row in SQLite's WAL with
-  ``synchronous=NORMAL`` (a process crash loses nothing, a power cut may lose the last writes). An INSERT costs ~15 system calls here (four B-tree
-  pages appended to the WAL, its locks), 0.15-0.2 ms a setpoint on this machine kind, and handing it to
-  a thread and back 0.3 ms;
+  ``synchronous=NORMAL`` (a process crash loses nothing, a power cut may lose the last writes). An
+  INSERT costs ~15 system calls here (four B-tree pages appended to the WAL, its locks), 0.15-0.2 ms a
+  setpoint on this machine kind, and handing it to a thread and back 0.3 ms;
 - every ``FLUSH_S`` the log's thread inserts the segment's rows into SQLite in one transaction and
   deletes the segment; the loop has switched to a fresh segment the thread opened beforehand, so it
   never creates or deletes a file. ``query`` (``qxedge audit``) reads the segments too: it sees
