@@ -151,6 +151,13 @@ def _audit(args: argparse.Namespace) -> int:
     from qxedge.agent.auditchain import parse_checkpoints, read_key
     from qxedge.core.errors import AuditError
 
+    listing = [f"--{name}" for name in ("asset", "since", "limit") if getattr(args, name) is not None]
+    if args.action == "verify" and listing:
+        print(
+            f"qxedge: error: audit verify checks every row: {', '.join(listing)} is for listing",
+            file=sys.stderr,
+        )
+        return 2
     cfg = _load(args.config, None)
     path = args.log if args.log is not None else cfg.safety.audit.resolved(cfg.site)
     try:

@@ -441,6 +441,8 @@ async def test_a_missing_log_is_an_error_naming_it(
         code, out, err = audit_cli(capsys, *args)
         assert (code, out) == (2, "") and err == f"qxedge: error: no audit log at {missing}\n", args
     assert not missing.parent.exists(), "reading creates nothing"
+    code, _, err = audit_cli(capsys, "verify", "--log", str(missing), "--asset", "a", "--limit", "3")
+    assert code == 2 and "audit verify checks every row: --asset, --limit is for listing" in err
 
 
 # ------------------------------------------------------------------ repeats, and the agent's own path
