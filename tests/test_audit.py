@@ -470,7 +470,10 @@ async def test_repeats_get_one_row_for_the_first_and_one_with_the_count_of_the_r
 
 @pytest.mark.integration
 async def test_20000_proposals_of_the_value_in_force_are_written_once_and_counted_in_a_few_rows(
-    broker: EmbeddedBroker, watch: Callable[..., Watcher], capsys: pytest.CaptureFixture[str]
+    broker: EmbeddedBroker,
+    watch: Callable[..., Watcher],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     cfg = edge_config(
         broker.url,
@@ -508,6 +511,8 @@ async def test_20000_proposals_of_the_value_in_force_are_written_once_and_counte
     counted = {v: sum(r["count"] for r in rows if r["verdict"] == v) for v in {r["verdict"] for r in rows}}
     assert counted == {"accepted": 1, "unchanged": 19_999, "refused": 5_000}, counted
     assert verified(capsys, path)[0] == 0
+    refusals = [r for r in caplog.records if r.getMessage().startswith(f"refused {asset} = ")]
+    assert len(refusals) == 1, "a refusal is logged once per kind and interval"
 
 
 @pytest.mark.integration
