@@ -85,10 +85,10 @@ def parse_checkpoints(text: str, source: str) -> list[Checkpoint]:
         if not isinstance(doc, dict) or ("asset" in doc and "audit_checkpoint" not in doc):
             continue  # another telemetry record
         point = doc.get("audit_checkpoint", doc)
-        ident, digest_ = (point.get("id"), point.get("hash")) if isinstance(point, dict) else (None, None)
-        if isinstance(ident, bool) or not isinstance(ident, int) or not isinstance(digest_, str):
+        ident, hashed = (point.get("id"), point.get("hash")) if isinstance(point, dict) else (None, None)
+        if isinstance(ident, bool) or not isinstance(ident, int) or not isinstance(hashed, str):
             raise AuditError(f"{source}: entry {n}: expected an id (integer) and a hash (text)")
-        found.append(Checkpoint(ident, digest_, source))
+        found.append(Checkpoint(ident, hashed, source))
     return found
 
 
@@ -172,16 +172,16 @@ class Verification:
 
 def check(
     rows: Iterable[Mapping[str, Any]],
-    content: Iterable[str],
+    hashed: Iterable[str],
     key: bytes | None,
     anchor: Anchor | None,
     checkpoints: Iterable[Checkpoint],
     report: Verification,
 ) -> Verification:
-    """Walk ``rows`` (in id order, as dicts) along the chain; ``content``: the columns hashed, in order.
+    """Walk ``rows`` (in id order, as dicts) along the chain; ``hashed``: the columns hashed, in order.
     Checks each row's hash, its link to the row before (or to the retention anchor, or GENESIS), every
     checkpoint, and that the chain confirms the retention anchor it starts from."""
-    columns = list(content)
+    columns = list(hashed)
     points: dict[int, list[Checkpoint]] = {}
     for point in checkpoints:
         points.setdefault(point.id, []).append(point)

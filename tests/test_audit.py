@@ -614,3 +614,19 @@ async def test_a_value_not_in_force_after_a_readback_alarm_is_written_again(tmp_
         await gate.tick({("a", "load_cap"): (10.0, 0.2)}, 12.0)  # the plant holds 0.2: an alarm
         assert await propose(0.6, 12.0) == "accepted" and plant.setpoints == [0.5, 0.6, 0.6]
     assert gate.verdicts["unchanged"] == 2 and gate.verdicts["written"] == 3
+
+
+async def test_a_bad_checkpoint_or_key_file_is_an_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, bad, short = tmp_path / "audit.sqlite", tmp_path / "bad.jsonl", tmp_path / "short.key"
+    await written(path, 1)
+    bad.write_text('{"audit_checkpoint": {"id": 1, "hash": "ab"}}\n{"audit_checkpoint": {"id": "1"}}\n')
+    short.write_bytes(b"secret")
+    for args, error in (
+        (("--checkpoints", str(bad)), f"{bad}: entry 2: expected an id (integer) and a hash (text)"),
+        (("--checkpoints", str(tmp_path / "none")), f"checkpoints {tmp_path / 'none'}: No such file"),
+        (("--key-file", str(short)), f"audit key file {short}: 6 bytes, at least 16 needed"),
+    ):
+        code, out, err = audit_cli(capsys, "verify", "--log", str(path), *args)
+        assert code == 2 and out == "" and err.startswith(f"qxedge: error: {error}"), (args, err)
