@@ -186,9 +186,8 @@ class Agent:
                 self.ops = await stack.enter_async_context(
                     OpsServer(self.config.ops, self.metrics.registry, self._not_ready)
                 )
-            audit_cfg = self.config.safety.audit
             audit = await stack.enter_async_context(
-                AuditLog(audit_cfg.resolved(self.site), self.site, self.config_hash, audit_cfg.retention_days)
+                AuditLog.configured(self.config.safety.audit, self.site, self.config_hash)
             )
             uplink = self.uplink = mqtt
             if self.config.uplink is not None:
@@ -212,6 +211,7 @@ class Agent:
                 )
                 self.telemetry = TelemetryPublisher(self.site, self.config.telemetry, box)
                 self.observers.append(self.telemetry)
+                audit.anchor = self.telemetry.anchor  # audit checkpoints upstream with the telemetry
             # locks first: the retained ones must be in force before any proposal is handled, and while
             # they cannot be known (the plant broker away, or back but its retained locks not yet read)
             # the gate writes nothing

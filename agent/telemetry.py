@@ -79,6 +79,17 @@ class TelemetryPublisher:
                 seen[asset], seen_at[asset] = dict(metrics), ts
         self._features = evaluation.features
 
+    def anchor(self, checkpoint: Mapping[str, Any]) -> bool:
+        """An audit checkpoint (``{"id", "hash", "ts"}``) into the telemetry stream, through the outbox:
+        ``{"v": 1, "seq": ..., "site": ..., "ts": ..., "audit_checkpoint": {...}}`` (no ``asset``).
+        False when the outbox refuses it."""
+
+        def make(seq: int) -> bytes:
+            doc = {"v": 1, "seq": seq, "site": self.site, "ts": checkpoint["ts"]}
+            return dumps({**doc, "audit_checkpoint": dict(checkpoint)})
+
+        return self.outbox.put(STREAM, self.topic, make) is not None
+
     async def run(self) -> None:
         every = self.config.every_s
         due = time.monotonic()
