@@ -18,6 +18,9 @@ Session rules (specification v3.0, chapters 5 and 6), as implemented:
 - with a ``primary_host_id``, births wait for the host's ``spBv1.0/STATE/{host}`` ``{"online": true}``
   (a message older than the last one seen is ignored); while the host is offline nothing is
   published, and the births are sent again when it comes back online.
+- nothing the node is given can end the process: a metric name or asset id that cannot be encoded
+  (not UTF-8, e.g. a lone surrogate) is ignored and counted, and any other error while encoding or
+  publishing is logged and counted, never raised to the agent.
 
 Everything is published at QoS 0 without retain, the NDEATH will at QoS 1 (as the specification says).
 ``observe`` runs on the event loop and publishes synchronously: no task, no buffer per message.
@@ -174,7 +177,10 @@ class EdgeNode:
 
     def _birth_if_allowed(self) -> None:
         if self._started and self.host_online and self._client is not None and self._client.connected:
-            self.births()
+            try:
+                self.births()
+            except Exception as exc:  # called from paho's callbacks and STATE: never raise into them
+                self._ignore("could not publish the births", f"{type(exc).__name__}: {exc}"[:200])
 
     def _next(self) -> int:
         seq, self._seq = self._seq, (self._seq + 1) % 256
@@ -212,6 +218,14 @@ class EdgeNode:
 
     # ----------------------------------------------------------------- data
     def observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
+        """The latest of ``asset``: DDATA of what changed (or its DBIRTH). Never raises: the agent calls
+        it for every asset it evaluates, and one bad name must not end the agent."""
+        try:
+            self._observe(asset, metrics, ts)
+        except Exception as exc:
+            self._ignore("could not publish", f"{asset!r}: {type(exc).__name__}: {exc}"[:200])
+
+    def _observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
         device = self._devices.get(asset) or self._device(asset)
         if device is None:
             return
@@ -250,6 +264,10 @@ class EdgeNode:
         if not any(fnmatch.fnmatchcase(asset, p) for p in self.config.devices):
             self._refused.add(asset)
             return None
+        if not _encodable(asset):
+            self._ignore("asset id not UTF-8", repr(asset)[:80])
+            self._refused.add(asset)
+            return None
         dev_id = device_id(asset, self.config.device_separator)
         other = self._by_id.get(dev_id)
         if other is not None:
@@ -270,7 +288,12 @@ class EdgeNode:
     def _metric_selected(self, name: str) -> bool:
         ok = self._metric_ok.get(name)
         if ok is None:
-            ok = self._metric_ok[name] = any(fnmatch.fnmatchcase(name, p) for p in self.config.metrics)
+            ok = any(fnmatch.fnmatchcase(name, p) for p in self.config.metrics)
+            if ok and not _encodable(name):
+                self._ignore("metric name not UTF-8", repr(name)[:80])
+                ok = False
+            if len(self._metric_ok) < 100_000:
+                self._metric_ok[name] = ok
         return ok
 
     def _alias(self) -> int:
@@ -337,7 +360,16 @@ class EdgeNode:
             log.warning("sparkplug: primary host %s offline: publishing paused", self.config.primary_host_id)
             self._born = False
 
-    def _ignore(self, reason: str, detail: str) -> None:
+    def _ignore(self, reason: str, detail: str) -> None:  # reason: a fixed text (a counter key)
         self.stats.ignored[reason] += 1
         if self.stats.ignored[reason] <= 10:
             log.warning("sparkplug %s: %s (%s)", self.node, reason, detail)
+
+
+def _encodable(text: str) -> bool:
+    """Whether protobuf can encode ``text`` (a lone surrogate, from a JSON escape, cannot be)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

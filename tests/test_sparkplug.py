@@ -338,6 +338,50 @@ async def test_births_wait_for_the_primary_host_and_follow_it_back_online(
     assert births == [1.0, 2.0] and connector.node.stats.ignored["bad STATE payload"] == 1
 
 
+async def test_names_that_cannot_be_encoded_are_ignored_and_never_raise(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    """Issue 25: a lone surrogate in a metric name raised UnicodeEncodeError out of the DBIRTH into the
+    agent, which exited."""
+    watcher = watch("spBv1.0/#")
+    connector = node(setpoint_metric=None)
+    async with running(connector, Link(broker.url)):
+        await wait(watcher, count("NBIRTH", 1))
+        connector.observe("line1/pump1", {"x\ud800": 1.0, "temp": 2.0}, time.time())
+        connector.observe("line1/p\udc00", {"temp": 1.0}, time.time())
+        connector.observe("line1/pump1", {"temp": 3.0, "x\ud800": 4.0}, time.time())
+        await wait(watcher, count("DDATA", 1))
+    (topic, birth), *_ = decoded(watcher, "DBIRTH")
+    assert topic.endswith("/line1:pump1") and set(by_name(birth)) == {"temp"}
+    assert len(decoded(watcher, "DBIRTH")) == 1
+    ignored = connector.node.stats.ignored
+    assert ignored["metric name not UTF-8"] == 1 and ignored["asset id not UTF-8"] == 1
+
+
+async def test_agent_dead_letters_a_lone_surrogate_name_and_keeps_publishing(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    """Issue 25: one message with a lone surrogate in a signal name made ``qxedge run`` exit 1."""
+    cfg = edge_config(
+        broker.url,
+        connectors='[{mqtt: {topics: ["plant/#"]}}, {sparkplug: {group_id: qx, edge_node_id: demo}}]',
+    )
+    watcher = watch("spBv1.0/#", "qx/v1/demo/deadletter")
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        running_agent = tasks.create_task(agent.run(stop), name="agent")
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        await asyncio.to_thread(watcher.publish, "plant/line9/m1", b'{"values": {"x\\ud800": 1.0}}')
+        await asyncio.to_thread(watcher.publish, "plant/line9/m1", b'{"values": {"temp": 70.0}}')
+        await wait(watcher, lambda ms: any(m.topic == "spBv1.0/qx/DBIRTH/demo/line9:m1" for m in ms))
+        await wait(watcher, lambda ms: any(m.topic == "qx/v1/demo/deadletter" for m in ms))
+        assert not running_agent.done()
+        stop.set()
+    (letter,) = watcher.json_on("qx/v1/demo/deadletter")
+    assert letter["code"] == "invalid_utf8" and "lone surrogate" in letter["reason"]
+
+
 # ----------------------------------------------------------------- source
 async def test_source_turns_plant_births_and_ddata_into_readings(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
