@@ -15,9 +15,12 @@ Session rules (specification v3.0, chapters 5 and 6), as implemented:
 - NCMD ``Node Control/Rebirth`` = true re-sends the births (same ``bdSeq``, ``seq`` from 0);
 - DCMD writes to the ``setpoint_metric`` become setpoint proposals through ``link.propose``: the
   safety envelope decides; the node never writes anything to the plant itself;
-- with a ``primary_host_id``, births wait for the host's ``spBv1.0/STATE/{host}`` ``{"online": true}``
-  (a message older than the last one seen is ignored); while the host is offline nothing is
-  published, and the births are sent again when it comes back online.
+- with a ``primary_host_id``, births wait for the host's ``spBv1.0/STATE/{host}`` ``{"online": true,
+  "timestamp": ms}`` (a STATE with a timestamp older than the last one seen is ignored); when the host
+  goes offline (``"online": false``) the node ends its session as the specification requires (5.10:
+  "the Edge Node MUST terminate its session"): NDEATH with the session's ``bdSeq``, then DISCONNECT.
+  The connector connects again at once (a new will, ``bdSeq`` + 1) and waits for the host to be back
+  online before NBIRTH and the DBIRTHs;
 - nothing the node is given can end the process: a metric name or asset id that cannot be encoded
   (not UTF-8, e.g. a lone surrogate) is ignored and counted, and any other error while encoding or
   publishing is logged and counted, never raised to the agent.
@@ -75,6 +78,7 @@ class NodeStats:
     data: int = 0  # DDATA messages
     rebirth_commands: int = 0
     proposals: int = 0
+    host_offline: int = 0  # sessions ended because the primary host went offline
     ignored: Counter[str] = field(default_factory=Counter)  # reason → count (bad payloads included)
 
 
@@ -338,27 +342,34 @@ class EdgeNode:
             self.stats.proposals += 1
             await link.propose(device.asset, value, self.source, data_ts)
 
-    def on_state(self, raw: bytes) -> None:
-        """The primary host's ``{"online": bool, "timestamp": ms}`` (Sparkplug 3.0 STATE, JSON)."""
+    def on_state(self, raw: bytes) -> bool:
+        """The primary host's ``{"online": bool, "timestamp": ms}`` (Sparkplug 3.0 STATE, JSON); True when
+        the host went offline and the session must end (the caller ends it, ``stop`` sends NDEATH)."""
         try:
             doc = json.loads(raw)
             online, stamp = doc["online"], doc["timestamp"]
             if type(online) is not bool or type(stamp) is not int:
                 raise TypeError("online must be a boolean and timestamp an integer (ms)")
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             self._ignore("bad STATE payload", f"{type(exc).__name__}: {exc}"[:200])
-            return
+            return False
         if stamp < self._host_ts:
             self._ignore("stale STATE", str(stamp))
-            return
+            return False
         self._host_ts = stamp
         was_online, self.host_online = self.host_online, online
         if online and not was_online:
             log.info("sparkplug: primary host %s online", self.config.primary_host_id)
             self._birth_if_allowed()
         elif not online and was_online:
-            log.warning("sparkplug: primary host %s offline: publishing paused", self.config.primary_host_id)
+            log.warning(
+                "sparkplug: primary host %s offline: NDEATH, then a new session that waits for it",
+                self.config.primary_host_id,
+            )
             self._born = False
+            self.stats.host_offline += 1
+            return True
+        return False
 
     def _ignore(self, reason: str, detail: str) -> None:  # reason: a fixed text (a counter key)
         self.stats.ignored[reason] += 1
