@@ -34,8 +34,10 @@ import orjson
 from qxedge.core.errors import PayloadError, RejectCode
 
 MAX_NAME_CHARS = 128
-# what a signal name may not hold: topic separators and wildcards, C0, DEL, C1, surrogates
-_NAME_FORBIDDEN = re.compile("[/+#\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# what a signal name may not hold: C0, DEL, C1, surrogates (and in a topic level / + #)
+_CONTROL = "\x00-\x1f\x7f-\x9f\ud800-\udfff"
+_NAME_FORBIDDEN = re.compile(f"[/+#{_CONTROL}]")
+_METRIC_FORBIDDEN = re.compile(f"[{_CONTROL}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # RFC 3339 section 5.6 date-time; datetime.fromisoformat then checks the ranges (month 13, hour 24...)
 _RFC3339 = re.compile(
@@ -146,17 +148,19 @@ def _number(value: object, where: str) -> float:
     )
 
 
-def name_problem(name: object) -> str | None:
-    """Why ``name`` cannot be a signal name, or None when it can (the rules in the module docstring)."""
+def name_problem(name: object, *, topic_level: bool = True) -> str | None:
+    """Why ``name`` cannot be a signal name, or None when it can (the rules in the module docstring).
+    ``topic_level=False`` allows ``/ + #`` (Sparkplug metric names such as ``Inputs/temp``)."""
     if type(name) is not str:
         return f"not text ({type(name).__name__})"
     if not name:
         return "empty"
     if len(name) > MAX_NAME_CHARS:
         return f"{len(name)} characters, over the limit of {MAX_NAME_CHARS}"
-    bad = _NAME_FORBIDDEN.search(name)
+    bad = (_NAME_FORBIDDEN if topic_level else _METRIC_FORBIDDEN).search(name)
     if bad is not None:
-        return f"contains {bad.group()!r} (no / + #, control characters or lone surrogates)"
+        rule = "no / + #, control characters or lone surrogates" if topic_level else "no control characters"
+        return f"contains {bad.group()!r} ({rule})"
     return None
 
 
