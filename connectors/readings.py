@@ -41,7 +41,7 @@ _METRIC_FORBIDDEN = re.compile(f"[{_CONTROL}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # RFC 3339 section 5.6 date-time; datetime.fromisoformat then checks the ranges (month 13, hour 24...)
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
 
 

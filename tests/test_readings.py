@@ -137,6 +137,7 @@ def test_invalid_payloads_are_rejected_with_a_reason_and_a_code(
         ("2026-11-26T01:00:00+09:00", datetime(2026, 11, 25, 16, tzinfo=UTC)),
         ("2026-11-25T15:30:00-00:30", datetime(2026, 11, 25, 16, tzinfo=UTC)),
         ("2026-11-25T16:00:00.123456789Z", datetime(2026, 11, 25, 16, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-11-25T16:00:00.123456789012Z", datetime(2026, 11, 25, 16, 0, 0, 123456, tzinfo=UTC)),
     ],
 )
 def test_rfc3339_forms_are_accepted(ts: str, expected: datetime) -> None:
