@@ -40,9 +40,7 @@ _NAME_FORBIDDEN = re.compile(f"[/+#{_CONTROL}]")
 _METRIC_FORBIDDEN = re.compile(f"[{_CONTROL}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # RFC 3339 section 5.6 date-time; datetime.fromisoformat then checks the ranges (month 13, hour 24...)
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
-)
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 
 
 @dataclass(slots=True)
@@ -123,6 +121,10 @@ class TopicPattern:
         signal = levels[-1] if len(levels) == self._depth else None
         if not asset or signal == "" or "" in (levels[i] for i in self._asset_levels):
             raise PayloadError(f"topic has an empty level (pattern {self.pattern})", RejectCode.BAD_TOPIC)
+        if _METRIC_FORBIDDEN.search(asset) is not None:
+            raise PayloadError(
+                f"topic has a control character in its asset levels ({asset[:40]!r})", RejectCode.BAD_TOPIC
+            )
         if signal is not None:
             check_name(signal, "topic")
         if len(self._cache) >= self._CACHE_LIMIT:
@@ -187,6 +189,8 @@ def _timestamp(raw: object, received_at: float, max_ahead_s: float) -> float:
         except ValueError as exc:  # a field out of range (hour 24, second 60, day 31 of a 30-day month)
             raise PayloadError(f"ts: not a valid time ({raw!r}: {exc})", RejectCode.BAD_TS) from exc
         ts = moment.timestamp()
+        if not ts > 0:
+            raise PayloadError(f"ts: before 1970 ({raw!r})", RejectCode.BAD_TS)
     else:
         try:
             ts = _number(raw, "ts") if type(raw) is not bool else math.nan

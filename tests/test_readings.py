@@ -103,6 +103,8 @@ S, A = "plant/l1/p1/temp", "plant/l1/p1"  # a signal topic, an asset topic
         (S, b'{"ts": "2026-11-25", "value": 1}', "not an RFC 3339 date-time", "bad_ts"),
         (S, b'{"ts": "2026-11-25T24:00:00Z", "value": 1}', "not a valid time", "bad_ts"),
         (S, b'{"ts": "2026-02-30T10:00:00Z", "value": 1}', "not a valid time", "bad_ts"),
+        (S, b'{"ts": "1969-12-31T23:59:59Z", "value": 1}', "before 1970", "bad_ts"),
+        (S, b'{"ts": "0001-01-01T00:00:00+01:00", "value": 1}', "before 1970", "bad_ts"),
         # issue 25: signal names bounded, without control characters
         (A, b'{"values": {"' + b"n" * 129 + b'": 1}}', "129 characters, over the limit of 128", "bad_name"),
         (A, b'{"values": {"a\\u0000b": 1}}', "contains '\\x00'", "bad_name"),
@@ -111,6 +113,7 @@ S, A = "plant/l1/p1/temp", "plant/l1/p1"  # a signal topic, an asset topic
         (A, b'{"values": {"a\xc2\x85": 1}}', "contains '\\x85'", "bad_name"),  # C1 (NEL)
         (A, b'{"values": {"": 1}}', "empty", "bad_name"),
         ("plant/l1/p1/te\x01mp", b'{"value": 1}', "topic: invalid signal name", "bad_name"),
+        ("plant/l1/p\x1b1/temp", b'{"value": 1}', "control character in its asset levels", "bad_topic"),
         ("plant/l1/p1/" + "t" * 200, b'{"value": 1}', "over the limit of 128", "bad_name"),
     ],
 )
