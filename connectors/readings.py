@@ -169,8 +169,7 @@ def name_problem(name: object, *, topic_level: bool = True) -> str | None:
 def check_name(name: str, where: str) -> str:
     problem = name_problem(name)
     if problem is not None:
-        shown = name[:40] if type(name) is str else name
-        raise PayloadError(f"{where}: invalid signal name {shown!r}: {problem}", RejectCode.BAD_NAME)
+        raise PayloadError(f"{where}: invalid signal name {name[:40]!r}: {problem}", RejectCode.BAD_NAME)
     return name
 
 
@@ -194,9 +193,9 @@ def _timestamp(raw: object, received_at: float, max_ahead_s: float) -> float:
     else:
         try:
             ts = _number(raw, "ts") if type(raw) is not bool else math.nan
-        except PayloadError:
+        except PayloadError:  # not a number, or not finite
             ts = math.nan
-        if not ts > 0 or math.isinf(ts):
+        if not ts > 0:
             raise PayloadError(
                 f"ts: expected epoch seconds > 0 or an RFC 3339 string, got {str(raw)[:40]}",
                 RejectCode.BAD_TS,
