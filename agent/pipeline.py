@@ -72,7 +72,7 @@ class AgentStats:
     messages: int = 0
     readings: int = 0
     deadletters: int = 0
-    deadletter_reasons: Counter[str] = field(default_factory=Counter)
+    deadletter_reasons: Counter[str] = field(default_factory=Counter)  # by RejectCode (a fixed set)
     evaluations: int = 0
     inferences: int = 0
     scores: dict[str, float] = field(default_factory=dict)
@@ -90,6 +90,7 @@ def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
     doc = {
         "topic": rejected.topic,
         "reason": rejected.reason,
+        "code": rejected.code.value,
         "payload": text,
         "encoding": encoding,
         "bytes": len(rejected.payload),
@@ -264,7 +265,7 @@ class Agent:
         stats.messages += messages
         for bad in rejected:
             stats.deadletters += 1
-            stats.deadletter_reasons[bad.reason.split(" (", 1)[0][:80]] += 1
+            stats.deadletter_reasons[bad.code.value] += 1
             mqtt.publish(self.topic("deadletter"), deadletter_payload(bad, now), qos=1)
         if rejected:
             log.debug("dead-lettered %d of %d messages", len(rejected), messages)
