@@ -54,6 +54,14 @@ def _milliseconds(value: str) -> int:
     return int(_positive(value, int))
 
 
+def _report_folder(value: str) -> Path:
+    from qxedge.agent.report import folder_problem
+
+    if (problem := folder_problem(Path(value))) is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qxedge", description="qxedge edge agent")
     parser.add_argument("--version", action="version", version=f"qxedge {__version__}")
@@ -79,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=_positive, default=30.0, metavar="SECONDS")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.add_argument(
-        "--report", type=Path, metavar="DIR", help="write summary.json and day.png (the production day) there"
+        "--report",
+        type=_report_folder,
+        metavar="DIR",
+        help="write summary.json and day.png (the production day) there",
     )
     sim = command("simulate", "run only the simulated plant", config_required=True)
     sim.add_argument("--duration", type=_positive, metavar="SECONDS", help="default: until interrupted")
@@ -237,10 +248,10 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
         progress(f"qxedge demo: broker {cfg.broker.url} ({how}), {length}")
         summary = await run_demo(cfg, args.duration, progress, _datacenter(None, None))
     summary["broker_source"] = how
-    if args.report is not None:
-        for path in write_report(summary, args.report):
-            progress(f"report: {path}")
     print(json.dumps(summary) if args.json else format_summary(summary), flush=True)
+    if args.report is not None:  # after the summary: a report that cannot be written (ReportError,
+        for path in write_report(summary, args.report):  # exit 1) loses nothing
+            progress(f"report: {path}")
     return 0
 
 
