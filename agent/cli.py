@@ -16,9 +16,10 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -232,6 +233,31 @@ async def _run_simulator(cfg: EdgeConfig, duration: float | None) -> None:
         logging.getLogger("qxedge").info("simulator published %d messages", plant.published)
 
 
+async def _until_signalled(work: Coroutine[Any, Any, int]) -> int:
+    """Run ``work``; SIGINT or SIGTERM cancels it, so its cleanup runs (the solver processes, the
+    forkserver, an embedded broker) before the process exits with 128 + the signal's number."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
+
+    def stop(sig: signal.Signals) -> None:
+        received.append(sig)
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        print(f"qxedge: stopped by {received[0].name}", file=sys.stderr, flush=True)
+        return 128 + received[0]
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     from qxedge.agent.demo import demo_broker, format_summary, run_demo
     from qxedge.agent.report import write_report
@@ -349,7 +375,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "simulate":
         asyncio.run(_run_simulator(cfg, args.duration))
     elif args.command == "demo":
-        return asyncio.run(_run_demo(cfg, args))
+        return asyncio.run(_until_signalled(_run_demo(cfg, args)))
     return 0
 
 

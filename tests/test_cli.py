@@ -1,7 +1,10 @@
 """The ``qxedge`` command line as a user meets it: subprocesses, exit codes, stdout against stderr."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +12,7 @@ import yaml
 
 from qxedge.connectors.embedded_broker import free_port
 
-from .conftest import EDGE_YAML
+from .conftest import EDGE_YAML, ROOT
 
 QXEDGE = [sys.executable, "-m", "qxedge.agent.cli"]
 
@@ -25,6 +28,20 @@ def short_demo_config(tmp_path: Path) -> Path:
     path = tmp_path / "edge.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
+
+
+def session_processes(sid: int) -> list[str]:
+    """The processes of session ``sid`` (from /proc/*/stat: field 6 is the session id)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended while we looked
+            continue
+        state, _ppid, _pgrp, session = text.rpartition(")")[2].split()[:4]
+        if int(session) == sid and state != "Z":
+            found.append(f"{stat.parent.name} {text[: text.rfind(')') + 1]}")
+    return found
 
 
 def test_demo_refuses_a_report_path_that_is_a_file_before_running(tmp_path: Path) -> None:
@@ -52,3 +69,38 @@ def test_demo_prints_its_summary_even_when_the_report_cannot_be_written(tmp_path
     assert run.stdout.startswith("qxedge demo: site demo")
     assert f"qxedge: error: cannot write the report: {tmp_path / 'report' / 'summary.json'}" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_demo_with_every_process_it_started(sig: signal.Signals, tmp_path: Path) -> None:
+    demo = subprocess.Popen(
+        [*QXEDGE, "demo", "-c", str(short_demo_config(tmp_path)), "--duration", "300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own session: whatever it starts is found by the session id
+        cwd=ROOT,
+    )
+    try:
+        assert demo.stderr is not None
+        for line in demo.stderr:  # the solver worker is ready once its processes run
+            if "solver worker" in line and "ready" in line:
+                break
+        else:
+            pytest.fail(f"the demo ended before its solver worker was ready: {demo.wait()}")
+        started = session_processes(demo.pid)
+        assert len(started) >= 4, started  # the demo, its broker, the forkserver, the solver processes
+        os.kill(demo.pid, sig)
+        _, err = demo.communicate(timeout=60)
+        assert demo.returncode == 128 + sig
+        assert f"qxedge: stopped by {sig.name}" in err and "Traceback" not in err
+        deadline = time.monotonic() + 30  # the forkserver and the resource tracker end on EOF, soon after
+        while (left := session_processes(demo.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == []
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+        for line in session_processes(demo.pid):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
