@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.add_argument("--broker", type=_broker_arg, metavar="URL")
     check.add_argument(
-        "--kind", choices=["edge", "datacenter"], help="default: datacenter when there is no site"
+        "--kind",
+        choices=["edge", "datacenter"],
+        help="default: datacenter when every top-level key is one of a solver config's",
     )
     return parser
 
@@ -317,9 +319,11 @@ def _report(exc: QxError) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     kind = args.kind
-    if kind is None:
-        with contextlib.suppress(Exception):
-            kind = "edge" if "site" in (yaml.safe_load(args.file.read_text()) or {}) else "datacenter"
+    if kind is None:  # the worker's when every key is one of its own, else the agent's (site, models, ...)
+        keys: set[str] = set()
+        with contextlib.suppress(Exception):  # unreadable, empty, not YAML: loading it says why
+            keys = set(yaml.safe_load(args.file.read_text()))
+        kind = "datacenter" if keys and keys <= DataCenterConfig.model_fields.keys() else "edge"
     if kind == "datacenter":
         dc = _datacenter(args.file, args.broker)
         qaoa = dc.solvers.qaoa.device
@@ -330,7 +334,7 @@ def _check(args: argparse.Namespace) -> int:
             f"auto = {', '.join(dc.solvers.auto)}, QAOA on {qaoa})"
         )
         return 0
-    cfg = load_config(args.file, broker_url=args.broker)
+    cfg = load_config(args.file, broker_url=args.broker, load_models=True)  # every problem at once
     lines = _check_models(cfg)
     print(
         f"{args.file}: ok (site {cfg.site}, {len(cfg.connectors)} connector(s), "
