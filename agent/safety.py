@@ -139,7 +139,7 @@ class Proposal:
     asset: str
     value: float
     source: str  # "rule:<name>", "topic", "ramp", "offload:<job>"
-    data_ts: float  # the newest input it derives from
+    data_ts: float | None  # the newest input it derives from; None: no input has arrived yet
     arrived_at: float
     deadline_at: float | None = None  # a solver-derived proposal: its job's deadline
     provenance: Mapping[str, Any] = field(default_factory=dict)
@@ -204,6 +204,8 @@ class Safety:
 
         if not math.isfinite(p.value):
             return refuse(f"not a finite number ({p.value})")
+        if p.data_ts is None:
+            return refuse("no input data has arrived yet", "expiry")
         age = now - p.data_ts
         if age < -self.config.max_clock_skew_s:
             return refuse(f"input data is stamped {-age:.1f} s in the future", "expiry")
