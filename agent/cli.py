@@ -13,6 +13,7 @@ import gc
 import importlib.util
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -30,6 +31,10 @@ from qxedge.connectors.mqtt import split_url
 from qxedge.core.errors import ConfigError, ModelError, Problem, QxError
 from qxedge.hybrid.service import DataCenterConfig
 from qxedge.hybrid.wire import SOLVERS
+
+# the lines for the person at the terminal (progress, the fatal error) on stderr: as they are, or each
+# a JSON object with --log-json, like every log line
+say = logging.getLogger("qxedge.cli")
 
 
 def _broker_arg(value: str) -> str:
@@ -253,7 +258,7 @@ async def _until_signalled(work: Coroutine[Any, Any, int]) -> int:
     except asyncio.CancelledError:
         if not received:
             raise
-        print(f"qxedge: stopped by {received[0].name}", file=sys.stderr, flush=True)
+        say.warning(f"qxedge: stopped by {received[0].name}")
         return 128 + received[0]
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -265,7 +270,7 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     from qxedge.agent.report import write_report
 
     def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        say.info(line)
 
     with demo_broker(cfg, explicit=args.broker is not None) as (cfg, how):
         length = (
@@ -295,6 +300,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
+        if problems := getattr(record, "problems", None):
+            doc["problems"] = problems
         return json.dumps(doc)
 
 
@@ -309,11 +316,13 @@ def _first_qx_error(group: BaseExceptionGroup[BaseException]) -> QxError | None:
 
 def _report(exc: QxError) -> int:
     if isinstance(exc, ConfigError):
-        print(f"qxedge: invalid configuration{f' in {exc.source}' if exc.source else ''}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        problems = [str(p) for p in exc.problems]
+        where = f" in {exc.source}" if exc.source else ""
+        say.error(
+            "\n  ".join([f"qxedge: invalid configuration{where}:", *problems]), extra={"problems": problems}
+        )
         return 2
-    print(f"qxedge: error: {exc}", file=sys.stderr)
+    say.error(f"qxedge: error: {exc}")
     return 1
 
 
@@ -355,8 +364,16 @@ async def _solve(args: argparse.Namespace) -> int:
     from qxedge.hybrid.offline import format_result, solve_file
 
     result = await solve_file(args.problem, _datacenter(args.config, None), args.solver, args.deadline_ms)
-    print(result.model_dump_json(exclude_none=True) if args.json else format_result(result))
-    return {"ok": 0, "rejected": 2}.get(result.status, 1)
+    if args.json:  # the result envelope, whatever its status, is what --json promises on stdout
+        print(result.model_dump_json(exclude_none=True))
+    if result.status != "ok":  # rejected, late, error: a failure, said on stderr
+        say.error(f"qxedge: solve: {result.status}: {result.reason}")
+        if not args.json:
+            print(format_result(result), file=sys.stderr)
+        return 2 if result.status == "rejected" else 1
+    if not args.json:
+        print(format_result(result))
+    return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -394,8 +411,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     logging.basicConfig(level=level, handlers=[handler])
+    to_user = logging.StreamHandler()
+    to_user.setFormatter(JsonFormatter() if args.log_json else logging.Formatter("%(message)s"))
+    say.handlers[:] = [to_user]
+    say.setLevel(logging.INFO)
+    say.propagate = False
     try:
-        return _dispatch(args)
+        status = _dispatch(args)
+        sys.stdout.flush()  # here, where a reader gone away is handled below, not at exit
+        return status
     except QxError as exc:
         return _report(exc)
     except BaseExceptionGroup as group:  # raised by the tasks of a TaskGroup
@@ -405,6 +429,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(qx)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`qxedge solve p.json | head -1`): stop quietly;
+        # what is still buffered for stdout goes nowhere instead of failing again at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except Exception:
+        if not args.log_json:
+            raise
+        say.critical("qxedge: unexpected error", exc_info=True)
+        return 1
 
 
 if __name__ == "__main__":

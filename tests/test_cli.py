@@ -1,5 +1,6 @@
 """The ``qxedge`` command line as a user meets it: subprocesses, exit codes, stdout against stderr."""
 
+import json
 import os
 import signal
 import subprocess
@@ -7,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import dimod
 import pytest
 import yaml
 
@@ -104,3 +106,58 @@ def test_a_signal_stops_the_demo_with_every_process_it_started(sig: signal.Signa
             os.killpg(demo.pid, signal.SIGKILL)
         for line in session_processes(demo.pid):
             os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
+def bqm_file(tmp_path: Path) -> Path:
+    bqm = dimod.generators.gnp_random_bqm(8, 0.5, "BINARY", random_state=1)
+    (tmp_path / "p.json").write_text(json.dumps(bqm.to_serializable(use_bytes=False)))
+    return tmp_path / "p.json"
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_solve_says_a_failure_on_stderr_with_a_nonzero_exit(as_json: bool, tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text('{"type": "BinaryQuadraticModel", "num_variables": "many"}')
+    run = subprocess.run(
+        [*QXEDGE, "solve", str(tmp_path / "bad.json"), *(["--json"] if as_json else [])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert run.stderr.startswith("qxedge: solve: rejected: malformed BQM")
+    if as_json:  # the result envelope is still what --json promises on stdout
+        assert json.loads(run.stdout)["status"] == "rejected"
+    else:
+        assert run.stdout == ""
+
+
+def test_solve_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
+    """``qxedge solve p.json | head -1``: the reader has gone when the result is printed."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        run = subprocess.run(
+            [*QXEDGE, "solve", str(bqm_file(tmp_path)), "--solver", "exact", "--deadline-ms", "30000"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert run.returncode == 128 + signal.SIGPIPE
+    assert run.stderr == ""
+
+
+def test_log_json_makes_the_fatal_line_json_too(tmp_path: Path) -> None:
+    (tmp_path / "edge.yaml").write_text("site: demo\nwindow: {length_s: -1}\n")
+    run = subprocess.run(
+        [*QXEDGE, "--log-json", "run", "-c", str(tmp_path / "edge.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    lines = [json.loads(line) for line in run.stderr.splitlines()]  # every line is a JSON object
+    assert lines[-1]["level"] == "ERROR" and lines[-1]["message"].startswith("qxedge: invalid configuration")
+    assert lines[-1]["problems"] == ["window.length_s: Input should be greater than 0"]

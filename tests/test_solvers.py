@@ -160,7 +160,8 @@ def test_solve_cli_takes_a_job_envelope_and_rejects_garbage(tmp_path: Path) -> N
         text=True,
         timeout=120,
     )
-    assert run.returncode == 2 and "rejected" in run.stdout and "Traceback" not in run.stderr
+    assert run.returncode == 2 and run.stdout == "" and "Traceback" not in run.stderr
+    assert "qxedge: solve: rejected: malformed BQM" in run.stderr
 
 
 def test_qaoa_falls_back_to_lightning_qubit_when_the_configured_device_is_missing() -> None:
