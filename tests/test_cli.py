@@ -161,3 +161,17 @@ def test_log_json_makes_the_fatal_line_json_too(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in run.stderr.splitlines()]  # every line is a JSON object
     assert lines[-1]["level"] == "ERROR" and lines[-1]["message"].startswith("qxedge: invalid configuration")
     assert lines[-1]["problems"] == ["window.length_s: Input should be greater than 0"]
+
+
+@pytest.mark.parametrize("command", ["foo", "--bogus"])
+def test_run_script_refuses_an_unknown_command_with_its_usage(command: str) -> None:
+    run = subprocess.run([str(ROOT / "run"), command], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stdout == ""
+    first, *usage = run.stderr.splitlines()
+    assert first == f"run: unknown command '{command}'"
+    assert usage[0].startswith("One entry point") and usage[-1].startswith("  ./run bench")
+
+
+def test_run_script_help_goes_to_stdout() -> None:
+    run = subprocess.run([str(ROOT / "run"), "help"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "./run demo" in run.stdout and run.stderr == ""
