@@ -177,3 +177,12 @@ def test_overlapping_or_self_subscribing_topic_filters_are_refused(tmp_path: Pat
     messages = [str(p) for p in info.value.problems]
     assert any("'plant/line1/+/temp' overlaps 'plant/#'" in m for m in messages)
     assert any("'#' would receive the agent's own qx/v1 messages" in m for m in messages)
+
+
+def test_check_config_refuses_a_qaoa_device_that_is_not_installed(tmp_path: Path) -> None:
+    text = (EDGE_YAML.parent / "datacenter.yaml").read_text()
+    (tmp_path / "dc.yaml").write_text(text.replace("device: lightning.qubit", "device: lightning.qbit"))
+    run = check_config(tmp_path / "dc.yaml")
+    assert run.returncode == 2
+    problem = "solvers.qaoa.device: unknown device 'lightning.qbit' (did you mean lightning.qubit?)"
+    assert problem in run.stderr and "qxedge.gpu" in run.stderr
