@@ -20,7 +20,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -68,8 +68,19 @@ def _report_folder(value: str) -> Path:
     return Path(value)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse; with --log-json its error is one JSON line, like every other line (its subcommands'
+    parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        if say.handlers and isinstance(say.handlers[0].formatter, JsonFormatter):
+            say.error(f"{self.prog}: error: {message}")
+            sys.exit(2)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qxedge", description="qxedge edge agent")
+    parser = _Parser(prog="qxedge", description="qxedge edge agent")
     parser.add_argument("--version", action="version", version=f"qxedge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     parser.add_argument(
@@ -401,6 +412,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    to_user = logging.StreamHandler()  # set before parsing: an argument error is a line for the user
+    to_user.setFormatter(JsonFormatter() if "--log-json" in argv else logging.Formatter("%(message)s"))
+    say.handlers[:] = [to_user]
+    say.setLevel(logging.INFO)
+    say.propagate = False
     args = build_parser().parse_args(argv)
     services = args.command in ("run", "solver")  # long-running: say what they do
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + services, 2)]
@@ -411,11 +428,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     logging.basicConfig(level=level, handlers=[handler])
-    to_user = logging.StreamHandler()
-    to_user.setFormatter(JsonFormatter() if args.log_json else logging.Formatter("%(message)s"))
-    say.handlers[:] = [to_user]
-    say.setLevel(logging.INFO)
-    say.propagate = False
     try:
         status = _dispatch(args)
         sys.stdout.flush()  # here, where a reader gone away is handled below, not at exit

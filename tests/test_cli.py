@@ -175,3 +175,12 @@ def test_run_script_refuses_an_unknown_command_with_its_usage(command: str) -> N
 def test_run_script_help_goes_to_stdout() -> None:
     run = subprocess.run([str(ROOT / "run"), "help"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "./run demo" in run.stdout and run.stderr == ""
+
+
+def test_log_json_makes_an_argument_error_json_too() -> None:
+    run = subprocess.run(
+        [*QXEDGE, "--log-json", "demo", "--duration", "-1"], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2
+    (line,) = [json.loads(line) for line in run.stderr.splitlines()]
+    assert line["message"] == "qxedge demo: error: argument --duration: must be > 0, got -1"
