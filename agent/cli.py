@@ -394,7 +394,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         asyncio.run(_run_solver(_datacenter(args.config, args.broker)))
         return 0
     if args.command == "solve":
-        return asyncio.run(_solve(args))
+        return asyncio.run(_until_signalled(_solve(args)))
     if args.command == "audit":
         return _audit(args)
     if args.command == "config-schema":

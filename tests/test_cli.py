@@ -73,6 +73,25 @@ def test_demo_prints_its_summary_even_when_the_report_cannot_be_written(tmp_path
     assert "Traceback" not in run.stderr
 
 
+def stop_and_check(command: subprocess.Popen[str], sig: signal.Signals) -> None:
+    """Send ``sig`` to ``command`` (started in a session of its own): it must exit with 128 + sig,
+    say so on stderr without a traceback, and leave no process of its session behind."""
+    try:
+        os.kill(command.pid, sig)
+        _, err = command.communicate(timeout=60)
+        assert command.returncode == 128 + sig
+        assert f"qxedge: stopped by {sig.name}" in err and "Traceback" not in err
+        deadline = time.monotonic() + 30  # the forkserver and the resource tracker end on EOF, soon after
+        while (left := session_processes(command.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert left == []
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+        for line in session_processes(command.pid):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_demo_with_every_process_it_started(sig: signal.Signals, tmp_path: Path) -> None:
@@ -84,28 +103,33 @@ def test_a_signal_stops_the_demo_with_every_process_it_started(sig: signal.Signa
         start_new_session=True,  # its own session: whatever it starts is found by the session id
         cwd=ROOT,
     )
-    try:
-        assert demo.stderr is not None
-        for line in demo.stderr:  # the solver worker is ready once its processes run
-            if "solver worker" in line and "ready" in line:
-                break
-        else:
-            pytest.fail(f"the demo ended before its solver worker was ready: {demo.wait()}")
-        started = session_processes(demo.pid)
-        assert len(started) >= 4, started  # the demo, its broker, the forkserver, the solver processes
-        os.kill(demo.pid, sig)
-        _, err = demo.communicate(timeout=60)
-        assert demo.returncode == 128 + sig
-        assert f"qxedge: stopped by {sig.name}" in err and "Traceback" not in err
-        deadline = time.monotonic() + 30  # the forkserver and the resource tracker end on EOF, soon after
-        while (left := session_processes(demo.pid)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert left == []
-    finally:
-        if demo.poll() is None:
-            os.killpg(demo.pid, signal.SIGKILL)
-        for line in session_processes(demo.pid):
-            os.kill(int(line.split()[0]), signal.SIGKILL)
+    assert demo.stderr is not None
+    for line in demo.stderr:  # the solver worker is ready once its processes run
+        if "solver worker" in line and "ready" in line:
+            break
+    else:
+        demo.kill()
+        pytest.fail(f"the demo ended before its solver worker was ready: {demo.wait()}")
+    started = session_processes(demo.pid)
+    assert len(started) >= 4, started  # the demo, its broker, the forkserver, the solver processes
+    stop_and_check(demo, sig)
+
+
+def test_sigterm_stops_a_solve_with_its_solver_processes(tmp_path: Path) -> None:
+    bqm = dimod.generators.gnp_random_bqm(3000, 0.005, "BINARY", random_state=2)  # SA: seconds per read
+    (tmp_path / "big.json").write_text(json.dumps(bqm.to_serializable(use_bytes=False)))
+    solve = subprocess.Popen(
+        [*QXEDGE, "solve", str(tmp_path / "big.json"), "--solver", "sa", "--deadline-ms", "120000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60  # the solver processes run: the forkserver and its children
+    while len(session_processes(solve.pid)) < 4 and solve.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(session_processes(solve.pid)) >= 4
+    stop_and_check(solve, signal.SIGTERM)
 
 
 def bqm_file(tmp_path: Path) -> Path:
