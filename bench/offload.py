@@ -30,6 +30,7 @@ import numpy as np
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient
 from qxedge.hybrid.client import OffloadClient, OffloadConfig
+from qxedge.testing.bench_results import Results, add_save_option
 
 ECHO = textwrap.dedent("""
     import sys, paho.mqtt.client as paho
@@ -85,7 +86,7 @@ async def offload_round_trips(port: int, n: int) -> tuple[list[float], list[floa
         return totals, overheads
 
 
-async def adherence(port: int, rate: float, seconds: float, n: int) -> None:
+async def adherence(port: int, rate: float, seconds: float, n: int, saved: Results) -> None:
     cfg = OffloadConfig(deadline_ms=1500, solver="auto", fallback_ms=250)
     async with (
         MqttClient(BrokerConfig(url=f"mqtt://127.0.0.1:{port}"), role="bench-agent-2") as mqtt,
@@ -113,6 +114,10 @@ async def adherence(port: int, rate: float, seconds: float, n: int) -> None:
             f"{fallbacks} local fallbacks ({offload.stats['greedy_fallbacks']} greedy), "
             f"{offload.stats['late']} results after the deadline; wins {dict(offload.wins)}"
         )
+        saved.table(
+            f"deadline adherence: {rate:g} jobs/s of n = {n} for {seconds:g} s, two workers",
+            ["decisions", "in time", "local fallbacks", "late results", "wins"],
+        ).add(len(results), in_time, fallbacks, offload.stats["late"], str(dict(offload.wins)))
 
 
 def main() -> None:
@@ -121,7 +126,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--n", type=int, default=12, help="variables per job in the adherence run")
+    add_save_option(parser)
     args = parser.parse_args()
+    saved = Results(__file__, parser, args)
     with EmbeddedBroker(prefer="mosquitto") as broker, tempfile.TemporaryDirectory() as tmp:
         port = broker.port
         conf = Path(tmp) / "dc.yaml"
@@ -148,11 +155,23 @@ def main() -> None:
             p99 = statistics.quantiles(overheads, n=100)[98] / statistics.quantiles(echo_rtt, n=100)[98]
             p50 = statistics.median(overheads) / statistics.median(echo_rtt)
             print(f"  overhead / echo: p50 x{p50:.2f}, p99 x{p99:.2f}")
-            asyncio.run(adherence(port, args.rate, args.seconds, args.n))
+            trips = saved.table(
+                f"{args.jobs} round trips of n = 10, one at a time, private mosquitto",
+                ["", "p50 ms", "p99 ms"],
+            )
+            for label, xs in [
+                ("MQTT echo (paho subscribe + republish)", echo_rtt),
+                ("offload round trip", totals),
+                ("offload minus solve time", overheads),
+            ]:
+                trips.add(label, statistics.median(xs) * 1000, statistics.quantiles(xs, n=100)[98] * 1000)
+            trips.add("overhead / echo (ratio)", p50, p99)
+            asyncio.run(adherence(port, args.rate, args.seconds, args.n, saved))
         finally:
             for p in (*workers, echo):
                 p.terminate()
                 p.wait(10)
+    saved.save()
 
 
 if __name__ == "__main__":
