@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -106,7 +107,8 @@ def raw_round(url: str, topic: str, flood: Path, messages: int) -> float:
 
 
 async def agent_round(url: str, topic: str, flood: Path, messages: int) -> tuple[float, int]:
-    cfg = load_config(ROOT / "configs" / "edge.yaml", environ={}, broker_url=url)
+    environ = {"QXEDGE_OPS__PORT": "0"}  # a free port: another agent on this machine may hold 9464
+    cfg = load_config(ROOT / "configs" / "edge.yaml", environ=environ, broker_url=url)
     agent = Agent(cfg.model_copy(update={"planning": None}))  # no production day: its loads are not here
     stop = asyncio.Event()
     first = last = 0.0
@@ -145,6 +147,7 @@ def main() -> None:
         if args.broker is None
         else _Given(args.broker) as broker,
     ):
+        os.environ["XDG_STATE_HOME"] = tmp  # the agent's audit log and outbox: not the user's, maybe in use
         flood = Path(tmp) / "flood.txt"
         topic, per_message = make_flood(flood, args.messages, args.batch)
         size = flood.stat().st_size / args.messages
