@@ -71,6 +71,24 @@ async def echo_round_trips(port: int, n: int, payload: bytes) -> list[float]:
         return out
 
 
+async def wait_for_workers(port: int, count: int, timeout_s: float = 120) -> None:
+    """Until ``count`` different workers have answered a small job (they import PennyLane and start their
+    solver processes first: seconds, more on a busy machine)."""
+    cfg = OffloadConfig(deadline_ms=30_000, solver="exact", fallback_ms=100)
+    async with (
+        MqttClient(BrokerConfig(url=f"mqtt://127.0.0.1:{port}"), role="bench-warm-up") as mqtt,
+        OffloadClient(mqtt, "bench", cfg) as offload,
+    ):
+        seen: set[str | None] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(seen) < count:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{len(seen)} of {count} solver workers answered within {timeout_s:g} s")
+            decision = await offload.solve(bqm(6, len(seen)))
+            if decision.source == "datacenter" and decision.result is not None:
+                seen.add(decision.result.worker)
+
+
 async def offload_round_trips(port: int, n: int) -> tuple[list[float], list[float]]:
     cfg = OffloadConfig(deadline_ms=5000, solver="exact", fallback_ms=100)
     async with (
@@ -144,7 +162,7 @@ def main() -> None:
         echo = subprocess.Popen([sys.executable, "-c", ECHO, str(port)], stdout=subprocess.PIPE, text=True)
         try:
             assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
-            time.sleep(8)  # the workers import PennyLane and start their solver processes
+            asyncio.run(wait_for_workers(port, len(workers)))
             payload = json.dumps({"problem": bqm(10, 0).to_serializable(use_bytes=False)}).encode()
             echo_rtt = asyncio.run(echo_round_trips(port, args.jobs, payload))
             totals, overheads = asyncio.run(offload_round_trips(port, args.jobs))
