@@ -21,6 +21,19 @@ pytestmark = pytest.mark.integration
 SITE = "demo"
 
 
+async def plant_reports(watcher: Watcher, agent: Agent, *assets: str, load_cap: float = 1.0) -> None:
+    """The plant echoes the value in force of each asset (``load_cap``) until the agent has it: a
+    rate-limited asset is never written before its value in force is known."""
+    wanted = {(f"line1/{asset}", "load_cap") for asset in assets}
+    deadline = time.monotonic() + 30
+    while not wanted <= set(agent.safety.latest):
+        assert time.monotonic() < deadline, "the agent never saw the plant's echo"
+        for asset in assets:
+            body = json.dumps({"value": load_cap, "ts": time.time()})
+            await asyncio.to_thread(watcher.publish, f"plant/line1/{asset}/load_cap", body)
+        await asyncio.sleep(0.2)
+
+
 async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
@@ -48,7 +61,7 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
         for asset in ("pump1", "pump2", "fan1"):  # fresh readings for the temperature interlock
             for k in range(3):
                 watcher.publish(f"plant/line1/{asset}/temp", json.dumps({"value": 60.0 + k}))
-        await asyncio.sleep(1.5)  # one evaluation: the interlock sees them
+        await plant_reports(watcher, agent, "pump1", "pump2", "fan1")  # one evaluation: it sees them all
         steps = [
             ("proposals/line1/pump1", {"value": -3.0, "source": "mes", "ts": now}),  # out of range: clamped
             ("proposals/line1/pump1", {"value": 0.5, "data_ts": now - 600}),  # stale data
@@ -133,13 +146,19 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
 async def test_dry_run_audits_but_writes_nothing(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
-    cfg = edge_config(broker.url, safety__dry_run="true", safety__envelopes__0__interlocks="[]")
+    cfg = edge_config(
+        broker.url,
+        safety__dry_run="true",
+        safety__envelopes__0__interlocks="[]",
+        safety__envelopes__0__min_dwell_s="0",
+    )
     watcher = watch(f"qx/v1/{SITE}/setpoints/#")
     agent = Agent(cfg)
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(agent.run(stop))
         await asyncio.wait_for(agent.ready.wait(), 10)
+        await plant_reports(watcher, agent, "pump1")
         for value in (0.5, 3.0):
             await asyncio.to_thread(
                 watcher.publish,
@@ -205,6 +224,7 @@ async def test_starts_without_the_broker_and_writes_nothing_until_the_locks_are_
                 await asyncio.sleep(0.05)
             locked = await agent.gate.propose(proposal("line1/pump1"))
             assert locked.status == "refused" and "maintenance" in locked.reason
+            await plant_reports(watcher, agent, "pump2")
             accepted = await agent.gate.propose(proposal("line1/pump2"))
             assert accepted.status == "accepted" and accepted.value == 0.7, accepted
         finally:
