@@ -87,6 +87,7 @@ class AgentMetrics(Collector):
             "late",
             "unknown_results",
             "invalid_results",
+            "duplicate_results",
             "result_rejected",
             "result_late",
             "result_error",
