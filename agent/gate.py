@@ -369,7 +369,8 @@ class SetpointGate:
             self.safety.locks[asset] = holders[-1]
             self.safety.drop_ramp(asset)
             if not locked:
-                with_reason = f"{with_reason}; still locked by another lock topic ({holders[-1]})"
+                still = f"still locked by another lock topic ({holders[-1]})"
+                with_reason = f"{with_reason}; {still}" if with_reason else still
         else:
             self.safety.locks.pop(asset, None)
         log.warning("%s %s (%s)", asset, "locked" if holders else "unlocked", with_reason)
