@@ -6,7 +6,8 @@ Inputs it takes besides the agent's own rules:
 - ``qx/v1/{site}/proposals/{asset}``: setpoint proposals from outside (an operator screen, an MES,
   the data center): ``{"value": 0.8, "data_ts": <epoch s of the newest input>, "source": "mes"}``
   (``ts`` stands in for ``data_ts``; one of them is required). With a ``job_id`` the proposal derives
-  from a solver result: the job must be one this agent sent, and its deadline is the job's own;
+  from a solver result: the job must be one this agent sent, and its deadline is the job's own. A
+  topic whose asset has empty levels (``proposals/line1/pump1/``) is refused;
 - ``qx/v1/{site}/lock/{asset}`` (retained): a payload locks the asset at its current value (the
   payload says who and why) unless it is one of the unlock payloads, exactly (case and surrounding
   white space aside): empty, ``unlocked``, ``unlock``, ``false``, ``0``, or a JSON object with
@@ -258,8 +259,10 @@ class SetpointGate:
         now = time.time()
         asset = topic.removeprefix(self.topic("proposals/"))
         try:
-            if not asset:
-                raise ValueError("the topic names no asset")
+            if not asset or "" in asset.split("/"):  # "line1/pump1/" would be another asset to the envelope
+                raise ValueError(
+                    "the topic names no asset" if not asset else "the topic's asset has empty levels"
+                )
             doc = json.loads(payload)
             if not isinstance(doc, dict):
                 raise ValueError("a proposal must be a JSON object")

@@ -1,5 +1,5 @@
 """Operator locks (``qx/v1/{site}/lock/{asset}``): the exact payloads that unlock, strict topics, and
-a truthful reason while locks may be missed."""
+a truthful reason while locks may be missed; strict proposal topics too."""
 
 from __future__ import annotations
 
@@ -100,3 +100,13 @@ async def test_a_lock_backlog_is_reported_as_such(broker: EmbeddedBroker) -> Non
             assert "the plant broker is not reachable" in str(inputs_unknown(mqtt, locks, setpoints))
     finally:
         publisher.close()
+
+
+async def test_a_proposal_topic_with_empty_levels_is_refused() -> None:
+    """``line1/pump1/`` matches the envelope ``line1/*`` but is not line1/pump1: its rate and dwell
+    limits would not apply. Such a topic is refused, never written."""
+    g, mqtt = gate()
+    for suffix in ("line1/pump1/", "line1//pump1", "/line1/pump1", ""):
+        payload = f'{{"value": 0.5, "ts": {time.time()}}}'.encode()
+        await g.on_proposal(f"qx/v1/site/proposals/{suffix}", payload)
+    assert g.verdicts["refused"] == 4 and mqtt.sent == []
