@@ -10,8 +10,8 @@ Inputs it takes besides the agent's own rules:
   topic whose asset has empty levels (``proposals/line1/pump1/``) is refused;
 - ``qx/v1/{site}/lock/{asset}`` (retained): a payload locks the asset at its current value (the
   payload says who and why) unless it is one of the unlock payloads, exactly (case and surrounding
-  white space aside): empty, ``unlocked``, ``unlock``, ``false``, ``0``, or a JSON object with
-  ``"locked": false``. Anything else locks (``off``, ``no``, ``{"locked": "no"}``, bytes that are not
+  white space aside): empty, ``unlocked``, ``false``, ``0``, or a JSON object with ``"locked":
+  false``. Anything else locks (``unlock``, ``off``, ``no``, ``{"locked": "no"}``, bytes that are not
   UTF-8). Each lock topic holds its own lock: an asset is locked while any topic locks it. A topic
   with empty levels (``lock/line1/fan1/``) is not the asset's topic: it still locks the asset it names,
   with an alarm; one that names no asset (``lock/``) locks nothing and raises an alarm;
@@ -46,7 +46,7 @@ from qxedge.core.cancels import raise_if_cancelling
 from qxedge.core.errors import ConnectorError
 
 log = logging.getLogger(__name__)
-UNLOCK = frozenset({"", "unlocked", "unlock", "false", "0"})  # exactly these (lower case, stripped) unlock
+UNLOCK = frozenset({"", "unlocked", "false", "0"})  # exactly these (lower case, stripped) unlock
 UNECHOED_LIMIT = 10_000  # own setpoints remembered until the broker sends them back
 PROVENANCE_KEYS = (
     "source",

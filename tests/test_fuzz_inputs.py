@@ -121,7 +121,7 @@ def documented_unlock(payload: bytes) -> bool:
         text = payload.decode("utf-8").strip()
     except UnicodeDecodeError:
         return False
-    if text.lower() in ("", "unlocked", "unlock", "false", "0"):
+    if text.lower() in ("", "unlocked", "false", "0"):  # the README's list
         return True
     try:
         doc = json.loads(text)
@@ -132,7 +132,9 @@ def documented_unlock(payload: bytes) -> bool:
 
 LOCK_PAYLOADS = (
     st.binary(max_size=60)
-    | st.sampled_from([b"", b"unlocked", b"UNLOCK ", b"false", b"0", b"off", b"no", b"maintenance"])
+    | st.sampled_from(
+        [b"", b"unlocked", b"UNLOCKED ", b"unlock", b"false", b"0", b"off", b"no", b"maintenance"]
+    )
     | st.builds(
         lambda doc: json.dumps(doc).encode(), st.dictionaries(st.sampled_from(["locked", "by"]), JSON_VALUES)
     )

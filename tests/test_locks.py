@@ -16,8 +16,9 @@ from .conftest import Watcher, wait_until
 from .test_safety import FakeAudit, FakeMqtt
 
 LOCK = "qx/v1/site/lock/"
-UNLOCKS = [b"", b"unlocked", b"unlock", b"false", b"0", b"  Unlocked\n", b"FALSE", b'{"locked": false}']
+UNLOCKS = [b"", b"unlocked", b"false", b"0", b"  Unlocked\n", b"FALSE", b'{"locked": false}', b" false "]
 LOCKS = [
+    b"unlock",  # not one of the documented forms: an unclear message locks
     b"off",  # may mean "switch it off": not an unlock
     b"no",
     b"j.kim: bearing inspection",
