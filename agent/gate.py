@@ -149,6 +149,7 @@ class SetpointGate:
             self._unechoed.popitem(last=False)
         sent = self.mqtt.publish(topic, payload, qos=1, retain=True)
         if not sent:
+            self._unechoed.pop((topic, payload), None)  # it will not come back
             self.audit.record(
                 "write",
                 "unsent",
