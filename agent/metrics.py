@@ -74,7 +74,7 @@ class AgentMetrics(Collector):
         verdicts = CounterMetricFamily(
             "qxedge_setpoint_verdicts", "safety verdicts and writes", labels=["site", "verdict"]
         )
-        for verdict in ("accepted", "clamped", "refused", "written", "alarms", "refused_results"):
+        for verdict in ("accepted", "clamped", "refused", "written", "alarms", "refused_results", "foreign"):
             verdicts.add_metric([site, verdict], a.gate.verdicts[verdict] if a.gate else 0)
         yield verdicts
         offload = CounterMetricFamily(
@@ -87,6 +87,7 @@ class AgentMetrics(Collector):
             "late",
             "unknown_results",
             "invalid_results",
+            "duplicate_results",
             "result_rejected",
             "result_late",
             "result_error",
