@@ -363,7 +363,6 @@ class SetpointGate:
                 for changed in {asset, named or asset}:  # a plant may go by the topic or the payload
                     self.safety.foreign(changed, value, now)
                     self._settled.pop(changed, None)  # not ours in force: the next allowed value is written
-
                 reason = f"a setpoint this agent did not write ({value:g}) on {topic}"
             else:
                 reason = f"a message this agent did not write on {topic} (not a setpoint)"
