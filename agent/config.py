@@ -41,12 +41,13 @@ from qxedge.agent.planning import PlanningConfig
 from qxedge.agent.safety import SafetyConfig
 from qxedge.agent.telemetry import TelemetryConfig
 from qxedge.connectors.modbus import ModbusConfig
-from qxedge.connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap, resolve_path
+from qxedge.connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap
 from qxedge.connectors.opcua import OpcUaConfig
 from qxedge.connectors.outbox import OutboxConfig
 from qxedge.connectors.plant import PlantConnector
 from qxedge.connectors.simulator import SimulatorConfig
 from qxedge.connectors.sparkplug import SparkplugConfig
+from qxedge.core.config import resolve_path
 from qxedge.core.errors import ConfigError, Problem
 from qxedge.core.ops_server import OpsConfig
 from qxedge.hybrid.client import OffloadConfig

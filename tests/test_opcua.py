@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from qxedge.agent.pipeline import Agent
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import BrokerConfig
-from qxedge.connectors.opcua import Backoff, OpcUaConfig, OpcUaConnector, parse_node
+from qxedge.connectors.opcua import OpcUaConfig, OpcUaConnector, parse_node
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
 from qxedge.core.errors import ConfigError, ConnectorError
@@ -568,16 +568,6 @@ def test_config_is_validated_with_clear_errors(pki: dict[str, Path], tmp_path: P
     with pytest.raises(ConfigError) as info:
         edge_config("mqtt://127.0.0.1:1", connectors='[{opcua: {endpoint: "tcp://x", nodes: []}}]')
     assert "connectors[0].opcua" in str(info.value)
-
-
-def test_backoff_is_jittered_exponential_and_capped() -> None:
-    backoff = Backoff(0.5, 4.0)
-    delays = [backoff.delay() for _ in range(8)]
-    caps = [0.5, 1, 2, 4, 4, 4, 4, 4]
-    assert all(cap / 2 <= d <= cap for d, cap in zip(delays, caps, strict=True)), delays
-    assert len(set(delays)) > 1
-    backoff.reset()
-    assert backoff.delay() <= 0.5
 
 
 async def test_agent_reads_and_writes_through_opcua(
