@@ -26,9 +26,9 @@ Values: int16/uint16/int32/uint32/float32/float64 with ``byte_order`` (bytes wit
 as 1.0 / 0.0. A non-finite float from a device is dropped and counted, never delivered.
 
 Each device runs in its own task of the connector's TaskGroup, so a device that is down never delays
-another; a lost or unanswered link closes the connection and reconnects with jittered exponential
-backoff (``reconnect_min_s`` doubling up to ``reconnect_max_s``). A device exception response is
-counted and logged (once per block and code), the link stays up.
+another; a lost or unanswered link closes the connection and reconnects with the jittered exponential
+backoff of :mod:`qxedge.core.backoff` (``reconnect_min_s`` doubling up to ``reconnect_max_s``). A
+device exception response is counted and logged (once per block and code), the link stays up.
 
 ``write(asset, value)`` (called by the setpoint gate only) encodes the value, writes it (function 5,
 6 or 16), reads the register(s) back and delivers the value read as the reading ``readback_signal`` of

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -19,6 +18,7 @@ from qxedge.connectors.modbus.codec import Block, Codec, plan_blocks
 from qxedge.connectors.modbus.config import BIT_TABLES, ModbusConfig, ModbusDevice, Table
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
+from qxedge.core.backoff import Backoff
 from qxedge.core.cancels import raise_if_cancelling
 from qxedge.core.errors import ConnectorError
 
@@ -87,7 +87,7 @@ class DevicePoller:
     # ------------------------------------------------------------------ loop
     async def run(self, deliver: Callable[[ReadingBatch], None]) -> None:
         """Connect, poll every ``poll_s``, reconnect with jittered backoff; never returns."""
-        delay = self._reconnect_min
+        backoff = Backoff(self._reconnect_min, self._reconnect_max)
         down_since: float | None = None
         while True:
             try:
@@ -98,23 +98,25 @@ class DevicePoller:
                 else:
                     log.info("%s: connected, %d read(s) per poll", self.label, len(self.blocks))
                 down_since = None
-                delay = self._reconnect_min
+                backoff.reset()
                 await self._poll_loop(deliver)
             except LinkDown as exc:
                 self._drop()
+                raise_if_cancelling()  # pymodbus' wait_for (Python 3.11) may have eaten our cancel
+                delay = backoff.next_delay()
                 if down_since is None:
                     down_since = time.monotonic()
-                    log.warning("%s: %s; reconnecting with backoff", self.label, exc)
+                    log.warning("%s: %s; reconnecting in %.2f s", self.label, exc, delay)
                 else:
-                    log.debug("%s: still down: %s", self.label, exc)
+                    log.debug("%s: still down: %s; next try in %.2f s", self.label, exc, delay)
             except Exception:  # a bug or a pymodbus surprise: never take the agent down with it
                 self.stats.errors += 1
                 self._drop()
                 down_since = down_since or time.monotonic()
-                log.exception("%s: unexpected error; reconnecting with backoff", self.label)
-            raise_if_cancelling()  # pymodbus' wait_for (Python 3.11) may have eaten our cancel
-            await asyncio.sleep(random.uniform(delay / 2, delay))
-            delay = min(delay * 2, self._reconnect_max)
+                raise_if_cancelling()
+                delay = backoff.next_delay()
+                log.exception("%s: unexpected error; reconnecting in %.2f s", self.label, delay)
+            await asyncio.sleep(delay)
 
     async def connect(self) -> None:
         cfg = self.config

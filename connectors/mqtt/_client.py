@@ -17,8 +17,9 @@ fight it for the GIL on every message. Here paho runs *inside* the loop, with no
 - when a consumer falls behind, its list reaching ``high_water`` pauses reading from the socket until it
   catches up: TCP back-pressure instead of unbounded memory;
 - a task of the client's own TaskGroup calls ``loop_misc()`` every second (keep-alive, dead-link
-  detection) and reconnects with jittered exponential backoff; subscriptions and birth messages
-  (the agent's retained ``online`` state) are renewed on every connect.
+  detection) and reconnects with the jittered exponential backoff of :mod:`qxedge.core.backoff`,
+  logging each wait before it waits; subscriptions and birth messages (the agent's retained ``online``
+  state) are renewed on every connect.
 
 The blocking part of connecting (DNS, TCP) runs in a worker thread so it never stalls the loop.
 """
@@ -28,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
 import threading
 import uuid
@@ -42,6 +42,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from qxedge.connectors.mqtt._matcher import CachedMatcher
 from qxedge.connectors.mqtt.config import BrokerConfig, TlsConfig, split_url
+from qxedge.core.backoff import Backoff
 from qxedge.core.errors import BrokerUnavailable, ConnectorError
 
 log = logging.getLogger(__name__)
@@ -403,22 +404,26 @@ class MqttClient:
             log.warning("lost the MQTT broker at %s (%s); reconnecting", self.config.url, code)
 
     async def _maintain(self) -> None:
-        """Keep-alive and dead-link detection once a second; reconnect with jittered backoff."""
-        delay = self.config.reconnect_min_s
+        """Keep-alive and dead-link detection once a second; a lost link is tried again at the next
+        second, then after each failure after the backoff's delay (the log line says how long)."""
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
         while not self._closing:
             await asyncio.sleep(1.0)
             if self._sock is not None:
                 self._paho_call(self._paho.loop_misc)
             if self._connected.is_set() or self._closing:
-                delay = self.config.reconnect_min_s
+                backoff.reset()
                 continue
-            await asyncio.sleep(random.uniform(0, delay))
-            try:
-                await self._connect(first=False)
-                self.reconnects += 1
-            except BrokerUnavailable as exc:
-                log.warning("%s; next try within %.1f s", exc, delay)
-                delay = min(delay * 2, self.config.reconnect_max_s)
+            while not self._closing:
+                try:
+                    await self._connect(first=False)
+                except BrokerUnavailable as exc:
+                    delay = backoff.next_delay()
+                    log.warning("%s; next try in %.2f s", exc, delay)
+                    await asyncio.sleep(delay)
+                else:
+                    self.reconnects += 1
+                    break
 
     async def _await_suback(self, result: tuple[MQTTErrorCode, int | None], topic_filter: str) -> None:
         rc, mid = result

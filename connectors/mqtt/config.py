@@ -103,6 +103,8 @@ class BrokerConfig(BaseModel):
             self.password = read_secret(self.password_file)
         if self.tls is not None and split_url(self.url)[0] != "mqtts":
             raise ValueError("tls settings need an mqtts:// url")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
         return self
 
     @property
