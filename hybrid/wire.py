@@ -32,10 +32,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qxedge.core.errors import PayloadError
+from qxedge.hybrid.config import SOLVERS as SOLVERS
+from qxedge.hybrid.config import SolverName as SolverName
 
 SCHEMA_VERSION = 1
-SolverName = Literal["auto", "exact", "sa", "tabu", "qaoa"]
-SOLVERS: tuple[str, ...] = SolverName.__args__  # type: ignore[attr-defined]
 Status = Literal["ok", "late", "rejected", "error"]
 _ID_CHARS = r"[A-Za-z0-9_.:-]{1,128}"  # safe in a topic level: no "/", "+", "#", NUL or newline
 _ID = rf"^{_ID_CHARS}$"
