@@ -19,7 +19,7 @@ from qxedge.core.config import read_secret, resolve_path, split_service_url
 class TlsConfig(BaseModel):
     """TLS to the broker; checked when the config is loaded (files exist, certificates parse)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     ca_file: Path | None = Field(None, description="CA bundle (PEM); default: the system's CAs")
     cert_file: Path | None = Field(None, description="client certificate (PEM), for certificate auth")
@@ -62,9 +62,9 @@ class TlsConfig(BaseModel):
 
 class BrokerConfig(BaseModel):
     """How to reach an MQTT broker. Secrets: ``password`` (e.g. from ``QXEDGE_BROKER__PASSWORD``) or
-    ``password_file``; neither is ever logged or printed."""
+    ``password_file``; neither is ever logged or printed (nor is the input of a field that failed)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host[:port] (mqtts:// for TLS)")
     client_id: str | None = Field(None, description="default: qxedge-<role>-<random>")

@@ -137,7 +137,7 @@ class OpcUaSecurity(BaseModel):
 class OpcUaConfig(BaseModel):
     """An OPC UA server: nodes read through a subscription, setpoints written with read-back."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     endpoint: str = Field(description="opc.tcp://host[:port][/path]")
     security: OpcUaSecurity = Field(default_factory=OpcUaSecurity)
