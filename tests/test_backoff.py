@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from qxedge.connectors.embedded_broker import free_port
 from qxedge.connectors.modbus import DevicePoller, ModbusDevice
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.connectors.opcua import OpcUaConfig
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.sparkplug import SparkplugConfig
 from qxedge.core.backoff import Backoff
@@ -162,5 +163,33 @@ async def test_sparkplug_reconnect_log_states_the_wait(
     connector = SparkplugConfig(group_id="g", edge_node_id="n").connector("sparkplug[0]")
     stated, slept = await _stated_and_slept(
         caplog, monkeypatch, lambda: connector.run(link), "qxedge.connectors.sparkplug", logging.WARNING
+    )
+    _each_stated_wait_is_slept(stated, slept)
+
+
+async def test_opcua_reconnect_log_states_the_wait(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = OpcUaConfig.model_validate(
+        {
+            "endpoint": f"opc.tcp://127.0.0.1:{free_port()}",
+            "nodes": [{"node": "ns=2;s=A.Temp", "asset": "line1/a", "signal": "temp"}],
+            "request_timeout_s": 1,
+            "reconnect_min_s": 0.2,
+            "reconnect_max_s": 0.8,
+        }
+    )
+
+    async def propose(asset: str, value: float, source: str, data_ts: float) -> None:
+        return None
+
+    link = PlantLink("s", BrokerConfig(), lambda batch: None, propose)
+    connector = config.connector("opcua[0]")
+    stated, slept = await _stated_and_slept(
+        caplog,
+        monkeypatch,
+        lambda: connector.run(link),
+        "qxedge.connectors.opcua._connector",
+        logging.WARNING,
     )
     _each_stated_wait_is_slept(stated, slept)

@@ -128,7 +128,7 @@ class OpcUaConnector:
                 self.connected.clear()
             raise_if_cancelling()  # asyncua's teardown swallows a cancel that lands in it
             delay = backoff.next_delay()
-            log.warning("%s: %s; reconnecting in %.1f s", self.name, self.stats.last_error, delay)
+            log.warning("%s: %s; reconnecting in %.2f s", self.name, self.stats.last_error, delay)
             await asyncio.sleep(delay)
             self.stats.reconnects += 1
 
