@@ -20,17 +20,18 @@ import time
 from collections.abc import Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 
 from qxedge import __version__
 from qxedge.agent.config import EdgeConfig, default_config_path, load_config, load_model
-from qxedge.agent.inference import OnnxModel
 from qxedge.connectors.mqtt import split_url
 from qxedge.core.errors import ConfigError, ModelError, Problem, QxError
 from qxedge.hybrid.backends import solver_names
-from qxedge.hybrid.service import DataCenterConfig
+
+if TYPE_CHECKING:  # the commands import their runtime (ONNX Runtime, the solvers) when they run
+    from qxedge.hybrid.service import DataCenterConfig
 
 # the lines for the person at the terminal (progress, the fatal error) on stderr: as they are, or each
 # a JSON object with --log-json, like every log line
@@ -226,6 +227,8 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _datacenter(path: Path | None, broker: str | None) -> DataCenterConfig:
+    from qxedge.hybrid.service import DataCenterConfig
+
     return load_model(DataCenterConfig, path or default_config_path("datacenter.yaml"), broker_url=broker)
 
 
@@ -235,6 +238,8 @@ def _load(path: Path | None, broker: str | None) -> EdgeConfig:
 
 def _check_models(cfg: EdgeConfig) -> list[str]:
     """Load every model once: catches a model that does not fit its config. Returns provider lines."""
+    from qxedge.agent.inference import OnnxModel
+
     problems, lines = [], []
     for i, m in enumerate(cfg.models):
         try:
@@ -437,6 +442,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "audit":
         return _audit(args)
     if args.command == "config-schema":
+        from qxedge.hybrid.service import DataCenterConfig
+
         model = EdgeConfig if args.kind == "edge" else DataCenterConfig
         print(json.dumps(model.model_json_schema(), indent=2))
         return 0

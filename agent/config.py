@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from paho.mqtt.client import topic_matches_sub as paho_matches
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -37,19 +36,19 @@ from pydantic import (
     model_validator,
 )
 
-from qxedge.agent.planning import PlanningConfig
 from qxedge.agent.safety import SafetyConfig
-from qxedge.agent.telemetry import TelemetryConfig
+from qxedge.agent.settings import PlanningConfig, TelemetryConfig
 from qxedge.connectors.modbus import ModbusConfig
-from qxedge.connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap, resolve_path
+from qxedge.connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap, topic_matches
 from qxedge.connectors.opcua import OpcUaConfig
 from qxedge.connectors.outbox import OutboxConfig
 from qxedge.connectors.plant import PlantConnector
 from qxedge.connectors.simulator import SimulatorConfig
 from qxedge.connectors.sparkplug import SparkplugConfig
+from qxedge.core.config import resolve_path
 from qxedge.core.errors import ConfigError, Problem
 from qxedge.core.ops_server import OpsConfig
-from qxedge.hybrid.client import OffloadConfig
+from qxedge.hybrid.config import OffloadConfig
 
 ENV_PREFIX = "QXEDGE_"
 M = TypeVar("M", bound=BaseModel)
@@ -252,7 +251,7 @@ def cross_check(cfg: EdgeConfig) -> list[Problem]:
             problems.append(Problem(f"rules[{i}].model", f"no model named {r.model!r}"))
     filters = [(i, t) for i, c in enumerate(cfg.connectors) if c.mqtt for t in c.mqtt.topics]
     for k, (i, a) in enumerate(filters):
-        if paho_matches(a, f"qx/v1/{cfg.site}/deadletter"):
+        if topic_matches(a, f"qx/v1/{cfg.site}/deadletter"):
             problems.append(
                 Problem(
                     f"connectors[{i}].mqtt.topics",

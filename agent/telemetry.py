@@ -27,26 +27,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from qxedge.agent._jsonbytes import dumps
 from qxedge.agent._patterns import AssetFilter
+from qxedge.agent.settings import TelemetryConfig as TelemetryConfig
 from qxedge.connectors.outbox import Outbox
 from qxedge.connectors.plant import AssetStats, Evaluation
 
 STREAM = "telemetry"
 SLICE = 25  # records put in the outbox between two turns of the loop (~70 µs each at 10 signals)
-
-
-class TelemetryConfig(BaseModel):
-    """Records upstream on ``qx/v1/{site}/telemetry`` through the outbox."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    every_s: float = Field(5.0, ge=0.01, le=3600, description="one record per asset this often")
-    assets: list[str] = Field(["*"], min_length=1, description="glob patterns of the assets reported")
-    readings: bool = Field(True, description="include the newest reading of each signal")
-    features: bool = Field(True, description="include the window statistics (`signal.stat`)")
 
 
 def _finite(value: Any) -> bool:

@@ -1,4 +1,9 @@
-"""Protocol connectors: sources of readings and sinks of setpoints (MQTT, simulated plant).
+"""Protocol connectors: sources of readings and sinks of setpoints.
 
-Connectors import neither ``agent`` nor ``hybrid``.
+``mqtt``, ``opcua``, ``modbus`` and ``outbox`` are packages of a config module (no driver), pure logic
+and a runtime imported on first use; ``sparkplug*``, ``simulator``, ``readings``, ``confirm``,
+``mosquitto_conf`` and ``plant`` (the agent ↔ connector contract) are modules. docs/architecture.md maps
+what lives where.
+
+Connectors import neither ``agent`` nor ``hybrid``; shared plumbing comes from ``qxedge.core``.
 """

@@ -9,7 +9,7 @@ consumer confirms it on ``qx/v1/{site}/confirm``::
     {"stream": "telemetry", "seqs": [[0, 199], [204, 204]]}   # inclusive ranges of sequence numbers
 
 and sends again what the broker acknowledged but the consumer never confirmed (see
-``connectors/outbox.py``). A consumer confirms every record it receives, a duplicate too (it was sent
+:mod:`qxedge.connectors.outbox`). A consumer confirms every record it receives, a duplicate too (it was sent
 again because no confirmation came), and de-duplicates by ``(stream, seq)`` itself. ``Receipts`` builds
 the confirmations.
 """

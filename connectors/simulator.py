@@ -33,10 +33,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from qxedge.connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.connectors.readings import ReadingBatch
 
 log = logging.getLogger(__name__)
@@ -130,6 +129,8 @@ class PlantModel:
     TAU_S = 60.0
 
     def __init__(self, config: SimulatorConfig) -> None:
+        import numpy as np  # only where a plant is simulated: loading a config needs no NumPy
+
         self.config = config
         self.rng = np.random.default_rng(config.seed)
         self.assets = {
@@ -220,6 +221,8 @@ class SimulatedPlant:
         self.published = 0
         self.setpoints_applied = 0
         self.setpoints_rejected = 0
+        from qxedge.connectors.mqtt import MqttClient  # only where a plant runs: a config needs no paho
+
         self._mqtt = MqttClient(broker, role="simulator")
         self._started = 0.0
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -38,6 +37,7 @@ from qxedge.connectors.plant import Evaluation, PlantLink
 from qxedge.connectors.sparkplug_node import EdgeNode
 from qxedge.connectors.sparkplug_payload import NAMESPACE, check_id, topic
 from qxedge.connectors.sparkplug_source import SparkplugSource
+from qxedge.core.backoff import Backoff
 from qxedge.core.errors import ConnectorError
 
 log = logging.getLogger(__name__)
@@ -155,15 +155,15 @@ class SparkplugConnector:
     async def run(self, link: PlantLink) -> None:
         """Until cancelled; a broker that cannot be reached is retried with jittered backoff, a session
         ended because the primary host went offline is followed by a new one at once."""
-        delay = link.broker.reconnect_min_s
+        backoff = Backoff(link.broker.reconnect_min_s, link.broker.reconnect_max_s)
         while True:
             try:
                 await self._session(link)
-                delay = link.broker.reconnect_min_s
+                backoff.reset()  # a session that ended because the primary host went offline
             except ConnectorError as exc:
-                log.warning("%s: %s; next try within %.1f s", self.name, exc, delay)
-                await asyncio.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, link.broker.reconnect_max_s)
+                delay = backoff.next_delay()
+                log.warning("%s: %s; next try in %.2f s", self.name, exc, delay)
+                await asyncio.sleep(delay)
 
     async def _session(self, link: PlantLink) -> None:
         cfg = self.config

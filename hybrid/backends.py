@@ -26,7 +26,15 @@ if TYPE_CHECKING:
     from qxedge.hybrid.wire import Candidate
 
 AUTO = "auto"  # not a backend: every eligible one (the portfolio)
-BUILTIN = ("qxedge.hybrid.solvers", "qxedge.hybrid.qaoa")  # the modules that register the built-ins
+# the built-in backends and the module that registers each: their names are known without importing
+# them (a config names a solver without loading dimod or PennyLane)
+BUILTIN = {
+    "exact": "qxedge.hybrid.solvers",
+    "sa": "qxedge.hybrid.solvers",
+    "tabu": "qxedge.hybrid.solvers",
+    "greedy": "qxedge.hybrid.solvers",
+    "qaoa": "qxedge.hybrid.qaoa",
+}
 
 
 class Solver(Protocol):
@@ -88,7 +96,7 @@ def _load_builtins() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        for module in BUILTIN:
+        for module in dict.fromkeys(BUILTIN.values()):
             importlib.import_module(module)
 
 
@@ -113,8 +121,9 @@ def backend_names() -> tuple[str, ...]:
 
 
 def solver_names() -> tuple[str, ...]:
-    """What a job (or ``qxedge solve --solver``) may name: ``auto`` and every backend."""
-    return (AUTO, *backend_names())
+    """What a job (or ``qxedge solve --solver``) may name: ``auto``, the built-in backends and every
+    backend registered so far; imports no backend."""
+    return (AUTO, *dict.fromkeys([*BUILTIN, *_registry]))
 
 
 def build(name: str, config: SolversConfig) -> Solver:

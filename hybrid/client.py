@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import dimod
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from qxedge.connectors.mqtt import MqttClient, Subscription
+from qxedge.hybrid.config import OffloadConfig as OffloadConfig
 from qxedge.hybrid.solvers import SaConfig, TabuConfig, solve_greedy, solve_sa, solve_tabu
 from qxedge.hybrid.wire import (
     JobEnvelope,
@@ -45,16 +46,6 @@ from qxedge.hybrid.wire import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class OffloadConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    deadline_ms: int = Field(
-        1500, ge=50, le=600_000, description="the decision is due this long after submit"
-    )
-    solver: SolverName = "auto"
-    fallback: Literal["tabu", "sa"] = "tabu"
-    fallback_ms: int = Field(250, ge=10, description="kept at the end of the deadline for the local fallback")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,17 +25,17 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import dimod
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qxedge.core.errors import PayloadError
-from qxedge.hybrid.backends import known_solver, solver_names
+from qxedge.hybrid.backends import solver_names
+from qxedge.hybrid.config import SolverName as SolverName
 
 SCHEMA_VERSION = 1
-SolverName = Annotated[str, AfterValidator(known_solver)]  # auto or a backend of hybrid.backends
 Status = Literal["ok", "late", "rejected", "error"]
 _ID_CHARS = r"[A-Za-z0-9_.:-]{1,128}"  # safe in a topic level: no "/", "+", "#", NUL or newline
 _ID = rf"^{_ID_CHARS}$"

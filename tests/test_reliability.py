@@ -20,8 +20,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mosquitto_conf import check_mosquitto_conf
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient, split_url
-from qxedge.connectors.outbox import Outbox, OutboxConfig, OutboxError, check_mosquitto_conf
+from qxedge.connectors.outbox import Outbox, OutboxConfig, OutboxError
 from qxedge.hybrid.client import OffloadClient, OffloadConfig
 from qxedge.testing.faults import (
     CONFIRM,

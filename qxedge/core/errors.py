@@ -1,6 +1,6 @@
 """The one exception root of qxedge and its tree.
 
-It lives in ``connectors``, the bottom layer that ``agent`` and ``hybrid`` both import.
+It lives in ``qxedge.core``, the bottom layer that every other qxedge package imports.
 
 ::
 

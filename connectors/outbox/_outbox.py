@@ -44,14 +44,11 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from qxedge.connectors.confirm import BadConfirmation, merged, parse_confirmation
-from qxedge.connectors.mqtt import Message, MqttClient, resolve_path
+from qxedge.connectors.mqtt import Message, MqttClient
+from qxedge.connectors.outbox.config import OutboxConfig
 from qxedge.core.errors import ConnectorError
-from qxedge.core.state import state_dir
 
 log = logging.getLogger(__name__)
 
@@ -78,46 +75,6 @@ CREATE TABLE IF NOT EXISTS streams (name TEXT PRIMARY KEY, next_seq INTEGER NOT 
 
 class OutboxError(ConnectorError):
     """The outbox file cannot be opened or is not an outbox."""
-
-
-class OutboxConfig(BaseModel):
-    """The disk-backed outbox in front of the uplink (see ``connectors/outbox.py``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    path: Path | None = Field(None, description="default: $XDG_STATE_HOME/qxedge/outbox-<site>.sqlite")
-    max_messages: int = Field(100_000, ge=10, description="records kept on disk at most")
-    overflow: Literal["drop_oldest", "refuse_new"] = Field(
-        "drop_oldest", description="when full: delete the oldest records, or refuse new ones (counted)"
-    )
-    inflight: int = Field(100, ge=1, le=10_000, description="records published and not yet acknowledged")
-    flush_ms: int = Field(50, ge=1, le=10_000, description="new records are committed this often")
-    max_pending: int = Field(
-        10_000, ge=1, description="records held in memory while the disk refuses writes; then refused"
-    )
-    drain_timeout_s: float = Field(5.0, ge=0, le=600, description="graceful stop: time to send the rest")
-    confirm: Literal["broker", "upstream"] = Field(
-        "broker",
-        description="a record is done at the broker's PUBACK, or when the consumer confirms it on "
-        "qx/v1/{site}/confirm (nothing lost when the broker crashes)",
-    )
-    confirm_timeout_s: float = Field(
-        30.0,
-        gt=0,
-        le=3600,
-        description="confirm: upstream: a record acknowledged by the broker and not confirmed is sent "
-        "again this long after records acknowledged after it were confirmed",
-    )
-
-    @field_validator("path")
-    @classmethod
-    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
-        return resolve_path(path, info)
-
-    def resolved(self, site: str) -> Path:
-        if self.path is not None:
-            return self.path
-        return state_dir() / f"outbox-{site}.sqlite"
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,34 +525,3 @@ class Outbox:
                 self.stats["sent"] += 1
             paced = (self._again or self._ready) and not self._closing
             await asyncio.sleep(SEND_PAUSE_S if paced else 0)  # the socket writer, the acks, the agent
-
-
-# What qxedge needs from a mosquitto broker carrying its upstream traffic, and why.
-BROKER_SETTINGS: dict[str, tuple[int, str]] = {
-    "persistence": (1, "sessions and queued QoS 1 messages must survive a broker restart"),
-    "max_queued_messages": (
-        10_000,
-        "a subscriber that lags or is offline loses QoS 1 messages silently beyond this (default 1000)",
-    ),
-}
-
-
-def check_mosquitto_conf(text: str) -> list[str]:
-    """The problems of a mosquitto.conf for qxedge's upstream traffic (empty when it is fit)."""
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        words = line.split("#", 1)[0].split()
-        if len(words) >= 2:
-            values[words[0]] = words[1]  # mosquitto: the last occurrence wins
-    problems = []
-    persistence = values.get("persistence", "false").lower() in ("true", "1", "yes")
-    if not persistence:
-        problems.append(f"persistence is off: {BROKER_SETTINGS['persistence'][1]}")
-    queued = int(values.get("max_queued_messages", "1000"))
-    least = BROKER_SETTINGS["max_queued_messages"][0]
-    if 0 < queued < least:
-        problems.append(
-            f"max_queued_messages is {queued}, qxedge needs at least {least}: "
-            f"{BROKER_SETTINGS['max_queued_messages'][1]}"
-        )
-    return problems

@@ -36,366 +36,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
-from asyncua.ua.uaerrors import UaError, UaStringParsingError
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from asyncua.ua.uaerrors import UaError
 
-from qxedge.connectors.mqtt import read_secret, resolve_path, split_service_url
+from qxedge.connectors.opcua._values import epoch, keepalive_count, number, to_variant
+from qxedge.connectors.opcua.config import OpcUaConfig, OpcUaSetpoint
+from qxedge.connectors.opcua.nodes import BrowsePath, NodeIdSpec, parse_node
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
+from qxedge.core.backoff import Backoff
 from qxedge.core.cancels import raise_if_cancelling
 from qxedge.core.errors import ConnectorError
 
 log = logging.getLogger(__name__)
 
-VariantName = Literal[
-    "Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float", "Double"
-]
-_INT_RANGES: dict[str, tuple[int, int]] = {
-    "SByte": (-(2**7), 2**7 - 1),
-    "Byte": (0, 2**8 - 1),
-    "Int16": (-(2**15), 2**15 - 1),
-    "UInt16": (0, 2**16 - 1),
-    "Int32": (-(2**31), 2**31 - 1),
-    "UInt32": (0, 2**32 - 1),
-    "Int64": (-(2**63), 2**63 - 1),
-    "UInt64": (0, 2**64 - 1),
-}
-_NODE_ID_PREFIXES = ("ns=", "i=", "s=", "g=", "b=")
-_NULL_TIME = 0.0
 _ROOT = ua.NodeId(ua.Int32(ObjectIds.RootFolder))
-_HIERARCHICAL = ua.NodeId(
-    ua.Int32(ObjectIds.HierarchicalReferences)
-)  # an OPC UA DateTime of 0 (year 1601) means "no timestamp"; its epoch value is negative
-
-
-def parse_node(text: str) -> ua.NodeId | list[ua.QualifiedName]:
-    """``ns=2;s=A.B`` → a NodeId; ``0:Objects/2:Line1/2:Temp`` → the browse path's qualified names.
-    ValueError with the reason otherwise."""
-    text = text.strip()
-    if not text:
-        raise ValueError("empty node")
-    if text.startswith("nsu="):
-        raise ValueError(f"{text!r}: nsu= (namespace URI) node ids are not supported, use ns=<index>")
-    if text.startswith(_NODE_ID_PREFIXES):
-        try:
-            node = ua.NodeId.from_string(text)
-        except UaStringParsingError as exc:
-            cause = exc.args[1] if len(exc.args) > 1 else exc
-            raise ValueError(f"{text!r} is not a node id like ns=2;s=Line1.Pump1.Temp ({cause})") from None
-        if node.NodeIdType == ua.NodeIdType.String and not node.Identifier:
-            raise ValueError(f"{text!r}: empty string identifier")
-        return node
-    if "/" not in text and ":" not in text:
-        raise ValueError(
-            f"{text!r} is neither a node id (ns=2;s=Line1.Pump1.Temp) "
-            "nor a browse path (0:Objects/2:Line1/2:Pump1/2:Temp)"
-        )
-    path = []
-    for segment in text.split("/"):
-        ns, sep, name = segment.partition(":")
-        if not sep or not ns.isdigit() or not name:
-            raise ValueError(
-                f"browse path {text!r}: segment {segment!r} is not <namespace index>:<browse name> "
-                "(e.g. 2:Line1)"
-            )
-        path.append(ua.QualifiedName(name, int(ns)))
-    return path
-
-
-def _check_name(value: str, what: str, allow_slash: bool) -> str:
-    if not value or any(c in value for c in "+#") or (not allow_slash and "/" in value):
-        raise ValueError(f"invalid {what} {value!r}" + ("" if allow_slash else " (no '/')"))
-    return value
-
-
-class OpcUaNode(BaseModel):
-    """One monitored node and the reading it becomes."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    node: str = Field(description="node id (ns=2;s=Line1.Pump1.Temp) or browse path (0:Objects/2:Line1/...)")
-    asset: str = Field(description="the agent's asset id, e.g. line1/pump1")
-    signal: str = Field(description="the signal name, e.g. temp")
-    sampling_interval_ms: float | None = Field(None, ge=0, description="default: the connector's")
-
-    @field_validator("node")
-    @classmethod
-    def _node(cls, node: str) -> str:
-        parse_node(node)
-        return node.strip()
-
-    @field_validator("asset")
-    @classmethod
-    def _asset(cls, asset: str) -> str:
-        return _check_name(asset, "asset", allow_slash=True)
-
-    @field_validator("signal")
-    @classmethod
-    def _signal(cls, signal: str) -> str:
-        return _check_name(signal, "signal", allow_slash=False)
-
-
-class OpcUaSetpoint(BaseModel):
-    """Where an asset's setpoint is written, and the reading its read-back becomes."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    node: str = Field(description="node id or browse path of the variable written")
-    type: VariantName = Field("Double", description="OPC UA variant type of the written value")
-    scale: float = Field(1.0, description="written = setpoint x scale (e.g. 100 for a percent register)")
-    readback_signal: str = Field("load_cap", description="signal on which the value read back is delivered")
-
-    @field_validator("node")
-    @classmethod
-    def _node(cls, node: str) -> str:
-        parse_node(node)
-        return node.strip()
-
-    @field_validator("readback_signal")
-    @classmethod
-    def _signal(cls, signal: str) -> str:
-        return _check_name(signal, "signal", allow_slash=False)
-
-    @field_validator("scale")
-    @classmethod
-    def _scale(cls, scale: float) -> float:
-        if not math.isfinite(scale) or scale == 0:
-            raise ValueError("scale must be a finite number other than 0")
-        return scale
-
-
-def _load_cert(path: Path) -> x509.Certificate:
-    data = path.read_bytes()
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_certificate(data)
-    return x509.load_der_x509_certificate(data)
-
-
-def _load_key(path: Path, password: SecretStr | None) -> Any:
-    data = path.read_bytes()
-    secret = password.get_secret_value().encode() if password is not None else None
-    if b"-----BEGIN" in data:
-        return serialization.load_pem_private_key(data, secret)
-    return serialization.load_der_private_key(data, secret)
-
-
-def _check_pair(cert_path: Path, key_path: Path, password: SecretStr | None, what: str) -> x509.Certificate:
-    """Both files readable, the certificate parses, the key (RSA) opens and matches it."""
-    try:
-        cert = _load_cert(cert_path)
-    except OSError as exc:
-        raise ValueError(f"{what}: cannot read {cert_path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise ValueError(f"{what}: {cert_path} is not a PEM or DER certificate ({exc})") from None
-    try:
-        key = _load_key(key_path, password)
-    except OSError as exc:
-        raise ValueError(f"{what}: cannot read {key_path}: {exc.strerror}") from None
-    except TypeError:
-        raise ValueError(f"{what}: {key_path} is encrypted: set its password") from None
-    except ValueError as exc:
-        raise ValueError(f"{what}: cannot load the private key {key_path} ({exc})") from None
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError(f"{what}: OPC UA security needs an RSA key, {key_path} is not one")
-    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
-        raise ValueError(f"{what}: {key_path} is not the key of {cert_path}")
-    return cert
-
-
-class OpcUaSecurity(BaseModel):
-    """Secure channel: policy and mode, the client's application instance certificate, the server's."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    policy: Literal["None", "Basic256Sha256"] = "None"
-    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
-    certificate: Path | None = Field(None, description="client application instance certificate (PEM/DER)")
-    private_key: Path | None = Field(None, description="its RSA private key (PEM/DER)")
-    private_key_password: SecretStr | None = Field(None, description="when the private key is encrypted")
-    server_certificate: Path | None = Field(
-        None, description="pin the server's certificate; default: the one its endpoint list presents"
-    )
-    application_uri: str | None = Field(
-        None, description="default: the URI in the client certificate's subjectAltName"
-    )
-
-    @field_validator("certificate", "private_key", "server_certificate")
-    @classmethod
-    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
-        return resolve_path(path, info)
-
-    @model_validator(mode="after")
-    def _check(self) -> OpcUaSecurity:
-        if (self.policy == "None") != (self.mode == "None"):
-            raise ValueError(
-                f"policy {self.policy} with mode {self.mode}: policy None goes with mode None, "
-                "Basic256Sha256 with mode Sign or SignAndEncrypt"
-            )
-        if self.policy == "None":
-            if self.certificate or self.private_key or self.server_certificate:
-                raise ValueError("certificates are only used with policy Basic256Sha256")
-            return self
-        if self.certificate is None or self.private_key is None:
-            raise ValueError(f"policy {self.policy} needs certificate and private_key (the client's)")
-        cert = _check_pair(self.certificate, self.private_key, self.private_key_password, "security")
-        if self.application_uri is None:
-            uris = _san_uris(cert)
-            if not uris:
-                raise ValueError(
-                    f"{self.certificate} has no URI in its subjectAltName: set security.application_uri"
-                )
-            self.application_uri = uris[0]
-        if self.server_certificate is not None:
-            try:
-                _load_cert(self.server_certificate)
-            except OSError as exc:
-                raise ValueError(f"server_certificate: cannot read it: {exc.strerror}") from None
-            except ValueError as exc:
-                raise ValueError(f"server_certificate: not a PEM or DER certificate ({exc})") from None
-        return self
-
-
-def _san_uris(cert: x509.Certificate) -> list[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    return list(san.value.get_values_for_type(x509.UniformResourceIdentifier))
-
-
-class OpcUaConfig(BaseModel):
-    """An OPC UA server: nodes read through a subscription, setpoints written with read-back."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    endpoint: str = Field(description="opc.tcp://host[:port][/path]")
-    security: OpcUaSecurity = Field(default_factory=OpcUaSecurity)
-    username: str | None = Field(None, description="user name identity (else anonymous)")
-    password: SecretStr | None = Field(None, description="e.g. from QXEDGE_CONNECTORS__0__OPCUA__PASSWORD")
-    password_file: Path | None = Field(None, description="a file holding the password (first line)")
-    user_certificate: Path | None = Field(None, description="X.509 user identity certificate (PEM/DER)")
-    user_private_key: Path | None = Field(None, description="its RSA private key")
-    user_private_key_password: SecretStr | None = None
-    nodes: list[OpcUaNode] = Field(default_factory=list, description="monitored nodes → (asset, signal)")
-    setpoints: dict[str, OpcUaSetpoint] = Field(
-        default_factory=dict, description="asset → the node its setpoint is written to"
-    )
-    sampling_interval_ms: float = Field(100.0, ge=0, description="how often the server samples each node")
-    publishing_interval_ms: float = Field(250.0, gt=0, description="how often it sends what changed")
-    queue_size: int = Field(10, ge=1, le=10_000, description="changes kept per node between two publishes")
-    keepalive_s: float = Field(5.0, gt=0, le=600, description="the server answers at least this often")
-    request_timeout_s: float = Field(5.0, gt=0, le=300)
-    session_timeout_s: float = Field(60.0, ge=1, le=86_400)
-    reconnect_min_s: float = Field(0.5, gt=0, le=60)
-    reconnect_max_s: float = Field(30.0, gt=0, le=3600)
-    max_ahead_s: float = Field(300.0, gt=0, description="readings stamped further in the future are dropped")
-
-    @field_validator("endpoint")
-    @classmethod
-    def _check_endpoint(cls, url: str) -> str:
-        split_endpoint(url)
-        return url
-
-    @field_validator("password_file", "user_certificate", "user_private_key")
-    @classmethod
-    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
-        return resolve_path(path, info)
-
-    @field_validator("setpoints")
-    @classmethod
-    def _assets(cls, setpoints: dict[str, OpcUaSetpoint]) -> dict[str, OpcUaSetpoint]:
-        for asset in setpoints:
-            _check_name(asset, "asset", allow_slash=True)
-        return setpoints
-
-    @model_validator(mode="after")
-    def _check(self) -> OpcUaConfig:
-        if not self.nodes and not self.setpoints:
-            raise ValueError("give nodes to monitor, setpoints to write, or both")
-        seen: dict[str, int] = {}
-        pairs: dict[tuple[str, str], int] = {}
-        for i, n in enumerate(self.nodes):
-            key = _node_key(n.node)
-            if key in seen:
-                raise ValueError(f"nodes[{i}]: node {n.node!r} is already nodes[{seen[key]}]")
-            seen[key] = i
-            if (n.asset, n.signal) in pairs:
-                raise ValueError(
-                    f"nodes[{i}]: {n.asset}/{n.signal} is already read from nodes[{pairs[n.asset, n.signal]}]"
-                )
-            pairs[n.asset, n.signal] = i
-        targets: dict[str, str] = {}
-        for asset, sp in self.setpoints.items():
-            key = _node_key(sp.node)
-            if key in targets:
-                raise ValueError(
-                    f"setpoints.{asset}: node {sp.node!r} is also the setpoint of {targets[key]}"
-                )
-            targets[key] = asset
-            j = pairs.get((asset, sp.readback_signal))
-            if j is not None and _node_key(self.nodes[j].node) != key:
-                raise ValueError(
-                    f"setpoints.{asset}: read-back signal {sp.readback_signal!r} is already read from "
-                    f"another node (nodes[{j}])"
-                )
-        if self.reconnect_min_s > self.reconnect_max_s:
-            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
-        self._check_identity()
-        return self
-
-    def _check_identity(self) -> None:
-        if self.password_file is not None:
-            if self.password is not None:
-                raise ValueError("give password or password_file, not both")
-            self.password = read_secret(self.password_file)
-        if self.password is not None and self.username is None:
-            raise ValueError("a password needs a username")
-        if (self.user_certificate is None) != (self.user_private_key is None):
-            raise ValueError("user_certificate and user_private_key go together")
-        if self.user_certificate is not None and self.user_private_key is not None:
-            if self.username is not None:
-                raise ValueError("one user identity: username or user_certificate, not both")
-            if self.security.policy == "None":
-                raise ValueError("a user certificate needs a secure channel (security.policy Basic256Sha256)")
-            _check_pair(
-                self.user_certificate,
-                self.user_private_key,
-                self.user_private_key_password,
-                "user_certificate",
-            )
-
-    def connector(self, name: str) -> OpcUaConnector:
-        return OpcUaConnector(self, name)
-
-
-def _node_key(text: str) -> str:
-    parsed = parse_node(text)
-    if isinstance(parsed, ua.NodeId):
-        return parsed.to_string()
-    return "/".join(q.to_string() for q in parsed)
-
-
-def split_endpoint(url: str) -> tuple[str, int]:
-    """``opc.tcp://host:port/path`` → ``(host, port)``; ValueError with the reason otherwise."""
-    _, host, port = split_service_url(url, ("opc.tcp",), "opc.tcp://host[:port][/path]", "endpoint")
-    return host, port or 4840
+_HIERARCHICAL = ua.NodeId(ua.Int32(ObjectIds.HierarchicalReferences))
 
 
 @dataclass(slots=True)
@@ -410,23 +75,6 @@ class OpcUaStats:
     write_errors: int = 0
     last_error: str = ""
     skipped_reasons: dict[str, int] = field(default_factory=dict)
-
-
-class Backoff:
-    """Jittered exponential backoff: a delay drawn in [d/2, d], d doubling from ``low`` up to ``high``."""
-
-    def __init__(self, low: float, high: float) -> None:
-        self.low = low
-        self.high = high
-        self._next = low
-
-    def reset(self) -> None:
-        self._next = self.low
-
-    def delay(self) -> float:
-        d = self._next
-        self._next = min(self.high, d * 2)
-        return random.uniform(d / 2, d)
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,8 +127,8 @@ class OpcUaConnector:
                 self._client = None
                 self.connected.clear()
             raise_if_cancelling()  # asyncua's teardown swallows a cancel that lands in it
-            delay = backoff.delay()
-            log.warning("%s: %s; reconnecting in %.1f s", self.name, self.stats.last_error, delay)
+            delay = backoff.next_delay()
+            log.warning("%s: %s; reconnecting in %.2f s", self.name, self.stats.last_error, delay)
             await asyncio.sleep(delay)
             self.stats.reconnects += 1
 
@@ -507,7 +155,7 @@ class OpcUaConnector:
             raise ConnectorError(f"{self.name}: not connected to {self.config.endpoint}{reason}")
         if target is None:
             raise ConnectorError(f"{self.name}: the setpoint node {sp.node!r} of {asset} was not found")
-        raw = _to_variant(value * sp.scale, sp.type, f"{self.name}: {asset} = {value:g}")
+        raw = to_variant(value * sp.scale, sp.type, f"{self.name}: {asset} = {value:g}")
         item = ua.WriteValue(
             NodeId=target.node,
             AttributeId=AttributeIds.Value,
@@ -526,7 +174,7 @@ class OpcUaConnector:
                 f"{self.name}: writing {asset} to {sp.node} failed: {_describe(exc)}"
             ) from exc
         status = echo.StatusCode or ua.StatusCode()
-        read_value = _number(echo.Value.Value if echo.Value is not None else None)
+        read_value = number(echo.Value.Value if echo.Value is not None else None)
         if not status.is_good() or read_value is None:
             why = _status_name(status) if not status.is_good() else f"value {str(echo.Value)[:60]}"
             raise ConnectorError(f"{self.name}: wrote {asset} but could not read {sp.node} back: {why}")
@@ -608,9 +256,9 @@ class OpcUaConnector:
         """Node ids of every configured node; browse paths are translated in one request."""
         texts = [n.node for n in self.config.nodes] + [sp.node for sp in self.config.setpoints.values()]
         parsed = [parse_node(t) for t in texts]
-        paths = [(i, p) for i, p in enumerate(parsed) if not isinstance(p, ua.NodeId)]
+        paths = [(i, p) for i, p in enumerate(parsed) if not isinstance(p, NodeIdSpec)]
         resolved: dict[int, ua.NodeId | None] = {
-            i: p for i, p in enumerate(parsed) if isinstance(p, ua.NodeId)
+            i: ua.NodeId.from_string(texts[i]) for i, p in enumerate(parsed) if isinstance(p, NodeIdSpec)
         }
         if paths:
             request = [ua.BrowsePath(StartingNode=_ROOT, RelativePath=_relative(p)) for _, p in paths]
@@ -636,8 +284,8 @@ class OpcUaConnector:
         interval = cfg.publishing_interval_ms
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=interval,
-            RequestedLifetimeCount=max(3 * _keepalive_count(cfg), 3),
-            RequestedMaxKeepAliveCount=_keepalive_count(cfg),
+            RequestedLifetimeCount=max(3 * keepalive_count(cfg), 3),
+            RequestedMaxKeepAliveCount=keepalive_count(cfg),
             MaxNotificationsPerPublish=0,  # no limit
             PublishingEnabled=True,
             Priority=0,
@@ -733,11 +381,11 @@ class OpcUaConnector:
                 if status is not None and not status.is_good():
                     self._skip(handle, f"status {_status_name(status)}")
                     continue
-                value = _number(dv.Value.Value if dv.Value is not None else None)
+                value = number(dv.Value.Value if dv.Value is not None else None)
                 if value is None:
                     self._skip(handle, f"not a number: {str(dv.Value)[:60]}")
                     continue
-                ts = _epoch(dv.SourceTimestamp) or _epoch(dv.ServerTimestamp) or now
+                ts = epoch(dv.SourceTimestamp) or epoch(dv.ServerTimestamp) or now
                 if ts > horizon:
                     self._skip(handle, f"stamped {ts - now:.0f} s in the future")
                     continue
@@ -769,55 +417,18 @@ class OpcUaConnector:
             log.warning("%s: %s", self.name, message)
 
 
-def _relative(path: list[ua.QualifiedName]) -> ua.RelativePath:
+def _relative(path: BrowsePath) -> ua.RelativePath:
     return ua.RelativePath(
         Elements=[
             ua.RelativePathElement(
                 ReferenceTypeId=_HIERARCHICAL,
                 IsInverse=False,  # type: ignore[arg-type]  # asyncua's Boolean marker class
                 IncludeSubtypes=True,  # type: ignore[arg-type]
-                TargetName=q,
+                TargetName=ua.QualifiedName(name, ns),
             )
-            for q in path
+            for ns, name in path
         ]
     )
-
-
-def _keepalive_count(cfg: OpcUaConfig) -> int:
-    return max(1, math.ceil(cfg.keepalive_s * 1000 / cfg.publishing_interval_ms))
-
-
-def _number(value: object) -> float | None:
-    if value is True or value is False:
-        return 1.0 if value else 0.0
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            number = float(value)
-        except OverflowError:
-            return None
-        return number if math.isfinite(number) else None
-    return None
-
-
-def _epoch(moment: datetime | None) -> float:
-    if moment is None:
-        return _NULL_TIME
-    ts = moment.timestamp()
-    return ts if ts > 0 else _NULL_TIME
-
-
-def _to_variant(value: float, kind: str, what: str) -> bool | int | float:
-    if not math.isfinite(value):
-        raise ConnectorError(f"{what}: not a finite number")
-    if kind == "Boolean":
-        return value != 0
-    if kind in ("Float", "Double"):
-        return value
-    low, high = _INT_RANGES[kind]
-    number = round(value)
-    if not low <= number <= high:
-        raise ConnectorError(f"{what}: {number} is out of the range of {kind} [{low}, {high}]")
-    return number
 
 
 def _status_name(status: ua.StatusCode) -> str:

@@ -17,8 +17,9 @@ fight it for the GIL on every message. Here paho runs *inside* the loop, with no
 - when a consumer falls behind, its list reaching ``high_water`` pauses reading from the socket until it
   catches up: TCP back-pressure instead of unbounded memory;
 - a task of the client's own TaskGroup calls ``loop_misc()`` every second (keep-alive, dead-link
-  detection) and reconnects with jittered exponential backoff; subscriptions and birth messages
-  (the agent's retained ``online`` state) are renewed on every connect.
+  detection) and reconnects with the jittered exponential backoff of :mod:`qxedge.core.backoff`,
+  logging each wait before it waits; subscriptions and birth messages (the agent's retained ``online``
+  state) are renewed on every connect.
 
 The blocking part of connecting (DNS, TCP) runs in a worker thread so it never stalls the loop.
 """
@@ -28,41 +29,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
-import ssl
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.matcher import MQTTMatcher
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from qxedge.connectors.readings import TopicPattern
+from qxedge.connectors.mqtt._matcher import CachedMatcher
+from qxedge.connectors.mqtt.config import BrokerConfig, TlsConfig, split_url
+from qxedge.core.backoff import Backoff
 from qxedge.core.errors import BrokerUnavailable, ConnectorError
 
 log = logging.getLogger(__name__)
 
 Message = tuple[str, bytes]
-
-
-def read_secret(path: Path) -> SecretStr:
-    """The first line of a password file (a ValueError naming the file when unreadable or empty)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"password_file: cannot read {path}: {exc.strerror}") from None
-    first = text.splitlines()[0] if text else ""
-    if not first:
-        raise ValueError(f"password_file: {path} is empty")
-    return SecretStr(first)
 
 
 async def each_message(subscription: Subscription, handle: Callable[[str, bytes], Awaitable[None]]) -> None:
@@ -73,239 +58,6 @@ async def each_message(subscription: Subscription, handle: Callable[[str, bytes]
                 await handle(topic, payload)
             except Exception:
                 log.exception("could not handle a message on %s", topic)
-
-
-def resolve_path(path: Path | None, info: ValidationInfo) -> Path | None:
-    """A relative path in a config file is relative to that file (``base_dir`` in the context)."""
-    base = (info.context or {}).get("base_dir")
-    return path if path is None or path.is_absolute() or base is None else Path(base) / path
-
-
-class TlsConfig(BaseModel):
-    """TLS to the broker; checked when the config is loaded (files exist, certificates parse)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ca_file: Path | None = Field(None, description="CA bundle (PEM); default: the system's CAs")
-    cert_file: Path | None = Field(None, description="client certificate (PEM), for certificate auth")
-    key_file: Path | None = Field(None, description="its private key (PEM)")
-    key_password: SecretStr | None = Field(None, description="when the private key is encrypted")
-    verify_hostname: bool = Field(True, description="check the broker's name against its certificate")
-
-    @field_validator("ca_file", "cert_file", "key_file")
-    @classmethod
-    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
-        return resolve_path(path, info)
-
-    @model_validator(mode="after")
-    def _check(self) -> TlsConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        context = ssl.create_default_context()
-        try:
-            if self.ca_file is not None:
-                context.load_verify_locations(cafile=str(self.ca_file))
-            if self.cert_file is not None and self.key_file is not None:
-                context.load_cert_chain(str(self.cert_file), str(self.key_file), self._key_password)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            raise ValueError(f"cannot load the TLS files: {exc}") from None
-        return self
-
-    def _key_password(self) -> str:
-        """Never let OpenSSL prompt on a terminal for an encrypted key."""
-        if self.key_password is None:
-            raise ValueError("the private key is encrypted: set tls.key_password")
-        return self.key_password.get_secret_value()
-
-    def context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        if self.cert_file is not None and self.key_file is not None:
-            context.load_cert_chain(str(self.cert_file), str(self.key_file), self._key_password)
-        context.check_hostname = self.verify_hostname
-        return context
-
-
-class BrokerConfig(BaseModel):
-    """How to reach an MQTT broker. Secrets: ``password`` (e.g. from ``QXEDGE_BROKER__PASSWORD``) or
-    ``password_file``; neither is ever logged or printed."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field("mqtt://127.0.0.1:1883", description="mqtt://host[:port] (mqtts:// for TLS)")
-    client_id: str | None = Field(None, description="default: qxedge-<role>-<random>")
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = Field(None, description="a file holding the password (first line)")
-    tls: TlsConfig | None = Field(None, description="TLS settings; mqtts:// with none uses the system CAs")
-    keepalive_s: int = Field(15, ge=5, le=3600)
-    connect_timeout_s: float = Field(10.0, gt=0, le=300)
-    reconnect_min_s: float = Field(0.5, gt=0, le=60)
-    reconnect_max_s: float = Field(30.0, gt=0, le=3600)
-    max_queued_messages: int = Field(10_000, ge=1, description="QoS>0 publishes held while disconnected")
-    persistent_session: bool = Field(
-        False,
-        description="clean_session=False with a stable client id (qxedge-<role>): the broker keeps the "
-        "subscriptions and queued QoS 1 messages across reconnects and its own restarts (needs "
-        "`persistence true` on the broker)",
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, url: str) -> str:
-        split_url(url)
-        return url
-
-    @field_validator("password_file")
-    @classmethod
-    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
-        return resolve_path(path, info)
-
-    @model_validator(mode="after")
-    def _secret(self) -> BrokerConfig:
-        if self.password_file is not None:
-            if self.password is not None:
-                raise ValueError("give password or password_file, not both")
-            self.password = read_secret(self.password_file)
-        if self.tls is not None and split_url(self.url)[0] != "mqtts":
-            raise ValueError("tls settings need an mqtts:// url")
-        return self
-
-    @property
-    def host(self) -> str:
-        return split_url(self.url)[1]
-
-    @property
-    def port(self) -> int:
-        return split_url(self.url)[2]
-
-
-class MqttSourceConfig(BaseModel):
-    """Readings in the JSON reading format from topics of the plant broker."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    topics: list[str] = Field(["plant/#"], min_length=1, description="topic filters to subscribe to")
-    topic_pattern: str = Field(
-        "plant/{line}/{asset}/{signal}",
-        description="maps a topic to an asset (the placeholders before {signal}) and a signal",
-    )
-    qos: Literal[0, 1] = 0
-    max_payload_bytes: int = Field(65_536, ge=16, le=16 * 1024 * 1024)
-    max_ahead_s: float = Field(300.0, gt=0, description="readings stamped further in the future are rejected")
-
-    @field_validator("topic_pattern")
-    @classmethod
-    def _check_pattern(cls, pattern: str) -> str:
-        TopicPattern(pattern)
-        return pattern
-
-    @field_validator("topics")
-    @classmethod
-    def _check_topics(cls, topics: list[str]) -> list[str]:
-        for t in topics:
-            levels = t.split("/")
-            if not t or any(
-                ("#" in lv and (lv != "#" or i != len(levels) - 1)) or ("+" in lv and lv != "+")
-                for i, lv in enumerate(levels)
-            ):
-                raise ValueError(f"invalid MQTT topic filter {t!r}")
-        return topics
-
-
-def filters_overlap(a: str, b: str) -> bool:
-    """Whether some topic matches both MQTT topic filters (``#`` also matches its parent level)."""
-    la, lb = a.split("/"), b.split("/")
-    for x, y in zip(la, lb, strict=False):
-        if x == "#" or y == "#":
-            return True
-        if x != y and "+" not in (x, y):
-            return False
-    longer, shorter = (la, lb) if len(la) > len(lb) else (lb, la)
-    return len(la) == len(lb) or (len(longer) == len(shorter) + 1 and longer[-1] == "#")
-
-
-def split_service_url(
-    url: str, schemes: tuple[str, ...], expected: str, what: str = "url"
-) -> tuple[str, str, int | None]:
-    """``scheme://host[:port][/path]`` → ``(scheme, host, port or None)``; ValueError with the reason
-    otherwise (a scheme not in ``schemes``, a bad port, credentials in the url, no host)."""
-    parts = urlsplit(url)
-    if parts.scheme not in schemes:
-        raise ValueError(f"expected {expected}, got {url!r}")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"invalid port in {url!r}") from exc
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"put credentials in username / password (or password_file), not in the {what}")
-    if not parts.hostname:
-        raise ValueError(f"no host in {url!r}")
-    return parts.scheme, parts.hostname, port
-
-
-def split_url(url: str) -> tuple[Literal["mqtt", "mqtts"], str, int]:
-    """``mqtt://host:port`` → ``("mqtt", host, port)``; ValueError with the reason otherwise."""
-    kind, host, port = split_service_url(url, ("mqtt", "mqtts"), "mqtt://host[:port] or mqtts://host[:port]")
-    scheme: Literal["mqtt", "mqtts"] = "mqtts" if kind == "mqtts" else "mqtt"
-    return scheme, host, port or (8883 if scheme == "mqtts" else 1883)
-
-
-class CachedMatcher(MQTTMatcher):
-    """paho's topic → message-callback matcher, its answer kept per topic.
-
-    paho's ``iter_match`` builds a recursive closure for every message it routes: a reference cycle
-    (function ↔ cell) that only the cyclic garbage collector frees. At 1,000 messages a second that was
-    seven gen-0 collections a second on the event loop, each ~0.2 ms (bench/latency.py). A plant has a
-    bounded set of topics: after the first message on a topic the answer comes from a dict (emptied when
-    the callbacks change, or when ``limit`` topics are held), and the first answer walks paho's tree
-    without the closure (a plant's 10,000 topics left 40,000 objects of cycles while the agent started).
-    Topics with the same callbacks share one answer: 10,000 topics held 10,000 tuples that the collector
-    walked at every full collection."""
-
-    def __init__(self, limit: int = 65_536) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-        self.limit = limit
-        self._found: dict[str, tuple[Any, ...]] = {}
-        self._shared: dict[tuple[int, ...], tuple[Any, ...]] = {}  # the callbacks' ids -> one answer
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._forget()
-        super().__setitem__(key, value)  # type: ignore[no-untyped-call]
-
-    def __delitem__(self, key: str) -> None:
-        self._forget()
-        super().__delitem__(key)  # type: ignore[no-untyped-call]
-
-    def _forget(self) -> None:
-        self._found.clear()
-        self._shared.clear()
-
-    def iter_match(self, topic: str) -> Iterator[Any]:
-        found = self._found.get(topic)
-        if found is None:
-            if len(self._found) >= self.limit:
-                self._forget()
-            answer: list[Any] = []
-            _walk(self._root, topic.split("/"), 0, not topic.startswith("$"), answer)
-            found = self._found[topic] = self._shared.setdefault(tuple(map(id, answer)), tuple(answer))
-        return iter(found)
-
-
-def _walk(node: Any, parts: list[str], i: int, normal: bool, out: list[Any]) -> None:
-    """paho's ``MQTTMatcher.iter_match`` (same tree, same order) as a plain recursive function: what
-    ``node`` holds for the topic ``parts[i:]``, appended to ``out``. ``normal``: not a ``$`` topic, which
-    wildcards do not match at the first level."""
-    children = node._children
-    if i == len(parts):
-        if node._content is not None:
-            out.append(node._content)
-    else:
-        if (child := children.get(parts[i])) is not None:
-            _walk(child, parts, i + 1, normal, out)
-        if (child := children.get("+")) is not None and (normal or i > 0):
-            _walk(child, parts, i + 1, normal, out)
-    if (child := children.get("#")) is not None and (normal or i > 0) and child._content is not None:
-        out.append(child._content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -652,22 +404,26 @@ class MqttClient:
             log.warning("lost the MQTT broker at %s (%s); reconnecting", self.config.url, code)
 
     async def _maintain(self) -> None:
-        """Keep-alive and dead-link detection once a second; reconnect with jittered backoff."""
-        delay = self.config.reconnect_min_s
+        """Keep-alive and dead-link detection once a second; a lost link is tried again at the next
+        second, then after each failure after the backoff's delay (the log line says how long)."""
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
         while not self._closing:
             await asyncio.sleep(1.0)
             if self._sock is not None:
                 self._paho_call(self._paho.loop_misc)
             if self._connected.is_set() or self._closing:
-                delay = self.config.reconnect_min_s
+                backoff.reset()
                 continue
-            await asyncio.sleep(random.uniform(0, delay))
-            try:
-                await self._connect(first=False)
-                self.reconnects += 1
-            except BrokerUnavailable as exc:
-                log.warning("%s; next try within %.1f s", exc, delay)
-                delay = min(delay * 2, self.config.reconnect_max_s)
+            while not self._closing:
+                try:
+                    await self._connect(first=False)
+                except BrokerUnavailable as exc:
+                    delay = backoff.next_delay()
+                    log.warning("%s; next try in %.2f s", exc, delay)
+                    await asyncio.sleep(delay)
+                else:
+                    self.reconnects += 1
+                    break
 
     async def _await_suback(self, result: tuple[MQTTErrorCode, int | None], topic_filter: str) -> None:
         rc, mid = result
