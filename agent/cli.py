@@ -387,7 +387,11 @@ def _check(args: argparse.Namespace) -> int:
         keys: set[str] = set()
         with contextlib.suppress(Exception):  # unreadable, empty, not YAML: loading it says why
             keys = set(yaml.safe_load(args.file.read_text()))
-        kind = "datacenter" if keys and keys <= DataCenterConfig.model_fields.keys() else "edge"
+        kind = "edge"
+        if keys and not keys <= EdgeConfig.model_fields.keys():  # only then the solver stack is imported
+            from qxedge.hybrid.service import DataCenterConfig
+
+            kind = "datacenter" if keys <= DataCenterConfig.model_fields.keys() else "edge"
     if kind == "datacenter":
         dc = _datacenter(args.file, args.broker)
         qaoa = dc.solvers.qaoa.device
