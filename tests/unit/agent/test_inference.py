@@ -9,8 +9,7 @@ from qxedge.agent.inference import OnnxModel, choose_providers
 from qxedge.agent.replay import replay
 from qxedge.connectors.simulator import SimFault
 from qxedge.core.errors import ModelError
-
-from .conftest import EDGE_YAML
+from qxedge.testing import EDGE_YAML
 
 CFG = load_config(EDGE_YAML, environ={})
 

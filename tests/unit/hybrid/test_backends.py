@@ -17,8 +17,7 @@ from qxedge.hybrid.backends import Backend, backend_names, register, solver_name
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig
 from qxedge.hybrid.solvers import finish
 from qxedge.hybrid.wire import Candidate, JobLimits, JobRejected, decode_job
-
-from .conftest import random_bqm, sample_energy
+from qxedge.testing import random_bqm, sample_energy
 
 
 def solve_all_ones(bqm: dimod.BinaryQuadraticModel, deadline_at: float) -> Candidate:

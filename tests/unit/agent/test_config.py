@@ -7,8 +7,7 @@ import pytest
 from qxedge.agent.cli import main
 from qxedge.agent.config import load_config
 from qxedge.core.errors import ConfigError
-
-from .conftest import EDGE_YAML
+from qxedge.testing import EDGE_YAML
 
 BAD = """
 site: "bad site"

@@ -17,8 +17,7 @@ import pytest
 from qxedge.agent.pipeline import Agent
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.simulator import SimulatedPlant
-
-from .conftest import EDGE_YAML, Watcher, edge_config
+from qxedge.testing import EDGE_YAML, Watcher, edge_config
 
 pytestmark = pytest.mark.integration
 SETPOINTS = "qx/v1/demo/setpoints/"

@@ -18,8 +18,8 @@ from qxedge.connectors.mqtt import BrokerConfig, MqttClient
 from qxedge.core.errors import BrokerUnavailable, ConnectorError
 from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.service import DataCenterConfig, SolverService
+from qxedge.testing import ROOT, random_bqm
 
-from .conftest import ROOT, random_bqm
 from .test_tls import make_pki
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,7 @@ import json
 
 from qxedge.agent.pipeline import Agent
 from qxedge.connectors.plant import EvaluationObserver, ReadingSource, SetpointSink
-
-from .conftest import edge_config
+from qxedge.testing import edge_config
 
 
 def test_connectors_are_sources_sinks_and_observers_by_what_they_implement() -> None:

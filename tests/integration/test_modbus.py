@@ -32,8 +32,7 @@ from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
 from qxedge.core.errors import ConfigError, ConnectorError
-
-from .conftest import Watcher, edge_config
+from qxedge.testing import Watcher, edge_config
 
 SIZE = 300  # registers / bits per table on the test device
 READS = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}

@@ -14,8 +14,7 @@ import pytest
 from qxedge.agent.pipeline import Agent
 from qxedge.agent.safety import Proposal
 from qxedge.connectors.embedded_broker import EmbeddedBroker
-
-from .conftest import Watcher, edge_config
+from qxedge.testing import Watcher, edge_config
 
 pytestmark = pytest.mark.integration
 SITE = "demo"

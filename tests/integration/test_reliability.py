@@ -23,6 +23,7 @@ from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient, split_url
 from qxedge.connectors.outbox import Outbox, OutboxConfig, OutboxError, check_mosquitto_conf
 from qxedge.hybrid.client import OffloadClient, OffloadConfig
+from qxedge.testing import ROOT, random_bqm, wait_until
 from qxedge.testing.faults import (
     CONFIRM,
     TELEMETRY,
@@ -32,7 +33,6 @@ from qxedge.testing.faults import (
     broker_saved,
     start_agent,
 )
-from tests.conftest import ROOT, random_bqm, wait_until
 
 
 @pytest.fixture

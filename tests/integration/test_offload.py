@@ -19,8 +19,7 @@ from qxedge.hybrid.client import OffloadClient, OffloadConfig
 from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.service import DataCenterConfig, SolverService
 from qxedge.hybrid.wire import JobLimits
-
-from .conftest import Watcher, optimum, random_bqm, sample_energy
+from qxedge.testing import Watcher, optimum, random_bqm, sample_energy
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,7 @@ from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
 from qxedge.hybrid.qaoa import PennyLaneCircuit, QaoaConfig, ising_z
 from qxedge.hybrid.solvers import all_energies
 from qxedge.hybrid.statevector import LANE_BITS, CpuStatevector, gpu_passes
-
-from .conftest import ROOT, optimum, random_bqm
+from qxedge.testing import ROOT, optimum, random_bqm
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 8, 11])

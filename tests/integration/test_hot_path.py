@@ -24,8 +24,7 @@ from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import BrokerConfig, CachedMatcher, MqttClient
 from qxedge.connectors.plant import Evaluation
 from qxedge.connectors.readings import ReadingBatch
-
-from .conftest import Watcher, edge_config, wait_until
+from qxedge.testing import Watcher, edge_config, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,7 @@ from qxedge.connectors.simulator import SimulatedPlant
 from qxedge.connectors.sparkplug import SparkplugConfig, SparkplugConnector
 from qxedge.connectors.sparkplug_b_pb2 import Payload
 from qxedge.core.errors import ConfigError
-
-from .conftest import Watcher, edge_config
+from qxedge.testing import Watcher, edge_config
 
 pytestmark = pytest.mark.integration
 

@@ -26,10 +26,9 @@ from qxedge.agent.pipeline import Agent
 from qxedge.agent.safety import Envelope, Proposal, Safety, SafetyConfig
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.core.errors import AuditError
+from qxedge.testing import Watcher, edge_config, wait_until
 
-from .conftest import Watcher, edge_config, wait_until
-
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SITE = "demo"
 
 

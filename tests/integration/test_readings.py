@@ -10,8 +10,7 @@ from qxedge.agent.pipeline import Agent
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
 from qxedge.core.errors import PayloadError, RejectCode
-
-from .conftest import Watcher, edge_config, wait_until
+from qxedge.testing import Watcher, edge_config, wait_until
 
 NOW = 1_795_629_600.0  # 2026-11-25T18:00:00Z
 

@@ -12,8 +12,7 @@ import pytest
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
 from qxedge.hybrid.qaoa import QaoaConfig, ising_z
 from qxedge.hybrid.solvers import SaConfig, all_energies, solve_sa
-
-from .conftest import optimum, random_bqm, sample_energy
+from qxedge.testing import optimum, random_bqm, sample_energy
 
 CFG = SolversConfig(workers=0, qaoa=QaoaConfig(layers=1, maxiter=40, shots=200))
 

@@ -20,8 +20,7 @@ from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.core.ops_server import OpsConfig
 from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.service import DataCenterConfig, SolverService
-
-from .conftest import ROOT, edge_config
+from qxedge.testing import ROOT, edge_config
 
 pytestmark = pytest.mark.integration
 

@@ -31,8 +31,7 @@ from qxedge.connectors.opcua import Backoff, OpcUaConfig, OpcUaConnector, parse_
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
 from qxedge.core.errors import ConfigError, ConnectorError
-
-from .conftest import Watcher, edge_config
+from qxedge.testing import Watcher, edge_config
 
 pytestmark = pytest.mark.integration
 NS_URI = "urn:qxedge:test:plant"

@@ -16,8 +16,7 @@ from qxedge.agent.pipeline import Agent
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.readings import ReadingBatch
 from qxedge.core.errors import ConfigError
-
-from .conftest import Watcher, edge_config, wait_until
+from qxedge.testing import Watcher, edge_config, wait_until
 
 pytestmark = pytest.mark.integration
 
