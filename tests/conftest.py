@@ -32,6 +32,19 @@ __all__ = [
 ]
 
 
+INTEGRATION = Path(__file__).parent / "integration"
+SERVER_FIXTURES = {"broker", "watch"}  # fixtures that start a real server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under tests/integration/, and every test anywhere that asks for a real broker, is an
+    integration test: ``-m "not integration"`` leaves the unit tests alone even if a marker was missed."""
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if item.path.is_relative_to(INTEGRATION) or uses & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(autouse=True)
 def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Audit logs and other state of every test go to its own folder, never to the user's."""

@@ -28,6 +28,8 @@ from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.core.errors import AuditError
 from qxedge.testing import Watcher, edge_config, wait_until
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 SITE = "demo"
 

@@ -34,6 +34,8 @@ from qxedge.connectors.readings import ReadingBatch
 from qxedge.core.errors import ConfigError, ConnectorError
 from qxedge.testing import Watcher, edge_config
 
+pytestmark = pytest.mark.integration
+
 SIZE = 300  # registers / bits per table on the test device
 READS = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
 DATA = [

@@ -15,6 +15,8 @@ from qxedge.agent.planning import DayPlanner, Order, PlanningConfig, baseline_pl
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.hybrid.problems import scheduling
 
+pytestmark = pytest.mark.integration
+
 LIGHT, MID, PEAK = 94.0, 145.0, 211.0
 
 

@@ -12,6 +12,8 @@ from qxedge.connectors.readings import ReadingBatch, ReadingDecoder, Rejected, T
 from qxedge.core.errors import PayloadError, RejectCode
 from qxedge.testing import Watcher, edge_config, wait_until
 
+pytestmark = pytest.mark.integration
+
 NOW = 1_795_629_600.0  # 2026-11-25T18:00:00Z
 
 

@@ -34,6 +34,8 @@ from qxedge.testing.faults import (
     start_agent,
 )
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def persistent_broker() -> Iterator[EmbeddedBroker]:
