@@ -49,6 +49,16 @@ class Watcher:
                 self._cond.wait(left)
             return True
 
+    def before(self, topic: str, marker: bytes, timeout: float = 30) -> list[paho.MQTTMessage]:
+        """What arrived before ``marker`` on ``topic``, once it arrived. To show that nothing else comes,
+        publish the marker after whatever must not arrive, on the same ordered channel (the same client
+        and topic filter): the broker delivers in order, so whatever was sent before it is in the list."""
+        arrived = self.wait_for(lambda ms: any(m.topic == topic and m.payload == marker for m in ms), timeout)
+        assert arrived, f"watcher: marker {marker!r} on {topic} never arrived"
+        with self._cond:
+            end = next(i for i, m in enumerate(self.messages) if m.topic == topic and m.payload == marker)
+            return self.messages[:end]
+
     def on(self, prefix: str) -> list[paho.MQTTMessage]:
         with self._cond:
             return [m for m in self.messages if m.topic.startswith(prefix)]

@@ -17,7 +17,7 @@ import pytest
 from qxedge.agent.pipeline import Agent
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.simulator import SimulatedPlant
-from qxedge.testing import EDGE_YAML, Watcher, edge_config
+from qxedge.testing import EDGE_YAML, Watcher, edge_config, wait_until
 
 pytestmark = pytest.mark.integration
 SETPOINTS = "qx/v1/demo/setpoints/"
@@ -40,7 +40,9 @@ async def test_fault_drives_a_setpoint_seen_by_an_independent_client(
         seen = await asyncio.to_thread(
             watcher.wait_for, lambda ms: any(b'"value":0.6,' in m.payload for m in ms), 60
         )
-        await asyncio.sleep(0.5)  # let the plant receive it too
+        assert await wait_until(  # the plant received every setpoint sent (a third would fail below)
+            lambda: plant.setpoints_applied + plant.setpoints_rejected >= len(watcher.on(SETPOINTS))
+        )
         stop.set()
         simulation.cancel()
     assert seen, "no setpoint within 60 s of the fault"
@@ -90,10 +92,7 @@ async def test_garbage_is_dead_lettered_and_valid_readings_around_it_are_kept(
             await asyncio.to_thread(watcher.publish, *bad[i])
         await asyncio.to_thread(watcher.publish, *good[0])
         assert await asyncio.to_thread(watcher.wait_for, lambda ms: len(ms) >= len(bad), 30)
-        for _ in range(100):
-            if agent.stats.messages >= 2 * len(bad) + 1:
-                break
-            await asyncio.sleep(0.1)
+        assert await wait_until(lambda: agent.stats.messages >= 2 * len(bad) + 1)
         stop.set()
     letters = watcher.json_on("qx/v1/demo/deadletter")
     reasons = [d["reason"] for d in letters]
@@ -150,10 +149,7 @@ async def test_simulator_takes_fault_commands(broker: EmbeddedBroker, watch: Cal
         await asyncio.to_thread(
             commander.publish, topic, b'{"asset": "pump1", "kind": "overheat", "ramp_s": 2}'
         )
-        for _ in range(200):
-            if plant.model.assets["line1/pump1"].faults:
-                break
-            await asyncio.sleep(0.05)
+        assert await wait_until(lambda: bool(plant.model.assets["line1/pump1"].faults))
         run.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await run

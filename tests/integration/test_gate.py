@@ -14,7 +14,7 @@ import pytest
 from qxedge.agent.pipeline import Agent
 from qxedge.agent.safety import Proposal
 from qxedge.connectors.embedded_broker import EmbeddedBroker
-from qxedge.testing import Watcher, edge_config
+from qxedge.testing import Watcher, edge_config, wait_until
 
 pytestmark = pytest.mark.integration
 SITE = "demo"
@@ -47,7 +47,10 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
         for asset in ("pump1", "pump2", "fan1"):  # fresh readings for the temperature interlock
             for k in range(3):
                 watcher.publish(f"plant/line1/{asset}/temp", json.dumps({"value": 60.0 + k}))
-        await asyncio.sleep(1.5)  # one evaluation: the interlock sees them
+        fresh = [(f"line1/{asset}", "temp") for asset in ("pump1", "pump2", "fan1")]
+        assert await wait_until(  # an evaluation saw the readings (interlock) and the retained lock
+            lambda: all(k in agent.safety.latest for k in fresh) and "line1/fan1" in agent.safety.locks
+        )
         steps = [
             ("proposals/line1/pump1", {"value": -3.0, "source": "mes", "ts": now}),  # out of range: clamped
             ("proposals/line1/pump1", {"value": 0.5, "data_ts": now - 600}),  # stale data
@@ -69,13 +72,12 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
             await asyncio.to_thread(publish, topic, payload)
         await asyncio.to_thread(publish, "proposals/line1/fan1", {"value": 0.4, "ts": now})  # locked
         await asyncio.to_thread(publish, "proposals/line1/pump2", {"value": 0.45, "ts": time.time()})  # fine
-        for _ in range(100):
-            if (
+        assert await wait_until(
+            lambda: (
                 agent.gate is not None
                 and sum(agent.gate.verdicts[k] for k in ("accepted", "clamped", "refused")) >= 11
-            ):
-                break
-            await asyncio.sleep(0.1)
+            )
+        )
         # no plant echoes load_cap here: each write must raise a read-back alarm
         assert await asyncio.to_thread(
             watcher.wait_for, lambda ms: len([m for m in ms if m.topic.endswith("alarms")]) >= 2, 30
@@ -145,17 +147,19 @@ async def test_dry_run_audits_but_writes_nothing(
                 f"qx/v1/{SITE}/proposals/line1/pump1",
                 json.dumps({"value": value, "ts": time.time()}),
             )
-        for _ in range(100):
-            if (
+        assert await wait_until(
+            lambda: (
                 agent.gate is not None
                 and agent.gate.verdicts["accepted"] + agent.gate.verdicts["clamped"] >= 2
-            ):
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
+            )
+        )
+        assert agent.gate is not None
+        marker = f"qx/v1/{SITE}/setpoints/end-of-test"  # after any setpoint the gate sent, on its client
+        agent.gate.mqtt.publish(marker, b"end", qos=1)
+        before = await asyncio.to_thread(watcher.before, marker, b"end")
         stop.set()
-    assert agent.gate is not None and agent.gate.verdicts["written"] == 0
-    assert watcher.on(f"qx/v1/{SITE}/setpoints/") == []
+    assert agent.gate.verdicts["written"] == 0
+    assert before == []
     run = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "qxedge.agent.cli", "audit", "--json", "--asset", "line1/pump1"],
@@ -198,10 +202,12 @@ async def test_starts_without_the_broker_and_writes_nothing_until_the_locks_are_
         watcher = Watcher(late.url)
         try:
             watcher.publish(f"qx/v1/{SITE}/lock/line1/pump1", b"maintenance", retain=True)
-            deadline = time.monotonic() + 30
-            while not (agent.mqtt.connected and "line1/pump1" in agent.safety.locks):
-                assert time.monotonic() < deadline, "the agent never connected or never read the lock"
-                await asyncio.sleep(0.05)
+            assert await wait_until(
+                lambda: (
+                    agent.mqtt is not None and agent.mqtt.connected and "line1/pump1" in agent.safety.locks
+                ),
+                30,
+            ), "the agent never connected or never read the lock"
             locked = await agent.gate.propose(proposal("line1/pump1"))
             assert locked.status == "refused" and "maintenance" in locked.reason
             accepted = await agent.gate.propose(proposal("line1/pump2"))
