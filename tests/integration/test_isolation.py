@@ -18,7 +18,7 @@ from qxedge.connectors.mqtt import BrokerConfig, MqttClient
 from qxedge.core.errors import BrokerUnavailable, ConnectorError
 from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.service import DataCenterConfig, SolverService
-from qxedge.testing import ROOT, random_bqm
+from qxedge.testing import ROOT, random_bqm, wait_until_sync
 
 from .test_tls import make_pki
 
@@ -51,10 +51,8 @@ def datacenter_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     (tmp_path / "mosquitto.conf").write_text(conf)
     log = (tmp_path / "broker.log").open("wb")
     proc = subprocess.Popen(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")], stdout=log, stderr=log)
-    deadline = time.monotonic() + 15
-    while not port_open("127.0.0.1", port, 0.2):
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "broker.log").read_text()
-        time.sleep(0.05)
+    up = wait_until_sync(lambda: proc.poll() is not None or port_open("127.0.0.1", port, 0.2), 15)
+    assert up and proc.poll() is None, (tmp_path / "broker.log").read_text()
     try:
         yield port, pki["ca"]
     finally:
@@ -118,7 +116,11 @@ async def test_sites_are_isolated_and_strangers_are_refused(datacenter_broker: t
             assert [t for t, _ in await asyncio.wait_for(own.next_batch(), 10)] == [
                 "qx/v1/osan/results/private"
             ]
-            await asyncio.sleep(1.0)  # time for anything the ACL let through to arrive
+            # osan's result reached osan, so the broker has routed it; a marker gumi sends itself now
+            # reaches gumi's connection after it, had the ACL let it through
+            marker = await gumi.subscribe("qx/v1/gumi/marker", qos=1)
+            gumi.publish("qx/v1/gumi/marker", b"end", qos=1)
+            assert [p for _, p in await asyncio.wait_for(marker.next_batch(), 10)] == [b"end"]
             assert peek is None or peek.drain() == [], "gumi saw osan's results"
         stop.set()
     assert solver.stats["received"] == 1 and solver.by_site == {("gumi", "ok"): 1}
@@ -140,5 +142,6 @@ async def test_the_ingest_user_reads_telemetry_and_confirms_nothing_else(
         ingest.publish("qx/v1/gumi/setpoints/p1", b'{"value": 1}', qos=1)  # not its to write: dropped
         ingest.publish("qx/v1/gumi/confirm", b'{"stream": "telemetry", "seqs": [[0, 0]]}', qos=1)
         assert [t for t, _ in await asyncio.wait_for(confirms.next_batch(), 10)] == ["qx/v1/gumi/confirm"]
-        await asyncio.sleep(0.5)  # time for anything the ACL let through to arrive
+        # the confirm came after the setpoint from the same client on the same connection to gumi:
+        # had the ACL let the setpoint through, it would be in ``own`` already
         assert own.drain() == [], "the ingest user wrote a setpoint"

@@ -47,6 +47,9 @@ def fast(url: str) -> BrokerConfig:
     return BrokerConfig(url=url, reconnect_min_s=0.1, reconnect_max_s=0.5, keepalive_s=5)
 
 
+MARKER = 1_000_000  # a sequence number past any a test sends
+
+
 def make(seq: int) -> bytes:
     return json.dumps({"seq": seq, "pad": "x" * 200}).encode()
 
@@ -121,7 +124,9 @@ async def test_broker_crash_loses_what_it_acknowledged_unless_confirmed_upstream
                     assert outbox.stats["resent"] == 50
                 else:
                     assert await until(lambda: outbox.depth == 0)
-                    await asyncio.sleep(2.0)  # whatever the broker still had would have come by now
+                    # the counter's session is back: the broker sent what it still had before this marker
+                    mqtt.publish(TELEMETRY, make(MARKER), qos=1)
+                    assert await asyncio.to_thread(counter.wait_for, lambda seqs: MARKER in seqs)
                 _, _, lost = counter.report(f"broker kill -9, confirm: {confirm}", 50)
             finally:
                 counter.close()
