@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
-async def wait_until(predicate: Callable[[], bool], within_s: float = 20) -> bool:
-    """Poll ``predicate`` every 10 ms; whether it held within ``within_s``."""
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], within_s: float = 20, every_s: float = 0.01
+) -> bool:
+    """Poll ``predicate`` (a plain or an async function) every ``every_s``; whether it held within
+    ``within_s``."""
     deadline = time.monotonic() + within_s
-    while not predicate():
+    while True:
+        held = predicate()
+        if not isinstance(held, bool):
+            held = await held
+        if held:
+            return True
         if time.monotonic() > deadline:
             return False
-        await asyncio.sleep(0.01)
-    return True
+        await asyncio.sleep(every_s)
 
 
 def wait_until_sync(predicate: Callable[[], bool], within_s: float = 20) -> bool:

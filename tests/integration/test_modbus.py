@@ -32,7 +32,7 @@ from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
 from qxedge.core.errors import ConfigError, ConnectorError
-from qxedge.testing import Watcher, edge_config
+from qxedge.testing import Watcher, edge_config, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -181,11 +181,7 @@ def reference_words(kind: str, value: float, byte_order: str, word_order: str) -
 
 async def until(predicate: Callable[[], bool], within: float = 30) -> None:
     """Wait (generously) for a condition that no event announces."""
-    for _ in range(int(within / 0.05)):
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"not within {within} s")
+    assert await wait_until(predicate, within), f"not within {within} s"
 
 
 async def running(connector: ModbusConnector, readings: Readings) -> asyncio.Task[None]:
@@ -668,11 +664,11 @@ async def test_agent_reads_modbus_and_writes_an_allowed_setpoint(
                 rows = query(audit, asset="line1/pump1")
                 return [r for r in rows if r["kind"] == "readback"]
 
-            rows: list[dict[str, Any]] = []
-            async with asyncio.timeout(30):
-                while not rows:
-                    await asyncio.sleep(0.1)
-                    rows = await asyncio.to_thread(confirmed)
+            async def any_confirmed() -> bool:
+                return bool(await asyncio.to_thread(confirmed))
+
+            assert await wait_until(any_confirmed, 30, every_s=0.1)
+            rows = await asyncio.to_thread(confirmed)
             stop.set()
         client = AsyncModbusTcpClient("127.0.0.1", port=plc.port)
         await client.connect()

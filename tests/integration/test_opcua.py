@@ -31,7 +31,7 @@ from qxedge.connectors.opcua import Backoff, OpcUaConfig, OpcUaConnector, parse_
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
 from qxedge.core.errors import ConfigError, ConnectorError
-from qxedge.testing import Watcher, edge_config
+from qxedge.testing import Watcher, edge_config, wait_until
 
 pytestmark = pytest.mark.integration
 NS_URI = "urn:qxedge:test:plant"
@@ -351,10 +351,7 @@ async def test_basic256sha256_with_username_or_user_certificate(
             assert await plant.setpoints["pump1"].read_value() == 0.7
         # a wrong identity never gets a session: the connector keeps retrying and says why
         async with running(config(plant.url, security=security, **bad)) as (connector, _):
-            for _ in range(200):
-                if connector.stats.reconnects >= 1:
-                    break
-                await asyncio.sleep(0.05)
+            assert await wait_until(lambda: connector.stats.reconnects >= 1, 10)
             assert not connector.connected.is_set()
             assert "BadUserAccessDenied" in connector.stats.last_error, connector.stats.last_error
             with pytest.raises(ConnectorError, match="not connected"):
@@ -363,10 +360,7 @@ async def test_basic256sha256_with_username_or_user_certificate(
         return
     # and without security the server (SignAndEncrypt only) is not reachable either
     async with plant_server(free_port(), pki) as plant, running(config(plant.url)) as (connector, _):
-        for _ in range(200):
-            if connector.stats.reconnects >= 1:
-                break
-            await asyncio.sleep(0.05)
+        assert await wait_until(lambda: connector.stats.reconnects >= 1, 10)
         assert not connector.connected.is_set()
 
 
@@ -400,10 +394,7 @@ async def test_reconnects_and_resubscribes_after_a_server_restart() -> None:
             await plant.set("pump1", "temp", 1.0)
             assert await sink.wait_for(lambda rs: any(r[3] == 1.0 for r in rs))
         # server gone: the watchdog notices, the connector backs off and retries
-        for _ in range(400):
-            if not connector.connected.is_set():
-                break
-            await asyncio.sleep(0.05)
+        assert await wait_until(lambda: not connector.connected.is_set(), 20)
         assert not connector.connected.is_set()
         with pytest.raises(ConnectorError, match="not connected"):
             await connector.write("line1/pump1", 0.5)
@@ -482,10 +473,7 @@ async def test_watchdog_detects_a_silent_server() -> None:
                 await plant.set("pump1", "temp", 5.0)
                 assert await sink.wait_for(lambda rs: any(r[3] == 5.0 for r in rs))
                 proxy.freeze(True)  # TCP stays up, nothing gets through
-                for _ in range(400):
-                    if not connector.connected.is_set():
-                        break
-                    await asyncio.sleep(0.05)
+                assert await wait_until(lambda: not connector.connected.is_set(), 20)
                 assert not connector.connected.is_set()
                 proxy.freeze(False)
                 await connected(connector, 30)
@@ -623,27 +611,26 @@ async def test_agent_reads_and_writes_through_opcua(
         assert agent.safety.latest.get(("line1/pump1", "temp")) is not None, agent.stats
         proposal = {"value": 0.9, "source": "mes", "data_ts": time.time()}
         await asyncio.to_thread(watcher.publish, "qx/v1/demo/proposals/line1/pump1", json.dumps(proposal))
-        for _ in range(200):
-            if await plant.setpoints["pump1"].read_value() == 0.9:
-                break
-            await asyncio.sleep(0.05)
+
+        async def written() -> bool:
+            return bool(await plant.setpoints["pump1"].read_value() == 0.9)
+
+        assert await wait_until(written, 10, every_s=0.05)
         assert await plant.setpoints["pump1"].read_value() == 0.9
         assert await asyncio.to_thread(
             watcher.wait_for, lambda ms: any(m.topic.endswith("setpoints/line1/pump1") for m in ms), 20
         )
         # the read-back arrives as line1/pump1/load_cap and confirms the write (no alarm)
-        for _ in range(100):
-            if agent.safety.latest.get(("line1/pump1", "load_cap")) is not None:
-                break
-            await asyncio.sleep(0.1)
+        assert await wait_until(lambda: agent.safety.latest.get(("line1/pump1", "load_cap")) is not None, 10)
         assert agent.safety.latest[("line1/pump1", "load_cap")][1] == 0.9
         # the gate's next evaluation checks the echo: confirmed in the audit log, no alarm
         audit = agent.config.safety.audit.resolved(agent.site)
-        for _ in range(100):
-            rows = await asyncio.to_thread(_audit_rows, audit)
-            if ("readback", "confirmed") in rows:
-                break
-            await asyncio.sleep(0.1)
+
+        async def confirmed() -> bool:
+            return ("readback", "confirmed") in await asyncio.to_thread(_audit_rows, audit)
+
+        assert await wait_until(confirmed, 10, every_s=0.1)
+        rows = await asyncio.to_thread(_audit_rows, audit)
         assert ("readback", "confirmed") in rows and ("write", "written") in rows, rows
         stop.set()
     assert agent.gate is not None and agent.gate.verdicts["written"] == 1

@@ -28,7 +28,7 @@ from qxedge.connectors.simulator import SimulatedPlant
 from qxedge.connectors.sparkplug import SparkplugConfig, SparkplugConnector
 from qxedge.connectors.sparkplug_b_pb2 import Payload
 from qxedge.core.errors import ConfigError
-from qxedge.testing import Watcher, edge_config
+from qxedge.testing import Watcher, edge_config, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -63,10 +63,7 @@ async def wait(watcher: Watcher, predicate: Callable[[Received], bool], within: 
 
 
 async def until(condition: Callable[[], bool], within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+    assert await wait_until(condition, within), "condition not met in time"
 
 
 @dataclass
