@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 
@@ -15,7 +16,7 @@ async def wait_until(
     deadline = time.monotonic() + within_s
     while True:
         held = predicate()
-        if not isinstance(held, bool):
+        if inspect.isawaitable(held):
             held = await held
         if held:
             return True
