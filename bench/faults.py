@@ -13,8 +13,9 @@ duplicated and lost, counted by telemetry sequence number at the upstream side.
   (it saves them only every second) are lost in 2 of 6 runs.
 - ``agent``: the agent is killed with SIGKILL mid-stream and restarted; nothing it had accepted (committed
   to its outbox) may be missing.
-- ``workers`` / ``disk`` / ``slow``: the test suite's scenarios (``tests/test_reliability.py``), run here
-  with their printed counts: every solver worker down, the outbox's disk full, a lagging subscriber.
+- ``workers`` / ``disk`` / ``slow``: the test suite's scenarios
+  (``tests/integration/test_reliability.py``), run here with their
+  printed counts: every solver worker down, the outbox's disk full, a lagging subscriber.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def suite(names: list[str]) -> bool:
     if not chosen:
         return True
     cmd = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-k", chosen]
-    done = subprocess.run([*cmd, "tests/test_reliability.py"], check=False)
+    done = subprocess.run([*cmd, "tests/integration/test_reliability.py"], check=False)
     return done.returncode == 0
 
 

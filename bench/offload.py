@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 
 import dimod
-import numpy as np
 
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient
 from qxedge.hybrid.client import OffloadClient, OffloadConfig
+from qxedge.testing import random_bqm
 from qxedge.testing.bench_results import Results, add_save_option
 
 ECHO = textwrap.dedent("""
@@ -44,14 +44,7 @@ ECHO = textwrap.dedent("""
 
 
 def bqm(n: int, seed: int) -> dimod.BinaryQuadraticModel:
-    rng = np.random.default_rng(seed)
-    return dimod.generators.gnp_random_bqm(
-        n,
-        0.5,
-        dimod.BINARY,
-        random_state=seed,
-        bias_generator=lambda size: rng.integers(-100, 101, size).astype(float),
-    )
+    return random_bqm(n, 0.5, seed)
 
 
 def percentiles(xs: list[float]) -> str:

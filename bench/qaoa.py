@@ -28,23 +28,16 @@ import time
 from typing import Any
 
 import dimod
-import numpy as np
 
 from qxedge.hybrid.qaoa import QaoaConfig, solve_qaoa
+from qxedge.testing import random_bqm
 from qxedge.testing.bench_results import Results, add_save_option
 
 DEVICES = ("default.qubit", "lightning.qubit", "qxedge.cpu")
 
 
 def instance(n: int, seed: int = 1) -> dimod.BinaryQuadraticModel:
-    rng = np.random.default_rng(seed)
-    return dimod.generators.gnp_random_bqm(
-        n,
-        0.5,
-        dimod.BINARY,
-        random_state=seed,
-        bias_generator=lambda size: rng.integers(-100, 101, size).astype(float).tolist(),
-    )
+    return random_bqm(n, 0.5, seed)
 
 
 def timed_solve(bqm: dimod.BinaryQuadraticModel, cfg: QaoaConfig) -> tuple[float, int, dict[str, Any]]:

@@ -22,26 +22,19 @@ import statistics
 import time
 
 import dimod
-import numpy as np
 from dwave.samplers import SimulatedAnnealingSampler
 
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
 from qxedge.hybrid.qaoa import QaoaConfig
 from qxedge.hybrid.solvers import all_energies
+from qxedge.testing import random_bqm
 from qxedge.testing.bench_results import Results, add_save_option
 
 NAMES = ("exact", "sa", "tabu", "qaoa raw", "qaoa", "auto", "SA defaults")
 
 
 def instance(n: int, density: float, seed: int) -> dimod.BinaryQuadraticModel:
-    rng = np.random.default_rng(seed)
-    return dimod.generators.gnp_random_bqm(
-        n,
-        density,
-        dimod.BINARY,
-        random_state=seed,
-        bias_generator=lambda size: rng.integers(-100, 101, size).astype(float),
-    )
+    return random_bqm(n, density, seed)
 
 
 def gap(energy: float | None, best: float) -> float:

@@ -6,8 +6,8 @@ Readings accumulate as a columnar ReadingBatch (no per-reading object). Every ``
 ``length_s``, and computes the statistics of every (asset, signal). The result, a :class:`Features`
 table, turns into the matrix a model declares with :meth:`Features.matrix`.
 
-Two engines give the same statistics (to float rounding; ``tests/test_features_incremental.py``), each
-in its own module and holding its own state:
+Two engines give the same statistics (to float rounding;
+``tests/unit/agent/test_features_incremental.py``), each in its own module and holding its own state:
 
 - :class:`FullEngine` (``_full.py``): the window as one Polars frame, one ``group_by`` per update;
 - :class:`IncrementalEngine` (``_incremental.py``): per-key NumPy arrays, only the touched keys

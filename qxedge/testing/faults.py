@@ -1,7 +1,7 @@
-"""Harnesses for fault runs with real processes, shared by tests/test_reliability.py, bench/faults.py and
-bench/soak.py: the agent as a child process (``qxedge run``) on a small config of site ``t``, a plant
-publishing readings from a thread, and the upstream side counting (and confirming) telemetry records by
-their sequence number."""
+"""Harnesses for fault runs with real processes, shared by tests/integration/test_reliability.py,
+bench/faults.py and bench/soak.py: the agent as a child process (``qxedge run``) on a small config of site
+``t``, a plant publishing readings from a thread, and the upstream side counting (and confirming)
+telemetry records by their sequence number."""
 
 from __future__ import annotations
 
