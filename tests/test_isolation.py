@@ -121,7 +121,7 @@ async def test_sites_are_isolated_and_strangers_are_refused(datacenter_broker: t
             await asyncio.sleep(1.0)  # time for anything the ACL let through to arrive
             assert peek is None or peek.drain() == [], "gumi saw osan's results"
         stop.set()
-    assert solver.stats["received"] == 1 and solver.by_site == {("gumi", "ok"): 1}
+    assert solver.stats().received == 1 and solver.stats().by_site == {("gumi", "ok"): 1}
 
 
 async def test_the_ingest_user_reads_telemetry_and_confirms_nothing_else(
