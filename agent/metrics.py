@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from qxedge.agent.stalls import BUCKETS, LAG_EVERY_S
+from qxedge.core.ops_server import build_info, process_registry
 
 if TYPE_CHECKING:
     from qxedge.agent.pipeline import AgentStats
@@ -34,29 +35,31 @@ OUTBOX_EVENTS = (
 
 
 class AgentMetrics(Collector):
-    """The registry of one agent: what ``stats`` (``Agent.stats``) says at each scrape, and histograms the
-    agent observes into."""
+    """The registry of one agent: what ``stats`` (``Agent.stats``) says at each scrape, histograms the
+    agent observes into (every series labelled with its ``site``, as the dashboards filter on it), and
+    the process's own collectors."""
 
     def __init__(self, stats: Callable[[], AgentStats]) -> None:
         self.stats = stats
-        self.registry = CollectorRegistry()
+        self.registry = process_registry()
         self.inference_seconds = Histogram(
             "qxedge_inference_seconds",
             "ONNX Runtime time per model and evaluation (all assets in one run)",
-            ["model", "provider"],
+            ["site", "model", "provider"],
             registry=self.registry,
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
         self.loop_lag_seconds = Histogram(
             "qxedge_loop_lag_seconds",
             f"how late the event loop runs a timer due every {LAG_EVERY_S:g} s (what a reading waits behind)",
+            ["site"],
             registry=self.registry,
             buckets=BUCKETS,
         )
         self.gc_pause_seconds = Histogram(
             "qxedge_gc_pause_seconds",
             "garbage collections of the process and how long each stopped it, by generation",
-            ["generation"],
+            ["site", "generation"],
             registry=self.registry,
             buckets=BUCKETS,
         )
@@ -82,6 +85,7 @@ class AgentMetrics(Collector):
                 family.add_metric([site, key], values.get(key, 0))
             return family
 
+        yield build_info("site", site)
         yield counter("qxedge_messages", "MQTT messages received on reading topics", s.messages)
         yield counter("qxedge_readings", "readings accepted", s.readings)
         yield counter("qxedge_evaluations", "feature-window evaluations", s.evaluations)

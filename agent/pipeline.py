@@ -149,7 +149,8 @@ class Agent:
         self.ops: OpsServer | None = None
         self.metrics = AgentMetrics(self.stats)
         self._inference_seconds = {  # labelled once: a labels() lookup per evaluation costs more
-            name: self.metrics.inference_seconds.labels(name, m.provider) for name, m in self.models.items()
+            name: self.metrics.inference_seconds.labels(self.site, name, m.provider)
+            for name, m in self.models.items()
         }
         self._pending = ReadingBatch()
         self._fresh = asyncio.Event()  # readings are pending (window.trigger: readings)
@@ -297,10 +298,12 @@ class Agent:
                 self.offload = await stack.enter_async_context(
                     OffloadClient(uplink, self.site, self.config.offload, gate.on_refused_result)
                 )
-            stack.enter_context(gc_pauses(self.metrics.gc_pause_seconds))
+            stack.enter_context(gc_pauses(self.metrics.gc_pause_seconds, self.site))
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             loops = [tasks.create_task(each_message(proposals, gate.on_proposal), name="proposals")]
-            loops.append(tasks.create_task(watch_lag(self.metrics.loop_lag_seconds), name="loop-lag"))
+            loops.append(
+                tasks.create_task(watch_lag(self.metrics.loop_lag_seconds.labels(self.site)), name="loop-lag")
+            )
             loops.append(tasks.create_task(_apply_locks(locks, gate), name="locks"))
             loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
             link = PlantLink(self.site, self.config.broker, self._accept, self._plant_proposal)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from qxedge.core.ops_server import build_info, process_registry
 
 if TYPE_CHECKING:
     from qxedge.hybrid.service import SolverStats
@@ -16,15 +18,16 @@ if TYPE_CHECKING:
 
 class SolverMetrics(Collector):
     """The registry of one worker: what ``stats`` (``SolverService.stats``) says at each scrape, and the
-    histogram of solve times."""
+    histogram of solve times (every series labelled with its ``worker``, as the dashboards filter on
+    it), and the process's own collectors."""
 
     def __init__(self, stats: Callable[[], SolverStats]) -> None:
         self.stats = stats
-        self.registry = CollectorRegistry()
+        self.registry = process_registry()
         self.solve_seconds = Histogram(
             "qxedge_solver_solve_seconds",
             "wall time from the start of solving to the answer",
-            ["solver"],
+            ["worker", "solver"],
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
         )
@@ -33,6 +36,7 @@ class SolverMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self.stats()
         worker = s.worker
+        yield build_info("worker", worker)
         jobs = CounterMetricFamily(
             "qxedge_solver_jobs", "jobs answered, by site and status", labels=["worker", "site", "status"]
         )

@@ -275,7 +275,7 @@ class SolverService:
                 )
             if result.solver:
                 self.wins[result.solver] += 1
-                self.metrics.solve_seconds.labels(result.solver).observe(
+                self.metrics.solve_seconds.labels(self.worker_id, result.solver).observe(
                     result.timings.get("solve_ms", 0) / 1000
                 )
             self._cache[key] = self._publish(mqtt, job.envelope.reply_to, result, key[0])

@@ -18,13 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
+from prometheus_client.core import InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
+
+from qxedge import __version__
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,24 @@ class OpsConfig(BaseModel):
 
 
 Readiness = Callable[[], str | None]  # None when ready, else why not
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry with prometheus_client's collectors of the process: ``process_*`` (CPU seconds,
+    resident memory, open and maximum file descriptors, start time), ``python_info`` and
+    ``python_gc_*``."""
+    registry = CollectorRegistry()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
+
+
+def build_info(label: str, value: str) -> InfoMetricFamily:
+    """``qxedge_build_info{<label>=<value>, version=..., python=...} 1``: which qxedge runs where; its
+    ``site`` or ``worker`` label lets a dashboard join the ``process_*`` metrics to it."""
+    family = InfoMetricFamily("qxedge_build", "the qxedge version and the Python running it", labels=[label])
+    family.add_metric([value], {"version": __version__, "python": platform.python_version()})
+    return family
 
 
 @dataclass(frozen=True, slots=True)
