@@ -1,1 +1,69 @@
-"""The qxedge edge agent: config, pipeline, features, inference, decisions and the CLI."""
+"""The qxedge edge agent: config, pipeline, features, inference, safety, decisions and the CLI.
+
+The names below are the agent's public API, importable from ``qxedge.agent`` (each loads its module on
+first use, so ``import qxedge.agent.config`` loads no runtime). Modules whose names start with ``_``
+are private; the feature engines are in :mod:`qxedge.agent.features`, the plug points for connectors
+in :mod:`qxedge.connectors.plant`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qxedge.agent.audit import AuditLog
+    from qxedge.agent.cli import main
+    from qxedge.agent.config import EdgeConfig, load_config
+    from qxedge.agent.day import ProductionDay
+    from qxedge.agent.features import FeatureEngine, Features, FeatureWindow
+    from qxedge.agent.gate import SetpointGate
+    from qxedge.agent.inference import OnnxModel
+    from qxedge.agent.pipeline import Agent
+    from qxedge.agent.safety import Proposal, Safety, SafetyConfig, Verdict
+    from qxedge.agent.telemetry import TelemetryConfig, TelemetryPublisher
+
+_HOME = {
+    "Agent": "pipeline",
+    "AuditLog": "audit",
+    "EdgeConfig": "config",
+    "FeatureEngine": "features",
+    "FeatureWindow": "features",
+    "Features": "features",
+    "OnnxModel": "inference",
+    "ProductionDay": "day",
+    "Proposal": "safety",
+    "Safety": "safety",
+    "SafetyConfig": "safety",
+    "SetpointGate": "gate",
+    "TelemetryConfig": "telemetry",
+    "TelemetryPublisher": "telemetry",
+    "Verdict": "safety",
+    "load_config": "config",
+    "main": "cli",
+}
+__all__ = [  # what _HOME maps, spelled out for the tools
+    "Agent",
+    "AuditLog",
+    "EdgeConfig",
+    "FeatureEngine",
+    "FeatureWindow",
+    "Features",
+    "OnnxModel",
+    "ProductionDay",
+    "Proposal",
+    "Safety",
+    "SafetyConfig",
+    "SetpointGate",
+    "TelemetryConfig",
+    "TelemetryPublisher",
+    "Verdict",
+    "load_config",
+    "main",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

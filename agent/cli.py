@@ -27,8 +27,8 @@ from qxedge.agent.config import EdgeConfig, default_config_path, load_config, lo
 from qxedge.agent.inference import OnnxModel
 from qxedge.connectors.mqtt import split_url
 from qxedge.core.errors import ConfigError, ModelError, Problem, QxError
+from qxedge.hybrid.backends import solver_names
 from qxedge.hybrid.service import DataCenterConfig
-from qxedge.hybrid.wire import SOLVERS
 
 
 def _broker_arg(value: str) -> str:
@@ -90,16 +90,27 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument(
         "problem", type=Path, help="BinaryQuadraticModel.to_serializable() JSON, or a job envelope"
     )
-    solve.add_argument("--solver", choices=SOLVERS, help="default: the envelope's, else auto")
+    solve.add_argument("--solver", choices=solver_names(), help="default: the envelope's, else auto")
     solve.add_argument(
         "--deadline-ms", type=_milliseconds, metavar="N", help="default: the envelope's, else 2000"
     )
     solve.add_argument("--json", action="store_true", help="print the result envelope as JSON")
     solve.add_argument("--config", "-c", type=Path, help="solver config (default: configs/datacenter.yaml)")
     audit = sub.add_parser(
-        "audit", help="read the audit log: proposals, verdicts, refused results, read-backs"
+        "audit",
+        help="read the audit log: proposals, verdicts, refused results, read-backs; `audit verify` checks it",
+    )
+    audit.add_argument(
+        "action", nargs="?", choices=["verify"], help="verify: check the hash chain (exit 1 when broken)"
     )
     audit.add_argument("--config", "-c", type=Path, help="agent config (default: the simulated plant)")
+    audit.add_argument("--log", type=Path, metavar="PATH", help="the audit log (default: the config's)")
+    audit.add_argument(
+        "--checkpoints", type=Path, metavar="FILE", help="verify: checkpoints received upstream (JSON lines)"
+    )
+    audit.add_argument(
+        "--key-file", type=Path, metavar="FILE", help="verify: the HMAC key (default: the config's)"
+    )
     audit.add_argument("--asset", help="only this asset, e.g. line1/pump3")
     audit.add_argument(
         "--since", type=_since, metavar="TIME", help="30s, 10m, 2h, 1d, epoch seconds or RFC 3339"
@@ -135,11 +146,38 @@ def _since(value: str) -> float:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from qxedge.agent.audit import query
+    """Exit 2 for a log, key or checkpoint file that is missing or unreadable; verify: 1 when broken."""
+    from qxedge.agent.audit import query, verify
+    from qxedge.agent.auditchain import parse_checkpoints, read_key
+    from qxedge.core.errors import AuditError
 
+    listing = [f"--{name}" for name in ("asset", "since", "limit") if getattr(args, name) is not None]
+    if args.action == "verify" and listing:
+        print(
+            f"qxedge: error: audit verify checks every row: {', '.join(listing)} is for listing",
+            file=sys.stderr,
+        )
+        return 2
     cfg = _load(args.config, None)
-    path = cfg.safety.audit.resolved(cfg.site)
-    rows = query(path, asset=args.asset, since=args.since, limit=args.limit)
+    path = args.log if args.log is not None else cfg.safety.audit.resolved(cfg.site)
+    try:
+        if args.action == "verify":
+            key_file = args.key_file if args.key_file is not None else cfg.safety.audit.key_file
+            checkpoints = []
+            if args.checkpoints is not None:
+                try:
+                    text = args.checkpoints.read_text()
+                except OSError as exc:
+                    raise AuditError(f"checkpoints {args.checkpoints}: {exc.strerror or exc}") from exc
+                checkpoints = parse_checkpoints(text, str(args.checkpoints))
+            key = None if key_file is None else read_key(key_file)
+            report = verify(path, key=key, checkpoints=checkpoints)
+            print(json.dumps(report.as_dict()) if args.json else "\n".join(report.lines()))
+            return 0 if report.ok else 1
+        rows = query(path, asset=args.asset, since=args.since, limit=args.limit)
+    except AuditError as exc:
+        print(f"qxedge: error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -149,9 +187,10 @@ def _audit(args: argparse.Namespace) -> int:
         value = "" if r["value"] is None else f"{r['value']:g}"
         proposed = "" if r["proposed"] is None else f"{r['proposed']:g}"
         dry = " (dry run)" if r["dry_run"] else ""
+        times = f" (x{r['count']})" if r["count"] > 1 else ""
         print(
             f"{when} {r['kind']:<9} {r['asset'] or '-':<14} {r['verdict']:<9}{dry} {proposed:>8} -> "
-            f"{value:<8} {r['source'] or ''}: {r['reason'] or ''}"
+            f"{value:<8} {r['source'] or ''}: {r['reason'] or ''}{times}"
         )
     return 0
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from qxedge.agent._jsonbytes import dumps
 from qxedge.agent.config import RuleConfig
-from qxedge.agent.jsonbytes import dumps
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,11 @@ Inputs it takes besides the agent's own rules:
 
 Read-backs are checked at every evaluation; a mismatch or a missing echo raises an alarm on
 ``qx/v1/{site}/alarms`` and in the audit log.
+
+A proposal whose allowed value is the one this gate last wrote to every way to the plant (within the
+envelope's read-back tolerance) is a no-op: not written again. No-ops and refusals are tallied by the
+audit log (a row for the first of a kind in its summary interval, then one row with the count of the
+rest) and logged once per interval: a flood of them costs neither writes nor a row each.
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from qxedge.agent.audit import AuditLog
 from qxedge.agent.decisions import Setpoint
 from qxedge.agent.safety import Latest, Proposal, Safety, Verdict
 from qxedge.connectors.mqtt import MqttClient
-from qxedge.connectors.plant import PlantConnector
+from qxedge.connectors.plant import SetpointSink
 from qxedge.core.cancels import raise_if_cancelling
 from qxedge.core.errors import ConnectorError
 
@@ -59,7 +65,7 @@ class SetpointGate:
         mqtt: MqttClient,
         site: str,
         job_deadline: Callable[[str], float | None] = lambda _job_id: None,
-        sinks: Sequence[PlantConnector] = (),
+        sinks: Sequence[SetpointSink] = (),
         write_timeout_s: float = 5.0,
         locks_unknown: Callable[[], str | None] = lambda: None,
     ) -> None:
@@ -67,6 +73,7 @@ class SetpointGate:
         self.sinks = sinks  # plant connectors that write setpoints (OPC UA, Modbus, ...)
         self.write_timeout_s = write_timeout_s
         self.current: dict[str, float] = {}  # the last value written per asset
+        self._settled: dict[str, float] = {}  # the last value written by every way: proposing it is a no-op
         self._changed: set[str] = set()  # assets whose current value changed since take_changed()
         self.safety = safety
         self.job_deadline = job_deadline  # the deadline of a job this agent sent, None if it sent none
@@ -88,6 +95,8 @@ class SetpointGate:
         # fail safe: while the lock channel is down, an operator's lock could be missed: nothing is written
         verdict = Verdict("refused", None, unknown, "lock") if unknown else self.safety.evaluate(p, now)
         self.verdicts[verdict.status] += 1
+        if verdict.status == "refused" or self._unchanged(p.asset, verdict):
+            return self._not_written(p, verdict, now)
         try:
             await self.audit.write(
                 "proposal",
@@ -106,10 +115,6 @@ class SetpointGate:
             log.exception("the audit log failed: %s = %s is not written", p.asset, verdict.value)
             self.verdicts["unaudited"] += 1
             return Verdict("refused", None, "the audit log could not record the verdict", "audit")
-        if verdict.status == "refused":
-            self.safety.drop_ramp(p.asset)
-            log.warning("refused %s = %s from %s: %s", p.asset, p.value, p.source, verdict.reason)
-            return verdict
         if not verdict.write:
             log.info("dry run: %s would be set to %s (%s)", p.asset, verdict.value, verdict.reason)
             return verdict
@@ -148,13 +153,49 @@ class SetpointGate:
         self._changed.add(p.asset)
         self.written.append(setpoint)
         del self.written[:-100]
+        self._settled.pop(p.asset, None)
         if failed:  # written somewhere, not everywhere: the caller must not count it as done
             self.verdicts["partial"] += 1
             return Verdict("refused", verdict.value, f"not written by {', '.join(failed)}", "link")
         self.verdicts["written"] += 1
+        self._settled[p.asset] = verdict.value
         # every setpoint is in the audit log; at a hundred a second a log line each would cost more than
         # the publish (measured with py-spy in bench/latency.py)
         log.debug("setpoint %s = %s (%s; %s)", p.asset, verdict.value, verdict.status, verdict.reason)
+        return verdict
+
+    def _unchanged(self, asset: str, verdict: Verdict) -> bool:
+        """The value allowed is the one in force (written by every way): writing it changes nothing."""
+        settled = self._settled.get(asset)
+        if not verdict.write or settled is None or verdict.value is None:
+            return False
+        env = self.safety.envelope(asset)
+        tolerance = env.readback.tolerance if env is not None and env.readback is not None else 0.0
+        return abs(verdict.value - settled) <= max(tolerance, 1e-9 * abs(settled))
+
+    def _not_written(self, p: Proposal, verdict: Verdict, now: float) -> Verdict:
+        """A refusal or a no-op: tallied in the audit log, logged once per summary interval."""
+        unchanged = verdict.status != "refused"
+        if unchanged:
+            self.verdicts["unchanged"] += 1
+            verdict = replace(verdict, reason=f"unchanged: {verdict.value:g} is in force")
+        else:
+            self.safety.drop_ramp(p.asset)
+        first = self.audit.tally(
+            "proposal",
+            "unchanged" if unchanged else "refused",
+            asset=p.asset,
+            source=p.source,
+            proposed=p.value,
+            value=verdict.value,
+            reason=verdict.reason,
+            limit=verdict.limit,
+            dry_run=verdict.dry_run,
+            provenance={**p.provenance, "data_ts": p.data_ts, "deadline_at": p.deadline_at},
+            ts=now,
+        )
+        if first and not unchanged:  # the repeats: counted in the audit log's summary row
+            log.warning("refused %s = %s from %s: %s", p.asset, p.value, p.source, verdict.reason)
         return verdict
 
     def take_changed(self) -> set[str]:
@@ -217,6 +258,7 @@ class SetpointGate:
                 )
                 continue
             reason = ("no echo" if observed is None else f"echoed {observed:g}") + f", expected {expected:g}"
+            self._settled.pop(asset, None)  # not in force: proposing it again writes it again
             self._alarm(asset, "readback", expected, observed, reason, now)
 
     async def on_proposal(self, topic: str, payload: bytes) -> None:
@@ -242,7 +284,7 @@ class SetpointGate:
                     raise ValueError(f"job_id {str(doc['job_id'])[:64]!r} is not a job this agent sent")
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
             self.verdicts["refused"] += 1
-            await self.audit.write(
+            self.audit.tally(
                 "proposal",
                 "refused",
                 asset=asset or None,
@@ -295,7 +337,7 @@ class SetpointGate:
 
     def on_refused_result(self, topic: str, job_id: str | None, reason: str, detail: dict[str, Any]) -> None:
         self.verdicts["refused_results"] += 1
-        self.audit.record(
+        self.audit.tally(
             "result",
             "refused",
             source=f"offload:{job_id}",

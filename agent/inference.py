@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from qxedge.agent._patterns import AssetFilter
 from qxedge.agent.config import ModelConfig
-from qxedge.agent.patterns import AssetFilter
 from qxedge.core.errors import ModelError
 
 log = logging.getLogger(__name__)

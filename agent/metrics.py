@@ -10,7 +10,7 @@ from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from qxedge.agent.stalls import BUCKETS, LAG_EVERY_S
+from qxedge.agent._stalls import BUCKETS, LAG_EVERY_S
 from qxedge.core.ops_server import build_info, process_registry
 
 if TYPE_CHECKING:

@@ -1,12 +1,12 @@
 """The agent's closed loop: readings in → feature windows → inference → rules → setpoints out.
 
 The plant broker (and, when configured, a separate data-center uplink) and every plant connector run
-in one TaskGroup:
+in one TaskGroup. Connectors plug in through three narrow Protocols (:mod:`qxedge.connectors.plant`):
 
-- each *batch* of reading messages (all that one wake-up of the MQTT client read) is decoded into the
-  pending ReadingBatch right where it was read, with no task in between, and what is invalid is
-  dead-lettered (``qx/v1/{site}/deadletter``, with the reason); plant connectors (OPC UA, Modbus,
-  Sparkplug) add their batches to the same pending batch;
+- every reading source (the built-in MQTT JSON ingest, OPC UA, Modbus, Sparkplug) adds its batches to
+  the pending ReadingBatch; the MQTT ingest decodes each *batch* of reading messages (all that one
+  wake-up of the MQTT client read) right where it was read, with no task in between, and what is
+  invalid is dead-lettered (``qx/v1/{site}/deadletter``, with the reason);
 - the evaluation task wakes every ``window.every_s`` (or as soon as readings are pending with
   ``trigger: readings``), swaps the pending batch out and runs windows + inference, then applies the
   rules. A small batch whose previous evaluation took under ``INLINE_EVALUATION_S`` runs on the loop
@@ -14,8 +14,9 @@ in one TaskGroup:
   and back); anything bigger runs in a worker thread (Polars and ONNX Runtime release the GIL, the loop
   keeps ingesting);
 - every proposal (rules, the production day, ``qx/v1/{site}/proposals/#``, Sparkplug DCMD) goes
-  through the setpoint gate: safety envelope, audit row, then the setpoint topic and the connectors;
-- telemetry goes upstream through the disk outbox; plans go to the data center with a deadline.
+  through the setpoint gate: safety envelope, audit row, then the setpoint topic and the setpoint sinks;
+- after each evaluation the evaluation observers (the Sparkplug edge node, telemetry) hear of what
+  changed; telemetry goes upstream through the disk outbox; plans go to the data center with a deadline.
 
 The retained ``online`` state is published on every connect; ``offline`` is the MQTT will, and is
 published on a graceful stop.
@@ -35,6 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
+from qxedge.agent._ingest import MqttIngest
+from qxedge.agent._stalls import gc_pauses, watch_lag
 from qxedge.agent.audit import AuditLog
 from qxedge.agent.config import EdgeConfig
 from qxedge.agent.day import ProductionDay
@@ -44,12 +47,18 @@ from qxedge.agent.gate import SetpointGate
 from qxedge.agent.inference import OnnxModel
 from qxedge.agent.metrics import AgentMetrics
 from qxedge.agent.safety import Latest, Proposal, Safety
-from qxedge.agent.stalls import gc_pauses, watch_lag
-from qxedge.agent.telemetry import ObservedWindow, TelemetryPublisher
-from qxedge.connectors.mqtt import Message, MqttClient, Publication, Subscription, each_message
+from qxedge.agent.telemetry import TelemetryPublisher
+from qxedge.connectors.mqtt import MqttClient, Publication, Subscription, each_message
 from qxedge.connectors.outbox import Outbox
-from qxedge.connectors.plant import PlantConnector, PlantLink
-from qxedge.connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
+from qxedge.connectors.plant import (
+    Evaluation,
+    EvaluationObserver,
+    PlantConnector,
+    PlantLink,
+    ReadingSource,
+    SetpointSink,
+)
+from qxedge.connectors.readings import ReadingBatch, Rejected
 from qxedge.core.ops_server import OpsServer
 from qxedge.hybrid.client import OffloadClient
 
@@ -66,7 +75,7 @@ class AgentCounts:
     messages: int = 0
     readings: int = 0
     deadletters: int = 0
-    deadletter_reasons: Counter[str] = field(default_factory=Counter)
+    deadletter_reasons: Counter[str] = field(default_factory=Counter)  # by RejectCode (a fixed set)
     evaluations: int = 0
     inferences: int = 0
     scores: dict[str, float] = field(default_factory=dict)
@@ -118,6 +127,7 @@ def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
     doc = {
         "topic": rejected.topic,
         "reason": rejected.reason,
+        "code": rejected.code.value,
         "payload": text,
         "encoding": encoding,
         "bytes": len(rejected.payload),
@@ -163,11 +173,17 @@ class Agent:
         self.inline_evaluation_s = INLINE_EVALUATION_S
         self.day: ProductionDay | None = None
         self._planned = {o.asset for o in config.planning.orders} if config.planning is not None else set()
-        self.plant: list[PlantConnector] = [
+        self.plant: list[PlantConnector] = [  # what the connectors: entries built, beside the MQTT ingest
             connector
             for i, entry in enumerate(config.connectors)
             if (connector := entry.plant(f"connectors[{i}]")) is not None
         ]
+        self.sources = [c for c in self.plant if isinstance(c, ReadingSource)]
+        self.sinks = [c for c in self.plant if isinstance(c, SetpointSink)]
+        self.observers: list[EvaluationObserver] = [
+            c for c in self.plant if isinstance(c, EvaluationObserver)
+        ]
+        self.telemetry: TelemetryPublisher | None = None
 
     def stats(self) -> AgentStats:
         """A snapshot of the agent's counters and of what its parts hold."""
@@ -226,29 +242,17 @@ class Agent:
                     dict(self.gate.verdicts) if self.gate else {},
                 )
 
-    async def _subscribe_readings(self, mqtt: MqttClient) -> None:
-        """Readings are decoded where the client reads them, at the end of each read burst (no task hop)."""
-        filters = []
-        for entry in self.config.connectors:
-            if entry.mqtt is None:
-                continue
-            cfg = entry.mqtt
-            decoder = ReadingDecoder(TopicPattern(cfg.topic_pattern), cfg.max_payload_bytes, cfg.max_ahead_s)
-            for topic_filter in cfg.topics:
-                await mqtt.subscribe(topic_filter, cfg.qos, on_batch=partial(self._ingest, mqtt, decoder))
-                filters.append(topic_filter)
-        log.info("agent %s: listening on %s", self.site, ", ".join(filters))
-
     async def _serve(self, mqtt: MqttClient, stop: asyncio.Event | None) -> None:
-        await self._subscribe_readings(mqtt)
+        mqtt_sources = [entry.mqtt for entry in self.config.connectors if entry.mqtt is not None]
+        ingest = MqttIngest(mqtt, mqtt_sources, partial(self._rejected, mqtt))
+        link = PlantLink(self.site, self.config.broker, self._accept, self._plant_proposal)
         async with contextlib.AsyncExitStack() as stack:
             if self.config.ops is not None:
                 self.ops = await stack.enter_async_context(
                     OpsServer(self.config.ops, self.metrics.registry, self._not_ready)
                 )
-            audit_cfg = self.config.safety.audit
             audit = await stack.enter_async_context(
-                AuditLog(audit_cfg.resolved(self.site), self.site, self.config_hash, audit_cfg.retention_days)
+                AuditLog.configured(self.config.safety.audit, self.site, self.config_hash)
             )
             uplink = self.uplink = mqtt
             if self.config.uplink is not None:
@@ -270,8 +274,9 @@ class Agent:
                         confirm_topic=self.topic("confirm"),
                     )
                 )
-                self.window = ObservedWindow.of(self.window)
-                self.plant.append(TelemetryPublisher(self.site, self.config.telemetry, box, self.window))
+                self.telemetry = TelemetryPublisher(self.site, self.config.telemetry, box)
+                self.observers.append(self.telemetry)
+                audit.anchor = self.telemetry.anchor  # audit checkpoints upstream with the telemetry
             # locks first: the retained ones must be in force before any proposal is handled, and while
             # they cannot be known (the plant broker away, or back but its retained locks not yet read)
             # the gate writes nothing
@@ -288,7 +293,7 @@ class Agent:
                 mqtt,
                 self.site,
                 self._job_deadline,
-                sinks=self.plant,
+                sinks=self.sinks,
                 locks_unknown=locks_unknown,
             )
             proposals = await mqtt.subscribe(self.topic("proposals/#"), qos=1)
@@ -300,43 +305,39 @@ class Agent:
                 )
             stack.enter_context(gc_pauses(self.metrics.gc_pause_seconds, self.site))
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            loops = [tasks.create_task(each_message(proposals, gate.on_proposal), name="proposals")]
+            loops = [tasks.create_task(ingest.run(link), name=ingest.name)]
+            loops.append(tasks.create_task(each_message(proposals, gate.on_proposal), name="proposals"))
             loops.append(
                 tasks.create_task(watch_lag(self.metrics.loop_lag_seconds.labels(self.site)), name="loop-lag")
             )
             loops.append(tasks.create_task(_apply_locks(locks, gate), name="locks"))
             loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
-            link = PlantLink(self.site, self.config.broker, self._accept, self._plant_proposal)
-            loops.extend(tasks.create_task(c.run(link), name=c.name) for c in self.plant)
+            loops.extend(tasks.create_task(c.run(link), name=c.name) for c in self.sources)
+            if self.telemetry is not None:
+                loops.append(tasks.create_task(self.telemetry.run(), name=self.telemetry.name))
             if self.config.planning is not None:
                 self.day = ProductionDay(self.config.planning, gate, self.offload, self._plan_inputs)
                 loops.append(tasks.create_task(self.day.run(), name="production-day"))
+            await ingest.listening.wait()
             self.ready.set()
             if stop is not None:
                 await stop.wait()
                 for task in loops:
                     task.cancel()
 
-    def _ingest(self, mqtt: MqttClient, decoder: ReadingDecoder, messages: list[Message]) -> None:
-        """A read burst's messages into the pending batch; what is invalid to the dead-letter topic."""
+    def _rejected(self, mqtt: MqttClient, messages: int, rejected: list[Rejected], now: float) -> None:
+        """After each read burst of the MQTT ingest: what is invalid to the dead-letter topic."""
         stats = self.counts
-        now = time.time()
-        rejected: list[Rejected] = []
-        before = len(self._pending)
-        decoder.decode(messages, now, self._pending, rejected)
-        stats.messages += len(messages)
-        stats.readings += len(self._pending) - before
-        if len(self._pending) > before:
-            self._fresh.set()
+        stats.messages += messages
         for bad in rejected:
             stats.deadletters += 1
-            stats.deadletter_reasons[bad.reason.split(" (", 1)[0][:80]] += 1
+            stats.deadletter_reasons[bad.code.value] += 1
             mqtt.publish(self.topic("deadletter"), deadletter_payload(bad, now), qos=1)
         if rejected:
-            log.debug("dead-lettered %d of %d messages", len(rejected), len(messages))
+            log.debug("dead-lettered %d of %d messages", len(rejected), messages)
 
     def _accept(self, batch: ReadingBatch) -> None:
-        """Readings from a plant connector: they join the next evaluation."""
+        """Readings from a reading source: they join the next evaluation."""
         self._pending.extend(batch)
         self.counts.readings += len(batch)
         self._fresh.set()
@@ -346,7 +347,7 @@ class Agent:
             await self.gate.propose(Proposal(asset, value, f"plant:{source}", data_ts, time.time()))
 
     def _observe(self, scored: list[Scored], features: Features, now: float, batch: ReadingBatch) -> None:
-        """Tell the connectors that publish upstream (Sparkplug, telemetry) of each asset that got
+        """Tell the evaluation observers (Sparkplug, telemetry) of each asset that got
         readings, a score or a new setpoint in this evaluation, or lost a signal out of the window, with
         all the agent knows of it: its signals' newest readings, every model's newest score, its
         setpoint. Only those: telling every asset at every evaluation cost O(signals) per reading, ~15 ms
@@ -370,6 +371,7 @@ class Agent:
         if self.gate is not None:
             setpoints = self.gate.current
             changed.update(dict.fromkeys(self.gate.take_changed()))
+        told: dict[str, dict[str, float]] = {}
         for asset in changed:
             metrics = {s: r[1] for s in signals.get(asset, ()) if (r := latest.get((asset, s))) is not None}
             for model in self.models:
@@ -377,10 +379,11 @@ class Agent:
                     metrics[f"score/{model}"] = score
             if (setpoint := setpoints.get(asset)) is not None:
                 metrics["setpoint"] = setpoint
-            if not metrics:  # e.g. readings too old for the window: nothing to tell
-                continue
-            for connector in self.plant:
-                connector.observe(asset, metrics, now)
+            if metrics:  # (none: e.g. readings too old for the window, nothing to tell)
+                told[asset] = metrics
+        evaluation = Evaluation(now, told, features)
+        for observer in self.observers:
+            observer.evaluated(evaluation)
 
     async def _evaluate_loop(self, gate: SetpointGate) -> None:
         """Evaluate every ``window.every_s``; with ``trigger: readings`` as soon as readings are pending
@@ -441,7 +444,7 @@ class Agent:
         self._readings, self._evaluated_at = features.latest, now
         await gate.tick(features.latest, time.time())
         await self._decide(gate, scored, now)
-        if self.plant:
+        if self.observers:
             self._observe(scored, features, now, batch)
 
     def _timed_evaluate(

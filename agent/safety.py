@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from qxedge.agent.patterns import names
+from qxedge.agent._patterns import names
 from qxedge.core.state import state_dir
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -114,6 +114,12 @@ class AuditConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: Path | None = Field(None, description="default: $XDG_STATE_HOME/qxedge/audit-<site>.sqlite")
     retention_days: float = Field(30.0, gt=0)
+    key_file: Path | None = Field(
+        None, description="HMAC-SHA256 key of the hash chain (>= 16 bytes; default: plain SHA-256)"
+    )
+    checkpoint_rows: int = Field(1000, gt=0, description="a checkpoint upstream at least every N rows")
+    checkpoint_s: float = Field(60.0, gt=0, description="... and every T seconds while rows come")
+    summary_s: float = Field(60.0, gt=0, description="repeated refusals and no-ops: one row per interval")
 
     def resolved(self, site: str) -> Path:
         if self.path is not None:

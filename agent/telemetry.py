@@ -14,9 +14,9 @@ reboots. A record (JSON, schema version 1)::
 de-duplicates by it (a record acknowledged just before a crash may come twice) and sees any loss as a
 gap (only the outbox's overflow policy drops records, and it counts and alarms when it does).
 
-The publisher plugs into the agent like a plant connector that writes nothing: the agent calls
-``observe`` after each evaluation with the asset's readings, scores and setpoint, and runs ``run`` in its
-TaskGroup; features come from the agent's feature window (:class:`ObservedWindow`).
+The publisher is an :class:`~qxedge.connectors.plant.EvaluationObserver`: after each evaluation the
+agent calls ``evaluated`` with the readings, scores and setpoint of each asset that changed and the
+window statistics of that evaluation; ``run`` (in the agent's TaskGroup) puts the records in the outbox.
 """
 
 from __future__ import annotations
@@ -29,12 +29,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qxedge.agent.features import Features, FeatureWindow
-from qxedge.agent.jsonbytes import dumps
-from qxedge.agent.patterns import AssetFilter
+from qxedge.agent._jsonbytes import dumps
+from qxedge.agent._patterns import AssetFilter
 from qxedge.connectors.outbox import Outbox
-from qxedge.connectors.plant import PlantLink
-from qxedge.core.errors import ConnectorError
+from qxedge.connectors.plant import AssetStats, Evaluation
 
 STREAM = "telemetry"
 SLICE = 25  # records put in the outbox between two turns of the loop (~70 µs each at 10 signals)
@@ -51,39 +49,20 @@ class TelemetryConfig(BaseModel):
     features: bool = Field(True, description="include the window statistics (`signal.stat`)")
 
 
-class ObservedWindow(FeatureWindow):
-    """The agent's feature window, keeping the last statistics it computed for telemetry."""
-
-    last: Features | None = None
-
-    @classmethod
-    def of(cls, window: FeatureWindow) -> ObservedWindow:
-        observed = cls.__new__(cls)
-        observed.__dict__.update(window.__dict__)
-        return observed
-
-    def update(self, batch: Any, now: float) -> Features:
-        features = super().update(batch, now)
-        self.last = features
-        return features
-
-
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
 class TelemetryPublisher:
-    """``observe`` collects, ``run`` puts one record per asset in the outbox every ``every_s``."""
+    """``evaluated`` collects, ``run`` puts one record per asset in the outbox every ``every_s``."""
 
     name = "telemetry"
 
-    def __init__(
-        self, site: str, config: TelemetryConfig, outbox: Outbox, window: ObservedWindow | None = None
-    ) -> None:
+    def __init__(self, site: str, config: TelemetryConfig, outbox: Outbox) -> None:
         self.site = site
         self.config = config
         self.outbox = outbox
-        self.window = window
+        self._features: AssetStats | None = None  # the statistics of the newest evaluation
         self.topic = f"qx/v1/{site}/telemetry"
         self.records = 0
         self.refused = 0
@@ -93,17 +72,25 @@ class TelemetryPublisher:
         self._seen_at: dict[str, float] = {}
         self._reported = AssetFilter(config.assets)
 
-    def observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
-        if self._reported(asset):
-            self._seen[asset], self._seen_at[asset] = dict(metrics), ts
+    def evaluated(self, evaluation: Evaluation) -> None:
+        ts, reported, seen, seen_at = evaluation.ts, self._reported, self._seen, self._seen_at
+        for asset, metrics in evaluation.assets.items():
+            if reported(asset):
+                seen[asset], seen_at[asset] = dict(metrics), ts
+        self._features = evaluation.features
 
-    def writes(self, asset: str) -> bool:
-        return False
+    def anchor(self, checkpoint: Mapping[str, Any]) -> bool:
+        """An audit checkpoint (``{"id", "hash", "ts"}``) into the telemetry stream, through the outbox:
+        ``{"v": 1, "seq": ..., "site": ..., "ts": ..., "audit_checkpoint": {...}}`` (no ``asset``).
+        False when the outbox refuses it."""
 
-    async def write(self, asset: str, value: float) -> None:
-        raise ConnectorError("telemetry writes nothing to the plant")
+        def make(seq: int) -> bytes:
+            doc = {"v": 1, "seq": seq, "site": self.site, "ts": checkpoint["ts"]}
+            return dumps({**doc, "audit_checkpoint": dict(checkpoint)})
 
-    async def run(self, link: PlantLink) -> None:
+        return self.outbox.put(STREAM, self.topic, make) is not None
+
+    async def run(self) -> None:
         every = self.config.every_s
         due = time.monotonic()
         while True:
@@ -118,14 +105,13 @@ class TelemetryPublisher:
     async def publish(self, now: float) -> int:
         """One record per observed asset into the outbox; the number accepted. ``SLICE`` records at a
         time, the loop running in between: a plant of a thousand assets would stall it ~0.1 s at once."""
-        window = self.window if self.config.features else None
         assets = sorted(self._seen)
         accepted = 0
         for start in range(0, len(assets), SLICE):
             if start:
                 await asyncio.sleep(0)
             # readings and features as of now (an evaluation may have run since the slice before)
-            last = None if window is None else window.last
+            last = self._features if self.config.features else None
             chunk = assets[start : start + SLICE]
             features = {} if last is None else last.by_asset(chunk)
             for asset in chunk:

@@ -33,7 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 from qxedge.connectors.embedded_broker import EmbeddedBroker
-from tests.test_reliability import CONFIRM, Plant, SeqCounter, agent_config, saved, start_agent
+from qxedge.testing.faults import CONFIRM, Plant, SeqCounter, agent_config, broker_saved, start_agent
 
 RESENT = re.compile(r"sending (\d+) records again")
 
@@ -54,7 +54,7 @@ def broker_outage(outage_s: float, confirm: str) -> bool:
         work = Path(tmp)
         cfg = agent_config(work, broker.url, reconnect_max_s=5.0, confirm=confirm)
         counter = SeqCounter(broker.url, confirm_topic=CONFIRM if confirm == "upstream" else None)
-        saved(broker, time.time())
+        broker_saved(broker, time.time())
         plant = Plant(broker.url)
         agent = start_agent(cfg, work / "agent.log")
         try:

@@ -31,7 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from qxedge.connectors.embedded_broker import EmbeddedBroker, free_port
 from qxedge.connectors.mqtt import split_url
-from tests.test_reliability import CONFIRM, SeqCounter, start_agent
+from qxedge.testing.faults import CONFIRM, SeqCounter, start_agent
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNALS = ("temp", "power", "vibration")

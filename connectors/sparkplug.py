@@ -12,6 +12,8 @@ Source (``sparkplug_source``, optional): NBIRTH / DBIRTH / NDATA / DDATA of the 
 
 Both share one MQTT connection of their own to the plant broker (``link.broker``), whose will is the
 NDEATH with the ``bdSeq`` of that connection (``MqttClient`` calls ``EdgeNode.will`` before each connect).
+With a ``primary_host_id``, the host's STATE going offline ends that session (NDEATH, DISCONNECT) and a
+new one starts at once, which waits for the host to come back online before the births.
 
 Why code generated from the specification's schema rather than a Sparkplug package: the payload is one
 protobuf message (``sparkplug_b.proto``, from the specification, beside this module), and ``protobuf`` is
@@ -32,13 +34,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qxedge.connectors.mqtt import MqttClient, Subscription, each_message
-from qxedge.connectors.plant import PlantLink
+from qxedge.connectors.plant import Evaluation, PlantLink
 from qxedge.connectors.sparkplug_node import EdgeNode
 from qxedge.connectors.sparkplug_payload import NAMESPACE, check_id, topic
 from qxedge.connectors.sparkplug_source import SparkplugSource
 from qxedge.core.errors import ConnectorError
 
 log = logging.getLogger(__name__)
+
+
+class _HostOffline(Exception):
+    """The primary host went offline: the session ends (raised inside the session's task group)."""
 
 
 def _patterns(patterns: list[str]) -> list[str]:
@@ -83,7 +89,9 @@ class SparkplugConfig(BaseModel):
     group_id: str = Field(description="Sparkplug group id of the agent's edge node")
     edge_node_id: str = Field(description="the agent's edge node id")
     primary_host_id: str | None = Field(
-        None, description="wait for this host's spBv1.0/STATE online before the births"
+        None,
+        description="wait for this host's spBv1.0/STATE online before the births; "
+        "end the session (NDEATH) when it goes offline",
     )
     devices: list[str] = Field(["*"], description="assets published as devices (shell patterns); [] = none")
     metrics: list[str] = Field(
@@ -125,7 +133,8 @@ class SparkplugConfig(BaseModel):
 
 
 class SparkplugConnector:
-    """Implements :class:`connectors.plant.PlantConnector`."""
+    """A :class:`~connectors.plant.ReadingSource` and :class:`~connectors.plant.EvaluationObserver`:
+    setpoints reach Sparkplug devices as proposals in (DCMD), never as writes out."""
 
     def __init__(self, config: SparkplugConfig, name: str) -> None:
         self.name = name
@@ -135,21 +144,22 @@ class SparkplugConnector:
         self.mqtt: MqttClient | None = None
         self.ready = asyncio.Event()  # connected and subscribed (births sent unless a host is awaited)
 
-    def writes(self, asset: str) -> bool:
-        return False  # setpoints reach Sparkplug devices as proposals in, never as writes out
-
-    async def write(self, asset: str, value: float) -> None:
-        raise NotImplementedError("the sparkplug connector does not write setpoints")
+    def evaluated(self, evaluation: Evaluation) -> None:
+        for asset, metrics in evaluation.assets.items():
+            self.node.observe(asset, metrics, evaluation.ts)
 
     def observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
+        """One asset's metrics (what ``evaluated`` does for each asset of an evaluation)."""
         self.node.observe(asset, metrics, ts)
 
     async def run(self, link: PlantLink) -> None:
-        """Until cancelled; a broker that cannot be reached is retried with jittered backoff."""
+        """Until cancelled; a broker that cannot be reached is retried with jittered backoff, a session
+        ended because the primary host went offline is followed by a new one at once."""
         delay = link.broker.reconnect_min_s
         while True:
             try:
                 await self._session(link)
+                delay = link.broker.reconnect_min_s
             except ConnectorError as exc:
                 log.warning("%s: %s; next try within %.1f s", self.name, exc, delay)
                 await asyncio.sleep(random.uniform(delay / 2, delay))
@@ -184,13 +194,15 @@ class SparkplugConnector:
                     tasks.create_task(each_message(ncmd, command), name=f"{self.name}:ncmd")
                     tasks.create_task(each_message(dcmd, command), name=f"{self.name}:dcmd")
                     if state is not None:
-                        tasks.create_task(each_message(state, self._state_handler), name=f"{self.name}:state")
+                        tasks.create_task(self._follow_host(state), name=f"{self.name}:state")
                     for sub in plant:
                         tasks.create_task(self._read(sub, link), name=f"{self.name}:{sub.topic_filter}")
                     node.start(mqtt)
                     self.ready.set()
+            except* _HostOffline:
+                log.warning("%s: primary host offline: session ended, starting a new one", self.name)
             finally:
-                node.stop()
+                node.stop()  # NDEATH, before the DISCONNECT of leaving the client
                 self.ready.clear()
 
     def _command_handler(self, link: PlantLink) -> Callable[[str, bytes], Awaitable[None]]:
@@ -199,8 +211,12 @@ class SparkplugConnector:
 
         return handle
 
-    async def _state_handler(self, _topic: str, payload: bytes) -> None:
-        self.node.on_state(payload)
+    async def _follow_host(self, subscription: Subscription) -> None:
+        """The primary host's STATE messages; its going offline ends the session (specification 5.10)."""
+        async for messages in subscription:
+            for _topic, payload in messages:
+                if self.node.on_state(payload):
+                    raise _HostOffline
 
     async def _read(self, subscription: Subscription, link: PlantLink) -> None:
         assert self.source is not None

@@ -15,9 +15,15 @@ Session rules (specification v3.0, chapters 5 and 6), as implemented:
 - NCMD ``Node Control/Rebirth`` = true re-sends the births (same ``bdSeq``, ``seq`` from 0);
 - DCMD writes to the ``setpoint_metric`` become setpoint proposals through ``link.propose``: the
   safety envelope decides; the node never writes anything to the plant itself;
-- with a ``primary_host_id``, births wait for the host's ``spBv1.0/STATE/{host}`` ``{"online": true}``
-  (a message older than the last one seen is ignored); while the host is offline nothing is
-  published, and the births are sent again when it comes back online.
+- with a ``primary_host_id``, births wait for the host's ``spBv1.0/STATE/{host}`` ``{"online": true,
+  "timestamp": ms}`` (a STATE with a timestamp older than the last one seen is ignored); when the host
+  goes offline (``"online": false``) the node ends its session as the specification requires (5.10:
+  "the Edge Node MUST terminate its session"): NDEATH with the session's ``bdSeq``, then DISCONNECT.
+  The connector connects again at once (a new will, ``bdSeq`` + 1) and waits for the host to be back
+  online before NBIRTH and the DBIRTHs;
+- nothing the node is given can end the process: a metric name or asset id that cannot be encoded
+  (not UTF-8, e.g. a lone surrogate) is ignored and counted, and any other error while encoding or
+  publishing is logged and counted, never raised to the agent.
 
 Everything is published at QoS 0 without retain, the NDEATH will at QoS 1 (as the specification says).
 ``observe`` runs on the event loop and publishes synchronously: no task, no buffer per message.
@@ -72,6 +78,7 @@ class NodeStats:
     data: int = 0  # DDATA messages
     rebirth_commands: int = 0
     proposals: int = 0
+    host_offline: int = 0  # sessions ended because the primary host went offline
     ignored: Counter[str] = field(default_factory=Counter)  # reason → count (bad payloads included)
 
 
@@ -174,7 +181,10 @@ class EdgeNode:
 
     def _birth_if_allowed(self) -> None:
         if self._started and self.host_online and self._client is not None and self._client.connected:
-            self.births()
+            try:
+                self.births()
+            except Exception as exc:  # called from paho's callbacks and STATE: never raise into them
+                self._ignore("could not publish the births", f"{type(exc).__name__}: {exc}"[:200])
 
     def _next(self) -> int:
         seq, self._seq = self._seq, (self._seq + 1) % 256
@@ -212,6 +222,14 @@ class EdgeNode:
 
     # ----------------------------------------------------------------- data
     def observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
+        """The latest of ``asset``: DDATA of what changed (or its DBIRTH). Never raises: the agent calls
+        it for every asset it evaluates, and one bad name must not end the agent."""
+        try:
+            self._observe(asset, metrics, ts)
+        except Exception as exc:
+            self._ignore("could not publish", f"{asset!r}: {type(exc).__name__}: {exc}"[:200])
+
+    def _observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
         device = self._devices.get(asset) or self._device(asset)
         if device is None:
             return
@@ -250,6 +268,10 @@ class EdgeNode:
         if not any(fnmatch.fnmatchcase(asset, p) for p in self.config.devices):
             self._refused.add(asset)
             return None
+        if not _encodable(asset):
+            self._ignore("asset id not UTF-8", repr(asset)[:80])
+            self._refused.add(asset)
+            return None
         dev_id = device_id(asset, self.config.device_separator)
         other = self._by_id.get(dev_id)
         if other is not None:
@@ -270,7 +292,12 @@ class EdgeNode:
     def _metric_selected(self, name: str) -> bool:
         ok = self._metric_ok.get(name)
         if ok is None:
-            ok = self._metric_ok[name] = any(fnmatch.fnmatchcase(name, p) for p in self.config.metrics)
+            ok = any(fnmatch.fnmatchcase(name, p) for p in self.config.metrics)
+            if ok and not _encodable(name):
+                self._ignore("metric name not UTF-8", repr(name)[:80])
+                ok = False
+            if len(self._metric_ok) < 100_000:
+                self._metric_ok[name] = ok
         return ok
 
     def _alias(self) -> int:
@@ -315,29 +342,45 @@ class EdgeNode:
             self.stats.proposals += 1
             await link.propose(device.asset, value, self.source, data_ts)
 
-    def on_state(self, raw: bytes) -> None:
-        """The primary host's ``{"online": bool, "timestamp": ms}`` (Sparkplug 3.0 STATE, JSON)."""
+    def on_state(self, raw: bytes) -> bool:
+        """The primary host's ``{"online": bool, "timestamp": ms}`` (Sparkplug 3.0 STATE, JSON); True when
+        the host went offline and the session must end (the caller ends it, ``stop`` sends NDEATH)."""
         try:
             doc = json.loads(raw)
             online, stamp = doc["online"], doc["timestamp"]
             if type(online) is not bool or type(stamp) is not int:
                 raise TypeError("online must be a boolean and timestamp an integer (ms)")
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             self._ignore("bad STATE payload", f"{type(exc).__name__}: {exc}"[:200])
-            return
+            return False
         if stamp < self._host_ts:
             self._ignore("stale STATE", str(stamp))
-            return
+            return False
         self._host_ts = stamp
         was_online, self.host_online = self.host_online, online
         if online and not was_online:
             log.info("sparkplug: primary host %s online", self.config.primary_host_id)
             self._birth_if_allowed()
         elif not online and was_online:
-            log.warning("sparkplug: primary host %s offline: publishing paused", self.config.primary_host_id)
+            log.warning(
+                "sparkplug: primary host %s offline: NDEATH, then a new session that waits for it",
+                self.config.primary_host_id,
+            )
             self._born = False
+            self.stats.host_offline += 1
+            return True
+        return False
 
-    def _ignore(self, reason: str, detail: str) -> None:
+    def _ignore(self, reason: str, detail: str) -> None:  # reason: a fixed text (a counter key)
         self.stats.ignored[reason] += 1
         if self.stats.ignored[reason] <= 10:
             log.warning("sparkplug %s: %s (%s)", self.node, reason, detail)
+
+
+def _encodable(text: str) -> bool:
+    """Whether protobuf can encode ``text`` (a lone surrogate, from a JSON escape, cannot be)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -11,7 +11,7 @@ import math
 import time
 
 from qxedge.connectors.sparkplug_b_pb2 import Payload as Payload
-from qxedge.core.errors import PayloadError
+from qxedge.core.errors import PayloadError, RejectCode
 
 Metric = Payload.Metric
 
@@ -106,14 +106,19 @@ def number(metric: Metric, datatype: int) -> float | None:
 
 
 def decode(payload: bytes, max_bytes: int) -> Payload:
-    """Parse a Sparkplug B payload; PayloadError with the reason when it is not one."""
+    """Parse a Sparkplug B payload; PayloadError with the reason (code ``oversize`` or
+    ``invalid_protobuf``) when it is not one. String fields that are not UTF-8 come back as bytes
+    (proto2): callers check the names they use."""
     if len(payload) > max_bytes:
-        raise PayloadError(f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}")
+        raise PayloadError(
+            f"payload of {len(payload)} bytes exceeds the limit of {max_bytes}", RejectCode.OVERSIZE
+        )
     message = Payload()
     try:
         message.ParseFromString(payload)
     except Exception as exc:  # google.protobuf.message.DecodeError, RuntimeWarning-free
-        raise PayloadError(f"not a Sparkplug B payload ({type(exc).__name__}: {exc})"[:200]) from exc
+        reason = f"not a Sparkplug B payload ({type(exc).__name__}: {exc})"[:200]
+        raise PayloadError(reason, RejectCode.INVALID_PROTOBUF) from exc
     return message
 
 

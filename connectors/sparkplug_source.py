@@ -3,6 +3,8 @@
 - asset = ``{node}/{device}`` for device metrics, ``{node}`` for node metrics; signal = the metric
   name as sent (``Inputs/temp`` stays ``Inputs/temp``); value: numbers and booleans (1.0 / 0.0); strings,
   bytes, data sets, templates and nulls are skipped (counted);
+- a metric name must be valid UTF-8 (protobuf hands proto2 strings that are not as bytes) with 1 to
+  ``readings.MAX_NAME_CHARS`` characters and no control character; other metrics are skipped (counted);
 - timestamp: the metric's, else the payload's (ms), else the receive time; one further ahead than
   ``max_ahead_s`` is skipped (counted);
 - births bind aliases to names (per edge node, across its devices, as the specification says) and their
@@ -23,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from qxedge.connectors.readings import ReadingBatch
+from qxedge.connectors.readings import ReadingBatch, name_problem
 from qxedge.connectors.sparkplug_payload import BD_SEQ, Metric, decode, number, rebirth_request, topic
 from qxedge.core.errors import PayloadError
 
@@ -66,6 +68,7 @@ class SparkplugSource:
         self._publish = publish
         self._nodes: dict[tuple[str, str], _Node] = {}
         self._node_ok: dict[str, bool] = {}
+        self._names_ok: set[str] = set()  # metric names already checked
 
     def decode(self, messages: list[tuple[str, bytes]], received_at: float) -> ReadingBatch:
         batch = ReadingBatch()
@@ -107,6 +110,13 @@ class SparkplugSource:
                         asked = True
                         self._ask_rebirth(group, node, state, metric.alias)
                     continue
+                if name not in self._names_ok:
+                    problem = name_problem(name, topic_level=False)
+                    if problem is not None:
+                        self._skip("bad metric name", f"{mqtt_topic} {str(name)[:40]!r}: {problem}")
+                        continue
+                    if len(self._names_ok) < 100_000:
+                        self._names_ok.add(name)
                 if birth and (name == BD_SEQ or name.startswith("Node Control/")):
                     continue
                 value = number(metric, datatype)

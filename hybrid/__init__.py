@@ -1,4 +1,69 @@
-"""Offload of hard optimisation subproblems to the data center (QUBO builders, wire format, solvers).
+"""Offload of hard optimisation subproblems to the data center: problems, the wire format, the solver
+backends and their portfolio, the agent's offload client and the data-center service.
 
-Empty until the hybrid-offload issue lands; ``hybrid`` never imports ``agent``.
+The names below are the public API, importable from ``qxedge.hybrid`` (each loads its module on first
+use). The solver plug point is :mod:`qxedge.hybrid.backends`; the reference problems are in
+:mod:`qxedge.hybrid.problems`. ``hybrid`` never imports ``agent``.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qxedge.hybrid.backends import Backend, Solver, backend_names, register, solver_names, unregister
+    from qxedge.hybrid.client import OffloadClient, OffloadConfig
+    from qxedge.hybrid.offline import solve_file
+    from qxedge.hybrid.portfolio import Portfolio, SolversConfig
+    from qxedge.hybrid.service import DataCenterConfig, SolverService
+    from qxedge.hybrid.wire import Candidate, JobEnvelope, JobLimits, JobRejected, ResultEnvelope, decode_job
+
+_HOME = {
+    "Backend": "backends",
+    "Candidate": "wire",
+    "DataCenterConfig": "service",
+    "JobEnvelope": "wire",
+    "JobLimits": "wire",
+    "JobRejected": "wire",
+    "OffloadClient": "client",
+    "OffloadConfig": "client",
+    "Portfolio": "portfolio",
+    "ResultEnvelope": "wire",
+    "Solver": "backends",
+    "SolverService": "service",
+    "SolversConfig": "portfolio",
+    "backend_names": "backends",
+    "decode_job": "wire",
+    "register": "backends",
+    "solve_file": "offline",
+    "solver_names": "backends",
+    "unregister": "backends",
+}
+__all__ = [  # what _HOME maps, spelled out for the tools
+    "Backend",
+    "Candidate",
+    "DataCenterConfig",
+    "JobEnvelope",
+    "JobLimits",
+    "JobRejected",
+    "OffloadClient",
+    "OffloadConfig",
+    "Portfolio",
+    "ResultEnvelope",
+    "Solver",
+    "SolverService",
+    "SolversConfig",
+    "backend_names",
+    "decode_job",
+    "register",
+    "solve_file",
+    "solver_names",
+    "unregister",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)

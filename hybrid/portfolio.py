@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
-from typing import Literal
+from typing import Annotated
 
 import dimod
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from qxedge.hybrid.qaoa import QaoaConfig, solve_qaoa
-from qxedge.hybrid.solvers import ExactConfig, SaConfig, TabuConfig, solve_exact, solve_sa, solve_tabu
-from qxedge.hybrid.statevector import compile_kernels
+from qxedge.hybrid.backends import backend_names, build, known_backend
+from qxedge.hybrid.qaoa import QaoaConfig
+from qxedge.hybrid.solvers import ExactConfig, SaConfig, TabuConfig
 from qxedge.hybrid.wire import Candidate
 
 log = logging.getLogger(__name__)
-Concrete = Literal["exact", "sa", "tabu", "qaoa"]
+BackendName = Annotated[str, AfterValidator(known_backend)]  # a registered backend (hybrid.backends)
 
 
 class SolversConfig(BaseModel):
@@ -42,7 +40,7 @@ class SolversConfig(BaseModel):
     sa: SaConfig = Field(default_factory=SaConfig)
     tabu: TabuConfig = Field(default_factory=TabuConfig)
     qaoa: QaoaConfig = Field(default_factory=QaoaConfig)
-    auto: list[Concrete] = Field(
+    auto: list[BackendName] = Field(
         ["exact", "tabu", "qaoa", "sa"], min_length=1, description="order of submission"
     )
     workers: int = Field(2, ge=0, le=256, description="solver processes; 0 runs solvers in threads")
@@ -53,26 +51,16 @@ class SolversConfig(BaseModel):
 
     def eligible(self, name: str, n: int) -> str | None:
         """Why ``name`` cannot take a model of ``n`` variables, or None."""
-        if name == "exact" and n > self.exact.max_variables:
-            return f"{n} variables > exact.max_variables {self.exact.max_variables}"
-        if name == "qaoa" and n > self.qaoa.max_qubits:
-            return f"{n} variables > qaoa.max_qubits {self.qaoa.max_qubits}"
-        return None
+        return build(name, self).refuses(n)
 
 
 def run_solver(
     name: str, cfg: SolversConfig, bqm: dimod.BinaryQuadraticModel, deadline_at: float
 ) -> Candidate:
     """Run one solver (in a pool process); errors become an ``error`` candidate, never an exception."""
-    solvers: dict[str, Callable[[], Candidate]] = {
-        "exact": lambda: solve_exact(bqm, deadline_at, cfg.exact),
-        "sa": lambda: solve_sa(bqm, deadline_at, cfg.sa),
-        "tabu": lambda: solve_tabu(bqm, deadline_at, cfg.tabu),
-        "qaoa": lambda: solve_qaoa(bqm, deadline_at, cfg.qaoa),
-    }
     started = time.monotonic()
     try:
-        return solvers[name]()
+        return build(name, cfg).solve(bqm, deadline_at)
     except Exception as exc:  # a solver bug or a device failure must not take the worker down
         return Candidate(
             solver=name,
@@ -82,14 +70,9 @@ def run_solver(
         )
 
 
-def _warm(qaoa: QaoaConfig) -> None:
-    import dwave.samplers  # noqa: F401
-
-    if qaoa.device == "qxedge.gpu":
-        with contextlib.suppress(Exception):  # no CuPy or no GPU: each solve falls back and says so
-            compile_kernels(qaoa.device_options.get("dtype", "complex128"))
-    elif qaoa.device != "qxedge.cpu":
-        import pennylane  # noqa: F401
+def _warm(cfg: SolversConfig) -> None:
+    for name in backend_names():
+        build(name, cfg).warm_up()
 
 
 class Portfolio:
@@ -121,7 +104,7 @@ class Portfolio:
     def warm_up(self) -> None:
         """Start every solver process now rather than on the first job."""
         if isinstance(self._pool, concurrent.futures.ProcessPoolExecutor):
-            for f in [self._pool.submit(_warm, self.config.qaoa) for _ in range(self.config.workers)]:
+            for f in [self._pool.submit(_warm, self.config) for _ in range(self.config.workers)]:
                 f.result()
 
     def close(self, *, kill: bool = False) -> None:

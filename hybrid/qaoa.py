@@ -20,16 +20,28 @@ always reported beside it, so QAOA's quality is never overstated.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Literal
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
 
 import dimod
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from qxedge.hybrid.backends import Backend, register
 from qxedge.hybrid.solvers import bits_of, finish, to_binary
-from qxedge.hybrid.statevector import GROUP_BITS, CpuStatevector, GpuStatevector, ising_diagonal
+from qxedge.hybrid.statevector import (
+    GROUP_BITS,
+    CpuStatevector,
+    GpuStatevector,
+    compile_kernels,
+    ising_diagonal,
+)
 from qxedge.hybrid.wire import Candidate
+
+if TYPE_CHECKING:
+    from qxedge.hybrid.portfolio import SolversConfig
 
 
 class QaoaConfig(BaseModel):
@@ -247,3 +259,23 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaCon
             details["polished"] = True
     # change_vartype keeps energies, so the BINARY copy's energies are the job's.
     return finish(bqm, "qaoa", best_values, started, raw_best_energy=raw_best, details=details)
+
+
+def _warm(cfg: QaoaConfig) -> None:
+    if cfg.device == "qxedge.gpu":
+        with contextlib.suppress(Exception):  # no CuPy or no GPU: each solve falls back and says so
+            compile_kernels(cfg.device_options.get("dtype", "complex128"))
+    elif cfg.device != "qxedge.cpu":
+        import pennylane  # noqa: F401
+
+
+def _qaoa(config: SolversConfig) -> Backend:
+    cfg = config.qaoa
+
+    def refuses(n: int) -> str | None:
+        return f"{n} variables > qaoa.max_qubits {cfg.max_qubits}" if n > cfg.max_qubits else None
+
+    return Backend("qaoa", partial(solve_qaoa, cfg=cfg), refuses, partial(_warm, cfg))
+
+
+register("qaoa", _qaoa)

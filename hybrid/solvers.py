@@ -9,19 +9,28 @@ Every solver works on a BINARY copy of the model and reports the sample in the j
   issue #27), so its ``interrupt_function`` stops it between reads once the budget is spent;
 - ``tabu``: dwave-samplers' TabuSampler with its ``timeout`` set from the budget (capped by ``max_seconds``).
 
-QAOA lives in :mod:`hybrid.qaoa` and has the same shape.
+- ``greedy``: dwave-samplers' SteepestDescentSolver from a few random starts (also the agent's local
+  fallback, :mod:`hybrid.client`).
+
+Each registers itself in :mod:`hybrid.backends` (a line after its function); QAOA lives in
+:mod:`hybrid.qaoa` and has the same shape.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import dimod
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from qxedge.hybrid.backends import Backend, register
 from qxedge.hybrid.wire import Candidate, label_sample
+
+if TYPE_CHECKING:
+    from qxedge.hybrid.portfolio import SolversConfig
 
 
 class ExactConfig(BaseModel):
@@ -169,3 +178,28 @@ def solve_greedy(bqm: dimod.BinaryQuadraticModel, reads: int = 4, seed: int = 0)
     result = SteepestDescentSolver().sample(binary, num_reads=reads, seed=seed)
     best = result.first.sample
     return finish(bqm, "greedy", np.array([best[v] for v in binary.variables]), started)
+
+
+def _warm_samplers() -> None:
+    import dwave.samplers  # noqa: F401
+
+
+def _solve_greedy(bqm: dimod.BinaryQuadraticModel, deadline_at: float) -> Candidate:
+    return solve_greedy(bqm)  # about a millisecond: no deadline to watch
+
+
+def _exact(config: SolversConfig) -> Backend:
+    cfg = config.exact
+
+    def refuses(n: int) -> str | None:
+        return f"{n} variables > exact.max_variables {cfg.max_variables}" if n > cfg.max_variables else None
+
+    return Backend("exact", partial(solve_exact, cfg=cfg), refuses)
+
+
+register("exact", _exact)
+register("sa", lambda config: Backend("sa", partial(solve_sa, cfg=config.sa), warm_up_fn=_warm_samplers))
+register(
+    "tabu", lambda config: Backend("tabu", partial(solve_tabu, cfg=config.tabu), warm_up_fn=_warm_samplers)
+)
+register("greedy", lambda _config: Backend("greedy", _solve_greedy, warm_up_fn=_warm_samplers))

@@ -25,17 +25,17 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import dimod
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from qxedge.core.errors import PayloadError
+from qxedge.hybrid.backends import known_solver, solver_names
 
 SCHEMA_VERSION = 1
-SolverName = Literal["auto", "exact", "sa", "tabu", "qaoa"]
-SOLVERS: tuple[str, ...] = SolverName.__args__  # type: ignore[attr-defined]
+SolverName = Annotated[str, AfterValidator(known_solver)]  # auto or a backend of hybrid.backends
 Status = Literal["ok", "late", "rejected", "error"]
 _ID_CHARS = r"[A-Za-z0-9_.:-]{1,128}"  # safe in a topic level: no "/", "+", "#", NUL or newline
 _ID = rf"^{_ID_CHARS}$"
@@ -214,8 +214,8 @@ def decode_job(payload: bytes, limits: JobLimits, *, topic_site: str | None = No
             f"unknown schema version {doc.get('v')!r} (this worker speaks v{SCHEMA_VERSION})", job_id
         )
     solver = doc.get("solver", "auto")
-    if solver not in SOLVERS:
-        raise JobRejected(f"unknown solver {solver!r} (one of {', '.join(SOLVERS)})", job_id)
+    if solver not in solver_names():
+        raise JobRejected(f"unknown solver {solver!r} (one of {', '.join(solver_names())})", job_id)
     try:
         env = JobEnvelope.model_validate(doc)
     except ValidationError as exc:

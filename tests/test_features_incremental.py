@@ -12,9 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from qxedge.agent import features as features_module
-from qxedge.agent.features import SMALL_BATCH, Features, FeatureWindow
-from qxedge.agent.patterns import AssetFilter
+from qxedge.agent._patterns import AssetFilter
+from qxedge.agent.features import SMALL_BATCH, Features, FeatureWindow, FullEngine, IncrementalEngine
+from qxedge.agent.features import _window as features_module
 from qxedge.connectors.readings import ReadingBatch
 
 T0 = 1_764_000_000.0
@@ -22,11 +22,7 @@ STATS = ["mean", "std", "min", "max", "median", "first", "last", "count", "range
 INPUTS = ["temp.mean", "temp.slope", "power.std", "power.last", "vib.first", "vib.median", "temp.count"]
 
 
-class FullOnly(FeatureWindow):
-    """The reference: every update through the Polars group_by."""
-
-    def update(self, batch: ReadingBatch, now: float) -> Features:
-        return self._update_frame(batch, now)
+FullOnly = FullEngine  # the reference: every update through the Polars group_by
 
 
 def close(a: object, b: object) -> bool:
@@ -108,6 +104,19 @@ def test_incremental_updates_match_the_full_engine(seed: int, monkeypatch: pytes
     assert small > 50 and large > 5 and gone > 10
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_incremental_engine_alone_matches_the_full_engine(seed: int) -> None:
+    """Either engine is a whole FeatureEngine: the incremental one from an empty window, big batches too."""
+    rng = random.Random(seed)
+    keys = [(f"l1/a{i}", s) for i in range(4) for s in ("temp", "power", "vib")]
+    subject, reference = IncrementalEngine(5.0, STATS, 2, 0.3), FullOnly(5.0, STATS, 2, 0.3)
+    now, used = T0, set[float]()
+    for _ in range(60):
+        now += rng.choice([0.0, 0.05, 0.3, 1.0, 4.0])
+        batch = random_batch(rng, now, rng.choice([0, 1, 3, 300]), rng.sample(keys, 5), used)
+        assert_same(subject.update(batch, now), reference.update(batch, now), subject.rows, reference.rows)
+
+
 @pytest.mark.parametrize("size", [200, features_module.MAX_KEYS_BATCH + 1])
 def test_a_big_batch_after_small_ones_sees_every_reading(size: int) -> None:
     fw = FeatureWindow(100.0, ["count", "mean"], min_samples=1)
@@ -115,13 +124,14 @@ def test_a_big_batch_after_small_ones_sees_every_reading(size: int) -> None:
         b = ReadingBatch()
         b.append("a", "x", T0 + i * 0.01, float(i))
         fw.update(b, T0 + i * 0.01)
-    assert fw._times is not None  # the incremental engine held the window
+    assert isinstance(fw.engine, IncrementalEngine)  # the incremental engine held the window
     big = ReadingBatch()
     for i in range(100, 100 + size):
         big.append("a", "x", T0 + i * 0.01, float(i))
     row = fw.update(big, T0 + 50).frame.row(0, named=True)
     # a burst on few keys stays with them; a bigger one goes through Polars
-    assert (fw._times is None) == (size > features_module.MAX_KEYS_BATCH) and fw.rows == 100 + size
+    assert isinstance(fw.engine, FullEngine) == (size > features_module.MAX_KEYS_BATCH)
+    assert fw.rows == 100 + size
     assert row["count"] == 100 + size and row["mean"] == pytest.approx((99 + size) / 2)
 
 
@@ -175,7 +185,8 @@ def test_many_touched_keys_fall_back_to_polars(monkeypatch: pytest.MonkeyPatch) 
     for i in range(5):
         b.append(f"a{i}", "x", T0 + i, float(i))
     features = fw.update(b, T0 + 5)
-    assert fw._times is None and sorted(features.frame.get_column("mean").to_list()) == [0, 1, 2, 3, 4]
+    assert isinstance(fw.engine, FullEngine)
+    assert sorted(features.frame.get_column("mean").to_list()) == [0, 1, 2, 3, 4]
     assert isinstance(features.frame, pl.DataFrame)
 
 
@@ -206,15 +217,15 @@ def test_many_keys_only_the_touched_ones_are_recomputed(monkeypatch: pytest.Monk
     fw.update(big, T0 + 5)
     fw.update(ReadingBatch(), T0 + 5)  # the first small update cuts the keys
     recomputed: list[tuple[str, str]] = []
-    original = FeatureWindow._set
+    original = IncrementalEngine._set
 
     def counting(
-        self: FeatureWindow, key: tuple[str, str], ts: np.ndarray, v: np.ndarray
+        self: IncrementalEngine, key: tuple[str, str], ts: np.ndarray, v: np.ndarray
     ) -> tuple[object, ...]:
         recomputed.append(key)
         return original(self, key, ts, v)
 
-    monkeypatch.setattr(FeatureWindow, "_set", counting)
+    monkeypatch.setattr(IncrementalEngine, "_set", counting)
     b = ReadingBatch()
     b.append("new", "x", T0 + 10.0015, 1.0)
     features = fw.update(b, T0 + 10.0015)  # a0 and a1 expire, "new" arrives

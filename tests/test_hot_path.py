@@ -22,6 +22,7 @@ from qxedge.agent.features import Features
 from qxedge.agent.pipeline import Agent
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import BrokerConfig, CachedMatcher, MqttClient
+from qxedge.connectors.plant import Evaluation
 from qxedge.connectors.readings import ReadingBatch
 
 from .conftest import Watcher, edge_config, wait_until
@@ -225,11 +226,11 @@ def test_the_connectors_upstream_hear_of_what_changed_with_all_that_is_known() -
     class Upstream:
         name = "upstream"
 
-        def observe(self, asset: str, metrics: dict[str, float], ts: float) -> None:
-            seen[asset] = dict(metrics)
+        def evaluated(self, evaluation: Evaluation) -> None:
+            seen.update({asset: dict(metrics) for asset, metrics in evaluation.assets.items()})
 
     agent = Agent(edge_config("mqtt://127.0.0.1:1"))  # never connected
-    agent.plant = [Upstream()]  # type: ignore[list-item]
+    agent.observers = [Upstream()]
     now = time.time()
     batch = readings(["line1/pump1", "line1/pump2"], now, 10)
     agent._observe(*agent.evaluate(batch, now), now, batch)
@@ -270,7 +271,7 @@ async def test_a_telemetry_record_takes_readings_and_features_of_one_evaluation(
     """Records go out a slice at a time with the loop running in between: an evaluation between two
     slices gives the later records its readings and its statistics, never one without the other."""
     from qxedge.agent.features import FeatureWindow
-    from qxedge.agent.telemetry import SLICE, ObservedWindow, TelemetryConfig, TelemetryPublisher
+    from qxedge.agent.telemetry import SLICE, TelemetryConfig, TelemetryPublisher
 
     records: list[dict[str, Any]] = []
 
@@ -279,8 +280,8 @@ async def test_a_telemetry_record_takes_readings_and_features_of_one_evaluation(
             records.append(json.loads(make(len(records))))
             return len(records)
 
-    window = ObservedWindow.of(FeatureWindow(10.0, ["last"], 1))
-    telemetry = TelemetryPublisher("s", TelemetryConfig(), Box(), window)  # type: ignore[arg-type]
+    window = FeatureWindow(10.0, ["last"], 1)
+    telemetry = TelemetryPublisher("s", TelemetryConfig(), Box())  # type: ignore[arg-type]
     assets = [f"a{i:03d}" for i in range(2 * SLICE)]
     t0 = time.time()
 
@@ -288,9 +289,9 @@ async def test_a_telemetry_record_takes_readings_and_features_of_one_evaluation(
         batch = ReadingBatch()
         for asset in assets:
             batch.append(asset, "x", now, value)
-        latest = window.update(batch, now).latest
-        for asset in assets:
-            telemetry.observe(asset, {"x": latest[(asset, "x")][1]}, now)
+        features = window.update(batch, now)
+        told = {asset: {"x": features.latest[(asset, "x")][1]} for asset in assets}
+        telemetry.evaluated(Evaluation(now, told, features))
 
     evaluate(1.0, t0)
     later = asyncio.get_running_loop().call_soon(evaluate, 2.0, t0 + 1)  # runs between the slices

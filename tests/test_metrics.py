@@ -23,7 +23,7 @@ AGENT = AgentStats(
     messages=12,
     readings=30,
     deadletters=2,
-    deadletter_reasons={"payload is not valid JSON": 2},
+    deadletter_reasons={"invalid_json": 2},
     evaluations=5,
     inferences=9,
     proposals=1,
@@ -72,7 +72,7 @@ def test_agent_metrics_are_its_stats_snapshot() -> None:
         ("qxedge_proposals_total", {site}, 1),
         ("qxedge_broker_reconnects_total", {site}, 1),
         ("qxedge_publishes_dropped_total", {site}, 0),
-        ("qxedge_deadletters_total", {site, ("reason", "payload is not valid JSON")}, 2),
+        ("qxedge_deadletters_total", {site, ("reason", "invalid_json")}, 2),
         ("qxedge_setpoint_verdicts_total", {site, ("verdict", "written")}, 3),
         ("qxedge_setpoint_verdicts_total", {site, ("verdict", "refused")}, 0),
         ("qxedge_offload_total", {site, ("event", "fallbacks")}, 1),
@@ -127,7 +127,7 @@ async def test_a_running_agents_stats_are_a_frozen_snapshot(broker: EmbeddedBrok
             assert await wait_until(lambda: agent.stats().messages == 2)
             before = agent.stats()
             assert before.readings == 1 and before.deadletters == 1 and before.broker_connected
-            assert dict(before.deadletter_reasons) == {"payload is not valid JSON": 1}
+            assert dict(before.deadletter_reasons) == {"invalid_json": 1}
             assert [m.name for m in before.models] == list(agent.models)
             with pytest.raises(dataclasses.FrozenInstanceError):
                 before.readings = 5  # type: ignore[misc]

@@ -1,11 +1,17 @@
+import asyncio
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
+from qxedge.agent.pipeline import Agent
+from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
-from qxedge.core.errors import PayloadError
+from qxedge.core.errors import PayloadError, RejectCode
+
+from .conftest import Watcher, edge_config, wait_until
 
 NOW = 1_795_629_600.0  # 2026-11-25T18:00:00Z
 
@@ -49,35 +55,71 @@ def test_single_value_batch_form_bool_and_rfc3339() -> None:
     assert batch.ts[3] == NOW
 
 
+S, A = "plant/l1/p1/temp", "plant/l1/p1"  # a signal topic, an asset topic
+
+
 @pytest.mark.parametrize(
-    ("topic", "payload", "reason"),
+    ("topic", "payload", "reason", "code"),
     [
-        ("plant/l1/p1/temp", b"\xff\xfe{", "not valid UTF-8"),
-        ("plant/l1/p1/temp", b'{"value": 1', "not valid JSON"),
-        ("plant/l1/p1/temp", b"[1, 2]", "must be a JSON object"),
-        ("plant/l1/p1/temp", b'{"value": NaN}', "not a finite number"),
-        ("plant/l1/p1/temp", b'{"value": -Infinity}', "not a finite number"),
-        ("plant/l1/p1/temp", b'{"value": 1e999}', "not a finite number"),
-        ("plant/l1/p1/temp", b'{"value": "71.3"}', "expected a number or a boolean, got str"),
-        ("plant/l1/p1/temp", b'{"value": null}', "got NoneType"),
-        ("plant/l1/p1/temp", b'{"ts": 1}', 'missing "value"'),
-        ("plant/l1/p1/temp", b'{"ts": -5, "value": 1}', "ts: expected epoch seconds"),
-        ("plant/l1/p1/temp", b'{"ts": "yesterday", "value": 1}', "not an RFC 3339 time"),
-        ("plant/l1/p1/temp", b'{"ts": true, "value": 1}', "ts: expected epoch seconds"),
-        ("plant/l1/p1", b'{"value": 1}', 'needs a non-empty "values"'),
-        ("plant/l1/p1", b'{"values": {}}', 'needs a non-empty "values"'),
-        ("plant/l1/p1", b'{"values": {"a": 1, "b": "x"}}', "values.b: expected a number"),
-        ("plant/l1/p1", b'{"values": {"a/b": 1}}', "invalid signal name"),
-        ("elsewhere/l1/p1/temp", b'{"value": 1}', "topic does not match"),
-        ("plant/l1/p1/temp", b'{"value": 1, "pad": "' + b"x" * 5000 + b'"}', "exceeds the limit of 3000"),
-        ("plant/l1/p1/temp", b'{"value": 1' + b"0" * 400 + b"}", "not a finite number"),
-        ("plant/l1/p1/temp", b"[" * 3000, "nested too deeply"),
-        ("plant/l1/p1/temp", b'{"ts": "2026-11-25T18:00:00", "value": 1}', "needs a time zone offset"),
-        ("plant/l1/p1/temp", b'{"ts": 1795629600125, "value": 1}', "in the future (milliseconds?"),
-        ("plant/l1/p1/temp", b'{"ts": 1795633200, "value": 1}', "3600 s in the future"),
+        (S, b"\xff\xfe{", "not valid UTF-8", "invalid_utf8"),
+        (S, b'{"value": 1', "not valid JSON", "invalid_json"),
+        (S, b"[1, 2]", "must be a JSON object", "wrong_shape"),
+        (S, b'{"value": NaN}', "not a finite number", "bad_value"),
+        (S, b'{"value": -Infinity}', "not a finite number", "bad_value"),
+        (S, b'{"value": 1e999}', "not a finite number", "bad_value"),
+        (S, b'{"value": 1, "note": NaN}', "not a finite number (NaN is not JSON)", "bad_value"),
+        (S, b'{"value": "71.3"}', "expected a number or a boolean, got str", "bad_value"),
+        (S, b'{"value": null}', "got NoneType", "bad_value"),
+        (S, b'{"ts": 1}', 'missing "value"', "wrong_shape"),
+        (S, b'{"value": 1, "values": {"a": 1}}', '"values" goes on the asset topic', "wrong_shape"),
+        (S, b'{"ts": -5, "value": 1}', "ts: expected epoch seconds", "bad_ts"),
+        (S, b'{"ts": "yesterday", "value": 1}', "not an RFC 3339 date-time", "bad_ts"),
+        (S, b'{"ts": true, "value": 1}', "ts: expected epoch seconds", "bad_ts"),
+        (S, b'{"ts": 1e999, "value": 1}', "not a finite number", "bad_value"),
+        (A, b'{"value": 1}', 'needs a non-empty "values"', "wrong_shape"),
+        (A, b'{"values": {}}', 'needs a non-empty "values"', "wrong_shape"),
+        (A, b'{"value": 1, "values": {"a": 1}}', 'and no "value"', "wrong_shape"),
+        (A, b'{"values": {"a": 1, "b": "x"}}', "values.b: expected a number", "bad_value"),
+        (A, b'{"values": {"a/b": 1}}', "invalid signal name", "bad_name"),
+        ("elsewhere/l1/p1/temp", b'{"value": 1}', "topic does not match", "bad_topic"),
+        (S, b'{"value": 1, "pad": "' + b"x" * 5000 + b'"}', "exceeds the limit of 3000", "oversize"),
+        (S, b'{"value": 1' + b"0" * 400 + b"}", "not a finite number", "bad_value"),
+        (S, b"[" * 3000, "nested too deeply", "invalid_json"),
+        (S, b'{"ts": "2026-11-25T18:00:00", "value": 1}', "with a Z or +HH:MM offset", "bad_ts"),
+        (S, b'{"ts": 1795629600125, "value": 1}', "in the future (milliseconds?", "bad_ts"),
+        (S, b'{"ts": 1795633200, "value": 1}', "3600 s in the future", "bad_ts"),
+        # issue 25: encodings json.loads guesses, which the README rejects
+        (S, '{"value": 1}'.encode("utf-16-le"), "NUL bytes: UTF-16?", "invalid_utf8"),
+        (S, '{"value": 1}'.encode("utf-16"), "not valid UTF-8", "invalid_utf8"),
+        (S, b'\xef\xbb\xbf{"value": 1}', "byte order mark", "invalid_utf8"),
+        (A, b'{"values": {"x\xed\xa0\x80": 1}}', "not valid UTF-8", "invalid_utf8"),  # an encoded surrogate
+        (A, b'{"values": {"x\\ud800": 1}}', "lone surrogate", "invalid_utf8"),  # a JSON escape of one
+        (S, b'{"value": 1, "note": "\\udc00"}', "lone surrogate", "invalid_utf8"),
+        # issue 25: RFC 3339 only (no basic format, no offset without a colon, no comma, no empty fraction)
+        (S, b'{"ts": "20240101T000000Z", "value": 1}', "not an RFC 3339 date-time", "bad_ts"),
+        (S, b'{"ts": "2026-11-25T18:00:00+0100", "value": 1}', "not an RFC 3339 date-time", "bad_ts"),
+        (S, b'{"ts": "2026-11-25T18:00:00,5Z", "value": 1}', "not an RFC 3339 date-time", "bad_ts"),
+        (S, b'{"ts": "2026-11-25T18:00:00.Z", "value": 1}', "not an RFC 3339 date-time", "bad_ts"),
+        (S, b'{"ts": "2026-11-25", "value": 1}', "not an RFC 3339 date-time", "bad_ts"),
+        (S, b'{"ts": "2026-11-25T24:00:00Z", "value": 1}', "not a valid time", "bad_ts"),
+        (S, b'{"ts": "2026-02-30T10:00:00Z", "value": 1}', "not a valid time", "bad_ts"),
+        (S, b'{"ts": "1969-12-31T23:59:59Z", "value": 1}', "before 1970", "bad_ts"),
+        (S, b'{"ts": "0001-01-01T00:00:00+01:00", "value": 1}', "before 1970", "bad_ts"),
+        # issue 25: signal names bounded, without control characters
+        (A, b'{"values": {"' + b"n" * 129 + b'": 1}}', "129 characters, over the limit of 128", "bad_name"),
+        (A, b'{"values": {"a\\u0000b": 1}}', "contains '\\x00'", "bad_name"),
+        (A, b'{"values": {"a\\tb": 1}}', "contains '\\t'", "bad_name"),
+        (A, b'{"values": {"a\x7f": 1}}', "contains '\\x7f'", "bad_name"),
+        (A, b'{"values": {"a\xc2\x85": 1}}', "contains '\\x85'", "bad_name"),  # C1 (NEL)
+        (A, b'{"values": {"": 1}}', "empty", "bad_name"),
+        ("plant/l1/p1/te\x01mp", b'{"value": 1}', "topic: invalid signal name", "bad_name"),
+        ("plant/l1/p\x1b1/temp", b'{"value": 1}', "control character in its asset levels", "bad_topic"),
+        ("plant/l1/p1/" + "t" * 200, b'{"value": 1}', "over the limit of 128", "bad_name"),
     ],
 )
-def test_invalid_payloads_are_rejected_with_a_reason(topic: str, payload: bytes, reason: str) -> None:
+def test_invalid_payloads_are_rejected_with_a_reason_and_a_code(
+    topic: str, payload: bytes, reason: str, code: str
+) -> None:
     batch, rejected = decode(
         ("plant/l1/p1/ok", '{"value": 1}'), (topic, payload), ("plant/l1/p1/ok", '{"value": 2}')
     )
@@ -85,6 +127,36 @@ def test_invalid_payloads_are_rejected_with_a_reason(topic: str, payload: bytes,
     assert len(rejected) == 1
     assert rejected[0].topic == topic and rejected[0].payload == payload
     assert reason in rejected[0].reason
+    assert rejected[0].code == code
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        ("2026-11-25T16:00:00Z", datetime(2026, 11, 25, 16, tzinfo=UTC)),
+        ("2026-11-25t16:00:00z", datetime(2026, 11, 25, 16, tzinfo=UTC)),  # RFC 3339 5.6: lower case
+        ("2026-11-25 16:00:00Z", datetime(2026, 11, 25, 16, tzinfo=UTC)),  # RFC 3339 5.6 note: a space
+        ("2026-11-25T16:00:00.25Z", datetime(2026, 11, 25, 16, 0, 0, 250000, tzinfo=UTC)),
+        ("2026-11-26T01:00:00+09:00", datetime(2026, 11, 25, 16, tzinfo=UTC)),
+        ("2026-11-25T15:30:00-00:30", datetime(2026, 11, 25, 16, tzinfo=UTC)),
+        ("2026-11-25T16:00:00.123456789Z", datetime(2026, 11, 25, 16, 0, 0, 123456, tzinfo=UTC)),
+        ("2026-11-25T16:00:00.123456789012Z", datetime(2026, 11, 25, 16, 0, 0, 123456, tzinfo=UTC)),
+    ],
+)
+def test_rfc3339_forms_are_accepted(ts: str, expected: datetime) -> None:
+    batch, rejected = decode((S, json.dumps({"ts": ts, "value": 1})))
+    assert rejected == [] and batch.ts == [expected.timestamp()]
+
+
+def test_names_at_the_limit_and_beyond_ascii_are_accepted() -> None:
+    names = {"n" * 128: 1.0, "température": 2.0, "압력": 3.0, "x😀": 4.0}
+    batch, rejected = decode((A, json.dumps({"values": names})), (A, b'{"values": {"x\\ud83d\\ude00": 5}}'))
+    assert rejected == [] and batch.signals == [*names, "x😀"]
+
+
+def test_integers_beyond_64_bits_are_numbers() -> None:
+    batch, rejected = decode((S, b'{"value": 36893488147419103232}'))  # 2**65: orjson refuses, json parses
+    assert rejected == [] and batch.values == [2.0**65]
 
 
 def test_batch_form_is_all_or_nothing() -> None:
@@ -96,3 +168,36 @@ def test_large_batch_decodes_every_reading() -> None:
     values = {f"s{i}": i * 0.5 for i in range(100)}
     batch, rejected = decode(("plant/l1/p1", json.dumps({"ts": NOW, "values": values})))
     assert not rejected and len(batch) == 100 and math.isclose(sum(batch.values), sum(values.values()))
+
+
+@pytest.mark.integration
+async def test_deadletter_metric_labels_come_from_the_fixed_set_of_codes(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    """Issue 25: every distinct bad ``ts`` used to add a label value (1,414 series after a fuzz run)."""
+    watcher = watch("qx/v1/demo/deadletter")
+    agent = Agent(edge_config(broker.url))
+    bad = [
+        *((S, f'{{"ts": "garbage {i}", "value": 1}}'.encode()) for i in range(60)),
+        *((S, f'{{"ts": {-i}, "value": 1}}'.encode()) for i in range(60)),
+        *((A, f'{{"values": {{"a/{i}": 1}}}}'.encode()) for i in range(60)),
+        *((S, f'{{"value": "{i}"}}'.encode()) for i in range(60)),
+        *((S, f"not json {i}".encode()) for i in range(60)),
+    ]
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(agent.run(stop))
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        publisher = watcher.client
+        for topic, payload in bad:
+            publisher.publish(topic, payload, qos=1)
+        assert await wait_until(lambda: agent.stats().deadletters == len(bad), 30)
+        assert await asyncio.to_thread(watcher.wait_for, lambda ms: len(ms) == len(bad), 30)
+        stop.set()
+    families = [f for f in agent.metrics.collect() if f.name == "qxedge_deadletters"]
+    labels = {s.labels["reason"] for f in families for s in f.samples if s.name.endswith("_total")}
+    assert labels == {"bad_ts", "bad_name", "bad_value", "invalid_json"}
+    assert labels <= {c.value for c in RejectCode}
+    assert sum(s.value for f in families for s in f.samples if s.name.endswith("_total")) == len(bad)
+    letters = {(d["payload"], d["code"]): d["reason"] for d in watcher.json_on("qx/v1/demo/deadletter")}
+    assert "'garbage 7'" in letters[('{"ts": "garbage 7", "value": 1}', "bad_ts")], "the full reason"

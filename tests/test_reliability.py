@@ -11,113 +11,28 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from qxedge.connectors.confirm import Receipts
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient, split_url
 from qxedge.connectors.outbox import Outbox, OutboxConfig, OutboxError, check_mosquitto_conf
 from qxedge.hybrid.client import OffloadClient, OffloadConfig
+from qxedge.testing.faults import (
+    CONFIRM,
+    TELEMETRY,
+    Plant,
+    SeqCounter,
+    agent_config,
+    broker_saved,
+    start_agent,
+)
 from tests.conftest import ROOT, random_bqm, wait_until
-
-TOPIC = "qx/v1/t/telemetry"
-
-
-class SeqCounter:
-    """The upstream side: a persistent-session QoS 1 subscriber counting sequence numbers; with
-    ``confirm_topic`` it confirms what it received there every 0.1 s (``connectors/confirm.py``)."""
-
-    def __init__(
-        self,
-        url: str,
-        topic: str = TOPIC,
-        client_id: str = "upstream-counter",
-        confirm_topic: str | None = None,
-        skip_once: frozenset[int] = frozenset(),
-    ) -> None:
-        """``skip_once``: sequence numbers not confirmed the first time they arrive."""
-        _, host, port = split_url(url)
-        self.topic = topic
-        self.seqs: Counter[int] = Counter()
-        self.receipts = Receipts()
-        self.skip_once = set(skip_once)
-        self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self.subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-        self.client.reconnect_delay_set(1, 2)
-        self.client.on_connect = lambda c, *_: c.subscribe(topic, 1)
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(host, port, keepalive=5)
-        self.client.loop_start()
-        self._confirmer = None
-        if confirm_topic is not None:
-            self._confirmer = threading.Thread(target=self._confirm, args=(confirm_topic,), daemon=True)
-            self._confirmer.start()
-        assert self.subscribed.wait(10), "no SUBACK"
-
-    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
-        seq = json.loads(msg.payload)["seq"]
-        with self._cond:
-            self.seqs[seq] += 1
-            if seq in self.skip_once:
-                self.skip_once.discard(seq)
-            else:
-                self.receipts.note("telemetry", seq)
-            self._cond.notify_all()
-
-    def _confirm(self, topic: str) -> None:
-        while not self._stop.wait(0.1):
-            with self._cond:
-                confirmations = self.receipts.take()
-            for payload in confirmations:
-                self.client.publish(topic, payload, qos=1)
-
-    def wait_for(self, predicate: Callable[[Counter[int]], bool], timeout: float = 30) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not predicate(self.seqs):
-                if not self._cond.wait(max(0.0, deadline - time.monotonic())):
-                    return predicate(self.seqs)
-            return True
-
-    def report(self, name: str, sent: int) -> tuple[int, int, int]:
-        """(received, duplicated, lost) of sequence numbers 0 .. sent-1, printed."""
-        with self._cond:
-            received = sum(self.seqs.values())
-            duplicated = sum(n - 1 for n in self.seqs.values() if n > 1)
-            lost = sum(1 for s in range(sent) if s not in self.seqs)
-        print(f"{name}: sent {sent}, received {received}, duplicated {duplicated}, lost {lost}")
-        return received, duplicated, lost
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._confirmer is not None:
-            self._confirmer.join()
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def saved(broker: EmbeddedBroker, after: float, timeout: float = 10) -> bool:
-    """Wait until mosquitto has saved its state (sessions) since ``after`` (autosave every second)."""
-    db = broker.dir / "mosquitto.db"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if db.exists() and db.stat().st_mtime > after:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
@@ -143,7 +58,7 @@ async def test_broker_kill9_mid_stream_loses_nothing(
 ) -> None:
     broker = persistent_broker
     counter = SeqCounter(broker.url)
-    assert saved(broker, time.time()), "mosquitto did not save the subscriber's session"
+    assert broker_saved(broker, time.time()), "mosquitto did not save the subscriber's session"
     sent = 0
     async with (
         MqttClient(fast(broker.url), role="uplink-t") as mqtt,
@@ -153,7 +68,7 @@ async def test_broker_kill9_mid_stream_loses_nothing(
         async def stream(n: int) -> None:
             nonlocal sent
             for _ in range(n):
-                assert outbox.put("telemetry", TOPIC, make) == sent
+                assert outbox.put("telemetry", TELEMETRY, make) == sent
                 sent += 1
                 await asyncio.sleep(0.002)
 
@@ -176,9 +91,6 @@ async def test_broker_kill9_mid_stream_loses_nothing(
         counter.close()
 
 
-CONFIRM = "qx/v1/t/confirm"
-
-
 @pytest.mark.parametrize("confirm", ["broker", "upstream"])
 async def test_broker_crash_loses_what_it_acknowledged_unless_confirmed_upstream(
     confirm: str, tmp_path: Path
@@ -196,7 +108,7 @@ async def test_broker_crash_loses_what_it_acknowledged_unless_confirmed_upstream
             Outbox(tmp_path / "outbox.sqlite", config, mqtt, confirm_topic=CONFIRM) as outbox,
         ):
             for seq in range(50):
-                assert outbox.put("telemetry", TOPIC, make) == seq
+                assert outbox.put("telemetry", TELEMETRY, make) == seq
             assert await until(lambda: outbox.stats["acked"] == 50)  # the broker has all 50
             broker.kill()
             broker.start()
@@ -225,11 +137,11 @@ async def test_a_record_confirmations_passed_over_is_sent_again(
             Outbox(tmp_path / "outbox.sqlite", config, mqtt, confirm_topic=CONFIRM) as outbox,
         ):
             for _ in range(10):
-                outbox.put("telemetry", TOPIC, make)
+                outbox.put("telemetry", TELEMETRY, make)
             # 7: acknowledged by the broker, never confirmed
             assert await until(lambda: outbox.stats["confirmed"] == 9 and outbox.depth == 1)
             for _ in range(10):  # later records, confirmed after the timeout: 7 was lost on the way
-                outbox.put("telemetry", TOPIC, make)
+                outbox.put("telemetry", TELEMETRY, make)
                 await asyncio.sleep(0.05)
             assert await until(lambda: outbox.depth == 0)
             assert outbox.stats["resent"] == 1 and outbox.stats["confirmed"] == 20
@@ -253,7 +165,7 @@ def confirmation(seqs: list[list[int]]) -> list[tuple[str, bytes]]:
 def test_confirmations_narrow_wide_many_and_before_the_puback(tmp_path: Path) -> None:
     box = unconnected_outbox(tmp_path)
     box._unconfirmed = {("telemetry", seq): (seq + 1, float(seq)) for seq in range(100)}  # id = seq + 1
-    box._inflight = {7: (101, "telemetry", 100, TOPIC, b"")}
+    box._inflight = {7: (101, "telemetry", 100, TELEMETRY, b"")}
     box._on_confirmations(confirmation([[5, 5], [3, 4], [4, 5], [90, 10**15]]))  # unsorted, overlapping
     assert sorted(box._acked) == [4, 5, 6, *range(91, 101)] and box.stats["confirmed"] == 13
     assert box._confirmed_early == {("telemetry", 100)}  # its PUBACK comes later: done then
@@ -270,7 +182,7 @@ def test_records_sent_again_twice_go_out_in_id_order(tmp_path: Path) -> None:
     box = unconnected_outbox(tmp_path)
     box._unconfirmed = {("telemetry", seq): (seq + 1, float(seq)) for seq in (20, 5, 30)}  # id = seq + 1
     box._again_ids.extend([12, 15])  # a first resend, still going out
-    box._again.extend([(10, "telemetry", 9, TOPIC, b""), (11, "telemetry", 10, TOPIC, b"")])
+    box._again.extend([(10, "telemetry", 9, TELEMETRY, b""), (11, "telemetry", 10, TELEMETRY, b"")])
     box.stats["resent"] = 2
     box._queue_again([("telemetry", 20), ("telemetry", 5)])
     assert list(box._again_ids) == [6, 10, 11, 12, 15, 21]  # loaded again in chunks, in id order
@@ -280,59 +192,6 @@ def test_records_sent_again_twice_go_out_in_id_order(tmp_path: Path) -> None:
 def test_confirm_upstream_needs_a_topic(tmp_path: Path) -> None:
     with pytest.raises(OutboxError, match="needs the topic"):
         Outbox(tmp_path / "o.sqlite", OutboxConfig(confirm="upstream"), MqttClient(fast("mqtt://h:1")))
-
-
-def agent_config(tmp_path: Path, url: str, reconnect_max_s: float = 0.5, confirm: str = "broker") -> Path:
-    cfg = tmp_path / "edge.yaml"
-    cfg.write_text(
-        f"""site: t
-broker: {{url: "{url}", reconnect_min_s: 0.1, reconnect_max_s: {reconnect_max_s}, keepalive_s: 5}}
-connectors:
-  - mqtt: {{topics: ["plant/#"], topic_pattern: "plant/{{line}}/{{asset}}/{{signal}}"}}
-window: {{length_s: 2, every_s: 0.1, stats: [mean, max], min_samples: 1, min_coverage: 0}}
-telemetry: {{every_s: 0.02}}
-outbox: {{path: outbox.sqlite, drain_timeout_s: 2, confirm: {confirm}}}
-safety: {{audit: {{path: {tmp_path / "audit.sqlite"}}}}}
-"""
-    )
-    return cfg
-
-
-class Plant:
-    """Readings for two assets, ten a second each, from a thread of the test."""
-
-    def __init__(self, url: str) -> None:
-        _, host, port = split_url(url)
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="plant")
-        self.client.connect(host, port)
-        self.client.loop_start()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            for asset in ("pump1", "pump2"):
-                doc = json.dumps({"ts": time.time(), "value": 1.0})
-                self.client.publish(f"plant/l1/{asset}/temp", doc)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def start_agent(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QXEDGE_")}
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "qxedge.agent.cli", "run", "--config", str(cfg)],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
 
 
 def test_agent_kill9_mid_stream_loses_nothing_it_accepted(broker: EmbeddedBroker, tmp_path: Path) -> None:
@@ -415,7 +274,7 @@ async def test_outbox_disk_full_then_recovers(
     broker = persistent_broker
     disk, max_pages, kind = small_disk
     counter = SeqCounter(broker.url)
-    assert saved(broker, time.time())
+    assert broker_saved(broker, time.time())
     path = disk / "outbox.sqlite"
     config = OutboxConfig(max_pending=100, flush_ms=5)
     async with (
@@ -425,7 +284,7 @@ async def test_outbox_disk_full_then_recovers(
         broker.kill()  # nothing leaves: the records pile up on the small disk
         assert await until(lambda: not mqtt.connected)
         for _ in range(5000):
-            outbox.put("telemetry", TOPIC, make)
+            outbox.put("telemetry", TELEMETRY, make)
             await asyncio.sleep(0.001)
             if outbox.stats["refused"]:
                 break
@@ -461,7 +320,7 @@ def test_slow_subscriber_and_the_broker_queue_limit(queued: int, complete: bool)
         pub.connect(host, port)
         pub.loop_start()
         n = 3000
-        infos = [pub.publish(TOPIC, json.dumps({"seq": i}), 1) for i in range(n)]
+        infos = [pub.publish(TELEMETRY, json.dumps({"seq": i}), 1) for i in range(n)]
         for info in infos:
             info.wait_for_publish(30)
         pub.loop_stop()
@@ -493,7 +352,7 @@ def test_the_project_broker_config_has_the_settings_qxedge_needs() -> None:
 async def test_setpoints_are_never_sent_late_after_an_outage(persistent_broker: EmbeddedBroker) -> None:
     broker = persistent_broker
     counter = SeqCounter(broker.url, topic="qx/v1/t/#")
-    assert saved(broker, time.time())
+    assert broker_saved(broker, time.time())
     async with MqttClient(fast(broker.url), role="agent-t", fresh_only=("qx/v1/t/setpoints/#",)) as mqtt:
         broker.kill()
         assert await until(lambda: not mqtt.connected)

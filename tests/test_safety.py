@@ -148,6 +148,9 @@ class FakeAudit:
     async def write(self, *args: Any, **kwargs: Any) -> None:
         return None
 
+    def tally(self, *args: Any, **kwargs: Any) -> bool:
+        return True
+
 
 step_strategy = st.tuples(
     st.floats(0, 5),  # seconds since the previous step
@@ -269,6 +272,7 @@ async def test_audit_log_is_append_only_survives_restarts_and_expires(tmp_path: 
     rows = query(path)
     assert [(r["kind"], r["verdict"], r["config_hash"]) for r in rows] == [
         ("proposal", "accepted", "cfg1"),
+        ("retention", "pruned", "cfg2"),  # the chain's record of what retention deleted
         ("result", "refused", "cfg2"),
     ]
     assert rows[0]["provenance"] == {"job_id": "j"} and query(path, asset=ASSET)[0]["value"] == 0.5

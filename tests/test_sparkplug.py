@@ -304,9 +304,12 @@ async def test_dcmd_setpoint_writes_become_proposals(
     assert not decoded(watcher, "DDATA"), "the node never writes nor echoes anything itself"
 
 
-async def test_births_wait_for_the_primary_host_and_follow_it_back_online(
+async def test_births_wait_for_the_primary_host_and_its_going_offline_ends_the_session(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
+    """Sparkplug 3.0, 5.10: births wait for the host's STATE online; when it goes offline the edge node
+    MUST terminate its session (NDEATH with the session's bdSeq, DISCONNECT), then comes back with a new
+    will (bdSeq + 1), and NBIRTH and DBIRTHs once the host is online again. Stale STATE is ignored."""
     watcher = watch("spBv1.0/#")
     connector = node(primary_host_id="scada")
     connector.observe("line1/pump1", {"temp": 1.0}, time.time())
@@ -320,7 +323,8 @@ async def test_births_wait_for_the_primary_host_and_follow_it_back_online(
         await asyncio.to_thread(watcher.publish, state, host(True, t), 1, True)
         await wait(watcher, count("DBIRTH", 1))
         await asyncio.to_thread(watcher.publish, state, host(False, t + 1), 1, True)
-        await until(lambda: not connector.node.host_online)
+        await wait(watcher, count("NDEATH", 1))  # the node ends its session
+        await until(lambda: connector.node.stats.connects == 2 and connector.ready.is_set())
         connector.observe("line1/pump1", {"temp": 2.0}, time.time())  # host offline: not published
         await asyncio.to_thread(watcher.publish, state, b"{not json")
         await asyncio.to_thread(watcher.publish, state, host(True, t + 2), 1, True)
@@ -330,12 +334,72 @@ async def test_births_wait_for_the_primary_host_and_follow_it_back_online(
         assert connector.node.host_online
         connector.observe("line1/pump1", {"temp": 3.0}, time.time())
         await wait(watcher, count("DDATA", 1))
-    await wait(watcher, count("NDEATH", 1))  # the graceful stop's NDEATH reaches the watcher a bit later
-    kinds = [m.topic.split("/")[2] if "/STATE/" not in m.topic else "STATE" for m in watcher.on("spBv1.0/")]
-    assert kinds[:3] == ["STATE", "NBIRTH", "DBIRTH"], "no birth before the host is online"
-    assert kinds[3:] == ["STATE", "STATE", "STATE", "NBIRTH", "DBIRTH", "STATE", "DDATA", "NDEATH"]
-    births = [by_name(p)["temp"].double_value for _, p in decoded(watcher, "DBIRTH")]
+        assert connector.mqtt is not None and connector.mqtt._sock is not None
+        connector.mqtt._sock.shutdown(socket.SHUT_RDWR)  # unclean: the broker publishes this session's will
+        await wait(watcher, count("NDEATH", 2))
+    messages = watcher.on("spBv1.0/")
+    kinds = [m.topic.split("/")[2] if "/STATE/" not in m.topic else "STATE" for m in messages]
+    end = [i for i, k in enumerate(kinds) if k == "NDEATH"][1] + 1
+    assert kinds[:end] == [
+        *("STATE", "NBIRTH", "DBIRTH"),  # no birth before the host is online
+        *("STATE", "NDEATH"),  # host offline: NDEATH, nothing published until it is back
+        *("STATE", "STATE", "NBIRTH", "DBIRTH", "STATE", "DDATA"),
+        "NDEATH",  # the will of the second session
+    ]
+    lifecycle = [
+        (k, Payload.FromString(bytes(m.payload)))
+        for k, m in zip(kinds[:end], messages[:end], strict=True)
+        if k in ("NBIRTH", "NDEATH")
+    ]
+    bd = [(k, by_name(p)["bdSeq"].long_value) for k, p in lifecycle]
+    assert bd == [("NBIRTH", 0), ("NDEATH", 0), ("NBIRTH", 1), ("NDEATH", 1)], "a new bdSeq per session"
+    births = [by_name(p)["temp"].double_value for _, p in decoded(watcher, "DBIRTH")[:2]]
     assert births == [1.0, 2.0] and connector.node.stats.ignored["bad STATE payload"] == 1
+    assert connector.node.stats.host_offline == 1
+
+
+async def test_names_that_cannot_be_encoded_are_ignored_and_never_raise(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    """Issue 25: a lone surrogate in a metric name raised UnicodeEncodeError out of the DBIRTH into the
+    agent, which exited."""
+    watcher = watch("spBv1.0/#")
+    connector = node(setpoint_metric=None)
+    async with running(connector, Link(broker.url)):
+        await wait(watcher, count("NBIRTH", 1))
+        connector.observe("line1/pump1", {"x\ud800": 1.0, "temp": 2.0}, time.time())
+        connector.observe("line1/p\udc00", {"temp": 1.0}, time.time())
+        connector.observe("line1/pump1", {"temp": 3.0, "x\ud800": 4.0}, time.time())
+        await wait(watcher, count("DDATA", 1))
+    (topic, birth), *_ = decoded(watcher, "DBIRTH")
+    assert topic.endswith("/line1:pump1") and set(by_name(birth)) == {"temp"}
+    assert len(decoded(watcher, "DBIRTH")) == 1
+    ignored = connector.node.stats.ignored
+    assert ignored["metric name not UTF-8"] == 1 and ignored["asset id not UTF-8"] == 1
+
+
+async def test_agent_dead_letters_a_lone_surrogate_name_and_keeps_publishing(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    """Issue 25: one message with a lone surrogate in a signal name made ``qxedge run`` exit 1."""
+    cfg = edge_config(
+        broker.url,
+        connectors='[{mqtt: {topics: ["plant/#"]}}, {sparkplug: {group_id: qx, edge_node_id: demo}}]',
+    )
+    watcher = watch("spBv1.0/#", "qx/v1/demo/deadletter")
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        running_agent = tasks.create_task(agent.run(stop), name="agent")
+        await asyncio.wait_for(agent.ready.wait(), 10)
+        await asyncio.to_thread(watcher.publish, "plant/line9/m1", b'{"values": {"x\\ud800": 1.0}}')
+        await asyncio.to_thread(watcher.publish, "plant/line9/m1", b'{"values": {"temp": 70.0}}')
+        await wait(watcher, lambda ms: any(m.topic == "spBv1.0/qx/DBIRTH/demo/line9:m1" for m in ms))
+        await wait(watcher, lambda ms: any(m.topic == "qx/v1/demo/deadletter" for m in ms))
+        assert not running_agent.done()
+        stop.set()
+    (letter,) = watcher.json_on("qx/v1/demo/deadletter")
+    assert letter["code"] == "invalid_utf8" and "lone surrogate" in letter["reason"]
 
 
 # ----------------------------------------------------------------- source

@@ -9,7 +9,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from qxedge.agent.stalls import BUCKETS, gc_pauses, watch_lag
+from qxedge.agent._stalls import BUCKETS, gc_pauses, watch_lag
 
 
 def histogram(name: str, labels: tuple[str, ...] = ()) -> tuple[CollectorRegistry, Histogram]:

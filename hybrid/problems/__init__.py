@@ -17,8 +17,7 @@ landscape for heuristic solvers; the greedy repair makes up for what they leave 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from qxedge.hybrid.problems import assignment, scheduling, staging
+from qxedge.hybrid.problems._penalty import penalty_weight
 
-
-def penalty_weight(objective_coefficients: Iterable[float]) -> float:
-    return 1.0 + sum(abs(c) for c in objective_coefficients)
+__all__ = ["assignment", "penalty_weight", "scheduling", "staging"]

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import dimod
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from qxedge.hybrid.problems import penalty_weight
+from qxedge.hybrid.problems._penalty import penalty_weight
 
 Plan = dict[str, str | None]  # job -> machine (None: unassigned)
 

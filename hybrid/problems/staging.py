@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import dimod
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from qxedge.hybrid.problems import penalty_weight
+from qxedge.hybrid.problems._penalty import penalty_weight
 
 Plan = dict[str, list[int]]  # unit -> 0/1 per slot
 

@@ -8,7 +8,8 @@ It lives in ``connectors``, the bottom layer that ``agent`` and ``hybrid`` both 
     ├── ConfigError(ValueError)     invalid configuration; carries every problem with its path
     ├── ConnectorError              a link to the plant or a broker failed
     │   └── BrokerUnavailable       the MQTT broker refused or could not be reached
-    ├── PayloadError(ValueError)    one external payload is invalid (the reason is dead-lettered)
+    ├── PayloadError(ValueError)    one external payload is invalid (the reason is dead-lettered,
+    │                               its ``code`` one of RejectCode: a metric label)
     ├── ModelError                  an ONNX model could not be loaded or does not fit its config
     └── AuditError                  the audit log cannot be opened (another process holds it)
 
@@ -18,6 +19,7 @@ Third-party exceptions (paho, onnxruntime, yaml) are translated at the boundary 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 
 class QxError(Exception):
@@ -58,8 +60,28 @@ class BrokerUnavailable(ConnectorError):
         self.refused = refused
 
 
+class RejectCode(StrEnum):
+    """Why an external payload was rejected, from a fixed set (a metric label); the message says the rest."""
+
+    OVERSIZE = "oversize"  # over the configured size limit
+    BAD_TOPIC = "bad_topic"  # the topic does not fit the configured pattern
+    INVALID_UTF8 = "invalid_utf8"  # not UTF-8 text: bad bytes, a byte order mark, a lone surrogate
+    INVALID_JSON = "invalid_json"  # not a JSON document (or nested too deeply)
+    INVALID_PROTOBUF = "invalid_protobuf"  # not the expected protobuf message (Sparkplug B)
+    WRONG_SHAPE = "wrong_shape"  # valid JSON, but not the expected object (keys missing, both forms)
+    BAD_NAME = "bad_name"  # a signal name that is empty, too long, or has forbidden characters
+    BAD_VALUE = "bad_value"  # a value that is not a finite number or a boolean
+    BAD_TS = "bad_ts"  # a timestamp that is not epoch seconds / RFC 3339, or too far ahead
+    INVALID = "invalid"  # anything else
+
+
 class PayloadError(QxError, ValueError):
-    """An external payload is invalid; the message is the reason given to the dead letter."""
+    """An external payload is invalid; the message is the reason given to the dead letter, ``code`` the
+    kind of problem (a fixed set, for metric labels)."""
+
+    def __init__(self, reason: str, code: RejectCode = RejectCode.INVALID) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 class ModelError(QxError):
