@@ -11,7 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from qxedge.agent._stalls import BUCKETS, LAG_EVERY_S
-from qxedge.core.ops_server import build_info, process_registry
+from qxedge.core.ops_server import build_info, ops_metrics, process_registry
 
 if TYPE_CHECKING:
     from qxedge.agent.pipeline import AgentStats
@@ -132,3 +132,5 @@ class AgentMetrics(Collector):
             s.setpoints_stale_dropped,
         )
         yield gauge("qxedge_window_rows", "readings held in the feature windows", s.window_rows)
+        if s.ops is not None:
+            yield from ops_metrics(s.ops, "site", site)

@@ -59,7 +59,7 @@ from qxedge.connectors.plant import (
     SetpointSink,
 )
 from qxedge.connectors.readings import ReadingBatch, Rejected
-from qxedge.core.ops_server import OpsServer
+from qxedge.core.ops_server import OpsServer, OpsStats
 from qxedge.hybrid.client import OffloadClient
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,7 @@ class AgentStats:
     outbox_records: Mapping[str, int]  # accepted, written, sent, acked, confirmed...
     window_rows: int  # readings held in the feature windows
     models: tuple[ModelStats, ...]
+    ops: OpsStats | None  # the /metrics endpoint's connections (None while it does not listen)
 
 
 def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
@@ -209,6 +210,7 @@ class Agent:
             outbox_records=dict(box.stats) if box is not None else {},
             window_rows=self.window.rows,
             models=tuple(ModelStats(name, m.provider, m.sha256) for name, m in self.models.items()),
+            ops=self.ops.stats() if self.ops is not None else None,
         )
 
     @property

@@ -10,7 +10,7 @@ from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from qxedge.core.ops_server import build_info, process_registry
+from qxedge.core.ops_server import build_info, ops_metrics, process_registry
 
 if TYPE_CHECKING:
     from qxedge.hybrid.service import SolverStats
@@ -67,3 +67,5 @@ class SolverMetrics(Collector):
         yield counter("qxedge_solver_received", "messages received on the jobs subscription", s.received)
         yield gauge("qxedge_solver_queue_depth", "jobs accepted and not answered yet", s.queue_depth)
         yield gauge("qxedge_solver_broker_connected", "1 while the broker link is up", s.broker_connected)
+        if s.ops is not None:
+            yield from ops_metrics(s.ops, "worker", worker)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient, Subscription
-from qxedge.core.ops_server import OpsConfig, OpsServer
+from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats
 from qxedge.hybrid.metrics import SolverMetrics
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig
 from qxedge.hybrid.wire import (
@@ -64,6 +64,7 @@ class SolverStats:
     wins: Mapping[str, int]  # solver -> jobs whose best answer it found
     queue_depth: int  # jobs accepted and not answered yet
     broker_connected: bool
+    ops: OpsStats | None  # the /metrics endpoint's connections (None while it does not listen)
 
 
 class DataCenterConfig(BaseModel):
@@ -181,6 +182,7 @@ class SolverService:
             wins=dict(self.wins),
             queue_depth=self.queue_depth,
             broker_connected=self.mqtt is not None and self.mqtt.connected,
+            ops=self.ops.stats() if self.ops is not None else None,
         )
 
     def _not_ready(self) -> str | None:

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from qxedge.agent.metrics import AgentMetrics
 from qxedge.agent.pipeline import Agent, AgentStats, ModelStats
 from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.core.ops_server import OpsStats
 from qxedge.hybrid.metrics import SolverMetrics
 from qxedge.hybrid.service import SolverStats
 
@@ -39,6 +40,7 @@ AGENT = AgentStats(
     outbox_records={"accepted": 40, "acked": 29},
     window_rows=123,
     models=(ModelStats("anomaly", "CPUExecutionProvider", "ab" * 32),),
+    ops=OpsStats(open=2, peak=64, answered=100, refused=17, timed_out=3),
 )
 SOLVER = SolverStats(
     worker="w1",
@@ -50,6 +52,7 @@ SOLVER = SolverStats(
     wins={"tabu": 5, "exact": 1},
     queue_depth=3,
     broker_connected=False,
+    ops=None,
 )
 
 
@@ -85,6 +88,9 @@ def test_agent_metrics_are_its_stats_snapshot() -> None:
         ("qxedge_outbox_records_total", {site, ("event", "resent")}, 0),
         ("qxedge_setpoints_stale_dropped_total", {site}, 6),
         ("qxedge_window_rows", {site}, 123),
+        ("qxedge_ops_connections_total", {site, ("event", "refused")}, 17),
+        ("qxedge_ops_connections_total", {site, ("event", "timed_out")}, 3),
+        ("qxedge_ops_connections_open", {site}, 2),
         (
             "qxedge_model_info",
             {site, ("model", "anomaly"), ("provider", "CPUExecutionProvider"), ("sha256", "ab" * 8)},
@@ -110,6 +116,7 @@ def test_solver_metrics_are_its_stats_snapshot() -> None:
         ("qxedge_solver_broker_connected", {worker}, 0),
     ):
         assert got[(name, frozenset(labels))] == value, (name, labels)
+    assert not [name for name, _ in got if name.startswith("qxedge_ops_")]  # no endpoint, no series
 
 
 @pytest.mark.integration

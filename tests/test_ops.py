@@ -82,6 +82,7 @@ async def test_agent_and_solver_serve_metrics_and_health(
             "process_open_fds",
             "process_max_fds",
             "python_info",
+            'qxedge_ops_connections_total{event="refused",site="demo"} 0.0',
         ):
             assert name in body, name
         assert 'qxedge_broker_connected{site="demo"} 1.0' in body

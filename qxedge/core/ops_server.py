@@ -20,7 +20,7 @@ import asyncio
 import logging
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -30,7 +30,7 @@ from prometheus_client import (
     CollectorRegistry,
     generate_latest,
 )
-from prometheus_client.core import InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -96,6 +96,26 @@ class OpsStats:
     answered: int  # requests answered (any status but the two below)
     refused: int  # connections over max_connections, answered 503 unread
     timed_out: int  # connections closed for not sending their request or not taking their answer in time
+
+
+def ops_metrics(stats: OpsStats, label: str, value: str) -> Iterator[Metric]:
+    """The endpoint's own metrics: ``qxedge_ops_connections_total{event}`` (answered, refused,
+    timed_out) and ``qxedge_ops_connections_open``, labelled ``<label>=<value>``."""
+    events = CounterMetricFamily(
+        "qxedge_ops_connections",
+        "connections to /metrics, /healthz, /readyz by outcome",
+        labels=[label, "event"],
+    )
+    for event, n in (
+        ("answered", stats.answered),
+        ("refused", stats.refused),
+        ("timed_out", stats.timed_out),
+    ):
+        events.add_metric([value, event], n)
+    yield events
+    served = GaugeMetricFamily("qxedge_ops_connections_open", "connections being served now", labels=[label])
+    served.add_metric([value], stats.open)
+    yield served
 
 
 def response(status: int, body: bytes, kind: str = "text/plain", extra: str = "") -> bytes:
