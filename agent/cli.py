@@ -13,12 +13,14 @@ import gc
 import importlib.util
 import json
 import logging
+import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any, NoReturn
 
 import yaml
 
@@ -29,6 +31,10 @@ from qxedge.connectors.mqtt import split_url
 from qxedge.core.errors import ConfigError, ModelError, Problem, QxError
 from qxedge.hybrid.backends import solver_names
 from qxedge.hybrid.service import DataCenterConfig
+
+# the lines for the person at the terminal (progress, the fatal error) on stderr: as they are, or each
+# a JSON object with --log-json, like every log line
+say = logging.getLogger("qxedge.cli")
 
 
 def _broker_arg(value: str) -> str:
@@ -54,8 +60,27 @@ def _milliseconds(value: str) -> int:
     return int(_positive(value, int))
 
 
+def _report_folder(value: str) -> Path:
+    from qxedge.agent.report import folder_problem
+
+    if (problem := folder_problem(Path(value))) is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(value)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse; with --log-json its error is one JSON line, like every other line (its subcommands'
+    parsers are of this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        if say.handlers and isinstance(say.handlers[0].formatter, JsonFormatter):
+            say.error(f"{self.prog}: error: {message}")
+            sys.exit(2)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qxedge", description="qxedge edge agent")
+    parser = _Parser(prog="qxedge", description="qxedge edge agent")
     parser.add_argument("--version", action="version", version=f"qxedge {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     parser.add_argument(
@@ -79,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=_positive, default=30.0, metavar="SECONDS")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.add_argument(
-        "--report", type=Path, metavar="DIR", help="write summary.json and day.png (the production day) there"
+        "--report",
+        type=_report_folder,
+        metavar="DIR",
+        help="write summary.json and day.png (the production day) there",
     )
     sim = command("simulate", "run only the simulated plant", config_required=True)
     sim.add_argument("--duration", type=_positive, metavar="SECONDS", help="default: until interrupted")
@@ -123,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.add_argument("--broker", type=_broker_arg, metavar="URL")
     check.add_argument(
-        "--kind", choices=["edge", "datacenter"], help="default: datacenter when there is no site"
+        "--kind",
+        choices=["edge", "datacenter"],
+        help="default: datacenter when every top-level key is one of a solver config's",
     )
     return parser
 
@@ -260,12 +290,37 @@ async def _run_simulator(cfg: EdgeConfig, duration: float | None) -> None:
         logging.getLogger("qxedge").info("simulator published %d messages", plant.published)
 
 
+async def _until_signalled(work: Coroutine[Any, Any, int]) -> int:
+    """Run ``work``; SIGINT or SIGTERM cancels it, so its cleanup runs (the solver processes, the
+    forkserver, an embedded broker) before the process exits with 128 + the signal's number."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
+
+    def stop(sig: signal.Signals) -> None:
+        received.append(sig)
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        say.warning(f"qxedge: stopped by {received[0].name}")
+        return 128 + received[0]
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     from qxedge.agent.demo import demo_broker, format_summary, run_demo
     from qxedge.agent.report import write_report
 
     def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        say.info(line)
 
     with demo_broker(cfg, explicit=args.broker is not None) as (cfg, how):
         length = (
@@ -276,10 +331,10 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
         progress(f"qxedge demo: broker {cfg.broker.url} ({how}), {length}")
         summary = await run_demo(cfg, args.duration, progress, _datacenter(None, None))
     summary["broker_source"] = how
-    if args.report is not None:
-        for path in write_report(summary, args.report):
-            progress(f"report: {path}")
     print(json.dumps(summary) if args.json else format_summary(summary), flush=True)
+    if args.report is not None:  # after the summary: a report that cannot be written (ReportError,
+        for path in write_report(summary, args.report):  # exit 1) loses nothing
+            progress(f"report: {path}")
     return 0
 
 
@@ -295,6 +350,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
+        if problems := getattr(record, "problems", None):
+            doc["problems"] = problems
         return json.dumps(doc)
 
 
@@ -309,19 +366,23 @@ def _first_qx_error(group: BaseExceptionGroup[BaseException]) -> QxError | None:
 
 def _report(exc: QxError) -> int:
     if isinstance(exc, ConfigError):
-        print(f"qxedge: invalid configuration{f' in {exc.source}' if exc.source else ''}:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        problems = [str(p) for p in exc.problems]
+        where = f" in {exc.source}" if exc.source else ""
+        say.error(
+            "\n  ".join([f"qxedge: invalid configuration{where}:", *problems]), extra={"problems": problems}
+        )
         return 2
-    print(f"qxedge: error: {exc}", file=sys.stderr)
+    say.error(f"qxedge: error: {exc}")
     return 1
 
 
 def _check(args: argparse.Namespace) -> int:
     kind = args.kind
-    if kind is None:
-        with contextlib.suppress(Exception):
-            kind = "edge" if "site" in (yaml.safe_load(args.file.read_text()) or {}) else "datacenter"
+    if kind is None:  # the worker's when every key is one of its own, else the agent's (site, models, ...)
+        keys: set[str] = set()
+        with contextlib.suppress(Exception):  # unreadable, empty, not YAML: loading it says why
+            keys = set(yaml.safe_load(args.file.read_text()))
+        kind = "datacenter" if keys and keys <= DataCenterConfig.model_fields.keys() else "edge"
     if kind == "datacenter":
         dc = _datacenter(args.file, args.broker)
         qaoa = dc.solvers.qaoa.device
@@ -332,7 +393,7 @@ def _check(args: argparse.Namespace) -> int:
             f"auto = {', '.join(dc.solvers.auto)}, QAOA on {qaoa})"
         )
         return 0
-    cfg = load_config(args.file, broker_url=args.broker)
+    cfg = load_config(args.file, broker_url=args.broker, load_models=True)  # every problem at once
     lines = _check_models(cfg)
     print(
         f"{args.file}: ok (site {cfg.site}, {len(cfg.connectors)} connector(s), "
@@ -353,8 +414,16 @@ async def _solve(args: argparse.Namespace) -> int:
     from qxedge.hybrid.offline import format_result, solve_file
 
     result = await solve_file(args.problem, _datacenter(args.config, None), args.solver, args.deadline_ms)
-    print(result.model_dump_json(exclude_none=True) if args.json else format_result(result))
-    return {"ok": 0, "rejected": 2}.get(result.status, 1)
+    if args.json:  # the result envelope, whatever its status, is what --json promises on stdout
+        print(result.model_dump_json(exclude_none=True))
+    if result.status != "ok":  # rejected, late, error: a failure, said on stderr
+        say.error(f"qxedge: solve: {result.status}: {result.reason}")
+        if not args.json:
+            print(format_result(result), file=sys.stderr)
+        return 2 if result.status == "rejected" else 1
+    if not args.json:
+        print(format_result(result))
+    return 0
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -364,7 +433,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         asyncio.run(_run_solver(_datacenter(args.config, args.broker)))
         return 0
     if args.command == "solve":
-        return asyncio.run(_solve(args))
+        return asyncio.run(_until_signalled(_solve(args)))
     if args.command == "audit":
         return _audit(args)
     if args.command == "config-schema":
@@ -377,11 +446,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "simulate":
         asyncio.run(_run_simulator(cfg, args.duration))
     elif args.command == "demo":
-        return asyncio.run(_run_demo(cfg, args))
+        return asyncio.run(_until_signalled(_run_demo(cfg, args)))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    to_user = logging.StreamHandler()  # set before parsing: an argument error is a line for the user
+    to_user.setFormatter(JsonFormatter() if "--log-json" in argv else logging.Formatter("%(message)s"))
+    say.handlers[:] = [to_user]
+    say.setLevel(logging.INFO)
+    say.propagate = False
     args = build_parser().parse_args(argv)
     services = args.command in ("run", "solver")  # long-running: say what they do
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + services, 2)]
@@ -393,7 +468,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.basicConfig(level=level, handlers=[handler])
     try:
-        return _dispatch(args)
+        status = _dispatch(args)
+        sys.stdout.flush()  # here, where a reader gone away is handled below, not at exit
+        return status
     except QxError as exc:
         return _report(exc)
     except BaseExceptionGroup as group:  # raised by the tasks of a TaskGroup
@@ -403,6 +480,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(qx)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`qxedge solve p.json | head -1`): stop quietly;
+        # what is still buffered for stdout goes nowhere instead of failing again at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except Exception:
+        if not args.log_json:
+            raise
+        say.critical("qxedge: unexpected error", exc_info=True)
+        return 1
 
 
 if __name__ == "__main__":

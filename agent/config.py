@@ -160,6 +160,20 @@ class ModelConfig(_Strict):
                 raise ValueError(f"{feature!r} is not `signal.stat` with stat one of {', '.join(STATS)}")
         return inputs
 
+    @model_validator(mode="after")
+    def _loads(self, info: ValidationInfo) -> ModelConfig:
+        """With ``load_models`` in the context (``qxedge check-config``): the model loads and fits
+        this entry (its feature count, its output), checked beside every other key."""
+        if info.context and info.context.get("load_models"):
+            from qxedge.agent.inference import OnnxModel
+            from qxedge.core.errors import ModelError
+
+            try:
+                OnnxModel(self)
+            except ModelError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
     @field_validator("providers")
     @classmethod
     def _providers(cls, providers: list[str]) -> list[str]:
@@ -277,6 +291,8 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 def _message(err: Mapping[str, Any]) -> str:
     if err["type"] == "extra_forbidden":
         return "unknown key"
+    if err["type"] == "missing":
+        return "field required"
     msg = str(err["msg"])
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
@@ -325,9 +341,13 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     broker_url: str | None = None,
+    load_models: bool = False,
 ) -> EdgeConfig:
-    """The agent's config: read, override, validate, cross-check; ConfigError lists every problem."""
-    cfg = load_model(EdgeConfig, path, environ=environ, broker_url=broker_url)
+    """The agent's config: read, override, validate, cross-check; ConfigError lists every problem.
+    ``load_models``: also load every ONNX model and check that it fits its entry."""
+    cfg = load_model(
+        EdgeConfig, path, environ=environ, broker_url=broker_url, context={"load_models": load_models}
+    )
     problems = cross_check(cfg)
     if problems:
         raise ConfigError(problems, str(path))
@@ -340,9 +360,10 @@ def load_model(
     *,
     environ: Mapping[str, str] | None = None,
     broker_url: str | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> M:
     """Read a YAML file into ``model``, with environment and ``--broker`` overrides; raise ConfigError
-    listing every problem with its path."""
+    listing every problem with its path. ``context`` goes to the validators (beside ``base_dir``)."""
     path = Path(path)
     source = str(path)
     try:
@@ -361,7 +382,7 @@ def load_model(
         reason = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([Problem("", f"invalid YAML: {where}{reason}")], source) from exc
     if data is None:
-        data = {}
+        raise ConfigError([Problem("", "the config file is empty")], source)
     if not isinstance(data, dict):
         raise ConfigError(
             [Problem("", f"the top level must be a mapping, got {type(data).__name__}")], source
@@ -377,7 +398,7 @@ def load_model(
         data["broker"]["url"] = broker_url
         origin["broker.url"] = "--broker"
     try:
-        return model.model_validate(data, context={"base_dir": path.parent})
+        return model.model_validate(data, context={**(context or {}), "base_dir": path.parent})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

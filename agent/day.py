@@ -94,12 +94,12 @@ class ProductionDay:
         self.planner.held |= held
         for asset, value in self.planner.setpoints(slot).items():
             # the decision holds only while the load itself reports: its newest reading is the data time
-            data_ts = latest.get((asset, self.config.power_signal), (0.0, 0.0))[0]
+            reading = latest.get((asset, self.config.power_signal))
             proposal = Proposal(
                 asset,
                 value,
                 f"plan:{self.config.mode}",
-                data_ts,
+                None if reading is None else reading[0],
                 time.time(),
                 provenance={"slot": slot, "plan": self.config.mode},
             )

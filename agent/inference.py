@@ -42,6 +42,7 @@ class OnnxModel:
         self.inputs = config.inputs
         self.sha256 = sha256_of(config.path)
         self.covers = AssetFilter(config.assets)  # whether the model scores an asset
+        where = f"model {config.name!r} ({config.path})"
         options = ort.SessionOptions()
         options.intra_op_num_threads = config.threads
         options.inter_op_num_threads = 1
@@ -50,24 +51,22 @@ class OnnxModel:
         try:
             self._session = ort.InferenceSession(str(config.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ModelError(f"model {config.name!r}: cannot load {config.path}: {exc}") from exc
+            raise ModelError(f"{where}: cannot load: {exc}") from exc
         self.provider = self._session.get_providers()[0]
         model_inputs = self._session.get_inputs()
         if len(model_inputs) != 1:
-            raise ModelError(f"model {config.name!r} must have one input tensor, has {len(model_inputs)}")
+            raise ModelError(f"{where} must have one input tensor, has {len(model_inputs)}")
         self._input = model_inputs[0].name
         width = model_inputs[0].shape[-1] if model_inputs[0].shape else None
         if isinstance(width, int) and width != len(config.inputs):
-            raise ModelError(
-                f"model {config.name!r} expects {width} features per row, config lists {len(config.inputs)}"
-            )
+            raise ModelError(f"{where} expects {width} features per row, config lists {len(config.inputs)}")
         outputs = [o.name for o in self._session.get_outputs()]
         self._output = config.output or outputs[0]
         # passed to every run: without it each call makes its own (~10 % of a one-row call, 20 µs of
         # ~200 after the process idled 10 ms; bench/inference.py)
         self._run_options = ort.RunOptions()
         if self._output not in outputs:
-            raise ModelError(f"model {config.name!r} has no output {self._output!r} (it has {outputs})")
+            raise ModelError(f"{where} has no output {self._output!r} (it has {outputs})")
         log.info("model %s (sha256 %s…) runs on %s", self.name, self.sha256[:12], self.provider)
 
     def score(self, matrix: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ contracted peak (slot prices shaded behind), and the energy cost per slot. matpl
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,31 @@ class ReportError(QxError):
     """The report could not be written (a missing plotting library, an unwritable folder)."""
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot take the report (checked before the demo runs), or None."""
+    if folder.exists():
+        if not folder.is_dir():
+            return f"{folder} exists and is not a folder (the report is a folder: summary.json, day.png)"
+        return None if os.access(folder, os.W_OK | os.X_OK) else f"{folder}: no permission to write there"
+    parent = folder.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create {folder}: {parent} is not a folder"
+    return None if os.access(parent, os.W_OK | os.X_OK) else f"cannot create {folder}: {parent} is read-only"
+
+
 def write_report(summary: dict[str, Any], folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    written = [folder / "summary.json"]
-    written[0].write_text(json.dumps(summary, indent=2) + "\n")
-    if "baseline" in summary and "optimised" in summary:
-        written.append(plot_day(summary["baseline"], summary["optimised"], folder / "day.png"))
+    """Write ``summary.json`` (and ``day.png`` for a production day); ReportError says why not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        written = [folder / "summary.json"]
+        written[0].write_text(json.dumps(summary, indent=2) + "\n")
+        if "baseline" in summary and "optimised" in summary:
+            written.append(plot_day(summary["baseline"], summary["optimised"], folder / "day.png"))
+    except OSError as exc:
+        where = exc.filename or folder
+        raise ReportError(f"cannot write the report: {where}: {exc.strerror or exc}") from exc
     return written
 
 

@@ -145,7 +145,7 @@ class Proposal:
     asset: str
     value: float
     source: str  # "rule:<name>", "topic", "ramp", "offload:<job>"
-    data_ts: float  # the newest input it derives from
+    data_ts: float | None  # the newest input it derives from; None: no input has arrived yet
     arrived_at: float
     deadline_at: float | None = None  # a solver-derived proposal: its job's deadline
     provenance: Mapping[str, Any] = field(default_factory=dict)
@@ -210,6 +210,8 @@ class Safety:
 
         if not math.isfinite(p.value):
             return refuse(f"not a finite number ({p.value})")
+        if p.data_ts is None:
+            return refuse("no input data has arrived yet", "expiry")
         age = now - p.data_ts
         if age < -self.config.max_clock_skew_s:
             return refuse(f"input data is stamped {-age:.1f} s in the future", "expiry")
@@ -237,7 +239,11 @@ class Safety:
             since = state.changed_at if state.changed_at is not None else self.started_at
             step = env.max_rate_per_s * min(max(0.0, now - since), env.max_step_s)
             if abs(value - state.value) > step * (1 + 1e-9) + 1e-12:  # float noise is no violation
-                value = state.value + math.copysign(step, value - state.value)
+                ramped = state.value + math.copysign(step, value - state.value)
+                # to 12 significant digits, so that what is audited and published carries no float noise
+                # (0.6 - 0.2 = 0.39999999999999997), unless that would step further than the rate allows
+                settled = float(f"{ramped:.12g}")
+                value = settled if abs(settled - state.value) <= step * (1 + 1e-9) + 1e-12 else ramped
                 limit = f"rate {env.max_rate_per_s:g}/s"
             # a current value outside the range (an echo) moves into it at once: range beats rate
             value = min(env.max, max(env.min, value))

@@ -21,13 +21,16 @@ always reported beside it, so QAOA's quality is never overstated.
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 import time
 from functools import partial
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal
 
 import dimod
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from qxedge.hybrid.backends import Backend, register
 from qxedge.hybrid.solvers import bits_of, finish, to_binary
@@ -42,6 +45,16 @@ from qxedge.hybrid.wire import Candidate
 
 if TYPE_CHECKING:
     from qxedge.hybrid.portfolio import SolversConfig
+
+OWN_DEVICES = ("qxedge.cpu", "qxedge.gpu")  # hybrid/statevector.py
+
+
+@functools.cache
+def installed_devices() -> tuple[str, ...]:
+    """The project's own simulators and every PennyLane device installed here (the plugins' entry
+    points, read without importing PennyLane)."""
+    plugins = {ep.name for ep in entry_points(group="pennylane.plugins")}
+    return tuple(sorted(plugins | set(OWN_DEVICES)))
 
 
 class QaoaConfig(BaseModel):
@@ -62,6 +75,16 @@ class QaoaConfig(BaseModel):
     shots: int = Field(1000, ge=1)
     polish: bool = Field(True, description="steepest descent from the best samples (reported separately)")
     seed: int | None = 1234
+
+    @field_validator("device")
+    @classmethod
+    def _installed(cls, device: str) -> str:
+        known = installed_devices()
+        if device not in known:
+            close = difflib.get_close_matches(device, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(f"unknown device {device!r}{hint}; installed here: {', '.join(known)}")
+        return device
 
     @model_validator(mode="after")
     def _simulator_options(self) -> QaoaConfig:
@@ -136,9 +159,9 @@ class PennyLaneCircuit:
 def _circuit(
     cfg: QaoaConfig, h: np.ndarray, j: dict[tuple[int, int], float]
 ) -> tuple[PennyLaneCircuit | CpuStatevector | GpuStatevector, str]:
-    """The configured back-end and what to call it in the candidate. An unavailable device falls back
-    (said so in the note): qxedge.gpu without CuPy or a GPU to qxedge.cpu, a PennyLane device that
-    cannot start (lightning.gpu without a GPU, a QPU plugin not installed) to lightning.qubit."""
+    """The configured back-end and what to call it in the candidate. qxedge.gpu without CuPy or a GPU
+    falls back to qxedge.cpu (said so in the note); a PennyLane device that cannot start (lightning.gpu
+    without a GPU, options it does not take) raises: the candidate is an error saying why."""
     n = len(h)
     dense = np.zeros((n, n))
     for (a, b), coupling in j.items():
@@ -155,14 +178,8 @@ def _circuit(
             return CpuStatevector(h, dense), note
     import pennylane as qml
 
-    try:
-        dev, note = qml.device(cfg.device, wires=n, **cfg.device_options), cfg.device
-    except Exception as exc:  # PennyLane raises DeviceError, ImportError or the plugin's own errors
-        if cfg.device == "lightning.qubit":
-            raise
-        note = f"lightning.qubit ({cfg.device} unavailable: {type(exc).__name__}: {str(exc)[:120]})"
-        dev = qml.device("lightning.qubit", wires=n)
-    return PennyLaneCircuit(dev, h, dense, cfg.layers), note
+    dev = qml.device(cfg.device, wires=n, **cfg.device_options)
+    return PennyLaneCircuit(dev, h, dense, cfg.layers), cfg.device
 
 
 def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaConfig) -> Candidate:

@@ -104,19 +104,50 @@ def test_check_config_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "Traceback" not in err
 
 
-def test_check_config_loads_the_model_and_catches_a_mismatch(tmp_path: Path) -> None:
-    text = EDGE_YAML.read_text().replace("vibration.std, vibration.max]", "vibration.std]")
-    text = text.replace("path: models/anomaly.onnx", f"path: {EDGE_YAML.parent / 'models' / 'anomaly.onnx'}")
-    (tmp_path / "edge.yaml").write_text(text)
-    run = subprocess.run(
-        [sys.executable, "-m", "qxedge.agent.cli", "check-config", str(tmp_path / "edge.yaml")],
+MODEL = EDGE_YAML.parent / "models" / "anomaly.onnx"
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qxedge.agent.cli", "check-config", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_check_config_loads_the_model_and_reports_a_mismatch_with_the_other_problems(
+    tmp_path: Path,
+) -> None:
+    text = EDGE_YAML.read_text().replace("vibration.std, vibration.max]", "vibration.std]")
+    text = text.replace("path: models/anomaly.onnx", f"path: {MODEL}")
+    text = text.replace("keepalive_s: 15", "keepalive_s: -1")  # a problem elsewhere, found in the same pass
+    (tmp_path / "edge.yaml").write_text(text)
+    run = check_config(tmp_path / "edge.yaml")
     assert run.returncode == 2
-    assert "models[0]: model 'anomaly' expects 8 features per row, config lists 7" in run.stderr
+    assert f"models[0]: model 'anomaly' ({MODEL}) expects 8 features per row, config lists 7" in run.stderr
+    assert "broker.keepalive_s:" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_check_config_without_site_reports_that_alone(tmp_path: Path) -> None:
+    text = (
+        EDGE_YAML.read_text()
+        .replace("site: demo\n", "")
+        .replace("path: models/anomaly.onnx", f"path: {MODEL}")
+    )
+    (tmp_path / "edge.yaml").write_text(text)
+    run = check_config(tmp_path / "edge.yaml")
+    assert run.returncode == 2
+    assert run.stderr.splitlines()[1:] == ["  site: field required"]
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_check_config_refuses_an_empty_file(text: str, tmp_path: Path) -> None:
+    (tmp_path / "edge.yaml").write_text(text)
+    run = check_config(tmp_path / "edge.yaml")
+    assert run.returncode == 2
+    assert run.stderr.splitlines()[1:] == ["  the config file is empty"]
 
 
 @pytest.mark.parametrize(
@@ -146,3 +177,12 @@ def test_overlapping_or_self_subscribing_topic_filters_are_refused(tmp_path: Pat
     messages = [str(p) for p in info.value.problems]
     assert any("'plant/line1/+/temp' overlaps 'plant/#'" in m for m in messages)
     assert any("'#' would receive the agent's own qx/v1 messages" in m for m in messages)
+
+
+def test_check_config_refuses_a_qaoa_device_that_is_not_installed(tmp_path: Path) -> None:
+    text = (EDGE_YAML.parent / "datacenter.yaml").read_text()
+    (tmp_path / "dc.yaml").write_text(text.replace("device: lightning.qubit", "device: lightning.qbit"))
+    run = check_config(tmp_path / "dc.yaml")
+    assert run.returncode == 2
+    problem = "solvers.qaoa.device: unknown device 'lightning.qbit' (did you mean lightning.qubit?)"
+    assert problem in run.stderr and "qxedge.gpu" in run.stderr

@@ -8,9 +8,10 @@ import dimod
 import numpy as np
 import pennylane as qml
 import pytest
+from pydantic import ValidationError
 
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
-from qxedge.hybrid.qaoa import QaoaConfig, ising_z
+from qxedge.hybrid.qaoa import QaoaConfig, installed_devices, ising_z
 from qxedge.hybrid.solvers import SaConfig, all_energies, solve_sa
 
 from .conftest import optimum, random_bqm, sample_energy
@@ -160,12 +161,20 @@ def test_solve_cli_takes_a_job_envelope_and_rejects_garbage(tmp_path: Path) -> N
         text=True,
         timeout=120,
     )
-    assert run.returncode == 2 and "rejected" in run.stdout and "Traceback" not in run.stderr
+    assert run.returncode == 2 and run.stdout == "" and "Traceback" not in run.stderr
+    assert "qxedge: solve: rejected: malformed BQM" in run.stderr
 
 
-def test_qaoa_falls_back_to_lightning_qubit_when_the_configured_device_is_missing() -> None:
-    cfg = SolversConfig(qaoa=QaoaConfig(device="lightning.gpu", layers=1, maxiter=5, shots=50))
-    candidate = run_solver("qaoa", cfg, random_bqm(5, 0.5, seed=1), time.time() + 5)
-    assert candidate.status == "ok"
-    device = candidate.details["device"]
-    assert device == "lightning.gpu" or device.startswith("lightning.qubit (lightning.gpu unavailable")
+def test_an_unknown_qaoa_device_is_a_config_error_naming_the_installed_ones() -> None:
+    with pytest.raises(ValidationError) as info:
+        QaoaConfig(device="lightning.qbit")
+    message = info.value.errors()[0]["msg"]
+    assert "unknown device 'lightning.qbit' (did you mean lightning.qubit?)" in message
+    assert "lightning.qubit" in message.split("installed here: ")[1].split(", ")
+    assert {"qxedge.cpu", "qxedge.gpu", "default.qubit"} <= set(installed_devices())
+
+
+def test_a_qaoa_device_that_cannot_start_is_an_error_not_a_silent_fallback() -> None:
+    qaoa = QaoaConfig(device="default.qubit", device_options={"no_such_option": 1}, layers=1, maxiter=5)
+    candidate = run_solver("qaoa", SolversConfig(qaoa=qaoa), random_bqm(5, 0.5, seed=1), time.time() + 30)
+    assert candidate.status == "error" and "no_such_option" in (candidate.reason or "")
