@@ -832,3 +832,19 @@ def _select(db: sqlite3.Connection) -> str:
     present = _present(db)
     defaults = {"count": "1", "prev_hash": "NULL", "hash": "NULL"}
     return ", ".join(c if c in present else defaults[c] for c in COLUMNS)
+
+
+def last_setpoints(path: Path) -> dict[str, tuple[float, float]]:
+    """The last setpoint the agent wrote to each asset, as ``{asset: (value, ts)}`` (the ``setpoint``
+    rows the gate records after a write): what is in force after a restart when nothing better says."""
+    if not path.is_file():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            "SELECT asset, value, ts FROM audit WHERE id IN (SELECT MAX(id) FROM audit"
+            " WHERE kind = 'setpoint' AND verdict = 'written' AND value IS NOT NULL GROUP BY asset)"
+        ).fetchall()
+    finally:
+        db.close()
+    return {str(asset): (float(value), float(ts)) for asset, value, ts in rows if asset is not None}

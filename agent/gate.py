@@ -6,10 +6,20 @@ Inputs it takes besides the agent's own rules:
 - ``qx/v1/{site}/proposals/{asset}``: setpoint proposals from outside (an operator screen, an MES,
   the data center): ``{"value": 0.8, "data_ts": <epoch s of the newest input>, "source": "mes"}``
   (``ts`` stands in for ``data_ts``; one of them is required). With a ``job_id`` the proposal derives
-  from a solver result: the job must be one this agent sent, and its deadline is the job's own;
-- ``qx/v1/{site}/lock/{asset}`` (retained): any payload locks the asset at its current value (the
-  payload says who and why); an empty payload, ``unlocked``, ``0``, ``false`` or ``{"locked": false}``
-  unlocks it;
+  from a solver result: the job must be one this agent sent, and its deadline is the job's own. A
+  topic whose asset has empty levels (``proposals/line1/pump1/``) is refused;
+- ``qx/v1/{site}/lock/{asset}`` (retained): a payload locks the asset at its current value (the
+  payload says who and why) unless it is one of the unlock payloads, exactly (case and surrounding
+  white space aside): empty, ``unlocked``, ``false``, ``0``, or a JSON object with ``"locked":
+  false``. Anything else locks (``unlock``, ``off``, ``no``, ``{"locked": "no"}``, bytes that are not
+  UTF-8). Each lock topic holds its own lock: an asset is locked while any topic locks it. A topic
+  with empty levels (``lock/line1/fan1/``) is not the asset's topic: it still locks the asset it names,
+  with an alarm; one that names no asset (``lock/``) locks nothing and raises an alarm;
+- ``qx/v1/{site}/setpoints/#``, the agent's own topics (it writes them retained): its own messages come
+  back and are dropped; at start the retained one is the last setpoint, the value in force when it is
+  the one the audit log recorded; any other message was written by someone else: an alarm
+  (``foreign_setpoint``), an audit row, the count ``foreign``, and (the plant may have applied it) the
+  asset's value in force;
 - results the offload client refused (forged, unknown, malformed, late): audited, never written.
 
 Read-backs are checked at every evaluation; a mismatch or a missing echo raises an alarm on
@@ -28,21 +38,22 @@ import json
 import logging
 import math
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from qxedge.agent.audit import AuditLog
+from qxedge.agent.audit import AuditLog, last_setpoints
 from qxedge.agent.decisions import Setpoint
 from qxedge.agent.safety import Latest, Proposal, Safety, Verdict
-from qxedge.connectors.mqtt import MqttClient
+from qxedge.connectors.mqtt import Message, MqttClient, Subscription
 from qxedge.connectors.plant import SetpointSink
 from qxedge.core.cancels import raise_if_cancelling
 from qxedge.core.errors import ConnectorError
 
 log = logging.getLogger(__name__)
-_UNLOCK = {"", "unlocked", "unlock", "0", "false", "off", "no"}
+UNLOCK = frozenset({"", "unlocked", "false", "0"})  # exactly these (lower case, stripped) unlock
+UNECHOED_LIMIT = 10_000  # own setpoints remembered until the broker sends them back
 PROVENANCE_KEYS = (
     "source",
     "by",
@@ -82,6 +93,9 @@ class SetpointGate:
         self.site = site
         self.verdicts: Counter[str] = Counter()
         self.written: list[Setpoint] = []
+        self._unechoed: OrderedDict[Message, None] = OrderedDict()  # own setpoints not yet sent back
+        self._recalled: dict[str, tuple[float, float]] = {}  # asset -> the audit's last (value, ts)
+        self._lock_topics: dict[str, tuple[str, str]] = {}  # lock topic -> (asset, who / why) locking
 
     def topic(self, suffix: str) -> str:
         return f"qx/v1/{self.site}/{suffix}"
@@ -133,8 +147,14 @@ class SetpointGate:
         )
         # every way to the plant is tried: the setpoint topic on the plant broker, then each connector
         # that maps the asset; a setpoint is never held for later (it would be stale by then)
-        sent = self.mqtt.publish(self.topic(f"setpoints/{p.asset}"), setpoint.payload(), qos=1)
+        # retained: after a restart the agent (and the plant) find the value in force there
+        topic, payload = self.topic(f"setpoints/{p.asset}"), setpoint.payload()
+        self._unechoed[(topic, payload)] = None
+        if len(self._unechoed) > UNECHOED_LIMIT:
+            self._unechoed.popitem(last=False)
+        sent = self.mqtt.publish(topic, payload, qos=1, retain=True)
         if not sent:
+            self._unechoed.pop((topic, payload), None)  # it will not come back
             self.audit.record(
                 "write",
                 "unsent",
@@ -149,6 +169,8 @@ class SetpointGate:
             log.warning("setpoint %s = %s reached no way to the plant", p.asset, verdict.value)
             return Verdict("refused", None, "no way to the plant was reachable", "link")
         self.safety.committed(p, verdict, now)  # commanded on at least one way: limits count from now
+        self.audit.record("setpoint", "written", asset=p.asset, value=verdict.value, ts=now)
+        self._recalled.pop(p.asset, None)
         self.current[p.asset] = verdict.value
         self._changed.add(p.asset)
         self.written.append(setpoint)
@@ -229,11 +251,25 @@ class SetpointGate:
         return written, failed
 
     def _alarm(
-        self, asset: str, kind: str, expected: float, observed: float | None, reason: str, now: float
+        self,
+        asset: str,
+        kind: str,
+        expected: float | None,
+        observed: float | None,
+        reason: str,
+        now: float,
+        **detail: Any,
     ) -> None:
         self.verdicts["alarms"] += 1
         self.audit.record(
-            kind, "alarm", asset=asset, value=observed, proposed=expected, reason=reason, ts=now
+            kind,
+            "alarm",
+            asset=asset,
+            value=observed,
+            proposed=expected,
+            reason=reason,
+            provenance=detail,
+            ts=now,
         )
         alarm = {
             "asset": asset,
@@ -266,8 +302,10 @@ class SetpointGate:
         now = time.time()
         asset = topic.removeprefix(self.topic("proposals/"))
         try:
-            if not asset:
-                raise ValueError("the topic names no asset")
+            if not asset or "" in asset.split("/"):  # "line1/pump1/" would be another asset to the envelope
+                raise ValueError(
+                    "the topic names no asset" if not asset else "the topic's asset has empty levels"
+                )
             doc = json.loads(payload)
             if not isinstance(doc, dict):
                 raise ValueError("a proposal must be a JSON object")
@@ -298,31 +336,92 @@ class SetpointGate:
         source = f"topic:{str(doc.get('source', 'unknown'))[:40]}"
         await self.propose(Proposal(asset, value, source, data_ts, now, deadline_at, provenance), now)
 
+    async def recall(self) -> None:
+        """At start: the last setpoint of each asset in the audit log is on record (the value in force
+        when nothing better says), and the retained setpoint that matches it is known as the agent's."""
+        self._recalled = await asyncio.to_thread(last_setpoints, self.audit.path)
+        now = time.time()
+        for asset, (value, ts) in self._recalled.items():
+            self.safety.learn(asset, value, ts, now)
+
+    def on_setpoints(self, messages: list[Message]) -> None:
+        """Messages on the agent's own setpoint topics (``on_batch``: on the loop, as they are read)."""
+        now = time.time()
+        prefix = self.topic("setpoints/")
+        for topic, payload in messages:
+            if (topic, payload) in self._unechoed:
+                del self._unechoed[(topic, payload)]  # one of ours, back from the broker
+                continue
+            asset = topic.removeprefix(prefix)
+            value, ts, named = _setpoint_of(payload)
+            if value is not None and ts is not None and self._recalled.get(asset) == (value, ts):
+                del self._recalled[asset]  # the retained one of an earlier run, as the audit recorded it
+                self.safety.learn(asset, value, ts, now)
+                continue
+            self.verdicts["foreign"] += 1
+            if value is not None:
+                for changed in {asset, named or asset}:  # a plant may go by the topic or the payload
+                    self.safety.foreign(changed, value, now)
+                    self._settled.pop(changed, None)  # not ours in force: the next allowed value is written
+                reason = f"a setpoint this agent did not write ({value:g}) on {topic}"
+            else:
+                reason = f"a message this agent did not write on {topic} (not a setpoint)"
+            text = payload[:512].decode("utf-8", "replace")
+            self._alarm(asset, "foreign_setpoint", self.current.get(asset), value, reason, now, payload=text)
+
     async def on_lock(self, topic: str, payload: bytes) -> None:
         """A (retained) message on ``qx/v1/{site}/lock/{asset}``; anything unclear locks."""
-        await self.audit_lock(*self.apply_lock(topic, payload))
+        lock = self.apply_lock(topic, payload)
+        if lock is not None:
+            await self.audit_lock(*lock)
 
-    def apply_lock(self, topic: str, payload: bytes) -> tuple[str, bool, str]:
+    async def run_locks(self, subscription: Subscription) -> None:
+        """Every lock of a batch is in force before anything else runs (no await between taking the
+        batch and applying it), then each is audited."""
+        async for batch in subscription:
+            applied = []
+            for topic, payload in batch:
+                try:
+                    if (lock := self.apply_lock(topic, payload)) is not None:
+                        applied.append(lock)
+                except Exception:
+                    log.exception("could not apply a lock message on %s", topic)
+            for lock in applied:
+                try:
+                    await self.audit_lock(*lock)
+                except Exception:
+                    log.exception("could not audit the lock of %s", lock[0])
+
+    def apply_lock(self, topic: str, payload: bytes) -> tuple[str, bool, str] | None:
         """Put a lock message in force at once (no await: nothing can slip in between); returns what
-        :meth:`audit_lock` records."""
-        asset = topic.removeprefix(self.topic("lock/"))
-        text = payload.decode("utf-8", "replace").strip()
-        locked = text.lower() not in _UNLOCK
-        with_reason = text[:120]
-        if text.startswith("{"):
-            try:
-                doc = json.loads(text)
-                locked = doc.get("locked", True) is not False
-                with_reason = str(doc.get("by") or doc.get("reason") or "operator")[:120]
-            except (ValueError, AttributeError, RecursionError):
-                locked = True
+        :meth:`audit_lock` records (the asset's lock state after it), None for a topic naming no asset."""
+        now = time.time()
+        named = topic.removeprefix(self.topic("lock/"))
+        asset = "/".join(level for level in named.split("/") if level)
+        locked, with_reason = lock_payload(payload)
+        if not asset:
+            reason = f"ignored a lock message on {topic}: the topic names no asset"
+            self._alarm("", "lock", None, None, reason, now, topic=topic, locks=locked)
+            return None
         if locked:
-            self.safety.locks[asset] = with_reason or "operator"
+            self._lock_topics[topic] = (asset, with_reason or "operator")
+        else:
+            self._lock_topics.pop(topic, None)
+        if asset != named:
+            reason = f"{topic} is not the lock topic of {asset} ({self.topic('lock/' + asset)})"
+            state = "locks" if locked else "clears its own lock of"
+            self._alarm(asset, "lock", None, None, f"{reason}: it {state} {asset}", now, topic=topic)
+        holders = [why for held, why in self._lock_topics.values() if held == asset]
+        if holders:
+            self.safety.locks[asset] = holders[-1]
             self.safety.drop_ramp(asset)
+            if not locked:
+                still = f"still locked by another lock topic ({holders[-1]})"
+                with_reason = f"{with_reason}; {still}" if with_reason else still
         else:
             self.safety.locks.pop(asset, None)
-        log.warning("%s %s (%s)", asset, "locked" if locked else "unlocked", with_reason)
-        return asset, locked, with_reason
+        log.warning("%s %s (%s)", asset, "locked" if holders else "unlocked", with_reason)
+        return asset, bool(holders), with_reason
 
     async def audit_lock(self, asset: str, locked: bool, with_reason: str) -> None:
         await self.audit.write(
@@ -344,6 +443,50 @@ class SetpointGate:
             reason=reason,
             provenance={"topic": topic, **detail},
         )
+
+
+def inputs_unknown(mqtt: MqttClient, locks: Subscription, setpoints: Subscription) -> str | None:
+    """Why an operator lock or the retained value in force may be missed right now; None when known."""
+    if not mqtt.connected:
+        return "operator locks unknown: the plant broker is not reachable"
+    if not (locks.active.is_set() and setpoints.active.is_set()):
+        return "operator locks unknown: the plant broker has not acknowledged the lock subscription yet"
+    if locks.backlog:
+        return f"operator locks unknown: {locks.backlog} lock messages received, not yet applied"
+    return None
+
+
+def lock_payload(payload: bytes) -> tuple[bool, str]:
+    """Whether a lock message locks, and who / why (see the module docstring for the exact forms)."""
+    text = payload.decode("utf-8", "replace").strip()
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError):
+            return True, text[:120]
+        if not isinstance(doc, dict):
+            return True, text[:120]
+        who = str(doc.get("by") or doc.get("reason") or "operator")[:120]
+        return doc.get("locked", True) is not False, who
+    return text.lower() not in UNLOCK, text[:120]
+
+
+def _setpoint_of(payload: bytes) -> tuple[float | None, float | None, str | None]:
+    """(value, ts, asset) of a setpoint document as :class:`Setpoint` writes it, None where missing."""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None, None, None
+    if not isinstance(doc, dict):
+        return None, None, None
+    out: list[float | None] = []
+    for key in ("value", "ts"):
+        try:
+            out.append(_number(doc.get(key), key))
+        except (ValueError, OverflowError):
+            out.append(None)
+    asset = doc.get("asset")
+    return out[0], out[1], asset if isinstance(asset, str) and asset else None
 
 
 def _number(value: Any, where: str) -> float:

@@ -16,7 +16,7 @@ from qxedge.core.ops_server import build_info, ops_metrics, process_registry
 if TYPE_CHECKING:
     from qxedge.agent.pipeline import AgentStats
 
-VERDICTS = ("accepted", "clamped", "refused", "written", "alarms", "refused_results")
+VERDICTS = ("accepted", "clamped", "refused", "written", "alarms", "refused_results", "foreign")
 OFFLOAD = (
     "jobs",
     "results",
@@ -24,6 +24,7 @@ OFFLOAD = (
     "late",
     "unknown_results",
     "invalid_results",
+    "duplicate_results",
     "result_rejected",
     "result_late",
     "result_error",

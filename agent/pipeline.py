@@ -43,12 +43,12 @@ from qxedge.agent.config import EdgeConfig
 from qxedge.agent.day import ProductionDay
 from qxedge.agent.decisions import DerateRule, Scored
 from qxedge.agent.features import SMALL_BATCH, Features, FeatureWindow
-from qxedge.agent.gate import SetpointGate
+from qxedge.agent.gate import SetpointGate, inputs_unknown
 from qxedge.agent.inference import OnnxModel
 from qxedge.agent.metrics import AgentMetrics
 from qxedge.agent.safety import Latest, Proposal, Safety
 from qxedge.agent.telemetry import TelemetryPublisher
-from qxedge.connectors.mqtt import MqttClient, Publication, Subscription, each_message
+from qxedge.connectors.mqtt import MqttClient, Publication, each_message
 from qxedge.connectors.outbox import Outbox
 from qxedge.connectors.plant import (
     Evaluation,
@@ -279,25 +279,17 @@ class Agent:
                 self.telemetry = TelemetryPublisher(self.site, self.config.telemetry, box)
                 self.observers.append(self.telemetry)
                 audit.anchor = self.telemetry.anchor  # audit checkpoints upstream with the telemetry
-            # locks first: the retained ones must be in force before any proposal is handled, and while
-            # they cannot be known (the plant broker away, or back but its retained locks not yet read)
-            # the gate writes nothing
-            locks = await mqtt.subscribe(self.topic("lock/#"), qos=1)
-
-            def locks_unknown() -> str | None:
-                if mqtt.connected and locks.active.is_set() and not locks.backlog:
-                    return None
-                return "operator locks unknown: the plant broker is not reachable"
-
             gate = self.gate = SetpointGate(
-                self.safety,
-                audit,
-                mqtt,
-                self.site,
-                self._job_deadline,
-                sinks=self.sinks,
-                locks_unknown=locks_unknown,
+                self.safety, audit, mqtt, self.site, self._job_deadline, sinks=self.sinks
             )
+            await gate.recall()  # the last setpoints the audit log holds: the value in force at start
+            # the setpoint topics (retained: the value in force; anyone else's: an alarm), then the locks:
+            # the retained ones must be in force before any proposal is handled, and while they cannot
+            # be known (the plant broker away, or back but its retained locks not yet read) the gate
+            # writes nothing; the broker sends the retained setpoints before it acknowledges the locks
+            setpoints = await mqtt.subscribe(self.topic("setpoints/#"), qos=1, on_batch=gate.on_setpoints)
+            locks = await mqtt.subscribe(self.topic("lock/#"), qos=1)
+            gate.locks_unknown = partial(inputs_unknown, mqtt, locks, setpoints)
             proposals = await mqtt.subscribe(self.topic("proposals/#"), qos=1)
             for topic, payload in locks.drain():
                 await gate.on_lock(topic, payload)
@@ -312,7 +304,7 @@ class Agent:
             loops.append(
                 tasks.create_task(watch_lag(self.metrics.loop_lag_seconds.labels(self.site)), name="loop-lag")
             )
-            loops.append(tasks.create_task(_apply_locks(locks, gate), name="locks"))
+            loops.append(tasks.create_task(gate.run_locks(locks), name="locks"))
             loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
             loops.extend(tasks.create_task(c.run(link), name=c.name) for c in self.sources)
             if self.telemetry is not None:
@@ -522,20 +514,3 @@ class Agent:
                         provenance=proposed.provenance,
                     )
                 )
-
-
-async def _apply_locks(subscription: Subscription, gate: SetpointGate) -> None:
-    """Every lock of a batch is in force before anything else runs (no await between taking the batch
-    and applying it), then each is audited."""
-    async for batch in subscription:
-        applied = []
-        for topic, payload in batch:
-            try:
-                applied.append(gate.apply_lock(topic, payload))
-            except Exception:
-                log.exception("could not apply a lock message on %s", topic)
-        for lock in applied:
-            try:
-                await gate.audit_lock(*lock)
-            except Exception:
-                log.exception("could not audit the lock of %s", lock[0])

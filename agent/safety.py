@@ -10,9 +10,10 @@ Every proposal gets a :class:`Verdict`, checked in this order (the first failure
 4. no operator lock (config, or a retained message on ``qx/v1/{site}/lock/{asset}``);
 5. every interlock holds on a reading no older than its ``max_age_s`` (a stale or missing reading
    fails it);
-6. the value is clamped to ``[min, max]``, then towards the current value by ``max_rate_per_s`` times
+6. the value is clamped to ``[min, max]``, then towards the value in force by ``max_rate_per_s`` times
    the time since the last change, counted up to ``max_step_s`` (``clamped``, with the limit that
-   clamped it), and to ``[min, max]`` again (a current value outside the range moves into it at once);
+   clamped it), and to ``[min, max]`` again (a value in force outside the range moves into it at once);
+   a rate-limited asset whose value in force is unknown is not written;
 7. with ``allowed`` values, the result must be one of them;
 8. a change within ``min_dwell_s`` of the previous change is refused.
 
@@ -21,6 +22,15 @@ proposal clamped by the rate limit becomes a ramp: the rest is proposed again at
 after the dwell time, through every check (with the data time of the original decision, so a ramp
 stops when its data expires), until reached or replaced. After a write, an envelope with ``readback`` expects
 the plant to echo the value on a signal within ``timeout_s``, and raises an alarm otherwise.
+
+The value in force. Until the agent writes an asset itself, the value the asset holds is learned, in
+order of trust: a fresh read-back echo (the plant says what it applies); else the newest command on
+record, from the asset's setpoint topic (the retained last setpoint, or one the agent did not write:
+see :meth:`Safety.foreign`) or from the audit log's last write (:meth:`Safety.learn`); else, only for
+an envelope without ``readback`` (nothing could report it), the envelope's ``initial``. When none is
+known, a rate-limited asset is refused (``limit`` ``in force``): writing blind could jump. The last
+change is the time of the command on record when the echo agrees with it, else the agent's start
+(unknown counts as recent), so dwell and rate limits hold across a restart.
 This module is pure logic (no I/O): the pipeline feeds it readings, locks and the clock.
 """
 
@@ -93,7 +103,11 @@ class Envelope(BaseModel):
         1.0, gt=0, description="one write moves at most max_rate_per_s x min(time since last change, this)"
     )
     min_dwell_s: float = Field(0.0, ge=0, description="minimum time between two changes")
-    initial: float | None = Field(None, description="the value assumed before the first write or echo")
+    initial: float | None = Field(
+        None,
+        description="the value at commissioning: assumed before the first write only without readback, when "
+        "no setpoint or audit row says otherwise",
+    )
     interlocks: list[Interlock] = Field(default_factory=list)
     readback: Readback | None = None
     dry_run: bool = False
@@ -166,8 +180,9 @@ class Verdict:
 
 @dataclass(slots=True)
 class _State:
-    value: float | None
-    changed_at: float | None
+    value: float | None  # the value in force (None: unknown)
+    changed_at: float  # the last change (the agent's start when unknown)
+    own: bool = False  # the value is the agent's own write (else learned; see the module docstring)
     ramp: Proposal | None = None
     expect: tuple[float, float, float] | None = None  # (value, written at, due by)
 
@@ -183,21 +198,57 @@ class Safety:
         self.latest: Latest = {}
         self._states: dict[str, _State] = {}
         self._envelopes: dict[str, Envelope | None] = {}  # asset -> its envelope (the config is fixed)
+        self.commanded: dict[str, tuple[float, float]] = {}  # asset -> the newest (value, time) on record
 
     def envelope(self, asset: str) -> Envelope | None:
         if asset not in self._envelopes:
             self._envelopes[asset] = self.config.envelope(asset)
         return self._envelopes[asset]
 
-    def _state(self, asset: str, env: Envelope) -> _State:
+    def learn(self, asset: str, value: float, at: float, now: float) -> None:
+        """A command on record for ``asset`` (the audit log's last write, the retained setpoint): the
+        value in force until an echo or the agent's own write says otherwise; the newest one counts."""
+        if not math.isfinite(value) or not math.isfinite(at):
+            return
+        at = min(at, now)  # a time ahead of the clock counts from now
+        known = self.commanded.get(asset)
+        if known is None or at >= known[1]:
+            self.commanded[asset] = (value, at)
+
+    def foreign(self, asset: str, value: float, now: float) -> None:
+        """A setpoint on the asset's topic that the agent did not write: the plant may apply it, so it is
+        the value in force from now (a fresh echo still says better); the ramp and read-back end."""
+        if not math.isfinite(value) or self.config.envelope(asset) is None:  # (never written: no state)
+            return
+        self.commanded[asset] = (value, now)
+        state = self._states.get(asset)
+        if state is not None:
+            state.own, state.ramp, state.expect = False, None, None
+
+    def _state(self, asset: str, env: Envelope, now: float) -> _State:
         state = self._states.get(asset)
         if state is None:
-            state = self._states[asset] = _State(env.initial, None)
-        if state.value is None and env.readback is not None:  # learn the current value from the echo
-            echo = self.latest.get((asset, env.readback.signal))
-            if echo is not None:
-                state.value = echo[1]
+            state = self._states[asset] = _State(None, self.started_at)
+        if not state.own:
+            state.value, state.changed_at = self._in_force(asset, env, now)
         return state
+
+    def _in_force(self, asset: str, env: Envelope, now: float) -> tuple[float | None, float]:
+        """The value in force of an asset the agent has not written itself, and its last change."""
+        commanded = self.commanded.get(asset)
+        recent = max(self.started_at, commanded[1]) if commanded is not None else self.started_at
+        if env.readback is not None:
+            echo = self.latest.get((asset, env.readback.signal))
+            age = now - echo[0] if echo is not None else math.inf
+            if echo is not None and -self.config.max_clock_skew_s <= age <= self.config.max_input_age_s:
+                if commanded is not None and abs(commanded[0] - echo[1]) <= env.readback.tolerance:
+                    return echo[1], commanded[1]
+                return echo[1], recent  # changed at a time nothing says: counted as recent
+        if commanded is not None:
+            return commanded
+        if env.readback is None and env.initial is not None:
+            return env.initial, self.started_at
+        return None, self.started_at
 
     def evaluate(self, p: Proposal, now: float) -> Verdict:
         env = self.envelope(p.asset)
@@ -228,7 +279,10 @@ class Safety:
             failure = self._interlock_failure(p.asset, interlock, now)
             if failure:
                 return refuse(failure, "interlock")
-        state = self._state(p.asset, env)
+        state = self._state(p.asset, env, now)
+        if env.max_rate_per_s is not None and state.value is None:
+            known = f"no fresh echo on {env.readback.signal}" if env.readback else "no readback, no initial"
+            return refuse(f"the value in force is unknown ({known}, no setpoint on record)", "in force")
         value, status, limit = p.value, "accepted", None
         if value > env.max or value < env.min:
             value, limit = (
@@ -236,8 +290,7 @@ class Safety:
                 f"max {env.max:g}" if value > env.max else f"min {env.min:g}",
             )
         if env.max_rate_per_s is not None and state.value is not None:
-            since = state.changed_at if state.changed_at is not None else self.started_at
-            step = env.max_rate_per_s * min(max(0.0, now - since), env.max_step_s)
+            step = env.max_rate_per_s * min(max(0.0, now - state.changed_at), env.max_step_s)
             if abs(value - state.value) > step * (1 + 1e-9) + 1e-12:  # float noise is no violation
                 ramped = state.value + math.copysign(step, value - state.value)
                 # to 12 significant digits, so that what is audited and published carries no float noise
@@ -252,7 +305,7 @@ class Safety:
         if env.allowed is not None and not any(abs(value - a) <= 1e-9 for a in env.allowed):
             return refuse(f"{value:g} is not an allowed value {env.allowed}", limit or "allowed")
         changes = state.value is None or value != state.value
-        if changes and state.changed_at is not None and now - state.changed_at < env.min_dwell_s:
+        if changes and now - state.changed_at < env.min_dwell_s:
             waited = now - state.changed_at
             return refuse(f"last change {waited:.1f} s ago (min dwell {env.min_dwell_s:g} s)", "dwell")
         reason = f"clamped by {limit}" if status == "clamped" else "within the envelope"
@@ -273,11 +326,12 @@ class Safety:
         env = self.envelope(p.asset)
         if env is None or verdict.value is None:
             return
-        state = self._state(p.asset, env)
+        state = self._state(p.asset, env, now)
         changed = state.value is None or verdict.value != state.value
         if changed:
             state.changed_at = now
-        state.value = verdict.value
+        state.value, state.own = verdict.value, True
+        self.commanded[p.asset] = (verdict.value, state.changed_at)
         state.ramp = replace(p, source="ramp") if verdict.limit and verdict.limit.startswith("rate") else None
         if env.readback is not None and changed:  # devices that echo on change only send nothing otherwise
             state.expect = (verdict.value, now, now + env.readback.timeout_s)
@@ -295,7 +349,7 @@ class Safety:
         for asset, state in self._states.items():
             if state.ramp is None or (env := self.envelope(asset)) is None:
                 continue
-            if state.changed_at is None or now - state.changed_at >= env.min_dwell_s:
+            if now - state.changed_at >= env.min_dwell_s:
                 out.append(replace(state.ramp, arrived_at=now))
         return out
 

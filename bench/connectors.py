@@ -30,6 +30,7 @@ from typing import Any
 
 from qxedge.connectors.modbus import DevicePoller, ModbusDevice
 from qxedge.core.errors import ConnectorError
+from qxedge.testing.bench_results import Results, add_save_option
 
 HOLDING, INPUTS, COILS = 250, 120, 200
 
@@ -155,7 +156,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["modbus", "opcua"], help="one protocol (default: all)")
     parser.add_argument("--seconds", type=float, default=2.0, help="per mode and round (3 rounds)")
     parser.add_argument("--serve-modbus", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    add_save_option(parser)
     args = parser.parse_args()
+    results = Results(__file__, parser, args)
     if args.serve_modbus:
         asyncio.run(_serve_modbus(args.serve_modbus))
         return
@@ -166,8 +169,11 @@ def main() -> None:
         print(result["title"])
         print(_table(result))
         print(f"ratio ({result['ratio_of']}): x{result['ratio']:.1f}\n", flush=True)
+        results.records(result["title"], result["rows"])
+        results.note(f"{name}: ratio ({result['ratio_of']}) x{result['ratio']:.2f}")
     if args.only is not None and args.only not in PROTOCOLS:
         raise SystemExit(f"{args.only}: not benchmarked yet")
+    results.save()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.connectors.opcua import OpcUaConfig
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
+from qxedge.testing.bench_results import Results, add_save_option
 
 VARIABLES = 200
 PUBLISH_MS = 50.0
@@ -196,6 +197,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="per mode and round (3 rounds)")
     parser.add_argument("--variables", type=int, default=VARIABLES)
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    add_save_option(parser)
     args = parser.parse_args()
     if args.serve:
         asyncio.run(_serve(args.serve, args.variables))
@@ -208,6 +210,10 @@ def main() -> None:
     for r in rows:
         print("  ".join(f"{r[c]:>18,.1f}" if isinstance(r[c], float) else f"{r[c]:>18}" for c in cols))
     print(f"ratio ({result['ratio_of']}): x{result['ratio']:.2f}", flush=True)
+    results = Results(__file__, parser, args)
+    results.records(result["title"], rows)
+    results.note(f"ratio ({result['ratio_of']}) x{result['ratio']:.2f}")
+    results.save()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.testing.bench_results import Results, Table, add_save_option
 from qxedge.testing.faults import CONFIRM, Plant, SeqCounter, agent_config, broker_saved, start_agent
 
 RESENT = re.compile(r"sending (\d+) records again")
@@ -49,7 +50,7 @@ def committed(outbox: Path) -> int:
     return int(row[0]) if row else 0
 
 
-def broker_outage(outage_s: float, confirm: str) -> bool:
+def broker_outage(outage_s: float, confirm: str, table: Table) -> bool:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(persistence=True) as broker:
         work = Path(tmp)
         cfg = agent_config(work, broker.url, reconnect_max_s=5.0, confirm=confirm)
@@ -79,7 +80,9 @@ def broker_outage(outage_s: float, confirm: str) -> bool:
             )
             resent = sum(int(n) for n in RESENT.findall((work / "agent.log").read_text(errors="replace")))
             print(f"  sent again by the agent (not confirmed upstream): {resent} records")
-            _, _, lost = counter.report(f"broker kill -9, confirm: {confirm}", sent)
+            name = f"broker kill -9 for {outage_s:g} s, confirm: {confirm}"
+            received, duplicated, lost = counter.report(name, sent)
+            table.add(name, sent, received, duplicated, lost, before - killed_at, caught_up, resent)
             return ok and lost == 0
         finally:
             if agent.poll() is None:
@@ -88,7 +91,7 @@ def broker_outage(outage_s: float, confirm: str) -> bool:
             counter.close()
 
 
-def agent_crash(rounds: int) -> bool:
+def agent_crash(rounds: int, table: Table) -> bool:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         work = Path(tmp)
         cfg = agent_config(work, broker.url)
@@ -106,7 +109,8 @@ def agent_crash(rounds: int) -> bool:
             agent.wait(30)
             sent = committed(work / "outbox.sqlite")
             counter.wait_for(lambda seqs: all(s in seqs for s in range(sent)), 30)
-            _, _, lost = counter.report(f"agent kill -9 x{rounds}", sent)
+            received, duplicated, lost = counter.report(f"agent kill -9 x{rounds}", sent)
+            table.add(f"agent kill -9 x{rounds}", sent, received, duplicated, lost, None, None, None)
             return lost == 0
         finally:
             if agent.poll() is None:
@@ -137,20 +141,37 @@ def main() -> None:
     parser.add_argument(
         "--confirm", choices=["upstream", "broker"], default="upstream", help="the broker scenario's outbox"
     )
+    add_save_option(parser)
     args = parser.parse_args()
+    saved = Results(__file__, parser, args)
+    table = saved.table(
+        "telemetry records counted by seq upstream",
+        [
+            "fault",
+            "sent",
+            "received",
+            "duplicated",
+            "lost",
+            "stored in the outage",
+            "caught up s",
+            "sent again",
+        ],
+    )
     only = [n.strip() for n in args.only.split(",") if n.strip()]
     results = {}
     if "broker" in only:
         print(f"broker killed with SIGKILL for {args.outage_s:g} s mid-stream:")
-        results["broker"] = broker_outage(args.outage_s, args.confirm)
+        results["broker"] = broker_outage(args.outage_s, args.confirm, table)
     if "agent" in only:
         print(f"agent killed with SIGKILL {args.crashes} times mid-stream:")
-        results["agent"] = agent_crash(args.crashes)
+        results["agent"] = agent_crash(args.crashes, table)
     rest = [n for n in only if n in ("workers", "disk", "slow")]
     if rest:
         results[",".join(rest)] = suite(rest)
     for name, ok in results.items():
         print(f"{name}: {'ok' if ok else 'FAILED'}")
+        saved.note(f"{name}: {'ok' if ok else 'FAILED'}")
+    saved.save()
     sys.exit(0 if all(results.values()) else 1)
 
 

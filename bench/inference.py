@@ -27,6 +27,7 @@ import onnxruntime as ort
 
 from qxedge.agent.config import load_config
 from qxedge.agent.inference import OnnxModel
+from qxedge.testing.bench_results import Results, add_save_option
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +41,7 @@ def per_call(fn: Callable[[], object], seconds: float) -> float:
     return elapsed / calls
 
 
-def table(providers: list[str], seconds: float) -> None:
+def table(providers: list[str], seconds: float, results: Results) -> None:
     cfg = load_config(ROOT / "configs" / "edge.yaml", environ={}).models[0]
     cfg = cfg.model_copy(update={"providers": providers})
     model = OnnxModel(cfg)
@@ -54,6 +55,10 @@ def table(providers: list[str], seconds: float) -> None:
         f"\nprovider {model.provider}; model {cfg.name} ({len(cfg.inputs)} features), {cfg.threads} thread(s)"
     )
     print(f"  {'rows':>6} {'layer us/call':>14} {'direct us/call':>15} {'layer rows/s':>14} {'overhead':>9}")
+    rows_table = results.table(
+        f"{model.provider}, model {cfg.name} ({len(cfg.inputs)} features), {cfg.threads} thread(s)",
+        ["rows", "layer µs/call", "direct µs/call", "layer rows/s", "overhead %"],
+    )
     for rows in (1, 8, 64, 512, 4096):
         x = rng.normal(size=(rows, len(cfg.inputs))).astype(np.float32)
         layer, direct = [], []
@@ -62,9 +67,10 @@ def table(providers: list[str], seconds: float) -> None:
             direct.append(per_call(lambda x=x: session.run([output], {name: x}), seconds / 10))
         lt, dt = statistics.median(layer), statistics.median(direct)
         print(f"  {rows:>6} {lt * 1e6:>14.1f} {dt * 1e6:>15.1f} {rows / lt:>14,.0f} {lt / dt - 1:>9.1%}")
+        rows_table.add(rows, lt * 1e6, dt * 1e6, rows / lt, (lt / dt - 1) * 100)
 
 
-def spaced(seconds: float) -> None:
+def spaced(seconds: float, results: Results) -> None:
     cfg = load_config(ROOT / "configs" / "edge.yaml", environ={}).models[0]
     model = OnnxModel(cfg)
     session = ort.InferenceSession(str(cfg.path), providers=["CPUExecutionProvider"])
@@ -79,6 +85,10 @@ def spaced(seconds: float) -> None:
     calls = max(20, int(200 * seconds))
     print(f"\none row per call, idle in between (median us/call over {calls} calls)")
     print(f"  {'idle':>6} " + " ".join(f"{side:>8}" for side in sides))
+    idle_table = results.table(
+        f"one row per call, idle in between (median µs/call over {calls} calls)",
+        ["idle ms", *(f"{side} µs" for side in sides)],
+    )
     for idle in (0.0, 0.001, 0.01):
         took: dict[str, list[float]] = {side: [] for side in sides}
         for _ in range(calls):  # the sides alternate call by call
@@ -90,16 +100,22 @@ def spaced(seconds: float) -> None:
                 took[side].append(time.perf_counter() - started)
         row = " ".join(f"{statistics.median(t) * 1e6:>8.1f}" for t in took.values())
         print(f"  {idle * 1e3:>4g}ms {row}")
+        idle_table.add(idle * 1e3, *(statistics.median(t) * 1e6 for t in took.values()))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="measuring time per batch size and side")
+    add_save_option(parser)
     args = parser.parse_args()
-    table(["CPUExecutionProvider"], args.seconds)
-    spaced(args.seconds)
+    results = Results(__file__, parser, args)
+    table(["CPUExecutionProvider"], args.seconds, results)
+    spaced(args.seconds, results)
     if "CUDAExecutionProvider" in ort.get_available_providers():
-        table(["CUDAExecutionProvider", "CPUExecutionProvider"], args.seconds)
+        table(["CUDAExecutionProvider", "CPUExecutionProvider"], args.seconds, results)
+    else:
+        results.note("CUDAExecutionProvider: not measured (not available in this onnxruntime)")
+    results.save()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from qxedge.agent.config import load_config
 from qxedge.agent.pipeline import Agent
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import split_url
+from qxedge.testing.bench_results import Results, add_save_option
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,7 +107,8 @@ def raw_round(url: str, topic: str, flood: Path, messages: int) -> float:
 
 
 async def agent_round(url: str, topic: str, flood: Path, messages: int) -> tuple[float, int]:
-    cfg = load_config(ROOT / "configs" / "edge.yaml", environ={}, broker_url=url)
+    environ = {"QXEDGE_OPS__PORT": "0"}  # a free port: another agent on this machine may hold 9464
+    cfg = load_config(ROOT / "configs" / "edge.yaml", environ=environ, broker_url=url)
     agent = Agent(cfg.model_copy(update={"planning": None}))  # no production day: its loads are not here
     stop = asyncio.Event()
     first = last = 0.0
@@ -134,7 +137,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1, help="readings per message (values form when > 1)")
     parser.add_argument("--broker", help="an existing broker (default: a private mosquitto)")
+    add_save_option(parser)
     args = parser.parse_args()
+    results = Results(__file__, parser, args)
 
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -142,6 +147,7 @@ def main() -> None:
         if args.broker is None
         else _Given(args.broker) as broker,
     ):
+        os.environ["XDG_STATE_HOME"] = tmp  # the agent's audit log and outbox: not the user's, maybe in use
         flood = Path(tmp) / "flood.txt"
         topic, per_message = make_flood(flood, args.messages, args.batch)
         size = flood.stat().st_size / args.messages
@@ -149,23 +155,38 @@ def main() -> None:
             f"flood: {args.messages:,} messages of ~{size:.0f} bytes, {per_message} reading(s) each, "
             f"broker {broker.url}, python {sys.version.split()[0]}"
         )
+        rounds = results.table(
+            f"{args.messages:,} messages of ~{size:.0f} B, {per_message} reading(s) each, QoS 0",
+            ["round", "raw paho + json.loads msg/s", "agent msg/s", "agent readings/s", "agent / raw"],
+        )
         raw, agent = [], []
         for r in range(args.rounds):
             raw.append(raw_round(broker.url, topic, flood, args.messages))
             rate, readings = asyncio.run(agent_round(broker.url, topic, flood, args.messages))
             agent.append(rate)
             if args.messages / rate < 3:  # the feature window runs once a second: let it run a few times
-                print(f"  note: the agent round lasted {args.messages / rate:.1f} s; use more --messages")
+                short = f"the agent round lasted {args.messages / rate:.1f} s; use more --messages"
+                print(f"  note: {short}")
+                results.note(short)
             print(
                 f"  round {r + 1}: raw paho+json.loads {raw[-1]:>9,.0f} msg/s   "
                 f"agent {agent[-1]:>9,.0f} msg/s = {agent[-1] * per_message:>11,.0f} readings/s "
                 f"({readings:,} readings)"
             )
+            rounds.add(str(r + 1), raw[-1], agent[-1], agent[-1] * per_message, agent[-1] / raw[-1])
         ratio = statistics.median(agent) / statistics.median(raw)
         print(
             f"median: raw {statistics.median(raw):,.0f} msg/s, agent {statistics.median(agent):,.0f} msg/s "
             f"({statistics.median(agent) * per_message:,.0f} readings/s); agent / raw = {ratio:.2f}"
         )
+        rounds.add(
+            "median",
+            statistics.median(raw),
+            statistics.median(agent),
+            statistics.median(agent) * per_message,
+            ratio,
+        )
+    results.save()
 
 
 class _Given:

@@ -49,6 +49,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from qxedge.connectors.embedded_broker import EmbeddedBroker, free_port
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.testing.bench_results import Results, add_save_option
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = "plant/line1/probe/x"
@@ -292,7 +293,9 @@ def main() -> None:
     parser.add_argument("--signals", type=int, default=9, help="background signals (keys in the window)")
     parser.add_argument("--trigger", choices=["readings", "interval"], default="readings")
     parser.add_argument("--profile", metavar="PREFIX", help="py-spy raw profiles of the agent, one per round")
+    add_save_option(parser)
     args = parser.parse_args()
+    results = Results(__file__, parser, args)
     if args.signals < 1 or args.probe_every < 2 or args.rate <= 0:
         parser.error("--signals must be >= 1, --probe-every >= 2 and --rate > 0")
     length_s = max(2.0, 3 * args.signals / args.rate)
@@ -322,6 +325,21 @@ def main() -> None:
             f"window.trigger: {args.trigger}, "
             f"broker {broker.url}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
         )
+        rounds = results.table(
+            f"{args.rate:g} readings/s, a probe every {args.probe_every}, {args.signals} background signals, "
+            f"{length_s:g} s window{', telemetry' if args.telemetry else ''}, trigger: {args.trigger}; "
+            "reading to setpoint arrival against a paho echo",
+            [
+                "round",
+                "echo p50 ms",
+                "echo p99 ms",
+                "agent p50 ms",
+                "agent p99 ms",
+                "p50 ratio",
+                "p99 ratio",
+                "probes coalesced or lost",
+            ],
+        )
         echo_all, agent_all = Round(), Round()
         for r in range(args.rounds):
             echo = echo_round(broker.url, port, args)
@@ -339,6 +357,9 @@ def main() -> None:
                 f"p99 {a99 * 1e3:6.2f} ms ({len(agent.latencies)} setpoints, {agent.lost} probes coalesced "
                 f"or lost) | p99 ratio x{a99 / e99:.2f}"
             )
+            rounds.add(
+                str(r + 1), e50 * 1e3, e99 * 1e3, a50 * 1e3, a99 * 1e3, a50 / e50, a99 / e99, agent.lost
+            )
         (e50, e99), (a50, a99) = stats_line(echo_all.latencies), stats_line(agent_all.latencies)
         (g50, g99), (o50, o99) = stats_line(agent_all.to_gate), stats_line(agent_all.from_gate)
         measured_s = args.rounds * args.seconds
@@ -355,6 +376,29 @@ def main() -> None:
             f"p99 {a99 * 1e3:.2f} ms; agent / echo = x{a50 / e50:.2f} (p50), x{a99 / e99:.2f} (p99); "
             f"target p99 <= x2: {'met' if a99 <= 2 * e99 else 'NOT met'}"
         )
+        rounds.add("all", e50 * 1e3, e99 * 1e3, a50 * 1e3, a99 * 1e3, a50 / e50, a99 / e99, None)
+        results.table(
+            "the agent's side (all rounds)",
+            [
+                "reading → gate p50 ms",
+                "p99 ms",
+                "gate → arrival p50 ms",
+                "p99 ms",
+                "CPU % of a core",
+                "µs CPU a reading",
+                "echo µs CPU a reading",
+            ],
+        ).add(
+            g50 * 1e3,
+            g99 * 1e3,
+            o50 * 1e3,
+            o99 * 1e3,
+            agent_all.cpu_s / measured_s * 100,
+            agent_all.cpu_s / (args.rate * measured_s) * 1e6,
+            echo_all.cpu_s / (args.rate * measured_s) * 1e6,
+        )
+        results.note(stalls_line(agent_all.stalls))
+    results.save()
 
 
 if __name__ == "__main__":

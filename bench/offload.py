@@ -30,6 +30,7 @@ import numpy as np
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient
 from qxedge.hybrid.client import OffloadClient, OffloadConfig
+from qxedge.testing.bench_results import Results, add_save_option
 
 ECHO = textwrap.dedent("""
     import sys, paho.mqtt.client as paho
@@ -70,6 +71,24 @@ async def echo_round_trips(port: int, n: int, payload: bytes) -> list[float]:
         return out
 
 
+async def wait_for_workers(port: int, count: int, timeout_s: float = 120) -> None:
+    """Until ``count`` different workers have answered a small job (they import PennyLane and start their
+    solver processes first: seconds, more on a busy machine)."""
+    cfg = OffloadConfig(deadline_ms=30_000, solver="exact", fallback_ms=100)
+    async with (
+        MqttClient(BrokerConfig(url=f"mqtt://127.0.0.1:{port}"), role="bench-warm-up") as mqtt,
+        OffloadClient(mqtt, "bench", cfg) as offload,
+    ):
+        seen: set[str | None] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(seen) < count:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{len(seen)} of {count} solver workers answered within {timeout_s:g} s")
+            decision = await offload.solve(bqm(6, len(seen)))
+            if decision.source == "datacenter" and decision.result is not None:
+                seen.add(decision.result.worker)
+
+
 async def offload_round_trips(port: int, n: int) -> tuple[list[float], list[float]]:
     cfg = OffloadConfig(deadline_ms=5000, solver="exact", fallback_ms=100)
     async with (
@@ -85,7 +104,7 @@ async def offload_round_trips(port: int, n: int) -> tuple[list[float], list[floa
         return totals, overheads
 
 
-async def adherence(port: int, rate: float, seconds: float, n: int) -> None:
+async def adherence(port: int, rate: float, seconds: float, n: int, saved: Results) -> None:
     cfg = OffloadConfig(deadline_ms=1500, solver="auto", fallback_ms=250)
     async with (
         MqttClient(BrokerConfig(url=f"mqtt://127.0.0.1:{port}"), role="bench-agent-2") as mqtt,
@@ -113,6 +132,10 @@ async def adherence(port: int, rate: float, seconds: float, n: int) -> None:
             f"{fallbacks} local fallbacks ({offload.stats['greedy_fallbacks']} greedy), "
             f"{offload.stats['late']} results after the deadline; wins {dict(offload.wins)}"
         )
+        saved.table(
+            f"deadline adherence: {rate:g} jobs/s of n = {n} for {seconds:g} s, two workers",
+            ["decisions", "in time", "local fallbacks", "late results", "wins"],
+        ).add(len(results), in_time, fallbacks, offload.stats["late"], str(dict(offload.wins)))
 
 
 def main() -> None:
@@ -121,7 +144,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--n", type=int, default=12, help="variables per job in the adherence run")
+    add_save_option(parser)
     args = parser.parse_args()
+    saved = Results(__file__, parser, args)
     with EmbeddedBroker(prefer="mosquitto") as broker, tempfile.TemporaryDirectory() as tmp:
         port = broker.port
         conf = Path(tmp) / "dc.yaml"
@@ -137,7 +162,7 @@ def main() -> None:
         echo = subprocess.Popen([sys.executable, "-c", ECHO, str(port)], stdout=subprocess.PIPE, text=True)
         try:
             assert echo.stdout is not None and echo.stdout.readline().strip() == "ready"
-            time.sleep(8)  # the workers import PennyLane and start their solver processes
+            asyncio.run(wait_for_workers(port, len(workers)))
             payload = json.dumps({"problem": bqm(10, 0).to_serializable(use_bytes=False)}).encode()
             echo_rtt = asyncio.run(echo_round_trips(port, args.jobs, payload))
             totals, overheads = asyncio.run(offload_round_trips(port, args.jobs))
@@ -148,11 +173,23 @@ def main() -> None:
             p99 = statistics.quantiles(overheads, n=100)[98] / statistics.quantiles(echo_rtt, n=100)[98]
             p50 = statistics.median(overheads) / statistics.median(echo_rtt)
             print(f"  overhead / echo: p50 x{p50:.2f}, p99 x{p99:.2f}")
-            asyncio.run(adherence(port, args.rate, args.seconds, args.n))
+            trips = saved.table(
+                f"{args.jobs} round trips of n = 10, one at a time, private mosquitto",
+                ["", "p50 ms", "p99 ms"],
+            )
+            for label, xs in [
+                ("MQTT echo (paho subscribe + republish)", echo_rtt),
+                ("offload round trip", totals),
+                ("offload minus solve time", overheads),
+            ]:
+                trips.add(label, statistics.median(xs) * 1000, statistics.quantiles(xs, n=100)[98] * 1000)
+            trips.add("overhead / echo (ratio)", p50, p99)
+            asyncio.run(adherence(port, args.rate, args.seconds, args.n, saved))
         finally:
             for p in (*workers, echo):
                 p.terminate()
                 p.wait(10)
+    saved.save()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import dimod
 import numpy as np
 
 from qxedge.hybrid.qaoa import QaoaConfig, solve_qaoa
+from qxedge.testing.bench_results import Results, add_save_option
 
 DEVICES = ("default.qubit", "lightning.qubit", "qxedge.cpu")
 
@@ -68,10 +69,14 @@ def evaluation_rate(device: str, n: int, extra: int) -> tuple[float, float]:
     return (e_b - e_a) / (t_b - t_a), t_a
 
 
-def rates(sizes: list[int], max_eval_s: float, budget_s: float) -> None:
+def rates(sizes: list[int], max_eval_s: float, budget_s: float, results: Results) -> None:
     print(f"circuit evaluations per second (p = 2, density 0.5; cap {max_eval_s:g} s per evaluation):")
     heads = f"{'default.qubit':>14}  {'lightning.qubit':>16}  {'qxedge.cpu':>11}  {'lightning/default':>17}"
     print(f"  {'n':>3}  {heads}  {'qxedge.cpu/lightning':>20}")
+    table = results.table(
+        f"circuit evaluations per second (p = 2, density 0.5; cap {max_eval_s:g} s per evaluation)",
+        ["n", *DEVICES, "lightning / default", "qxedge.cpu / lightning"],
+    )
     per_eval: dict[str, float] = {}
     last_n: dict[str, int] = {}
     for n in sizes:
@@ -92,19 +97,26 @@ def rates(sizes: list[int], max_eval_s: float, budget_s: float) -> None:
         ratio_ours = f"x{ours / light:.1f}" if isinstance(ours, float) and isinstance(light, float) else "-"
         line = f"  {n:>3}  {cells[0]}  {cells[1]:>16}  {cells[2]:>11}  {ratio:>17}  {ratio_ours:>20}"
         print(line, flush=True)
+        table.add(n, *(row[d] for d in DEVICES), ratio, ratio_ours)
 
 
-def full_solves(device: str, limit_s: float, n_max: int) -> None:
+def full_solves(device: str, limit_s: float, n_max: int, results: Results) -> None:
     cfg = QaoaConfig(device=device, max_qubits=n_max)
     print(
         f"full solve on {device} (p = {cfg.layers}, COBYLA <= {cfg.maxiter} evaluations, "
         f"{cfg.shots} shots, polish), no deadline:"
+    )
+    table = results.table(
+        f"full solve on {device} (p = {cfg.layers}, COBYLA <= {cfg.maxiter} evaluations, {cfg.shots} shots, "
+        "polish), no deadline",
+        ["n", "seconds", "evaluations", "P(optimum)"],
     )
     within: dict[float, int] = {}
     for n in range(4, n_max + 1, 2):
         seconds, evaluations, details = timed_solve(instance(n), cfg)
         optimum = details["p_optimum"]
         print(f"  n = {n:>2}: {seconds:6.2f} s, {evaluations} evaluations, P(optimum) {optimum:.3g}")
+        table.add(n, seconds, evaluations, optimum)
         for bound in (1.0, 10.0):
             if seconds <= bound:
                 within[bound] = n
@@ -114,17 +126,17 @@ def full_solves(device: str, limit_s: float, n_max: int) -> None:
         print(f"  (stopped at --full-max-n {n_max})")
     for bound in (1.0, 10.0):
         print(f"  largest n solved within {bound:g} s: {within.get(bound, 'none')}")
+        results.note(f"{device}: largest n solved within {bound:g} s: {within.get(bound, 'none')}")
 
 
-def gpu_note() -> None:
+def gpu_note() -> str:
     import pennylane as qml
 
     try:
         qml.device("lightning.gpu", wires=2)
     except Exception as exc:  # no plugin, no CUDA, no GPU: each raises its own error
-        print(f"lightning.gpu: not measured, no GPU here ({type(exc).__name__}: {str(exc)[:100]})")
-    else:
-        print("lightning.gpu: available, not part of this benchmark (bench/qaoa_gpu.py measures qxedge.gpu)")
+        return f"lightning.gpu: not measured, no GPU here ({type(exc).__name__}: {str(exc)[:100]})"
+    return "lightning.gpu: available, not part of this benchmark (bench/qaoa_gpu.py measures qxedge.gpu)"
 
 
 def main() -> None:
@@ -140,7 +152,9 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="n = 8, 12 and full solves up to n = 10 (smoke test)"
     )
+    add_save_option(parser)
     args = parser.parse_args()
+    results = Results(__file__, parser, args)
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.quick:
         sizes, args.max_eval_s, args.extra_s, args.full_max_n = [8, 12], 1.0, 0.3, 10
@@ -150,12 +164,15 @@ def main() -> None:
         f"python {sys.version.split()[0]}, pennylane {qml.__version__}, {platform.machine()}, "
         f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
     )
-    gpu_note()
+    note = gpu_note()
+    print(note)
+    results.note(note)
     started = time.perf_counter()
-    rates(sizes, args.max_eval_s, args.extra_s)
+    rates(sizes, args.max_eval_s, args.extra_s, results)
     for device in ("lightning.qubit", "qxedge.cpu"):
-        full_solves(device, 10.0, args.full_max_n)
+        full_solves(device, 10.0, args.full_max_n, results)
     print(f"total {time.perf_counter() - started:.0f} s")
+    results.save()
 
 
 if __name__ == "__main__":

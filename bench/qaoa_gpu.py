@@ -42,6 +42,7 @@ import numpy as np
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig
 from qxedge.hybrid.qaoa import PennyLaneCircuit, QaoaConfig, solve_qaoa
 from qxedge.hybrid.statevector import CpuStatevector, GpuStatevector, gpu_passes
+from qxedge.testing.bench_results import Results, add_save_option
 
 sys.path.append(str(Path(__file__).resolve().parent))
 from qaoa import instance  # bench/qaoa.py: the same random QUBOs as the CPU table
@@ -62,10 +63,11 @@ def lightning(h: np.ndarray, j: np.ndarray, measure: Literal["probs", "state"]) 
     return PennyLaneCircuit(qml.device("lightning.qubit", wires=len(h)), h, j, 2, measure)
 
 
-def check(sizes: list[int]) -> bool:
+def check(sizes: list[int], results: Results) -> bool:
     print(f"check against lightning.qubit (p = 2, max |amplitude difference|; <= {TOLERANCE:g} required):")
     heads = [f"K={k}" for k in GROUPS] + ["complex64", "qxedge.cpu"]
     print(f"  {'n':>3}  " + "  ".join(f"{head:>10}" for head in heads))
+    table = results.table("max |amplitude difference| against lightning.qubit (p = 2)", ["n", *heads])
     rng = np.random.default_rng(7)
     ok = True
     for n in sizes:
@@ -77,7 +79,9 @@ def check(sizes: list[int]) -> bool:
         cpu = np.abs(CpuStatevector(h, j).state(gammas, betas) - ref).max()
         ok &= max(errors) <= TOLERANCE and cpu <= TOLERANCE
         print(f"  {n:>3}  " + "  ".join(f"{e:10.1e}" for e in [*errors, single, cpu]), flush=True)
+        table.add(n, *(f"{float(e):.1e}" for e in [*errors, single, cpu]))
     print(f"  {'passed' if ok else 'FAILED'}")
+    results.note(f"check against lightning.qubit (<= {TOLERANCE:g} required): {'passed' if ok else 'FAILED'}")
     return ok
 
 
@@ -104,10 +108,14 @@ def copy_bandwidth(cp: Any) -> float:
     return 2 * 8 * (1 << 29) / seconds
 
 
-def layers(cp: Any, sizes: list[int], bandwidth: float) -> None:
+def layers(cp: Any, sizes: list[int], bandwidth: float, results: Results) -> None:
     print(f"one layer (phase + mixer), median of 10 (CUDA events); copy bandwidth {bandwidth / 1e9:.0f} GB/s")
     heads = f"{'dtype':>10} {'K':>2} {'passes':>6} {'ms/layer':>9} {'GB/s':>6} {'floor ms':>9} {'/floor':>7}"
     print(f"  {'n':>3} {heads}")
+    table = results.table(
+        f"one layer (phase + mixer), median of 10 (CUDA events); copy bandwidth {bandwidth / 1e9:.0f} GB/s",
+        ["n", "dtype", "K", "passes", "ms/layer", "GB/s", "floor ms", "/ floor"],
+    )
     rng = np.random.default_rng(11)
     for n in sizes:
         h, j = random_ising(n, rng)
@@ -131,13 +139,27 @@ def layers(cp: Any, sizes: list[int], bandwidth: float) -> None:
                     f"{moved / seconds / 1e9:6.0f} {floor * 1e3:9.2f} {seconds / floor:7.2f}",
                     flush=True,
                 )
+                table.add(
+                    n,
+                    np.dtype(dtype).name,
+                    k,
+                    passes,
+                    seconds * 1e3,
+                    moved / seconds / 1e9,
+                    floor * 1e3,
+                    seconds / floor,
+                )
                 del sim
                 cp.get_default_memory_pool().free_all_blocks()
 
 
-def evaluations(cp: Any, sizes: list[int], max_cpu_s: float) -> None:
+def evaluations(cp: Any, sizes: list[int], max_cpu_s: float, results: Results) -> None:
     print("circuit evaluations per second (p = 2; qxedge.gpu complex128, K = 5; lightning.qubit on CPUs):")
     print(f"  {'n':>3} {'qxedge.gpu':>11} {'lightning.qubit':>16} {'gpu / lightning':>16}")
+    table = results.table(
+        "circuit evaluations per second (p = 2; qxedge.gpu complex128, K = 5; lightning.qubit on CPUs)",
+        ["n", "qxedge.gpu", "lightning.qubit", "gpu / lightning"],
+    )
     rng = np.random.default_rng(13)
     cpu_seconds = 0.0
     for n in sizes:
@@ -156,15 +178,21 @@ def evaluations(cp: Any, sizes: list[int], max_cpu_s: float) -> None:
             cpu_seconds = time.perf_counter() - started
             light, ratio = f"{1 / cpu_seconds:16.2f}", f"x{gpu * cpu_seconds:.0f}"
         print(f"  {n:>3} {gpu:11.1f} {light:>16} {ratio:>16}", flush=True)
+        table.add(n, gpu, light.strip(), ratio)
 
 
-def full_solves(cp: Any, sizes: list[int] | None, n_max: int) -> None:
+def full_solves(cp: Any, sizes: list[int] | None, n_max: int, results: Results) -> None:
     """Growing even n until a solve takes over 10 s (or exactly ``sizes``); the peak of CuPy's pool."""
     started = time.perf_counter()
     solve_qaoa(instance(4), time.time() + 60, QaoaConfig(device="qxedge.gpu"))  # compiles the kernels
     print(
         f"full solve (qxedge.gpu, complex128, defaults otherwise); first call, kernels compiled: "
         f"{time.perf_counter() - started:.1f} s"
+    )
+    results.note(f"full solve: first call, kernels compiled, {time.perf_counter() - started:.1f} s")
+    table = results.table(
+        "full solve (qxedge.gpu, complex128, defaults otherwise)",
+        ["n", "seconds", "evaluations", "P(optimum)", "GPU memory held GiB"],
     )
     within: dict[float, int] = {}
     pool = cp.get_default_memory_pool()
@@ -176,6 +204,7 @@ def full_solves(cp: Any, sizes: list[int] | None, n_max: int) -> None:
             candidate = solve_qaoa(instance(n), time.time() + 3600, cfg)
         except MemoryError as exc:  # CuPy's OutOfMemoryError is one
             print(f"  n = {n:>2}: out of GPU memory ({str(exc)[:100]})")
+            results.note(f"full solve at n = {n}: out of GPU memory")
             break
         seconds = time.perf_counter() - started
         details = candidate.details
@@ -187,6 +216,7 @@ def full_solves(cp: Any, sizes: list[int] | None, n_max: int) -> None:
             f"P(optimum) {details['p_optimum']:.3g}, GPU memory held {pool.total_bytes() / 2**30:.1f} GiB",
             flush=True,
         )
+        table.add(n, seconds, details["evaluations"], details["p_optimum"], pool.total_bytes() / 2**30)
         for bound in (1.0, 10.0):
             if seconds <= bound:
                 within[bound] = n
@@ -194,9 +224,10 @@ def full_solves(cp: Any, sizes: list[int] | None, n_max: int) -> None:
             break
     for bound in (1.0, 10.0):
         print(f"  largest n solved within {bound:g} s: {within.get(bound, 'none')}")
+        results.note(f"full solve: largest n solved within {bound:g} s: {within.get(bound, 'none')}")
 
 
-async def workers(n: int, jobs: int) -> None:
+async def workers(n: int, jobs: int, saved: Results) -> None:
     portfolio = Portfolio(SolversConfig(workers=2, qaoa=QaoaConfig(device="qxedge.gpu", max_qubits=n)))
     try:
         started = time.perf_counter()
@@ -217,6 +248,7 @@ async def workers(n: int, jobs: int) -> None:
                 f"energy {best.energy if best else None}"
             )
         print(f"  {jobs} jobs of n = {n} in {seconds:.2f} s")
+        saved.note(f"two solver processes: {jobs} jobs of n = {n} at once in {seconds:.2f} s")
     finally:
         portfolio.close(kill=True)
 
@@ -234,14 +266,16 @@ def main() -> int:
     parser.add_argument("--solve-max-n", type=int, default=30, help="largest n of the full solves")
     parser.add_argument("--solve-sizes", help="exactly these n for the full solves (no 10 s stop)")
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke test)")
+    add_save_option(parser)
     args = parser.parse_args()
+    results = Results(__file__, parser, args)
     try:
         import cupy as cp
 
         name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
     except Exception as exc:  # no CuPy (ImportError), no driver or no GPU (CUDA errors)
         print(f"qxedge.gpu: not measured, no CUDA GPU here ({type(exc).__name__}: {str(exc)[:100]})")
-        return 0
+        return 0  # nothing saved: a result without a GPU would replace one measured with it
     import pennylane as qml
 
     print(
@@ -250,12 +284,14 @@ def main() -> int:
     )
     if args.quick:
         args.check, args.sizes, args.rates, args.solve_max_n = "3,7,12", "16", "8,12", 14
-    if not check(ints(args.check)):
+    results.note(f"{name}, CuPy {cp.__version__}, CUDA runtime {cp.cuda.runtime.runtimeGetVersion()}")
+    if not check(ints(args.check), results):
         return 1
-    layers(cp, ints(args.sizes), copy_bandwidth(cp))
-    evaluations(cp, ints(args.rates), args.max_cpu_s)
-    full_solves(cp, ints(args.solve_sizes) if args.solve_sizes else None, args.solve_max_n)
-    asyncio.run(workers(20 if not args.quick else 10, 4))
+    layers(cp, ints(args.sizes), copy_bandwidth(cp), results)
+    evaluations(cp, ints(args.rates), args.max_cpu_s, results)
+    full_solves(cp, ints(args.solve_sizes) if args.solve_sizes else None, args.solve_max_n, results)
+    asyncio.run(workers(20 if not args.quick else 10, 4, results))
+    results.save()
     return 0
 
 

@@ -31,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from qxedge.connectors.embedded_broker import EmbeddedBroker, free_port
 from qxedge.connectors.mqtt import split_url
+from qxedge.testing.bench_results import Results, add_save_option
 from qxedge.testing.faults import CONFIRM, SeqCounter, start_agent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,6 +124,7 @@ def main() -> None:
         "--max-drift", type=float, default=0.10, help="exit 1 above this drift (a brief smoke run: larger)"
     )
     parser.add_argument("--confirm", choices=["broker", "upstream"], default="broker", help="the outbox's")
+    add_save_option(parser)
     args = parser.parse_args()
     duration = args.minutes * 60
     warmup = args.warmup if args.warmup is not None else min(120.0, duration / 5)
@@ -159,7 +161,7 @@ def main() -> None:
         sent = int(row[0]) if row else 0
         print(f"outbox (confirm: {args.confirm}): {left} records left on disk after the stop")
         counter.wait_for(lambda seqs: all(s in seqs for s in range(sent)), 30)
-        _, _, lost = counter.report("soak telemetry", sent)
+        received, duplicated, lost = counter.report("soak telemetry", sent)
         counter.close()
     drift = (end_rss - base_rss) / base_rss
     print(
@@ -170,6 +172,23 @@ def main() -> None:
         f"RSS after warm-up {base_rss / 1024:.1f} MiB, at the end {end_rss / 1024:.1f} MiB: ratio "
         f"{end_rss / base_rss:.3f} (drift {drift:+.1%}, limit ±{args.max_drift:.0%})"
     )
+    results = Results(__file__, parser, args)
+    results.table(
+        f"{args.minutes:g} min at {args.rate} readings/s, {args.assets} assets, {warmup:.0f} s warm-up, "
+        f"confirm: {args.confirm}",
+        [
+            "RSS after warm-up MiB",
+            "RSS at the end MiB",
+            "drift %",
+            "readings/s counted",
+            "records sent",
+            "received",
+            "duplicated",
+            "lost",
+            "left on disk",
+        ],
+    ).add(base_rss / 1024, end_rss / 1024, drift * 100, rate, sent, received, duplicated, lost, left)
+    results.save()
     sys.exit(0 if abs(drift) <= args.max_drift and lost == 0 else 1)
 
 

@@ -28,6 +28,7 @@ from dwave.samplers import SimulatedAnnealingSampler
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
 from qxedge.hybrid.qaoa import QaoaConfig
 from qxedge.hybrid.solvers import all_energies
+from qxedge.testing.bench_results import Results, add_save_option
 
 NAMES = ("exact", "sa", "tabu", "qaoa raw", "qaoa", "auto", "SA defaults")
 
@@ -52,13 +53,16 @@ async def main() -> None:
     parser.add_argument("--deadline-ms", type=int, default=2000)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--only-qaoa-depths", action="store_true")
+    add_save_option(parser)
     args = parser.parse_args()
+    saved = Results(__file__, parser, args)
     if not args.only_qaoa_depths:
-        await portfolio_table(args)
-    qaoa_depths(args)
+        await portfolio_table(args, saved)
+    qaoa_depths(args, saved)
+    saved.save()
 
 
-async def portfolio_table(args: argparse.Namespace) -> None:
+async def portfolio_table(args: argparse.Namespace, saved: Results) -> None:
     cfg = SolversConfig()
     portfolio = Portfolio(cfg)
     portfolio.warm_up()
@@ -98,12 +102,19 @@ async def portfolio_table(args: argparse.Namespace) -> None:
     portfolio.close(kill=True)
 
     print("\nmean gap to the best known (seconds to answer), small n = 12..20 / large n = 100..250:")
+    summary = saved.table(
+        f"mean gap to the best known and seconds to answer, deadline {args.deadline_ms} ms, "
+        f"{args.seeds} seed(s) per n",
+        ["solver", "n 12..20 gap %", "seconds", "best", "n 100..250 gap %", "seconds", "best"],
+    )
     for name in NAMES:
         parts = []
+        cells: list[str | float | None] = [name]
         for small in (True, False):
             picked = [(r[name], best) for n, r, best in rows if (n <= 20) == small and r[name][0] is not None]
             if not picked:
                 parts.append(f"{'refused':>24}")
+                cells += ["refused", None, None]
                 continue
             gaps = [gap(e, best) for (e, _), best in picked]
             secs = [s for (_, s), _ in picked]
@@ -111,10 +122,16 @@ async def portfolio_table(args: argparse.Namespace) -> None:
                 f"{statistics.mean(gaps):>8.3%} ({statistics.mean(secs):5.2f} s) {sum(g == 0 for g in gaps)}"
                 f"/{len(gaps)} best"
             )
+            cells += [
+                100 * statistics.mean(gaps),
+                statistics.mean(secs),
+                f"{sum(g == 0 for g in gaps)}/{len(gaps)}",
+            ]
         print(f"  {name:<12} " + "   ".join(parts))
+        summary.add(*cells)
 
 
-def qaoa_depths(args: argparse.Namespace) -> None:
+def qaoa_depths(args: argparse.Namespace, saved: Results) -> None:
     print("\nQAOA raw quality (no polishing), linear-ramp start, COBYLA, 1000 shots:")
     header = (
         "n",
@@ -128,6 +145,9 @@ def qaoa_depths(args: argparse.Namespace) -> None:
         "seconds",
     )
     print("  " + " ".join(f"{h:>{w}}" for h, w in zip(header, (3, 11, 2, 16, 10, 8, 10, 6, 8), strict=True)))
+    table = saved.table(
+        "QAOA raw quality (no polishing), linear-ramp start, COBYLA, 1000 shots", list(header)
+    )
     for n in (8, 12, 16):
         for seed in range(args.seeds):
             bqm = instance(n, 0.5, 77 * n + seed)
@@ -144,6 +164,17 @@ def qaoa_depths(args: argparse.Namespace) -> None:
                     f"  {n:>3} {objective:>11} {p:>2} {c.raw_best_energy / opt:>16.1%} "
                     f"{d['expectation'] / opt:>10.1%} {d['p_optimum']:>8.4f} {d['p_optimum'] * 2**n:>10.0f} "
                     f"{d['evaluations']:>6} {time.monotonic() - started:>8.2f}"
+                )
+                table.add(
+                    n,
+                    objective,
+                    p,
+                    f"{c.raw_best_energy / opt:.1%}",
+                    f"{d['expectation'] / opt:.1%}",
+                    d["p_optimum"],
+                    d["p_optimum"] * 2**n,
+                    d["evaluations"],
+                    time.monotonic() - started,
                 )
 
 

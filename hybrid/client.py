@@ -5,9 +5,14 @@ publishes a job on ``qx/v1/{site}/jobs`` and waits on ``qx/v1/{site}/results/{jo
 deadline minus ``fallback_ms``. If no valid ``ok`` result has come by then (data center down, slow,
 overloaded, or the broker unreachable) it solves locally with a classical solver in the time kept for
 that (or, when many fallbacks come at once, with an instant greedy descent), so a decision always
-arrives by the deadline. A result is used only if it answers a job this
-client sent and its energy matches its sample on the job's own model; anything else is counted and
-dropped. Results arriving after the client gave up on them are counted as ``late``.
+arrives by the deadline. A result is used only if it answers a job this client sent, on that job's
+topic, with status ``ok`` and a sample of the job's variables whose energy on the job's own model is
+the energy it claims. Anything else (malformed, another job's, a mismatched sample or energy, or a
+``rejected`` / ``late`` / ``error`` answer, which anyone on the broker could forge) is counted, handed
+to ``on_refused`` with its reason (the agent audits it) and ignored: the client keeps waiting for a
+valid result of the same job until the wait ends, and only then falls back (its reason names the
+last answer refused). Results arriving after the wait ended are counted as ``late``; a second result
+for a job already answered, as ``duplicate_results``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import math
 import time
 import uuid
 from collections import Counter, OrderedDict
@@ -65,6 +71,7 @@ class Decision:
     result: ResultEnvelope | None = None
 
 
+RESULTS_PER_JOB = 64  # results held for one job while it is being waited for; more are refused
 RefusedHook = Callable[[str, "str | None", str, dict[str, Any]], None]  # topic, job id, reason, detail
 
 
@@ -78,8 +85,8 @@ class OffloadClient:
         self.config = config
         self.stats: Counter[str] = Counter()
         self.wins: Counter[str] = Counter()
-        self._waiting: dict[str, asyncio.Future[ResultEnvelope]] = {}
-        self._abandoned: OrderedDict[str, None] = OrderedDict()
+        self._waiting: dict[str, asyncio.Queue[tuple[str, ResultEnvelope]]] = {}  # job id -> its results
+        self._finished: OrderedDict[str, bool] = OrderedDict()  # job id -> answered (else fell back)
         self._sent: OrderedDict[str, float] = OrderedDict()  # job id -> deadline, the last 10,000 jobs
         self._search_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qxedge-fallback")
         self._searching = False
@@ -108,16 +115,25 @@ class OffloadClient:
                     )
                     continue
                 job_id = result.job_id or ""
-                future = self._waiting.get(job_id)
+                waiting = self._waiting.get(job_id)
                 if topic != results_topic(self.site, job_id):
                     self._refuse(
                         "invalid_results", topic, job_id, "the result's job_id does not match its topic"
                     )
-                elif future is not None and not future.done():
-                    future.set_result(result)
-                elif job_id in self._abandoned:
+                elif waiting is not None:
+                    try:
+                        waiting.put_nowait((topic, result))
+                    except asyncio.QueueFull:
+                        self._refuse("invalid_results", topic, job_id, "too many results for one job")
+                elif self._finished.get(job_id) is True:
+                    self._refuse("duplicate_results", topic, job_id, "the job was answered already")
+                elif job_id in self._finished:
                     self._refuse(
-                        "late", topic, job_id, "arrived after the job's deadline: the local fallback decided"
+                        "late",
+                        topic,
+                        job_id,
+                        "arrived after the wait for it ended (the fallback_ms before the job's deadline): "
+                        "the local fallback decided",
                     )
                 else:
                     self._refuse(
@@ -154,58 +170,53 @@ class OffloadClient:
             reply_to=results_topic(self.site, job_id),
             meta=meta or {},
         )
-        future: asyncio.Future[ResultEnvelope] = asyncio.get_running_loop().create_future()
-        self._waiting[job_id] = future
+        results: asyncio.Queue[tuple[str, ResultEnvelope]] = asyncio.Queue(RESULTS_PER_JOB)
+        self._waiting[job_id] = results
         self._sent[job_id] = deadline_at
         if len(self._sent) > 10_000:
             self._sent.popitem(last=False)
         self.stats["jobs"] += 1
         self.mqtt.publish(jobs_topic(self.site), envelope.model_dump_json().encode(), qos=1)
-        reason: str
+        refused = ""  # why the last result of this job was not used
         try:
             async with asyncio.timeout(max(0.0, deadline_at - cfg.fallback_ms / 1000 - time.time())):
-                result = await future
+                while True:  # the first result does not decide: a forged one must not end the wait
+                    topic, result = await results.get()
+                    self.stats["results"] += 1
+                    decision, refused = self._accept(bqm, topic, result, started)
+                    if decision is not None:
+                        self._finish(job_id, answered=True)
+                        return decision
         except TimeoutError:
-            reason = "no result from the data center in time" if self.mqtt.connected else "broker unreachable"
-            self._abandon(job_id)
-        else:
-            self.stats["results"] += 1
-            decision, reason = self._accept(bqm, result, started)
-            if decision is not None:
-                return decision
+            self._finish(job_id, answered=False)
         finally:
             self._waiting.pop(job_id, None)
+        if refused:
+            reason = f"no valid result from the data center in time (refused: {refused})"
+        else:
+            reason = "no result from the data center in time" if self.mqtt.connected else "broker unreachable"
         return await self._fall_back(bqm, job_id, deadline_at, started, reason)
 
     def deadline_of(self, job_id: str) -> float | None:
         """The deadline of a job this client sent (among the last 10,000), else None."""
         return self._sent.get(job_id)
 
-    def _abandon(self, job_id: str) -> None:
-        self._abandoned[job_id] = None
-        if len(self._abandoned) > 10_000:
-            self._abandoned.popitem(last=False)
+    def _finish(self, job_id: str, *, answered: bool) -> None:
+        self._finished[job_id] = answered
+        if len(self._finished) > 10_000:
+            self._finished.popitem(last=False)
 
     def _accept(
-        self, bqm: dimod.BinaryQuadraticModel, result: ResultEnvelope, started: float
+        self, bqm: dimod.BinaryQuadraticModel, topic: str, result: ResultEnvelope, started: float
     ) -> tuple[Decision | None, str]:
-        if result.status != "ok" or result.sample is None or result.energy is None:
-            self.stats[f"result_{result.status}"] += 1
-            return None, f"data center answered {result.status}: {result.reason}"
-        topic = results_topic(self.site, result.job_id or "")
-        values = (0, 1) if bqm.vartype is dimod.BINARY else (-1, 1)
-        if set(result.sample) != {str(v) for v in bqm.variables} or any(
-            x not in values for x in result.sample.values()
-        ):
-            reason = "the result's sample does not fit the job's variables"
-            self._refuse("invalid_results", topic, result.job_id, reason)
+        """The decision a result carries, or (None, why it is refused: counted and handed on)."""
+        counter, reason = check_result(bqm, result)
+        if reason:
+            self._refuse(counter, topic, result.job_id, reason)
             return None, reason
+        assert result.sample is not None and result.energy is not None  # checked
         sample = unlabel_sample(bqm, result.sample)
         energy = float(bqm.energy(sample))
-        if abs(energy - result.energy) > 1e-6 * max(1.0, abs(energy)):
-            reason = f"the result's energy {result.energy} does not match its sample ({energy})"
-            self._refuse("invalid_results", topic, result.job_id, reason)
-            return None, reason
         self.wins[result.solver or "?"] += 1
         return Decision(
             result.job_id or "",
@@ -251,3 +262,19 @@ class OffloadClient:
             time.monotonic() - started,
             reason,
         )
+
+
+def check_result(bqm: dimod.BinaryQuadraticModel, result: ResultEnvelope) -> tuple[str, str]:
+    """Whether ``result`` is a usable answer to the job of ``bqm``: ``("", "")`` when it is, else the
+    counter it goes to and the reason. Never raises for any envelope."""
+    if result.status != "ok" or result.sample is None or result.energy is None:
+        return f"result_{result.status}", f"data center answered {result.status}: {result.reason}"
+    values = (0, 1) if bqm.vartype is dimod.BINARY else (-1, 1)
+    if set(result.sample) != {str(v) for v in bqm.variables} or any(
+        x not in values for x in result.sample.values()
+    ):
+        return "invalid_results", "the result's sample does not fit the job's variables"
+    energy = float(bqm.energy(unlabel_sample(bqm, result.sample)))
+    if not math.isfinite(result.energy) or abs(energy - result.energy) > 1e-6 * max(1.0, abs(energy)):
+        return "invalid_results", f"the result's energy {result.energy} does not match its sample ({energy})"
+    return "", ""

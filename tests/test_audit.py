@@ -28,6 +28,7 @@ from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.core.errors import AuditError
 
 from .conftest import Watcher, edge_config, wait_until
+from .test_gate import plant_reports
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = "demo"
@@ -492,6 +493,7 @@ async def test_20000_proposals_of_the_value_in_force_are_written_once_and_counte
         gate = agent.gate
         assert gate is not None
         assert await wait_until(lambda: gate.locks_unknown() is None), "the plant broker's locks never came"
+        await plant_reports(watcher, agent, "pump2")  # the value in force: known before the first write
         statuses = []
         for _ in range(20_000):
             now = time.time()

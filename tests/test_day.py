@@ -29,8 +29,8 @@ async def test_a_plan_without_any_reading_is_refused_as_having_no_data(
             assert await wait_until(lambda: agent.day is not None and agent.day.slot >= 1, 60)
             stop.set()
     rows = [r for r in query(cfg.safety.audit.resolved(cfg.site)) if r["source"] == "plan:baseline"]
-    assert rows and {(r["verdict"], r["reason"]) for r in rows} == {
-        ("refused", "no input data has arrived yet")
-    }
+    assert rows and {r["verdict"] for r in rows} == {"refused"}
+    # the first refusal of a kind has a row of its own, repeats a summary row ("N more in ..., the last: ...")
+    assert all(r["reason"].endswith("no input data has arrived yet") for r in rows)
     assert agent.gate is not None and agent.gate.verdicts["written"] == 0
     assert "no input data has arrived yet" in caplog.text and " s old" not in caplog.text

@@ -11,14 +11,29 @@ from collections.abc import Callable
 
 import pytest
 
+from qxedge.agent.audit import query
+from qxedge.agent.config import EdgeConfig
 from qxedge.agent.pipeline import Agent
-from qxedge.agent.safety import Proposal
+from qxedge.agent.safety import Proposal, Verdict
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 
-from .conftest import Watcher, edge_config
+from .conftest import Watcher, edge_config, wait_until
 
 pytestmark = pytest.mark.integration
 SITE = "demo"
+
+
+async def plant_reports(watcher: Watcher, agent: Agent, *assets: str, load_cap: float = 1.0) -> None:
+    """The plant echoes the value in force of each asset (``load_cap``) until the agent has it: a
+    rate-limited asset is never written before its value in force is known."""
+    wanted = {(f"line1/{asset}", "load_cap") for asset in assets}
+    deadline = time.monotonic() + 30
+    while not wanted <= set(agent.safety.latest):
+        assert time.monotonic() < deadline, "the agent never saw the plant's echo"
+        for asset in assets:
+            body = json.dumps({"value": load_cap, "ts": time.time()})
+            await asyncio.to_thread(watcher.publish, f"plant/line1/{asset}/load_cap", body)
+        await asyncio.sleep(0.2)
 
 
 async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
@@ -48,7 +63,7 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
         for asset in ("pump1", "pump2", "fan1"):  # fresh readings for the temperature interlock
             for k in range(3):
                 watcher.publish(f"plant/line1/{asset}/temp", json.dumps({"value": 60.0 + k}))
-        await asyncio.sleep(1.5)  # one evaluation: the interlock sees them
+        await plant_reports(watcher, agent, "pump1", "pump2", "fan1")  # one evaluation: it sees them all
         steps = [
             ("proposals/line1/pump1", {"value": -3.0, "source": "mes", "ts": now}),  # out of range: clamped
             ("proposals/line1/pump1", {"value": 0.5, "data_ts": now - 600}),  # stale data
@@ -133,13 +148,19 @@ async def test_nothing_outside_the_envelope_reaches_the_setpoint_topic(
 async def test_dry_run_audits_but_writes_nothing(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
-    cfg = edge_config(broker.url, safety__dry_run="true", safety__envelopes__0__interlocks="[]")
+    cfg = edge_config(
+        broker.url,
+        safety__dry_run="true",
+        safety__envelopes__0__interlocks="[]",
+        safety__envelopes__0__min_dwell_s="0",
+    )
     watcher = watch(f"qx/v1/{SITE}/setpoints/#")
     agent = Agent(cfg)
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(agent.run(stop))
         await asyncio.wait_for(agent.ready.wait(), 10)
+        await plant_reports(watcher, agent, "pump1")
         for value in (0.5, 3.0):
             await asyncio.to_thread(
                 watcher.publish,
@@ -205,9 +226,95 @@ async def test_starts_without_the_broker_and_writes_nothing_until_the_locks_are_
                 await asyncio.sleep(0.05)
             locked = await agent.gate.propose(proposal("line1/pump1"))
             assert locked.status == "refused" and "maintenance" in locked.reason
+            await plant_reports(watcher, agent, "pump2")
             accepted = await agent.gate.propose(proposal("line1/pump2"))
             assert accepted.status == "accepted" and accepted.value == 0.7, accepted
         finally:
             stop.set()
             watcher.close()
     late.stop()
+
+
+async def run_agent(
+    cfg: EdgeConfig, watcher: Watcher, *proposals: tuple[str, float], echo: tuple[str, ...] = ()
+) -> tuple[Agent, dict[str, Verdict]]:
+    """Start an agent, let the plant echo ``echo``'s value in force, propose, stop: the verdicts."""
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    verdicts = {}
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(agent.run(stop))
+        await asyncio.wait_for(agent.ready.wait(), 30)
+        gate = agent.gate
+        assert gate is not None
+        if echo:
+            await plant_reports(watcher, agent, *echo)
+        assert await wait_until(lambda: gate.locks_unknown() is None)
+        for asset, value in proposals:
+            now = time.time()
+            verdicts[asset] = await gate.propose(Proposal(asset, value, "topic:test", now, now))
+        stop.set()
+    return agent, verdicts
+
+
+async def test_a_restarted_agent_writes_from_the_value_in_force(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    """Run 1 moves pump1 and pump2 to 0.4; after a restart (its retained setpoints and its audit log;
+    no echo, initial 1.0) a proposal of 1.0 moves at most rate x dt from 0.4, and the dwell counts from
+    the previous change. The retained setpoints are known as the agent's own: no alarm."""
+    watcher = watch(f"qx/v1/{SITE}/alarms")
+    fast = {"safety__envelopes__0__interlocks": "[]", "safety__envelopes__0__min_dwell_s": "0"}
+    cfg = edge_config(broker.url, **fast, safety__envelopes__0__max_rate_per_s="100")
+    _, first = await run_agent(
+        cfg, watcher, ("line1/pump1", 0.4), ("line1/pump2", 0.4), echo=("pump1", "pump2")
+    )
+    assert all(v.status == "accepted" and v.value == 0.4 for v in first.values()), first
+    agent, second = await run_agent(edge_config(broker.url, **fast), watcher, ("line1/pump1", 1.0))
+    pump1 = second["line1/pump1"]
+    assert pump1.limit == "rate 0.2/s" and pump1.value is not None and 0.4 < pump1.value <= 0.6, pump1
+    slow = {**fast, "safety__envelopes__0__min_dwell_s": "600"}
+    again, third = await run_agent(edge_config(broker.url, **slow), watcher, ("line1/pump2", 0.5))
+    assert third["line1/pump2"].limit == "dwell" and "min dwell 600 s" in third["line1/pump2"].reason
+    assert agent.gate is not None and again.gate is not None
+    assert agent.gate.verdicts["foreign"] == again.gate.verdicts["foreign"] == 0  # its own, from before
+
+
+async def test_a_setpoint_the_agent_did_not_write_raises_an_alarm(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    cfg = edge_config(
+        broker.url,
+        safety__envelopes__0__interlocks="[]",
+        safety__envelopes__0__min_dwell_s="0",
+        safety__envelopes__0__max_rate_per_s="1000",
+    )
+    watcher = watch(f"qx/v1/{SITE}/alarms")
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(agent.run(stop))
+        await asyncio.wait_for(agent.ready.wait(), 30)
+        await plant_reports(watcher, agent, "pump1")
+        now = time.time()
+        assert agent.gate is not None
+        own = await agent.gate.propose(Proposal("line1/pump1", 0.9, "topic:test", now, now))
+        assert own.status == "accepted", own
+        forged = {"asset": "line1/pump1", "value": 0.05, "ts": time.time()}  # envelope min 0.3
+        await asyncio.to_thread(watcher.publish, f"qx/v1/{SITE}/setpoints/line1/pump1", json.dumps(forged))
+        assert await asyncio.to_thread(
+            watcher.wait_for, lambda ms: any(b"foreign_setpoint" in m.payload for m in ms), 30
+        )
+        now = time.time()  # 0.9 is no longer in force: proposing it again is not a no-op
+        again = await agent.gate.propose(Proposal("line1/pump1", 0.9, "topic:test", now, now))
+        assert not again.reason.startswith("unchanged"), again
+        stop.set()
+    assert agent.gate.verdicts["foreign"] == 1 and agent.gate.verdicts["unchanged"] == 0
+    (alarm,) = [a for a in watcher.json_on(f"qx/v1/{SITE}/alarms") if a["kind"] == "foreign_setpoint"]
+    assert (alarm["asset"], alarm["observed"], alarm["expected"]) == ("line1/pump1", 0.05, 0.9)
+    assert "did not write" in alarm["reason"]
+    rows = query(cfg.safety.audit.resolved(SITE), asset="line1/pump1")
+    assert [(r["kind"], r["verdict"], r["value"]) for r in rows if r["kind"] == "foreign_setpoint"] == [
+        ("foreign_setpoint", "alarm", 0.05)
+    ]
+    assert ("setpoint", "written", 0.9) in [(r["kind"], r["verdict"], r["value"]) for r in rows]

@@ -20,7 +20,7 @@ from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.service import DataCenterConfig, SolverService
 from qxedge.hybrid.wire import JobLimits
 
-from .conftest import Watcher, optimum, random_bqm, sample_energy
+from .conftest import Watcher, optimum, random_bqm, sample_energy, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -172,6 +172,67 @@ async def test_forged_results_are_ignored(broker: EmbeddedBroker, watch: Callabl
         decision = await offload.solve(bqm)
     assert decision.source == "fallback"
     assert offload.stats["unknown_results"] == 1 and offload.stats["invalid_results"] == 1
+
+
+async def test_a_forged_answer_does_not_end_the_wait_for_the_real_one(broker: EmbeddedBroker) -> None:
+    """Forged and invalid results on the job's own topic come first: each is refused with its reason
+    and ignored, the real answer that follows is the decision; a second copy of it is a duplicate."""
+    bqm = random_bqm(8, 0.5, seed=4)
+    refused: list[tuple[str | None, str]] = []
+    config = OffloadConfig(deadline_ms=20_000, fallback_ms=200)
+    async with (
+        MqttClient(BrokerConfig(url=broker.url), role="agent") as mqtt,
+        MqttClient(BrokerConfig(url=broker.url), role="datacenter") as datacenter,
+        OffloadClient(mqtt, "gumi", config, lambda _t, job, why, _d: refused.append((job, why))) as offload,
+    ):
+        jobs = await datacenter.subscribe("qx/v1/gumi/jobs", qos=1)
+
+        async def answer() -> str:
+            ((_, payload),) = await asyncio.wait_for(jobs.next_batch(), 20)
+            job = json.loads(payload)
+            best = dimod.ExactSolver().sample(bqm).first
+            sample = {str(v): int(x) for v, x in best.sample.items()}
+            real = {"v": 1, "job_id": job["job_id"], "status": "ok", "sample": sample, "solver": "exact"}
+            flipped = {**sample, str(bqm.variables[0]): 1 - sample[str(bqm.variables[0])]}
+            for forged in (
+                b"{not json",
+                json.dumps({**real, "energy": best.energy - 100}).encode(),  # a better energy it lacks
+                json.dumps({**real, "sample": flipped, "energy": best.energy}).encode(),
+                json.dumps({"v": 1, "job_id": job["job_id"], "status": "error", "reason": "forged"}).encode(),
+                json.dumps({**real, "energy": best.energy}).encode(),  # the real one, last
+            ):
+                datacenter.publish(job["reply_to"], forged, qos=1)
+            return str(job["reply_to"])
+
+        reply_to, decision = await asyncio.gather(answer(), offload.solve(bqm))
+        assert decision.source == "datacenter", decision.reason
+        assert decision.energy == pytest.approx(optimum(bqm))
+        assert decision.result is not None
+        datacenter.publish(reply_to, decision.result.model_dump_json(), qos=1)
+        assert await wait_until(lambda: offload.stats["duplicate_results"] == 1)
+    assert offload.stats["invalid_results"] == 3 and offload.stats["result_error"] == 1
+    reasons = " | ".join(why for _, why in refused)
+    for expected in ("malformed result", "does not match its sample", "data center answered error: forged"):
+        assert expected in reasons, reasons
+    assert "the job was answered already" in refused[-1][1]
+
+
+async def test_a_result_after_the_wait_says_so(broker: EmbeddedBroker, watch: Callable[..., Watcher]) -> None:
+    bqm = random_bqm(6, 0.5, seed=5)
+    refused: list[str] = []
+    forger = watch()
+    async with (
+        MqttClient(BrokerConfig(url=broker.url), role="agent") as mqtt,
+        OffloadClient(
+            mqtt, "gumi", OffloadConfig(deadline_ms=300, fallback_ms=100), lambda *a: refused.append(a[2])
+        ) as offload,
+    ):
+        decision = await offload.solve(bqm)  # no data center: the fallback decides
+        assert decision.source == "fallback"
+        late = {"v": 1, "job_id": decision.job_id, "status": "error", "reason": "slow"}
+        await asyncio.to_thread(forger.publish, f"qx/v1/gumi/results/{decision.job_id}", json.dumps(late))
+        assert await wait_until(lambda: offload.stats["late"] == 1)
+    assert "arrived after the wait for it ended" in refused[-1]
 
 
 async def test_one_site_flooding_does_not_starve_another(

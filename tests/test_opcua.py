@@ -589,6 +589,8 @@ async def test_agent_reads_and_writes_through_opcua(
         "nodes": [
             {"node": "ns=2;s=Line1.pump1.Temp", "asset": "line1/pump1", "signal": "temp"},
             {"node": "0:Objects/2:Line1/2:pump1/2:Power", "asset": "line1/pump1", "signal": "power"},
+            # the setpoint node read as its echo: the value in force before the agent's first write
+            {"node": "0:Objects/2:Line1/2:pump1/2:LoadCap", "asset": "line1/pump1", "signal": "load_cap"},
         ],
         "setpoints": {"line1/pump1": {"node": "0:Objects/2:Line1/2:pump1/2:LoadCap", "type": "Double"}},
         "sampling_interval_ms": 0,
@@ -634,7 +636,7 @@ async def test_agent_reads_and_writes_through_opcua(
         )
         # the read-back arrives as line1/pump1/load_cap and confirms the write (no alarm)
         for _ in range(100):
-            if agent.safety.latest.get(("line1/pump1", "load_cap")) is not None:
+            if agent.safety.latest.get(("line1/pump1", "load_cap"), (0, None))[1] == 0.9:
                 break
             await asyncio.sleep(0.1)
         assert agent.safety.latest[("line1/pump1", "load_cap")][1] == 0.9

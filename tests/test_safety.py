@@ -83,15 +83,16 @@ def test_interlock_needs_a_fresh_reading_that_holds() -> None:
 
 def test_rate_limit_ramps_and_dwell_spaces_changes() -> None:
     s = safety(initial=1.0, max_rate_per_s=0.1, min_dwell_s=2)
-    first = proposal(0.5, T0 + 1)
-    verdict = s.evaluate(first, T0 + 1)
+    assert "min dwell 2 s" in s.evaluate(proposal(0.5, T0 + 1), T0 + 1).reason  # counted from the start
+    first = proposal(0.5, T0 + 3)
+    verdict = s.evaluate(first, T0 + 3)
     assert (verdict.status, verdict.limit) == ("clamped", "rate 0.1/s") and verdict.value == pytest.approx(
         0.9
     )
-    s.committed(first, verdict, T0 + 1)
-    assert "min dwell 2 s" in s.evaluate(proposal(0.8, T0 + 2), T0 + 2).reason
-    assert s.ramps(T0 + 2) == []  # still within the dwell time
-    now, value = T0 + 1, 0.9
+    s.committed(first, verdict, T0 + 3)
+    assert "min dwell 2 s" in s.evaluate(proposal(0.8, T0 + 4), T0 + 4).reason
+    assert s.ramps(T0 + 4) == []  # still within the dwell time
+    now, value = T0 + 3, 0.9
     while s.ramps(now + 2):  # one step per dwell period, each at most one second's worth of rate
         now += 2
         (ramp,) = s.ramps(now)
@@ -107,6 +108,82 @@ def test_a_current_value_outside_the_range_moves_into_it() -> None:
     s.latest = {(ASSET, "load_cap"): (T0, 5.0)}  # the plant says 5.0, far outside [0.3, 1.0]
     verdict = s.evaluate(proposal(0.5, T0 + 10), T0 + 10)
     assert verdict.value is not None and 0.3 <= verdict.value <= 1.0
+
+
+PUMP = {"initial": 1.0, "max_rate_per_s": 0.2, "min_dwell_s": 5}  # configs/edge.yaml's pumps
+ECHO = {"readback": {"signal": "load_cap", "tolerance": 0.001}}
+
+
+def test_a_restart_starts_from_the_echo_not_from_initial() -> None:
+    """The plant reports 0.3, the envelope's initial is 1.0: a proposal of 1.0 moves at most rate x dt."""
+    s = safety(**PUMP, **ECHO)
+    s.latest = {(ASSET, "load_cap"): (T0 + 9.5, 0.3)}
+    verdict = s.evaluate(proposal(1.0, T0 + 10), T0 + 10)
+    assert (verdict.status, verdict.limit) == ("clamped", "rate 0.2/s")
+    assert verdict.value == pytest.approx(0.3 + 0.2 * 1.0)  # max_step_s 1
+
+
+@pytest.mark.parametrize("readback", [True, False])
+def test_a_restart_starts_from_the_setpoint_on_record(readback: bool) -> None:
+    """No echo: the retained setpoint or the audit log's last write says 0.3, not the initial 1.0."""
+    s = safety(**PUMP, **(ECHO if readback else {}))
+    s.learn(ASSET, 0.3, T0 - 60, now=T0)
+    verdict = s.evaluate(proposal(1.0, T0 + 10), T0 + 10)
+    assert verdict.value == pytest.approx(0.5) and verdict.limit == "rate 0.2/s"
+
+
+def test_the_echo_beats_the_record_and_the_newest_record_wins() -> None:
+    s = safety(**PUMP, **ECHO)
+    s.learn(ASSET, 0.9, T0 - 30, now=T0)
+    s.learn(ASSET, 0.7, T0 - 60, now=T0)  # older: ignored
+    assert s.evaluate(proposal(0.3, T0 + 10), T0 + 10).value == pytest.approx(0.7)
+    s.latest = {(ASSET, "load_cap"): (T0 + 10, 0.3)}  # the plant says better
+    assert s.evaluate(proposal(1.0, T0 + 10), T0 + 10).value == pytest.approx(0.5)
+
+
+def test_dwell_counts_from_the_previous_change_across_a_restart() -> None:
+    """pump2 changed 2 s before the restart; dwell 5 s: 3 s after the restart is too soon, 5.5 s is not."""
+    s = safety(**PUMP)
+    s.learn(ASSET, 0.6, T0 - 2, now=T0)
+    refused = s.evaluate(proposal(0.7, T0 + 1), T0 + 1)
+    assert refused.limit == "dwell" and "last change 3.0 s ago" in refused.reason
+    assert s.evaluate(proposal(0.7, T0 + 3.5), T0 + 3.5).value == pytest.approx(0.7)
+
+
+def test_an_unknown_change_time_counts_from_the_start() -> None:
+    s = safety(**PUMP, **ECHO)
+    s.latest = {(ASSET, "load_cap"): (T0 + 1, 0.6)}  # no record: when it changed nobody knows
+    assert s.evaluate(proposal(0.7, T0 + 1), T0 + 1).limit == "dwell"
+    s.latest = {(ASSET, "load_cap"): (T0 + 5, 0.6)}
+    assert s.evaluate(proposal(0.7, T0 + 5), T0 + 5).value == pytest.approx(0.7)
+    s.learn(ASSET, 0.6, T0 - 100, now=T0)  # a record the echo agrees with: its time counts
+    s.latest = {(ASSET, "load_cap"): (T0 + 1, 0.6)}
+    assert s.evaluate(proposal(0.7, T0 + 1), T0 + 1).value == pytest.approx(0.7)
+
+
+def test_a_rate_limited_asset_is_not_written_blind() -> None:
+    s = safety(**PUMP, **ECHO)
+    blind = s.evaluate(proposal(0.9, T0 + 10), T0 + 10)
+    assert blind.limit == "in force" and "no fresh echo on load_cap" in blind.reason
+    s.latest = {(ASSET, "load_cap"): (T0 - 20, 0.8)}  # older than max_input_age_s: stale
+    assert s.evaluate(proposal(0.9, T0 + 10), T0 + 10).limit == "in force"
+    without = safety(max_rate_per_s=0.2)  # no readback, no initial: nothing can tell
+    assert "no readback, no initial" in without.evaluate(proposal(0.9, T0 + 10), T0 + 10).reason
+    assert safety().evaluate(proposal(0.9, T0), T0).status == "accepted"  # no rate limit: no need
+
+
+def test_a_foreign_setpoint_is_the_value_in_force_and_ends_the_ramp() -> None:
+    s = safety(**PUMP, **ECHO)
+    s.latest = {(ASSET, "load_cap"): (T0 + 10, 1.0)}
+    p = proposal(0.3, T0 + 10)
+    verdict = s.evaluate(p, T0 + 10)
+    s.committed(p, verdict, T0 + 10)
+    assert verdict.value == pytest.approx(0.8) and s.ramps(T0 + 20)
+    s.foreign(ASSET, 0.35, T0 + 20)
+    assert s.ramps(T0 + 30) == []  # the ramp ended with the foreign write
+    assert s.evaluate(proposal(0.9, T0 + 22), T0 + 22).limit == "dwell"  # counted from the foreign one
+    s.latest = {(ASSET, "load_cap"): (T0 + 30, 0.35)}
+    assert s.evaluate(proposal(0.9, T0 + 30), T0 + 30).value == pytest.approx(0.55)
 
 
 def test_future_data_is_refused() -> None:
@@ -200,7 +277,9 @@ def test_no_sequence_writes_outside_the_envelope_or_too_fast(
 
     async def run() -> None:
         now = T0
-        current, changed_at = env.initial, None  # what the plant holds, and when it last changed
+        # what the plant holds, and when it last changed (unknown: the agent's start, T0): the echo when
+        # the plant reports one, else the initial value (only without readback)
+        current, changed_at = (echo, T0) if echo is not None else (env.initial, T0)
         for dt, value, temp, temp_age, data_age, dry, locked in steps:
             now += dt
             env.dry_run = dry
@@ -218,12 +297,13 @@ def test_no_sequence_writes_outside_the_envelope_or_too_fast(
                 assert lo <= v <= hi
                 assert not dry and not locked, "a dry run or a lock was ignored"
                 assert temp < 150 and temp_age <= 5, "an interlock was ignored"
+                if rate is not None:
+                    assert current is not None, "a rate-limited asset was written blind"
                 if v == current:
                     continue
-                if changed_at is not None:
-                    assert now - changed_at >= dwell
+                assert now - changed_at >= dwell
                 if rate is not None and current is not None and lo <= current <= hi:
-                    since = now - (changed_at if changed_at is not None else T0)
+                    since = now - changed_at
                     assert abs(v - current) <= rate * min(since, env.max_step_s) * (1 + 1e-9) + 1e-9
                 current, changed_at = v, now
 
