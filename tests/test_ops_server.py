@@ -94,4 +94,5 @@ async def test_bad_requests_get_an_answer_not_a_traceback(caplog: pytest.LogCapt
             writer.close()
             assert answer.split(b" ", 2)[1] == status, (request[:20], answer[:80])
         assert await wait_until(lambda: server.stats().open == 0)
+        assert server.stats().answered == 5
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

@@ -93,7 +93,7 @@ class OpsStats:
 
     open: int  # connections being served now
     peak: int  # the most served at once
-    answered: int  # requests answered (any status but the two below)
+    answered: int  # requests answered (any status, 408 and the 503 of a refusal aside)
     refused: int  # connections over max_connections, answered 503 unread
     timed_out: int  # connections closed for not sending their request or not taking their answer in time
 
@@ -170,7 +170,6 @@ class OpsServer:
 
     def answer(self, head: bytes) -> bytes:
         """The whole response to one request head (request line and headers, no body)."""
-        self._answered += 1
         try:
             method, target, _version = head.split(b"\r\n", 1)[0].decode("ascii").split(" ")
         except (UnicodeDecodeError, ValueError):
@@ -206,6 +205,9 @@ class OpsServer:
 
     def release(self, connection: _Connection) -> None:
         self._open.discard(connection)
+
+    def count_answer(self) -> None:
+        self._answered += 1
 
     def count_timeout(self) -> None:
         self._timed_out += 1
@@ -259,6 +261,7 @@ class _Connection(asyncio.Protocol):
     def _send(self, payload: bytes) -> None:
         assert self.transport is not None and self.timer is not None
         self.answered = True
+        self.server.count_answer()
         self.timer.cancel()
         self.timer = asyncio.get_running_loop().call_later(self.server.config.write_timeout_s, self._cut)
         self.transport.write(payload)
