@@ -32,10 +32,10 @@ async def watch_lag(histogram: Histogram, every_s: float = LAG_EVERY_S) -> None:
 
 
 @contextlib.contextmanager
-def gc_pauses(histogram: Histogram) -> Iterator[None]:
-    """Observe each garbage collection's duration, labelled by its generation, while inside (the
-    collector is the process's: every thread's collections count)."""
-    by_generation = [histogram.labels(str(generation)) for generation in range(3)]
+def gc_pauses(histogram: Histogram, *labels: str) -> Iterator[None]:
+    """Observe each garbage collection's duration, labelled ``labels`` then its generation, while inside
+    (the collector is the process's: every thread's collections count)."""
+    by_generation = [histogram.labels(*labels, str(generation)) for generation in range(3)]
     started = 0.0
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:

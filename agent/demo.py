@@ -41,7 +41,7 @@ def demo_broker(cfg: EdgeConfig, explicit: bool) -> Iterator[tuple[EdgeConfig, s
 
 
 def _progress_line(elapsed: float, agent: Agent, plant: SimulatedPlant) -> str:
-    s = agent.stats
+    s = agent.counts
     worst = max(s.scores.items(), key=lambda kv: kv[1], default=("-", 0.0))
     return (
         f"t={elapsed:5.1f}s  published {plant.published:>7,}  readings {s.readings:>7,}  "
@@ -109,7 +109,7 @@ async def run_once(
         await asyncio.sleep(cfg.window.every_s * 1.5)  # let the last readings be evaluated
         simulation.cancel()
         stop.set()
-    stats = agent.stats
+    stats = agent.counts
     verdicts = agent.gate.verdicts if agent.gate else Counter[str]()
     elapsed = time.monotonic() - started
     summary = {

@@ -1,142 +1,137 @@
-"""The agent's Prometheus metrics, read from its own counters at scrape time (nothing on the hot path
-but one histogram observation per model and evaluation)."""
+"""The agent's Prometheus metrics, read from a snapshot of its counters (``Agent.stats()``) at scrape
+time (nothing on the hot path but one histogram observation per model and evaluation)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from qxedge.agent._stalls import BUCKETS, LAG_EVERY_S
+from qxedge.core.ops_server import build_info, ops_metrics, process_registry
 
 if TYPE_CHECKING:
-    from qxedge.agent.pipeline import Agent
+    from qxedge.agent.pipeline import AgentStats
+
+VERDICTS = ("accepted", "clamped", "refused", "written", "alarms", "refused_results", "foreign")
+OFFLOAD = (
+    "jobs",
+    "results",
+    "fallbacks",
+    "late",
+    "unknown_results",
+    "invalid_results",
+    "duplicate_results",
+    "result_rejected",
+    "result_late",
+    "result_error",
+)
+OUTBOX_EVENTS = (
+    *("accepted", "written", "sent", "acked", "confirmed", "resent", "bad_confirmations"),
+    *("overflow_dropped", "refused", "write_errors"),
+)
 
 
 class AgentMetrics(Collector):
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-        self.registry = CollectorRegistry()
+    """The registry of one agent: what ``stats`` (``Agent.stats``) says at each scrape, histograms the
+    agent observes into (every series labelled with its ``site``, as the dashboards filter on it), and
+    the process's own collectors."""
+
+    def __init__(self, stats: Callable[[], AgentStats]) -> None:
+        self.stats = stats
+        self.registry = process_registry()
         self.inference_seconds = Histogram(
             "qxedge_inference_seconds",
             "ONNX Runtime time per model and evaluation (all assets in one run)",
-            ["model", "provider"],
+            ["site", "model", "provider"],
             registry=self.registry,
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
         self.loop_lag_seconds = Histogram(
             "qxedge_loop_lag_seconds",
             f"how late the event loop runs a timer due every {LAG_EVERY_S:g} s (what a reading waits behind)",
+            ["site"],
             registry=self.registry,
             buckets=BUCKETS,
         )
         self.gc_pause_seconds = Histogram(
             "qxedge_gc_pause_seconds",
             "garbage collections of the process and how long each stopped it, by generation",
-            ["generation"],
+            ["site", "generation"],
             registry=self.registry,
             buckets=BUCKETS,
         )
         self.registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
-        a, site = self.agent, self.agent.site
-        s = a.stats
+        s = self.stats()
+        site = s.site
 
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            family = CounterMetricFamily(name, doc, labels=["site"])
-            family.add_metric([site], value)
+        def one(family: CounterMetricFamily | GaugeMetricFamily, value: float) -> Metric:
+            family.add_metric([site], float(value))
             return family
 
+        def counter(name: str, doc: str, value: float) -> Metric:
+            return one(CounterMetricFamily(name, doc, labels=["site"]), value)
+
+        def gauge(name: str, doc: str, value: float) -> Metric:
+            return one(GaugeMetricFamily(name, doc, labels=["site"]), value)
+
+        def by(name: str, doc: str, label: str, values: Mapping[str, int], keys: Iterable[str]) -> Metric:
+            family = CounterMetricFamily(name, doc, labels=["site", label])
+            for key in keys:
+                family.add_metric([site, key], values.get(key, 0))
+            return family
+
+        yield build_info("site", site)
         yield counter("qxedge_messages", "MQTT messages received on reading topics", s.messages)
         yield counter("qxedge_readings", "readings accepted", s.readings)
         yield counter("qxedge_evaluations", "feature-window evaluations", s.evaluations)
         yield counter("qxedge_inferences", "assets scored", s.inferences)
         yield counter("qxedge_proposals", "setpoint proposals made by the agent's rules", s.proposals)
-        mqtt = a.mqtt
-        yield counter(
-            "qxedge_broker_reconnects", "reconnections to the broker", mqtt.reconnects if mqtt else 0
-        )
+        yield counter("qxedge_broker_reconnects", "reconnections to the broker", s.broker_reconnects)
         yield counter(
             "qxedge_publishes_dropped",
             "messages that could not be queued for the broker",
-            mqtt.dropped_publishes if mqtt else 0,
+            s.publishes_dropped,
         )
-        dead = CounterMetricFamily(
-            "qxedge_deadletters", "messages rejected and dead-lettered", labels=["site", "reason"]
-        )
-        for reason, n in s.deadletter_reasons.items():
-            dead.add_metric([site, reason], n)
-        yield dead
-        verdicts = CounterMetricFamily(
-            "qxedge_setpoint_verdicts", "safety verdicts and writes", labels=["site", "verdict"]
-        )
-        for verdict in ("accepted", "clamped", "refused", "written", "alarms", "refused_results", "foreign"):
-            verdicts.add_metric([site, verdict], a.gate.verdicts[verdict] if a.gate else 0)
-        yield verdicts
-        offload = CounterMetricFamily(
-            "qxedge_offload", "offloaded jobs and what became of them", labels=["site", "event"]
-        )
-        for event in (
-            "jobs",
-            "results",
-            "fallbacks",
-            "late",
-            "unknown_results",
-            "invalid_results",
-            "duplicate_results",
-            "result_rejected",
-            "result_late",
-            "result_error",
-        ):
-            offload.add_metric([site, event], a.offload.stats[event] if a.offload else 0)
-        yield offload
+        reasons = s.deadletter_reasons
+        yield by("qxedge_deadletters", "messages rejected and dead-lettered", "reason", reasons, reasons)
+        yield by("qxedge_setpoint_verdicts", "safety verdicts and writes", "verdict", s.verdicts, VERDICTS)
+        yield by("qxedge_offload", "offloaded jobs and what became of them", "event", s.offload, OFFLOAD)
         models = GaugeMetricFamily(
             "qxedge_model_info",
             "loaded models and the provider running them",
             labels=["site", "model", "provider", "sha256"],
         )
-        for name, model in a.models.items():
-            models.add_metric([site, name, model.provider, model.sha256[:16]], 1)
+        for model in s.models:
+            models.add_metric([site, model.name, model.provider, model.sha256[:16]], 1)
         yield models
-        connected = GaugeMetricFamily(
-            "qxedge_broker_connected", "1 while the plant broker link is up", labels=["site"]
+        yield gauge("qxedge_broker_connected", "1 while the plant broker link is up", s.broker_connected)
+        yield gauge(
+            "qxedge_outbox_depth", "QoS 1 messages not yet acknowledged by the broker", s.broker_unacked
         )
-        connected.add_metric([site], 1.0 if a.mqtt is not None and a.mqtt.connected else 0.0)
-        yield connected
-        outbox = GaugeMetricFamily(
-            "qxedge_outbox_depth", "QoS 1 messages not yet acknowledged by the broker", labels=["site"]
+        yield gauge(
+            "qxedge_outbox_stored", "disk outbox records not yet acknowledged upstream", s.outbox_stored
         )
-        outbox.add_metric([site], a.mqtt.outbox_depth if a.mqtt is not None else 0)
-        yield outbox
-        box = a.outbox
-        stored = GaugeMetricFamily(
-            "qxedge_outbox_stored", "disk outbox records not yet acknowledged upstream", labels=["site"]
+        yield gauge(
+            "qxedge_outbox_alarm", "1 while the disk outbox overflows or its disk fails", s.outbox_alarm
         )
-        stored.add_metric([site], box.depth + box.pending if box is not None else 0)
-        yield stored
-        trouble = GaugeMetricFamily(
-            "qxedge_outbox_alarm", "1 while the disk outbox overflows or its disk fails", labels=["site"]
+        yield by(
+            "qxedge_outbox_records",
+            "disk outbox records and what became of them",
+            "event",
+            s.outbox_records,
+            OUTBOX_EVENTS,
         )
-        trouble.add_metric([site], 1.0 if box is not None and (box.overflowing or box.error) else 0.0)
-        yield trouble
-        records = CounterMetricFamily(
-            "qxedge_outbox_records", "disk outbox records and what became of them", labels=["site", "event"]
-        )
-        events = ("accepted", "written", "sent", "acked", "confirmed", "resent", "bad_confirmations")
-        for event in (*events, "overflow_dropped", "refused", "write_errors"):
-            records.add_metric([site, event], box.stats[event] if box is not None else 0)
-        yield records
         yield counter(
             "qxedge_setpoints_stale_dropped",
             "setpoints not sent because the plant broker link was down (never written late)",
-            a.mqtt.stale_dropped if a.mqtt is not None else 0,
+            s.setpoints_stale_dropped,
         )
-        rows = GaugeMetricFamily(
-            "qxedge_window_rows", "readings held in the feature windows", labels=["site"]
-        )
-        rows.add_metric([site], a.window.rows)
-        yield rows
+        yield gauge("qxedge_window_rows", "readings held in the feature windows", s.window_rows)
+        if s.ops is not None:
+            yield from ops_metrics(s.ops, "site", site)

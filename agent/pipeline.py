@@ -32,6 +32,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -58,7 +59,7 @@ from qxedge.connectors.plant import (
     SetpointSink,
 )
 from qxedge.connectors.readings import ReadingBatch, Rejected
-from qxedge.core.ops_server import OpsServer
+from qxedge.core.ops_server import OpsServer, OpsStats
 from qxedge.hybrid.client import OffloadClient
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ INLINE_EVALUATION_S = 0.0005  # an evaluation this quick runs on the loop (bench
 
 
 @dataclass(slots=True)
-class AgentStats:
+class AgentCounts:
+    """The agent's own counters, bumped on the hot path; readers take a snapshot, :meth:`Agent.stats`."""
+
     messages: int = 0
     readings: int = 0
     deadletters: int = 0
@@ -78,6 +81,41 @@ class AgentStats:
     scores: dict[str, float] = field(default_factory=dict)
     max_scores: dict[str, float] = field(default_factory=dict)
     proposals: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStats:
+    name: str
+    provider: str  # the ONNX Runtime execution provider running it
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStats:
+    """What the agent has done and holds, as of one moment (:meth:`Agent.stats`): what /metrics exports.
+    The mappings are copies; those of parts not started yet (gate, offload, outbox) are empty."""
+
+    site: str
+    messages: int  # MQTT messages received on reading topics
+    readings: int  # readings accepted (MQTT and plant connectors)
+    deadletters: int
+    deadletter_reasons: Mapping[str, int]
+    evaluations: int
+    inferences: int  # assets scored
+    proposals: int  # setpoint proposals made by the agent's rules
+    verdicts: Mapping[str, int]  # the setpoint gate's: accepted, clamped, refused, written, alarms...
+    offload: Mapping[str, int]  # jobs, results, fallbacks, late...
+    broker_connected: bool
+    broker_reconnects: int
+    publishes_dropped: int  # messages that could not be queued for the plant broker
+    setpoints_stale_dropped: int  # setpoints not sent because the plant broker link was down
+    broker_unacked: int  # QoS 1 messages not yet acknowledged by the plant broker
+    outbox_stored: int  # disk outbox records not yet acknowledged upstream
+    outbox_alarm: bool  # the disk outbox overflows or its disk fails
+    outbox_records: Mapping[str, int]  # accepted, written, sent, acked, confirmed...
+    window_rows: int  # readings held in the feature windows
+    models: tuple[ModelStats, ...]
+    ops: OpsStats | None  # the /metrics endpoint's connections (None while it does not listen)
 
 
 def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
@@ -106,7 +144,7 @@ class Agent:
     def __init__(self, config: EdgeConfig) -> None:
         self.config = config
         self.site = config.site
-        self.stats = AgentStats()
+        self.counts = AgentCounts()
         self.models = {m.name: OnnxModel(m) for m in config.models}
         self.rules = [DerateRule(r) for r in config.rules]
         w = config.window
@@ -120,9 +158,10 @@ class Agent:
         self.uplink: MqttClient | None = None  # the data center's broker (the plant's when not configured)
         self.outbox: Outbox | None = None
         self.ops: OpsServer | None = None
-        self.metrics = AgentMetrics(self)
+        self.metrics = AgentMetrics(self.stats)
         self._inference_seconds = {  # labelled once: a labels() lookup per evaluation costs more
-            name: self.metrics.inference_seconds.labels(name, m.provider) for name, m in self.models.items()
+            name: self.metrics.inference_seconds.labels(self.site, name, m.provider)
+            for name, m in self.models.items()
         }
         self._pending = ReadingBatch()
         self._fresh = asyncio.Event()  # readings are pending (window.trigger: readings)
@@ -146,6 +185,33 @@ class Agent:
             c for c in self.plant if isinstance(c, EvaluationObserver)
         ]
         self.telemetry: TelemetryPublisher | None = None
+
+    def stats(self) -> AgentStats:
+        """A snapshot of the agent's counters and of what its parts hold."""
+        c, mqtt, box = self.counts, self.mqtt, self.outbox
+        return AgentStats(
+            site=self.site,
+            messages=c.messages,
+            readings=c.readings,
+            deadletters=c.deadletters,
+            deadletter_reasons=dict(c.deadletter_reasons),
+            evaluations=c.evaluations,
+            inferences=c.inferences,
+            proposals=c.proposals,
+            verdicts=dict(self.gate.verdicts) if self.gate is not None else {},
+            offload=dict(self.offload.stats) if self.offload is not None else {},
+            broker_connected=mqtt is not None and mqtt.connected,
+            broker_reconnects=mqtt.reconnects if mqtt is not None else 0,
+            publishes_dropped=mqtt.dropped_publishes if mqtt is not None else 0,
+            setpoints_stale_dropped=mqtt.stale_dropped if mqtt is not None else 0,
+            broker_unacked=mqtt.outbox_depth if mqtt is not None else 0,
+            outbox_stored=box.depth + box.pending if box is not None else 0,
+            outbox_alarm=box is not None and (box.overflowing or box.error is not None),
+            outbox_records=dict(box.stats) if box is not None else {},
+            window_rows=self.window.rows,
+            models=tuple(ModelStats(name, m.provider, m.sha256) for name, m in self.models.items()),
+            ops=self.ops.stats() if self.ops is not None else None,
+        )
 
     @property
     def providers(self) -> dict[str, str]:
@@ -172,9 +238,9 @@ class Agent:
                 log.info(
                     "agent %s stopped: %d readings, %d dead letters, %d inferences, verdicts %s",
                     self.site,
-                    self.stats.readings,
-                    self.stats.deadletters,
-                    self.stats.inferences,
+                    self.counts.readings,
+                    self.counts.deadletters,
+                    self.counts.inferences,
                     dict(self.gate.verdicts) if self.gate else {},
                 )
 
@@ -231,11 +297,13 @@ class Agent:
                 self.offload = await stack.enter_async_context(
                     OffloadClient(uplink, self.site, self.config.offload, gate.on_refused_result)
                 )
-            stack.enter_context(gc_pauses(self.metrics.gc_pause_seconds))
+            stack.enter_context(gc_pauses(self.metrics.gc_pause_seconds, self.site))
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             loops = [tasks.create_task(ingest.run(link), name=ingest.name)]
             loops.append(tasks.create_task(each_message(proposals, gate.on_proposal), name="proposals"))
-            loops.append(tasks.create_task(watch_lag(self.metrics.loop_lag_seconds), name="loop-lag"))
+            loops.append(
+                tasks.create_task(watch_lag(self.metrics.loop_lag_seconds.labels(self.site)), name="loop-lag")
+            )
             loops.append(tasks.create_task(gate.run_locks(locks), name="locks"))
             loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
             loops.extend(tasks.create_task(c.run(link), name=c.name) for c in self.sources)
@@ -253,7 +321,7 @@ class Agent:
 
     def _rejected(self, mqtt: MqttClient, messages: int, rejected: list[Rejected], now: float) -> None:
         """After each read burst of the MQTT ingest: what is invalid to the dead-letter topic."""
-        stats = self.stats
+        stats = self.counts
         stats.messages += messages
         for bad in rejected:
             stats.deadletters += 1
@@ -265,7 +333,7 @@ class Agent:
     def _accept(self, batch: ReadingBatch) -> None:
         """Readings from a reading source: they join the next evaluation."""
         self._pending.extend(batch)
-        self.stats.readings += len(batch)
+        self.counts.readings += len(batch)
         self._fresh.set()
 
     async def _plant_proposal(self, asset: str, value: float, source: str, data_ts: float) -> None:
@@ -420,7 +488,7 @@ class Agent:
         return None if self.offload is None else self.offload.deadline_of(job_id)
 
     async def _decide(self, gate: SetpointGate, scored: list[Scored], now: float) -> None:
-        stats = self.stats
+        stats = self.counts
         stats.evaluations += 1
         stats.inferences += len(scored)
         for s in scored:

@@ -117,18 +117,18 @@ async def agent_round(url: str, topic: str, flood: Path, messages: int) -> tuple
         await agent.ready.wait()
         pub = publish(url, topic, flood)
         deadline = time.monotonic() + 120
-        while agent.stats.messages < messages and time.monotonic() < deadline:
-            if agent.stats.messages and not first:
+        while agent.counts.messages < messages and time.monotonic() < deadline:
+            if agent.counts.messages and not first:
                 first = time.perf_counter()
             await asyncio.sleep(0.001)
         last = time.perf_counter()
         await asyncio.to_thread(pub.wait)
         stop.set()
-    if agent.stats.messages < messages:
-        raise SystemExit(f"agent got {agent.stats.messages} of {messages}")
-    if agent.stats.deadletters:
-        raise SystemExit(f"agent dead-lettered {agent.stats.deadletters} valid messages")
-    return messages / (last - first), agent.stats.readings
+    if agent.counts.messages < messages:
+        raise SystemExit(f"agent got {agent.counts.messages} of {messages}")
+    if agent.counts.deadletters:
+        raise SystemExit(f"agent dead-lettered {agent.counts.deadletters} valid messages")
+    return messages / (last - first), agent.counts.readings
 
 
 def main() -> None:

@@ -1,33 +1,42 @@
-"""A solver worker's Prometheus metrics, read from its counters at scrape time."""
+"""A solver worker's Prometheus metrics, read from a snapshot of its counters (``SolverService.stats()``)
+at scrape time."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from qxedge.core.ops_server import build_info, ops_metrics, process_registry
+
 if TYPE_CHECKING:
-    from qxedge.hybrid.service import SolverService
+    from qxedge.hybrid.service import SolverStats
 
 
 class SolverMetrics(Collector):
-    def __init__(self, service: SolverService) -> None:
-        self.service = service
-        self.registry = CollectorRegistry()
+    """The registry of one worker: what ``stats`` (``SolverService.stats``) says at each scrape, and the
+    histogram of solve times (every series labelled with its ``worker``, as the dashboards filter on
+    it), and the process's own collectors."""
+
+    def __init__(self, stats: Callable[[], SolverStats]) -> None:
+        self.stats = stats
+        self.registry = process_registry()
         self.solve_seconds = Histogram(
             "qxedge_solver_solve_seconds",
             "wall time from the start of solving to the answer",
-            ["solver"],
+            ["worker", "solver"],
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
         )
         self.registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
-        s, worker = self.service, self.service.worker_id
+        s = self.stats()
+        worker = s.worker
+        yield build_info("worker", worker)
         jobs = CounterMetricFamily(
             "qxedge_solver_jobs", "jobs answered, by site and status", labels=["worker", "site", "status"]
         )
@@ -40,29 +49,23 @@ class SolverMetrics(Collector):
         for solver, n in s.wins.items():
             wins.add_metric([worker, solver], n)
         yield wins
-        misses = CounterMetricFamily(
-            "qxedge_solver_deadline_misses", "answers that were late", labels=["worker"]
+
+        def one(family: CounterMetricFamily | GaugeMetricFamily, value: float) -> Metric:
+            family.add_metric([worker], float(value))
+            return family
+
+        def counter(name: str, doc: str, value: float) -> Metric:
+            return one(CounterMetricFamily(name, doc, labels=["worker"]), value)
+
+        def gauge(name: str, doc: str, value: float) -> Metric:
+            return one(GaugeMetricFamily(name, doc, labels=["worker"]), value)
+
+        yield counter("qxedge_solver_deadline_misses", "answers that were late", s.results["late"])
+        yield counter(
+            "qxedge_solver_duplicates", "duplicate deliveries answered from the cache", s.duplicates
         )
-        misses.add_metric([worker], sum(n for (_, status), n in s.by_site.items() if status == "late"))
-        yield misses
-        for name, doc, value in (
-            (
-                "qxedge_solver_duplicates",
-                "duplicate deliveries answered from the cache",
-                s.stats["duplicates"],
-            ),
-            ("qxedge_solver_received", "messages received on the jobs subscription", s.stats["received"]),
-        ):
-            family = CounterMetricFamily(name, doc, labels=["worker"])
-            family.add_metric([worker], value)
-            yield family
-        queue = GaugeMetricFamily(
-            "qxedge_solver_queue_depth", "jobs accepted and not answered yet", labels=["worker"]
-        )
-        queue.add_metric([worker], s.queue_depth)
-        yield queue
-        connected = GaugeMetricFamily(
-            "qxedge_solver_broker_connected", "1 while the broker link is up", labels=["worker"]
-        )
-        connected.add_metric([worker], 1.0 if s.mqtt is not None and s.mqtt.connected else 0.0)
-        yield connected
+        yield counter("qxedge_solver_received", "messages received on the jobs subscription", s.received)
+        yield gauge("qxedge_solver_queue_depth", "jobs accepted and not answered yet", s.queue_depth)
+        yield gauge("qxedge_solver_broker_connected", "1 while the broker link is up", s.broker_connected)
+        if s.ops is not None:
+            yield from ops_metrics(s.ops, "worker", worker)

@@ -25,11 +25,13 @@ import socket
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient, Subscription
-from qxedge.core.ops_server import OpsConfig, OpsServer
+from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats
 from qxedge.hybrid.metrics import SolverMetrics
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig
 from qxedge.hybrid.wire import (
@@ -47,6 +49,22 @@ log = logging.getLogger(__name__)
 
 SHARED_JOBS = "$share/qx-solvers/qx/v1/+/jobs"
 BIG_JOB_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SolverStats:
+    """What a worker has done and holds, as of one moment (:meth:`SolverService.stats`)."""
+
+    worker: str
+    received: int  # messages on the jobs subscription
+    duplicates: int  # duplicate deliveries, answered from the cache or by the solve in progress
+    unroutable: int  # messages on a topic that names no site
+    results: Mapping[str, int]  # results published, by status (ok, late, rejected, error)
+    by_site: Mapping[tuple[str, str], int]  # (site, status) -> results published
+    wins: Mapping[str, int]  # solver -> jobs whose best answer it found
+    queue_depth: int  # jobs accepted and not answered yet
+    broker_connected: bool
+    ops: OpsStats | None  # the /metrics endpoint's connections (None while it does not listen)
 
 
 class DataCenterConfig(BaseModel):
@@ -107,12 +125,12 @@ class SolverService:
         self.config = config
         self.worker_id = config.worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.portfolio = portfolio or Portfolio(config.solvers)
-        self.stats: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # received, duplicates, unroutable, and results by status
         self.by_site: Counter[tuple[str, str]] = Counter()  # (site, status) -> results published
         self.wins: Counter[str] = Counter()
         self.mqtt: MqttClient | None = None
         self.ops: OpsServer | None = None
-        self.metrics = SolverMetrics(self)
+        self.metrics = SolverMetrics(self.stats)
         self.ready = asyncio.Event()
         self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._inflight: set[tuple[str, str]] = set()  # queued or solving
@@ -152,6 +170,21 @@ class SolverService:
     def queue_depth(self) -> int:
         return len(self._inflight)
 
+    def stats(self) -> SolverStats:
+        counts = self.counts
+        return SolverStats(
+            worker=self.worker_id,
+            received=counts["received"],
+            duplicates=counts["duplicates"],
+            unroutable=counts["unroutable"],
+            results={status: counts[status] for status in ("ok", "late", "rejected", "error")},
+            by_site=dict(self.by_site),
+            wins=dict(self.wins),
+            queue_depth=self.queue_depth,
+            broker_connected=self.mqtt is not None and self.mqtt.connected,
+            ops=self.ops.stats() if self.ops is not None else None,
+        )
+
     def _not_ready(self) -> str | None:
         if self.mqtt is None or not self.mqtt.connected:
             return f"not connected to the broker at {self.config.broker.url}"
@@ -178,15 +211,15 @@ class SolverService:
     def _publish(self, mqtt: MqttClient, topic: str, result: ResultEnvelope, site: str) -> bytes:
         payload = result.payload()
         mqtt.publish(topic, payload, qos=1)
-        self.stats[result.status] += 1
+        self.counts[result.status] += 1
         self.by_site[(site, result.status)] += 1
         return payload
 
     async def _accept(self, mqtt: MqttClient, topic: str, payload: bytes) -> None:
-        self.stats["received"] += 1
+        self.counts["received"] += 1
         site = site_of_topic(topic)
         if site is None:
-            self.stats["unroutable"] += 1
+            self.counts["unroutable"] += 1
             log.warning("ignored a message on %s: not a qx/v1/{site}/jobs topic", topic)
             return
         limit = self.config.limits.max_jobs_in_flight_per_site
@@ -218,7 +251,7 @@ class SolverService:
             return
         cached = self._cache.get(key)
         if cached is not None or key in self._inflight:
-            self.stats["duplicates"] += 1
+            self.counts["duplicates"] += 1
             if cached is not None:
                 mqtt.publish(job.envelope.reply_to, cached, qos=1)
             return  # in flight: its result goes to the same reply_to when ready
@@ -244,7 +277,7 @@ class SolverService:
                 )
             if result.solver:
                 self.wins[result.solver] += 1
-                self.metrics.solve_seconds.labels(result.solver).observe(
+                self.metrics.solve_seconds.labels(self.worker_id, result.solver).observe(
                     result.timings.get("solve_ms", 0) / 1000
                 )
             self._cache[key] = self._publish(mqtt, job.envelope.reply_to, result, key[0])

@@ -61,7 +61,7 @@ async def test_fault_drives_a_setpoint_seen_by_an_independent_client(
     assert 0 < end - start <= cfg.window.length_s and end <= setpoint["ts"]
     assert provenance["score"] > cfg.rules[0].above
     assert plant.setpoints_applied == 2 and plant.model.assets["line1/pump3"].cap == pytest.approx(0.6)
-    assert agent.stats.deadletters == 0 and agent.stats.readings > 0 and agent.stats.inferences > 0
+    assert agent.stats().deadletters == 0 and agent.stats().readings > 0 and agent.stats().inferences > 0
 
 
 async def test_garbage_is_dead_lettered_and_valid_readings_around_it_are_kept(
@@ -92,11 +92,11 @@ async def test_garbage_is_dead_lettered_and_valid_readings_around_it_are_kept(
             await asyncio.to_thread(watcher.publish, *bad[i])
         await asyncio.to_thread(watcher.publish, *good[0])
         assert await asyncio.to_thread(watcher.wait_for, lambda ms: len(ms) >= len(bad), 30)
-        assert await wait_until(lambda: agent.stats.messages >= 2 * len(bad) + 1)
+        assert await wait_until(lambda: agent.stats().messages >= 2 * len(bad) + 1)
         stop.set()
     letters = watcher.json_on("qx/v1/demo/deadletter")
     reasons = [d["reason"] for d in letters]
-    assert len(letters) == len(bad) == agent.stats.deadletters
+    assert len(letters) == len(bad) == agent.stats().deadletters
     assert "not valid JSON" in reasons[0] and "not a finite number" in reasons[1]
     assert "not valid UTF-8" in reasons[2] and "got str" in reasons[3]
     assert "exceeds the limit" in reasons[4] and "topic does not match" in reasons[5]
@@ -104,8 +104,8 @@ async def test_garbage_is_dead_lettered_and_valid_readings_around_it_are_kept(
     assert letters[0]["payload"] == "{not json" and letters[0]["topic"] == "plant/line9/m1/temp"
     assert letters[4]["bytes"] == len(bad[4][1])
     # 6 good messages cycle through good[0..2] (1 + 3 + 1 readings) and one more good[0] at the end
-    assert agent.stats.readings == 2 * (1 + 3 + 1) + 1
-    assert agent.stats.messages == 2 * len(bad) + 1
+    assert agent.stats().readings == 2 * (1 + 3 + 1) + 1
+    assert agent.stats().messages == 2 * len(bad) + 1
 
 
 def _agent_process(url: str) -> subprocess.Popen[bytes]:

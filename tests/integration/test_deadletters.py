@@ -34,7 +34,7 @@ async def test_deadletter_metric_labels_come_from_the_fixed_set_of_codes(
         publisher = watcher.client
         for topic, payload in bad:
             publisher.publish(topic, payload, qos=1)
-        assert await wait_until(lambda: agent.stats.deadletters == len(bad), 30)
+        assert await wait_until(lambda: agent.stats().deadletters == len(bad), 30)
         assert await asyncio.to_thread(watcher.wait_for, lambda ms: len(ms) == len(bad), 30)
         stop.set()
     families = [f for f in agent.metrics.collect() if f.name == "qxedge_deadletters"]

@@ -55,12 +55,12 @@ async def test_readings_start_an_evaluation_long_before_the_interval(
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(agent.run(stop))
         await asyncio.wait_for(agent.ready.wait(), 10)
-        before = agent.stats.evaluations
+        before = agent.stats().evaluations
         await asyncio.to_thread(plant.publish, "plant/line1/pump1/temp", b'{"value": 70.5}')
-        evaluated = await wait_until(lambda: agent.stats.evaluations > before)
+        evaluated = await wait_until(lambda: agent.stats().evaluations > before)
         stop.set()
     assert evaluated, "no evaluation after a reading, with every_s = 3600"
-    assert agent.stats.readings == 1 and agent.window.rows == 1
+    assert agent.stats().readings == 1 and agent.window.rows == 1
 
 
 async def test_without_readings_every_asset_is_still_evaluated_every_interval(
@@ -93,11 +93,11 @@ async def test_readings_during_an_evaluation_are_coalesced_into_the_next(
         first = await wait_until(lambda: len(agent.batches) == 1)
         for i in range(50):  # all of them arrive while the first evaluation is held
             await asyncio.to_thread(plant.publish, "plant/line1/pump1/temp", b'{"value": %d}' % (71 + i))
-        arrived = await wait_until(lambda: agent.stats.readings == 51)
+        arrived = await wait_until(lambda: agent.stats().readings == 51)
         agent.release.set()
-        second = await wait_until(lambda: agent.stats.evaluations == 2)
+        second = await wait_until(lambda: agent.stats().evaluations == 2)
         await asyncio.to_thread(plant.publish, "plant/line1/pump1/power", b'{"value": 12.5}')
-        third = await wait_until(lambda: agent.stats.evaluations == 3)
+        third = await wait_until(lambda: agent.stats().evaluations == 3)
         stop.set()
     assert first and arrived and second and third
     assert agent.batches == [1, 50, 1], "one evaluation for the 50 readings that came during the first"

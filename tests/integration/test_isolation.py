@@ -123,7 +123,7 @@ async def test_sites_are_isolated_and_strangers_are_refused(datacenter_broker: t
             assert [p for _, p in await asyncio.wait_for(marker.next_batch(), 10)] == [b"end"]
             assert peek is None or peek.drain() == [], "gumi saw osan's results"
         stop.set()
-    assert solver.stats["received"] == 1 and solver.by_site == {("gumi", "ok"): 1}
+    assert solver.stats().received == 1 and solver.stats().by_site == {("gumi", "ok"): 1}
 
 
 async def test_the_ingest_user_reads_telemetry_and_confirms_nothing_else(

@@ -12,8 +12,7 @@ from qxedge.agent.safety import Envelope, Proposal, Safety, SafetyConfig
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient
 from qxedge.testing import Watcher, wait_until
-
-from .test_safety import FakeAudit, FakeMqtt
+from tests.unit.agent.test_safety import FakeAudit, FakeMqtt
 
 LOCK = "qx/v1/site/lock/"
 UNLOCKS = [b"", b"unlocked", b"false", b"0", b"  Unlocked\n", b"FALSE", b'{"locked": false}', b" false "]

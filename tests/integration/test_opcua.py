@@ -594,7 +594,7 @@ async def test_agent_reads_and_writes_through_opcua(
         for k in range(40):
             await plant.set("pump1", "temp", 60.0 + k % 3)
             await plant.set("pump1", "power", 10.0 + k % 2)
-            if agent.stats.readings >= 20:
+            if agent.stats().readings >= 20:
                 break
             await asyncio.sleep(0.05)
         for _ in range(100):
@@ -602,7 +602,7 @@ async def test_agent_reads_and_writes_through_opcua(
                 break
             await plant.set("pump1", "temp", 61.0)
             await asyncio.sleep(0.1)
-        assert agent.safety.latest.get(("line1/pump1", "temp")) is not None, agent.stats
+        assert agent.safety.latest.get(("line1/pump1", "temp")) is not None, agent.stats()
         proposal = {"value": 0.9, "source": "mes", "data_ts": time.time()}
         await asyncio.to_thread(watcher.publish, "qx/v1/demo/proposals/line1/pump1", json.dumps(proposal))
 
