@@ -16,7 +16,7 @@ from qxedge.core.ops_server import build_info, ops_metrics, process_registry
 if TYPE_CHECKING:
     from qxedge.agent.pipeline import AgentStats
 
-VERDICTS = ("accepted", "clamped", "refused", "written", "alarms", "refused_results", "foreign")
+VERDICTS = ("accepted", "clamped", "refused", "unchanged", "written", "alarms", "refused_results", "foreign")
 OFFLOAD = (
     "jobs",
     "results",

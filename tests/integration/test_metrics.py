@@ -27,7 +27,7 @@ AGENT = AgentStats(
     evaluations=5,
     inferences=9,
     proposals=1,
-    verdicts={"accepted": 4, "written": 3, "partial": 1},
+    verdicts={"accepted": 4, "written": 3, "unchanged": 8, "partial": 1},
     offload={"jobs": 2, "fallbacks": 1},
     broker_connected=True,
     broker_reconnects=1,
@@ -77,6 +77,7 @@ def test_agent_metrics_are_its_stats_snapshot() -> None:
         ("qxedge_deadletters_total", {site, ("reason", "invalid_json")}, 2),
         ("qxedge_setpoint_verdicts_total", {site, ("verdict", "written")}, 3),
         ("qxedge_setpoint_verdicts_total", {site, ("verdict", "refused")}, 0),
+        ("qxedge_setpoint_verdicts_total", {site, ("verdict", "unchanged")}, 8),  # no-ops, not written
         ("qxedge_offload_total", {site, ("event", "fallbacks")}, 1),
         ("qxedge_offload_total", {site, ("event", "late")}, 0),
         ("qxedge_broker_connected", {site}, 1),
