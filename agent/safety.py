@@ -36,6 +36,7 @@ This module is pure logic (no I/O): the pipeline feeds it readings, locks and th
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import re
@@ -57,6 +58,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "==": operator.eq,
     "!=": operator.ne,
 }
+ENVELOPE_CACHE = 4096  # asset names whose envelope lookup is remembered (proposal topics are anyone's)
 _CONDITION = re.compile(r"^\s*(\S+)\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
@@ -197,13 +199,10 @@ class Safety:
         self.locks: dict[str, str] = {}  # asset -> who / why (retained lock messages)
         self.latest: Latest = {}
         self._states: dict[str, _State] = {}
-        self._envelopes: dict[str, Envelope | None] = {}  # asset -> its envelope (the config is fixed)
+        # asset -> its envelope (the config is fixed), the most recently used only: anyone may propose
+        # on a topic naming a new asset, and each would be remembered for good
+        self.envelope = functools.lru_cache(maxsize=ENVELOPE_CACHE)(config.envelope)
         self.commanded: dict[str, tuple[float, float]] = {}  # asset -> the newest (value, time) on record
-
-    def envelope(self, asset: str) -> Envelope | None:
-        if asset not in self._envelopes:
-            self._envelopes[asset] = self.config.envelope(asset)
-        return self._envelopes[asset]
 
     def learn(self, asset: str, value: float, at: float, now: float) -> None:
         """A command on record for ``asset`` (the audit log's last write, the retained setpoint): the
