@@ -23,12 +23,14 @@ Inputs it takes besides the agent's own rules:
 - results the offload client refused (forged, unknown, malformed, late): audited, never written.
 
 Read-backs are checked at every evaluation; a mismatch or a missing echo raises an alarm on
-``qx/v1/{site}/alarms`` and in the audit log.
+``qx/v1/{site}/alarms`` and in the audit log, and so does a fresh echo that differs from the last write
+once no read-back is pending (the plant set by hand, or drifted): the echo is then the value in force.
 
 A proposal whose allowed value is the one this gate last wrote to every way to the plant (within the
-envelope's read-back tolerance) is a no-op: not written again. No-ops and refusals are tallied by the
-audit log (a row for the first of a kind in its summary interval, then one row with the count of the
-rest) and logged once per interval: a flood of them costs neither writes nor a row each.
+envelope's read-back tolerance) is a no-op: not written again, until a read-back alarm, a foreign
+setpoint, a differing echo or a lock says the value may no longer be in force. No-ops and refusals are
+tallied by the audit log (a row for the first of a kind in its summary interval, then one row with the
+count of the rest) and logged once per interval: a flood of them costs neither writes nor a row each.
 """
 
 from __future__ import annotations
@@ -287,6 +289,7 @@ class SetpointGate:
         self.safety.latest = latest
         for step in self.safety.ramps(now):
             await self.propose(step, now)
+        alarmed = set()
         for asset, expected, observed, ok in self.safety.readbacks(now):
             if ok:
                 self.audit.record(
@@ -296,6 +299,14 @@ class SetpointGate:
             reason = ("no echo" if observed is None else f"echoed {observed:g}") + f", expected {expected:g}"
             self._settled.pop(asset, None)  # not in force: proposing it again writes it again
             self._alarm(asset, "readback", expected, observed, reason, now)
+            alarmed.add(asset)
+        # the plant echoes another value than the one written (changed by hand, drifted): the echo is in
+        # force, and proposing the value written again writes it again (else the plant is never corrected)
+        for asset, written, echoed in self.safety.drifted(now):
+            self._settled.pop(asset, None)
+            if asset not in alarmed:  # a failed read-back has just said so
+                reason = f"echoed {echoed:g}, last written {written:g}: changed outside the agent"
+                self._alarm(asset, "readback", written, echoed, reason, now)
 
     async def on_proposal(self, topic: str, payload: bytes) -> None:
         """A message on ``qx/v1/{site}/proposals/{asset}``."""
@@ -415,6 +426,7 @@ class SetpointGate:
         if holders:
             self.safety.locks[asset] = holders[-1]
             self.safety.drop_ramp(asset)
+            self._settled.pop(asset, None)  # an operator may change it by hand: after the lock, write again
             if not locked:
                 still = f"still locked by another lock topic ({holders[-1]})"
                 with_reason = f"{with_reason}; {still}" if with_reason else still

@@ -30,7 +30,9 @@ see :meth:`Safety.foreign`) or from the audit log's last write (:meth:`Safety.le
 an envelope without ``readback`` (nothing could report it), the envelope's ``initial``. When none is
 known, a rate-limited asset is refused (``limit`` ``in force``): writing blind could jump. The last
 change is the time of the command on record when the echo agrees with it, else the agent's start
-(unknown counts as recent), so dwell and rate limits hold across a restart.
+(unknown counts as recent), so dwell and rate limits hold across a restart. After the agent's own
+write, a fresh echo that differs from it while no read-back is pending is in force again, from the
+time it was read (:meth:`Safety.drifted`), as a foreign setpoint is.
 This module is pure logic (no I/O): the pipeline feeds it readings, locks and the clock.
 """
 
@@ -350,6 +352,28 @@ class Safety:
                 continue
             if now - state.changed_at >= env.min_dwell_s:
                 out.append(replace(state.ramp, arrived_at=now))
+        return out
+
+    def drifted(self, now: float) -> list[tuple[str, float, float]]:
+        """Assets whose plant echoes, freshly and with no read-back pending, a value other than the
+        agent's last write (changed by hand at the plant, drifted, or never applied): (asset, written,
+        echoed). As with a foreign setpoint, the echo is the value in force from the time it was read,
+        and the ramp ends: the next write starts from what the plant holds, within the rate limit."""
+        out: list[tuple[str, float, float]] = []
+        for asset, state in list(self._states.items()):
+            if not state.own or state.expect is not None or state.value is None:
+                continue
+            if (env := self.envelope(asset)) is None or env.readback is None:
+                continue
+            echo = self.latest.get((asset, env.readback.signal))
+            if (
+                echo is None
+                or not -self.config.max_clock_skew_s <= now - echo[0] <= self.config.max_input_age_s
+            ):
+                continue
+            if abs(echo[1] - state.value) > env.readback.tolerance:
+                out.append((asset, state.value, echo[1]))
+                self.foreign(asset, echo[1], min(echo[0], now))
         return out
 
     def readbacks(self, now: float) -> list[tuple[str, float, float | None, bool]]:

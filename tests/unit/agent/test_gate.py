@@ -42,6 +42,40 @@ async def propose(gate: SetpointGate, value: float, now: float) -> str:
     return f"{verdict.status} {verdict.value}{no_op}"
 
 
+async def test_an_echo_other_than_the_value_written_is_in_force_and_ends_the_no_op(tmp_path: Path) -> None:
+    """The plant changed by hand (no foreign setpoint): the agent corrects it, from what it holds."""
+    readback = {"signal": SIGNAL, "timeout_s": 1, "tolerance": 0.01}
+    safety = pump(max_rate_per_s=0.1, max_step_s=1, readback=readback)
+    plant = Published()
+    async with AuditLog(tmp_path / "audit.sqlite", "t", "cfg", retention_days=1) as audit:
+        gate = SetpointGate(safety, audit, plant, "t")  # type: ignore[arg-type]
+        await gate.tick({(ASSET, SIGNAL): (9.0, 0.5)}, 10.0)  # the plant holds 0.5
+        assert await propose(gate, 0.5, 10.0) == "accepted 0.5"
+        await gate.tick({(ASSET, SIGNAL): (10.5, 0.5)}, 11.0)
+        assert await propose(gate, 0.5, 11.0) == "accepted 0.5 (no-op)"
+        await gate.tick({(ASSET, SIGNAL): (20.0, 0.2)}, 20.0)  # set to 0.2 at the panel
+        assert [(a["kind"], a["expected"], a["observed"]) for a in plant.alarms] == [("readback", 0.5, 0.2)]
+        # written again, and from 0.2 within the rate (0.1/s, 0.5 s since the echo), not a jump to 0.5
+        assert await propose(gate, 0.5, 20.5) == "clamped 0.25"
+        await gate.tick({(ASSET, SIGNAL): (20.6, 0.25)}, 21.0)  # applied: the ramp goes on, no alarm
+    assert plant.setpoints == [0.5, 0.25, 0.3] and len(plant.alarms) == 1
+
+
+async def test_a_lock_ends_the_no_op_memory(tmp_path: Path) -> None:
+    """While locked an operator may set the asset by hand: after the unlock the value is written again."""
+    plant = Published()
+    async with AuditLog(tmp_path / "audit.sqlite", "t", "cfg", retention_days=1) as audit:
+        gate = SetpointGate(pump(), audit, plant, "t")  # type: ignore[arg-type]
+        now = time.time()
+        assert await propose(gate, 0.5, now) == "accepted 0.5"
+        assert await propose(gate, 0.5, now) == "accepted 0.5 (no-op)"
+        await gate.on_lock(f"qx/v1/t/lock/{ASSET}", b'{"by": "ana", "reason": "manual"}')
+        assert (await propose(gate, 0.5, now)).startswith("refused")
+        await gate.on_lock(f"qx/v1/t/lock/{ASSET}", b"")
+        assert await propose(gate, 0.5, now) == "accepted 0.5"
+    assert plant.setpoints == [0.5, 0.5]
+
+
 async def test_proposals_on_ever_new_topics_keep_the_envelope_lookup_bounded(tmp_path: Path) -> None:
     safety = pump()
     async with AuditLog(tmp_path / "audit.sqlite", "t", "cfg", retention_days=1) as audit:
