@@ -19,7 +19,7 @@ Inputs it takes besides the agent's own rules:
   back and are dropped; at start the retained one is the last setpoint, the value in force when it is
   the one the audit log recorded; any other message was written by someone else: an alarm
   (``foreign_setpoint``), an audit row, the count ``foreign``, and (the plant may have applied it) the
-  asset's value in force;
+  asset's value in force; repeats are tallied like refusals (below), not published each;
 - results the offload client refused (forged, unknown, malformed, late): audited, never written.
 
 Read-backs are checked at every evaluation; a mismatch or a missing echo raises an alarm on
@@ -260,19 +260,20 @@ class SetpointGate:
         observed: float | None,
         reason: str,
         now: float,
+        *,
+        repeats: bool = False,
         **detail: Any,
     ) -> None:
+        """An alarm: published, audited, logged. One that ``repeats`` (anyone can send it, as often as
+        they like) is tallied like a refusal: the first of its kind in a summary interval is published
+        and has its row, the others are counted in the audit log's summary row."""
         self.verdicts["alarms"] += 1
-        self.audit.record(
-            kind,
-            "alarm",
-            asset=asset,
-            value=observed,
-            proposed=expected,
-            reason=reason,
-            provenance=detail,
-            ts=now,
-        )
+        row: dict[str, Any] = {"value": observed, "proposed": expected, "provenance": detail, "ts": now}
+        if repeats:
+            if not self.audit.tally(kind, "alarm", asset=asset, reason=reason, **row):
+                return
+        else:
+            self.audit.record(kind, "alarm", asset=asset, reason=reason, **row)
         alarm = {
             "asset": asset,
             "kind": kind,
@@ -378,7 +379,16 @@ class SetpointGate:
             else:
                 reason = f"a message this agent did not write on {topic} (not a setpoint)"
             text = payload[:512].decode("utf-8", "replace")
-            self._alarm(asset, "foreign_setpoint", self.current.get(asset), value, reason, now, payload=text)
+            self._alarm(
+                asset,
+                "foreign_setpoint",
+                self.current.get(asset),
+                value,
+                reason,
+                now,
+                repeats=True,
+                payload=text,
+            )
 
     async def on_lock(self, topic: str, payload: bytes) -> None:
         """A (retained) message on ``qx/v1/{site}/lock/{asset}``; anything unclear locks."""

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qxedge.agent.audit import AuditLog
+from qxedge.agent.audit import AuditLog, query
 from qxedge.agent.gate import SetpointGate
 from qxedge.agent.safety import ENVELOPE_CACHE, Envelope, Proposal, Safety, SafetyConfig
 
@@ -74,6 +74,24 @@ async def test_a_lock_ends_the_no_op_memory(tmp_path: Path) -> None:
         await gate.on_lock(f"qx/v1/t/lock/{ASSET}", b"")
         assert await propose(gate, 0.5, now) == "accepted 0.5"
     assert plant.setpoints == [0.5, 0.5]
+
+
+async def test_a_flood_of_foreign_setpoints_is_one_alarm_and_a_summary_row(tmp_path: Path) -> None:
+    plant = Published()
+    path = tmp_path / "audit.sqlite"
+    topic = f"qx/v1/t/setpoints/{ASSET}"
+    async with AuditLog(path, "t", "cfg", retention_days=1, summary_s=3600) as audit:
+        gate = SetpointGate(pump(), audit, plant, "t")  # type: ignore[arg-type]
+        for i in range(1_000):
+            forged = json.dumps({"asset": ASSET, "value": i / 1000, "ts": time.time()}).encode()
+            gate.on_setpoints([(topic, forged)])
+        other = json.dumps({"value": 0.3, "ts": time.time()}).encode()
+        gate.on_setpoints([("qx/v1/t/setpoints/line1/pump2", other)])  # another asset: its own alarm
+    assert gate.verdicts["foreign"] == 1_001 and gate.verdicts["alarms"] == 1_001
+    assert [(a["asset"], a["observed"]) for a in plant.alarms] == [(ASSET, 0.0), ("line1/pump2", 0.3)]
+    rows = [(r["asset"], r["count"], r["value"]) for r in query(path) if r["kind"] == "foreign_setpoint"]
+    assert rows == [(ASSET, 1, 0.0), ("line1/pump2", 1, 0.3), (ASSET, 999, 0.999)]
+    assert gate.safety.commanded[ASSET][0] == 0.999, "each one is still the value in force"
 
 
 async def test_proposals_on_ever_new_topics_keep_the_envelope_lookup_bounded(tmp_path: Path) -> None:
