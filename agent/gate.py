@@ -202,6 +202,7 @@ class SetpointGate:
         unchanged = verdict.status != "refused"
         if unchanged:
             self.verdicts["unchanged"] += 1
+            self.safety.unchanged(p, verdict)
             verdict = replace(verdict, reason=f"unchanged: {verdict.value:g} is in force")
         else:
             self.safety.drop_ramp(p.asset)

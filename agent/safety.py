@@ -333,9 +333,16 @@ class Safety:
             state.changed_at = now
         state.value, state.own = verdict.value, True
         self.commanded[p.asset] = (verdict.value, state.changed_at)
-        state.ramp = replace(p, source="ramp") if verdict.limit and verdict.limit.startswith("rate") else None
+        state.ramp = _ramp(p, verdict)
         if env.readback is not None and changed:  # devices that echo on change only send nothing otherwise
             state.expect = (verdict.value, now, now + env.readback.timeout_s)
+
+    def unchanged(self, p: Proposal, verdict: Verdict) -> None:
+        """A proposal not written as its allowed value is in force: one clamped by the rate (its first
+        step too small to matter yet) still ramps on to its target."""
+        state = self._states.get(p.asset)
+        if state is not None:
+            state.ramp = _ramp(p, verdict)
 
     def drop_ramp(self, asset: str) -> None:
         """A new proposal replaces the asset's ramp; a refused step ends it."""
@@ -392,3 +399,8 @@ class Safety:
                 out.append((asset, expected, echo[1] if fresh and echo is not None else None, False))
                 state.expect = None
         return out
+
+
+def _ramp(p: Proposal, verdict: Verdict) -> Proposal | None:
+    """What is left to propose after a verdict: the proposal again, when the rate limit clamped it."""
+    return replace(p, source="ramp") if verdict.limit and verdict.limit.startswith("rate") else None

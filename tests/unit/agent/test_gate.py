@@ -103,3 +103,17 @@ async def test_proposals_on_ever_new_topics_keep_the_envelope_lookup_bounded(tmp
             await gate.on_proposal(f"qx/v1/t/proposals/made-up/{i}", payload)
     assert gate.verdicts["refused"] == 100_000
     assert safety.envelope.cache_info().currsize <= ENVELOPE_CACHE
+
+
+async def test_a_rate_clamped_proposal_whose_first_step_is_a_no_op_keeps_its_ramp(tmp_path: Path) -> None:
+    """Just after a change the rate allows a step within the tolerance: nothing to write yet, but the
+    proposal's target is still to be reached."""
+    readback = {"signal": SIGNAL, "timeout_s": 5, "tolerance": 0.01}
+    plant = Published()
+    async with AuditLog(tmp_path / "audit.sqlite", "t", "cfg", retention_days=1) as audit:
+        gate = SetpointGate(pump(max_rate_per_s=0.1, readback=readback), audit, plant, "t")  # type: ignore[arg-type]
+        await gate.tick({(ASSET, SIGNAL): (9.0, 0.4)}, 10.0)
+        assert await propose(gate, 0.5, 10.0) == "accepted 0.5"
+        assert await propose(gate, 0.9, 10.05) == "clamped 0.505 (no-op)"
+        await gate.tick({(ASSET, SIGNAL): (10.5, 0.5)}, 11.0)  # the ramp's next step, towards 0.9
+    assert plant.setpoints == [0.5, 0.6]
