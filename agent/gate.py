@@ -17,9 +17,10 @@ Inputs it takes besides the agent's own rules:
   with an alarm; one that names no asset (``lock/``) locks nothing and raises an alarm;
 - ``qx/v1/{site}/setpoints/#``, the agent's own topics (it writes them retained): its own messages come
   back and are dropped; at start the retained one is the last setpoint, the value in force when it is
-  the one the audit log recorded; any other message was written by someone else: an alarm
-  (``foreign_setpoint``), an audit row, the count ``foreign``, and (the plant may have applied it) the
-  asset's value in force; repeats are tallied like refusals (below), not published each;
+  the one the audit log recorded, and after a reconnect the broker sends the agent's last one again;
+  any other message was written by someone else: an alarm (``foreign_setpoint``), an audit row, the
+  count ``foreign``, and (the plant may have applied it) the asset's value in force; repeats are
+  tallied like refusals (below), not published each;
 - results the offload client refused (forged, unknown, malformed, late): audited, never written.
 
 Read-backs are checked at every evaluation; a mismatch or a missing echo raises an alarm on
@@ -96,7 +97,9 @@ class SetpointGate:
         self.verdicts: Counter[str] = Counter()
         self.written: list[Setpoint] = []
         self._unechoed: OrderedDict[Message, None] = OrderedDict()  # own setpoints not yet sent back
-        self._recalled: dict[str, tuple[float, float]] = {}  # asset -> the audit's last (value, ts)
+        # asset -> (value, ts) of the agent's own setpoint the broker retains (sent again at each
+        # subscription: at start, from the audit log's last write, and after every reconnect)
+        self._retained: dict[str, tuple[float, float]] = {}
         self._lock_topics: dict[str, tuple[str, str]] = {}  # lock topic -> (asset, who / why) locking
 
     def topic(self, suffix: str) -> str:
@@ -172,7 +175,8 @@ class SetpointGate:
             return Verdict("refused", None, "no way to the plant was reachable", "link")
         self.safety.committed(p, verdict, now)  # commanded on at least one way: limits count from now
         self.audit.record("setpoint", "written", asset=p.asset, value=verdict.value, ts=now)
-        self._recalled.pop(p.asset, None)
+        if sent:
+            self._retained[p.asset] = (verdict.value, now)
         self.current[p.asset] = verdict.value
         self._changed.add(p.asset)
         self.written.append(setpoint)
@@ -352,9 +356,9 @@ class SetpointGate:
     async def recall(self) -> None:
         """At start: the last setpoint of each asset in the audit log is on record (the value in force
         when nothing better says), and the retained setpoint that matches it is known as the agent's."""
-        self._recalled = await asyncio.to_thread(last_setpoints, self.audit.path)
+        self._retained = await asyncio.to_thread(last_setpoints, self.audit.path)
         now = time.time()
-        for asset, (value, ts) in self._recalled.items():
+        for asset, (value, ts) in self._retained.items():
             self.safety.learn(asset, value, ts, now)
 
     def on_setpoints(self, messages: list[Message]) -> None:
@@ -367,8 +371,9 @@ class SetpointGate:
                 continue
             asset = topic.removeprefix(prefix)
             value, ts, named = _setpoint_of(payload)
-            if value is not None and ts is not None and self._recalled.get(asset) == (value, ts):
-                del self._recalled[asset]  # the retained one of an earlier run, as the audit recorded it
+            if value is not None and ts is not None and self._retained.get(asset) == (value, ts):
+                # the agent's own retained one, sent again at start (an earlier run's, as the audit log
+                # recorded it) or after a reconnect
                 self.safety.learn(asset, value, ts, now)
                 continue
             self.verdicts["foreign"] += 1

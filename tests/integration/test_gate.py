@@ -9,7 +9,9 @@ import sys
 import time
 from collections.abc import Callable
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from qxedge.agent.audit import query
 from qxedge.agent.config import EdgeConfig
@@ -324,3 +326,49 @@ async def test_a_setpoint_the_agent_did_not_write_raises_an_alarm(
         ("foreign_setpoint", "alarm", 0.05)
     ]
     assert ("setpoint", "written", 0.9) in [(r["kind"], r["verdict"], r["value"]) for r in rows]
+
+
+async def test_the_agents_own_retained_setpoint_after_a_reconnect_is_not_foreign(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    """At each reconnect the broker sends the retained setpoints again: the agent's own last one is no
+    stranger's (no alarm, and its rate, dwell and ramp go on from its own write)."""
+    cfg = edge_config(
+        broker.url,
+        broker__reconnect_min_s="0.1",
+        broker__reconnect_max_s="0.5",
+        safety__envelopes__0__interlocks="[]",
+        safety__envelopes__0__min_dwell_s="0",
+        safety__envelopes__0__max_rate_per_s="1000",
+    )
+    watcher = watch(f"qx/v1/{SITE}/alarms")
+    agent = Agent(cfg)
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(agent.run(stop))
+        await asyncio.wait_for(agent.ready.wait(), 30)
+        gate, mqtt = agent.gate, agent.mqtt
+        assert gate is not None and mqtt is not None
+        await plant_reports(watcher, agent, "pump2")
+        now = time.time()
+        assert (await gate.propose(Proposal("line1/pump2", 0.7, "topic:test", now, now))).status == "accepted"
+        assert await wait_until(lambda: not gate._unechoed), "the agent's setpoint never came back"
+        reconnects = mqtt.reconnects
+        # a client with the agent's id takes its session over: the broker drops the agent's connection
+        impostor = paho.Client(CallbackAPIVersion.VERSION2, client_id=mqtt.client_id)
+        impostor.connect("127.0.0.1", broker.port)
+        impostor.loop_start()
+        try:
+            assert await wait_until(lambda: mqtt.reconnects > reconnects), "the agent never reconnected"
+        finally:
+            impostor.loop_stop()
+            impostor.disconnect()
+        assert await wait_until(lambda: mqtt.connected and gate.locks_unknown() is None)
+        # a stranger's setpoint after the reconnect: the broker delivers it after the retained ones
+        forged = json.dumps({"value": 0.5, "ts": time.time()})
+        await asyncio.to_thread(watcher.publish, f"qx/v1/{SITE}/setpoints/line1/pump1", forged)
+        assert await wait_until(lambda: gate.verdicts["foreign"] >= 1)
+        stop.set()
+    assert gate.verdicts["foreign"] == 1, "the agent's own retained setpoint was taken for a stranger's"
+    alarms = [a for a in watcher.json_on(f"qx/v1/{SITE}/alarms") if a["kind"] == "foreign_setpoint"]
+    assert [a["asset"] for a in alarms] == ["line1/pump1"]
