@@ -246,6 +246,24 @@ async def test_ndeath_will_carries_the_births_bdseq_and_bdseq_increments_on_reco
     assert [p.seq for t, p in messages if "BIRTH" in t] == [0, 1, 0, 1]
 
 
+async def test_a_broker_that_goes_away_mid_session_is_reconnected_and_births_again(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    """The broker stops (connects refused while it is down), then comes back on the same port: the
+    connector keeps running (``running`` re-raises whatever ended it) and publishes again."""
+    connector = node(source={"groups": ["plc"]})
+    connector.observe("line1/pump1", {"temp": 1.0}, time.time())
+    async with running(connector, Link(broker.url)):
+        broker.stop()
+        await until(lambda: connector.mqtt is not None and not connector.mqtt.connected)
+        broker.start()
+        await until(lambda: connector.node.stats.connects == 2 and connector.ready.is_set())
+        watcher = watch("spBv1.0/#")
+        connector.observe("line1/pump1", {"temp": 2.0}, time.time())
+        await wait(watcher, count("DDATA", 1))
+    assert [m.double_value for m in decoded(watcher, "DDATA")[0][1].metrics] == [2.0]
+
+
 async def test_ncmd_rebirth_resends_births_with_seq_from_zero(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
