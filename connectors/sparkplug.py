@@ -138,8 +138,7 @@ class SparkplugConnector:
         async for messages in subscription:
             try:
                 batch = self.source.decode(messages, time.time())
-            except Exception:  # a bug must not stop the agent: log it, keep reading
-                log.exception("%s: could not decode a batch of %d messages", self.name, len(messages))
-                continue
-            if len(batch):
-                link.readings(batch)
+                if len(batch):
+                    link.readings(batch)
+            except Exception:  # a bug here or on the agent's side must not stop the agent: log, read on
+                log.exception("%s: could not read a batch of %d messages", self.name, len(messages))
