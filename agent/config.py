@@ -44,10 +44,10 @@ from qxedge.connectors.opcua import OpcUaConfig
 from qxedge.connectors.outbox import OutboxConfig
 from qxedge.connectors.plant import PlantConnector
 from qxedge.connectors.simulator import SimulatorConfig
-from qxedge.connectors.sparkplug import SparkplugConfig
+from qxedge.connectors.sparkplug_config import SparkplugConfig
 from qxedge.core.config import resolve_path
 from qxedge.core.errors import ConfigError, Problem
-from qxedge.core.ops_server import OpsConfig
+from qxedge.core.ops_config import OpsConfig
 from qxedge.hybrid.config import OffloadConfig
 
 ENV_PREFIX = "QXEDGE_"

@@ -30,12 +30,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from qxedge.connectors.mqtt import MqttClient, Subscription, each_message
 from qxedge.connectors.plant import Evaluation, PlantLink
+from qxedge.connectors.sparkplug_config import SparkplugConfig as SparkplugConfig
+from qxedge.connectors.sparkplug_config import SparkplugSourceConfig as SparkplugSourceConfig
 from qxedge.connectors.sparkplug_node import EdgeNode
-from qxedge.connectors.sparkplug_payload import NAMESPACE, check_id, topic
+from qxedge.connectors.sparkplug_payload import NAMESPACE, topic
 from qxedge.connectors.sparkplug_source import SparkplugSource
 from qxedge.core.backoff import Backoff
 from qxedge.core.errors import ConnectorError
@@ -45,91 +45,6 @@ log = logging.getLogger(__name__)
 
 class _HostOffline(Exception):
     """The primary host went offline: the session ends (raised inside the session's task group)."""
-
-
-def _patterns(patterns: list[str]) -> list[str]:
-    for p in patterns:
-        if not p.strip():
-            raise ValueError("an empty pattern matches nothing: remove it")
-    return patterns
-
-
-class SparkplugSourceConfig(BaseModel):
-    """Which Sparkplug edge nodes of the plant to read."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    groups: list[str] = Field(min_length=1, description="Sparkplug group ids to read")
-    nodes: list[str] = Field(["*"], min_length=1, description="edge node ids (shell patterns) to read")
-    max_payload_bytes: int = Field(262_144, ge=64, le=16 * 1024 * 1024)
-    max_ahead_s: float = Field(300.0, gt=0, description="metrics stamped further in the future are skipped")
-    rebirth_interval_s: float = Field(
-        10.0, gt=0, description="at most one rebirth request (NCMD) per edge node in this time"
-    )
-
-    @field_validator("groups")
-    @classmethod
-    def _check_groups(cls, groups: list[str]) -> list[str]:
-        return [check_id(g, "group id") for g in groups]
-
-    @field_validator("nodes")
-    @classmethod
-    def _check_nodes(cls, nodes: list[str]) -> list[str]:
-        for n in _patterns(nodes):
-            if "/" in n or "#" in n or "+" in n:
-                raise ValueError(f"edge node pattern {n!r}: use shell patterns (* ?), not / + #")
-        return nodes
-
-
-class SparkplugConfig(BaseModel):
-    """The agent as a Sparkplug B v3.0 edge node on the plant broker, and optionally a Sparkplug source."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    group_id: str = Field(description="Sparkplug group id of the agent's edge node")
-    edge_node_id: str = Field(description="the agent's edge node id")
-    primary_host_id: str | None = Field(
-        None,
-        description="wait for this host's spBv1.0/STATE online before the births; "
-        "end the session (NDEATH) when it goes offline",
-    )
-    devices: list[str] = Field(["*"], description="assets published as devices (shell patterns); [] = none")
-    metrics: list[str] = Field(
-        ["*"], min_length=1, description="metric keys published (shell patterns: temp, score/*, setpoint)"
-    )
-    device_separator: str = Field(":", description="replaces / of asset ids in device ids")
-    setpoint_metric: str | None = Field(
-        "setpoint", description="the metric a DCMD may write (a setpoint proposal); null: read-only"
-    )
-    deadband: float = Field(0.0, ge=0, description="DDATA only for changes larger than this (0: any change)")
-    source: SparkplugSourceConfig | None = Field(None, description="read Sparkplug edge nodes of the plant")
-
-    @field_validator("group_id", "edge_node_id", "primary_host_id")
-    @classmethod
-    def _check_id(cls, value: str | None) -> str | None:
-        return None if value is None else check_id(value, "id")
-
-    @field_validator("devices", "metrics")
-    @classmethod
-    def _check_patterns(cls, patterns: list[str]) -> list[str]:
-        return _patterns(patterns)
-
-    @field_validator("device_separator")
-    @classmethod
-    def _check_separator(cls, sep: str) -> str:
-        if len(sep) != 1 or sep in "/+#" or sep.isspace():
-            raise ValueError(f"one character other than / + # or a space, got {sep!r}")
-        return sep
-
-    @field_validator("setpoint_metric")
-    @classmethod
-    def _check_metric(cls, name: str | None) -> str | None:
-        if name is not None and not name.strip():
-            raise ValueError("empty metric name")
-        return name
-
-    def connector(self, name: str) -> SparkplugConnector:
-        return SparkplugConnector(self, name)
 
 
 class SparkplugConnector:
@@ -223,8 +138,7 @@ class SparkplugConnector:
         async for messages in subscription:
             try:
                 batch = self.source.decode(messages, time.time())
-            except Exception:  # a bug must not stop the agent: log it, keep reading
-                log.exception("%s: could not decode a batch of %d messages", self.name, len(messages))
-                continue
-            if len(batch):
-                link.readings(batch)
+                if len(batch):
+                    link.readings(batch)
+            except Exception:  # a bug here or on the agent's side must not stop the agent: log, read on
+                log.exception("%s: could not read a batch of %d messages", self.name, len(messages))

@@ -63,7 +63,7 @@ from qxedge.core.errors import PayloadError
 from qxedge.core.state import state_dir
 
 if TYPE_CHECKING:
-    from qxedge.connectors.sparkplug import SparkplugConfig
+    from qxedge.connectors.sparkplug_config import SparkplugConfig
 
 log = logging.getLogger(__name__)
 

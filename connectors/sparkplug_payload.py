@@ -26,20 +26,6 @@ FLOAT, DOUBLE, BOOLEAN, STRING = 9, 10, 11, 12
 _SIGNED_BITS = {INT8: 8, INT16: 16, INT32: 32, INT64: 64}
 _INT_TYPES = frozenset({INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32, UINT64})
 
-_FORBIDDEN = frozenset("/+#")
-
-
-def check_id(value: str, what: str) -> str:
-    """A Sparkplug id (group, edge node, device, host): non-empty UTF-8 without ``/``, ``+`` or ``#``."""
-    if not value:
-        raise ValueError(f"{what} must not be empty")
-    bad = sorted(_FORBIDDEN.intersection(value))
-    if bad:
-        raise ValueError(f"{what} {value!r} contains {' '.join(bad)}: not allowed in a Sparkplug id")
-    if value != value.strip():
-        raise ValueError(f"{what} {value!r} has leading or trailing spaces")
-    return value
-
 
 def device_id(asset: str, separator: str) -> str:
     """The Sparkplug device id of an agent asset: ``line1/pump1`` → ``line1:pump1`` (``/`` is a topic

@@ -30,7 +30,7 @@ from qxedge.connectors.sparkplug_payload import BD_SEQ, Metric, decode, number, 
 from qxedge.core.errors import PayloadError
 
 if TYPE_CHECKING:
-    from qxedge.connectors.sparkplug import SparkplugSourceConfig
+    from qxedge.connectors.sparkplug_config import SparkplugSourceConfig
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import logging
 import math
 import time
@@ -34,8 +33,10 @@ import dimod
 from pydantic import ValidationError
 
 from qxedge.connectors.mqtt import MqttClient, Subscription
+from qxedge.hybrid.backends import build
 from qxedge.hybrid.config import OffloadConfig as OffloadConfig
-from qxedge.hybrid.solvers import SaConfig, TabuConfig, solve_greedy, solve_sa, solve_tabu
+from qxedge.hybrid.portfolio import SolversConfig
+from qxedge.hybrid.solvers import SaConfig
 from qxedge.hybrid.wire import (
     JobEnvelope,
     ResultEnvelope,
@@ -81,6 +82,8 @@ class OffloadClient:
         self._sent: OrderedDict[str, float] = OrderedDict()  # job id -> deadline, the last 10,000 jobs
         self._search_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qxedge-fallback")
         self._searching = False
+        # the fallback's backends come from the solver registry; SA reads less than in the data center
+        self._solvers = SolversConfig(sa=SaConfig(max_reads=50))
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> OffloadClient:
@@ -228,17 +231,14 @@ class OffloadClient:
         # steepest descent answers at once instead: a decision in time beats a better one too late.
         budget_end = min(deadline_at - 0.01, time.time() + 0.8 * self.config.fallback_ms / 1000)
         if self._searching:
-            candidate = solve_greedy(bqm)
+            candidate = build("greedy", self._solvers).solve(bqm, budget_end)
             self.stats["greedy_fallbacks"] += 1
         else:
             self._searching = True
             try:
+                search = build(self.config.fallback, self._solvers)
                 loop = asyncio.get_running_loop()
-                if self.config.fallback == "sa":
-                    search = functools.partial(solve_sa, bqm, budget_end, SaConfig(max_reads=50))
-                else:
-                    search = functools.partial(solve_tabu, bqm, budget_end, TabuConfig())
-                candidate = await loop.run_in_executor(self._search_thread, search)
+                candidate = await loop.run_in_executor(self._search_thread, search.solve, bqm, budget_end)
             finally:
                 self._searching = False
         sample = unlabel_sample(bqm, candidate.sample or {})

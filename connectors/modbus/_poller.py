@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -339,6 +339,3 @@ class ModbusConnector:
             batch = ReadingBatch()
             batch.append(asset, signal, time.time(), back)
             link.readings(batch)
-
-    def observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
-        """Modbus publishes nothing upstream."""

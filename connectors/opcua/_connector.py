@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,9 +108,6 @@ class OpcUaConnector:
 
     def writes(self, asset: str) -> bool:
         return asset in self.config.setpoints
-
-    def observe(self, asset: str, metrics: Mapping[str, float], ts: float) -> None:
-        return None
 
     async def run(self, link: PlantLink) -> None:
         """Connect, subscribe, and reconnect on every loss until cancelled."""

@@ -32,9 +32,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field
 
 from qxedge import __version__
+from qxedge.core.ops_config import OpsConfig as OpsConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +49,6 @@ REASONS = {
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
-
-
-class OpsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    host: str = Field("127.0.0.1", description="0.0.0.0 to let a Prometheus on another host scrape it")
-    port: int = Field(9464, ge=0, le=65535, description="0 picks a free port")
-    max_connections: int = Field(
-        64, ge=1, le=10_000, description="connections served at once; one more is answered 503 and closed"
-    )
-    read_timeout_s: float = Field(
-        2.0, gt=0, le=60, description="a client must send its whole request within this, or is closed"
-    )
-    write_timeout_s: float = Field(
-        10.0, gt=0, le=300, description="a client must take its whole answer within this, or is cut"
-    )
 
 
 Readiness = Callable[[], str | None]  # None when ready, else why not

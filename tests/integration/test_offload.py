@@ -15,10 +15,11 @@ import pytest
 
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.hybrid import backends
 from qxedge.hybrid.client import OffloadClient, OffloadConfig
 from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.service import DataCenterConfig, SolverService
-from qxedge.hybrid.wire import JobLimits
+from qxedge.hybrid.wire import Candidate, JobLimits
 from qxedge.testing import Watcher, optimum, random_bqm, sample_energy, wait_until
 
 pytestmark = pytest.mark.integration
@@ -282,3 +283,32 @@ async def test_many_fallbacks_at_once_still_decide_in_time(broker: EmbeddedBroke
     assert all(d.source == "fallback" for d in decisions)
     assert offload.stats["greedy_fallbacks"] >= 1
     assert elapsed <= 0.6 + 0.5, f"12 fallbacks took {elapsed:.2f} s for a 0.6 s deadline"
+
+
+async def test_the_fallback_runs_the_backend_the_registry_holds(
+    broker: EmbeddedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local fallback builds its solver from the registry (qxedge.hybrid.backends), as the data
+    center does, with its own SA budget (50 reads)."""
+    backends.backend_names()  # the built-in backends are registered: "sa" can be swapped
+    registered = backends._registry["sa"]
+    ran: list[int] = []
+
+    def recording(config: SolversConfig) -> backends.Solver:
+        solver = registered(config)
+
+        def solve(bqm: dimod.BinaryQuadraticModel, deadline_at: float) -> Candidate:
+            ran.append(config.sa.max_reads)
+            return solver.solve(bqm, deadline_at)
+
+        return backends.Backend("sa", solve)
+
+    monkeypatch.setitem(backends._registry, "sa", recording)
+    config = OffloadConfig(deadline_ms=600, fallback_ms=200, fallback="sa")
+    async with (
+        MqttClient(BrokerConfig(url=broker.url), role="agent") as mqtt,
+        OffloadClient(mqtt, "gumi", config) as offload,
+    ):
+        decision = await offload.solve(random_bqm(6, 0.5, seed=1))  # no data center: the fallback decides
+    assert decision.source == "fallback" and decision.solver == "sa"
+    assert ran == [50]

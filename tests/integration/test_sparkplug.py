@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import paho.mqtt.client as paho
 import pytest
@@ -83,6 +83,22 @@ class Link:
 
     def readings(self) -> list[tuple[str, str, float, float]]:
         return [r for b in self.batches for r in zip(b.assets, b.signals, b.ts, b.values, strict=True)]
+
+
+@dataclass
+class RefusesOnce(Link):
+    """A link whose agent side raises on the first batch of readings, then takes them."""
+
+    refused: int = 0
+
+    def link(self) -> PlantLink:
+        return replace(super().link(), readings=self._take)
+
+    def _take(self, batch: ReadingBatch) -> None:
+        if not self.refused:
+            self.refused += 1
+            raise RuntimeError("the agent could not take them")
+        self.batches.append(batch)
 
 
 @asynccontextmanager
@@ -244,6 +260,24 @@ async def test_ndeath_will_carries_the_births_bdseq_and_bdseq_increments_on_reco
     assert bd == [0, 0, 1, 1], "NDEATH carries the bdSeq of the NBIRTH before it; +1 per connect"
     assert messages[2][0] == NODE.format("NDEATH") and not messages[2][1].HasField("seq")
     assert [p.seq for t, p in messages if "BIRTH" in t] == [0, 1, 0, 1]
+
+
+async def test_a_broker_that_goes_away_mid_session_is_reconnected_and_births_again(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    """The broker stops (connects refused while it is down), then comes back on the same port: the
+    connector keeps running (``running`` re-raises whatever ended it) and publishes again."""
+    connector = node(source={"groups": ["plc"]})
+    connector.observe("line1/pump1", {"temp": 1.0}, time.time())
+    async with running(connector, Link(broker.url)):
+        broker.stop()
+        await until(lambda: connector.mqtt is not None and not connector.mqtt.connected)
+        broker.start()
+        await until(lambda: connector.node.stats.connects == 2 and connector.ready.is_set())
+        watcher = watch("spBv1.0/#")
+        connector.observe("line1/pump1", {"temp": 2.0}, time.time())
+        await wait(watcher, count("DDATA", 1))
+    assert [m.double_value for m in decoded(watcher, "DDATA")[0][1].metrics] == [2.0]
 
 
 async def test_ncmd_rebirth_resends_births_with_seq_from_zero(
@@ -461,6 +495,32 @@ async def test_source_turns_plant_births_and_ddata_into_readings(
     assert skipped["bad payload"] == 1 and skipped["unknown alias"] == 1
     assert skipped["null or not a number"] == 1  # the string metric
     assert connector.source.stats.rebirth_requests == 1
+
+
+async def test_readings_the_agent_fails_to_take_are_logged_and_reading_goes_on(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error on the agent's side of ``link.readings`` used to end the session's task group, and
+    ``run`` (which retries ConnectorError only) with it: the connector, and the agent, stopped."""
+    watcher = watch()
+    link = RefusesOnce(broker.url)
+    connector = node(source={"groups": ["plc"]})
+    stamp = int(time.time() * 1000)
+    nbirth = Payload(timestamp=stamp, seq=0)
+    nbirth.metrics.add(name="bdSeq", datatype=INT64).long_value = 0
+    dbirth = Payload(timestamp=stamp, seq=1)
+    dbirth.metrics.add(name="temp", alias=1, datatype=DOUBLE, timestamp=stamp).double_value = 60.0
+    ddata = Payload(timestamp=stamp + 100, seq=2)
+    ddata.metrics.add(alias=1).double_value = 61.5
+    async with running(connector, link):
+        await asyncio.to_thread(watcher.publish, "spBv1.0/plc/NBIRTH/press1", nbirth.SerializeToString())
+        await asyncio.to_thread(watcher.publish, "spBv1.0/plc/DBIRTH/press1/die1", dbirth.SerializeToString())
+        await until(lambda: link.refused == 1)
+        await asyncio.to_thread(watcher.publish, "spBv1.0/plc/DDATA/press1/die1", ddata.SerializeToString())
+        await until(lambda: len(link.batches) == 1)
+    assert link.readings() == [("press1/die1", "temp", (stamp + 100) / 1000, 61.5)]
+    assert "could not read a batch of" in caplog.text
+    assert connector.node.stats.connects == 1  # the same session all along
 
 
 # ----------------------------------------------------------------- the agent

@@ -10,15 +10,27 @@ import pytest
 
 from qxedge.testing import ROOT
 
-# Drivers and heavy libraries that loading the demo config (an MQTT source, an ONNX model named by path)
-# must not import: the runtimes import them when they start. paho's client module is not listed: the
-# Sparkplug config model still shares its module with the Sparkplug runtime (connectors/sparkplug.py).
-DRIVERS = ("asyncua", "pymodbus", "polars", "onnxruntime", "dimod", "pennylane", "numpy", "scipy")
+# Drivers and heavy libraries (modules, with their submodules) that loading the demo config (an MQTT
+# source, an ONNX model named by path) must not import: the runtimes import them when they start. paho's
+# topic tree (paho.mqtt.matcher) is pure and may come with a config; its client may not.
+DRIVERS = (
+    "asyncua",
+    "pymodbus",
+    "polars",
+    "onnxruntime",
+    "dimod",
+    "pennylane",
+    "numpy",
+    "scipy",
+    "paho.mqtt.client",
+    "google.protobuf",
+    "prometheus_client",
+)
 
 PROBE = """
 import json, sys
 {code}
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {drivers})))
+print(json.dumps(sorted(m for m in sys.modules if any(m == d or m.startswith(d + ".") for d in {drivers}))))
 """
 
 
