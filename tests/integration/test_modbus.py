@@ -19,9 +19,6 @@ from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 from qxedge.agent.audit import query
 from qxedge.agent.config import load_config
@@ -32,12 +29,11 @@ from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
 from qxedge.core.errors import ConfigError, ConnectorError
-from qxedge.testing import Watcher, edge_config, wait_until
+from qxedge.testing import Plc, Watcher, edge_config, wait_until
+from qxedge.testing.modbus_plc import SIZE
 
 pytestmark = pytest.mark.integration
 
-SIZE = 300  # registers / bits per table on the test device
-READS = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
 DATA = [
     (t, b, w)
     for t in ("int16", "uint16", "int32", "uint32", "float32", "float64")
@@ -52,77 +48,6 @@ SAMPLE = {
     "float32": -1.5e-3,
     "float64": 6.02214076e23,
 }
-
-
-class Plc:
-    """A pymodbus TCP server (its SimDevice datastore) that records every request it receives."""
-
-    def __init__(
-        self,
-        *,
-        holding: dict[int, int] | None = None,
-        inputs: dict[int, int] | None = None,
-        coils: dict[int, bool] | None = None,
-        discretes: dict[int, bool] | None = None,
-        unmapped: range = range(0),  # holding registers the device does not map (illegal address)
-        port: int = 0,
-    ) -> None:
-        def words(values: dict[int, int] | None) -> list[int]:
-            out = [0] * SIZE
-            for address, word in (values or {}).items():
-                out[address] = word
-            return out
-
-        def bits(values: dict[int, bool] | None) -> list[bool]:
-            out = [False] * SIZE
-            for address, bit in (values or {}).items():
-                out[address] = bit
-            return out
-
-        self.device = SimDevice(
-            id=0,  # every unit id
-            simdata=(
-                [SimData(0, values=bits(coils), datatype=DataType.BITS)],
-                [SimData(0, values=bits(discretes), datatype=DataType.BITS)],
-                [
-                    SimData(start, values=words(holding)[start:end], datatype=DataType.REGISTERS)
-                    for start, end in (
-                        [(0, unmapped.start), (unmapped.stop, SIZE)] if unmapped else [(0, SIZE)]
-                    )
-                    if end > start
-                ],
-                [SimData(0, values=words(inputs), datatype=DataType.REGISTERS)],
-            ),
-        )
-        self.port = port
-        self.requests: list[tuple[int, int, int]] = []  # (function code, address, count)
-        self._server: ModbusTcpServer | None = None
-
-    def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
-        if not sending:
-            self.requests.append((pdu.function_code, pdu.address, pdu.count))
-        return pdu
-
-    def reads(self) -> int:
-        return sum(1 for fc, _, _ in self.requests if fc in READS)
-
-    async def start(self) -> Plc:
-        self._server = ModbusTcpServer(self.device, address=("127.0.0.1", self.port), trace_pdu=self._trace)
-        await self._server.serve_forever(background=True)
-        if self.port == 0:
-            self.port = self._server.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.shutdown()
-            self._server = None
-
-    async def __aenter__(self) -> Plc:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
 
 class Readings:
