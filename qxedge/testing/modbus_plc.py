@@ -11,12 +11,36 @@ request is recorded as ``(function code, address, count)``::
 
 from __future__ import annotations
 
+from pymodbus.client.mixin import ModbusClientMixin
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 SIZE = 300  # registers / bits per table
 READS = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}  # the read function codes
+ENCODINGS = [  # (type, byte_order, word_order): every way a value can sit in registers
+    (t, b, w)
+    for t in ("int16", "uint16", "int32", "uint32", "float32", "float64")
+    for b in ("big", "little")
+    for w in ("big", "little")
+]
+SAMPLE = {  # a value of each type that uses its whole range
+    "int16": -12345,
+    "uint16": 54321,
+    "int32": -1234567890,
+    "uint32": 3234567890,
+    "float32": -1.5e-3,
+    "float64": 6.02214076e23,
+}
+
+
+def reference_words(kind: str, value: float, byte_order: str, word_order: str) -> list[int]:
+    """Registers of ``value`` by pymodbus' own converter; the bytes of each register swapped on request."""
+    dt = ModbusClientMixin.DATATYPE[kind.upper()]
+    value = value if kind.startswith("float") else round(value)
+    word_order_arg = "big" if word_order == "big" else "little"
+    regs = ModbusClientMixin.convert_to_registers(value, dt, word_order=word_order_arg)  # type: ignore[arg-type]
+    return [((w & 0xFF) << 8) | (w >> 8) for w in regs] if byte_order == "little" else list(regs)
 
 
 class Plc:
