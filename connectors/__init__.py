@@ -2,7 +2,7 @@
 
 ``mqtt``, ``opcua``, ``modbus`` and ``outbox`` are packages of a config module (no driver), pure logic
 and a runtime imported on first use; ``sparkplug*``, ``simulator``, ``readings``, ``confirm``,
-``mosquitto_conf`` and ``plant`` (the agent ↔ connector contract) are modules. docs/architecture.md maps
+``broker_check`` and ``plant`` (the agent ↔ connector contract) are modules. docs/architecture.md maps
 what lives where.
 
 The names below are the public API, each imported from its module on first use.
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from qxedge.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from qxedge.connectors.broker_check import check_mosquitto_conf
     from qxedge.connectors.embedded_broker import EmbeddedBroker
-    from qxedge.connectors.mosquitto_conf import check_mosquitto_conf
     from qxedge.connectors.plant import (
         AssetStats,
         Evaluation,
@@ -47,7 +47,7 @@ _HOME = {
     "SparkplugConfig": ".sparkplug",
     "SparkplugConnector": ".sparkplug",
     "TopicPattern": ".readings",
-    "check_mosquitto_conf": ".mosquitto_conf",
+    "check_mosquitto_conf": ".broker_check",
 }
 __all__ = [  # what _HOME maps, spelled out for the tools
     "AssetStats",

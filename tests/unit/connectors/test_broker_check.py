@@ -1,9 +1,9 @@
-"""The broker-config check (``qxedge.connectors.mosquitto_conf``) on the config the project ships.
+"""The broker-config check (``qxedge.connectors.broker_check``) on the config the project ships.
 What the settings it asks for protect against, on a real broker: tests/integration/test_reliability.py."""
 
 from __future__ import annotations
 
-from qxedge.connectors.mosquitto_conf import check_mosquitto_conf
+from qxedge.connectors.broker_check import check_mosquitto_conf
 from qxedge.testing import ROOT
 
 
