@@ -75,8 +75,8 @@ async def test_three_workers_share_a_batch_and_none_is_solved_twice(
             await asyncio.to_thread(watcher.publish, "qx/v1/gumi/jobs", envelope("gumi", bqm, f"job-{i}"))
         assert await wait_for(watcher, lambda ms: len(ms) >= len(bqms))
     # the workers have stopped: each answer they sent is in their stats, a second one included
-    assert sum(s.stats["received"] for s in services) == len(bqms)
-    assert sum(s.stats["duplicates"] for s in services) == 0
+    assert sum(s.stats().received for s in services) == len(bqms)
+    assert sum(s.stats().duplicates for s in services) == 0
     results = {r["job_id"]: r for r in watcher.json_on("qx/v1/gumi/results/")}
     assert len(watcher.messages) == len(bqms) == len(results)
     for i, bqm in enumerate(bqms):

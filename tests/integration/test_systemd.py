@@ -126,8 +126,8 @@ def test_agent_and_solver_work_under_the_units_syscall_filter_and_w_xor_x() -> N
     env = dict(os.environ, FILTER=";".join(agent["SystemCallFilter"]))
     env.update(kv.split("=", 1) for line in agent["Environment"] for kv in line.split() if "%" not in kv)
     tests = [
-        "tests/test_ops.py::test_agent_and_solver_serve_metrics_and_health",
-        "tests/test_solvers.py::test_qaoa_reports_its_raw_result_beside_the_polished_one",
+        "tests/integration/test_ops.py::test_agent_and_solver_serve_metrics_and_health",
+        "tests/unit/hybrid/test_solvers.py::test_qaoa_reports_its_raw_result_beside_the_polished_one",
     ]
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
     sandboxed = subprocess.run(
