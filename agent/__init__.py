@@ -19,17 +19,19 @@ if TYPE_CHECKING:
     from qxedge.agent.features import FeatureEngine, Features, FeatureWindow
     from qxedge.agent.gate import SetpointGate
     from qxedge.agent.inference import OnnxModel
-    from qxedge.agent.pipeline import Agent
+    from qxedge.agent.pipeline import Agent, AgentStats, ModelStats
     from qxedge.agent.safety import Proposal, Safety, SafetyConfig, Verdict
     from qxedge.agent.telemetry import TelemetryConfig, TelemetryPublisher
 
 _HOME = {
     "Agent": "pipeline",
+    "AgentStats": "pipeline",
     "AuditLog": "audit",
     "EdgeConfig": "config",
     "FeatureEngine": "features",
     "FeatureWindow": "features",
     "Features": "features",
+    "ModelStats": "pipeline",
     "OnnxModel": "inference",
     "ProductionDay": "day",
     "Proposal": "safety",
@@ -44,11 +46,13 @@ _HOME = {
 }
 __all__ = [  # what _HOME maps, spelled out for the tools
     "Agent",
+    "AgentStats",
     "AuditLog",
     "EdgeConfig",
     "FeatureEngine",
     "FeatureWindow",
     "Features",
+    "ModelStats",
     "OnnxModel",
     "ProductionDay",
     "Proposal",

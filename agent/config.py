@@ -39,7 +39,7 @@ from pydantic import (
 from qxedge.agent.safety import SafetyConfig
 from qxedge.agent.settings import PlanningConfig, TelemetryConfig
 from qxedge.connectors.modbus import ModbusConfig
-from qxedge.connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap, topic_matches
+from qxedge.connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap, site_topic, topic_matches
 from qxedge.connectors.opcua import OpcUaConfig
 from qxedge.connectors.outbox import OutboxConfig
 from qxedge.connectors.plant import PlantConnector
@@ -251,7 +251,7 @@ def cross_check(cfg: EdgeConfig) -> list[Problem]:
             problems.append(Problem(f"rules[{i}].model", f"no model named {r.model!r}"))
     filters = [(i, t) for i, c in enumerate(cfg.connectors) if c.mqtt for t in c.mqtt.topics]
     for k, (i, a) in enumerate(filters):
-        if topic_matches(a, f"qx/v1/{cfg.site}/deadletter"):
+        if topic_matches(a, site_topic(cfg.site, "deadletter")):
             problems.append(
                 Problem(
                     f"connectors[{i}].mqtt.topics",

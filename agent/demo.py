@@ -228,7 +228,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if "baseline" in summary and summary["baseline"]["energy_cost"]:
         saved = 1 - summary["optimised"]["energy_cost"] / summary["baseline"]["energy_cost"]
         lines.append(
-            f"  optimised vs baseline: {saved:.1%} lower energy cost; solver wins {summary['solver_wins']}"
+            f"  optimised vs baseline: {abs(saved):.1%} {'lower' if saved >= 0 else 'higher'} energy cost; "
+            f"solver wins {summary['solver_wins']}"
         )
     for sp in summary["setpoint_log"]:
         how = sp["verdict"] + (f" by {sp['limit']}" if sp.get("limit") else "")

@@ -48,7 +48,7 @@ from qxedge.agent.inference import OnnxModel
 from qxedge.agent.metrics import AgentMetrics
 from qxedge.agent.safety import Latest, Proposal, Safety
 from qxedge.agent.telemetry import TelemetryPublisher
-from qxedge.connectors.mqtt import MqttClient, Publication, each_message
+from qxedge.connectors.mqtt import MqttClient, Publication, each_message, site_topic
 from qxedge.connectors.outbox import Outbox
 from qxedge.connectors.plant import (
     Evaluation,
@@ -218,7 +218,7 @@ class Agent:
         return {name: m.provider for name, m in self.models.items()}
 
     def topic(self, suffix: str) -> str:
-        return f"qx/v1/{self.site}/{suffix}"
+        return site_topic(self.site, suffix)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         state = self.topic("agent/state")

@@ -30,6 +30,7 @@ from typing import Any
 from qxedge.agent._jsonbytes import dumps
 from qxedge.agent._patterns import AssetFilter
 from qxedge.agent.settings import TelemetryConfig as TelemetryConfig
+from qxedge.connectors.mqtt import site_topic
 from qxedge.connectors.outbox import Outbox
 from qxedge.connectors.plant import AssetStats, Evaluation
 
@@ -51,7 +52,7 @@ class TelemetryPublisher:
         self.config = config
         self.outbox = outbox
         self._features: AssetStats | None = None  # the statistics of the newest evaluation
-        self.topic = f"qx/v1/{site}/telemetry"
+        self.topic = site_topic(site, "telemetry")
         self.records = 0
         self.refused = 0
         # asset -> its newest metrics, and when they came: two dicts, not a (ts, metrics) tuple per

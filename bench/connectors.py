@@ -2,8 +2,8 @@
 
     ./run bench connectors [--only modbus|opcua] [--seconds 2]   (opcua: bench/connectors_opcua.py)
 
-modbus: a pymodbus TCP server in its own process (a SimDevice with 250 holding registers, 120 input
-registers and 200 coils, all mapped to points) is polled back to back by the connector's own poll
+modbus: ``qxedge.testing.Plc`` (pymodbus' TCP server) in its own process (250 holding registers, 120
+input registers and 200 coils, all mapped to points) is polled back to back by the connector's own poll
 (``DevicePoller.poll``: requests, decoding, one ReadingBatch per poll) for ``--seconds``, twice in
 each of 3 rounds: once with the connector's block reads (4 requests per poll) and once with one read
 per register or coil (``max_registers: 1, max_bits: 1``: 570 requests per poll), the way many gateways
@@ -30,6 +30,7 @@ from typing import Any
 
 from qxedge.connectors.modbus import DevicePoller, ModbusDevice
 from qxedge.core.errors import ConnectorError
+from qxedge.testing import Plc
 from qxedge.testing.bench_results import Results, add_save_option
 
 HOLDING, INPUTS, COILS = 250, 120, 200
@@ -37,20 +38,15 @@ HOLDING, INPUTS, COILS = 250, 120, 200
 
 # --------------------------------------------------------------------------------------- modbus
 async def _serve_modbus(port: int) -> None:
-    from pymodbus.server import ModbusTcpServer
-    from pymodbus.simulator import DataType, SimData, SimDevice
-
-    device = SimDevice(
-        id=0,
-        simdata=(
-            [SimData(0, values=[i % 3 == 0 for i in range(COILS)], datatype=DataType.BITS)],
-            [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
-            [SimData(0, values=[i * 7 % 65536 for i in range(HOLDING)], datatype=DataType.REGISTERS)],
-            [SimData(0, values=[i for i in range(INPUTS)], datatype=DataType.REGISTERS)],
-        ),
+    plc = Plc(
+        holding={a: a * 7 % 65536 for a in range(HOLDING)},
+        inputs={a: a for a in range(INPUTS)},
+        coils={a: a % 3 == 0 for a in range(COILS)},
+        port=port,
+        trace=False,
     )
-    server = ModbusTcpServer(device, address=("127.0.0.1", port))
-    await server.serve_forever()
+    async with plc:
+        await asyncio.Event().wait()  # until the parent terminates this process
 
 
 def _modbus_device(port: int, per_register: bool) -> ModbusDevice:

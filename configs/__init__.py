@@ -2,3 +2,5 @@
 
 Read them with ``importlib.resources.files("qxedge.configs")``; nothing here is imported as code.
 """
+
+__all__: list[str] = []  # data only: no code to export

@@ -35,7 +35,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from qxedge.connectors.mqtt import BrokerConfig
+from qxedge.connectors.mqtt import BrokerConfig, site_topic
 from qxedge.connectors.readings import ReadingBatch
 
 log = logging.getLogger(__name__)
@@ -229,8 +229,8 @@ class SimulatedPlant:
     async def __aenter__(self) -> SimulatedPlant:
         await self._mqtt.__aenter__()
         try:
-            self._setpoints = await self._mqtt.subscribe(f"qx/v1/{self.site}/setpoints/#", qos=1)
-            self._commands = await self._mqtt.subscribe(f"qx/v1/{self.site}/simulator/fault", qos=1)
+            self._setpoints = await self._mqtt.subscribe(site_topic(self.site, "setpoints/#"), qos=1)
+            self._commands = await self._mqtt.subscribe(site_topic(self.site, "simulator/fault"), qos=1)
         except BaseException:
             await self._mqtt.__aexit__(None, None, None)
             raise

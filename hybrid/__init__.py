@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from qxedge.hybrid.client import OffloadClient, OffloadConfig
     from qxedge.hybrid.offline import solve_file
     from qxedge.hybrid.portfolio import Portfolio, SolversConfig
-    from qxedge.hybrid.service import DataCenterConfig, SolverService
+    from qxedge.hybrid.service import DataCenterConfig, SolverService, SolverStats
     from qxedge.hybrid.wire import Candidate, JobEnvelope, JobLimits, JobRejected, ResultEnvelope, decode_job
 
 _HOME = {
@@ -32,6 +32,7 @@ _HOME = {
     "ResultEnvelope": "wire",
     "Solver": "backends",
     "SolverService": "service",
+    "SolverStats": "service",
     "SolversConfig": "portfolio",
     "backend_names": "backends",
     "decode_job": "wire",
@@ -53,6 +54,7 @@ __all__ = [  # what _HOME maps, spelled out for the tools
     "ResultEnvelope",
     "Solver",
     "SolverService",
+    "SolverStats",
     "SolversConfig",
     "backend_names",
     "decode_job",

@@ -31,6 +31,7 @@ import dimod
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from qxedge.connectors.mqtt import site_topic
 from qxedge.core.errors import PayloadError
 from qxedge.hybrid.backends import solver_names
 from qxedge.hybrid.config import SolverName as SolverName
@@ -122,11 +123,11 @@ class Job:
 
 
 def results_topic(site: str, job_id: str) -> str:
-    return f"qx/v1/{site}/results/{job_id}"
+    return site_topic(site, f"results/{job_id}")
 
 
 def jobs_topic(site: str) -> str:
-    return f"qx/v1/{site}/jobs"
+    return site_topic(site, "jobs")
 
 
 def site_of_topic(topic: str) -> str | None:

@@ -2,7 +2,7 @@
 
 - :mod:`.config`: ``BrokerConfig`` (URL, credentials, TLS, backoff), ``TlsConfig``, ``MqttSourceConfig``
   and ``split_url``: pydantic only, no paho client;
-- :mod:`.topics`: topic filters (validity, matching, overlap), pure;
+- :mod:`.topics`: qxedge's topics (``site_topic``) and topic filters (validity, matching, overlap), pure;
 - ``_client``: ``MqttClient`` (paho driven by the event loop, messages in batches), ``Subscription``,
   ``Publication``, ``each_message``; ``_matcher``: paho's topic matcher with cached answers.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from qxedge.connectors.mqtt.config import BrokerConfig, MqttSourceConfig, TlsConfig, split_url
-from qxedge.connectors.mqtt.topics import check_filter, filters_overlap, topic_matches
+from qxedge.connectors.mqtt.topics import NAMESPACE, check_filter, filters_overlap, site_topic, topic_matches
 from qxedge.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from qxedge.connectors.mqtt._matcher import CachedMatcher
 
 __all__ = [
+    "NAMESPACE",
     "BrokerConfig",
     "CachedMatcher",
     "Message",
@@ -34,6 +35,7 @@ __all__ = [
     "check_filter",
     "each_message",
     "filters_overlap",
+    "site_topic",
     "split_url",
     "topic_matches",
 ]

@@ -1,8 +1,17 @@
-"""MQTT topic filters: validity, matching, overlap. Pure (paho's topic tree, not its client)."""
+"""MQTT topics: qxedge's namespace (``site_topic``) and topic filters (validity, matching, overlap).
+Pure (paho's topic tree, not its client)."""
 
 from __future__ import annotations
 
 from paho.mqtt.matcher import MQTTMatcher
+
+NAMESPACE = "qx/v1"  # every topic of a site: qx/v1/{site}/... (docs/connectors/mqtt.md)
+
+
+def site_topic(site: str, suffix: str) -> str:
+    """The topic ``suffix`` of ``site`` in qxedge's namespace: ``qx/v1/{site}/{suffix}`` (``telemetry``,
+    ``deadletter``, ``setpoints/line1/pump1``, ``jobs``, ...)."""
+    return f"{NAMESPACE}/{site}/{suffix}"
 
 
 def check_filter(topic_filter: str) -> str:

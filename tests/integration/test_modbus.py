@@ -10,119 +10,26 @@ import asyncio
 import contextlib
 import fnmatch
 import json
-import math
 import socket
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 from qxedge.agent.audit import query
-from qxedge.agent.config import load_config
 from qxedge.agent.pipeline import Agent
 from qxedge.connectors.embedded_broker import EmbeddedBroker
-from qxedge.connectors.modbus import Codec, LinkDown, ModbusConfig, ModbusConnector, ModbusPoint, plan_blocks
+from qxedge.connectors.modbus import LinkDown, ModbusConfig, ModbusConnector, plan_blocks
 from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
-from qxedge.core.errors import ConfigError, ConnectorError
-from qxedge.testing import Watcher, edge_config, wait_until
+from qxedge.core.errors import ConnectorError
+from qxedge.testing import Plc, Watcher, edge_config, wait_until
+from qxedge.testing.modbus_plc import ENCODINGS, SAMPLE, SIZE, reference_words
 
 pytestmark = pytest.mark.integration
-
-SIZE = 300  # registers / bits per table on the test device
-READS = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
-DATA = [
-    (t, b, w)
-    for t in ("int16", "uint16", "int32", "uint32", "float32", "float64")
-    for b in ("big", "little")
-    for w in ("big", "little")
-]
-SAMPLE = {
-    "int16": -12345,
-    "uint16": 54321,
-    "int32": -1234567890,
-    "uint32": 3234567890,
-    "float32": -1.5e-3,
-    "float64": 6.02214076e23,
-}
-
-
-class Plc:
-    """A pymodbus TCP server (its SimDevice datastore) that records every request it receives."""
-
-    def __init__(
-        self,
-        *,
-        holding: dict[int, int] | None = None,
-        inputs: dict[int, int] | None = None,
-        coils: dict[int, bool] | None = None,
-        discretes: dict[int, bool] | None = None,
-        unmapped: range = range(0),  # holding registers the device does not map (illegal address)
-        port: int = 0,
-    ) -> None:
-        def words(values: dict[int, int] | None) -> list[int]:
-            out = [0] * SIZE
-            for address, word in (values or {}).items():
-                out[address] = word
-            return out
-
-        def bits(values: dict[int, bool] | None) -> list[bool]:
-            out = [False] * SIZE
-            for address, bit in (values or {}).items():
-                out[address] = bit
-            return out
-
-        self.device = SimDevice(
-            id=0,  # every unit id
-            simdata=(
-                [SimData(0, values=bits(coils), datatype=DataType.BITS)],
-                [SimData(0, values=bits(discretes), datatype=DataType.BITS)],
-                [
-                    SimData(start, values=words(holding)[start:end], datatype=DataType.REGISTERS)
-                    for start, end in (
-                        [(0, unmapped.start), (unmapped.stop, SIZE)] if unmapped else [(0, SIZE)]
-                    )
-                    if end > start
-                ],
-                [SimData(0, values=words(inputs), datatype=DataType.REGISTERS)],
-            ),
-        )
-        self.port = port
-        self.requests: list[tuple[int, int, int]] = []  # (function code, address, count)
-        self._server: ModbusTcpServer | None = None
-
-    def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
-        if not sending:
-            self.requests.append((pdu.function_code, pdu.address, pdu.count))
-        return pdu
-
-    def reads(self) -> int:
-        return sum(1 for fc, _, _ in self.requests if fc in READS)
-
-    async def start(self) -> Plc:
-        self._server = ModbusTcpServer(self.device, address=("127.0.0.1", self.port), trace_pdu=self._trace)
-        await self._server.serve_forever(background=True)
-        if self.port == 0:
-            self.port = self._server.transport.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.shutdown()
-            self._server = None
-
-    async def __aenter__(self) -> Plc:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
 
 class Readings:
@@ -168,15 +75,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def reference_words(kind: str, value: float, byte_order: str, word_order: str) -> list[int]:
-    """Registers of ``value`` by pymodbus' own converter; the bytes of each register swapped on request."""
-    dt = AsyncModbusTcpClient.DATATYPE[kind.upper()]
-    value = value if kind.startswith("float") else round(value)
-    word_order_arg = "big" if word_order == "big" else "little"
-    regs = AsyncModbusTcpClient.convert_to_registers(value, dt, word_order=word_order_arg)  # type: ignore[arg-type]
-    return [((w & 0xFF) << 8) | (w >> 8) for w in regs] if byte_order == "little" else list(regs)
 
 
 async def until(predicate: Callable[[], bool], within: float = 30) -> None:
@@ -254,7 +152,7 @@ async def test_types_byte_and_word_orders_scale_offset_and_bad_values() -> None:
     points: list[dict[str, Any]] = []
     expected: dict[str, float] = {}
     address = 0
-    for kind, byte_order, word_order in DATA:
+    for kind, byte_order, word_order in ENCODINGS:
         words = reference_words(kind, SAMPLE[kind], byte_order, word_order)
         holding.update(enumerate(words, start=address))
         signal = f"{kind}_{byte_order}_{word_order}"
@@ -314,116 +212,6 @@ async def test_a_block_over_an_unmapped_hole_is_split_once() -> None:
     assert poller.stats.exceptions == 1 and poller.stats.disconnects == 0
     reads = [(a, n) for fc, a, n in plc.requests if fc == 3]
     assert reads[0] == (0, 13) and set(reads[1:]) == {(0, 1), (12, 1)}  # the block once, then its parts
-
-
-def test_codec_round_trip_and_range_errors() -> None:
-    """Logic only: encode is the inverse of decode for every type and order; misfits are refused."""
-    for kind, byte_order, word_order in DATA:
-        point = ModbusPoint(asset="a", signal="s", address=0, type=kind, scale=0.5, offset=3)  # type: ignore[arg-type]
-        codec = Codec(point, byte_order, word_order)  # type: ignore[arg-type]
-        raw = SAMPLE[kind] if kind.startswith("float") else SAMPLE[kind] // 2
-        value = raw * 0.5 + 3
-        words = codec.encode(value)
-        assert len(words) == point.width and all(0 <= w <= 0xFFFF for w in words)
-        assert words == reference_words(kind, (value - 3) / 0.5, byte_order, word_order)
-        assert codec.decode(words, 0) == pytest.approx(value, rel=1e-6)
-    u16 = Codec(ModbusPoint(asset="a", signal="s", address=0, scale=0.001), "big", "big")
-    assert u16.encode(0.75) == [750]
-    for bad, reason in ((70.0, "outside uint16"), (-0.001, "outside uint16"), (math.nan, "not a finite")):
-        with pytest.raises(ValueError, match=reason):
-            u16.encode(bad)
-    coil = Codec(ModbusPoint(asset="a", signal="s", table="coil", address=0), "big", "big")
-    assert coil.encode(1) == [1] and coil.encode(0) == [0]
-    with pytest.raises(ValueError, match="0 or 1"):
-        coil.encode(0.5)
-    with pytest.raises(ValueError, match="overflows float32"):
-        Codec(ModbusPoint(asset="a", signal="s", address=0, type="float32"), "big", "big").encode(1e39)
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (
-            {
-                "points": [
-                    {"asset": "a", "signal": "x", "address": 10, "type": "float32"},
-                    {"asset": "a", "signal": "y", "address": 11},
-                ]
-            },
-            "points[1] (holding 11) overlaps points[0] (holding 10..11, float32)",
-        ),
-        (
-            {"points": [{"asset": "a", "signal": "x", "table": "coil", "address": 0, "type": "float32"}]},
-            "points[0]: type float32 needs registers: the coil table holds single bits",
-        ),
-        (
-            {"points": [{"asset": "a", "signal": "x", "address": 0, "type": "bool"}]},
-            "type bool fits the coil and discrete tables, not holding registers",
-        ),
-        ({"max_registers": 126}, "max_registers: block too big: one Modbus read carries at most 125"),
-        ({"max_bits": 4000}, "max_bits: block too big: one Modbus read carries at most 2000"),
-        (
-            {"max_registers": 2, "points": [{"asset": "a", "signal": "x", "address": 0, "type": "float64"}]},
-            "points[0]: a float64 spans 4 registers, above max_registers 2",
-        ),
-        ({"byte_order": "middle"}, "byte_order: Input should be 'big' or 'little'"),
-        (
-            {"points": [{"asset": "a", "signal": "x", "address": 0, "word_order": "ABCD"}]},
-            "points[0].word_order: Input should be 'big' or 'little'",
-        ),
-        (
-            {"points": [{"asset": "a", "signal": "x", "address": 65535, "type": "int32"}]},
-            "runs past the last address",
-        ),
-        ({"points": [{"asset": "a", "signal": "x", "address": 0, "scale": 0}]}, "scale must not be 0"),
-        (
-            {"setpoints": [{"asset": "a", "table": "input", "address": 0}]},
-            "setpoints[0].table: Input should be 'holding' or 'coil'",
-        ),
-        ({"points": [], "setpoints": []}, "a device needs points to read or setpoints to write"),
-        ({"unit": 300}, "unit: Input should be less than or equal to 255"),
-        ({"colour": "red"}, "colour: unknown key"),
-    ],
-)
-def test_config_errors_name_the_path(tmp_path: Path, change: dict[str, Any], message: str) -> None:
-    dev = {
-        "name": "plc",
-        "host": "10.0.0.20",
-        "points": [{"asset": "a", "signal": "x", "address": 0}],
-        **change,
-    }
-    path = tmp_path / "edge.yaml"
-    path.write_text(json.dumps({"site": "s", "connectors": [{"modbus": {"devices": [dev]}}]}))
-    with pytest.raises(ConfigError) as err:
-        load_config(path, environ={})
-    text = str(err.value)
-    assert "connectors[0].modbus.devices[0]" in text and message in text, text
-
-
-def test_config_errors_across_devices() -> None:
-    point = {"asset": "a", "signal": "x", "address": 0}
-    for devices, message in (
-        (
-            [
-                {"name": "p", "host": "h", "points": [point]},
-                {"name": "p", "host": "g", "points": [{**point, "signal": "y"}]},
-            ],
-            "devices[1].name: 'p' is used twice",
-        ),
-        (
-            [{"name": "p", "host": "h", "points": [point]}, {"name": "q", "host": "g", "points": [point]}],
-            "devices[1].points[0]: a/x is already read by devices[0].points[0]",
-        ),
-        (
-            [
-                {"name": "p", "host": "h", "setpoints": [{"asset": "a", "address": 0}]},
-                {"name": "q", "host": "g", "setpoints": [{"asset": "a", "address": 5}]},
-            ],
-            "devices[1].setpoints[0]: a is already written by devices[0].setpoints[0]",
-        ),
-    ):
-        with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
-            ModbusConfig.model_validate({"devices": devices})
 
 
 # ------------------------------------------------------------------------------------------ writes

@@ -11,13 +11,11 @@ import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from asyncua import Server, ua
-from asyncua.crypto.permission_rules import User, UserRole
+from asyncua import ua
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -25,18 +23,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
 from qxedge.agent.pipeline import Agent
-from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.embedded_broker import EmbeddedBroker, free_port
 from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.connectors.opcua import OpcUaConfig, OpcUaConnector, parse_node
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
 from qxedge.core.errors import ConfigError, ConnectorError
-from qxedge.testing import Watcher, edge_config, wait_until
+from qxedge.testing import Watcher, edge_config, plant_server, wait_until
+from qxedge.testing.opcua_plant import ASSETS, SIGNALS
 
 pytestmark = pytest.mark.integration
-NS_URI = "urn:qxedge:test:plant"
-ASSETS = ("pump1", "pump2")
-SIGNALS = ("temp", "power")
 
 
 # --- certificates (RSA: Basic256Sha256 needs it), made once per module -------------------------------
@@ -99,7 +95,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     server_cert, server_key = _self_signed(folder, "server", "urn:qxedge:test:server", server=True)
     client_cert, client_key = _self_signed(folder, "client", "urn:qxedge:test:client", server=False)
     user_cert, user_key = _self_signed(folder, "user", "urn:qxedge:test:user", server=False)
-    USER_CERT_DER[:] = [user_cert.read_bytes()]
     password = folder / "opcua-password"
     password.write_text("pa55-w0rd\n", encoding="utf-8")
     return {
@@ -112,94 +107,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "password_file": password,
         "folder": folder,
     }
-
-
-# --- a plant of our own: asyncua's Server ------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-USER_CERT_DER: list[bytes] = []  # the X.509 user identity the server accepts
-
-
-class Users:
-    """Only operator / pa55-w0rd, or the holder of the user certificate, may open a session."""
-
-    def get_user(
-        self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
-    ) -> User | None:
-        if username == "operator" and password == "pa55-w0rd":
-            return User(role=UserRole.User, name=username)
-        if username is None and certificate is not None and bytes(certificate) in USER_CERT_DER:
-            return User(role=UserRole.User, name="certificate")
-        return None
-
-
-@dataclass
-class Plant:
-    server: Server
-    url: str
-    idx: int
-    variables: dict[tuple[str, str], Any] = field(default_factory=dict)
-    setpoints: dict[str, Any] = field(default_factory=dict)
-
-    async def set(self, asset: str, signal: str, value: float, ts: datetime.datetime | None = None) -> None:
-        dv = ua.DataValue(ua.Variant(value, ua.VariantType.Double), SourceTimestamp=ts)
-        await self.variables[asset, signal].write_value(dv)
-
-
-@contextlib.asynccontextmanager
-async def plant_server(
-    port: int, pki: dict[str, Path] | None = None, policies: list[Any] | None = None
-) -> AsyncIterator[Plant]:
-    """Line1/{pump1,pump2}/{Temp,Power} (Double), Line1/{pump}/LoadCap (Double, writable) and
-    Line1/pump1/Mode (Int16, writable)."""
-    server = Server(user_manager=Users() if pki is not None else None)  # type: ignore[arg-type]
-    await server.init()
-    url = f"opc.tcp://127.0.0.1:{port}/qxedge/"
-    server.set_endpoint(url)
-    if pki is not None:
-        server.set_security_policy(policies or [ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
-        server.set_identity_tokens([ua.UserNameIdentityToken, ua.X509IdentityToken])
-        await server.load_certificate(str(pki["server_cert"]))
-        await server.load_private_key(str(pki["server_key"]))
-    else:
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-    idx = await server.register_namespace(NS_URI)
-    line = await server.nodes.objects.add_object(ua.NodeId("Line1", idx), ua.QualifiedName("Line1", idx))
-    plant = Plant(server, url, idx)
-    for asset in ASSETS:
-        obj = await line.add_object(ua.NodeId(f"Line1.{asset}", idx), ua.QualifiedName(asset, idx))
-        for signal in SIGNALS:
-            name = signal.capitalize()
-            plant.variables[asset, signal] = await obj.add_variable(
-                ua.NodeId(f"Line1.{asset}.{name}", idx),
-                ua.QualifiedName(name, idx),
-                0.0,
-                ua.VariantType.Double,
-            )
-        cap = await obj.add_variable(
-            ua.NodeId(f"Line1.{asset}.LoadCap", idx),
-            ua.QualifiedName("LoadCap", idx),
-            1.0,
-            ua.VariantType.Double,
-        )
-        await cap.set_writable()
-        plant.setpoints[asset] = cap
-    mode = await line.add_variable(
-        ua.NodeId("Line1.Mode", idx), ua.QualifiedName("Mode", idx), 0, ua.VariantType.Int16
-    )
-    await mode.set_writable()
-    plant.setpoints["mode"] = mode
-    await server.start()
-    try:
-        yield plant
-    finally:
-        await server.stop()
 
 
 # --- the connector under test ------------------------------------------------------------------------

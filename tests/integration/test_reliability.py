@@ -19,12 +19,12 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from qxedge.connectors.broker_check import check_mosquitto_conf
 from qxedge.connectors.embedded_broker import EmbeddedBroker
-from qxedge.connectors.mosquitto_conf import check_mosquitto_conf
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient, split_url
-from qxedge.connectors.outbox import Outbox, OutboxConfig, OutboxError
+from qxedge.connectors.outbox import Outbox, OutboxConfig
 from qxedge.hybrid.client import OffloadClient, OffloadConfig
-from qxedge.testing import ROOT, random_bqm, wait_until
+from qxedge.testing import random_bqm, wait_until
 from qxedge.testing.faults import (
     CONFIRM,
     TELEMETRY,
@@ -159,47 +159,6 @@ async def test_a_record_confirmations_passed_over_is_sent_again(
         assert counter.seqs[7] == 2 and all(counter.seqs[s] == 1 for s in range(20) if s != 7)
     finally:
         counter.close()
-
-
-def unconnected_outbox(tmp_path: Path) -> Outbox:
-    config = OutboxConfig(confirm="upstream")
-    return Outbox(tmp_path / "o.sqlite", config, MqttClient(fast("mqtt://h:1")), confirm_topic=CONFIRM)
-
-
-def confirmation(seqs: list[list[int]]) -> list[tuple[str, bytes]]:
-    return [(CONFIRM, json.dumps({"stream": "telemetry", "seqs": seqs}).encode())]
-
-
-def test_confirmations_narrow_wide_many_and_before_the_puback(tmp_path: Path) -> None:
-    box = unconnected_outbox(tmp_path)
-    box._unconfirmed = {("telemetry", seq): (seq + 1, float(seq)) for seq in range(100)}  # id = seq + 1
-    box._inflight = {7: (101, "telemetry", 100, TELEMETRY, b"")}
-    box._on_confirmations(confirmation([[5, 5], [3, 4], [4, 5], [90, 10**15]]))  # unsorted, overlapping
-    assert sorted(box._acked) == [4, 5, 6, *range(91, 101)] and box.stats["confirmed"] == 13
-    assert box._confirmed_early == {("telemetry", 100)}  # its PUBACK comes later: done then
-    box._on_ack(7)
-    assert box._acked[-1] == 101 and not box._confirmed_early
-    box._on_confirmations(confirmation([[seq, seq] for seq in range(0, 20_000, 2)]))  # 10,000 ranges
-    assert sorted(box._unconfirmed) == [("telemetry", seq) for seq in (1, 7, 9, *range(11, 90, 2))]
-    other = [(CONFIRM, json.dumps({"stream": "other", "seqs": [[0, 10**15]]}).encode())]
-    box._on_confirmations(other)  # another stream's numbers confirm nothing here
-    assert len(box._unconfirmed) == 43
-
-
-def test_records_sent_again_twice_go_out_in_id_order(tmp_path: Path) -> None:
-    box = unconnected_outbox(tmp_path)
-    box._unconfirmed = {("telemetry", seq): (seq + 1, float(seq)) for seq in (20, 5, 30)}  # id = seq + 1
-    box._again_ids.extend([12, 15])  # a first resend, still going out
-    box._again.extend([(10, "telemetry", 9, TELEMETRY, b""), (11, "telemetry", 10, TELEMETRY, b"")])
-    box.stats["resent"] = 2
-    box._queue_again([("telemetry", 20), ("telemetry", 5)])
-    assert list(box._again_ids) == [6, 10, 11, 12, 15, 21]  # loaded again in chunks, in id order
-    assert not box._again and box.stats["resent"] == 0 and list(box._unconfirmed) == [("telemetry", 30)]
-
-
-def test_confirm_upstream_needs_a_topic(tmp_path: Path) -> None:
-    with pytest.raises(OutboxError, match="needs the topic"):
-        Outbox(tmp_path / "o.sqlite", OutboxConfig(confirm="upstream"), MqttClient(fast("mqtt://h:1")))
 
 
 def test_agent_kill9_mid_stream_loses_nothing_it_accepted(broker: EmbeddedBroker, tmp_path: Path) -> None:
@@ -349,12 +308,6 @@ def test_slow_subscriber_and_the_broker_queue_limit(queued: int, complete: bool)
             counter.close()
     problems = check_mosquitto_conf(f"persistence true\nmax_queued_messages {queued}\n")
     assert bool(problems) != complete
-
-
-def test_the_project_broker_config_has_the_settings_qxedge_needs() -> None:
-    text = (ROOT / "configs" / "mosquitto" / "mosquitto.conf").read_text()
-    assert check_mosquitto_conf(text) == []
-    assert any("persistence is off" in p for p in check_mosquitto_conf(""))
 
 
 async def test_setpoints_are_never_sent_late_after_an_outage(persistent_broker: EmbeddedBroker) -> None:

@@ -6,10 +6,39 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
-PACKAGES = ["qxedge.agent", "qxedge.agent.features", "qxedge.hybrid", "qxedge.hybrid.problems"]
+from qxedge.testing import ROOT
+
+PACKAGES = [
+    "qxedge",
+    "qxedge.core",
+    "qxedge.testing",
+    "qxedge.agent",
+    "qxedge.agent.features",
+    "qxedge.connectors",
+    "qxedge.connectors.modbus",
+    "qxedge.connectors.mqtt",
+    "qxedge.connectors.opcua",
+    "qxedge.connectors.outbox",
+    "qxedge.hybrid",
+    "qxedge.hybrid.problems",
+]
+DATA_PACKAGES = ["qxedge.configs"]  # package data only: an empty __all__
+
+
+def test_every_package_is_listed() -> None:
+    """A package added to the distribution gets a curated API, checked here."""
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        shipped = tomllib.load(f)["tool"]["setuptools"]["packages"]
+    assert sorted(shipped) == sorted(PACKAGES + DATA_PACKAGES)
+
+
+@pytest.mark.parametrize("name", DATA_PACKAGES)
+def test_a_data_package_exports_nothing(name: str) -> None:
+    assert importlib.import_module(name).__all__ == []
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -23,7 +52,19 @@ def test_every_public_name_resolves(name: str) -> None:
         assert sorted(package.__all__) == sorted(home)
 
 
-@pytest.mark.parametrize("name", ["qxedge.agent", "qxedge.hybrid"])
+def test_the_stats_snapshots_are_public() -> None:
+    """The snapshots /metrics reads are part of the API: an integrator's own exporter reads them too."""
+    from qxedge.agent import AgentStats, ModelStats
+    from qxedge.agent.pipeline import Agent
+    from qxedge.hybrid import SolverStats
+    from qxedge.hybrid.service import SolverService
+
+    assert Agent.stats.__annotations__["return"] in ("AgentStats", AgentStats)
+    assert SolverService.stats.__annotations__["return"] in ("SolverStats", SolverStats)
+    assert ModelStats.__module__ == "qxedge.agent.pipeline"
+
+
+@pytest.mark.parametrize("name", ["qxedge.core", "qxedge.agent", "qxedge.connectors", "qxedge.hybrid"])
 def test_a_name_outside_the_api_is_an_import_error(name: str) -> None:
     with pytest.raises(ImportError, match="cannot import name 'nothing_here'"):
         exec(f"from {name} import nothing_here")

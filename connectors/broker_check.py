@@ -1,4 +1,5 @@
-"""Whether a mosquitto.conf fits qxedge's upstream traffic: what qxedge needs from the broker, and why."""
+"""The broker-config check: whether a mosquitto.conf fits qxedge's upstream traffic (what qxedge needs
+from the broker, and why)."""
 
 from __future__ import annotations
 
