@@ -8,8 +8,9 @@ in :mod:`qxedge.connectors.plant`.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from qxedge.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from qxedge.agent.audit import AuditLog
@@ -24,25 +25,25 @@ if TYPE_CHECKING:
     from qxedge.agent.telemetry import TelemetryConfig, TelemetryPublisher
 
 _HOME = {
-    "Agent": "pipeline",
-    "AgentStats": "pipeline",
-    "AuditLog": "audit",
-    "EdgeConfig": "config",
-    "FeatureEngine": "features",
-    "FeatureWindow": "features",
-    "Features": "features",
-    "ModelStats": "pipeline",
-    "OnnxModel": "inference",
-    "ProductionDay": "day",
-    "Proposal": "safety",
-    "Safety": "safety",
-    "SafetyConfig": "safety",
-    "SetpointGate": "gate",
-    "TelemetryConfig": "telemetry",
-    "TelemetryPublisher": "telemetry",
-    "Verdict": "safety",
-    "load_config": "config",
-    "main": "cli",
+    "Agent": ".pipeline",
+    "AgentStats": ".pipeline",
+    "AuditLog": ".audit",
+    "EdgeConfig": ".config",
+    "FeatureEngine": ".features",
+    "FeatureWindow": ".features",
+    "Features": ".features",
+    "ModelStats": ".pipeline",
+    "OnnxModel": ".inference",
+    "ProductionDay": ".day",
+    "Proposal": ".safety",
+    "Safety": ".safety",
+    "SafetyConfig": ".safety",
+    "SetpointGate": ".gate",
+    "TelemetryConfig": ".telemetry",
+    "TelemetryPublisher": ".telemetry",
+    "Verdict": ".safety",
+    "load_config": ".config",
+    "main": ".cli",
 }
 __all__ = [  # what _HOME maps, spelled out for the tools
     "Agent",
@@ -67,7 +68,4 @@ __all__ = [  # what _HOME maps, spelled out for the tools
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+__getattr__ = lazy_exports(__name__, _HOME)

@@ -120,14 +120,7 @@ class SetpointGate:
             await self.audit.write(
                 "proposal",
                 verdict.status,
-                asset=p.asset,
-                source=p.source,
-                proposed=p.value,
-                value=verdict.value,
-                reason=verdict.reason,
-                limit=verdict.limit,
-                dry_run=verdict.dry_run,
-                provenance={**p.provenance, "data_ts": p.data_ts, "deadline_at": p.deadline_at},
+                **_row(p, verdict),
                 ts=now,
             )
         except Exception:  # no audit row, no write
@@ -213,14 +206,7 @@ class SetpointGate:
         first = self.audit.tally(
             "proposal",
             "unchanged" if unchanged else "refused",
-            asset=p.asset,
-            source=p.source,
-            proposed=p.value,
-            value=verdict.value,
-            reason=verdict.reason,
-            limit=verdict.limit,
-            dry_run=verdict.dry_run,
-            provenance={**p.provenance, "data_ts": p.data_ts, "deadline_at": p.deadline_at},
+            **_row(p, verdict),
             ts=now,
         )
         if first and not unchanged:  # the repeats: counted in the audit log's summary row
@@ -524,3 +510,17 @@ def _number(value: Any, where: str) -> float:
     if not math.isfinite(number):
         raise ValueError(f"{where}: not a finite number")
     return number
+
+
+def _row(p: Proposal, verdict: Verdict) -> dict[str, Any]:
+    """The audit row's fields for a proposal and its verdict."""
+    return {
+        "asset": p.asset,
+        "source": p.source,
+        "proposed": p.value,
+        "value": verdict.value,
+        "reason": verdict.reason,
+        "limit": verdict.limit,
+        "dry_run": verdict.dry_run,
+        "provenance": {**p.provenance, "data_ts": p.data_ts, "deadline_at": p.deadline_at},
+    }

@@ -8,8 +8,9 @@ use). The solver plug point is :mod:`qxedge.hybrid.backends`; the reference prob
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from qxedge.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from qxedge.hybrid.backends import Backend, Solver, backend_names, register, solver_names, unregister
@@ -20,26 +21,26 @@ if TYPE_CHECKING:
     from qxedge.hybrid.wire import Candidate, JobEnvelope, JobLimits, JobRejected, ResultEnvelope, decode_job
 
 _HOME = {
-    "Backend": "backends",
-    "Candidate": "wire",
-    "DataCenterConfig": "service",
-    "JobEnvelope": "wire",
-    "JobLimits": "wire",
-    "JobRejected": "wire",
-    "OffloadClient": "client",
-    "OffloadConfig": "client",
-    "Portfolio": "portfolio",
-    "ResultEnvelope": "wire",
-    "Solver": "backends",
-    "SolverService": "service",
-    "SolverStats": "service",
-    "SolversConfig": "portfolio",
-    "backend_names": "backends",
-    "decode_job": "wire",
-    "register": "backends",
-    "solve_file": "offline",
-    "solver_names": "backends",
-    "unregister": "backends",
+    "Backend": ".backends",
+    "Candidate": ".wire",
+    "DataCenterConfig": ".service",
+    "JobEnvelope": ".wire",
+    "JobLimits": ".wire",
+    "JobRejected": ".wire",
+    "OffloadClient": ".client",
+    "OffloadConfig": ".client",
+    "Portfolio": ".portfolio",
+    "ResultEnvelope": ".wire",
+    "Solver": ".backends",
+    "SolverService": ".service",
+    "SolverStats": ".service",
+    "SolversConfig": ".portfolio",
+    "backend_names": ".backends",
+    "decode_job": ".wire",
+    "register": ".backends",
+    "solve_file": ".offline",
+    "solver_names": ".backends",
+    "unregister": ".backends",
 }
 __all__ = [  # what _HOME maps, spelled out for the tools
     "Backend",
@@ -65,7 +66,4 @@ __all__ = [  # what _HOME maps, spelled out for the tools
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+__getattr__ = lazy_exports(__name__, _HOME)
