@@ -5,9 +5,9 @@ Inputs it takes besides the agent's own rules:
 
 - ``qx/v1/{site}/proposals/{asset}``: setpoint proposals from outside (an operator screen, an MES,
   the data center): ``{"value": 0.8, "data_ts": <epoch s of the newest input>, "source": "mes"}``
-  (``ts`` stands in for ``data_ts``; one of them is required). With a ``job_id`` the proposal derives
-  from a solver result: the job must be one this agent sent, and its deadline is the job's own. A
-  topic whose asset has empty levels (``proposals/line1/pump1/``) is refused;
+  (``ts`` stands in for ``data_ts``; one of them is required, epoch seconds > 0). With a ``job_id``
+  the proposal derives from a solver result: the job must be one this agent sent, and its deadline is
+  the job's own. A topic whose asset has empty levels (``proposals/line1/pump1/``) is refused;
 - ``qx/v1/{site}/lock/{asset}`` (retained): a payload locks the asset at its current value (the
   payload says who and why) unless it is one of the unlock payloads, exactly (case and surrounding
   white space aside): empty, ``unlocked``, ``false``, ``0``, or a JSON object with ``"locked":
@@ -315,9 +315,12 @@ class SetpointGate:
             value = _number(doc.get("value"), "value")
             if "asset" in doc and doc["asset"] != asset:
                 raise ValueError(f"asset {doc['asset']!r} does not match the topic's {asset!r}")
-            if "data_ts" not in doc and "ts" not in doc:
+            key = "data_ts" if "data_ts" in doc else "ts"
+            if key not in doc:
                 raise ValueError("data_ts (epoch s of the newest input it derives from) is required")
-            data_ts = _number(doc.get("data_ts", doc.get("ts")), "data_ts")
+            data_ts = _number(doc[key], key)
+            if not data_ts > 0:  # like a reading's ts; 0 would be refused as "1796607030.8 s old"
+                raise ValueError(f"{key}: expected epoch seconds > 0, got {data_ts:g}")
             deadline_at = None
             if "job_id" in doc:  # a solver-derived proposal: only for a job this agent sent
                 deadline_at = self.job_deadline(str(doc["job_id"]))

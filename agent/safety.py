@@ -266,7 +266,7 @@ class Safety:
             return refuse("no input data has arrived yet", "expiry")
         age = now - p.data_ts
         if age < -self.config.max_clock_skew_s:
-            return refuse(f"input data is stamped {-age:.1f} s in the future", "expiry")
+            return refuse(f"input data is stamped {-age:.4g} s in the future", "expiry")  # 1e300: 4 digits
         if age > self.config.max_input_age_s:
             return refuse(
                 f"input data is {age:.1f} s old (limit {self.config.max_input_age_s:g} s)", "expiry"

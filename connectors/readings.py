@@ -202,7 +202,7 @@ def _timestamp(raw: object, received_at: float, max_ahead_s: float) -> float:
             )
     if ts > received_at + max_ahead_s:
         hint = " (milliseconds? ts is in seconds)" if ts > received_at * 100 else ""
-        raise PayloadError(f"ts: {ts - received_at:.0f} s in the future{hint}", RejectCode.BAD_TS)
+        raise PayloadError(f"ts: {ts - received_at:.4g} s in the future{hint}", RejectCode.BAD_TS)
     return ts
 
 

@@ -9,9 +9,11 @@ A tiny HTTP/1.1 server on the event loop (an :class:`asyncio.Protocol`: no threa
 connection, no framework: three read-only GETs do not need one). Use ``async with OpsServer(...)``.
 
 It never lets clients cost the process its file descriptors: at most ``max_connections`` connections
-are served at once, one more is answered ``503`` and closed at once (no parsing, nothing logged); a
-connection must deliver its request head within ``read_timeout_s`` (idle and slowloris clients are
-answered ``408`` and closed) and take its answer within ``write_timeout_s`` (else it is cut).
+are served at once. One more takes the place of the oldest connection still waiting for its request,
+which is answered ``503`` and closed (so idle connections never lock a health check out); only when
+every connection is taking its answer is the new one refused that way. A connection must deliver its
+request head within ``read_timeout_s`` (idle and slowloris clients are answered ``408`` and closed) and
+take its answer within ``write_timeout_s`` (else it is cut).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class OpsStats:
     open: int  # connections being served now
     peak: int  # the most served at once
     answered: int  # requests answered (any status, 408 and the 503 of a refusal aside)
-    refused: int  # connections over max_connections, answered 503 unread
+    refused: int  # connections over max_connections (the new one or the oldest waiting), answered 503 unread
     timed_out: int  # connections closed for not sending their request or not taking their answer in time
 
 
@@ -121,7 +123,7 @@ class OpsServer:
         self.ready = ready
         self.port = config.port
         self._server: asyncio.Server | None = None
-        self._open: set[_Connection] = set()
+        self._open: dict[_Connection, None] = {}  # in the order they came: the oldest first
         self._peak = self._answered = self._refused = self._timed_out = 0
         self._refused_logged_at = -REFUSED_LOG_EVERY_S
 
@@ -172,11 +174,20 @@ class OpsServer:
         return response(404, b"not found: /metrics, /healthz, /readyz\n")
 
     def admit(self, connection: _Connection) -> bool:
-        """Whether a new connection may be served (else it is refused: count it, warn now and then)."""
-        if len(self._open) < self.config.max_connections:
-            self._open.add(connection)
-            self._peak = max(self._peak, len(self._open))
-            return True
+        """Whether a new connection may be served: at the cap it takes the place of the oldest one still
+        waiting for its request; it is refused only when every one is taking its answer (each refusal
+        is counted, a warning says so now and then)."""
+        if len(self._open) >= self.config.max_connections:
+            waiting = next((c for c in self._open if not c.answered), None)
+            self._count_refusal()
+            if waiting is None:
+                return False
+            waiting.refuse()
+        self._open[connection] = None
+        self._peak = max(self._peak, len(self._open))
+        return True
+
+    def _count_refusal(self) -> None:
         self._refused += 1
         now = time.monotonic()
         if now - self._refused_logged_at >= REFUSED_LOG_EVERY_S:
@@ -186,10 +197,9 @@ class OpsServer:
                 len(self._open),
                 self._refused,
             )
-        return False
 
     def release(self, connection: _Connection) -> None:
-        self._open.discard(connection)
+        self._open.pop(connection, None)
 
     def count_answer(self) -> None:
         self._answered += 1
@@ -212,8 +222,7 @@ class _Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         if not self.server.admit(self):
-            transport.write(BUSY)  # a few bytes into an empty socket buffer: never blocks
-            transport.close()
+            self.refuse()
             return
         loop = asyncio.get_running_loop()
         self.timer = loop.call_later(self.server.config.read_timeout_s, self._too_slow)
@@ -238,6 +247,16 @@ class _Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.server.release(self)
+
+    def refuse(self) -> None:
+        """Answer 503 unread and close (a few bytes into an empty socket buffer: never blocks)."""
+        assert self.transport is not None
+        self.answered = True  # nothing more is read
+        if self.timer is not None:
+            self.timer.cancel()
+        self.server.release(self)
+        self.transport.write(BUSY)
+        self.transport.close()
 
     def abort(self) -> None:
         if self.transport is not None:

@@ -244,3 +244,39 @@ def test_a_result_envelope_is_parsed_or_refused_with_a_validation_error(payload:
     counter, reason = check_result(BQM, result)  # never raises
     assert bool(reason) is not (result.status == "ok" and energy_matches(result))
     assert bool(counter) is bool(reason)
+
+
+class ReasonsAudit(FakeAudit):
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def tally(self, *args: Any, **kwargs: Any) -> bool:
+        self.reasons.append(str(kwargs.get("reason")))
+        return True
+
+
+def test_a_proposal_stamped_at_an_impossible_time_is_refused_in_a_few_words() -> None:
+    """Issue 25: ``ts`` 0 was refused as "input data is 1796607030.8 s old", 1e300 with a 300-digit
+    number; like a reading's, a proposal's ``ts`` is epoch seconds > 0, and no reason quotes more digits
+    than a date has."""
+
+    async def run() -> list[str]:
+        audit = ReasonsAudit()
+        gate, mqtt = envelope_gate(audit)
+        for ts in (0, -1, 1e300):
+            for key in ("ts", "data_ts"):
+                await gate.on_proposal(
+                    f"qx/v1/{SITE}/proposals/line1/pump1", json.dumps({"value": 0.6, key: ts}).encode()
+                )
+        assert not mqtt.sent
+        return audit.reasons
+
+    reasons = asyncio.run(run())
+    assert len(reasons) == 6
+    assert reasons[:4] == [
+        "invalid proposal: ts: expected epoch seconds > 0, got 0",
+        "invalid proposal: data_ts: expected epoch seconds > 0, got 0",
+        "invalid proposal: ts: expected epoch seconds > 0, got -1",
+        "invalid proposal: data_ts: expected epoch seconds > 0, got -1",
+    ]
+    assert all("in the future" in r and len(r) < 80 for r in reasons[4:]), reasons[4:]

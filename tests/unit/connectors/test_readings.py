@@ -82,6 +82,7 @@ S, A = "plant/l1/p1/temp", "plant/l1/p1"  # a signal topic, an asset topic
         (S, b'{"ts": "2026-11-25T18:00:00", "value": 1}', "with a Z or +HH:MM offset", "bad_ts"),
         (S, b'{"ts": 1795629600125, "value": 1}', "in the future (milliseconds?", "bad_ts"),
         (S, b'{"ts": 1795633200, "value": 1}', "3600 s in the future", "bad_ts"),
+        (S, b'{"ts": 1e300, "value": 1}', "ts: 1e+300 s in the future (milliseconds?", "bad_ts"),
         # issue 25: encodings json.loads guesses, which the README rejects
         (S, '{"value": 1}'.encode("utf-16-le"), "NUL bytes: UTF-16?", "invalid_utf8"),
         (S, '{"value": 1}'.encode("utf-16"), "not valid UTF-8", "invalid_utf8"),

@@ -40,7 +40,7 @@ async def drip(writer: asyncio.StreamWriter) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_connections_over_the_cap_are_refused_idle_ones_closed(
+async def test_connections_over_the_cap_make_way_idle_ones_are_closed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -48,11 +48,10 @@ async def test_connections_over_the_cap_are_refused_idle_ones_closed(
     config = OpsConfig(port=0, max_connections=cap, read_timeout_s=3)
     before = open_fds()
     async with OpsServer(config, CollectorRegistry(), lambda: None) as server:
-        slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", server.port)
-        assert await wait_until(lambda: server.stats().open == 1)
-        dripping = asyncio.create_task(drip(slow_writer))
         idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(clients)]
-        # every connection is accepted and then held (at most cap at once), refused, or timed out
+        slow_reader, slow_writer = await asyncio.open_connection("127.0.0.1", server.port)
+        dripping = asyncio.create_task(drip(slow_writer))
+        # every connection is accepted and then held (at most cap at once), made way for, or timed out
         accepted = clients + 1
         assert await wait_until(
             lambda: server.stats().open + server.stats().refused + server.stats().timed_out == accepted
@@ -66,7 +65,7 @@ async def test_connections_over_the_cap_are_refused_idle_ones_closed(
             writer.close()
         refused = [a for a in answers if a.startswith(b"HTTP/1.1 503 ")]
         reaped = [a for a in answers if a.startswith(b"HTTP/1.1 408 ")]
-        assert len(refused) + len(reaped) == clients and refused
+        assert refused + reaped == answers and len(refused) == accepted - cap  # the oldest made way
         stats = server.stats()
         assert stats.peak <= cap and stats.refused == len(refused) and stats.timed_out == len(reaped) + 1
         assert await asyncio.to_thread(get, server.port, "/healthz") == (200, "ok\n")
@@ -95,3 +94,21 @@ async def test_bad_requests_get_an_answer_not_a_traceback(caplog: pytest.LogCapt
         assert await wait_until(lambda: server.stats().open == 0)
         assert server.stats().answered == 5
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_a_new_client_is_served_while_idle_connections_fill_the_cap() -> None:
+    """Idle connections must not lock health checks out: a new client takes the place of the oldest
+    connection that has not sent its request (issue 25: 1,100 idle connections, /healthz refused 503)."""
+    cap = 4
+    config = OpsConfig(port=0, max_connections=cap, read_timeout_s=60)  # idle ones are not reaped here
+    async with OpsServer(config, CollectorRegistry(), lambda: None) as server:
+        idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3 * cap)]
+        assert await wait_until(lambda: server.stats().open + server.stats().refused == 3 * cap)
+        assert server.stats().open == cap
+        for _ in range(3):
+            assert await asyncio.to_thread(get, server.port, "/healthz") == (200, "ok\n")
+        answers = await asyncio.gather(*(reader.read() for reader, _ in idle[: 2 * cap + 1]))
+        assert all(a.startswith(b"HTTP/1.1 503 ") for a in answers)  # the oldest idle ones made way
+        for _, writer in idle:
+            writer.close()
+        assert server.stats().peak <= cap
