@@ -84,14 +84,15 @@ def format_result(result: ResultEnvelope, *, max_sample: int = 40) -> str:
     if result.energy is not None:
         lines.append(
             f"best energy: {result.energy:g} by {result.solver} in {result.timings.get('solve_ms', 0):.0f} ms"
+            + ("" if result.raw_energy is None else f" (raw best {result.raw_energy:g})")
         )
     if result.candidates:
-        lines.append(f"  {'solver':<7} {'status':<8} {'energy':>14} {'raw best':>14} {'seconds':>8}  note")
+        lines.append(f"  {'solver':<11} {'status':<8} {'energy':>14} {'raw best':>14} {'seconds':>8}  note")
         for c in result.candidates:
             energy = "" if c.energy is None else f"{c.energy:g}"
             raw = "" if c.raw_best_energy is None else f"{c.raw_best_energy:g}"
             lines.append(
-                f"  {c.solver:<7} {c.status:<8} {energy:>14} {raw:>14} {c.seconds:>8.3f}  {c.reason or ''}"
+                f"  {c.solver:<11} {c.status:<8} {energy:>14} {raw:>14} {c.seconds:>8.3f}  {c.reason or ''}"
             )
     if result.sample is not None:
         ones = [k for k, v in result.sample.items() if v == 1]

@@ -15,7 +15,8 @@ fraction: Barkoutsos et al. 2020) or on its expectation; the optimiser stops whe
 budget is spent. ``shots`` bitstrings are then drawn from the circuit's distribution, each evaluated on
 the original model: the best of them is ``raw_best_energy``. With ``polish`` the best distinct samples
 seed a steepest descent, and the candidate's ``energy`` is the polished result; the raw figure is
-always reported beside it, so QAOA's quality is never overstated.
+always reported beside it, and a polish that beat it is credited as ``qaoa+polish``
+(:func:`~qxedge.hybrid.solvers.credit`), so QAOA's quality is never overstated.
 """
 
 from __future__ import annotations

@@ -111,6 +111,7 @@ async def answer(portfolio: Portfolio, job: Job, worker: str) -> ResultEnvelope:
         reason="the answer is ready after the deadline" if late else None,
         sample=best.sample,
         energy=best.energy,
+        raw_energy=best.raw_best_energy,
         solver=best.solver,
         candidates=candidates,
         timings=timings,

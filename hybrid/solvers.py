@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from qxedge.hybrid.backends import Backend, register
-from qxedge.hybrid.wire import Candidate, label_sample
+from qxedge.hybrid.wire import POLISHED, Candidate, label_sample
 
 if TYPE_CHECKING:
     from qxedge.hybrid.portfolio import SolversConfig
@@ -56,17 +56,37 @@ def to_binary(bqm: dimod.BinaryQuadraticModel) -> dimod.BinaryQuadraticModel:
     return bqm if bqm.vartype is dimod.BINARY else bqm.change_vartype(dimod.BINARY, inplace=False)
 
 
+def credit(solver: str, energy: float, raw_best_energy: float | None) -> str:
+    """Who a candidate's energy is credited to: ``solver``, or ``solver+polish`` when a classical polish
+    of its samples beat its own raw best (by more than float noise), so the win is not the solver's alone.
+    Any backend that polishes reports ``raw_best_energy`` and is credited this way; a label, not a backend."""
+    if raw_best_energy is not None and energy < raw_best_energy - 1e-9 * max(1.0, abs(raw_best_energy)):
+        return solver + POLISHED
+    return solver
+
+
 def finish(
-    bqm: dimod.BinaryQuadraticModel, solver: str, binary_values: np.ndarray, started: float, **extra: Any
+    bqm: dimod.BinaryQuadraticModel,
+    solver: str,
+    binary_values: np.ndarray,
+    started: float,
+    raw_best_energy: float | None = None,
+    **extra: Any,
 ) -> Candidate:
-    """A candidate from 0/1 values in ``bqm.variables`` order, in the model's vartype, energy from dimod."""
+    """A candidate from 0/1 values in ``bqm.variables`` order, in the model's vartype, energy from dimod;
+    one polished below its ``raw_best_energy`` is credited to ``solver+polish`` (:func:`credit`)."""
     values = np.asarray(binary_values, dtype=np.int64)
     if bqm.vartype is dimod.SPIN:
         values = 2 * values - 1
     sample = label_sample(bqm, values)
     energy = float(bqm.energy(dict(zip(bqm.variables, values.tolist(), strict=True))))
     return Candidate(
-        solver=solver, energy=energy, seconds=round(time.monotonic() - started, 6), sample=sample, **extra
+        solver=credit(solver, energy, raw_best_energy),
+        energy=energy,
+        raw_best_energy=raw_best_energy,
+        seconds=round(time.monotonic() - started, 6),
+        sample=sample,
+        **extra,
     )
 
 

@@ -14,6 +14,10 @@ Result, on the job's ``reply_to``::
      "candidates": [{"solver": "qaoa", "energy": ..., "raw_best_energy": ..., "seconds": ...}, ...],
      "timings": {"queued_ms": ..., "solve_ms": ...}, "worker": "<id>"}
 
+A candidate whose classical polish beat its raw best is credited as ``<solver>+polish`` (e.g.
+``qaoa+polish``), in ``candidates`` and in the headline ``solver``; the result then also carries
+``raw_energy`` (optional, additive: the schema version stays 1), the credited candidate's raw best.
+
 :func:`decode_job` validates a payload against :class:`JobLimits` and raises :class:`JobRejected` with a
 reason a person can act on; the worker answers it with a ``rejected`` result and never crashes.
 """
@@ -37,6 +41,7 @@ from qxedge.hybrid.backends import solver_names
 from qxedge.hybrid.config import SolverName as SolverName
 
 SCHEMA_VERSION = 1
+POLISHED = "+polish"  # credit suffix of an answer a classical polish improved (a label, never a backend)
 Status = Literal["ok", "late", "rejected", "error"]
 _ID_CHARS = r"[A-Za-z0-9_.:-]{1,128}"  # safe in a topic level: no "/", "+", "#", NUL or newline
 _ID = rf"^{_ID_CHARS}$"
@@ -100,7 +105,8 @@ class ResultEnvelope(BaseModel):
     reason: str | None = None
     sample: dict[str, int] | None = None
     energy: float | None = None
-    solver: str | None = None
+    raw_energy: float | None = Field(None, description="the credited candidate's raw_best_energy, if any")
+    solver: str | None = Field(None, description="the credit: a backend, or <backend>+polish")
     candidates: list[Candidate] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     worker: str | None = None

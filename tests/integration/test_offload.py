@@ -18,6 +18,7 @@ from qxedge.connectors.mqtt import BrokerConfig, MqttClient
 from qxedge.hybrid import backends
 from qxedge.hybrid.client import OffloadClient, OffloadConfig
 from qxedge.hybrid.portfolio import SolversConfig
+from qxedge.hybrid.qaoa import QaoaConfig
 from qxedge.hybrid.service import DataCenterConfig, SolverService
 from qxedge.hybrid.wire import Candidate, JobLimits
 from qxedge.testing import Watcher, optimum, random_bqm, sample_energy, wait_until
@@ -26,8 +27,8 @@ pytestmark = pytest.mark.integration
 
 
 def datacenter(url: str, **changes: Any) -> DataCenterConfig:
-    solvers = SolversConfig(workers=0, auto=["exact", "tabu"], tabu={"max_seconds": 0.1})
-    return DataCenterConfig(broker=BrokerConfig(url=url), solvers=solvers, **changes)
+    changes.setdefault("solvers", SolversConfig(workers=0, auto=["exact", "tabu"], tabu={"max_seconds": 0.1}))
+    return DataCenterConfig(broker=BrokerConfig(url=url), **changes)
 
 
 @contextlib.asynccontextmanager
@@ -152,6 +153,25 @@ async def test_agent_falls_back_within_its_deadline_when_the_data_center_stops(
     assert local.energy == pytest.approx(bqm.energy(local.sample))
     assert elapsed <= 1.5 + 0.5, f"fallback decision took {elapsed:.2f} s for a 1.5 s deadline"
     assert offload.stats["jobs"] == 2 and offload.stats["results"] == 1 and offload.stats["fallbacks"] == 1
+
+
+async def test_a_win_the_polish_found_is_counted_as_qaoa_polish_on_both_ends(broker: EmbeddedBroker) -> None:
+    # p = 1, 4 angle evaluations, 2 shots on qxedge.cpu, deterministic: on the 12-variable model raw best
+    # -246, polished to the optimum -884; on the 3-variable one the raw best is the optimum already
+    weak = QaoaConfig(device="qxedge.cpu", layers=1, maxiter=4, shots=2)
+    polished, tiny = random_bqm(12, 0.5, seed=0), random_bqm(3, 1.0, seed=0)
+    async with (
+        MqttClient(BrokerConfig(url=broker.url), role="agent") as mqtt,
+        OffloadClient(mqtt, "gumi", OffloadConfig(deadline_ms=30_000)) as offload,
+        workers(broker.url, 1, solvers=SolversConfig(workers=0, qaoa=weak)) as (service,),
+    ):
+        decision = await offload.solve(polished, solver="qaoa")
+        exact = await offload.solve(tiny, solver="qaoa")
+    assert decision.source == "datacenter" and decision.solver == "qaoa+polish"
+    assert decision.energy == pytest.approx(optimum(polished))
+    assert decision.result is not None and decision.result.raw_energy == pytest.approx(-246.0)
+    assert exact.solver == "qaoa" and exact.energy == pytest.approx(optimum(tiny))
+    assert service.stats().wins == offload.wins == {"qaoa+polish": 1, "qaoa": 1}
 
 
 async def test_forged_results_are_ignored(broker: EmbeddedBroker, watch: Callable[..., Watcher]) -> None:
