@@ -63,6 +63,12 @@ class JobLimits(BaseModel):
     min_deadline_ms: int = Field(10, ge=1)
     max_deadline_ms: int = Field(600_000, ge=1)
     max_jobs_in_flight_per_site: int = Field(100, ge=1, description="queued or solving, per worker")
+    max_result_bytes: int = Field(
+        8_000_000,
+        ge=1024,
+        description="larger results are answered 'result too large'; keep it below the broker's "
+        "max_packet_size (8,500,000 in configs/mosquitto) less the topic",
+    )
 
 
 class JobEnvelope(BaseModel):
@@ -121,6 +127,23 @@ class Job:
         """Epoch seconds by which the answer must be back. Clocks are assumed NTP-synchronised; a job
         stamped in the future (a clock ahead) counts from its arrival, so its deadline cannot stretch."""
         return min(self.envelope.submitted_at, self.received_at) + self.envelope.deadline_ms / 1000.0
+
+
+def sized_payload(result: ResultEnvelope, max_bytes: int) -> tuple[ResultEnvelope, bytes]:
+    """The result to publish and its payload: over ``max_bytes``, a small ``error`` result saying so
+    instead (a packet over the broker's limit gets the worker dropped, and QoS 1 sends it again at
+    every reconnect: the worker would never recover)."""
+    payload = result.payload()
+    if len(payload) <= max_bytes:
+        return result, payload
+    small = ResultEnvelope(
+        job_id=result.job_id,
+        status="error",
+        reason=f"result too large ({len(payload)} bytes > max_result_bytes {max_bytes})",
+        timings=result.timings,
+        worker=result.worker,
+    )
+    return small, small.payload()
 
 
 def results_topic(site: str, job_id: str) -> str:

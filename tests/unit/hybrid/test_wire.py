@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qxedge.core.errors import PayloadError
-from qxedge.hybrid.wire import Job, JobLimits, JobRejected, ResultEnvelope, decode_job
+from qxedge.hybrid.wire import Job, JobLimits, JobRejected, ResultEnvelope, decode_job, sized_payload
 
 LIMITS = JobLimits(
     max_variables=50,
@@ -60,6 +60,25 @@ def test_round_trip() -> None:
         worker="w1",
     )
     assert ResultEnvelope.model_validate_json(result.payload()) == result
+
+
+def test_a_result_over_max_result_bytes_becomes_a_small_error() -> None:
+    big = ResultEnvelope(
+        job_id="j-1", status="ok", sample={f"x{i}": 1 for i in range(200)}, solver="sa", worker="w1"
+    )
+    assert sized_payload(big, 10_000) == (big, big.payload())
+    sent, payload = sized_payload(big, 1024)
+    size = len(big.payload())
+    assert json.loads(payload) == {
+        "v": 1,
+        "job_id": "j-1",
+        "status": "error",
+        "reason": f"result too large ({size} bytes > max_result_bytes 1024)",
+        "candidates": [],
+        "timings": {},
+        "worker": "w1",
+    }
+    assert sent.status == "error" and len(payload) < 1024 < size
 
 
 def problem(**changes: Any) -> dict[str, Any]:
