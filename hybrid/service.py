@@ -7,7 +7,8 @@ coordinator. A worker
 - validates every job (:func:`hybrid.wire.decode_job`) and answers a bad one with a ``rejected``
   result carrying the reason; a job whose ``site`` does not match its topic is rejected too;
 - answers ``late`` at once when the deadline has passed before solving starts;
-- solves with the portfolio and publishes the result on the job's ``reply_to`` (QoS 1);
+- solves with the portfolio and publishes the result on the job's ``reply_to`` (QoS 1); a result over
+  ``limits.max_result_bytes`` is replaced by an ``error`` result saying so (it would not pass the broker);
 - serves sites round robin (a queue per site; each free solving slot takes the next job of the next
   site in turn), so one site flooding jobs cannot starve the others, and refuses a job when its site
   already has ``limits.max_jobs_in_flight_per_site`` jobs queued or solving;
@@ -43,6 +44,7 @@ from qxedge.hybrid.wire import (
     peek_job_id,
     results_topic,
     site_of_topic,
+    sized_payload,
 )
 
 log = logging.getLogger(__name__)
@@ -210,10 +212,12 @@ class SolverService:
             await self._solve(mqtt, key, job)
 
     def _publish(self, mqtt: MqttClient, topic: str, result: ResultEnvelope, site: str) -> bytes:
-        payload = result.payload()
+        sent, payload = sized_payload(result, self.config.limits.max_result_bytes)
+        if sent is not result:
+            log.warning("job %s/%s: %s", site, sent.job_id, sent.reason)
         mqtt.publish(topic, payload, qos=1)
-        self.counts[result.status] += 1
-        self.by_site[(site, result.status)] += 1
+        self.counts[sent.status] += 1
+        self.by_site[(site, sent.status)] += 1
         return payload
 
     async def _accept(self, mqtt: MqttClient, topic: str, payload: bytes) -> None:

@@ -28,8 +28,9 @@ import json
 import math
 import re
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import dimod
 import numpy as np
@@ -67,6 +68,12 @@ class JobLimits(BaseModel):
     min_deadline_ms: int = Field(10, ge=1)
     max_deadline_ms: int = Field(600_000, ge=1)
     max_jobs_in_flight_per_site: int = Field(100, ge=1, description="queued or solving, per worker")
+    max_result_bytes: int = Field(
+        8_000_000,
+        ge=1024,
+        description="larger results are answered 'result too large'; keep it below the broker's "
+        "max_packet_size (8,500,000 in configs/mosquitto) less the topic",
+    )
 
 
 class JobEnvelope(BaseModel):
@@ -128,6 +135,23 @@ class Job:
         return min(self.envelope.submitted_at, self.received_at) + self.envelope.deadline_ms / 1000.0
 
 
+def sized_payload(result: ResultEnvelope, max_bytes: int) -> tuple[ResultEnvelope, bytes]:
+    """The result to publish and its payload: over ``max_bytes``, a small ``error`` result saying so
+    instead (a packet over the broker's limit gets the worker dropped, and QoS 1 sends it again at
+    every reconnect: the worker would never recover)."""
+    payload = result.payload()
+    if len(payload) <= max_bytes:
+        return result, payload
+    small = ResultEnvelope(
+        job_id=result.job_id,
+        status="error",
+        reason=f"result too large ({len(payload)} bytes > max_result_bytes {max_bytes})",
+        timings=result.timings,
+        worker=result.worker,
+    )
+    return small, small.payload()
+
+
 def results_topic(site: str, job_id: str) -> str:
     return site_topic(site, f"results/{job_id}")
 
@@ -162,8 +186,71 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {msg}"
 
 
+_BQM_KEYS = (
+    "type", "version", "use_bytes", "num_variables", "num_interactions", "variable_labels",
+    "variable_type", "offset", "linear_biases", "quadratic_biases", "quadratic_head", "quadratic_tail",
+)  # fmt: skip
+
+
+def _label(raw: Any) -> Hashable:
+    """A JSON label → the model's label (a list becomes a tuple, as dimod serialises tuples)."""
+    if isinstance(raw, list) and all(_is_scalar_label(x) for x in raw):
+        return tuple(raw)
+    if _is_scalar_label(raw):
+        return cast(Hashable, raw)
+    raise JobRejected(
+        f"malformed BQM: label {json.dumps(raw)[:60]} is not a string, a finite number or a flat list of them"
+    )
+
+
+def _is_scalar_label(x: Any) -> bool:
+    return type(x) in (str, int) or (type(x) is float and math.isfinite(x))
+
+
+def _labels(raw: list[Any]) -> list[Hashable]:
+    """The model's labels; JobRejected naming the first two that would be one variable or one sample key
+    (results carry ``str(label)``: 1 and "1", or [1, 2] and "(1, 2)", would come back as one key)."""
+    labels = [_label(x) for x in raw]
+    first: dict[tuple[bool, Hashable], int] = {}  # (as a sample key?, label or key) -> its first index
+    for i, label in enumerate(labels):
+        for key in ((False, label), (True, str(label))):
+            j = first.setdefault(key, i)
+            if j != i:
+                raise JobRejected(
+                    f"malformed BQM: labels {json.dumps(raw[j])} and {json.dumps(raw[i])} collide "
+                    f"(one variable or one sample key {str(label)!r})"
+                )
+    return labels
+
+
+def _numbers(problem: dict[str, Any], key: str, length: int) -> None:
+    arr = problem[key]
+    if not isinstance(arr, list) or not all(type(b) in (int, float) for b in arr):
+        raise JobRejected(f"malformed BQM: {key} must be a list of numbers")
+    if len(arr) != length:
+        raise JobRejected(f"malformed BQM: {key} has {len(arr)} entries, expected {length}")
+    try:
+        finite = bool(np.isfinite(np.asarray(arr, dtype=float)).all())
+    except OverflowError:  # an integer too large for a float
+        finite = False
+    if not finite:
+        raise JobRejected(f"non-finite bias in {key}")
+
+
+def _indices(problem: dict[str, Any], key: str, n: int, m: int) -> None:
+    arr = problem[key]
+    if not isinstance(arr, list) or not all(type(i) is int for i in arr):
+        raise JobRejected(f"malformed BQM: {key} must be a list of integers")
+    if len(arr) != m:
+        raise JobRejected(f"malformed BQM: {key} has {len(arr)} entries, expected {m}")
+    if arr and not 0 <= min(arr) <= max(arr) < n:  # dimod's native code does not check (a crash)
+        bad = next(i for i in arr if not 0 <= i < n)
+        raise JobRejected(f"malformed BQM: {key} holds index {bad}, outside [0, {n})")
+
+
 def decode_bqm(problem: dict[str, Any], limits: JobLimits) -> dimod.BinaryQuadraticModel:
-    """A serialised BQM → BinaryQuadraticModel, checking size limits *before* building it."""
+    """A serialised BQM → BinaryQuadraticModel. Every field dimod's native code reads is checked here
+    first, in Python (types, lengths, index ranges, labels), as are the size limits."""
     if problem.get("type") != "BinaryQuadraticModel":
         raise JobRejected('malformed BQM: "type" must be "BinaryQuadraticModel"')
     n, m = problem.get("num_variables"), problem.get("num_interactions")
@@ -173,25 +260,30 @@ def decode_bqm(problem: dict[str, Any], limits: JobLimits) -> dimod.BinaryQuadra
         raise JobRejected(f"too many variables: {n} > limit {limits.max_variables}")
     if m > limits.max_interactions:
         raise JobRejected(f"too many interactions: {m} > limit {limits.max_interactions}")
-    if problem.get("use_bytes"):
+    if problem.get("use_bytes", False) is not False:
         raise JobRejected("malformed BQM: use to_serializable(use_bytes=False)")
-    for key in ("linear_biases", "quadratic_biases"):
-        arr = problem.get(key)
-        if not isinstance(arr, list) or not all(type(b) in (int, float) for b in arr):
-            raise JobRejected(f"malformed BQM: {key} must be a list of numbers")
-        try:
-            finite = bool(np.isfinite(np.asarray(arr, dtype=float)).all())
-        except OverflowError:  # an integer too large for a float
-            finite = False
-        if not finite:
-            raise JobRejected(f"non-finite bias in {key}")
-    offset = problem.get("offset", 0.0)
+    missing = [key for key in _BQM_KEYS if key not in problem]
+    if missing:
+        raise JobRejected(f"malformed BQM: missing {', '.join(missing)}")
+    version = problem["version"]
+    if not isinstance(version, dict) or not isinstance(version.get("bqm_schema"), str):
+        raise JobRejected('malformed BQM: "version" must be {"bqm_schema": "3.0.0"}')
+    if problem["variable_type"] not in ("BINARY", "SPIN"):
+        raise JobRejected('malformed BQM: "variable_type" must be "BINARY" or "SPIN"')
+    if not isinstance(problem["variable_labels"], list) or len(problem["variable_labels"]) != n:
+        raise JobRejected(f"malformed BQM: variable_labels must be a list of {n} labels")
+    _numbers(problem, "linear_biases", n)
+    _numbers(problem, "quadratic_biases", m)
+    _indices(problem, "quadratic_head", n, m)
+    _indices(problem, "quadratic_tail", n, m)
+    offset = problem["offset"]
     try:
         finite = type(offset) in (int, float) and math.isfinite(offset)
     except OverflowError:
         finite = False
     if not finite:
         raise JobRejected("non-finite or non-numeric offset")
+    _labels(problem["variable_labels"])
     try:
         bqm = dimod.BinaryQuadraticModel.from_serializable(problem)
     except Exception as exc:  # dimod raises ValueError, KeyError, TypeError, IndexError...

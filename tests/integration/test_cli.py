@@ -154,6 +154,24 @@ def test_solve_says_a_failure_on_stderr_with_a_nonzero_exit(as_json: bool, tmp_p
         assert run.stdout == ""
 
 
+@pytest.mark.parametrize("head", [-1, 10**9])
+def test_solve_rejects_an_index_out_of_range_instead_of_crashing(head: int, tmp_path: Path) -> None:
+    """dimod's native code reads ``quadratic_head`` unchecked: -1 was a segfault (exit 139)."""
+    problem = dimod.BinaryQuadraticModel({"a": 1.0, "b": -1.0}, {("a", "b"): 2.0}, 0.0, "BINARY")
+    doc = problem.to_serializable(use_bytes=False)
+    doc["quadratic_head"] = [head]
+    job = {"v": 1, "job_id": "j-1", "site": "gumi", "problem": doc, "deadline_ms": 2000}
+    job |= {"submitted_at": time.time(), "reply_to": "qx/v1/gumi/results/j-1"}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    run = subprocess.run(
+        [*QXEDGE, "solve", str(tmp_path / "job.json")], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2, (run.returncode, run.stderr[-2000:])
+    assert run.stderr.startswith(
+        f"qxedge: solve: rejected: malformed BQM: quadratic_head holds index {head}, outside [0, 2)"
+    )
+
+
 def test_solve_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
     """``qxedge solve p.json | head -1``: the reader has gone when the result is printed."""
     read, write = os.pipe()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -288,6 +289,33 @@ async def test_jobs_in_flight_per_site_are_limited(
     rejected = [r for r in results if r["status"] == "rejected"]
     assert rejected and all("jobs in flight (the limit)" in r["reason"] for r in rejected)
     assert sum(r["status"] == "ok" for r in results) >= 3
+
+
+async def test_a_result_too_large_for_the_broker_is_answered_once_as_an_error() -> None:
+    """Tuple labels come back as longer string keys ("(0, 0, 7)"): a job under the broker's packet limit
+    can give a result over it, which got the worker dropped and re-sent at every reconnect (issue 21).
+    Over ``max_result_bytes`` it is answered with a small error instead, once; the worker carries on."""
+    wide = dimod.BinaryQuadraticModel({(0, 0, 0, 0, 0, 0, i): 1.0 for i in range(150)}, {}, 0.0, "BINARY")
+    big = json.dumps(json.loads(envelope("gumi", wide, "big")), separators=(",", ":")).encode()
+    sample = json.dumps({str(v): 1 for v in wide.variables}).encode()
+    assert len(big) < 4096 < len(sample)  # the job passes the broker below, its result would not
+    with EmbeddedBroker(extra_config="max_packet_size 4096\n", prefer="mosquitto") as broker:
+        watcher = Watcher(broker.url, "qx/v1/gumi/results/+")
+        try:
+            async with workers(broker.url, 1, limits=JobLimits(max_result_bytes=3500)) as (service,):
+                await asyncio.to_thread(watcher.publish, "qx/v1/gumi/jobs", big)
+                small = envelope("gumi", random_bqm(6, 0.5, seed=5), "small")
+                await asyncio.to_thread(watcher.publish, "qx/v1/gumi/jobs", small)
+                assert await wait_for(watcher, lambda ms: len(ms) >= 2)
+                assert service.stats().broker_connected
+        finally:
+            watcher.close()
+    results = [json.loads(m.payload) for m in watcher.messages]
+    assert [r["job_id"] for r in results] == ["big", "small"]
+    assert results[0]["status"] == "error" and "sample" not in results[0]
+    assert re.fullmatch(r"result too large \(\d+ bytes > max_result_bytes 3500\)", results[0]["reason"])
+    assert results[1]["status"] == "ok"
+    assert service.stats().results == {"ok": 1, "late": 0, "rejected": 0, "error": 1}
 
 
 async def test_many_fallbacks_at_once_still_decide_in_time(broker: EmbeddedBroker) -> None:

@@ -5,8 +5,11 @@ from typing import Any
 
 import dimod
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from qxedge.hybrid.wire import JobLimits, JobRejected, ResultEnvelope, decode_job
+from qxedge.core.errors import PayloadError
+from qxedge.hybrid.wire import Job, JobLimits, JobRejected, ResultEnvelope, decode_job, sized_payload
 
 LIMITS = JobLimits(
     max_variables=50,
@@ -59,6 +62,25 @@ def test_round_trip() -> None:
     assert ResultEnvelope.model_validate_json(result.payload()) == result
 
 
+def test_a_result_over_max_result_bytes_becomes_a_small_error() -> None:
+    big = ResultEnvelope(
+        job_id="j-1", status="ok", sample={f"x{i}": 1 for i in range(200)}, solver="sa", worker="w1"
+    )
+    assert sized_payload(big, 10_000) == (big, big.payload())
+    sent, payload = sized_payload(big, 1024)
+    size = len(big.payload())
+    assert json.loads(payload) == {
+        "v": 1,
+        "job_id": "j-1",
+        "status": "error",
+        "reason": f"result too large ({size} bytes > max_result_bytes 1024)",
+        "candidates": [],
+        "timings": {},
+        "worker": "w1",
+    }
+    assert sent.status == "error" and len(payload) < 1024 < size
+
+
 def problem(**changes: Any) -> dict[str, Any]:
     p = job()["problem"]
     p.update(changes)
@@ -75,6 +97,26 @@ def problem(**changes: Any) -> dict[str, Any]:
         (encode(job(problem=problem(linear_biases="x"))), "malformed BQM: linear_biases"),
         (encode(job(problem=problem(quadratic_head=[0, 99]))), "malformed BQM"),
         (encode(job(problem=problem(num_variables=-1))), "malformed BQM"),
+        (
+            encode(job(problem=problem(quadratic_head=[-1, 1]))),
+            "quadratic_head holds index -1, outside [0, 3",
+        ),
+        (encode(job(problem=problem(quadratic_tail=[1, 10**9]))), "quadratic_tail holds index 1000000000"),
+        (encode(job(problem=problem(quadratic_head=[0, 10**30]))), "holds index 10000000000000"),
+        (encode(job(problem=problem(quadratic_head=[0, True]))), "quadratic_head must be a list of integers"),
+        (encode(job(problem=problem(quadratic_tail=[1.0, 2]))), "quadratic_tail must be a list of integers"),
+        (encode(job(problem=problem(quadratic_head=[0]))), "quadratic_head has 1 entries, expected 2"),
+        (encode(job(problem=problem(quadratic_biases=[1.0]))), "quadratic_biases has 1 entries, expected 2"),
+        (encode(job(problem=problem(linear_biases=[1.0, 2.0]))), "linear_biases has 2 entries, expected 3"),
+        (encode(job(problem=problem(variable_labels=["a", "b"]))), "variable_labels must be a list of 3"),
+        (encode(job(problem=problem(variable_labels=["a", None, 3]))), "label null is not a string"),
+        (encode(job(problem=problem(variable_labels=["a", [[1]], 3]))), "label [[1]] is not a string"),
+        (encode(job(problem=problem(variable_labels=["a", {"b": 1}, 3]))), 'label {"b": 1} is not'),
+        (encode(job(problem=problem(variable_labels=["a", True, 3]))), "label true is not a string"),
+        (encode(job(problem=problem(variable_type="QUBIT"))), '"variable_type" must be "BINARY" or "SPIN"'),
+        (encode(job(problem=problem(version="3"))), '"version" must be'),
+        (encode(job(problem={k: v for k, v in problem().items() if k != "offset"})), "missing offset"),
+        (encode(job(problem=problem(use_bytes=True))), "use to_serializable(use_bytes=False)"),
         (
             encode(job(problem=problem(linear_biases=[1.0, math.nan, 0.0]))),
             "non-finite bias in linear_biases",
@@ -127,3 +169,67 @@ def test_sites_and_job_ids_from_the_outside_are_plain_names() -> None:
     assert site_of_topic("qx/v1/gu\nmi/jobs") is None and site_of_topic("qx/v1/gumi/other") is None
     assert peek_job_id(b'{"v": 1, "job_id": "j-42", "problem": {}}') == "j-42"
     assert peek_job_id(b'{"job_id": "bad\\n"}') is None
+
+
+@pytest.mark.parametrize(
+    ("labels", "named"),
+    [
+        ([1, "1", "c"], 'labels 1 and "1" collide'),
+        (["a", [1, 2], "(1, 2)"], 'labels [1, 2] and "(1, 2)" collide'),
+        (["a", 1, 1.0], "labels 1 and 1.0 collide"),
+        (["a", "b", "a"], 'labels "a" and "a" collide'),
+    ],
+)
+def test_labels_that_would_come_back_as_one_sample_key_are_rejected(labels: list[Any], named: str) -> None:
+    with pytest.raises(JobRejected) as info:
+        decode_job(encode(job(problem=problem(variable_labels=labels))), LIMITS)
+    assert named in str(info.value)
+
+
+def test_tuple_labels_come_back_as_tuples() -> None:
+    bqm = dimod.BinaryQuadraticModel({("x", 1): 1.0, ("x", 2): -1.0, 3: 0.0}, {}, 0.0, dimod.BINARY)
+    decoded = decode_job(encode(job(problem=bqm.to_serializable(use_bytes=False))), LIMITS)
+    assert list(decoded.bqm.variables) == [("x", 1), ("x", 2), 3]
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+INDEX = st.integers(min_value=-5, max_value=5) | st.sampled_from([-(2**31), 2**31, 10**9, 2**64, -(10**30)])
+
+
+@st.composite
+def mutated_problems(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid serialisation with a few fields, or a few entries of its arrays, replaced."""
+    p = problem()
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from([*p.keys(), "extra"]))
+        value = p.get(key)
+        if isinstance(value, list) and value and draw(st.booleans()):
+            value = list(value)
+            at = draw(st.integers(0, len(value) - 1))
+            value[at] = draw(INDEX if key.startswith("quadratic_h") or key.endswith("tail") else JSON)
+            p[key] = value
+        elif isinstance(value, list) and draw(st.booleans()):
+            p[key] = draw(st.lists(INDEX | JSON, max_size=5))
+        else:
+            p[key] = draw(JSON | INDEX)
+    return p
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=mutated_problems())
+def test_fuzzed_problems_decode_or_are_rejected(p: dict[str, Any]) -> None:
+    """Never another exception, never a crash of dimod's native code (which would end the test run)."""
+    try:
+        decoded = decode_job(encode(job(problem=p)), LIMITS)
+    except PayloadError:  # a rejection, with its reason
+        return
+    assert isinstance(decoded, Job)
+    assert decoded.bqm.num_variables == p["num_variables"]
