@@ -8,15 +8,34 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from qxedge.connectors.opcua.nodes import check_name, node_key, parse_node
 from qxedge.core.config import read_secret, resolve_path, split_service_url
 
 if TYPE_CHECKING:
     from qxedge.connectors.opcua._connector import OpcUaConnector
+
+
+def _node(node: str) -> str:
+    parse_node(node)
+    return node.strip()
+
+
+NodeRef = Annotated[str, AfterValidator(_node)]  # a node id or a browse path, checked without asyncua
+AssetName = Annotated[str, AfterValidator(lambda asset: check_name(asset, "asset", allow_slash=True))]
+SignalName = Annotated[str, AfterValidator(lambda signal: check_name(signal, "signal", allow_slash=False))]
 
 VariantName = Literal[
     "Boolean", "SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64", "UInt64", "Float", "Double"
@@ -28,26 +47,12 @@ class OpcUaNode(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    node: str = Field(description="node id (ns=2;s=Line1.Pump1.Temp) or browse path (0:Objects/2:Line1/...)")
-    asset: str = Field(description="the agent's asset id, e.g. line1/pump1")
-    signal: str = Field(description="the signal name, e.g. temp")
+    node: NodeRef = Field(
+        description="node id (ns=2;s=Line1.Pump1.Temp) or browse path (0:Objects/2:Line1/...)"
+    )
+    asset: AssetName = Field(description="the agent's asset id, e.g. line1/pump1")
+    signal: SignalName = Field(description="the signal name, e.g. temp")
     sampling_interval_ms: float | None = Field(None, ge=0, description="default: the connector's")
-
-    @field_validator("node")
-    @classmethod
-    def _node(cls, node: str) -> str:
-        parse_node(node)
-        return node.strip()
-
-    @field_validator("asset")
-    @classmethod
-    def _asset(cls, asset: str) -> str:
-        return check_name(asset, "asset", allow_slash=True)
-
-    @field_validator("signal")
-    @classmethod
-    def _signal(cls, signal: str) -> str:
-        return check_name(signal, "signal", allow_slash=False)
 
 
 class OpcUaSetpoint(BaseModel):
@@ -55,21 +60,12 @@ class OpcUaSetpoint(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    node: str = Field(description="node id or browse path of the variable written")
+    node: NodeRef = Field(description="node id or browse path of the variable written")
     type: VariantName = Field("Double", description="OPC UA variant type of the written value")
     scale: float = Field(1.0, description="written = setpoint x scale (e.g. 100 for a percent register)")
-    readback_signal: str = Field("load_cap", description="signal on which the value read back is delivered")
-
-    @field_validator("node")
-    @classmethod
-    def _node(cls, node: str) -> str:
-        parse_node(node)
-        return node.strip()
-
-    @field_validator("readback_signal")
-    @classmethod
-    def _signal(cls, signal: str) -> str:
-        return check_name(signal, "signal", allow_slash=False)
+    readback_signal: SignalName = Field(
+        "load_cap", description="signal on which the value read back is delivered"
+    )
 
     @field_validator("scale")
     @classmethod
