@@ -19,13 +19,10 @@ import pytest
 
 from qxedge.agent.pipeline import Agent
 from qxedge.connectors.embedded_broker import EmbeddedBroker
-from qxedge.connectors.mqtt import BrokerConfig
-from qxedge.core.ops_server import OpsConfig
-from qxedge.hybrid.portfolio import SolversConfig
-from qxedge.hybrid.service import DataCenterConfig, SolverService
 from qxedge.testing import ROOT, Watcher, edge_config, random_bqm, wait_until
 
 from .test_offload import envelope
+from .test_ops import metrics_worker
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
@@ -96,13 +93,7 @@ async def test_every_panel_shows_data(
     prometheus: Callable[[dict[str, int]], int],
 ) -> None:
     agent = Agent(edge_config(broker.url))
-    solver = SolverService(
-        DataCenterConfig(
-            broker=BrokerConfig(url=broker.url),
-            ops=OpsConfig(port=0),
-            solvers=SolversConfig(workers=0, auto=["exact"]),
-        )
-    )
+    solver = metrics_worker(broker.url)
     watcher = watch("qx/v1/gumi/results/+")
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:

@@ -40,17 +40,19 @@ def get(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def metrics_worker(url: str) -> SolverService:
+    """A solver worker with its ops endpoint on a free port, solving in-process with exact."""
+    config = DataCenterConfig(
+        broker=BrokerConfig(url=url), ops=OpsConfig(port=0), solvers=SolversConfig(workers=0, auto=["exact"])
+    )
+    return SolverService(config)
+
+
 async def test_agent_and_solver_serve_metrics_and_health(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
     agent = Agent(edge_config(broker.url))
-    solver = SolverService(
-        DataCenterConfig(
-            broker=BrokerConfig(url=broker.url),
-            ops=OpsConfig(port=0),
-            solvers=SolversConfig(workers=0, auto=["exact"]),
-        )
-    )
+    solver = metrics_worker(broker.url)
     watcher = watch("qx/v1/gumi/results/+")
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
