@@ -29,6 +29,7 @@ from typing import Any
 
 import dimod
 
+from qxedge.hybrid.backends import Deadline
 from qxedge.hybrid.qaoa import QaoaConfig, solve_qaoa
 from qxedge.testing import random_bqm
 from qxedge.testing.bench_results import Results, add_save_option
@@ -42,7 +43,7 @@ def instance(n: int, seed: int = 1) -> dimod.BinaryQuadraticModel:
 
 def timed_solve(bqm: dimod.BinaryQuadraticModel, cfg: QaoaConfig) -> tuple[float, int, dict[str, Any]]:
     started = time.perf_counter()
-    candidate = solve_qaoa(bqm, time.time() + 3600, cfg)
+    candidate = solve_qaoa(bqm, Deadline(time.time() + 3600), cfg)
     seconds = time.perf_counter() - started
     if candidate.status != "ok":
         raise SystemExit(f"qaoa at n = {bqm.num_variables}: {candidate.status} ({candidate.reason})")

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from qxedge.hybrid.backends import Deadline
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig
 from qxedge.hybrid.qaoa import PennyLaneCircuit, QaoaConfig, solve_qaoa
 from qxedge.hybrid.statevector import CpuStatevector, GpuStatevector, gpu_passes
@@ -184,7 +185,9 @@ def evaluations(cp: Any, sizes: list[int], max_cpu_s: float, results: Results) -
 def full_solves(cp: Any, sizes: list[int] | None, n_max: int, results: Results) -> None:
     """Growing even n until a solve takes over 10 s (or exactly ``sizes``); the peak of CuPy's pool."""
     started = time.perf_counter()
-    solve_qaoa(instance(4), time.time() + 60, QaoaConfig(device="qxedge.gpu"))  # compiles the kernels
+    solve_qaoa(
+        instance(4), Deadline(time.time() + 60), QaoaConfig(device="qxedge.gpu")
+    )  # compiles the kernels
     print(
         f"full solve (qxedge.gpu, complex128, defaults otherwise); first call, kernels compiled: "
         f"{time.perf_counter() - started:.1f} s"
@@ -201,7 +204,7 @@ def full_solves(cp: Any, sizes: list[int] | None, n_max: int, results: Results) 
         pool.free_all_blocks()
         started = time.perf_counter()
         try:
-            candidate = solve_qaoa(instance(n), time.time() + 3600, cfg)
+            candidate = solve_qaoa(instance(n), Deadline(time.time() + 3600), cfg)
         except MemoryError as exc:  # CuPy's OutOfMemoryError is one
             print(f"  n = {n:>2}: out of GPU memory ({str(exc)[:100]})")
             results.note(f"full solve at n = {n}: out of GPU memory")

@@ -15,6 +15,7 @@ them registers when its module is imported (before the config that names it is l
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -37,6 +38,27 @@ BUILTIN = {
 }
 
 
+class _Cut(Protocol):
+    value: float  # epoch s; a multiprocessing RawValue("d") shared with the process that solves
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When a solver must have returned its best-so-far: ``due`` (epoch s), or earlier once the
+    worker moves ``cut`` forward (a long job cut to its site's fair share). Solvers are anytime: they
+    read :meth:`left` between steps and stop in time to hand their answer back."""
+
+    due: float
+    cut: _Cut | None = None
+
+    def at(self) -> float:
+        return self.due if self.cut is None else min(self.due, self.cut.value)
+
+    def left(self) -> float:
+        """Seconds until :meth:`at` (negative once it has passed)."""
+        return self.at() - time.time()
+
+
 class Solver(Protocol):
     """One solver backend, built for one job."""
 
@@ -49,8 +71,8 @@ class Solver(Protocol):
         """Why it cannot take a model of ``variables`` variables, or None."""
         ...
 
-    def solve(self, bqm: dimod.BinaryQuadraticModel, deadline_at: float) -> Candidate:
-        """The best sample found by ``deadline_at`` (epoch s); a failure is a candidate, not an error."""
+    def solve(self, bqm: dimod.BinaryQuadraticModel, deadline: Deadline) -> Candidate:
+        """The best sample found by ``deadline``; a failure is a candidate, not an error."""
         ...
 
     def warm_up(self) -> None:
@@ -74,15 +96,15 @@ class Backend:
     """A :class:`Solver` made of functions (what the built-in backends register)."""
 
     name: str
-    solve_fn: Callable[[dimod.BinaryQuadraticModel, float], Candidate]
+    solve_fn: Callable[[dimod.BinaryQuadraticModel, Deadline], Candidate]
     refuses_fn: Callable[[int], str | None] = _never
     warm_up_fn: Callable[[], None] = _nothing
 
     def refuses(self, variables: int) -> str | None:
         return self.refuses_fn(variables)
 
-    def solve(self, bqm: dimod.BinaryQuadraticModel, deadline_at: float) -> Candidate:
-        return self.solve_fn(bqm, deadline_at)
+    def solve(self, bqm: dimod.BinaryQuadraticModel, deadline: Deadline) -> Candidate:
+        return self.solve_fn(bqm, deadline)
 
     def warm_up(self) -> None:
         self.warm_up_fn()

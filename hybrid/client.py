@@ -33,7 +33,7 @@ import dimod
 from pydantic import ValidationError
 
 from qxedge.connectors.mqtt import MqttClient, Subscription
-from qxedge.hybrid.backends import build
+from qxedge.hybrid.backends import Deadline, build
 from qxedge.hybrid.config import OffloadConfig as OffloadConfig
 from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.solvers import SaConfig
@@ -229,7 +229,7 @@ class OffloadClient:
         # The search gets at most 80 % of fallback_ms, in the client's one search thread. When that
         # thread is busy (many fallbacks at once: the data center is down under load), a greedy
         # steepest descent answers at once instead: a decision in time beats a better one too late.
-        budget_end = min(deadline_at - 0.01, time.time() + 0.8 * self.config.fallback_ms / 1000)
+        budget_end = Deadline(min(deadline_at - 0.01, time.time() + 0.8 * self.config.fallback_ms / 1000))
         if self._searching:
             candidate = build("greedy", self._solvers).solve(bqm, budget_end)
             self.stats["greedy_fallbacks"] += 1

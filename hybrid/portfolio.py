@@ -25,7 +25,7 @@ from typing import Annotated
 import dimod
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from qxedge.hybrid.backends import backend_names, build, known_backend
+from qxedge.hybrid.backends import Deadline, backend_names, build, known_backend
 from qxedge.hybrid.qaoa import QaoaConfig
 from qxedge.hybrid.solvers import ExactConfig, SaConfig, TabuConfig
 from qxedge.hybrid.wire import Candidate
@@ -55,12 +55,14 @@ class SolversConfig(BaseModel):
 
 
 def run_solver(
-    name: str, cfg: SolversConfig, bqm: dimod.BinaryQuadraticModel, deadline_at: float
+    name: str, cfg: SolversConfig, bqm: dimod.BinaryQuadraticModel, deadline: Deadline | float
 ) -> Candidate:
     """Run one solver (in a pool process); errors become an ``error`` candidate, never an exception."""
     started = time.monotonic()
+    if not isinstance(deadline, Deadline):
+        deadline = Deadline(deadline)
     try:
-        return build(name, cfg).solve(bqm, deadline_at)
+        return build(name, cfg).solve(bqm, deadline)
     except Exception as exc:  # a solver bug or a device failure must not take the worker down
         return Candidate(
             solver=name,

@@ -33,7 +33,7 @@ import dimod
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from qxedge.hybrid.backends import Backend, register
+from qxedge.hybrid.backends import Backend, Deadline, register
 from qxedge.hybrid.solvers import bits_of, finish, to_binary
 from qxedge.hybrid.statevector import (
     GROUP_BITS,
@@ -183,7 +183,7 @@ def _circuit(
     return PennyLaneCircuit(dev, h, dense, cfg.layers), cfg.device
 
 
-def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaConfig) -> Candidate:
+def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: QaoaConfig) -> Candidate:
     from scipy.optimize import minimize
 
     started = time.monotonic()
@@ -222,14 +222,14 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: QaoaCon
 
     # Stop optimising while there is still time for one more circuit (the final distribution), the
     # shots and the polish: twice the slowest evaluation so far plus 5 % of the budget.
-    tail = 0.03 + 0.05 * max(0.0, deadline_at - time.time())
+    tail = 0.03 + 0.05 * max(0.0, deadline.left())
     best: dict[str, Any] = {"value": np.inf, "theta": None}
     evaluations = 0
     slowest = 0.0
 
     def objective(theta: np.ndarray) -> float:
         nonlocal evaluations, slowest
-        if best["theta"] is not None and time.time() + 2 * slowest + tail >= deadline_at:
+        if best["theta"] is not None and time.time() + 2 * slowest + tail >= deadline.at():
             raise _OutOfTime
         began = time.time()
         evaluations += 1

@@ -26,7 +26,7 @@ import dimod
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from qxedge.hybrid.backends import Backend, register
+from qxedge.hybrid.backends import Backend, Deadline, register
 from qxedge.hybrid.wire import POLISHED, Candidate, label_sample
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def bits_of(index: int, n: int) -> np.ndarray:
     return np.array([(index >> (n - 1 - i)) & 1 for i in range(n)], dtype=np.int64)
 
 
-def solve_exact(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: ExactConfig) -> Candidate:
+def solve_exact(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: ExactConfig) -> Candidate:
     started = time.monotonic()
     n = bqm.num_variables
     if n > cfg.max_variables:
@@ -134,7 +134,7 @@ def solve_exact(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: ExactC
     if n == 0:
         return finish(bqm, "exact", np.zeros(0), started, details={"optimal": True})
     try:
-        energies = all_energies(bqm, cfg.chunk_bits, deadline_at)
+        energies = all_energies(bqm, cfg.chunk_bits, deadline.at())
     except TimeoutError as exc:
         return Candidate(
             solver="exact", status="timeout", reason=str(exc), seconds=round(time.monotonic() - started, 6)
@@ -143,11 +143,7 @@ def solve_exact(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: ExactC
     return finish(bqm, "exact", bits_of(best, n), started, details={"optimal": True})
 
 
-def _budget(deadline_at: float) -> float:
-    return deadline_at - time.time()
-
-
-def solve_sa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: SaConfig) -> Candidate:
+def solve_sa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: SaConfig) -> Candidate:
     from dwave.samplers import SimulatedAnnealingSampler
 
     started = time.monotonic()
@@ -159,7 +155,7 @@ def solve_sa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: SaConfig)
     def interrupt() -> bool:
         nonlocal reads
         reads += 1
-        return time.time() >= deadline_at
+        return deadline.left() <= 0
 
     result = SimulatedAnnealingSampler().sample(
         binary,
@@ -173,14 +169,14 @@ def solve_sa(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: SaConfig)
     return finish(bqm, "sa", values, started, details={"reads": len(result)})
 
 
-def solve_tabu(bqm: dimod.BinaryQuadraticModel, deadline_at: float, cfg: TabuConfig) -> Candidate:
+def solve_tabu(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: TabuConfig) -> Candidate:
     from dwave.samplers import TabuSampler
 
     started = time.monotonic()
     binary = to_binary(bqm)
     if binary.num_variables == 0:
         return finish(bqm, "tabu", np.zeros(0), started)
-    timeout_ms = max(1, int(1000 * min(cfg.max_seconds, _budget(deadline_at))))
+    timeout_ms = max(1, int(1000 * min(cfg.max_seconds, deadline.left())))
     result = TabuSampler().sample(binary, num_reads=1, timeout=timeout_ms, seed=cfg.seed)
     best = result.first.sample
     values = np.array([best[v] for v in binary.variables])
@@ -204,7 +200,7 @@ def _warm_samplers() -> None:
     import dwave.samplers  # noqa: F401
 
 
-def _solve_greedy(bqm: dimod.BinaryQuadraticModel, deadline_at: float) -> Candidate:
+def _solve_greedy(bqm: dimod.BinaryQuadraticModel, deadline: Deadline) -> Candidate:
     return solve_greedy(bqm)  # about a millisecond: no deadline to watch
 
 

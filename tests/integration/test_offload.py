@@ -345,9 +345,9 @@ async def test_the_fallback_runs_the_backend_the_registry_holds(
     def recording(config: SolversConfig) -> backends.Solver:
         solver = registered(config)
 
-        def solve(bqm: dimod.BinaryQuadraticModel, deadline_at: float) -> Candidate:
+        def solve(bqm: dimod.BinaryQuadraticModel, deadline: backends.Deadline) -> Candidate:
             ran.append(config.sa.max_reads)
-            return solver.solve(bqm, deadline_at)
+            return solver.solve(bqm, deadline)
 
         return backends.Backend("sa", solve)
 

@@ -13,14 +13,14 @@ import pydantic
 import pytest
 
 from qxedge.agent.cli import build_parser
-from qxedge.hybrid.backends import Backend, backend_names, register, solver_names, unregister
+from qxedge.hybrid.backends import Backend, Deadline, backend_names, register, solver_names, unregister
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig
 from qxedge.hybrid.solvers import finish
 from qxedge.hybrid.wire import Candidate, JobLimits, JobRejected, decode_job
 from qxedge.testing import random_bqm, sample_energy
 
 
-def solve_all_ones(bqm: dimod.BinaryQuadraticModel, deadline_at: float) -> Candidate:
+def solve_all_ones(bqm: dimod.BinaryQuadraticModel, deadline: Deadline) -> Candidate:
     """The toy backend: every variable 1 (in BINARY terms)."""
     return finish(bqm, "ones", np.ones(bqm.num_variables), time.monotonic(), details={"toy": True})
 

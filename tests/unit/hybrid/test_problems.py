@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from qxedge.hybrid.backends import Deadline
 from qxedge.hybrid.problems import assignment, scheduling, staging
 from qxedge.hybrid.solvers import ExactConfig, SaConfig, all_energies, bits_of, solve_sa
 
@@ -131,7 +132,7 @@ def test_a_larger_schedule_through_sa_and_repair_reports_its_gap() -> None:
     )
     _, best = scheduling.brute_force(p)
     candidate = solve_sa(
-        scheduling.build(p), time.time() + 3600, SaConfig(num_sweeps=1000, max_reads=20, seed=1)
+        scheduling.build(p), Deadline(time.time() + 3600), SaConfig(num_sweeps=1000, max_reads=20, seed=1)
     )
     assert candidate.sample is not None
     plan = scheduling.repair(p, scheduling.decode(p, candidate.sample))

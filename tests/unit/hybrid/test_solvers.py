@@ -10,6 +10,7 @@ import pennylane as qml
 import pytest
 from pydantic import ValidationError
 
+from qxedge.hybrid.backends import Deadline
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
 from qxedge.hybrid.qaoa import QaoaConfig, installed_devices, ising_z
 from qxedge.hybrid.service import answer
@@ -143,7 +144,7 @@ def test_credit_ignores_float_noise_and_solvers_without_a_raw_energy() -> None:
 def test_sa_stops_at_its_budget() -> None:
     bqm = random_bqm(400, 0.1, seed=2)
     started = time.monotonic()
-    candidate = solve_sa(bqm, time.time() + 0.3, SaConfig(num_sweeps=2000, max_reads=100_000))
+    candidate = solve_sa(bqm, Deadline(time.time() + 0.3), SaConfig(num_sweeps=2000, max_reads=100_000))
     assert candidate.status == "ok"
     assert candidate.details["reads"] < 100_000  # interrupted, not finished
     assert time.monotonic() - started < 10  # generous: bounded by the budget plus one read
