@@ -253,7 +253,7 @@ async def workers(n: int, jobs: int, saved: Results) -> None:
         print(f"  {jobs} jobs of n = {n} in {seconds:.2f} s")
         saved.note(f"two solver processes: {jobs} jobs of n = {n} at once in {seconds:.2f} s")
     finally:
-        portfolio.close(kill=True)
+        portfolio.close()
 
 
 def ints(text: str) -> list[int]:

@@ -92,7 +92,7 @@ async def portfolio_table(args: argparse.Namespace, saved: Results) -> None:
                     f"{'-':>16}" if energy is None else f"{gap(energy, best):>7.2%} {seconds:>6.2f}s"
                 )
             print(f"{n:>4} {seed:>4} {best:>11.0f}  " + "  ".join(cells))
-    portfolio.close(kill=True)
+    portfolio.close()
 
     print("\nmean gap to the best known (seconds to answer), small n = 12..20 / large n = 100..250:")
     summary = saved.table(

@@ -142,6 +142,12 @@ def backend_names() -> tuple[str, ...]:
     return tuple(_registry)
 
 
+def plugins() -> dict[str, SolverFactory]:
+    """The backends registered outside :data:`BUILTIN`: solver processes register them too (so their
+    factories must pickle: module-level functions or classes, not lambdas)."""
+    return {name: factory for name, factory in _registry.items() if name not in BUILTIN}
+
+
 def solver_names() -> tuple[str, ...]:
     """What a job (or ``qxedge solve --solver``) may name: ``auto``, the built-in backends and every
     backend registered so far; imports no backend."""

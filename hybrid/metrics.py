@@ -66,6 +66,18 @@ class SolverMetrics(Collector):
         )
         yield counter("qxedge_solver_received", "messages received on the jobs subscription", s.received)
         yield gauge("qxedge_solver_queue_depth", "jobs accepted and not answered yet", s.queue_depth)
+        yield counter("qxedge_solver_jobs_cut", "jobs cut to their site's fair share", s.cut)
+        yield counter(
+            "qxedge_solver_processes_recycled",
+            "solver processes stopped because their work overran",
+            s.recycled,
+        )
+        used = CounterMetricFamily(
+            "qxedge_solver_site_solver_seconds", "solver-seconds used, by site", labels=["worker", "site"]
+        )
+        for site, seconds in s.solver_seconds.items():
+            used.add_metric([worker, site], seconds)
+        yield used
         yield gauge("qxedge_solver_broker_connected", "1 while the broker link is up", s.broker_connected)
         if s.ops is not None:
             yield from ops_metrics(s.ops, "worker", worker)

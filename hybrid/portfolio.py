@@ -1,37 +1,38 @@
 """The solver portfolio: one solver, or ``auto`` = every eligible solver in parallel, best by the deadline.
 
-Solvers run in a process pool (``workers`` processes forked from a forkserver that preloaded dimod and
-the dwave-samplers; :meth:`Portfolio.warm_up` also imports PennyLane, or compiles the ``qxedge.gpu``
-kernels, in every process, so a job never pays an import or a compilation). ``auto`` submits the eligible
-solvers in the order of ``auto`` and collects candidates until the deadline minus ``margin_ms``
-(kept to send the answer); a proven optimum (``exact``) ends the wait at once. Up to
-``exact_first_max`` variables, ``exact`` runs alone first and the others only if it cannot prove the
-optimum: a solver already started in a process cannot be called back, so starting them for nothing
-would cost the next jobs their time. Solvers still running
-at the deadline are listed as ``timeout``; each solver also watches the deadline itself, so none
-holds a process for long after it.
+Every job, whatever it names, first gets a floor answer in the worker's own process: the ``greedy``
+backend (a steepest descent, milliseconds), so a valid job always has a real sample by its deadline.
+Up to ``exact_first_max`` variables ``exact`` enumerates in-process too and a proven optimum ends the job.
+The other solvers run in warm solver processes (:mod:`hybrid.pool`), as many as are idle when the job
+starts, in the order of ``auto``; each gets its own deadline, ``handback_ms`` before the collection
+deadline (the job's deadline less ``margin_ms``, kept to send the answer), so an anytime solver that
+uses its whole budget is back in time. A proven optimum, the collection deadline or a cut
+(:class:`JobCut`, the worker's fair share) ends the collection: the solvers still running are told to
+stop, and a process not back within ``overrun_grace_ms`` is recycled. ``workers: 0`` runs the solvers in
+threads instead (no recycling; they stop cooperatively).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import multiprocessing
 import time
-from concurrent.futures.process import BrokenProcessPool
-from typing import Annotated
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 import dimod
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from qxedge.hybrid.backends import Deadline, backend_names, build, known_backend
+from qxedge.hybrid.pool import NEVER, SolverPool, SolverProcess, pickled
 from qxedge.hybrid.qaoa import QaoaConfig
 from qxedge.hybrid.solvers import ExactConfig, SaConfig, TabuConfig
 from qxedge.hybrid.wire import Candidate
 
 log = logging.getLogger(__name__)
 BackendName = Annotated[str, AfterValidator(known_backend)]  # a registered backend (hybrid.backends)
+FLOOR = "greedy"  # the backend every job's floor answer comes from
 
 
 class SolversConfig(BaseModel):
@@ -45,9 +46,13 @@ class SolversConfig(BaseModel):
     )
     workers: int = Field(2, ge=0, le=256, description="solver processes; 0 runs solvers in threads")
     exact_first_max: int = Field(
-        18, ge=0, le=24, description="auto: up to this many variables, enumerate alone first (milliseconds)"
+        14, ge=0, le=20, description="up to this many variables, exact enumerates in-process first (ms)"
     )
     margin_ms: int = Field(40, ge=0, description="kept before the deadline to send the answer")
+    handback_ms: int = Field(15, ge=0, description="each solver stops this long before the collection ends")
+    overrun_grace_ms: int = Field(
+        50, ge=0, description="a solver process not back this long after it was stopped is recycled"
+    )
 
     def eligible(self, name: str, n: int) -> str | None:
         """Why ``name`` cannot take a model of ``n`` variables, or None."""
@@ -72,9 +77,41 @@ def run_solver(
         )
 
 
-def _warm(cfg: SolversConfig) -> None:
+def warm_backends(cfg: SolversConfig) -> None:
+    """Import (or compile) what every backend needs: once in each solver process, before any job."""
     for name in backend_names():
         build(name, cfg).warm_up()
+
+
+class _SharedCut:
+    """A thread-mode solver's cut time (what a RawValue is for a solver process)."""
+
+    def __init__(self) -> None:
+        self.value = NEVER
+
+
+@dataclass
+class JobCut:
+    """Ends a running job's collection early (the worker's fair share); its solvers hand back what
+    they have. ``reason`` says why, for the result."""
+
+    reason: str | None = None
+    _event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def cut(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+@dataclass
+class _Running:
+    name: str
+    future: asyncio.Future[Candidate]
+    stop: Callable[[], None]
 
 
 class Portfolio:
@@ -82,40 +119,24 @@ class Portfolio:
 
     def __init__(self, config: SolversConfig) -> None:
         self.config = config
-        self._pool = self._new_pool()
+        self.pool = SolverPool(config, grace_s=config.overrun_grace_ms / 1000) if config.workers else None
+        self.warmup_s: float | None = None  # how long warm_up took (before any clock started)
 
-    def _new_pool(self) -> concurrent.futures.Executor | None:
-        if self.config.workers == 0:
-            return None  # the loop's default thread pool
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["dimod", "dwave.samplers", "qxedge.hybrid.portfolio"])
-        return concurrent.futures.ProcessPoolExecutor(self.config.workers, mp_context=ctx)
+    def warm_up(self) -> float:
+        """Start and warm every solver process now (blocking), not inside a job's deadline; seconds."""
+        if self.pool is not None and not self.pool.started:
+            self.warmup_s = self.pool.start()
+        return self.warmup_s or 0.0
 
-    def _submit(
-        self, name: str, bqm: dimod.BinaryQuadraticModel, deadline_at: float
-    ) -> asyncio.Future[Candidate]:
-        loop = asyncio.get_running_loop()
-        try:
-            return loop.run_in_executor(self._pool, run_solver, name, self.config, bqm, deadline_at)
-        except BrokenProcessPool:  # a solver process died (killed, out of memory): start afresh
-            log.warning("a solver process died; starting a new pool")
-            self.close(kill=True)
-            self._pool = self._new_pool()
-            return loop.run_in_executor(self._pool, run_solver, name, self.config, bqm, deadline_at)
+    def close(self) -> None:
+        """Stop the solver processes (a solver still running is abandoned: its job has its answer)."""
+        if self.pool is not None:
+            self.pool.close()
 
-    def warm_up(self) -> None:
-        """Start every solver process now rather than on the first job."""
-        if isinstance(self._pool, concurrent.futures.ProcessPoolExecutor):
-            for f in [self._pool.submit(_warm, self.config) for _ in range(self.config.workers)]:
-                f.result()
-
-    def close(self, *, kill: bool = False) -> None:
-        """Stop the pool; ``kill`` also ends solvers still running (they would stop at their deadline)."""
-        if isinstance(self._pool, concurrent.futures.ProcessPoolExecutor) and kill:
-            for process in list(getattr(self._pool, "_processes", {}).values()):  # no public API for this
-                process.terminate()
-        if self._pool is not None:
-            self._pool.shutdown(wait=not kill, cancel_futures=True)
+    @property
+    def recycled(self) -> int:
+        """Solver processes recycled because their work overran."""
+        return self.pool.recycled if self.pool is not None else 0
 
     def plan(self, solver: str, n: int) -> tuple[list[str], list[Candidate]]:
         """The solvers to run for ``solver`` on ``n`` variables, and the refused ones as candidates."""
@@ -130,51 +151,126 @@ class Portfolio:
         return run, refused
 
     async def solve(
-        self, bqm: dimod.BinaryQuadraticModel, solver: str, deadline_at: float
+        self,
+        bqm: dimod.BinaryQuadraticModel,
+        solver: str,
+        deadline_at: float,
+        cut: JobCut | None = None,
     ) -> tuple[Candidate | None, list[Candidate]]:
         names, candidates = self.plan(solver, bqm.num_variables)
         collect_by = deadline_at - self.config.margin_ms / 1000.0
-        if len(names) > 1 and "exact" in names and bqm.num_variables <= self.config.exact_first_max:
-            # A small model is settled by enumeration in milliseconds: run it alone first, so the others
-            # are not started (a started solver cannot be called back from its process) for nothing.
+        due = Deadline(collect_by - self.config.handback_ms / 1000.0)
+        floor = await asyncio.to_thread(run_solver, FLOOR, self.config, bqm, due)
+        candidates.append(_where(floor, "in-process"))
+        if "exact" in names and bqm.num_variables <= self.config.exact_first_max:
             names.remove("exact")
-            first = await self._submit("exact", bqm, collect_by)
-            candidates.append(first)
-            if first.status == "ok" and first.details.get("optimal"):
-                candidates += [
-                    Candidate(solver=name, status="skipped", reason="exact optimum found first")
-                    for name in names
-                ]
-                return first, candidates
-        pending = {self._submit(name, bqm, collect_by): name for name in names}
-        while pending:
-            done, _ = await asyncio.wait(
-                pending, timeout=max(0.0, collect_by - time.time()), return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done:
-                break
-            for future in done:
-                name = pending.pop(future)
-                try:
-                    candidate = future.result()
-                except BrokenProcessPool:
-                    candidate = Candidate(solver=name, status="error", reason="the solver process died")
-                candidates.append(candidate)
-                if candidate.status == "ok" and candidate.details.get("optimal"):
-                    pending_names = list(pending.values())
-                    for f in pending:
-                        f.cancel()
-                    candidates.extend(
-                        Candidate(solver=name, status="skipped", reason="exact optimum found first")
-                        for name in pending_names
-                    )
-                    pending = {}
+            first = await asyncio.to_thread(run_solver, "exact", self.config, bqm, due)
+            candidates.append(_where(first, "in-process"))
+            if _optimal(first):
+                candidates += [_skipped(name, "exact optimum found in-process") for name in names]
+                return _best(candidates), candidates
+        running, skipped = self._start(names, bqm, due.due)
+        candidates += skipped
+        candidates += await self._collect(running, collect_by, cut)
+        return _best(candidates), candidates
+
+    def _start(
+        self, names: list[str], bqm: dimod.BinaryQuadraticModel, due: float
+    ) -> tuple[list[_Running], list[Candidate]]:
+        if not names:
+            return [], []
+        loop = asyncio.get_running_loop()
+        if self.pool is None:  # threads: they stop at their cut, cooperatively
+            running = []
+            for name in names:
+                shared = _SharedCut()
+                future = loop.run_in_executor(None, run_solver, name, self.config, bqm, Deadline(due, shared))
+                running.append(_Running(name, future, _stopper(shared)))
+            return running, []
+        if not self.pool.started:
+            why = "the solver processes are not started (Portfolio.warm_up)"
+            return [], [_skipped(name, why) for name in names]
+        processes = self.pool.take(len(names))
+        data = pickled(bqm) if processes else b""
+        running = []
+        for name, process in zip(names, processes, strict=False):
+            task = self.pool.submit(process, name, due, data)
+            running.append(_Running(name, task, _pool_stopper(self.pool, process, task)))
+        busy = f"no idle solver process ({self.pool.size} in all)"
+        return running, [_skipped(name, busy) for name in names[len(processes) :]]
+
+    async def _collect(
+        self, running: list[_Running], collect_by: float, cut: JobCut | None
+    ) -> list[Candidate]:
+        started = time.time()
+        candidates: list[Candidate] = []
+        pending: dict[asyncio.Future[Any], _Running] = {r.future: r for r in running}
+        cut_wait = asyncio.ensure_future(cut.wait()) if cut is not None else None
+        ended = "still running at the deadline"
+        try:
+            while pending and not any(_optimal(c) for c in candidates):
+                done, _ = await asyncio.wait(
+                    {*pending, *([cut_wait] if cut_wait else [])},
+                    timeout=max(0.0, collect_by - time.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
                     break
-        for future, name in pending.items():
-            future.cancel()
-            candidates.append(
-                Candidate(solver=name, status="timeout", reason="still running at the deadline")
-            )
-        ok = [c for c in candidates if c.status == "ok" and c.energy is not None]
-        best = min(ok, key=lambda c: c.energy if c.energy is not None else float("inf"), default=None)
-        return best, candidates
+                if cut is not None and cut_wait in done:
+                    ended = f"stopped: {cut.reason}"
+                    break
+                candidates += [_outcome(pending.pop(future)) for future in done]
+        finally:
+            if cut_wait is not None:
+                cut_wait.cancel()
+        if any(_optimal(c) for c in candidates):
+            ended = "stopped: exact optimum found"
+        for r in pending.values():
+            r.stop()
+            seconds = round(time.time() - started, 6)
+            candidates.append(Candidate(solver=r.name, status="timeout", reason=ended, seconds=seconds))
+        return candidates
+
+
+def _outcome(r: _Running) -> Candidate:
+    try:
+        return _where(r.future.result(), "solver process" if isinstance(r.future, asyncio.Task) else "thread")
+    except (EOFError, OSError) as exc:
+        return Candidate(
+            solver=r.name, status="error", reason=f"the solver process died ({type(exc).__name__})"
+        )
+
+
+def _stopper(shared: _SharedCut) -> Callable[[], None]:
+    def stop() -> None:
+        shared.value = time.time()
+
+    return stop
+
+
+def _pool_stopper(
+    pool: SolverPool, process: SolverProcess, task: asyncio.Task[Candidate]
+) -> Callable[[], None]:
+    def stop() -> None:
+        pool.stop(process, task)
+
+    return stop
+
+
+def _where(candidate: Candidate, where: str) -> Candidate:
+    candidate.details.setdefault("ran_in", where)
+    return candidate
+
+
+def _optimal(candidate: Candidate) -> bool:
+    return candidate.status == "ok" and bool(candidate.details.get("optimal"))
+
+
+def _skipped(name: str, why: str) -> Candidate:
+    return Candidate(solver=name, status="skipped", reason=why)
+
+
+def _best(candidates: list[Candidate]) -> Candidate | None:
+    """The lowest energy; on a tie a solver the job ran beats the floor answer."""
+    ok = [c for c in candidates if c.status == "ok" and c.energy is not None]
+    return min(ok, key=lambda c: (c.energy, c.solver == FLOOR), default=None)

@@ -9,12 +9,17 @@ coordinator. A worker
 - answers ``late`` at once when the deadline has passed before solving starts;
 - solves with the portfolio and publishes the result on the job's ``reply_to`` (QoS 1); a result over
   ``limits.max_result_bytes`` is replaced by an ``error`` result saying so (it would not pass the broker);
-- serves sites round robin (a queue per site; each free solving slot takes the next job of the next
-  site in turn), so one site flooding jobs cannot starve the others, and refuses a job when its site
-  already has ``limits.max_jobs_in_flight_per_site`` jobs queued or solving;
+- shares its solving time between sites (``fair_share``): a queue per site, and each free solving slot
+  takes the next job of the site that used the fewest solver-seconds lately (decaying with
+  ``half_life_s``), so one site flooding jobs cannot starve the others; a running job that has had
+  ``slice_ms`` while another site's job waits for a slot is cut there (its solvers hand back their
+  best-so-far, and its result says so), so one site's long job cannot make another's short jobs late;
+  a job is refused when its site already has ``limits.max_jobs_in_flight_per_site`` jobs queued or
+  solving;
 - is idempotent by ``(site, job_id)``: a duplicate delivery gets the cached result again, or waits for
-  the solve in progress; it never solves twice. The cache is per worker: the broker delivers a
-  message (and its QoS 1 redeliveries) to one member of the shared subscription.
+  the solve in progress; it never solves twice. The cache is per worker (the broker delivers a
+  message and its QoS 1 redeliveries to one member of the shared subscription) and bounded in
+  results and in bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import time
 import uuid
@@ -34,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient, Subscription
 from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats
 from qxedge.hybrid.metrics import SolverMetrics
-from qxedge.hybrid.portfolio import Portfolio, SolversConfig
+from qxedge.hybrid.portfolio import JobCut, Portfolio, SolversConfig
 from qxedge.hybrid.wire import (
     Job,
     JobLimits,
@@ -65,8 +71,19 @@ class SolverStats:
     by_site: Mapping[tuple[str, str], int]  # (site, status) -> results published
     wins: Mapping[str, int]  # solver -> jobs whose best answer it found
     queue_depth: int  # jobs accepted and not answered yet
+    cut: int  # jobs cut to their site's fair share
+    recycled: int  # solver processes stopped because their work overran
+    solver_seconds: Mapping[str, float]  # site -> solver-seconds used
     broker_connected: bool
     ops: OpsStats | None  # the /metrics endpoint's connections (None while it does not listen)
+
+
+class FairShareConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    slice_ms: int = Field(
+        500, ge=10, description="a job runs this long before another site's waiting job may cut it"
+    )
+    half_life_s: float = Field(60.0, gt=0, description="how fast a site's past solver-seconds are forgiven")
 
 
 class DataCenterConfig(BaseModel):
@@ -79,10 +96,12 @@ class DataCenterConfig(BaseModel):
     max_concurrent_jobs: int = Field(1, ge=1, le=1024, description="jobs solved at once by this worker")
     ops: OpsConfig | None = Field(None, description="/metrics, /healthz, /readyz over HTTP")
     cache_size: int = Field(10_000, ge=1, description="results kept for duplicate deliveries")
+    cache_bytes: int = Field(64 * 1024 * 1024, ge=0, description="and their bytes at most")
+    fair_share: FairShareConfig = Field(default_factory=FairShareConfig)
 
 
-async def answer(portfolio: Portfolio, job: Job, worker: str) -> ResultEnvelope:
-    """Solve ``job`` by its deadline (or say why not) and build its result."""
+async def answer(portfolio: Portfolio, job: Job, worker: str, cut: JobCut | None = None) -> ResultEnvelope:
+    """Solve ``job`` by its deadline (or by a ``cut``, the worker's fair share) and build its result."""
     env = job.envelope
     started = time.time()
     timings = {"queued_ms": round((started - job.received_at) * 1000, 3)}
@@ -94,7 +113,7 @@ async def answer(portfolio: Portfolio, job: Job, worker: str) -> ResultEnvelope:
             timings=timings,
             worker=worker,
         )
-    best, candidates = await portfolio.solve(job.bqm, env.solver, job.deadline_at)
+    best, candidates = await portfolio.solve(job.bqm, env.solver, job.deadline_at, cut)
     timings["solve_ms"] = round((time.time() - started) * 1000, 3)
     if best is None:
         why = "; ".join(f"{c.solver}: {c.status} ({c.reason})" for c in candidates)
@@ -110,7 +129,7 @@ async def answer(portfolio: Portfolio, job: Job, worker: str) -> ResultEnvelope:
     return ResultEnvelope(
         job_id=env.job_id,
         status="late" if late else "ok",
-        reason="the answer is ready after the deadline" if late else None,
+        reason="the answer is ready after the deadline" if late else cut.reason if cut else None,
         sample=best.sample,
         energy=best.energy,
         raw_energy=best.raw_best_energy,
@@ -139,8 +158,11 @@ class SolverService:
         self._inflight: set[tuple[str, str]] = set()  # queued or solving
         self._load: Counter[str] = Counter()  # jobs queued or solving, per site
         self._queues: dict[str, deque[tuple[tuple[str, str], Job]]] = {}
-        self._turn: deque[str] = deque()  # sites with queued jobs, served round robin
+        self._turn: deque[str] = deque()  # sites with queued jobs, least recent solver-seconds first
         self._queued = asyncio.Event()
+        self._cache_bytes = 0
+        self._usage = SiteUsage(config.fair_share.half_life_s)
+        self._running: dict[tuple[str, str], _Running] = {}  # jobs being solved
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         await asyncio.to_thread(self.portfolio.warm_up)
@@ -167,7 +189,7 @@ class SolverService:
                         for task in loops:
                             task.cancel()
         finally:
-            self.portfolio.close(kill=True)
+            self.portfolio.close()
 
     @property
     def queue_depth(self) -> int:
@@ -184,6 +206,9 @@ class SolverService:
             by_site=dict(self.by_site),
             wins=dict(self.wins),
             queue_depth=self.queue_depth,
+            cut=counts["cut"],
+            recycled=self.portfolio.recycled,
+            solver_seconds=dict(self._usage.total),
             broker_connected=self.mqtt is not None and self.mqtt.connected,
             ops=self.ops.stats() if self.ops is not None else None,
         )
@@ -199,26 +224,29 @@ class SolverService:
                 await self._accept(mqtt, topic, payload)
 
     async def _work(self, mqtt: MqttClient) -> None:
-        """One solving slot: take the next job of the next site in turn (fair share between sites)."""
+        """One solving slot: take the next job of the site that used the fewest solver-seconds lately."""
         while True:
             while not self._turn:
                 self._queued.clear()
                 await self._queued.wait()
-            site = self._turn.popleft()
+            site = min(self._turn, key=self._usage.recent)  # the first of equals: round robin
+            self._turn.remove(site)
             queue = self._queues[site]
             key, job = queue.popleft()
             if queue:
                 self._turn.append(site)
             await self._solve(mqtt, key, job)
 
-    def _publish(self, mqtt: MqttClient, topic: str, result: ResultEnvelope, site: str) -> bytes:
+    def _publish(
+        self, mqtt: MqttClient, topic: str, result: ResultEnvelope, site: str
+    ) -> tuple[ResultEnvelope, bytes]:
         sent, payload = sized_payload(result, self.config.limits.max_result_bytes)
         if sent is not result:
             log.warning("job %s/%s: %s", site, sent.job_id, sent.reason)
         mqtt.publish(topic, payload, qos=1)
         self.counts[sent.status] += 1
         self.by_site[(site, sent.status)] += 1
-        return payload
+        return sent, payload
 
     async def _accept(self, mqtt: MqttClient, topic: str, payload: bytes) -> None:
         self.counts["received"] += 1
@@ -267,11 +295,38 @@ class SolverService:
             self._turn.append(site)
         self._queues[site].append((key, job))
         self._queued.set()
+        asyncio.get_running_loop().call_soon(self._share)  # after a free slot has taken it
+
+    def _share(self) -> None:
+        """Cut each running job that has had its slice while another site's job waits for a slot; for
+        one that has not had it yet, look again when it will have."""
+        waiting = set(self._turn)
+        if not waiting:
+            return
+        now, loop = time.time(), asyncio.get_running_loop()
+        for run in self._running.values():
+            others = waiting - {run.site}
+            if run.cut.reason is not None or not others:
+                continue
+            ran = now - run.started
+            if ran >= self._slice_s:
+                self.counts["cut"] += 1
+                run.cut.cut(
+                    f"cut to site {run.site!r}'s fair share after {ran:.2f} s "
+                    f"(jobs of {len(others)} other site(s) waiting)"
+                )
+            elif run.timer is None:
+                run.timer = loop.call_later(self._slice_s - ran, self._share)
+
+    @property
+    def _slice_s(self) -> float:
+        return self.config.fair_share.slice_ms / 1000
 
     async def _solve(self, mqtt: MqttClient, key: tuple[str, str], job: Job) -> None:
+        run = self._running[key] = _Running(key[0], time.time(), JobCut())
         try:
             try:
-                result = await answer(self.portfolio, job, self.worker_id)
+                result = await answer(self.portfolio, job, self.worker_id, run.cut)
             except Exception as exc:  # a bug must cost one job, not the worker
                 log.exception("job %s/%s failed", *key)
                 result = ResultEnvelope(
@@ -280,15 +335,52 @@ class SolverService:
                     worker=self.worker_id,
                     reason=f"internal error: {type(exc).__name__}: {exc}"[:300],
                 )
-            if result.solver:
-                self.wins[result.solver] += 1
-                self.metrics.solve_seconds.labels(self.worker_id, result.solver).observe(
-                    result.timings.get("solve_ms", 0) / 1000
+            self._usage.add(key[0], sum(c.seconds for c in result.candidates))
+            sent, payload = self._publish(mqtt, job.envelope.reply_to, result, key[0])
+            if sent.status == "ok" and sent.solver:  # a result too large to send won nothing
+                self.wins[sent.solver] += 1
+                self.metrics.solve_seconds.labels(self.worker_id, sent.solver).observe(
+                    sent.timings.get("solve_ms", 0) / 1000
                 )
-            self._cache[key] = self._publish(mqtt, job.envelope.reply_to, result, key[0])
-            if len(self._cache) > self.config.cache_size:
-                self._cache.popitem(last=False)
-            log.info("job %s/%s: %s by %s, energy %s", *key, result.status, result.solver, result.energy)
+            self._remember(key, payload)
+            log.info("job %s/%s: %s by %s, energy %s", *key, sent.status, sent.solver, sent.energy)
         finally:
+            if run.timer is not None:
+                run.timer.cancel()
+            del self._running[key]
             self._inflight.discard(key)
             self._load[key[0]] -= 1
+
+    def _remember(self, key: tuple[str, str], payload: bytes) -> None:
+        """Cache a result for duplicate deliveries, within ``cache_size`` results and ``cache_bytes``."""
+        self._cache[key] = payload
+        self._cache_bytes += len(payload)
+        while self._cache and (
+            len(self._cache) > self.config.cache_size or self._cache_bytes > self.config.cache_bytes
+        ):
+            self._cache_bytes -= len(self._cache.popitem(last=False)[1])
+
+
+@dataclass(slots=True)
+class _Running:
+    site: str
+    started: float  # epoch s
+    cut: JobCut
+    timer: asyncio.TimerHandle | None = None
+
+
+class SiteUsage:
+    """Solver-seconds per site: in all, and recent ones decaying with a half-life (the fair share)."""
+
+    def __init__(self, half_life_s: float) -> None:
+        self.half_life_s = half_life_s
+        self.total: dict[str, float] = {}
+        self._recent: dict[str, tuple[float, float]] = {}  # site -> (solver-seconds, as of monotonic s)
+
+    def recent(self, site: str) -> float:
+        value, stamp = self._recent.get(site, (0.0, 0.0))
+        return value * math.exp2(-(time.monotonic() - stamp) / self.half_life_s)
+
+    def add(self, site: str, seconds: float) -> None:
+        self.total[site] = self.total.get(site, 0.0) + seconds
+        self._recent[site] = (self.recent(site) + seconds, time.monotonic())

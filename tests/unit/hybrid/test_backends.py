@@ -61,13 +61,18 @@ async def test_a_registered_backend_is_what_the_portfolio_runs(ones: str) -> Non
     bqm = random_bqm(4, 0.5, seed=3)
     portfolio = Portfolio(SolversConfig(workers=0, auto=[ones]))
     try:
-        best, candidates = await portfolio.solve(bqm, "auto", time.time() + 2)
-        assert [c.solver for c in candidates] == ["ones"]
-        assert best is not None and best.solver == "ones" and best.details == {"toy": True}
-        assert best.sample is not None and set(best.sample.values()) == {1}
-        assert best.energy == pytest.approx(sample_energy(bqm, best.sample))
+        _, candidates = await portfolio.solve(bqm, "auto", time.time() + 2)
+        assert [c.solver for c in candidates] == ["greedy", "ones"]  # the floor answer, then the backend
+        toy = candidates[1]
+        assert toy.details == {"toy": True, "ran_in": "thread"}
+        assert toy.sample is not None and set(toy.sample.values()) == {1}
+        assert toy.energy == pytest.approx(sample_energy(bqm, toy.sample))
         big, refused = await portfolio.solve(random_bqm(5, 0.5, seed=3), ones, time.time() + 2)
-        assert big is None and [(c.status, c.reason) for c in refused] == [("refused", "5 variables > 4")]
+        assert [(c.solver, c.status, c.reason) for c in refused] == [
+            ("ones", "refused", "5 variables > 4"),
+            ("greedy", "ok", None),
+        ]
+        assert big is not None and big.solver == "greedy"  # refused: the floor answers
     finally:
         portfolio.close()
 

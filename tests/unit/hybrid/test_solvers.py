@@ -49,7 +49,7 @@ async def test_auto_lists_every_candidate_and_refuses_what_does_not_fit() -> Non
     portfolio = Portfolio(cfg)
     found, candidates = await portfolio.solve(random_bqm(30, 0.2, seed=1), "auto", time.time() + 2)
     status = {c.solver: c.status for c in candidates}
-    assert status == {"exact": "refused", "qaoa": "refused", "tabu": "ok", "sa": "ok"}
+    assert status == {"exact": "refused", "qaoa": "refused", "greedy": "ok", "tabu": "ok", "sa": "ok"}
     assert found is not None and found.energy == min(c.energy for c in candidates if c.energy is not None)
 
 
@@ -116,7 +116,8 @@ async def test_a_win_the_polish_found_is_credited_to_qaoa_polish_with_its_raw_en
     assert result.status == "ok" and result.energy == pytest.approx(optimum(bqm))
     assert result.solver == "qaoa+polish"
     assert result.raw_energy is not None and result.raw_energy > result.energy + 1  # -246 vs -884
-    (candidate,) = result.candidates
+    floor, candidate = result.candidates  # the floor answer (greedy), then the solver the job named
+    assert floor.solver == "greedy" and floor.details["ran_in"] == "in-process"
     assert candidate.solver == "qaoa+polish" and candidate.raw_best_energy == result.raw_energy
     assert json.loads(result.payload())["raw_energy"] == result.raw_energy
 
@@ -131,7 +132,7 @@ async def test_a_qaoa_whose_raw_best_is_optimal_keeps_its_credit() -> None:
         portfolio.close()
     assert result.status == "ok" and result.energy == pytest.approx(optimum(bqm))
     assert result.solver == "qaoa" and result.raw_energy == result.energy
-    assert [c.solver for c in result.candidates] == ["qaoa"]
+    assert [c.solver for c in result.candidates] == ["greedy", "qaoa"]
 
 
 def test_credit_ignores_float_noise_and_solvers_without_a_raw_energy() -> None:

@@ -1,0 +1,265 @@
+"""Solver processes that a deadline can stop: warm before any job, one task at a time, recycled on overrun.
+
+Each :class:`SolverProcess` is forked from a forkserver that preloaded dimod and the dwave-samplers,
+imports (or compiles) what every backend needs once (:meth:`SolverPool.start`), then solves one task at a
+time, sent over a pipe. Its :class:`~qxedge.hybrid.backends.Deadline` reads a ``cut`` time shared with the
+worker (a ``RawValue``), so the worker can bring a running task's deadline forward: the solver then
+returns its best-so-far at its next step. A process that is not back by its task's deadline plus
+``grace`` is terminated and a new one started in the background; it takes tasks once it is warm. So a
+job's work ends at its deadline and never delays the next job: a job takes only the processes that are
+idle when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import multiprocessing
+import os
+import pickle
+import time
+from multiprocessing.connection import Connection
+from multiprocessing.context import ForkServerContext
+from typing import TYPE_CHECKING, Any
+
+from qxedge.hybrid.backends import Deadline, SolverFactory, backend_names, plugins, register
+
+if TYPE_CHECKING:
+    import dimod
+
+    from qxedge.hybrid.portfolio import SolversConfig
+    from qxedge.hybrid.wire import Candidate
+
+log = logging.getLogger(__name__)
+NEVER = math.inf
+BIG_TASK_BYTES = 1 << 20  # sent from a thread: a pipe write this large would hold up the event loop
+
+
+def _serve(
+    conn: Connection, cut: Any, cfg: SolversConfig, plugins: dict[str, SolverFactory]
+) -> None:  # pragma: no cover - a child process
+    """A solver process: register the plug-in backends, warm every backend, say so, then answer tasks
+    until the pipe closes."""
+    from qxedge.hybrid.portfolio import run_solver, warm_backends
+
+    for name, factory in plugins.items():
+        if name not in backend_names():
+            register(name, factory)
+    warm_backends(cfg)
+    conn.send(os.getpid())
+    while True:
+        try:
+            name, due = conn.recv()
+            bqm = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        conn.send(run_solver(name, cfg, bqm, Deadline(due, cut)))
+
+
+async def _readable(conn: Connection, wait_s: float) -> bool:
+    """Wait until ``conn`` has something to read (True) or ``wait_s`` seconds pass (False)."""
+    if conn.poll():
+        return True
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(conn.fileno(), wake)
+    try:
+        async with asyncio.timeout(None if wait_s == NEVER else max(0.0, wait_s)):
+            await ready
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(conn.fileno())
+
+
+class SolverProcess:
+    """One solver process and its end of the pipe; ``cut`` is the shared time its task must stop by."""
+
+    def __init__(self, ctx: ForkServerContext, cfg: SolversConfig) -> None:
+        self.conn, child = ctx.Pipe()
+        self.cut = ctx.RawValue("d", NEVER)
+        self.process = ctx.Process(
+            target=_serve,
+            args=(child, self.cut, cfg, _picklable(plugins())),
+            daemon=True,
+            name="qxedge-solver",
+        )
+        self.process.start()
+        child.close()
+        self.pid = self.process.pid
+
+    def wait_warm(self, timeout: float) -> None:
+        """Block until the process has warmed up (RuntimeError when it died or took too long)."""
+        if not self.conn.poll(timeout):
+            raise RuntimeError(f"solver process {self.pid} did not warm up within {timeout:.0f} s")
+        self.conn.recv()
+
+    async def warm(self, wait_s: float) -> bool:
+        try:
+            if await _readable(self.conn, wait_s):
+                self.conn.recv()
+                return True
+        except (EOFError, OSError):
+            pass
+        return False
+
+    def send(self, name: str, due: float, bqm_bytes: bytes) -> None:
+        self.cut.value = NEVER
+        self.conn.send((name, due))
+        self.conn.send_bytes(bqm_bytes)
+
+    def terminate(self) -> None:
+        self.process.terminate()
+        self.conn.close()
+
+    def reap(self) -> None:
+        """Wait for a terminated process (from a thread), killing it when SIGTERM is not enough."""
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+class SolverPool:
+    """``size`` warm solver processes; :meth:`take` hands out idle ones, :meth:`submit` solves on one."""
+
+    def __init__(self, cfg: SolversConfig, *, grace_s: float = 0.05, warm_timeout_s: float = 120.0) -> None:
+        self.cfg = cfg
+        self.size = cfg.workers
+        self.grace_s = grace_s
+        self.warm_timeout_s = warm_timeout_s
+        self.recycled = 0  # processes terminated because their task overran
+        self._ctx = multiprocessing.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["dimod", "dwave.samplers", "qxedge.hybrid.portfolio"])
+        self._idle: list[SolverProcess] = []
+        self._all: set[SolverProcess] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self.started = False
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def start(self) -> float:
+        """Start and warm every process (blocking: call it before any clock starts); seconds it took."""
+        began = time.monotonic()
+        if not self.started:
+            self.started = True
+            fresh = [self._spawn() for _ in range(self.size)]
+            for process in fresh:
+                process.wait_warm(self.warm_timeout_s)
+            self._idle += fresh
+        return time.monotonic() - began
+
+    def _spawn(self) -> SolverProcess:
+        process = SolverProcess(self._ctx, self.cfg)
+        self._all.add(process)
+        return process
+
+    def take(self, count: int) -> list[SolverProcess]:
+        """Up to ``count`` idle processes, now (none wait for a busy one)."""
+        taken, self._idle = self._idle[:count], self._idle[count:]
+        return taken
+
+    def submit(
+        self, process: SolverProcess, name: str, due: float, bqm_bytes: bytes
+    ) -> asyncio.Task[Candidate]:
+        """Solve on ``process`` (from :meth:`take`) until ``due``; the process is idle again once its task
+        is back, recycled when the task fails or is cancelled (:meth:`stop`)."""
+
+        async def solve() -> Candidate:
+            if len(bqm_bytes) > BIG_TASK_BYTES:
+                await asyncio.to_thread(process.send, name, due, bqm_bytes)
+            else:
+                process.send(name, due, bqm_bytes)
+            await _readable(process.conn, NEVER)
+            candidate: Candidate = process.conn.recv()
+            return candidate
+
+        def settled(task: asyncio.Task[Candidate]) -> None:
+            if task.cancelled():
+                self._recycle(
+                    process, f"{name} still running {self.grace_s * 1000:.0f} ms after it was stopped"
+                )
+            elif task.exception() is not None:
+                self._recycle(process, f"{name} failed: {task.exception()!r}")
+            else:
+                self._idle.append(process)
+
+        task = asyncio.create_task(solve(), name=f"solver-{name}-{process.pid}")
+        task.add_done_callback(settled)
+        return task
+
+    def stop(self, process: SolverProcess, task: asyncio.Task[Candidate]) -> None:
+        """Tell a running task to stop now (its solver returns at its next step); unless it is back within
+        the grace, its process is recycled."""
+        process.cut.value = time.time()
+
+        async def watchdog() -> None:
+            await asyncio.wait({task}, timeout=self.grace_s)
+            task.cancel()  # no-op when it is back
+
+        self._in_background(watchdog())
+
+    def _recycle(self, process: SolverProcess, why: str) -> None:
+        self.recycled += 1
+        log.warning("recycling solver process %s: %s", process.pid, why)
+        self._all.discard(process)
+        process.terminate()
+        self._in_background(asyncio.to_thread(process.reap))
+        if self.started:
+            self._in_background(self._replace())
+
+    async def _replace(self) -> None:
+        fresh = await asyncio.to_thread(self._spawn)
+        if await fresh.warm(self.warm_timeout_s):
+            self._idle.append(fresh)
+        else:
+            log.error("a new solver process %s did not warm up; running with fewer", fresh.pid)
+            self._all.discard(fresh)
+            fresh.terminate()
+            await asyncio.to_thread(fresh.reap)
+
+    def _in_background(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def close(self) -> None:
+        """Stop every process now (a task still running is abandoned: its job has been answered)."""
+        self.started = False
+        for task in self._background:
+            if not task.get_loop().is_closed():
+                task.cancel()
+        for process in self._all:
+            with contextlib.suppress(OSError):
+                process.terminate()
+        for process in self._all:
+            process.reap()
+        self._all.clear()
+        self._idle.clear()
+
+
+def _picklable(factories: dict[str, SolverFactory]) -> dict[str, SolverFactory]:
+    kept = {}
+    for name, factory in factories.items():
+        try:
+            pickle.dumps(factory)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            log.warning("solver backend %r cannot run in solver processes: its factory does not pickle", name)
+        else:
+            kept[name] = factory
+    return kept
+
+
+def pickled(bqm: dimod.BinaryQuadraticModel) -> bytes:
+    """The model as every process of one job receives it (pickled once per job)."""
+    return pickle.dumps(bqm, protocol=pickle.HIGHEST_PROTOCOL)

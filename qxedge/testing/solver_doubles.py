@@ -1,0 +1,47 @@
+"""Solver backends that misbehave on purpose, to test the pool and the worker around them.
+
+Register one with ``qxedge.hybrid.backends.register(NAME, FACTORY)``: the factories are module-level
+functions, so solver processes receive them too.
+
+- :func:`stubborn`: ignores its deadline (sleeps ``STUBBORN_S``), as a solver stuck in native code would;
+- :func:`patient`: waits for its deadline (or a cut) in small steps, then answers all zeros, as an
+  anytime solver that uses its whole budget does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import dimod
+import numpy as np
+
+from qxedge.hybrid.backends import Backend, Deadline
+from qxedge.hybrid.solvers import finish
+
+if TYPE_CHECKING:
+    from qxedge.hybrid.portfolio import SolversConfig
+    from qxedge.hybrid.wire import Candidate
+
+STUBBORN_S = 3600.0
+
+
+def _stubborn(bqm: dimod.BinaryQuadraticModel, deadline: Deadline) -> Candidate:
+    started = time.monotonic()
+    time.sleep(STUBBORN_S)
+    return finish(bqm, "stubborn", np.zeros(bqm.num_variables), started)
+
+
+def _patient(bqm: dimod.BinaryQuadraticModel, deadline: Deadline) -> Candidate:
+    started = time.monotonic()
+    while deadline.left() > 0:
+        time.sleep(min(0.01, max(0.0, deadline.left())))
+    return finish(bqm, "patient", np.zeros(bqm.num_variables), started, details={"stopped_at": time.time()})
+
+
+def stubborn(config: SolversConfig) -> Backend:
+    return Backend("stubborn", _stubborn)
+
+
+def patient(config: SolversConfig) -> Backend:
+    return Backend("patient", _patient)

@@ -1,0 +1,90 @@
+"""The solver processes: warm before any job, a floor answer for every job, overruns recycled, cuts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from qxedge.hybrid import backends
+from qxedge.hybrid.portfolio import JobCut, Portfolio, SolversConfig
+from qxedge.testing import random_bqm, sample_energy, wait_until
+from qxedge.testing.solver_doubles import patient, stubborn
+
+
+@pytest.fixture
+def doubles() -> Iterator[None]:
+    backends.register("stubborn", stubborn)
+    backends.register("patient", patient)
+    yield
+    backends.unregister("stubborn")
+    backends.unregister("patient")
+
+
+@pytest.fixture
+def portfolio(doubles: None) -> Iterator[Portfolio]:
+    portfolio = Portfolio(SolversConfig(workers=1, overrun_grace_ms=20))
+    portfolio.warm_up()  # before any clock, as the worker and `qxedge solve` do
+    yield portfolio
+    portfolio.close()
+
+
+async def test_an_overrunning_solver_is_recycled_and_the_next_job_runs(portfolio: Portfolio) -> None:
+    """A solver that ignores its deadline costs its process, not the job (the floor answers in time)
+    nor the next job (a fresh process takes it)."""
+    assert portfolio.pool is not None
+    bqm = random_bqm(30, 0.3, seed=1)
+    deadline = time.time() + 0.3
+    best, candidates = await portfolio.solve(bqm, "stubborn", deadline)
+    assert time.time() < deadline
+    assert best is not None and best.solver == "greedy" and best.sample is not None
+    assert best.energy == pytest.approx(sample_energy(bqm, best.sample))
+    assert [(c.solver, c.status) for c in candidates] == [("greedy", "ok"), ("stubborn", "timeout")]
+    await wait_until(
+        lambda: portfolio.recycled == 1 and portfolio.pool is not None and portfolio.pool.idle == 1
+    )
+    _, after = await portfolio.solve(bqm, "patient", time.time() + 0.3)
+    assert [(c.solver, c.status, c.details.get("ran_in")) for c in after][-1] == (
+        "patient",
+        "ok",
+        "solver process",
+    )
+
+
+async def test_a_cut_ends_a_job_early_with_the_solvers_best_so_far(portfolio: Portfolio) -> None:
+    cut = JobCut()
+    job = asyncio.create_task(portfolio.solve(random_bqm(20, 0.5, seed=2), "patient", time.time() + 60, cut))
+    await asyncio.sleep(0)
+    cut.cut("the fair share")
+    best, candidates = await asyncio.wait_for(job, 30)
+    assert best is not None
+    assert [(c.solver, c.status, c.reason) for c in candidates] == [
+        ("greedy", "ok", None),
+        ("patient", "timeout", "stopped: the fair share"),
+    ]
+    pool = portfolio.pool
+    assert pool is not None
+    await wait_until(lambda: pool.idle == 1)
+    assert portfolio.recycled == 0  # it stopped at the cut: back within the grace
+
+
+async def test_without_warm_processes_a_job_is_answered_in_process(doubles: None) -> None:
+    """No process starts inside a deadline: a portfolio never warmed answers from the floor."""
+    portfolio = Portfolio(SolversConfig(workers=1))
+    try:
+        best, candidates = await portfolio.solve(random_bqm(40, 0.2, seed=3), "auto", time.time() + 0.05)
+        assert best is not None and best.solver == "greedy"
+        assert {c.solver: c.status for c in candidates}["tabu"] == "skipped"
+        assert portfolio.pool is not None and not portfolio.pool.started
+    finally:
+        portfolio.close()
+
+
+@pytest.mark.parametrize("n", [1, 50, 400])
+async def test_every_valid_job_gets_a_real_answer_at_50_ms(portfolio: Portfolio, n: int) -> None:
+    bqm = random_bqm(n, 0.1, seed=n)
+    best, _ = await portfolio.solve(bqm, "auto", time.time() + 0.05)
+    assert best is not None and best.sample is not None and len(best.sample) == n
+    assert best.energy == pytest.approx(sample_energy(bqm, best.sample))
