@@ -172,6 +172,24 @@ def test_solve_rejects_an_index_out_of_range_instead_of_crashing(head: int, tmp_
     )
 
 
+def test_solve_warms_its_processes_before_the_clock_and_says_where_each_solver_ran(tmp_path: Path) -> None:
+    """Cold `qxedge solve` at 200 ms: the process start (seconds) is not inside the deadline (issue 21)."""
+    bqm = dimod.generators.gnp_random_bqm(120, 0.1, "BINARY", random_state=2)
+    (tmp_path / "p.json").write_text(json.dumps(bqm.to_serializable(use_bytes=False)))
+    run = subprocess.run(
+        [*QXEDGE, "solve", str(tmp_path / "p.json"), "--deadline-ms", "200", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["status"] == "ok" and len(result["sample"]) == 120
+    assert result["timings"]["warmup_ms"] > 0 and result["timings"]["solve_ms"] < 200
+    ran_in = {c["solver"]: c["details"].get("ran_in") for c in result["candidates"]}
+    assert ran_in["greedy"] == "in-process" and ran_in["tabu"] == "solver process"
+
+
 def test_solve_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
     """``qxedge solve p.json | head -1``: the reader has gone when the result is printed."""
     read, write = os.pipe()

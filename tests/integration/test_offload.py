@@ -20,9 +20,10 @@ from qxedge.hybrid import backends
 from qxedge.hybrid.client import OffloadClient, OffloadConfig
 from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.qaoa import QaoaConfig
-from qxedge.hybrid.service import DataCenterConfig, SolverService
+from qxedge.hybrid.service import DataCenterConfig, FairShareConfig, SolverService
 from qxedge.hybrid.wire import Candidate, JobLimits
 from qxedge.testing import Watcher, optimum, random_bqm, sample_energy, wait_until
+from qxedge.testing.solver_doubles import patient
 
 pytestmark = pytest.mark.integration
 
@@ -275,6 +276,38 @@ async def test_one_site_flooding_does_not_starve_another(
     assert max(order.index("q0"), order.index("q1")) <= 5, order
 
 
+async def test_a_long_job_of_one_site_is_cut_so_another_sites_jobs_are_in_time(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    """Fair share by solving time (issue 21): site A's job may run 60 s and uses all of it; site B's
+    short jobs arriving behind it in the one solving slot cut it at its slice, and are answered in time."""
+    backends.register("patient", patient)
+    watcher = watch("qx/v1/+/results/+")
+    try:
+        async with workers(
+            broker.url, 1, fair_share=FairShareConfig(slice_ms=200), solvers=SolversConfig(workers=0)
+        ) as (service,):
+            long = envelope("a", random_bqm(30, 0.2, seed=1), "long", solver="patient", deadline_ms=60_000)
+            watcher.client.publish("qx/v1/a/jobs", long, qos=1)
+            await wait_until(lambda: service.queue_depth == 1)
+            short = [envelope("b", random_bqm(10, 0.5, seed=i), f"b{i}", deadline_ms=2000) for i in range(4)]
+            for payload in short:
+                watcher.client.publish("qx/v1/b/jobs", payload, qos=1)
+            assert await wait_for(watcher, lambda ms: len(ms) >= 5)
+            to_epoch = time.time() - time.monotonic()  # paho stamps a message with time.monotonic()
+            answered_at = {json.loads(m.payload)["job_id"]: m.timestamp + to_epoch for m in watcher.messages}
+            assert service.stats().cut == 1
+            assert service.stats().solver_seconds["a"] > 0
+    finally:
+        backends.unregister("patient")
+    results = {r["job_id"]: r for r in (json.loads(m.payload) for m in watcher.messages)}
+    assert results["long"]["status"] == "ok" and "cut to site 'a''s fair share" in results["long"]["reason"]
+    for i, payload in enumerate(short):
+        job = json.loads(payload)
+        assert results[f"b{i}"]["status"] == "ok", results[f"b{i}"]
+        assert answered_at[f"b{i}"] <= job["submitted_at"] + job["deadline_ms"] / 1000
+
+
 async def test_jobs_in_flight_per_site_are_limited(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
@@ -316,6 +349,7 @@ async def test_a_result_too_large_for_the_broker_is_answered_once_as_an_error() 
     assert re.fullmatch(r"result too large \(\d+ bytes > max_result_bytes 3500\)", results[0]["reason"])
     assert results[1]["status"] == "ok"
     assert service.stats().results == {"ok": 1, "late": 0, "rejected": 0, "error": 1}
+    assert sum(service.stats().wins.values()) == 1  # the result that could not be sent won nothing
 
 
 async def test_many_fallbacks_at_once_still_decide_in_time(broker: EmbeddedBroker) -> None:
