@@ -2,9 +2,9 @@
 
 PROBLEM.json is a bare ``BinaryQuadraticModel.to_serializable(use_bytes=False)`` or a whole job
 envelope; it goes through the same validation as a job off the wire. Then the solver processes start
-and warm up, and only then does the deadline's clock start: no process starts inside the deadline
-(the result's ``timings.warmup_ms`` says how long that took, and each candidate's ``ran_in`` where it
-ran: in-process, a solver process or a thread).
+and warm up what the job needs (none when it is settled in-process), and only then does the deadline's
+clock start: no process starts inside the deadline (the result's ``timings.warmup_ms`` says how long
+that took, and each candidate's ``ran_in`` where it ran: in-process, a solver process or a thread).
 """
 
 from __future__ import annotations
@@ -77,11 +77,13 @@ async def solve_file(
         return ResultEnvelope(job_id=exc.job_id, status="rejected", reason=str(exc), worker="local")
     portfolio = Portfolio(cfg.solvers)
     try:
-        warmup_s = await asyncio.to_thread(portfolio.warm_up)
+        needed = portfolio.in_processes(job.envelope.solver, job.bqm.num_variables)
+        warmup_s = await asyncio.to_thread(portfolio.warm_up, needed) if needed else 0.0
         now = time.time()  # the clock starts now, the processes warm
         job = Job(job.envelope.model_copy(update={"submitted_at": now}), job.bqm, now)
         result = await answer(portfolio, job, "local")
-        result.timings["warmup_ms"] = round(warmup_s * 1000, 3)
+        if needed:
+            result.timings["warmup_ms"] = round(warmup_s * 1000, 3)
         return result
     finally:
         portfolio.close()

@@ -38,16 +38,16 @@ BIG_TASK_BYTES = 1 << 20  # sent from a thread: a pipe write this large would ho
 
 
 def _serve(
-    conn: Connection, cut: Any, cfg: SolversConfig, plugins: dict[str, SolverFactory]
+    conn: Connection, cut: Any, cfg: SolversConfig, plugins: dict[str, SolverFactory], warm: tuple[str, ...]
 ) -> None:  # pragma: no cover - a child process
-    """A solver process: register the plug-in backends, warm every backend, say so, then answer tasks
-    until the pipe closes."""
+    """A solver process: register the plug-in backends, warm the backends named in ``warm``, say so,
+    then answer tasks until the pipe closes."""
     from qxedge.hybrid.portfolio import run_solver, warm_backends
 
     for name, factory in plugins.items():
         if name not in backend_names():
             register(name, factory)
-    warm_backends(cfg)
+    warm_backends(cfg, warm)
     conn.send(os.getpid())
     while True:
         try:
@@ -83,12 +83,12 @@ async def _readable(conn: Connection, wait_s: float) -> bool:
 class SolverProcess:
     """One solver process and its end of the pipe; ``cut`` is the shared time its task must stop by."""
 
-    def __init__(self, ctx: ForkServerContext, cfg: SolversConfig) -> None:
+    def __init__(self, ctx: ForkServerContext, cfg: SolversConfig, warm: tuple[str, ...]) -> None:
         self.conn, child = ctx.Pipe()
         self.cut = ctx.RawValue("d", NEVER)
         self.process = ctx.Process(
             target=_serve,
-            args=(child, self.cut, cfg, _picklable(plugins())),
+            args=(child, self.cut, cfg, _picklable(plugins()), warm),
             daemon=True,
             name="qxedge-solver",
         )
@@ -142,17 +142,20 @@ class SolverPool:
         self._idle: list[SolverProcess] = []
         self._all: set[SolverProcess] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._warm: tuple[str, ...] = ()
         self.started = False
 
     @property
     def idle(self) -> int:
         return len(self._idle)
 
-    def start(self) -> float:
-        """Start and warm every process (blocking: call it before any clock starts); seconds it took."""
+    def start(self, warm: tuple[str, ...]) -> float:
+        """Start every process and warm the backends named in ``warm`` in each (blocking: call it before
+        any clock starts); seconds it took."""
         began = time.monotonic()
         if not self.started:
             self.started = True
+            self._warm = warm
             fresh = [self._spawn() for _ in range(self.size)]
             for process in fresh:
                 process.wait_warm(self.warm_timeout_s)
@@ -160,7 +163,7 @@ class SolverPool:
         return time.monotonic() - began
 
     def _spawn(self) -> SolverProcess:
-        process = SolverProcess(self._ctx, self.cfg)
+        process = SolverProcess(self._ctx, self.cfg, self._warm)
         self._all.add(process)
         return process
 

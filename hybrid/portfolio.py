@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -77,9 +77,10 @@ def run_solver(
         )
 
 
-def warm_backends(cfg: SolversConfig) -> None:
-    """Import (or compile) what every backend needs: once in each solver process, before any job."""
-    for name in backend_names():
+def warm_backends(cfg: SolversConfig, names: Iterable[str] | None = None) -> None:
+    """Import (or compile) what the backends ``names`` (default: all) need: once in each solver process,
+    before any job."""
+    for name in backend_names() if names is None else names:
         build(name, cfg).warm_up()
 
 
@@ -122,11 +123,20 @@ class Portfolio:
         self.pool = SolverPool(config, grace_s=config.overrun_grace_ms / 1000) if config.workers else None
         self.warmup_s: float | None = None  # how long warm_up took (before any clock started)
 
-    def warm_up(self) -> float:
-        """Start and warm every solver process now (blocking), not inside a job's deadline; seconds."""
+    def warm_up(self, only: Iterable[str] | None = None) -> float:
+        """Start every solver process now (blocking), not inside a job's deadline, and warm the backends
+        ``only`` names in them (default: all of them); seconds it took."""
         if self.pool is not None and not self.pool.started:
-            self.warmup_s = self.pool.start()
+            self.warmup_s = self.pool.start(tuple(backend_names() if only is None else only))
         return self.warmup_s or 0.0
+
+    def in_processes(self, solver: str, n: int) -> list[str]:
+        """The backends a job naming ``solver`` on ``n`` variables would run in solver processes (none
+        when it is settled in-process): what a one-job run (``qxedge solve``) needs warm."""
+        names, _ = self.plan(solver, n)
+        if "exact" in names and n <= self.config.exact_first_max:
+            return []  # enumerated in-process: the optimum ends the job
+        return [name for name in names if name != FLOOR]
 
     def close(self) -> None:
         """Stop the solver processes (a solver still running is abandoned: its job has its answer)."""
@@ -158,8 +168,9 @@ class Portfolio:
         cut: JobCut | None = None,
     ) -> tuple[Candidate | None, list[Candidate]]:
         names, candidates = self.plan(solver, bqm.num_variables)
-        collect_by = deadline_at - self.config.margin_ms / 1000.0
-        due = Deadline(collect_by - self.config.handback_ms / 1000.0)
+        left = max(0.0, deadline_at - time.time())  # a short deadline keeps less back: a fifth, a tenth
+        collect_by = deadline_at - min(self.config.margin_ms / 1000, left / 5)
+        due = Deadline(collect_by - min(self.config.handback_ms / 1000, left / 10))
         floor = await asyncio.to_thread(run_solver, FLOOR, self.config, bqm, due)
         candidates.append(_where(floor, "in-process"))
         if "exact" in names and bqm.num_variables <= self.config.exact_first_max:
