@@ -223,13 +223,15 @@ class SolverPool:
 
     async def _replace(self) -> None:
         fresh = await asyncio.to_thread(self._spawn)
-        if await fresh.warm(self.warm_timeout_s):
+        warm = self.started and await fresh.warm(self.warm_timeout_s)
+        if warm and self.started:
             self._idle.append(fresh)
-        else:
+            return
+        if self.started:
             log.error("a new solver process %s did not warm up; running with fewer", fresh.pid)
-            self._all.discard(fresh)
-            fresh.terminate()
-            await asyncio.to_thread(fresh.reap)
+        self._all.discard(fresh)
+        fresh.terminate()
+        await asyncio.to_thread(fresh.reap)
 
     def _in_background(self, work: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(work)
