@@ -18,6 +18,7 @@ from qxedge.hybrid import floor
 from qxedge.hybrid.annealing import SaConfig, default_beta_range, solve_sa
 from qxedge.hybrid.backends import Deadline
 from qxedge.hybrid.candidate import model_arrays
+from qxedge.hybrid.qaoa import QaoaConfig, solve_qaoa
 from qxedge.hybrid.solvers import solve_greedy
 from qxedge.hybrid.tabu import TabuConfig, solve_tabu
 from qxedge.hybrid.wire import Candidate
@@ -230,3 +231,27 @@ def test_the_floor_stops_at_the_deadline_with_what_it_has() -> None:
     assert candidate.status == "ok" and candidate.details["local_minimum"] is False
     assert candidate.details["descents"] == 1
     assert candidate.energy == pytest.approx(sample_energy(bqm, candidate.sample or {}))
+
+
+# QAOA: its optimiser already stops for the deadline; its set-up and last circuit must fit too
+
+
+@pytest.mark.parametrize("device", ["qxedge.cpu", "lightning.qubit"])
+def test_qaoa_answers_a_short_budget_in_time(device: str) -> None:
+    cfg = QaoaConfig(device=device)
+    solve_qaoa(random_bqm(4, 0.5, seed=4), Deadline(time.time() + 30), cfg)  # a worker's warm-up
+    bqm = random_bqm(14, 0.5, seed=14)
+    deadline = Deadline(time.time() + 0.3)
+    candidate = solve_qaoa(bqm, deadline, cfg)
+    assert time.time() <= deadline.at() + SLACK
+    assert candidate.status == "ok", candidate.reason
+    assert candidate.details["evaluations"] >= 1
+    assert candidate.energy == pytest.approx(sample_energy(bqm, candidate.sample or {}))
+
+
+def test_qaoa_says_at_once_when_a_circuit_cannot_fit_the_budget() -> None:
+    bqm = random_bqm(20, 0.5, seed=20)  # 2^20 costs to compute and sort: about a second
+    deadline = Deadline(time.time() + 0.3)
+    candidate = solve_qaoa(bqm, deadline, QaoaConfig(device="qxedge.cpu"))
+    assert candidate.status == "timeout" and "predicted" in (candidate.reason or "")
+    assert time.time() <= deadline.at()
