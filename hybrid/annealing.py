@@ -61,6 +61,9 @@ class SaConfig(BaseModel):
 # SPIN copy and the sampler's own set-up (its adjacency lists), sa_setup_seconds, and the sweeps,
 # sa_sweep_seconds (bench/anytime.py measured both). The first round is planned on these cautious
 # guesses; the later ones on what the job measured.
+SAFETY = 1.5  # a read or a set-up may take this many times what was measured (a busy machine)
+
+
 def sa_setup_seconds(variables: int, interactions: int) -> float:
     """The set-up predicted before a model is touched: 0.6 s on a complete n = 2000 model (0.47..0.69 s
     measured), 30 ms on n = 5000 sparse (15..26 ms)."""
@@ -124,7 +127,7 @@ class ReadTimer:
         # the first read's time also holds the call's set-up: a cautious guess at the next one
         last = now - (self.ends[-1] if self.ends else self.began)
         self.ends.append(now)
-        return now + 1.5 * last + self.hand_back > self.deadline.at()
+        return now + SAFETY * last + self.hand_back > self.deadline.at()
 
 
 def solve_sa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: SaConfig) -> Candidate:
@@ -157,7 +160,7 @@ def solve_sa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: SaConfig)
     stopped = "budget"
     while True:
         left = deadline.left() - hand_back
-        total = (left - setup) / per_sweep
+        total = (left - SAFETY * setup) / per_sweep
         sweeps = plan_sweeps(total, cfg, cfg.max_read_seconds / per_sweep)
         wanted = cfg.max_reads - reads_done if cfg.max_reads is not None else reads_held
         if wanted <= 0:
@@ -187,6 +190,8 @@ def solve_sa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: SaConfig)
             per_read = float(np.median(np.diff(timer.ends)))
             per_sweep = max(per_read / sweeps, 1e-12)
             setup = max(0.0, timer.ends[0] - timer.began - per_read)
+        elif timer.ends:  # one read: the set-up was at most the whole call
+            setup = min(setup, timer.ends[0] - timer.began)
         record = result.record
         k = int(np.argmin(record.energy))
         if record.energy[k] < best_energy:

@@ -24,7 +24,7 @@ import dimod
 import numpy as np
 
 from qxedge.hybrid.backends import Deadline
-from qxedge.hybrid.candidate import model_arrays
+from qxedge.hybrid.candidate import hand_back_seconds, model_arrays
 
 # NumPy's dense descent when at least DENSE_MIN_FRACTION of all pairs are coupled, up to
 # DENSE_MAX_VARIABLES (a 200 MB matrix); dwave-samplers' SteepestDescentSolver otherwise, all starts in
@@ -71,9 +71,11 @@ def descend_dense(
     start: np.ndarray,
     tol: float,
     deadline: Deadline | None = None,
+    margin: float = 0.0,
 ) -> tuple[np.ndarray, float, bool]:
     """Steepest 1-flip descent from ``start`` (0/1): (values, energy, reached a local minimum); a flip
-    that gains less than ``tol`` is not taken (float noise: no cycling on ties)."""
+    that gains less than ``tol`` is not taken (float noise: no cycling on ties). It stops early, not at
+    a local minimum, once ``deadline`` is less than ``margin`` away."""
     x = np.array(start, dtype=np.float64)
     fields = couplings @ x + linear  # flipping i changes the energy by (1 - 2 x_i) * fields[i]
     sign = 1.0 - 2.0 * x
@@ -97,7 +99,7 @@ def descend_dense(
         sign[i] = -sign[i]
         np.multiply(sign, fields, out=delta)
         flips += 1
-        if deadline is not None and flips % CHECK_EVERY == 0 and deadline.left() <= 0:
+        if deadline is not None and flips % CHECK_EVERY == 0 and deadline.left() <= margin:
             return x, offset + float(linear @ x) + 0.5 * float(x @ (couplings @ x)), False
     return x, offset + float(linear @ x) + 0.5 * float(x @ (fields - linear)), True
 
@@ -117,11 +119,14 @@ def floor(
     random_starts: int = 2,
     seed: int | None = 0,
 ) -> Descent:
-    """The best descent from all zeros (always run) and from up to ``random_starts`` random states,
-    started only while the deadline leaves twice the time the first descent took."""
+    """The best descent from all zeros and from up to ``random_starts`` random states, started only
+    while the deadline leaves twice the time the first descent took; each keeps the time the caller
+    needs to hand its answer back (:func:`~qxedge.hybrid.candidate.hand_back_seconds`) before the
+    deadline."""
     if binary.vartype is not dimod.BINARY:
         raise ValueError("floor takes a BINARY model")
     n = binary.num_variables
+    margin = hand_back_seconds(n, binary.num_interactions)
     rng = np.random.default_rng(seed)
     began = time.monotonic()
     if n == 0:
@@ -129,14 +134,14 @@ def floor(
     if is_dense(n, binary.num_interactions):
         linear, couplings, offset, largest = dense_arrays(binary)
         tol = 1e-12 * max(1.0, largest) * n
-        values, energy, local = descend_dense(linear, couplings, offset, np.zeros(n), tol, deadline)
+        values, energy, local = descend_dense(linear, couplings, offset, np.zeros(n), tol, deadline, margin)
         best = Descent(values, energy, local, 1, "numpy-dense")
         took = time.monotonic() - began
         for _ in range(random_starts if local else 0):
-            if deadline is not None and deadline.left() < 2 * took:
+            if deadline is not None and deadline.left() < 2 * took + margin:
                 break
             start = rng.integers(0, 2, n).astype(np.float64)
-            values, energy, local = descend_dense(linear, couplings, offset, start, tol, deadline)
+            values, energy, local = descend_dense(linear, couplings, offset, start, tol, deadline, margin)
             best.descents += 1
             if energy < best.energy:
                 best.values, best.energy, best.local_minimum = values, energy, local
@@ -150,7 +155,7 @@ def floor(
         return Descent(values, energy, True, 1 + random_starts, "dwave-steepest-descent")
     values, energy = _descend_dwave(binary, zeros)
     took = time.monotonic() - began
-    if random_starts == 0 or (deadline is not None and deadline.left() < 2 * took):
+    if random_starts == 0 or (deadline is not None and deadline.left() < 2 * took + margin):
         return Descent(values, energy, True, 1, "dwave-steepest-descent")
     more_values, more_energy = _descend_dwave(binary, randoms)
     if more_energy < energy:
