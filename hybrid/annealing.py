@@ -166,8 +166,8 @@ def solve_sa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: SaConfig)
         if wanted <= 0:
             stopped = "max_reads"
             break
-        if total < sweeps:
-            break  # not even one more read fits
+        if total < sweeps or (rounds and total * per_sweep < setup):
+            break  # not one more read fits, or a further round would be mostly set-up
         # more reads than predicted to fit (a cautious per_sweep must not end the round early and cost a
         # second set-up; the interrupt stops it in time): the samples array is allocated for all of them
         reads = max(1, min(wanted, reads_held, int(3 * total / sweeps) + 1))
@@ -198,8 +198,9 @@ def solve_sa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: SaConfig)
             best_energy = float(record.energy[k])
             order = [result.variables.index(v) for v in bqm.variables]
             best_values = (record.sample[k, order] + 1) // 2
-        if done < reads:
-            break  # the interrupt: the next read would have ended after the deadline
+        if done < reads and len(timer.ends) >= 2:
+            break  # the interrupt: the next read, as long as the last, would have ended too late
+        # else all reads done, or stopped after the first, whose time held the set-up: plan again
     if best_values is None:
         return timed_out("sa", started, "no read fitted in the time left after the set-up")
     details = {
