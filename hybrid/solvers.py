@@ -16,8 +16,10 @@ their set-up alone would not fit, they say so at once (``timeout`` with the pred
 - ``greedy``: the floor (:mod:`hybrid.floor`), a steepest descent to a 1-flip local minimum in
   milliseconds (the portfolio's first answer and the agent's instant fallback, :mod:`hybrid.client`).
 
-Each registers itself in :mod:`hybrid.backends` (a line after its function); QAOA lives in
-:mod:`hybrid.qaoa` and has the same shape.
+``sa`` lives in :mod:`hybrid.annealing`, ``tabu`` in :mod:`hybrid.tabu`, the floor's descent in
+:mod:`hybrid.floor` and what they share in :mod:`hybrid.candidate`; all four register in
+:mod:`hybrid.backends` at the end of this module (their names stay importable from here). QAOA lives
+in :mod:`hybrid.qaoa` and has the same shape.
 """
 
 from __future__ import annotations
