@@ -168,9 +168,10 @@ def solve_sa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: SaConfig)
             break
         if total < sweeps or (rounds and total * per_sweep < setup):
             break  # not one more read fits, or a further round would be mostly set-up
-        # more reads than predicted to fit (a cautious per_sweep must not end the round early and cost a
-        # second set-up; the interrupt stops it in time): the samples array is allocated for all of them
-        reads = max(1, min(wanted, reads_held, int(3 * total / sweeps) + 1))
+        # more reads than predicted to fit (the first guess at per_sweep was up to 3x the time measured,
+        # and a round ended early costs another set-up; the interrupt stops it in time): the samples
+        # array is allocated for all of them
+        reads = max(1, min(wanted, reads_held, int(4 * total / sweeps) + 1))
         timer = ReadTimer(deadline, hand_back)
         result = SimulatedAnnealingSampler().sample(
             spin,
