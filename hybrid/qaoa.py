@@ -11,8 +11,11 @@ the probabilities are (NumPy or CuPy arrays: ``circuit.xp``).
 
 Angles start on a linear ramp (the discretised annealing path, which beats random starts) and are
 optimised by COBYLA on the CVaR of the energy distribution (the mean of the best ``cvar_alpha``
-fraction: Barkoutsos et al. 2020) or on its expectation; the optimiser stops when its share of the
-budget is spent. ``shots`` bitstrings are then drawn from the circuit's distribution, each evaluated on
+fraction: Barkoutsos et al. 2020) or on its expectation; the optimiser stops while the next circuit
+and what follows it still fit before the deadline (the best circuit's distribution is kept up to
+:data:`KEEP_BEST_MAX_QUBITS`, so no last circuit has to run again). A budget that cannot hold the
+set-up and one circuit (:func:`predicted_setup`, :func:`predicted_evaluation`) is answered
+``timeout`` at once. ``shots`` bitstrings are then drawn from the circuit's distribution, each evaluated on
 the original model: the best of them is ``raw_best_energy``. With ``polish`` the best distinct samples
 seed a steepest descent, and the candidate's ``energy`` is the polished result; the raw figure is
 always reported beside it, and a polish that beat it is credited as ``qaoa+polish``
@@ -183,6 +186,29 @@ def _circuit(
     return PennyLaneCircuit(dev, h, dense, cfg.layers), cfg.device
 
 
+# What a solve costs before and per circuit, predicted before it starts (cautious; bench/qaoa.py and
+# bench/anytime.py): the cost of every basis state and its sort on the CPU, 0.9 s at n = 20 measured
+# (1.3..3 ns per n^2 2^n), and an evaluation, 0.16..0.3 s at n = 20 with p = 2 on lightning.qubit
+# (0.3..1 ns per amplitude and gate, plus PennyLane's ~10 ms a call). qxedge.gpu does both on the GPU.
+def predicted_setup(n: int, device: str) -> float:
+    return 0.0 if device == "qxedge.gpu" else 3e-9 * n * n * 2.0**n + 1e-8 * 2.0**n
+
+
+def predicted_evaluation(n: int, gates: int, device: str) -> float:
+    return 0.002 if device == "qxedge.gpu" else 0.01 + 1e-9 * 2.0**n * gates
+
+
+# Up to this many qubits the best evaluation's distribution is kept (32 MB at 22) rather than computed
+# again at the end: the optimiser may then run until one more evaluation and the tail are left.
+KEEP_BEST_MAX_QUBITS = 22
+
+
+def _no_time(started: float, why: str) -> Candidate:
+    return Candidate(
+        solver="qaoa", status="timeout", reason=why, seconds=round(time.monotonic() - started, 6)
+    )
+
+
 def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: QaoaConfig) -> Candidate:
     from scipy.optimize import minimize
 
@@ -198,6 +224,16 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: QaoaCon
     h, j, offset = ising_z(binary)
     scale = max(np.abs(h).max(initial=0.0), max((abs(b) for b in j.values()), default=0.0)) or 1.0
     p = cfg.layers
+    # the shots, the polish and the candidate after the last circuit: 30 ms and 5 % of the budget
+    tail = 0.03 + 0.05 * max(0.0, deadline.left())
+    guess = predicted_evaluation(n, p * (int(np.count_nonzero(h)) + len(j) + n) + n, cfg.device)
+    setup = predicted_setup(n, cfg.device)
+    if deadline.left() < setup + guess + tail:
+        return _no_time(
+            started,
+            f"set-up ({setup:.3f} s) and one circuit evaluation ({guess:.3f} s) at {n} qubits are "
+            f"predicted to need more than the {max(0.0, deadline.left()):.3f} s left",
+        )
     circuit, device_note = _circuit(cfg, h, j)
     xp = circuit.xp
     # the energy of every assignment (PennyLane's wire order) is costs + offset; no 2^n array of energies
@@ -220,23 +256,27 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: QaoaCon
         xp.minimum(take, mass, out=take)  # the best alpha of the mass
         return float(take @ sorted_costs / cfg.cvar_alpha) + shift
 
-    # Stop optimising while there is still time for one more circuit (the final distribution), the
-    # shots and the polish: twice the slowest evaluation so far plus 5 % of the budget.
-    tail = 0.03 + 0.05 * max(0.0, deadline.left())
-    best: dict[str, Any] = {"value": np.inf, "theta": None}
+    # Stop optimising while there is still time for the next evaluation, the final distribution (unless
+    # the best one is kept) and the tail; the first evaluation is judged on the guess.
+    keep = n <= KEEP_BEST_MAX_QUBITS
+    circuits_left = 1 if keep else 2
+    if deadline.left() < guess + tail:
+        return _no_time(started, f"the set-up at {n} qubits left no time for a circuit evaluation")
+    best: dict[str, Any] = {"value": np.inf, "theta": None, "probs": None}
     evaluations = 0
     slowest = 0.0
 
     def objective(theta: np.ndarray) -> float:
         nonlocal evaluations, slowest
-        if best["theta"] is not None and time.time() + 2 * slowest + tail >= deadline.at():
+        if time.time() + circuits_left * (slowest or guess) + tail >= deadline.at():
             raise _OutOfTime
         began = time.time()
         evaluations += 1
-        value = objective_of(distribution(theta))
+        probs = distribution(theta)
+        value = objective_of(probs)
         slowest = max(slowest, time.time() - began)
         if value < best["value"]:
-            best.update(value=value, theta=theta.copy())
+            best.update(value=value, theta=theta.copy(), probs=probs if keep else None)
         return value
 
     t = (np.arange(p) + 0.5) / p
@@ -247,7 +287,8 @@ def solve_qaoa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: QaoaCon
     except _OutOfTime:
         timed_out = True
     theta = best["theta"] if best["theta"] is not None else theta0
-    probs = xp.maximum(distribution(theta), 0.0)
+    final = best["probs"] if best["probs"] is not None else distribution(theta)
+    probs = xp.maximum(final, 0.0)
     rng = np.random.default_rng(cfg.seed)
     # rng.choice(2^n, p=probs) done where the probabilities are (the same draws as NumPy's choice)
     cdf = xp.cumsum(probs)
