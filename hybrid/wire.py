@@ -58,13 +58,49 @@ class JobRejected(PayloadError):
         self.job_id = job_id
 
 
+def model_bytes(num_variables: int, num_interactions: int) -> int:
+    """Estimated peak memory, in bytes, of a model with ``num_variables`` (n) variables and
+    ``num_interactions`` (m) interactions in a solver process: ``40·n² + 32·m``.
+
+    - ``32·m``: dimod's adjacency holds each interaction twice, an int32 index and a float64 bias
+      (16 bytes with padding); measured 33 bytes an interaction for a complete n = 2000.
+    - ``40·n²``: tabu (dwave-samplers) makes the model a dense n-by-n float64 QUBO, 8·n² bytes, and holds
+      five such matrices at its peak (the upper triangle, the symmetric copy, its C++ search's copy, ...):
+      measured 5.0 times 8·n² at n = 2000 (complete) and n = 5000 (sparse).
+
+    For a complete model the dense matrices dominate (n = 2000: 160 MB against 64 MB); the ``n`` terms
+    (a bias and a label, ~130 bytes a variable) are left out. The decoding itself (JSON objects, the
+    NumPy arrays) is transient and bounded by the payload's size, not counted here."""
+    return _DENSE_BYTES * num_variables * num_variables + _ADJACENCY_BYTES * num_interactions
+
+
+_DENSE_BYTES = 40  # per n²: five n-by-n float64 matrices at tabu's peak
+_ADJACENCY_BYTES = 32  # per interaction: twice (int32 index + float64 bias, 16 bytes)
+_MAX_INDEX = 2**31 - 1  # dimod's index type is int32
+
+
 class JobLimits(BaseModel):
-    """What a data center accepts; anything beyond is rejected with the limit it broke."""
+    """What a data center accepts; anything beyond is rejected with the limit it broke. Memory is
+    governed by ``max_model_bytes`` (the estimate of :func:`model_bytes`); the counts bound the arrays a
+    job may declare, whatever their memory (docs/offload.md, "Size limits")."""
 
     model_config = ConfigDict(extra="forbid")
-    max_variables: int = Field(5000, ge=1)
-    max_interactions: int = Field(200_000, ge=0)
-    max_payload_bytes: int = Field(8 * 1024 * 1024, ge=256)
+    max_variables: int = Field(5000, ge=1, le=_MAX_INDEX)
+    max_interactions: int = Field(
+        2_000_000, ge=0, description="the complete model on 2000 variables has 1,999,000 interactions"
+    )
+    max_model_bytes: int = Field(
+        1 << 30,
+        ge=1 << 20,
+        description="the estimated memory of a model in a solver process, 40·n² + 32·m bytes "
+        "(1 GiB: every model within the default counts; a complete n = 2000 needs 224 MB)",
+    )
+    max_payload_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=256,
+        description="a job message; keep it below the broker's max_packet_size "
+        "(8,500,000 in configs/mosquitto)",
+    )
     min_deadline_ms: int = Field(10, ge=1)
     max_deadline_ms: int = Field(600_000, ge=1)
     max_jobs_in_flight_per_site: int = Field(100, ge=1, description="queued or solving, per worker")
@@ -260,6 +296,12 @@ def decode_bqm(problem: dict[str, Any], limits: JobLimits) -> dimod.BinaryQuadra
         raise JobRejected(f"too many variables: {n} > limit {limits.max_variables}")
     if m > limits.max_interactions:
         raise JobRejected(f"too many interactions: {m} > limit {limits.max_interactions}")
+    need = model_bytes(n, m)
+    if need > limits.max_model_bytes:
+        raise JobRejected(
+            f"model too large: {n} variables and {m} interactions need ~{need:,} bytes in a solver "
+            f"(40·n² + 32·m) > limit max_model_bytes {limits.max_model_bytes:,}"
+        )
     if problem.get("use_bytes", False) is not False:
         raise JobRejected("malformed BQM: use to_serializable(use_bytes=False)")
     missing = [key for key in _BQM_KEYS if key not in problem]
