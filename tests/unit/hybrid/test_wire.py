@@ -196,6 +196,22 @@ def test_labels_that_would_come_back_as_one_sample_key_are_rejected(labels: list
     assert named in str(info.value)
 
 
+@pytest.mark.parametrize("doc", [None, [], "BinaryQuadraticModel", 3])
+def test_a_model_that_is_not_an_object_is_rejected(doc: Any) -> None:
+    with pytest.raises(JobRejected, match='"type" must be "BinaryQuadraticModel"'):
+        decode_bqm(doc, LIMITS)
+
+
+@pytest.mark.parametrize(("schema", "ok"), [("3.0.0", True), ("2.0.0", True), ("1.0.0", False), ("3", False)])
+def test_the_serialisation_schemas_dimod_reads(schema: str, ok: bool) -> None:
+    doc = problem(version={"bqm_schema": schema})
+    if ok:
+        assert decode_bqm(doc, LIMITS).num_variables == 3
+    else:
+        with pytest.raises(JobRejected, match='"version" must be'):
+            decode_bqm(doc, LIMITS)
+
+
 def test_the_model_memory_estimate_and_its_limit() -> None:
     """40·n² (tabu's dense matrices) + 32·m (dimod's adjacency), checked before any array is built: the
     arrays here are far too short, yet the reason is the size."""
