@@ -228,6 +228,8 @@ _BQM_KEYS = (
     "variable_type", "offset", "linear_biases", "quadratic_biases", "quadratic_head", "quadratic_tail",
 )  # fmt: skip
 _BQM_SCHEMA = re.compile(r"[23]\.\d+\.\d+")  # the versions dimod's from_serializable reads without bytes
+_LABEL_INT = 2**63  # a numeric label is within 64 bits (dimod keeps an integral one as a C integer)
+_MAX_BIAS_SUM = 1e300  # below it no energy, nor a change of vartype (x4), overflows a float
 
 
 def _shown(value: Any, width: int = 60, show: Callable[[Any], str] = json.dumps) -> str:
@@ -247,17 +249,32 @@ def _label(raw: Any) -> Hashable:
     if _is_scalar_label(raw):
         return cast(Hashable, raw)
     raise JobRejected(
-        f"malformed BQM: label {_shown(raw)} is not a string, a finite number or a flat list of them"
+        f"malformed BQM: label {_shown(raw)} is not a string, a number within 64 bits or a flat list of them"
     )
 
 
 def _is_scalar_label(x: Any) -> bool:
-    return type(x) in (str, int) or (type(x) is float and math.isfinite(x))
+    """A string that is Unicode text (no lone surrogate: a result could not carry it), or an integer or
+    a finite float within 64 bits (dimod indexes an integral label as a C integer: 1e30 overflows it);
+    never a boolean."""
+    kind = type(x)
+    if kind is str:
+        return x.isascii() or _is_text(x)
+    return (kind is int or (kind is float and math.isfinite(x))) and -_LABEL_INT <= x < _LABEL_INT
+
+
+def _is_text(x: str) -> bool:
+    try:
+        x.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _labels(raw: list[Any]) -> list[Hashable]:
     """The model's labels; JobRejected naming the first two that would be one variable or one sample key
-    (results carry ``str(label)``: 1 and "1", or [1, 2] and "(1, 2)", would come back as one key)."""
+    (results carry ``str(label)``: 1 and "1", 1 and 1.0, or [1, 2] and "(1, 2)", would come back as one
+    key; booleans are no labels, so True cannot meet 1 or "True")."""
     labels = [_label(x) for x in raw]
     first: dict[tuple[bool, Hashable], int] = {}  # (as a sample key?, label or key) -> its first index
     for i, label in enumerate(labels):
@@ -376,6 +393,10 @@ def decode_bqm(problem: Any, limits: JobLimits) -> dimod.BinaryQuadraticModel:
     head = _indices(problem, "quadratic_head", n, m)
     tail = _indices(problem, "quadratic_tail", n, m)
     offset = _offset(problem["offset"])
+    with np.errstate(over="ignore"):
+        total = float(np.abs(linear).sum()) + float(np.abs(quadratic).sum()) + abs(offset)
+    if not total < _MAX_BIAS_SUM:
+        raise JobRejected(f"biases too large: their magnitudes sum to {total:.3g} (limit 1e300)")
     labels = _labels(problem["variable_labels"])
     order = _append_order(head, tail, n)
     if order is not None:

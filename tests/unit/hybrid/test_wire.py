@@ -187,13 +187,32 @@ def test_sites_and_job_ids_from_the_outside_are_plain_names() -> None:
         ([1, "1", "c"], 'labels 1 and "1" collide'),
         (["a", [1, 2], "(1, 2)"], 'labels [1, 2] and "(1, 2)" collide'),
         (["a", 1, 1.0], "labels 1 and 1.0 collide"),
+        (["a", 0, -0.0], "labels 0 and -0.0 collide"),
+        (["a", [1, 2], [1.0, 2]], "labels [1, 2] and [1.0, 2] collide"),
         (["a", "b", "a"], 'labels "a" and "a" collide'),
+        ([1, True, "c"], "label true is not a string"),  # a boolean is no label: never one with 1 or "True"
+        (["True", [True], "c"], "label [true] is not a string"),
+        (["a", "\ud800", "c"], 'label "\\ud800" is not a string'),  # a result could not carry it
+        (["a", 1e30, "c"], "label 1e+30 is not a string, a number within 64 bits"),  # dimod: C integer
+        (["a", 2**63, "c"], "label 9223372036854775808 is not"),
     ],
 )
 def test_labels_that_would_come_back_as_one_sample_key_are_rejected(labels: list[Any], named: str) -> None:
     with pytest.raises(JobRejected) as info:
         decode_job(encode(job(problem=problem(variable_labels=labels))), LIMITS)
     assert named in str(info.value)
+
+
+def test_labels_within_the_rules_are_kept() -> None:
+    labels = ["True", 1, 2.5, -(2**63), 2**63 - 1, [1, "1"], "日本"]
+    bqm = decode_bqm(problem(variable_labels=labels, num_variables=7, linear_biases=[0.0] * 7), LIMITS)
+    assert list(bqm.variables)[:5] == ["True", 1, 2.5, -(2**63), 2**63 - 1]
+
+
+def test_biases_whose_energies_would_overflow_are_rejected() -> None:
+    with pytest.raises(JobRejected, match=r"biases too large: their magnitudes sum to inf \(limit 1e300\)"):
+        decode_bqm(problem(linear_biases=[1e308, 1e308, 0.0]), LIMITS)
+    assert decode_bqm(problem(linear_biases=[1e299, -1e299, 0.0]), LIMITS).num_variables == 3
 
 
 @pytest.mark.parametrize("doc", [None, [], "BinaryQuadraticModel", 3])
