@@ -102,6 +102,12 @@ class JobLimits(BaseModel):
         description="a job message; keep it below the broker's max_packet_size "
         "(8,500,000 in configs/mosquitto)",
     )
+    max_file_bytes: int = Field(
+        1 << 30,
+        ge=256,
+        description="`qxedge solve FILE`: the largest file read (a file is not a broker message); "
+        "parsing its JSON takes 5 to 8 times its size in memory",
+    )
     min_deadline_ms: int = Field(10, ge=1)
     max_deadline_ms: int = Field(600_000, ge=1)
     max_jobs_in_flight_per_site: int = Field(100, ge=1, description="queued or solving, per worker")
