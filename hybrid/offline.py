@@ -1,16 +1,22 @@
 """``qxedge solve PROBLEM.json``: the portfolio on one problem, without a broker.
 
 PROBLEM.json is a bare ``BinaryQuadraticModel.to_serializable(use_bytes=False)`` or a whole job
-envelope; it goes through the same validation as a job off the wire. Then the solver processes start
-and warm up what the job needs (none when it is settled in-process), and only then does the deadline's
-clock start: no process starts inside the deadline (the result's ``timings.warmup_ms`` says how long
-that took, and each candidate's ``ran_in`` where it ran: in-process, a solver process or a thread).
+envelope; it goes through the same validation as a job off the wire, with one difference: a file is
+not a broker message, so ``limits.max_payload_bytes`` does not apply, ``limits.max_file_bytes`` does
+(the model itself stays within ``limits.max_model_bytes``). A complete model of 2000 variables (~50 MB
+of JSON) is solved here though it cannot travel in one 8.5 MB MQTT packet. Then the solver processes
+start and warm up what the job needs (none when it is settled in-process), and only then does the
+deadline's clock start: no process starts inside the deadline. The result's ``timings`` say what
+reading and validating the file took (``read_ms``) and the warm-up (``warmup_ms``), each candidate's
+``ran_in`` where it ran: in-process, a solver process or a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +29,7 @@ from qxedge.hybrid.wire import (
     JobRejected,
     ResultEnvelope,
     decode_bqm,
-    decode_job,
+    decode_document,
     results_topic,
 )
 
@@ -31,18 +37,31 @@ DEFAULT_DEADLINE_MS = 2000
 
 
 def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms: int | None) -> Job:
-    """The file as a job submitted now; JobRejected with the reason when it is not acceptable."""
+    """The file as a job submitted once it has been read and validated; JobRejected with the reason
+    when it is not acceptable."""
+    limit = cfg.limits.max_file_bytes
+    too_large = JobRejected(f"{path} is larger than the limit of {limit:,} bytes (limits.max_file_bytes)")
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            info = os.fstat(file.fileno())
+            regular = stat.S_ISREG(info.st_mode)
+            if regular and info.st_size > limit:
+                raise too_large
+            raw = file.read() if regular else file.read(limit + 1)  # a pipe has no size to check first
     except OSError as exc:
         raise JobRejected(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(raw) > limit:
+        raise too_large
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:
         raise JobRejected(f"{path} is not JSON: {str(exc)[:120]}") from exc
-    now = time.time()
+    except RecursionError as exc:
+        raise JobRejected(f"{path} is nested too deeply") from exc
+    del raw
     if isinstance(doc, dict) and "problem" in doc and "v" in doc:
-        job = decode_job(raw, cfg.limits)
+        job = decode_document(doc, cfg.limits)
+        now = time.time()  # the deadline counts from here: reading and validating are not the solver's
         env = job.envelope.model_copy(
             update={
                 "submitted_at": now,
@@ -54,6 +73,7 @@ def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms:
     if not isinstance(doc, dict):
         raise JobRejected(f"{path}: expected a serialised BQM or a job envelope (a JSON object)")
     bqm = decode_bqm(doc, cfg.limits)
+    now = time.time()
     job_id = str(uuid.uuid4())
     env = JobEnvelope(
         v=1,
@@ -71,10 +91,16 @@ def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms:
 async def solve_file(
     path: Path, cfg: DataCenterConfig, solver: str | None = None, deadline_ms: int | None = None
 ) -> ResultEnvelope:
+    """The portfolio's answer to the problem in ``path``; ``timings["read_ms"]``: reading and validating
+    the file, before the deadline's clock started."""
+    started = time.perf_counter()
     try:
         job = read_job(path, cfg, solver, deadline_ms)
     except JobRejected as exc:
-        return ResultEnvelope(job_id=exc.job_id, status="rejected", reason=str(exc), worker="local")
+        return ResultEnvelope(
+            job_id=exc.job_id, status="rejected", reason=str(exc), timings=_read_ms(started), worker="local"
+        )
+    read = _read_ms(started)
     portfolio = Portfolio(cfg.solvers)
     try:
         needed = portfolio.in_processes(job.envelope.solver, job.bqm.num_variables)
@@ -83,10 +109,14 @@ async def solve_file(
         job = Job(job.envelope.model_copy(update={"submitted_at": now}), job.bqm, now)
         result = await answer(portfolio, job, "local")
         if needed:
-            result.timings["warmup_ms"] = round(warmup_s * 1000, 3)
-        return result
+            read["warmup_ms"] = round(warmup_s * 1000, 3)
     finally:
         portfolio.close()
+    return result.model_copy(update={"timings": {**read, **result.timings}})
+
+
+def _read_ms(started: float) -> dict[str, float]:
+    return {"read_ms": round((time.perf_counter() - started) * 1000, 3)}
 
 
 def format_result(result: ResultEnvelope, *, max_sample: int = 40) -> str:

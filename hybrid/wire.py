@@ -28,12 +28,13 @@ import json
 import math
 import re
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import dimod
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qxedge.connectors.mqtt import site_topic
@@ -58,13 +59,55 @@ class JobRejected(PayloadError):
         self.job_id = job_id
 
 
+def model_bytes(num_variables: int, num_interactions: int) -> int:
+    """Estimated peak memory, in bytes, of a model with ``num_variables`` (n) variables and
+    ``num_interactions`` (m) interactions in a solver process: ``40·n² + 32·m``.
+
+    - ``32·m``: dimod's adjacency holds each interaction twice, an int32 index and a float64 bias
+      (16 bytes with padding); measured 33 bytes an interaction for a complete n = 2000.
+    - ``40·n²``: tabu (dwave-samplers) makes the model a dense n-by-n float64 QUBO, 8·n² bytes, and holds
+      five such matrices at its peak (the upper triangle, the symmetric copy, its C++ search's copy, ...):
+      measured 5.0 times 8·n² at n = 2000 (complete) and n = 5000 (sparse).
+
+    For a complete model the dense matrices dominate (n = 2000: 160 MB against 64 MB); the ``n`` terms
+    (a bias and a label, ~130 bytes a variable) are left out. The decoding itself (JSON objects, the
+    NumPy arrays) is transient and bounded by the payload's size, not counted here."""
+    return _DENSE_BYTES * num_variables * num_variables + _ADJACENCY_BYTES * num_interactions
+
+
+_DENSE_BYTES = 40  # per n²: five n-by-n float64 matrices at tabu's peak
+_ADJACENCY_BYTES = 32  # per interaction: twice (int32 index + float64 bias, 16 bytes)
+_MAX_INDEX = 2**31 - 1  # dimod's index type is int32
+
+
 class JobLimits(BaseModel):
-    """What a data center accepts; anything beyond is rejected with the limit it broke."""
+    """What a data center accepts; anything beyond is rejected with the limit it broke. Memory is
+    governed by ``max_model_bytes`` (the estimate of :func:`model_bytes`); the counts bound the arrays a
+    job may declare, whatever their memory (docs/offload.md, "Size limits")."""
 
     model_config = ConfigDict(extra="forbid")
-    max_variables: int = Field(5000, ge=1)
-    max_interactions: int = Field(200_000, ge=0)
-    max_payload_bytes: int = Field(8 * 1024 * 1024, ge=256)
+    max_variables: int = Field(5000, ge=1, le=_MAX_INDEX)
+    max_interactions: int = Field(
+        2_000_000, ge=0, description="the complete model on 2000 variables has 1,999,000 interactions"
+    )
+    max_model_bytes: int = Field(
+        1 << 30,
+        ge=1 << 20,
+        description="the estimated memory of a model in a solver process, 40·n² + 32·m bytes "
+        "(1 GiB: every model within the default counts; a complete n = 2000 needs 224 MB)",
+    )
+    max_payload_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=256,
+        description="a job message; keep it below the broker's max_packet_size "
+        "(8,500,000 in configs/mosquitto)",
+    )
+    max_file_bytes: int = Field(
+        1 << 30,
+        ge=256,
+        description="`qxedge solve FILE`: the largest file read (a file is not a broker message); "
+        "parsing its JSON takes 5 to 8 times its size in memory",
+    )
     min_deadline_ms: int = Field(10, ge=1)
     max_deadline_ms: int = Field(600_000, ge=1)
     max_jobs_in_flight_per_site: int = Field(100, ge=1, description="queued or solving, per worker")
@@ -190,6 +233,19 @@ _BQM_KEYS = (
     "type", "version", "use_bytes", "num_variables", "num_interactions", "variable_labels",
     "variable_type", "offset", "linear_biases", "quadratic_biases", "quadratic_head", "quadratic_tail",
 )  # fmt: skip
+_BQM_SCHEMA = re.compile(r"[23]\.\d+\.\d+")  # the versions dimod's from_serializable reads without bytes
+_LABEL_INT = 2**63  # a numeric label is within 64 bits (dimod keeps an integral one as a C integer)
+_MAX_BIAS_SUM = 1e300  # below it no energy, nor a change of vartype (x4), overflows a float
+
+
+def _shown(value: Any, width: int = 60, show: Callable[[Any], str] = json.dumps) -> str:
+    """``value`` in a reason, as JSON (or ``show``), cut to ``width`` (what cannot be shown, named by
+    its type)."""
+    try:
+        text = show(value)
+    except (TypeError, ValueError, RecursionError):  # ValueError: an int over 4300 digits
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _label(raw: Any) -> Hashable:
@@ -199,17 +255,32 @@ def _label(raw: Any) -> Hashable:
     if _is_scalar_label(raw):
         return cast(Hashable, raw)
     raise JobRejected(
-        f"malformed BQM: label {json.dumps(raw)[:60]} is not a string, a finite number or a flat list of them"
+        f"malformed BQM: label {_shown(raw)} is not a string, a number within 64 bits or a flat list of them"
     )
 
 
 def _is_scalar_label(x: Any) -> bool:
-    return type(x) in (str, int) or (type(x) is float and math.isfinite(x))
+    """A string that is Unicode text (no lone surrogate: a result could not carry it), or an integer or
+    a finite float within 64 bits (dimod indexes an integral label as a C integer: 1e30 overflows it);
+    never a boolean."""
+    kind = type(x)
+    if kind is str:
+        return x.isascii() or _is_text(x)
+    return (kind is int or (kind is float and math.isfinite(x))) and -_LABEL_INT <= x < _LABEL_INT
+
+
+def _is_text(x: str) -> bool:
+    try:
+        x.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _labels(raw: list[Any]) -> list[Hashable]:
     """The model's labels; JobRejected naming the first two that would be one variable or one sample key
-    (results carry ``str(label)``: 1 and "1", or [1, 2] and "(1, 2)", would come back as one key)."""
+    (results carry ``str(label)``: 1 and "1", 1 and 1.0, or [1, 2] and "(1, 2)", would come back as one
+    key; booleans are no labels, so True cannot meet 1 or "True")."""
     labels = [_label(x) for x in raw]
     first: dict[tuple[bool, Hashable], int] = {}  # (as a sample key?, label or key) -> its first index
     for i, label in enumerate(labels):
@@ -217,41 +288,84 @@ def _labels(raw: list[Any]) -> list[Hashable]:
             j = first.setdefault(key, i)
             if j != i:
                 raise JobRejected(
-                    f"malformed BQM: labels {json.dumps(raw[j])} and {json.dumps(raw[i])} collide "
-                    f"(one variable or one sample key {str(label)!r})"
+                    f"malformed BQM: labels {_shown(raw[j])} and {_shown(raw[i])} collide "
+                    f"(one variable or one sample key {str(label)[:60]!r})"
                 )
     return labels
 
 
-def _numbers(problem: dict[str, Any], key: str, length: int) -> None:
-    arr = problem[key]
-    if not isinstance(arr, list) or not all(type(b) in (int, float) for b in arr):
+def _biases(problem: dict[str, Any], key: str, length: int) -> npt.NDArray[np.float64]:
+    """``problem[key]`` as float64, converted once; JobRejected unless it is ``length`` finite numbers."""
+    raw = problem[key]
+    if not isinstance(raw, list):
         raise JobRejected(f"malformed BQM: {key} must be a list of numbers")
-    if len(arr) != length:
-        raise JobRejected(f"malformed BQM: {key} has {len(arr)} entries, expected {length}")
+    if len(raw) != length:
+        raise JobRejected(f"malformed BQM: {key} has {len(raw)} entries, expected {length}")
+    if not set(map(type, raw)) <= {int, float}:  # never a boolean, a string or a list
+        raise JobRejected(f"malformed BQM: {key} must be a list of numbers")
     try:
-        finite = bool(np.isfinite(np.asarray(arr, dtype=float)).all())
+        values = np.array(raw, dtype=np.float64)
     except OverflowError:  # an integer too large for a float
-        finite = False
-    if not finite:
+        raise JobRejected(f"non-finite bias in {key}") from None
+    if not np.isfinite(values).all():
         raise JobRejected(f"non-finite bias in {key}")
+    return values
 
 
-def _indices(problem: dict[str, Any], key: str, n: int, m: int) -> None:
-    arr = problem[key]
-    if not isinstance(arr, list) or not all(type(i) is int for i in arr):
+def _indices(problem: dict[str, Any], key: str, n: int, m: int) -> npt.NDArray[np.int32]:
+    """``problem[key]`` as int32 variable indices, converted once; JobRejected unless it is ``m``
+    integers in ``[0, n)`` (dimod's native code does not check: -1 was a crash, 10**9 an allocation)."""
+    raw = problem[key]
+    if not isinstance(raw, list):
         raise JobRejected(f"malformed BQM: {key} must be a list of integers")
-    if len(arr) != m:
-        raise JobRejected(f"malformed BQM: {key} has {len(arr)} entries, expected {m}")
-    if arr and not 0 <= min(arr) <= max(arr) < n:  # dimod's native code does not check (a crash)
-        bad = next(i for i in arr if not 0 <= i < n)
-        raise JobRejected(f"malformed BQM: {key} holds index {bad}, outside [0, {n})")
+    if len(raw) != m:
+        raise JobRejected(f"malformed BQM: {key} has {len(raw)} entries, expected {m}")
+    if not set(map(type, raw)) <= {int}:
+        raise JobRejected(f"malformed BQM: {key} must be a list of integers")
+    try:
+        index = np.array(raw, dtype=np.int64)
+    except OverflowError:  # beyond 64 bits
+        index = None
+    if index is None or (index.size > 0 and not 0 <= index.min() <= index.max() < n):
+        bad = next(i for i in raw if not 0 <= i < n)
+        raise JobRejected(f"malformed BQM: {key} holds index {_shown(bad)}, outside [0, {n})")
+    return index.astype(np.int32)  # n <= 2**31 - 1 (JobLimits.max_variables)
 
 
-def decode_bqm(problem: dict[str, Any], limits: JobLimits) -> dimod.BinaryQuadraticModel:
-    """A serialised BQM → BinaryQuadraticModel. Every field dimod's native code reads is checked here
-    first, in Python (types, lengths, index ranges, labels), as are the size limits."""
-    if problem.get("type") != "BinaryQuadraticModel":
+def _offset(raw: Any) -> float:
+    try:
+        if type(raw) in (int, float) and math.isfinite(raw):
+            return float(raw)
+    except OverflowError:  # an integer too large for a float
+        pass
+    raise JobRejected("non-finite or non-numeric offset")
+
+
+def _append_order(
+    head: npt.NDArray[np.int32], tail: npt.NDArray[np.int32], n: int
+) -> npt.NDArray[np.intp] | None:
+    """A permutation that lists the interactions in an order dimod appends them in, or None when they
+    are in one already (by lower then higher index, or by higher then lower, as ``to_serializable``
+    writes them). dimod inserts each interaction into two sorted neighbourhoods: out of order, each
+    insertion moves the rest of a neighbourhood (a shuffled complete n = 2000: 3.4 s, against 0.17 s)."""
+    if head.size < 2:
+        return None
+    low = np.minimum(head, tail).astype(np.int64)
+    high = np.maximum(head, tail).astype(np.int64)
+    by_low = low * n + high
+    if (by_low[1:] >= by_low[:-1]).all():
+        return None
+    by_high = high * n + low
+    if (by_high[1:] >= by_high[:-1]).all():
+        return None
+    return np.argsort(by_low, kind="stable")
+
+
+def decode_bqm(problem: Any, limits: JobLimits) -> dimod.BinaryQuadraticModel:
+    """A serialised BQM → BinaryQuadraticModel. The sizes are checked against ``limits`` first, from the
+    declared counts, before any array is built; then every field dimod's native code reads, in Python
+    (types, lengths, index ranges, labels, finite biases), each array converted to NumPy once."""
+    if not isinstance(problem, dict) or problem.get("type") != "BinaryQuadraticModel":
         raise JobRejected('malformed BQM: "type" must be "BinaryQuadraticModel"')
     n, m = problem.get("num_variables"), problem.get("num_interactions")
     if type(n) is not int or type(m) is not int or n < 0 or m < 0:
@@ -260,33 +374,44 @@ def decode_bqm(problem: dict[str, Any], limits: JobLimits) -> dimod.BinaryQuadra
         raise JobRejected(f"too many variables: {n} > limit {limits.max_variables}")
     if m > limits.max_interactions:
         raise JobRejected(f"too many interactions: {m} > limit {limits.max_interactions}")
+    need = model_bytes(n, m)
+    if need > limits.max_model_bytes:
+        raise JobRejected(
+            f"model too large: {n} variables and {m} interactions need ~{need:,} bytes in a solver "
+            f"(40·n² + 32·m) > limit max_model_bytes {limits.max_model_bytes:,}"
+        )
     if problem.get("use_bytes", False) is not False:
         raise JobRejected("malformed BQM: use to_serializable(use_bytes=False)")
     missing = [key for key in _BQM_KEYS if key not in problem]
     if missing:
         raise JobRejected(f"malformed BQM: missing {', '.join(missing)}")
     version = problem["version"]
-    if not isinstance(version, dict) or not isinstance(version.get("bqm_schema"), str):
+    schema = version.get("bqm_schema") if isinstance(version, dict) else None
+    if not isinstance(schema, str) or not _BQM_SCHEMA.fullmatch(schema):
         raise JobRejected('malformed BQM: "version" must be {"bqm_schema": "3.0.0"}')
-    if problem["variable_type"] not in ("BINARY", "SPIN"):
+    vartype = problem["variable_type"]
+    if vartype not in ("BINARY", "SPIN"):
         raise JobRejected('malformed BQM: "variable_type" must be "BINARY" or "SPIN"')
     if not isinstance(problem["variable_labels"], list) or len(problem["variable_labels"]) != n:
         raise JobRejected(f"malformed BQM: variable_labels must be a list of {n} labels")
-    _numbers(problem, "linear_biases", n)
-    _numbers(problem, "quadratic_biases", m)
-    _indices(problem, "quadratic_head", n, m)
-    _indices(problem, "quadratic_tail", n, m)
-    offset = problem["offset"]
+    linear = _biases(problem, "linear_biases", n)
+    quadratic = _biases(problem, "quadratic_biases", m)
+    head = _indices(problem, "quadratic_head", n, m)
+    tail = _indices(problem, "quadratic_tail", n, m)
+    offset = _offset(problem["offset"])
+    with np.errstate(over="ignore"):
+        total = float(np.abs(linear).sum()) + float(np.abs(quadratic).sum()) + abs(offset)
+    if not total < _MAX_BIAS_SUM:
+        raise JobRejected(f"biases too large: their magnitudes sum to {total:.3g} (limit 1e300)")
+    labels = _labels(problem["variable_labels"])
+    order = _append_order(head, tail, n)
+    if order is not None:
+        head, tail, quadratic = head[order], tail[order], quadratic[order]
     try:
-        finite = type(offset) in (int, float) and math.isfinite(offset)
-    except OverflowError:
-        finite = False
-    if not finite:
-        raise JobRejected("non-finite or non-numeric offset")
-    _labels(problem["variable_labels"])
-    try:
-        bqm = dimod.BinaryQuadraticModel.from_serializable(problem)
-    except Exception as exc:  # dimod raises ValueError, KeyError, TypeError, IndexError...
+        bqm = dimod.BinaryQuadraticModel.from_numpy_vectors(
+            linear, (head, tail, quadratic), offset, vartype, variable_order=labels
+        )
+    except Exception as exc:  # checked above; a rejection rather than a worker's error all the same
         raise JobRejected(f"malformed BQM: {type(exc).__name__}: {str(exc)[:200]}") from exc
     if bqm.num_variables != n or bqm.num_interactions > m:
         raise JobRejected("malformed BQM: counts do not match the arrays")
@@ -294,7 +419,7 @@ def decode_bqm(problem: dict[str, Any], limits: JobLimits) -> dimod.BinaryQuadra
 
 
 def decode_job(payload: bytes, limits: JobLimits, *, topic_site: str | None = None) -> Job:
-    """Validate a job payload; raise JobRejected (with the job id when it could be read)."""
+    """Validate a job payload off the wire; raise JobRejected (with the job id when it could be read)."""
     received = time.time()
     if len(payload) > limits.max_payload_bytes:
         raise JobRejected(f"payload of {len(payload)} bytes over the limit of {limits.max_payload_bytes}")
@@ -304,17 +429,31 @@ def decode_job(payload: bytes, limits: JobLimits, *, topic_site: str | None = No
         raise JobRejected(f"not a JSON document: {str(exc)[:120]}") from exc
     except RecursionError as exc:
         raise JobRejected("the document is nested too deeply") from exc
+    return decode_document(doc, limits, topic_site=topic_site, received_at=received)
+
+
+def decode_document(
+    doc: Any, limits: JobLimits, *, topic_site: str | None = None, received_at: float | None = None
+) -> Job:
+    """Validate a job already parsed from JSON (``qxedge solve`` reads files larger than any message);
+    ``received_at`` (epoch seconds, default now) is when it arrived. Raise JobRejected, with the job id
+    when it could be read."""
+    received = time.time() if received_at is None else received_at
     if not isinstance(doc, dict):
         raise JobRejected("a job must be a JSON object")
     raw_id = doc.get("job_id")
     job_id = raw_id if isinstance(raw_id, str) and re.fullmatch(_ID_CHARS, raw_id) else None
     if doc.get("v") != SCHEMA_VERSION:
         raise JobRejected(
-            f"unknown schema version {doc.get('v')!r} (this worker speaks v{SCHEMA_VERSION})", job_id
+            f"unknown schema version {_shown(doc.get('v'), show=repr)} "
+            f"(this worker speaks v{SCHEMA_VERSION})",
+            job_id,
         )
     solver = doc.get("solver", "auto")
     if solver not in solver_names():
-        raise JobRejected(f"unknown solver {solver!r} (one of {', '.join(solver_names())})", job_id)
+        raise JobRejected(
+            f"unknown solver {_shown(solver, show=repr)} (one of {', '.join(solver_names())})", job_id
+        )
     try:
         env = JobEnvelope.model_validate(doc)
     except ValidationError as exc:

@@ -4,12 +4,18 @@ import time
 from typing import Any
 
 import dimod
+import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from qxedge.core.errors import PayloadError
-from qxedge.hybrid.wire import Job, JobLimits, JobRejected, ResultEnvelope, decode_job, sized_payload
+from qxedge.hybrid.wire import (
+    JobLimits,
+    JobRejected,
+    ResultEnvelope,
+    decode_bqm,
+    decode_job,
+    model_bytes,
+    sized_payload,
+)
 
 LIMITS = JobLimits(
     max_variables=50,
@@ -177,7 +183,14 @@ def test_sites_and_job_ids_from_the_outside_are_plain_names() -> None:
         ([1, "1", "c"], 'labels 1 and "1" collide'),
         (["a", [1, 2], "(1, 2)"], 'labels [1, 2] and "(1, 2)" collide'),
         (["a", 1, 1.0], "labels 1 and 1.0 collide"),
+        (["a", 0, -0.0], "labels 0 and -0.0 collide"),
+        (["a", [1, 2], [1.0, 2]], "labels [1, 2] and [1.0, 2] collide"),
         (["a", "b", "a"], 'labels "a" and "a" collide'),
+        ([1, True, "c"], "label true is not a string"),  # a boolean is no label: never one with 1 or "True"
+        (["True", [True], "c"], "label [true] is not a string"),
+        (["a", "\ud800", "c"], 'label "\\ud800" is not a string'),  # a result could not carry it
+        (["a", 1e30, "c"], "label 1e+30 is not a string, a number within 64 bits"),  # dimod: C integer
+        (["a", 2**63, "c"], "label 9223372036854775808 is not"),
     ],
 )
 def test_labels_that_would_come_back_as_one_sample_key_are_rejected(labels: list[Any], named: str) -> None:
@@ -186,50 +199,70 @@ def test_labels_that_would_come_back_as_one_sample_key_are_rejected(labels: list
     assert named in str(info.value)
 
 
+def test_labels_within_the_rules_are_kept() -> None:
+    labels = ["True", 1, 2.5, -(2**63), 2**63 - 1, [1, "1"], "日本"]
+    bqm = decode_bqm(problem(variable_labels=labels, num_variables=7, linear_biases=[0.0] * 7), LIMITS)
+    assert list(bqm.variables)[:5] == ["True", 1, 2.5, -(2**63), 2**63 - 1]
+
+
+def test_biases_whose_energies_would_overflow_are_rejected() -> None:
+    with pytest.raises(JobRejected, match=r"biases too large: their magnitudes sum to inf \(limit 1e300\)"):
+        decode_bqm(problem(linear_biases=[1e308, 1e308, 0.0]), LIMITS)
+    assert decode_bqm(problem(linear_biases=[1e299, -1e299, 0.0]), LIMITS).num_variables == 3
+
+
+@pytest.mark.parametrize("doc", [None, [], "BinaryQuadraticModel", 3])
+def test_a_model_that_is_not_an_object_is_rejected(doc: Any) -> None:
+    with pytest.raises(JobRejected, match='"type" must be "BinaryQuadraticModel"'):
+        decode_bqm(doc, LIMITS)
+
+
+@pytest.mark.parametrize(("schema", "ok"), [("3.0.0", True), ("2.0.0", True), ("1.0.0", False), ("3", False)])
+def test_the_serialisation_schemas_dimod_reads(schema: str, ok: bool) -> None:
+    doc = problem(version={"bqm_schema": schema})
+    if ok:
+        assert decode_bqm(doc, LIMITS).num_variables == 3
+    else:
+        with pytest.raises(JobRejected, match='"version" must be'):
+            decode_bqm(doc, LIMITS)
+
+
+def test_the_model_memory_estimate_and_its_limit() -> None:
+    """40·n² (tabu's dense matrices) + 32·m (dimod's adjacency), checked before any array is built: the
+    arrays here are far too short, yet the reason is the size."""
+    assert model_bytes(2000, 1_999_000) == 40 * 2000**2 + 32 * 1_999_000 == 223_968_000
+    limits = JobLimits(max_variables=5000, max_interactions=10**7, max_model_bytes=200_000_000)
+    with pytest.raises(JobRejected) as info:
+        decode_bqm(problem(num_variables=2000, num_interactions=1_999_000), limits)
+    assert str(info.value) == (
+        "model too large: 2000 variables and 1999000 interactions need ~223,968,000 bytes in a solver "
+        "(40·n² + 32·m) > limit max_model_bytes 200,000,000"
+    )
+
+
+def test_the_default_limits_take_a_complete_model_of_2000_variables() -> None:
+    """Issue 21: tabu solves a complete n = 2000 to the best known in 2 s; the interaction count alone
+    refused every complete model above n = 632."""
+    n = 2000
+    rng = np.random.default_rng(7)
+    head, tail = np.triu_indices(n, 1)
+    serialised = {
+        **problem(),
+        "num_variables": n,
+        "num_interactions": len(head),
+        "variable_labels": list(range(n)),
+        "linear_biases": rng.uniform(-1, 1, n).tolist(),
+        "quadratic_biases": rng.uniform(-1, 1, len(head)).tolist(),
+        "quadratic_head": head[::-1].tolist(),  # in an order dimod inserts slowly: sorted first
+        "quadratic_tail": tail[::-1].tolist(),
+    }
+    bqm = decode_bqm(serialised, JobLimits())
+    assert (bqm.num_variables, bqm.num_interactions) == (n, n * (n - 1) // 2)
+    i = 1234
+    assert bqm.get_quadratic(int(head[i]), int(tail[i])) == serialised["quadratic_biases"][::-1][i]
+
+
 def test_tuple_labels_come_back_as_tuples() -> None:
     bqm = dimod.BinaryQuadraticModel({("x", 1): 1.0, ("x", 2): -1.0, 3: 0.0}, {}, 0.0, dimod.BINARY)
     decoded = decode_job(encode(job(problem=bqm.to_serializable(use_bytes=False))), LIMITS)
     assert list(decoded.bqm.variables) == [("x", 1), ("x", 2), 3]
-
-
-JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats()
-    | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=8,
-)
-INDEX = st.integers(min_value=-5, max_value=5) | st.sampled_from([-(2**31), 2**31, 10**9, 2**64, -(10**30)])
-
-
-@st.composite
-def mutated_problems(draw: st.DrawFn) -> dict[str, Any]:
-    """A valid serialisation with a few fields, or a few entries of its arrays, replaced."""
-    p = problem()
-    for _ in range(draw(st.integers(1, 3))):
-        key = draw(st.sampled_from([*p.keys(), "extra"]))
-        value = p.get(key)
-        if isinstance(value, list) and value and draw(st.booleans()):
-            value = list(value)
-            at = draw(st.integers(0, len(value) - 1))
-            value[at] = draw(INDEX if key.startswith("quadratic_h") or key.endswith("tail") else JSON)
-            p[key] = value
-        elif isinstance(value, list) and draw(st.booleans()):
-            p[key] = draw(st.lists(INDEX | JSON, max_size=5))
-        else:
-            p[key] = draw(JSON | INDEX)
-    return p
-
-
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(p=mutated_problems())
-def test_fuzzed_problems_decode_or_are_rejected(p: dict[str, Any]) -> None:
-    """Never another exception, never a crash of dimod's native code (which would end the test run)."""
-    try:
-        decoded = decode_job(encode(job(problem=p)), LIMITS)
-    except PayloadError:  # a rejection, with its reason
-        return
-    assert isinstance(decoded, Job)
-    assert decoded.bqm.num_variables == p["num_variables"]
