@@ -50,6 +50,9 @@ SOLVER = SolverStats(
     by_site={("gumi", "ok"): 6, ("gumi", "late"): 2, ("ulsan", "rejected"): 1},
     wins={"tabu": 5, "exact": 1},
     queue_depth=3,
+    cut=1,
+    recycled=2,
+    solver_seconds={"gumi": 4.5, "ulsan": 0.25},
     broker_connected=False,
     ops=None,
 )
@@ -113,6 +116,10 @@ def test_solver_metrics_are_its_stats_snapshot() -> None:
         ("qxedge_solver_duplicates_total", {worker}, 1),
         ("qxedge_solver_received_total", {worker}, 10),
         ("qxedge_solver_queue_depth", {worker}, 3),
+        ("qxedge_solver_jobs_cut_total", {worker}, 1),
+        ("qxedge_solver_processes_recycled_total", {worker}, 2),
+        ("qxedge_solver_site_solver_seconds_total", {worker, ("site", "gumi")}, 4.5),
+        ("qxedge_solver_site_solver_seconds_total", {worker, ("site", "ulsan")}, 0.25),
         ("qxedge_solver_broker_connected", {worker}, 0),
     ):
         assert got[(name, frozenset(labels))] == value, (name, labels)
