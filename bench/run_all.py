@@ -25,7 +25,7 @@ QUICK: dict[str, list[list[str]]] = {
     ],
     "inference": [["--seconds", "0.05"]],
     "offload": [["--jobs", "20", "--rate", "10", "--seconds", "1"]],
-    "solvers": [["--deadline-ms", "100", "--seeds", "1"]],
+    "solvers": [["--quick"]],
     "latency": [["--rate", "500", "--seconds", "1", "--rounds", "1"]],
     "qaoa": [["--quick"]],
     "qaoa_gpu": [["--quick"]],  # says "not measured" where there is no CUDA GPU
