@@ -100,14 +100,17 @@ class Spec:
     n: int
     seed: int
 
-    def build(self, degree: float) -> dimod.BinaryQuadraticModel:
+    def density(self, degree: float) -> float:
         if self.kind == "exact":
-            density = EXACT_DENSITY
-        elif self.kind == "sparse":
-            density = min(1.0, degree / max(1, self.n - 1))
-        else:
-            density = 1.0
-        return random_bqm(self.n, density, self.seed)
+            return EXACT_DENSITY
+        return min(1.0, degree / (self.n - 1)) if self.kind == "sparse" else 1.0
+
+    def build(self, degree: float) -> dimod.BinaryQuadraticModel:
+        return random_bqm(self.n, self.density(degree), self.seed)
+
+    def couplings(self, degree: float) -> float:
+        """How many couplings to expect."""
+        return self.density(degree) * self.n * (self.n - 1) / 2
 
 
 @dataclass
@@ -356,10 +359,11 @@ def tabu_matched(bqm: dimod.BinaryQuadraticModel, deadline: float, seed: int) ->
 # -- the run ---------------------------------------------------------------------------------------------
 
 
-def estimate_s(specs: Sequence[Spec], deadlines: Sequence[float]) -> float:
+def estimate_s(specs: Sequence[Spec], deadlines: Sequence[float], degree: float) -> float:
     """Three ways spend the whole deadline, the CLI about 2.5 s more to start and the waits between ways;
-    SA's calibration about 2 s an instance (much more for complete n >= 1000)."""
-    return len(specs) * (2 + sum(3 * d + 2.5 for d in deadlines))
+    SA's set-up (about 2 us a coupling) comes once per deadline and three times in its calibration."""
+    per_deadline = sum(3 * d + 2.5 for d in deadlines)
+    return sum(2 + per_deadline + 2e-6 * spec.couplings(degree) * (3 + len(deadlines)) for spec in specs)
 
 
 def load_config(path: Path | None) -> tuple[Path, DataCenterConfig]:
@@ -635,7 +639,9 @@ async def main() -> None:
         f"({', '.join(TITLES.values())}); {seeds} seed(s) per size, sparse degree {args.degree:g}; "
         f"config {config_path} (auto = {', '.join(cfg.solvers.auto)}, {cfg.solvers.workers} processes)"
     )
-    print(f"plan: {what}\n  about {estimate_s(specs, deadlines) / 60:.1f} min or more", flush=True)
+    print(
+        f"plan: {what}\n  about {estimate_s(specs, deadlines, args.degree) / 60:.1f} min or more", flush=True
+    )
     saved.note(f"plan: {what}")
     rows = await measure(
         specs, deadlines, args.degree, config_path, cfg, lambda line: print(line, flush=True)
