@@ -18,8 +18,9 @@ one have gone idle:
   solve_ms`` less D; the wall time of the whole process is printed beside it.
 - dwave SA matched: ``SimulatedAnnealingSampler().sample(bqm)`` with about D of sweeps: the set-up time
   and the time per sweep are measured on the instance first (outside the clock), then the sweeps that fit
-  in D less the set-up are run as 10 reads (1 when that leaves under 100 sweeps per read), with an
-  ``interrupt_function`` that stops between reads once D has passed.
+  in D less the set-up are run as reads of D / 10 or 0.1 s, whichever is shorter (at least 100 sweeps
+  a read), with an ``interrupt_function`` that stops between reads once D has passed: a read is the
+  most it can overrun by when the calibration is off.
 - dwave tabu matched: ``TabuSampler().sample(bqm, num_reads=1, timeout=D)``.
 
 Answered: a sample ready by the deadline (qxedge: status ``ok`` with a sample whose energy checks; the
@@ -86,8 +87,8 @@ SIZES = ["exact:12,16,20", "sparse:500,1000,2000,5000", "complete:250,500,1000,2
 QUICK_DEADLINES = "0.2,1"
 QUICK_SIZES = ["exact:16", "sparse:500", "complete:250"]
 EXACT_DENSITY = 0.5
-SA_READS = 10  # reads the matched SA budget is split into, when each keeps >= SA_MIN_SWEEPS
-SA_MIN_SWEEPS = 100
+SA_READ_S = 0.1  # the matched SA's reads last D / 10 or this, whichever is shorter, ...
+SA_MIN_SWEEPS = 100  # ... and have at least this many sweeps (one read when even that does not fit)
 GAP_SLACK_PP = 0.05  # the target: warm gap <= dwave's matched best + 0.05 percentage points
 OVERRUN_P99_MS = 50.0
 
@@ -337,7 +338,7 @@ def sa_speed(bqm: dimod.BinaryQuadraticModel, seed: int) -> SaSpeed:
 
 def sa_matched(bqm: dimod.BinaryQuadraticModel, deadline: float, speed: SaSpeed, seed: int) -> Outcome:
     total = max(1, int((deadline - speed.setup_s) / speed.sweep_s))
-    reads = SA_READS if total >= SA_READS * SA_MIN_SWEEPS else 1
+    reads = max(1, min(total // SA_MIN_SWEEPS, max(10, math.ceil(deadline / SA_READ_S))))
     started = time.perf_counter()
     result = SimulatedAnnealingSampler().sample(
         bqm,
