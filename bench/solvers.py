@@ -368,9 +368,14 @@ def estimate_s(specs: Sequence[Spec], deadlines: Sequence[float], degree: float)
     return sum(2 + per_deadline + 2e-6 * spec.couplings(degree) * (3 + len(deadlines)) for spec in specs)
 
 
-def load_config(path: Path | None) -> tuple[Path, DataCenterConfig]:
+def load_config(path: Path | None) -> tuple[Path, str, DataCenterConfig]:
+    """The worker's config: its path, that path as shown (relative to the repository), the config."""
     path = path or default_config_path("datacenter.yaml")
-    return path, load_model(DataCenterConfig, path)
+    return (
+        path,
+        os.path.relpath(path, Path(__file__).resolve().parent.parent),
+        load_model(DataCenterConfig, path),
+    )
 
 
 @dataclass
@@ -638,11 +643,11 @@ async def main() -> None:
     seeds = args.seeds or (1 if args.quick else 2)
     sizes = args.sizes or [size_item(item) for item in (QUICK_SIZES if args.quick else SIZES)]
     specs = plan(sizes, seeds, args.degree)
-    config_path, cfg = load_config(args.config)
+    config_path, shown, cfg = load_config(args.config)
     what = (
         f"{len(specs)} instances x deadlines {', '.join(f'{d:g}' for d in deadlines)} s x 4 ways "
         f"({', '.join(TITLES.values())}); {seeds} seed(s) per size, sparse degree {args.degree:g}; "
-        f"config {config_path} (auto = {', '.join(cfg.solvers.auto)}, {cfg.solvers.workers} processes)"
+        f"config {shown} (auto = {', '.join(cfg.solvers.auto)}, {cfg.solvers.workers} processes)"
     )
     print(
         f"plan: {what}\n  about {estimate_s(specs, deadlines, args.degree) / 60:.1f} min or more", flush=True
