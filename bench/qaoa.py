@@ -1,7 +1,9 @@
 """QAOA scaling: circuit evaluations per second against n on default.qubit, lightning.qubit and qxedge.cpu
-(same run), and the largest n whose full QAOA solve (``hybrid/qaoa.py``) ends within 1 s and 10 s.
+(same run), the largest n whose full QAOA solve (``hybrid/qaoa.py``) ends within 1 s and 10 s, and QAOA's
+raw quality by depth.
 
-    ./run bench qaoa [--sizes 8,12,16,20,24] [--max-eval-s 6] [--quick]
+    ./run bench qaoa [--sizes 8,12,16,20,24] [--max-eval-s 6] [--depth-sizes 8,12,16] [--only-depths]
+                     [--quick]
 
 1. Rates: the project's own circuit (``solve_qaoa``: p = 2 layers of RZ / IsingZZ / RX on a random QUBO
    of density 0.5, integer biases in [-100, 100], ``qml.probs`` of every basis state). Each (device, n)
@@ -13,6 +15,12 @@
 2. Full solve: ``solve_qaoa(bqm, no deadline, QaoaConfig(device=D))`` (p = 2, COBYLA up to 150
    evaluations, 1000 shots, steepest-descent polish) on lightning.qubit (the default) and qxedge.cpu, for
    growing even n, until one takes more than 10 s or n reaches ``--full-max-n``.
+
+3. Depths: QAOA's raw quality for p = 1..3 (and p = 2 on the plain expectation), before any classical
+   polishing, on ``--depth-seeds`` instances of each n in ``--depth-sizes`` (density 0.5, no deadline,
+   COBYLA up to 150 evaluations, 1000 shots, on the default device): the best of the shots over the
+   optimum, the expectation over the optimum, the probability of the optimum, and that probability over
+   uniform random guessing's 2^-n. ``--only-depths`` runs this table alone.
 
 GPUs: ``bench/qaoa_gpu.py`` (``qxedge.gpu``). ``lightning.gpu`` is tried here and reported as not
 measured when it cannot start.
@@ -31,6 +39,7 @@ import dimod
 
 from qxedge.hybrid.backends import Deadline
 from qxedge.hybrid.qaoa import QaoaConfig, solve_qaoa
+from qxedge.hybrid.solvers import all_energies
 from qxedge.testing import random_bqm
 from qxedge.testing.bench_results import Results, add_save_option
 
@@ -123,6 +132,56 @@ def full_solves(device: str, limit_s: float, n_max: int, results: Results) -> No
         results.note(f"{device}: largest n solved within {bound:g} s: {within.get(bound, 'none')}")
 
 
+def depths(sizes: list[int], seeds: int, results: Results) -> None:
+    title = "QAOA raw quality (no polishing), linear-ramp start, COBYLA, 1000 shots"
+    print(f"{title}:")
+    header = (
+        "n",
+        "objective",
+        "p",
+        "best shot / opt",
+        "<E> / opt",
+        "P(opt)",
+        "x uniform",
+        "evals",
+        "seconds",
+    )
+    widths = (3, 11, 2, 16, 10, 8, 10, 6, 8)
+    print("  " + " ".join(f"{h:>{w}}" for h, w in zip(header, widths, strict=True)))
+    table = results.table(title, list(header))
+    for n in sizes:
+        for seed in range(seeds):
+            bqm = random_bqm(n, 0.5, 77 * n + seed)
+            opt = float(all_energies(bqm).min())
+            for objective, p in [("expectation", 2), ("cvar", 1), ("cvar", 2), ("cvar", 3)]:
+                cfg = QaoaConfig(
+                    layers=p, polish=False, maxiter=150, objective=objective, max_qubits=max(n, 20)
+                )
+                started = time.perf_counter()
+                candidate = solve_qaoa(bqm, Deadline(time.time() + 600), cfg)
+                seconds = time.perf_counter() - started
+                if candidate.status != "ok" or candidate.raw_best_energy is None:
+                    raise SystemExit(f"qaoa at n = {n}: {candidate.status} ({candidate.reason})")
+                d = candidate.details
+                cells = (
+                    n,
+                    objective,
+                    p,
+                    f"{candidate.raw_best_energy / opt:.1%}",
+                    f"{d['expectation'] / opt:.1%}",
+                    d["p_optimum"],
+                    d["p_optimum"] * 2**n,
+                    d["evaluations"],
+                    seconds,
+                )
+                print(
+                    f"  {n:>3} {objective:>11} {p:>2} {cells[3]:>16} {cells[4]:>10} {d['p_optimum']:>8.4f} "
+                    f"{cells[6]:>10.0f} {d['evaluations']:>6} {seconds:>8.2f}",
+                    flush=True,
+                )
+                table.add(*cells)
+
+
 def gpu_note() -> str:
     import pennylane as qml
 
@@ -143,15 +202,22 @@ def main() -> None:
         "--extra-s", type=float, default=1.5, help="about this long of extra evaluations per cell"
     )
     parser.add_argument("--full-max-n", type=int, default=24, help="largest n tried for the full solve")
+    parser.add_argument("--depth-sizes", default="8,12,16", help="qubit counts of the depth table")
+    parser.add_argument("--depth-seeds", type=int, default=2, help="instances per size in the depth table")
+    parser.add_argument("--only-depths", action="store_true", help="the depth table alone")
     parser.add_argument(
-        "--quick", action="store_true", help="n = 8, 12 and full solves up to n = 10 (smoke test)"
+        "--quick",
+        action="store_true",
+        help="n = 8, 12, full solves up to n = 10 and the depth table at n = 8 (smoke test)",
     )
     add_save_option(parser)
     args = parser.parse_args()
     results = Results(__file__, parser, args)
     sizes = [int(s) for s in args.sizes.split(",")]
+    depth_sizes = [int(s) for s in args.depth_sizes.split(",")]
     if args.quick:
         sizes, args.max_eval_s, args.extra_s, args.full_max_n = [8, 12], 1.0, 0.3, 10
+        depth_sizes, args.depth_seeds = [8], 1
     import pennylane as qml
 
     print(
@@ -162,9 +228,11 @@ def main() -> None:
     print(note)
     results.note(note)
     started = time.perf_counter()
-    rates(sizes, args.max_eval_s, args.extra_s, results)
-    for device in ("lightning.qubit", "qxedge.cpu"):
-        full_solves(device, 10.0, args.full_max_n, results)
+    if not args.only_depths:
+        rates(sizes, args.max_eval_s, args.extra_s, results)
+        for device in ("lightning.qubit", "qxedge.cpu"):
+            full_solves(device, 10.0, args.full_max_n, results)
+    depths(depth_sizes, args.depth_seeds, results)
     print(f"total {time.perf_counter() - started:.0f} s")
     results.save()
 

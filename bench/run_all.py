@@ -25,7 +25,7 @@ QUICK: dict[str, list[list[str]]] = {
     ],
     "inference": [["--seconds", "0.05"]],
     "offload": [["--jobs", "20", "--rate", "10", "--seconds", "1"]],
-    "solvers": [["--deadline-ms", "100", "--seeds", "1"]],
+    "solvers": [["--quick"]],
     "anytime": [["--quick"]],
     "decode": [["--complete", "300", "--sparse", "1000", "--sparse-interactions", "5000", "--rounds", "1"]],
     "latency": [["--rate", "500", "--seconds", "1", "--rounds", "1"]],
