@@ -30,7 +30,7 @@ class SaConfig(BaseModel):
         1000, ge=1, description="sweeps per read while the budget holds min_reads to target_reads of them"
     )
     min_sweeps: int = Field(10, ge=1, description="the shortest anneal, for budgets below min_reads reads")
-    min_reads: int = Field(10, ge=1, description="fewer reads of num_sweeps fit: anneals get shorter")
+    min_reads: int = Field(2, ge=1, description="fewer reads of num_sweeps fit: anneals get shorter")
     target_reads: int = Field(100, ge=1, description="more reads of num_sweeps fit: anneals get longer")
     max_read_seconds: float = Field(
         0.5, gt=0, description="the longest read: a cut or the deadline ends SA within one read"

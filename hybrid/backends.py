@@ -99,6 +99,7 @@ class Backend:
     solve_fn: Callable[[dimod.BinaryQuadraticModel, Deadline], Candidate]
     refuses_fn: Callable[[int], str | None] = _never
     warm_up_fn: Callable[[], None] = _nothing
+    preload: tuple[str, ...] = ()  # modules safe to import before fork: solver processes start with them
 
     def refuses(self, variables: int) -> str | None:
         return self.refuses_fn(variables)

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from typing import TYPE_CHECKING, Any
 
-from qxedge.hybrid.backends import Deadline, SolverFactory, backend_names, plugins, register
+from qxedge.hybrid.backends import Deadline, SolverFactory, backend_names, build, plugins, register
 
 if TYPE_CHECKING:
     import dimod
@@ -138,7 +138,6 @@ class SolverPool:
         self.warm_timeout_s = warm_timeout_s
         self.recycled = 0  # processes terminated because their task overran
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["dimod", "dwave.samplers", "qxedge.hybrid.portfolio"])
         self._idle: list[SolverProcess] = []
         self._all: set[SolverProcess] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -156,6 +155,9 @@ class SolverPool:
         if not self.started:
             self.started = True
             self._warm = warm
+            preload = [m for name in warm for m in getattr(build(name, self.cfg), "preload", ())]
+            # the forkserver imports these once (it starts with the first process of this interpreter)
+            self._ctx.set_forkserver_preload(["dimod", "dwave.samplers", "qxedge.hybrid.portfolio", *preload])
             fresh = [self._spawn() for _ in range(self.size)]
             for process in fresh:
                 process.wait_warm(self.warm_timeout_s)

@@ -168,19 +168,24 @@ class Portfolio:
         cut: JobCut | None = None,
     ) -> tuple[Candidate | None, list[Candidate]]:
         names, candidates = self.plan(solver, bqm.num_variables)
-        left = max(0.0, deadline_at - time.time())  # a short deadline keeps less back: a fifth, a tenth
-        collect_by = deadline_at - min(self.config.margin_ms / 1000, left / 5)
-        due = Deadline(collect_by - min(self.config.handback_ms / 1000, left / 10))
+        left = max(0.0, deadline_at - time.time())  # a short deadline keeps less back: a tenth, a 20th
+        collect_by = deadline_at - min(self.config.margin_ms / 1000, left / 10)
+        due = Deadline(collect_by - min(self.config.handback_ms / 1000, left / 20))
+        small = "exact" in names and bqm.num_variables <= self.config.exact_first_max
+        if small:
+            names.remove("exact")
+        # the solver processes start first: the floor's descent (tens of milliseconds on thousands of
+        # variables) runs while they solve, not before
+        running, skipped = ([], []) if small else self._start(names, bqm, due.due)
         floor = await asyncio.to_thread(run_solver, FLOOR, self.config, bqm, due)
         candidates.append(_where(floor, "in-process"))
-        if "exact" in names and bqm.num_variables <= self.config.exact_first_max:
-            names.remove("exact")
+        if small:
             first = await asyncio.to_thread(run_solver, "exact", self.config, bqm, due)
             candidates.append(_where(first, "in-process"))
             if _optimal(first):
                 candidates += [_skipped(name, "exact optimum found in-process") for name in names]
                 return _best(candidates), candidates
-        running, skipped = self._start(names, bqm, due.due)
+            running, skipped = self._start(names, bqm, due.due)
         candidates += skipped
         candidates += await self._collect(running, collect_by, cut)
         return _best(candidates), candidates

@@ -334,7 +334,10 @@ def _qaoa(config: SolversConfig) -> Backend:
     def refuses(n: int) -> str | None:
         return f"{n} variables > qaoa.max_qubits {cfg.max_qubits}" if n > cfg.max_qubits else None
 
-    return Backend("qaoa", partial(solve_qaoa, cfg=cfg), refuses, partial(_warm, cfg))
+    # PennyLane (seconds to import) is imported once, by the forkserver, before it forks solver processes:
+    # a process recycled after an overrun is warm at once. Not CUDA: it must not be initialised before fork.
+    preload = () if cfg.device in ("qxedge.gpu", "qxedge.cpu") else ("pennylane",)
+    return Backend("qaoa", partial(solve_qaoa, cfg=cfg), refuses, partial(_warm, cfg), preload)
 
 
 register("qaoa", _qaoa)
