@@ -65,6 +65,7 @@ from qxedge.hybrid.portfolio import Portfolio
 from qxedge.hybrid.service import DataCenterConfig, answer
 from qxedge.hybrid.solvers import all_energies
 from qxedge.hybrid.wire import (
+    DecodeRate,
     Job,
     JobEnvelope,
     JobRejected,
@@ -256,6 +257,9 @@ def job_payload(problem: dict[str, object], deadline_ms: int) -> bytes:
     )
 
 
+DECODE_RATE = DecodeRate()  # the worker's, kept across jobs as a worker keeps it
+
+
 async def warm(
     portfolio: Portfolio, cfg: DataCenterConfig, bqm: dimod.BinaryQuadraticModel, payload: bytes
 ) -> Outcome:
@@ -265,7 +269,7 @@ async def warm(
     started = time.time()
     limits = cfg.limits.model_copy(update={"max_payload_bytes": cfg.limits.max_file_bytes})
     try:
-        job = decode_job(payload, limits)
+        job = decode_job(payload, limits, rate=DECODE_RATE)
     except JobRejected as exc:
         return Outcome("warm", False, None, None, rejected=str(exc))
     job = Job(job.envelope.model_copy(update={"submitted_at": started}), job.bqm, job.received_at)

@@ -5,7 +5,9 @@ of them (mosquitto, EMQX, HiveMQ and VerneMQ all do this), so adding workers add
 coordinator. A worker
 
 - validates every job (:func:`hybrid.wire.decode_job`) and answers a bad one with a ``rejected``
-  result carrying the reason; a job whose ``site`` does not match its topic is rejected too;
+  result carrying the reason; a job whose ``site`` does not match its topic is rejected too, and so is a
+  large payload that could not even be parsed before its deadline (predicted from the parse times
+  measured here);
 - answers ``late`` at once when the deadline has passed before solving starts;
 - solves with the portfolio and publishes the result on the job's ``reply_to`` (QoS 1); a result over
   ``limits.max_result_bytes`` is replaced by an ``error`` result saying so (it would not pass the broker);
@@ -42,6 +44,8 @@ from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats
 from qxedge.hybrid.metrics import SolverMetrics
 from qxedge.hybrid.portfolio import JobCut, Portfolio, SolversConfig
 from qxedge.hybrid.wire import (
+    BIG_PAYLOAD_BYTES,
+    DecodeRate,
     Job,
     JobLimits,
     JobRejected,
@@ -56,7 +60,6 @@ from qxedge.hybrid.wire import (
 log = logging.getLogger(__name__)
 
 SHARED_JOBS = "$share/qx-solvers/qx/v1/+/jobs"
-BIG_JOB_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,7 @@ class SolverService:
         self._cache_bytes = 0
         self._usage = SiteUsage(config.fair_share.half_life_s)
         self._running: dict[tuple[str, str], _Running] = {}  # jobs being solved
+        self._decode_rate = DecodeRate()  # how long large payloads take to parse here
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         await asyncio.to_thread(self.portfolio.warm_up)
@@ -266,10 +270,11 @@ class SolverService:
                         f"site {site!r} has {limit} jobs in flight (the limit): retry later", job_id
                     )
             try:
-                if len(payload) > BIG_JOB_BYTES:  # parse a big model off the loop (keep-alive, other sites)
-                    job = await asyncio.to_thread(decode_job, payload, self.config.limits, topic_site=site)
+                limits, rate = self.config.limits, self._decode_rate
+                if len(payload) > BIG_PAYLOAD_BYTES:  # parse a big model off the loop (keep-alive, sites)
+                    job = await asyncio.to_thread(decode_job, payload, limits, topic_site=site, rate=rate)
                 else:
-                    job = decode_job(payload, self.config.limits, topic_site=site)
+                    job = decode_job(payload, limits, topic_site=site)
             except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # what the checks missed
                 if isinstance(exc, JobRejected):
                     raise

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from qxedge.hybrid.wire import (
+    DecodeRate,
     JobLimits,
     JobRejected,
     ResultEnvelope,
     decode_bqm,
     decode_job,
     model_bytes,
+    peek_due,
     sized_payload,
 )
 
@@ -266,3 +268,36 @@ def test_tuple_labels_come_back_as_tuples() -> None:
     bqm = dimod.BinaryQuadraticModel({("x", 1): 1.0, ("x", 2): -1.0, 3: 0.0}, {}, 0.0, dimod.BINARY)
     decoded = decode_job(encode(job(problem=bqm.to_serializable(use_bytes=False))), LIMITS)
     assert list(decoded.bqm.variables) == [("x", 1), ("x", 2), 3]
+
+
+def big_job(deadline_ms: int) -> bytes:
+    """A job of ~200 kB, its envelope's fields after its problem as the agent writes them."""
+    bqm = dimod.BinaryQuadraticModel({i: 1.0 for i in range(200)}, {}, 0.0, dimod.BINARY)
+    bqm.add_quadratic_from((i, j, -1.0) for i in range(200) for j in range(i + 1, 200, 2))
+    doc = job(problem=bqm.to_serializable(use_bytes=False), deadline_ms=deadline_ms)
+    doc = {"problem": doc.pop("problem"), **doc}  # the problem first: the deadline is at the far end
+    return encode(doc)
+
+
+def test_the_due_time_of_a_payload_is_read_without_parsing_it() -> None:
+    payload = big_job(1500)
+    doc = json.loads(payload)
+    assert peek_due(payload) == pytest.approx(doc["submitted_at"] + 1.5)
+    assert peek_due(b'{"v": 1, "deadline_ms": "soon"}') is None
+
+
+def test_a_large_payload_that_cannot_be_parsed_by_its_deadline_is_refused_at_once() -> None:
+    """A 28 MB complete n = 2000 job with a 1 s deadline took 1.5 s to parse: it was answered `late`,
+    0.8 s after its deadline (issue 21's overrun). With the parse time measured, it is refused at once."""
+    limits = JobLimits(max_payload_bytes=1 << 20, max_deadline_ms=60_000)
+    rate = DecodeRate()
+    assert decode_job(big_job(60_000), limits, rate=rate).bqm.num_variables == 200
+    measured = rate.seconds_per_byte
+    assert measured != DecodeRate().seconds_per_byte  # it learned this machine's rate
+    slow = DecodeRate(seconds_per_byte=1e-3)  # 200 s for 200 kB
+    with pytest.raises(
+        JobRejected, match=r"needs ~\d+\.\d\d s to parse here, more than the 1\.\d\d s"
+    ) as err:
+        decode_job(big_job(1500), limits, rate=slow)
+    assert err.value.job_id == "j-1"
+    assert decode_job(big_job(1500), limits).bqm.num_variables == 200  # no rate: parsed as before
