@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 from qxedge.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from qxedge.hybrid.backends import Backend, Solver, backend_names, register, solver_names, unregister
+    from qxedge.hybrid.backends import (
+        Backend,
+        Deadline,
+        Solver,
+        backend_names,
+        register,
+        solver_names,
+        unregister,
+    )
     from qxedge.hybrid.client import OffloadClient, OffloadConfig
     from qxedge.hybrid.offline import solve_file
     from qxedge.hybrid.portfolio import Portfolio, SolversConfig
@@ -24,6 +32,7 @@ _HOME = {
     "Backend": ".backends",
     "Candidate": ".wire",
     "DataCenterConfig": ".service",
+    "Deadline": ".backends",
     "JobEnvelope": ".wire",
     "JobLimits": ".wire",
     "JobRejected": ".wire",
@@ -46,6 +55,7 @@ __all__ = [  # what _HOME maps, spelled out for the tools
     "Backend",
     "Candidate",
     "DataCenterConfig",
+    "Deadline",
     "JobEnvelope",
     "JobLimits",
     "JobRejected",
