@@ -248,7 +248,9 @@ def job_payload(problem: dict[str, object], deadline_ms: int) -> bytes:
             site="bench",
             problem=problem,
             deadline_ms=deadline_ms,
-            submitted_at=time.time(),  # replaced by the moment the worker takes it
+            # ahead of any clock: the worker counts from its arrival (min(submitted_at, received)), and the
+            # moment the worker takes it replaces it below
+            submitted_at=time.time() + 3600,
             solver="auto",
             reply_to=results_topic("bench", job_id),
         )
