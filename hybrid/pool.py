@@ -4,8 +4,8 @@ Each :class:`SolverProcess` is forked from a forkserver that preloaded dimod and
 imports (or compiles) what every backend needs once (:meth:`SolverPool.start`), then solves one task at a
 time, sent over a pipe. Its :class:`~qxedge.hybrid.backends.Deadline` reads a ``cut`` time shared with the
 worker (a ``RawValue``), so the worker can bring a running task's deadline forward: the solver then
-returns its best-so-far at its next step. A process that is not back by its task's deadline plus
-``grace`` is terminated and a new one started in the background; it takes tasks once it is warm. So a
+returns its best-so-far at its next step. A process whose task is not back within ``grace`` of being
+told to stop is terminated and a new one started in the background; it takes tasks once it is warm. So a
 job's work ends at its deadline and never delays the next job: a job takes only the processes that are
 idle when it starts.
 """
@@ -83,12 +83,18 @@ async def _readable(conn: Connection, wait_s: float) -> bool:
 class SolverProcess:
     """One solver process and its end of the pipe; ``cut`` is the shared time its task must stop by."""
 
-    def __init__(self, ctx: ForkServerContext, cfg: SolversConfig, warm: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        ctx: ForkServerContext,
+        cfg: SolversConfig,
+        plugins: dict[str, SolverFactory],
+        warm: tuple[str, ...],
+    ) -> None:
         self.conn, child = ctx.Pipe()
         self.cut = ctx.RawValue("d", NEVER)
         self.process = ctx.Process(
             target=_serve,
-            args=(child, self.cut, cfg, _picklable(plugins()), warm),
+            args=(child, self.cut, cfg, plugins, warm),
             daemon=True,
             name="qxedge-solver",
         )
@@ -142,6 +148,7 @@ class SolverPool:
         self._all: set[SolverProcess] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._warm: tuple[str, ...] = ()
+        self._plugins: dict[str, SolverFactory] = {}
         self.started = False
 
     @property
@@ -155,6 +162,7 @@ class SolverPool:
         if not self.started:
             self.started = True
             self._warm = warm
+            self._plugins = _picklable(plugins())
             preload = [m for name in warm for m in getattr(build(name, self.cfg), "preload", ())]
             # the forkserver imports these once (it starts with the first process of this interpreter)
             self._ctx.set_forkserver_preload(["dimod", "dwave.samplers", "qxedge.hybrid.portfolio", *preload])
@@ -165,7 +173,7 @@ class SolverPool:
         return time.monotonic() - began
 
     def _spawn(self) -> SolverProcess:
-        process = SolverProcess(self._ctx, self.cfg, self._warm)
+        process = SolverProcess(self._ctx, self.cfg, self._plugins, self._warm)
         self._all.add(process)
         return process
 
@@ -225,11 +233,10 @@ class SolverPool:
 
     async def _replace(self) -> None:
         fresh = await asyncio.to_thread(self._spawn)
-        warm = self.started and await fresh.warm(self.warm_timeout_s)
-        if warm and self.started:
+        if await fresh.warm(self.warm_timeout_s) and self.started:
             self._idle.append(fresh)
             return
-        if self.started:
+        if self.started:  # else the pool closed meanwhile: nothing to say
             log.error("a new solver process %s did not warm up; running with fewer", fresh.pid)
         self._all.discard(fresh)
         fresh.terminate()

@@ -19,13 +19,14 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated, Any
 
 import dimod
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from qxedge.hybrid.backends import Deadline, backend_names, build, known_backend
-from qxedge.hybrid.pool import NEVER, SolverPool, SolverProcess, pickled
+from qxedge.hybrid.pool import NEVER, SolverPool, pickled
 from qxedge.hybrid.qaoa import QaoaConfig
 from qxedge.hybrid.solvers import ExactConfig, SaConfig, TabuConfig
 from qxedge.hybrid.wire import Candidate
@@ -33,6 +34,7 @@ from qxedge.hybrid.wire import Candidate
 log = logging.getLogger(__name__)
 BackendName = Annotated[str, AfterValidator(known_backend)]  # a registered backend (hybrid.backends)
 FLOOR = "greedy"  # the backend every job's floor answer comes from
+BIG_MODEL_INTERACTIONS = 100_000  # pickled for the solver processes off the event loop
 
 
 class SolversConfig(BaseModel):
@@ -90,6 +92,9 @@ class _SharedCut:
     def __init__(self) -> None:
         self.value = NEVER
 
+    def now(self) -> None:
+        self.value = time.time()
+
 
 @dataclass
 class JobCut:
@@ -113,6 +118,7 @@ class _Running:
     name: str
     future: asyncio.Future[Candidate]
     stop: Callable[[], None]
+    where: str  # what the candidate's details say it ran in
 
 
 class Portfolio:
@@ -134,9 +140,13 @@ class Portfolio:
         """The backends a job naming ``solver`` on ``n`` variables would run in solver processes (none
         when it is settled in-process): what a one-job run (``qxedge solve``) needs warm."""
         names, _ = self.plan(solver, n)
-        if "exact" in names and n <= self.config.exact_first_max:
+        if self._enumerated_here(names, n):
             return []  # enumerated in-process: the optimum ends the job
         return [name for name in names if name != FLOOR]
+
+    def _enumerated_here(self, names: list[str], n: int) -> bool:
+        """Whether ``exact`` runs in the worker's process (small models) rather than in a solver process."""
+        return "exact" in names and n <= self.config.exact_first_max
 
     def close(self) -> None:
         """Stop the solver processes (a solver still running is abandoned: its job has its answer)."""
@@ -171,12 +181,12 @@ class Portfolio:
         left = max(0.0, deadline_at - time.time())  # a short deadline keeps less back: a tenth, a 20th
         collect_by = deadline_at - min(self.config.margin_ms / 1000, left / 10)
         due = Deadline(collect_by - min(self.config.handback_ms / 1000, left / 20))
-        small = "exact" in names and bqm.num_variables <= self.config.exact_first_max
+        small = self._enumerated_here(names, bqm.num_variables)
         if small:
             names.remove("exact")
         # the solver processes start first: the floor's descent (tens of milliseconds on thousands of
         # variables) runs while they solve, not before
-        running, skipped = ([], []) if small else self._start(names, bqm, due.due)
+        running, skipped = ([], []) if small else await self._start(names, bqm, due.due)
         floor = await asyncio.to_thread(run_solver, FLOOR, self.config, bqm, due)
         candidates.append(_where(floor, "in-process"))
         if small:
@@ -185,12 +195,12 @@ class Portfolio:
             if _optimal(first):
                 candidates += [_skipped(name, "exact optimum found in-process") for name in names]
                 return _best(candidates), candidates
-            running, skipped = self._start(names, bqm, due.due)
+            running, skipped = await self._start(names, bqm, due.due)
         candidates += skipped
         candidates += await self._collect(running, collect_by, cut)
         return _best(candidates), candidates
 
-    def _start(
+    async def _start(
         self, names: list[str], bqm: dimod.BinaryQuadraticModel, due: float
     ) -> tuple[list[_Running], list[Candidate]]:
         if not names:
@@ -201,17 +211,22 @@ class Portfolio:
             for name in names:
                 shared = _SharedCut()
                 future = loop.run_in_executor(None, run_solver, name, self.config, bqm, Deadline(due, shared))
-                running.append(_Running(name, future, _stopper(shared)))
+                running.append(_Running(name, future, shared.now, "thread"))
             return running, []
         if not self.pool.started:
             why = "the solver processes are not started (Portfolio.warm_up)"
             return [], [_skipped(name, why) for name in names]
         processes = self.pool.take(len(names))
-        data = pickled(bqm) if processes else b""
+        if not processes:
+            data = b""
+        elif bqm.num_interactions > BIG_MODEL_INTERACTIONS:  # 60 ms at 2M: not on the event loop
+            data = await asyncio.to_thread(pickled, bqm)
+        else:
+            data = pickled(bqm)
         running = []
         for name, process in zip(names, processes, strict=False):
             task = self.pool.submit(process, name, due, data)
-            running.append(_Running(name, task, _pool_stopper(self.pool, process, task)))
+            running.append(_Running(name, task, partial(self.pool.stop, process, task), "solver process"))
         busy = f"no idle solver process ({self.pool.size} in all)"
         return running, [_skipped(name, busy) for name in names[len(processes) :]]
 
@@ -250,27 +265,11 @@ class Portfolio:
 
 def _outcome(r: _Running) -> Candidate:
     try:
-        return _where(r.future.result(), "solver process" if isinstance(r.future, asyncio.Task) else "thread")
+        return _where(r.future.result(), r.where)
     except (EOFError, OSError) as exc:
         return Candidate(
             solver=r.name, status="error", reason=f"the solver process died ({type(exc).__name__})"
         )
-
-
-def _stopper(shared: _SharedCut) -> Callable[[], None]:
-    def stop() -> None:
-        shared.value = time.time()
-
-    return stop
-
-
-def _pool_stopper(
-    pool: SolverPool, process: SolverProcess, task: asyncio.Task[Candidate]
-) -> Callable[[], None]:
-    def stop() -> None:
-        pool.stop(process, task)
-
-    return stop
 
 
 def _where(candidate: Candidate, where: str) -> Candidate:
