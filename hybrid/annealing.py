@@ -31,7 +31,7 @@ class SaConfig(BaseModel):
     )
     min_sweeps: int = Field(10, ge=1, description="the shortest anneal, for budgets below min_reads reads")
     min_reads: int = Field(2, ge=1, description="fewer reads of num_sweeps fit: anneals get shorter")
-    target_reads: int = Field(100, ge=1, description="more reads of num_sweeps fit: anneals get longer")
+    target_reads: int = Field(10, ge=1, description="more reads of num_sweeps fit: anneals get longer")
     max_read_seconds: float = Field(
         0.5, gt=0, description="the longest read: a cut or the deadline ends SA within one read"
     )
@@ -71,10 +71,11 @@ def sa_setup_seconds(variables: int, interactions: int) -> float:
 
 
 def sa_sweep_seconds(variables: int, interactions: int) -> float:
-    """A sweep's time predicted before a job measures its own: 40 ns a variable (a random number and
-    an exponential each) and 1.5 ns a coupling, cautious on what was measured (3.6 ms on a complete
-    n = 2000 model, 0.2 ms on n = 5000 sparse, 1.2..3.8 us at n = 100..250)."""
-    return 40e-9 * variables + 1.5e-9 * 2 * interactions
+    """A sweep's time predicted before a job measures its own: 12 ns a variable (a random number and
+    an exponential each) and 1 ns each end of a coupling, cautious on what was measured on a quiet
+    machine (3.6 ms on a complete n = 2000 model, 55 us on n = 5000 sparse of degree 15, 5.3 us on
+    n = 500). The first round's anneals are planned on it: too cautious a guess makes them short."""
+    return 12e-9 * variables + 1e-9 * 2 * interactions
 
 
 def default_beta_range(h: np.ndarray, row: np.ndarray, col: np.ndarray, j: np.ndarray) -> list[float]:
