@@ -14,7 +14,6 @@ reading and validating the file took (``read_ms``) and the warm-up (``warmup_ms`
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import stat
 import time
@@ -30,6 +29,7 @@ from qxedge.hybrid.wire import (
     ResultEnvelope,
     decode_bqm,
     decode_document,
+    parse_json,
     results_topic,
 )
 
@@ -52,12 +52,7 @@ def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms:
         raise JobRejected(f"cannot read {path}: {exc.strerror or exc}") from exc
     if len(raw) > limit:
         raise too_large
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise JobRejected(f"{path} is not JSON: {str(exc)[:120]}") from exc
-    except RecursionError as exc:
-        raise JobRejected(f"{path} is nested too deeply") from exc
+    doc = parse_json(raw, what=str(path))
     del raw
     if isinstance(doc, dict) and "problem" in doc and "v" in doc:
         job = decode_document(doc, cfg.limits)

@@ -110,7 +110,10 @@ def problem(**changes: Any) -> dict[str, Any]:
             "quadratic_head holds index -1, outside [0, 3",
         ),
         (encode(job(problem=problem(quadratic_tail=[1, 10**9]))), "quadratic_tail holds index 1000000000"),
-        (encode(job(problem=problem(quadratic_head=[0, 10**30]))), "holds index 10000000000000"),
+        (
+            encode(job(problem=problem(quadratic_head=[0, 10**30]))),
+            "quadratic_head must be a list of integers: 1e+30 at [1]",
+        ),
         (encode(job(problem=problem(quadratic_head=[0, True]))), "quadratic_head must be a list of integers"),
         (encode(job(problem=problem(quadratic_tail=[1.0, 2]))), "quadratic_tail must be a list of integers"),
         (encode(job(problem=problem(quadratic_head=[0]))), "quadratic_head has 1 entries, expected 2"),
@@ -145,7 +148,7 @@ def problem(**changes: Any) -> dict[str, Any]:
         (b'{"v": 1, "problem": ' + b"[" * 3000, "nested too deeply"),
         (encode(job(problem=problem(linear_biases=[1.0, 10**400, 0.0]))), "non-finite bias in linear_biases"),
         (encode(job(problem=problem(offset=10**400))), "non-finite or non-numeric offset"),
-        (b"\xff{", "not a JSON document"),
+        (b"\xff{", "the job is not JSON"),
         (b"[1]", "must be a JSON object"),
     ],
 )
