@@ -78,6 +78,15 @@ def sa_sweep_seconds(variables: int, interactions: int) -> float:
     return 12e-9 * variables + 1e-9 * 2 * interactions
 
 
+def sa_startup_seconds(variables: int, interactions: int, cfg: SaConfig) -> float:
+    """The least time before SA has an answer: its set-up, the shortest anneal and the hand-back."""
+    return (
+        hand_back_seconds(variables, interactions)
+        + sa_setup_seconds(variables, interactions)
+        + cfg.min_sweeps * sa_sweep_seconds(variables, interactions)
+    )
+
+
 def default_beta_range(h: np.ndarray, row: np.ndarray, col: np.ndarray, j: np.ndarray) -> list[float]:
     """dwave-samplers' default beta range (``_default_ising_beta_range``) from the Ising arrays: hot
     enough that every spin flips with probability 1/2, cold enough that the easiest excitation has
@@ -143,7 +152,7 @@ def solve_sa(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: SaConfig)
     hand_back = hand_back_seconds(n, m)
     per_sweep = sa_sweep_seconds(n, m)
     setup = sa_setup_seconds(n, m)
-    if deadline.left() - hand_back < setup + cfg.min_sweeps * per_sweep:
+    if deadline.left() < sa_startup_seconds(n, m, cfg):
         return timed_out(
             "sa",
             started,

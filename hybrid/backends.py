@@ -71,6 +71,11 @@ class Solver(Protocol):
         """Why it cannot take a model of ``variables`` variables, or None."""
         ...
 
+    def startup_seconds(self, variables: int, interactions: int) -> float:
+        """The least time it needs, predicted from the model's size alone, before it can hand back any
+        answer (its set-up and the hand-back): the portfolio does not start it with less time left."""
+        ...
+
     def solve(self, bqm: dimod.BinaryQuadraticModel, deadline: Deadline) -> Candidate:
         """The best sample found by ``deadline``; a failure is a candidate, not an error."""
         ...
@@ -91,6 +96,10 @@ def _nothing() -> None:
     return None
 
 
+def _instant(variables: int, interactions: int) -> float:
+    return 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Backend:
     """A :class:`Solver` made of functions (what the built-in backends register)."""
@@ -100,9 +109,13 @@ class Backend:
     refuses_fn: Callable[[int], str | None] = _never
     warm_up_fn: Callable[[], None] = _nothing
     preload: tuple[str, ...] = ()  # modules safe to import before fork: solver processes start with them
+    startup_fn: Callable[[int, int], float] = _instant
 
     def refuses(self, variables: int) -> str | None:
         return self.refuses_fn(variables)
+
+    def startup_seconds(self, variables: int, interactions: int) -> float:
+        return self.startup_fn(variables, interactions)
 
     def solve(self, bqm: dimod.BinaryQuadraticModel, deadline: Deadline) -> Candidate:
         return self.solve_fn(bqm, deadline)

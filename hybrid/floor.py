@@ -58,8 +58,8 @@ def dense_arrays(binary: dimod.BinaryQuadraticModel) -> tuple[np.ndarray, np.nda
     linear, row, col, bias, offset = model_arrays(binary)
     n = len(linear)
     couplings = np.zeros((n, n), dtype=np.float64)
-    couplings[row, col] = bias  # dimod holds one bias per pair
-    couplings += couplings.T
+    couplings[row, col] = bias  # dimod holds one bias per pair: both sides written, no transposed sum
+    couplings[col, row] = bias
     largest = max(float(np.abs(linear).max(initial=0.0)), float(np.abs(bias).max(initial=0.0)))
     return np.asarray(linear, dtype=np.float64), couplings, float(offset), largest
 

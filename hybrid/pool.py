@@ -274,6 +274,12 @@ def _picklable(factories: dict[str, SolverFactory]) -> dict[str, SolverFactory]:
     return kept
 
 
+def ship_seconds(variables: int, interactions: int) -> float:
+    """A model's way to a solver process predicted from its size: pickled, sent, rebuilt there (dimod
+    rebuilds its adjacency: 0.14 s of the 0.2 s measured on a complete n = 2000 model)."""
+    return 0.002 + 1e-6 * variables + 100e-9 * interactions
+
+
 def pickled(bqm: dimod.BinaryQuadraticModel) -> bytes:
     """The model as every process of one job receives it (pickled once per job)."""
     return pickle.dumps(bqm, protocol=pickle.HIGHEST_PROTOCOL)

@@ -26,7 +26,7 @@ import dimod
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from qxedge.hybrid.backends import Deadline, backend_names, build, known_backend
-from qxedge.hybrid.pool import NEVER, SolverPool, pickled
+from qxedge.hybrid.pool import NEVER, SolverPool, pickled, ship_seconds
 from qxedge.hybrid.qaoa import QaoaConfig
 from qxedge.hybrid.solvers import ExactConfig, SaConfig, TabuConfig
 from qxedge.hybrid.wire import Candidate
@@ -184,6 +184,8 @@ class Portfolio:
         small = self._enumerated_here(names, bqm.num_variables)
         if small:
             names.remove("exact")
+        names, hopeless = self._in_time(names, bqm, due.due)
+        candidates += hopeless
         # the solver processes start first: the floor's descent (tens of milliseconds on thousands of
         # variables) runs while they solve, not before
         running, skipped = ([], []) if small else await self._start(names, bqm, due.due)
@@ -199,6 +201,26 @@ class Portfolio:
         candidates += skipped
         candidates += await self._collect(running, collect_by, cut)
         return _best(candidates), candidates
+
+    def _in_time(
+        self, names: list[str], bqm: dimod.BinaryQuadraticModel, due: float
+    ) -> tuple[list[str], list[Candidate]]:
+        """The backends that can have an answer by ``due``, and a ``timeout`` for each of the others,
+        which are never started: the model is not shipped to them, and the floor keeps the cores."""
+        n, m = bqm.num_variables, bqm.num_interactions
+        left = due - time.time() - (ship_seconds(n, m) if self.pool is not None else 0.0)
+        kept, hopeless = [], []
+        for name in names:
+            need = build(name, self.config).startup_seconds(n, m)
+            if need <= left:
+                kept.append(name)
+                continue
+            why = (
+                f"not started: its set-up and hand-back are predicted at {need:.3f} s for {n} variables "
+                f"and {m} interactions, more than the {max(0.0, left):.3f} s left"
+            )
+            hopeless.append(Candidate(solver=name, status="timeout", reason=why, seconds=0.0))
+        return kept, hopeless
 
     async def _start(
         self, names: list[str], bqm: dimod.BinaryQuadraticModel, due: float

@@ -33,6 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from qxedge.hybrid.annealing import SaConfig as SaConfig
+from qxedge.hybrid.annealing import sa_startup_seconds
 from qxedge.hybrid.annealing import solve_sa as solve_sa
 from qxedge.hybrid.backends import Backend, Deadline, register
 from qxedge.hybrid.candidate import credit as credit
@@ -41,6 +42,7 @@ from qxedge.hybrid.candidate import to_binary as to_binary
 from qxedge.hybrid.floor import floor
 from qxedge.hybrid.tabu import TabuConfig as TabuConfig
 from qxedge.hybrid.tabu import solve_tabu as solve_tabu
+from qxedge.hybrid.tabu import tabu_startup_seconds
 from qxedge.hybrid.wire import Candidate
 
 if TYPE_CHECKING:
@@ -141,10 +143,17 @@ def _tabu(config: SolversConfig) -> Backend:
     def refuses(n: int) -> str | None:
         return f"{n} variables > tabu.max_variables {cfg.max_variables}" if n > cfg.max_variables else None
 
-    return Backend("tabu", partial(solve_tabu, cfg=cfg), refuses, _warm_samplers)
+    return Backend(
+        "tabu", partial(solve_tabu, cfg=cfg), refuses, _warm_samplers, startup_fn=tabu_startup_seconds
+    )
+
+
+def _sa(config: SolversConfig) -> Backend:
+    startup = partial(sa_startup_seconds, cfg=config.sa)
+    return Backend("sa", partial(solve_sa, cfg=config.sa), warm_up_fn=_warm_samplers, startup_fn=startup)
 
 
 register("exact", _exact)
-register("sa", lambda config: Backend("sa", partial(solve_sa, cfg=config.sa), warm_up_fn=_warm_samplers))
+register("sa", _sa)
 register("tabu", _tabu)
 register("greedy", lambda _config: Backend("greedy", solve_greedy, warm_up_fn=_warm_samplers))

@@ -41,6 +41,17 @@ MIN_SLICE = 0.002  # a slice shorter than this is not worth a call
 SAFETY = 1.5  # a call's set-up may take this many times the slowest measured (a busy machine)
 
 
+def tabu_call_seconds(variables: int) -> float:
+    """A search call's own set-up predicted before one was measured (its copies of the matrix)."""
+    return 0.001 + TABU_CALL * variables * variables
+
+
+def tabu_startup_seconds(variables: int, interactions: int) -> float:
+    """The least time before tabu has an answer: a call's set-up (with room for a busy machine), the
+    shortest slice worth a call and the hand-back."""
+    return hand_back_seconds(variables, interactions) + SAFETY * tabu_call_seconds(variables) + MIN_SLICE
+
+
 def tabu_matrix(binary: dimod.BinaryQuadraticModel) -> np.ndarray:
     """The symmetric matrix TabuSearch takes, as dwave's ``TabuSampler._bqm_to_tabu_qubo`` builds it:
     linear biases on the diagonal, each quadratic bias halved on both sides; ``binary.variables``
@@ -69,8 +80,8 @@ def solve_tabu(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: TabuCon
     if n > cfg.max_variables:
         return Candidate(solver="tabu", status="refused", reason=f"{n} variables > max {cfg.max_variables}")
     hand_back = hand_back_seconds(n, m)
-    call_setup = 0.001 + TABU_CALL * n * n
-    if deadline.left() - hand_back < SAFETY * call_setup + MIN_SLICE:
+    call_setup = tabu_call_seconds(n)
+    if deadline.left() < tabu_startup_seconds(n, m):
         return timed_out(
             "tabu",
             started,

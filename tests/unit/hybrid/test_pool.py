@@ -88,3 +88,17 @@ async def test_every_valid_job_gets_a_real_answer_at_50_ms(portfolio: Portfolio,
     best, _ = await portfolio.solve(bqm, "auto", time.time() + 0.05)
     assert best is not None and best.sample is not None and len(best.sample) == n
     assert best.energy == pytest.approx(sample_energy(bqm, best.sample))
+
+
+async def test_a_backend_that_cannot_answer_in_time_is_not_started(portfolio: Portfolio) -> None:
+    """SA's set-up on a complete n = 600 model does not fit in 60 ms: the model is not shipped to a
+    solver process (it would only compete with the floor for the cores); the floor answers."""
+    pool = portfolio.pool
+    assert pool is not None
+    bqm = random_bqm(600, 1.0, seed=4)
+    deadline = time.time() + 0.06
+    best, candidates = await portfolio.solve(bqm, "sa", deadline)
+    assert best is not None and best.solver == "greedy"
+    sa = next(c for c in candidates if c.solver == "sa")
+    assert sa.status == "timeout" and sa.reason is not None and sa.reason.startswith("not started")
+    assert pool.idle == 1  # never taken
