@@ -39,7 +39,13 @@ DEFAULT_DEADLINE_MS = 2000
 def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms: int | None) -> Job:
     """The file as a job submitted once it has been read and validated; JobRejected with the reason
     when it is not acceptable."""
-    limit = cfg.limits.max_file_bytes
+    limits = cfg.limits
+    if deadline_ms is not None and not limits.min_deadline_ms <= deadline_ms <= limits.max_deadline_ms:
+        raise JobRejected(
+            f"--deadline-ms {deadline_ms} out of range [{limits.min_deadline_ms}, {limits.max_deadline_ms}] "
+            "(limits.min_deadline_ms, limits.max_deadline_ms)"
+        )
+    limit = limits.max_file_bytes
     too_large = JobRejected(f"{path} is larger than the limit of {limit:,} bytes (limits.max_file_bytes)")
     try:
         with path.open("rb") as file:

@@ -106,3 +106,11 @@ async def test_the_result_says_how_long_reading_took(tmp_path: Path) -> None:
 
 def test_a_job_read_from_a_file_is_a_job(tmp_path: Path) -> None:
     assert isinstance(read_job(write(tmp_path, model(3)), config(), "tabu", None), Job)
+
+
+@pytest.mark.parametrize("deadline_ms", [5, 700_000])
+def test_a_deadline_outside_the_limits_is_rejected(tmp_path: Path, deadline_ms: int) -> None:
+    """--deadline-ms obeys the limits a job's own deadline_ms does (limits.min/max_deadline_ms)."""
+    path = write(tmp_path, envelope(model()))
+    with pytest.raises(JobRejected, match=rf"--deadline-ms {deadline_ms} out of range \[10, 600000\]"):
+        read_job(path, config(), None, deadline_ms)
