@@ -29,6 +29,7 @@ from qxedge.hybrid.backends import Deadline, SolverFactory, backend_names, build
 if TYPE_CHECKING:
     import dimod
 
+    from qxedge.hybrid.constrained import ConstrainedJob
     from qxedge.hybrid.portfolio import SolversConfig
     from qxedge.hybrid.wire import Candidate
 
@@ -274,6 +275,7 @@ def _picklable(factories: dict[str, SolverFactory]) -> dict[str, SolverFactory]:
     return kept
 
 
-def pickled(bqm: dimod.BinaryQuadraticModel) -> bytes:
-    """The model as every process of one job receives it (pickled once per job)."""
+def pickled(bqm: dimod.BinaryQuadraticModel | ConstrainedJob) -> bytes:
+    """The model (a BQM, or a ``cqm`` job's bundle) as every process of one job receives it (pickled
+    once per job)."""
     return pickle.dumps(bqm, protocol=pickle.HIGHEST_PROTOCOL)
