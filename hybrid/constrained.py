@@ -77,6 +77,17 @@ class ConstrainedJob:
         """What it weighs, for the portfolio's pickling (the penalty BQM's interactions)."""
         return self.penalty.bqm.num_interactions if self.penalty is not None else 0
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """dimod's CQM does not pickle: it travels as its own file (written here from a model already
+        checked, so dimod's reader may read it back)."""
+        with self.cqm.to_file() as file:
+            data = file.read()
+        return _unpickle, (data, self.penalty, self.why_no_penalty)
+
+
+def _unpickle(data: bytes, penalty: PenaltyModel | None, why: str | None) -> ConstrainedJob:
+    return ConstrainedJob(dimod.ConstrainedQuadraticModel.from_file(data), penalty, why)
+
 
 def _span(cqm: dimod.ConstrainedQuadraticModel, v: Hashable) -> float:
     return 1.0 if cqm.vartype(v) is dimod.BINARY else float(cqm.upper_bound(v) - cqm.lower_bound(v))

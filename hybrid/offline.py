@@ -161,7 +161,7 @@ def format_result(result: ResultEnvelope, *, max_sample: int = 40) -> str:
             energy = "" if c.energy is None else f"{c.energy:g}"
             raw = "" if c.raw_best_energy is None else f"{c.raw_best_energy:g}"
             where = c.details.get("ran_in", "")
-            if c.gap is not None:
+            if c.gap is not None and c.bound is not None:
                 c = c.model_copy(update={"reason": c.reason or f"bound {c.bound:g}, gap {c.gap:.2%}"})
             lines.append(
                 f"  {c.solver:<11} {c.status:<8} {energy:>14} {raw:>14} {c.seconds:>8.3f}  {where:<14}"
