@@ -115,9 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("solver", help="run a data-center solver worker until SIGINT / SIGTERM")
     worker.add_argument("--config", "-c", type=Path, help="solver config (default: configs/datacenter.yaml)")
     worker.add_argument("--broker", type=_broker_arg, metavar="URL", help="MQTT broker, mqtt://host:port")
-    solve = sub.add_parser("solve", help="solve a BQM or job envelope from a JSON file, without a broker")
+    solve = sub.add_parser("solve", help="solve a BQM, a CQM file or a job envelope without a broker")
     solve.add_argument(
-        "problem", type=Path, help="BinaryQuadraticModel.to_serializable() JSON, or a job envelope"
+        "problem",
+        type=Path,
+        help="BinaryQuadraticModel.to_serializable() JSON, a ConstrainedQuadraticModel.to_file() file, "
+        "or a job envelope",
     )
     solve.add_argument("--solver", choices=solver_names(), help="default: the envelope's, else auto")
     solve.add_argument(

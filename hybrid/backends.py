@@ -35,6 +35,7 @@ BUILTIN = {
     "tabu": "qxedge.hybrid.solvers",
     "greedy": "qxedge.hybrid.solvers",
     "qaoa": "qxedge.hybrid.qaoa",
+    "milp": "qxedge.hybrid.milp",
 }
 
 

@@ -27,6 +27,7 @@ import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import dimod
@@ -35,9 +36,20 @@ from pydantic import ValidationError
 from qxedge.connectors.mqtt import MqttClient, Subscription
 from qxedge.hybrid.backends import Deadline, build
 from qxedge.hybrid.config import OffloadConfig as OffloadConfig
+from qxedge.hybrid.constrained import (
+    ConstrainedJob,
+    best_constrained,
+    constrained_job,
+    evaluate,
+    in_bounds,
+    solve_constrained,
+    unlabel,
+)
+from qxedge.hybrid.cqm_wire import encode_cqm
 from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.solvers import SaConfig
 from qxedge.hybrid.wire import (
+    Candidate,
     JobEnvelope,
     ResultEnvelope,
     SolverName,
@@ -61,6 +73,8 @@ class Decision:
     seconds: float
     reason: str | None = None
     result: ResultEnvelope | None = None
+    feasible: bool | None = None  # cqm jobs: whether the sample meets every constraint
+    objective: float | None = None  # cqm jobs: the objective's value at the sample
 
 
 RESULTS_PER_JOB = 64  # results held for one job while it is being waited for; more are refused
@@ -148,6 +162,46 @@ class OffloadClient:
         solver: SolverName | None = None,
         meta: dict[str, Any] | None = None,
     ) -> Decision:
+        problem = bqm.to_serializable(use_bytes=False)
+        job_id, deadline_at, started, decision, reason = await self._offload(
+            "bqm", problem, deadline_ms, solver, meta, partial(self._accept, bqm)
+        )
+        if decision is not None:
+            return decision
+        return await self._fall_back(bqm, job_id, deadline_at, started, reason)
+
+    async def solve_cqm(
+        self,
+        cqm: dimod.ConstrainedQuadraticModel,
+        *,
+        deadline_ms: int | None = None,
+        solver: SolverName | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Decision:
+        """:meth:`solve` for a constrained model (a ``cqm`` job): the decision also says whether its
+        sample is ``feasible`` and its ``objective`` (``energy`` is the objective too). A result is used
+        only if its sample fits the model's variables and bounds and its objective and feasibility are
+        what the model says of it. The local fallback is HiGHS (:mod:`hybrid.milp`), which proves the
+        plant problems in milliseconds; when the model is not linearisable or HiGHS finds nothing in the
+        time kept, the penalty route's greedy descent, repaired against the constraints."""
+        job_id, deadline_at, started, decision, reason = await self._offload(
+            "cqm", encode_cqm(cqm), deadline_ms, solver, meta, partial(self._accept_cqm, cqm)
+        )
+        if decision is not None:
+            return decision
+        return await self._fall_back_cqm(cqm, job_id, deadline_at, started, reason)
+
+    async def _offload(
+        self,
+        kind: Literal["bqm", "cqm"],
+        problem: dict[str, Any],
+        deadline_ms: int | None,
+        solver: SolverName | None,
+        meta: dict[str, Any] | None,
+        accept: Callable[[str, ResultEnvelope, float], tuple[Decision | None, str]],
+    ) -> tuple[str, float, float, Decision | None, str]:
+        """Send a job and wait for a valid result until the fallback must start: (job id, deadline,
+        monotonic start, the decision or None, why there is none)."""
         cfg = self.config
         started = time.monotonic()
         submitted = time.time()
@@ -157,7 +211,8 @@ class OffloadClient:
             v=1,
             job_id=job_id,
             site=self.site,
-            problem=bqm.to_serializable(use_bytes=False),
+            kind=kind,
+            problem=problem,
             deadline_ms=deadline_ms or cfg.deadline_ms,
             submitted_at=submitted,
             solver=solver or cfg.solver,
@@ -177,10 +232,10 @@ class OffloadClient:
                 while True:  # the first result does not decide: a forged one must not end the wait
                     topic, result = await results.get()
                     self.stats["results"] += 1
-                    decision, refused = self._accept(bqm, topic, result, started)
+                    decision, refused = accept(topic, result, started)
                     if decision is not None:
                         self._finish(job_id, answered=True)
-                        return decision
+                        return job_id, deadline_at, started, decision, ""
         except TimeoutError:
             self._finish(job_id, answered=False)
         finally:
@@ -189,7 +244,7 @@ class OffloadClient:
             reason = f"no valid result from the data center in time (refused: {refused})"
         else:
             reason = "no result from the data center in time" if self.mqtt.connected else "broker unreachable"
-        return await self._fall_back(bqm, job_id, deadline_at, started, reason)
+        return job_id, deadline_at, started, None, reason
 
     def deadline_of(self, job_id: str) -> float | None:
         """The deadline of a job this client sent (among the last 10,000), else None."""
@@ -221,6 +276,65 @@ class OffloadClient:
             time.monotonic() - started,
             result=result,
         ), ""
+
+    def _accept_cqm(
+        self, cqm: dimod.ConstrainedQuadraticModel, topic: str, result: ResultEnvelope, started: float
+    ) -> tuple[Decision | None, str]:
+        """:meth:`_accept` for a ``cqm`` job (:func:`check_cqm_result`)."""
+        counter, reason = check_cqm_result(cqm, result)
+        if reason:
+            self._refuse(counter, topic, result.job_id, reason)
+            return None, reason
+        assert result.sample is not None and result.objective is not None  # checked
+        self.wins[result.solver or "?"] += 1
+        return Decision(
+            result.job_id or "",
+            unlabel(cqm, result.sample),
+            result.objective,
+            result.solver or "?",
+            "datacenter",
+            time.monotonic() - started,
+            result=result,
+            feasible=result.feasible,
+            objective=result.objective,
+        ), ""
+
+    async def _fall_back_cqm(
+        self,
+        cqm: dimod.ConstrainedQuadraticModel,
+        job_id: str,
+        deadline_at: float,
+        started: float,
+        reason: str,
+    ) -> Decision:
+        """HiGHS in the search thread (the greedy penalty route at once when it is busy)."""
+        self.stats["fallbacks"] += 1
+        budget_end = Deadline(min(deadline_at - 0.01, time.time() + 0.8 * self.config.fallback_ms / 1000))
+        if self._searching:
+            candidate = local_cqm(cqm, budget_end, self._solvers, milp=False)
+            self.stats["greedy_fallbacks"] += 1
+        else:
+            self._searching = True
+            try:
+                loop = asyncio.get_running_loop()
+                candidate = await loop.run_in_executor(
+                    self._search_thread, local_cqm, cqm, budget_end, self._solvers
+                )
+            finally:
+                self._searching = False
+        log.info("job %s: local %s fallback (%s)", job_id, candidate.solver, reason)
+        self.wins[f"local-{candidate.solver}"] += 1
+        return Decision(
+            job_id,
+            unlabel(cqm, candidate.sample or {}),
+            candidate.objective or 0.0,
+            candidate.solver,
+            "fallback",
+            time.monotonic() - started,
+            reason,
+            feasible=candidate.feasible,
+            objective=candidate.objective,
+        )
 
     async def _fall_back(
         self, bqm: dimod.BinaryQuadraticModel, job_id: str, deadline_at: float, started: float, reason: str
@@ -269,3 +383,44 @@ def check_result(bqm: dimod.BinaryQuadraticModel, result: ResultEnvelope) -> tup
     if not math.isfinite(result.energy) or abs(energy - result.energy) > 1e-6 * max(1.0, abs(energy)):
         return "invalid_results", f"the result's energy {result.energy} does not match its sample ({energy})"
     return "", ""
+
+
+def check_cqm_result(cqm: dimod.ConstrainedQuadraticModel, result: ResultEnvelope) -> tuple[str, str]:
+    """:func:`check_result` for a ``cqm`` job: the sample fits the model's variables and bounds, and its
+    ``objective`` (and ``energy``) and ``feasible`` are what the model says of it. Never raises."""
+    if result.status != "ok" or result.sample is None or result.objective is None or result.feasible is None:
+        return f"result_{result.status}", f"data center answered {result.status}: {result.reason}"
+    if set(result.sample) != {str(v) for v in cqm.variables}:
+        return "invalid_results", "the result's sample does not fit the job's variables"
+    sample = unlabel(cqm, result.sample)
+    if not in_bounds(cqm, sample):
+        return "invalid_results", "the result's sample is outside the job's variable bounds"
+    feasible, objective = evaluate(cqm, sample)
+    claimed = [result.objective] + ([] if result.energy is None else [result.energy])
+    if any(not math.isfinite(c) or abs(objective - c) > 1e-6 * max(1.0, abs(objective)) for c in claimed):
+        return (
+            "invalid_results",
+            f"the result's objective {result.objective} does not match its sample ({objective})",
+        )
+    if feasible != result.feasible:
+        return (
+            "invalid_results",
+            f"the result says feasible={result.feasible}, its sample is feasible={feasible}",
+        )
+    return "", ""
+
+
+def local_cqm(
+    cqm: dimod.ConstrainedQuadraticModel, deadline: Deadline, solvers: SolversConfig, *, milp: bool = True
+) -> Candidate:
+    """The agent's own answer to a ``cqm`` job: HiGHS first (``milp``), else or then the penalty
+    route's greedy descent, repaired; the better of what they found."""
+    found = []
+    if milp:
+        found.append(solve_constrained("milp", solvers, ConstrainedJob(cqm, None), deadline))
+        if found[-1].details.get("optimal"):
+            return found[-1]
+    job = constrained_job(cqm, solvers.penalty_max_interactions)
+    found.append(solve_constrained("greedy", solvers, job, deadline))
+    best = best_constrained(found)
+    return best if best is not None else found[-1]

@@ -1,4 +1,5 @@
-"""Config models of the hybrid layer that the agent's config embeds, without the solvers behind them.
+"""Config models of the hybrid layer that the agent's config embeds, without the solvers behind them
+(and the ``milp`` backend's, which the agent's local fallback for ``cqm`` jobs uses).
 
 Pydantic only: loading an agent config imports neither dimod nor PennyLane.
 """
@@ -22,3 +23,11 @@ class OffloadConfig(BaseModel):
     solver: SolverName = "auto"
     fallback: Literal["tabu", "sa"] = "tabu"
     fallback_ms: int = Field(250, ge=10, description="kept at the end of the deadline for the local fallback")
+
+
+class MilpConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_variables: int = Field(100_000, ge=1, description="variables of the linearised model (with products)")
+    threads: int = Field(1, ge=1, le=64, description="HiGHS threads (one per solver process)")
+    mip_rel_gap: float = Field(0.0, ge=0, description="stop at this relative gap; 0: prove the optimum")
+    mip_abs_gap: float = Field(1e-6, ge=0, description="and at this absolute gap")

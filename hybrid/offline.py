@@ -1,28 +1,34 @@
-"""``qxedge solve PROBLEM.json``: the portfolio on one problem, without a broker.
+"""``qxedge solve PROBLEM``: the portfolio on one problem, without a broker.
 
-PROBLEM.json is a bare ``BinaryQuadraticModel.to_serializable(use_bytes=False)`` or a whole job
-envelope; it goes through the same validation as a job off the wire, with one difference: a file is
-not a broker message, so ``limits.max_payload_bytes`` does not apply, ``limits.max_file_bytes`` does
-(the model itself stays within ``limits.max_model_bytes``). A complete model of 2000 variables (~50 MB
-of JSON) is solved here though it cannot travel in one 8.5 MB MQTT packet. Then the solver processes
-start and warm up what the job needs (none when it is settled in-process), and only then does the
-deadline's clock start: no process starts inside the deadline. The result's ``timings`` say what
-reading and validating the file took (``read_ms``) and the warm-up (``warmup_ms``), each candidate's
-``ran_in`` where it ran: in-process, a solver process or a thread.
+PROBLEM is a bare ``BinaryQuadraticModel.to_serializable(use_bytes=False)`` JSON, a whole job envelope
+(kind ``bqm`` or ``cqm``), or a file written by dimod's ``ConstrainedQuadraticModel.to_file()`` (a
+``cqm`` job, recognised by its ``DIMODCQM`` magic); it goes through the same validation as a job off the
+wire, with one difference: a file is not a broker message, so ``limits.max_payload_bytes`` does not
+apply, ``limits.max_file_bytes`` does (the model itself stays within ``limits.max_model_bytes``). A
+complete model of 2000 variables (~50 MB of JSON) is solved here though it cannot travel in one 8.5 MB
+MQTT packet. Then the solver processes start and warm up what the job needs (none when it is settled in-
+process), and only then does the deadline's clock start: no process starts inside the deadline. The
+result's ``timings`` say what reading and validating the file took (``read_ms``) and the warm-up
+(``warmup_ms``), each candidate's ``ran_in`` where it ran: in-process, a solver process or a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import stat
 import time
 import uuid
 from pathlib import Path
+from typing import Any, Literal
 
+from qxedge.hybrid.cqm_wire import CQM_TYPE, is_cqm_file, read_cqm
 from qxedge.hybrid.portfolio import Portfolio
 from qxedge.hybrid.service import DataCenterConfig, answer
 from qxedge.hybrid.wire import (
+    AnyJob,
+    CqmJob,
     Job,
     JobEnvelope,
     JobRejected,
@@ -36,7 +42,7 @@ from qxedge.hybrid.wire import (
 DEFAULT_DEADLINE_MS = 2000
 
 
-def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms: int | None) -> Job:
+def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms: int | None) -> AnyJob:
     """The file as a job submitted once it has been read and validated; JobRejected with the reason
     when it is not acceptable."""
     limits = cfg.limits
@@ -58,6 +64,11 @@ def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms:
         raise JobRejected(f"cannot read {path}: {exc.strerror or exc}") from exc
     if len(raw) > limit:
         raise too_large
+    if is_cqm_file(raw):
+        cqm = read_cqm(raw, cfg.limits)
+        del raw
+        env = _local_envelope({"type": CQM_TYPE, "encoding": "file"}, "cqm", solver, deadline_ms)
+        return CqmJob(env, cqm, env.submitted_at)
     doc = parse_json(raw, what=str(path))
     del raw
     if isinstance(doc, dict) and "problem" in doc and "v" in doc:
@@ -70,23 +81,30 @@ def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms:
                 "deadline_ms": deadline_ms or job.envelope.deadline_ms,
             }
         )
-        return Job(env, job.bqm, now)
+        return dataclasses.replace(job, envelope=env, received_at=now)
     if not isinstance(doc, dict):
-        raise JobRejected(f"{path}: expected a serialised BQM or a job envelope (a JSON object)")
+        raise JobRejected(f"{path}: expected a serialised BQM, a job envelope (a JSON object) or a CQM file")
     bqm = decode_bqm(doc, cfg.limits)
-    now = time.time()
+    env = _local_envelope(doc, "bqm", solver, deadline_ms)
+    return Job(env, bqm, env.submitted_at)
+
+
+def _local_envelope(
+    problem: dict[str, Any], kind: Literal["bqm", "cqm"], solver: str | None, deadline_ms: int | None
+) -> JobEnvelope:
+    """The envelope of a bare model read from a file, submitted now."""
     job_id = str(uuid.uuid4())
-    env = JobEnvelope(
+    return JobEnvelope(
         v=1,
         job_id=job_id,
         site="local",
-        problem=doc,
+        kind=kind,
+        problem=problem,
         deadline_ms=deadline_ms or DEFAULT_DEADLINE_MS,
-        submitted_at=now,
+        submitted_at=time.time(),
         solver=solver or "auto",
         reply_to=results_topic("local", job_id),
     )
-    return Job(env, bqm, now)
 
 
 async def solve_file(
@@ -104,10 +122,14 @@ async def solve_file(
     read = _read_ms(started)
     portfolio = Portfolio(cfg.solvers)
     try:
-        needed = portfolio.in_processes(job.envelope.solver, job.bqm.num_variables)
+        if isinstance(job, CqmJob):
+            needed = portfolio.cqm_in_processes(job.envelope.solver)
+        else:
+            needed = portfolio.in_processes(job.envelope.solver, job.bqm.num_variables)
         warmup_s = await asyncio.to_thread(portfolio.warm_up, needed) if needed else 0.0
         now = time.time()  # the clock starts now, the processes warm
-        job = Job(job.envelope.model_copy(update={"submitted_at": now}), job.bqm, now)
+        envelope = job.envelope.model_copy(update={"submitted_at": now})
+        job = dataclasses.replace(job, envelope=envelope, received_at=now)
         result = await answer(portfolio, job, "local")
         if needed:
             read["warmup_ms"] = round(warmup_s * 1000, 3)
@@ -127,6 +149,8 @@ def format_result(result: ResultEnvelope, *, max_sample: int = 40) -> str:
             f"best energy: {result.energy:g} by {result.solver} in {result.timings.get('solve_ms', 0):.0f} ms"
             + ("" if result.raw_energy is None else f" (raw best {result.raw_energy:g})")
         )
+    if result.feasible is not None:
+        lines.append(f"feasible: {'yes' if result.feasible else 'NO'}, objective {result.objective:g}")
     if "warmup_ms" in result.timings:
         lines.append(f"solver processes warmed up in {result.timings['warmup_ms']:.0f} ms, before the clock")
     if result.candidates:
@@ -138,6 +162,8 @@ def format_result(result: ResultEnvelope, *, max_sample: int = 40) -> str:
             energy = "" if c.energy is None else f"{c.energy:g}"
             raw = "" if c.raw_best_energy is None else f"{c.raw_best_energy:g}"
             where = c.details.get("ran_in", "")
+            if c.gap is not None and c.bound is not None:
+                c = c.model_copy(update={"reason": c.reason or f"bound {c.bound:g}, gap {c.gap:.2%}"})
             lines.append(
                 f"  {c.solver:<11} {c.status:<8} {energy:>14} {raw:>14} {c.seconds:>8.3f}  {where:<14}"
                 f"  {c.reason or ''}".rstrip()

@@ -29,6 +29,7 @@ from qxedge.hybrid.backends import Deadline, SolverFactory, backend_names, build
 if TYPE_CHECKING:
     import dimod
 
+    from qxedge.hybrid.constrained import ConstrainedJob
     from qxedge.hybrid.portfolio import SolversConfig
     from qxedge.hybrid.wire import Candidate
 
@@ -280,6 +281,7 @@ def ship_seconds(variables: int, interactions: int) -> float:
     return 0.002 + 1e-6 * variables + 100e-9 * interactions
 
 
-def pickled(bqm: dimod.BinaryQuadraticModel) -> bytes:
-    """The model as every process of one job receives it (pickled once per job)."""
+def pickled(bqm: dimod.BinaryQuadraticModel | ConstrainedJob) -> bytes:
+    """The model (a BQM, or a ``cqm`` job's bundle) as every process of one job receives it (pickled
+    once per job)."""
     return pickle.dumps(bqm, protocol=pickle.HIGHEST_PROTOCOL)

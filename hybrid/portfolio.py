@@ -26,6 +26,8 @@ import dimod
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from qxedge.hybrid.backends import Deadline, backend_names, build, known_backend
+from qxedge.hybrid.config import MilpConfig
+from qxedge.hybrid.constrained import ConstrainedJob, best_constrained, constrained_job, solve_constrained
 from qxedge.hybrid.pool import NEVER, SolverPool, pickled, ship_seconds
 from qxedge.hybrid.qaoa import QaoaConfig
 from qxedge.hybrid.solvers import ExactConfig, SaConfig, TabuConfig
@@ -43,8 +45,17 @@ class SolversConfig(BaseModel):
     sa: SaConfig = Field(default_factory=SaConfig)
     tabu: TabuConfig = Field(default_factory=TabuConfig)
     qaoa: QaoaConfig = Field(default_factory=QaoaConfig)
+    milp: MilpConfig = Field(default_factory=MilpConfig)
     auto: list[BackendName] = Field(
         ["exact", "tabu", "qaoa", "sa"], min_length=1, description="order of submission"
+    )
+    cqm_auto: list[BackendName] = Field(
+        ["milp", "exact", "tabu", "sa", "qaoa"],
+        min_length=1,
+        description="cqm jobs: order of submission (milp on the CQM, the others by the penalty route)",
+    )
+    penalty_max_interactions: int = Field(
+        2_000_000, ge=0, description="cqm jobs: a larger penalty BQM is not built (the route is refused)"
     )
     workers: int = Field(2, ge=0, le=256, description="solver processes; 0 runs solvers in threads")
     exact_first_max: int = Field(
@@ -62,13 +73,19 @@ class SolversConfig(BaseModel):
 
 
 def run_solver(
-    name: str, cfg: SolversConfig, bqm: dimod.BinaryQuadraticModel, deadline: Deadline | float
+    name: str,
+    cfg: SolversConfig,
+    bqm: dimod.BinaryQuadraticModel | ConstrainedJob,
+    deadline: Deadline | float,
 ) -> Candidate:
-    """Run one solver (in a pool process); errors become an ``error`` candidate, never an exception."""
+    """Run one solver (in a pool process) on a BQM or a ``cqm`` job (:mod:`hybrid.constrained`); errors
+    become an ``error`` candidate, never an exception."""
     started = time.monotonic()
     if not isinstance(deadline, Deadline):
         deadline = Deadline(deadline)
     try:
+        if isinstance(bqm, ConstrainedJob):
+            return solve_constrained(name, cfg, bqm, deadline)
         return build(name, cfg).solve(bqm, deadline)
     except Exception as exc:  # a solver bug or a device failure must not take the worker down
         return Candidate(
@@ -222,8 +239,56 @@ class Portfolio:
             hopeless.append(Candidate(solver=name, status="timeout", reason=why, seconds=0.0))
         return kept, hopeless
 
+    def plan_cqm(self, solver: str, job: ConstrainedJob) -> tuple[list[str], list[Candidate]]:
+        """The solvers to run for ``solver`` on a ``cqm`` job, and the refused ones as candidates:
+        ``milp`` when the model is linearisable, the others when the penalty BQM suits them."""
+        names = list(dict.fromkeys(self.config.cqm_auto)) if solver == "auto" else [solver]
+        run, refused = [], []
+        for name in names:
+            if name == "milp":
+                from qxedge.hybrid.milp import refuses as milp_refuses  # registers milp (BUILTIN order)
+
+                why = milp_refuses(job.cqm, self.config.milp)
+            elif job.penalty is None:
+                why = job.why_no_penalty
+            else:
+                why = self.config.eligible(name, job.penalty.bqm.num_variables)
+                why = None if why is None else f"penalty BQM: {why}"
+            if why is None:
+                run.append(name)
+            else:
+                refused.append(Candidate(solver=name, status="refused", reason=why))
+        return run, refused
+
+    def cqm_in_processes(self, solver: str) -> list[str]:
+        """The backends a ``cqm`` job naming ``solver`` may run in solver processes (to warm)."""
+        names = self.config.cqm_auto if solver == "auto" else [solver]
+        return [name for name in dict.fromkeys(names) if name != FLOOR]
+
+    async def solve_cqm(
+        self,
+        cqm: dimod.ConstrainedQuadraticModel,
+        solver: str,
+        deadline_at: float,
+        cut: JobCut | None = None,
+    ) -> tuple[Candidate | None, list[Candidate]]:
+        """A ``cqm`` job: ``milp`` and the penalty route's backends in the solver processes, the floor
+        (the penalty route's greedy, repaired) in-process; the best feasible answer by the deadline
+        (:func:`~qxedge.hybrid.constrained.best_constrained`); a proven optimum ends it."""
+        left = max(0.0, deadline_at - time.time())
+        collect_by = deadline_at - min(self.config.margin_ms / 1000, left / 10)
+        due = Deadline(collect_by - min(self.config.handback_ms / 1000, left / 20))
+        job = await asyncio.to_thread(constrained_job, cqm, self.config.penalty_max_interactions)
+        names, candidates = self.plan_cqm(solver, job)
+        running, skipped = await self._start(names, job, due.due)
+        floor = await asyncio.to_thread(run_solver, FLOOR, self.config, job, due)
+        candidates.append(_where(floor, "in-process"))
+        candidates += skipped
+        candidates += await self._collect(running, collect_by, cut)
+        return best_constrained(candidates), candidates
+
     async def _start(
-        self, names: list[str], bqm: dimod.BinaryQuadraticModel, due: float
+        self, names: list[str], bqm: dimod.BinaryQuadraticModel | ConstrainedJob, due: float
     ) -> tuple[list[_Running], list[Candidate]]:
         if not names:
             return [], []

@@ -45,8 +45,9 @@ from qxedge.hybrid.metrics import SolverMetrics
 from qxedge.hybrid.portfolio import JobCut, Portfolio, SolversConfig
 from qxedge.hybrid.wire import (
     BIG_PAYLOAD_BYTES,
+    AnyJob,
+    CqmJob,
     DecodeRate,
-    Job,
     JobLimits,
     JobRejected,
     ResultEnvelope,
@@ -103,8 +104,9 @@ class DataCenterConfig(BaseModel):
     fair_share: FairShareConfig = Field(default_factory=FairShareConfig)
 
 
-async def answer(portfolio: Portfolio, job: Job, worker: str, cut: JobCut | None = None) -> ResultEnvelope:
-    """Solve ``job`` by its deadline (or by a ``cut``, the worker's fair share) and build its result."""
+async def answer(portfolio: Portfolio, job: AnyJob, worker: str, cut: JobCut | None = None) -> ResultEnvelope:
+    """Solve ``job`` by its deadline (or by a ``cut``, the worker's fair share) and build its result; a
+    ``cqm`` job's result also says whether its sample is ``feasible`` and its ``objective``."""
     env = job.envelope
     started = time.time()
     timings = {"queued_ms": round((started - job.received_at) * 1000, 3)}
@@ -116,7 +118,10 @@ async def answer(portfolio: Portfolio, job: Job, worker: str, cut: JobCut | None
             timings=timings,
             worker=worker,
         )
-    best, candidates = await portfolio.solve(job.bqm, env.solver, job.deadline_at, cut)
+    if isinstance(job, CqmJob):
+        best, candidates = await portfolio.solve_cqm(job.cqm, env.solver, job.deadline_at, cut)
+    else:
+        best, candidates = await portfolio.solve(job.bqm, env.solver, job.deadline_at, cut)
     timings["solve_ms"] = round((time.time() - started) * 1000, 3)
     if best is None:
         why = "; ".join(f"{c.solver}: {c.status} ({c.reason})" for c in candidates)
@@ -129,10 +134,13 @@ async def answer(portfolio: Portfolio, job: Job, worker: str, cut: JobCut | None
             worker=worker,
         )
     late = time.time() > job.deadline_at
+    reason = "the answer is ready after the deadline" if late else cut.reason if cut else None
+    if best.feasible is False:
+        reason = "; ".join(filter(None, ["no feasible sample found by the deadline", reason]))
     return ResultEnvelope(
         job_id=env.job_id,
         status="late" if late else "ok",
-        reason="the answer is ready after the deadline" if late else cut.reason if cut else None,
+        reason=reason,
         sample=best.sample,
         energy=best.energy,
         raw_energy=best.raw_best_energy,
@@ -140,6 +148,8 @@ async def answer(portfolio: Portfolio, job: Job, worker: str, cut: JobCut | None
         candidates=candidates,
         timings=timings,
         worker=worker,
+        feasible=best.feasible,
+        objective=best.objective,
     )
 
 
@@ -160,7 +170,7 @@ class SolverService:
         self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._inflight: set[tuple[str, str]] = set()  # queued or solving
         self._load: Counter[str] = Counter()  # jobs queued or solving, per site
-        self._queues: dict[str, deque[tuple[tuple[str, str], Job]]] = {}
+        self._queues: dict[str, deque[tuple[tuple[str, str], AnyJob]]] = {}
         self._turn: deque[str] = deque()  # sites with queued jobs, least recent solver-seconds first
         self._queued = asyncio.Event()
         self._cache_bytes = 0
@@ -327,7 +337,7 @@ class SolverService:
     def _slice_s(self) -> float:
         return self.config.fair_share.slice_ms / 1000
 
-    async def _solve(self, mqtt: MqttClient, key: tuple[str, str], job: Job) -> None:
+    async def _solve(self, mqtt: MqttClient, key: tuple[str, str], job: AnyJob) -> None:
         run = self._running[key] = _Running(key[0], time.time(), JobCut())
         try:
             try:

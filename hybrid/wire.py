@@ -109,6 +109,13 @@ class JobLimits(BaseModel):
         description="`qxedge solve FILE`: the largest file read (a file is not a broker message); "
         "parsing its JSON takes 5 to 8 times its size in memory",
     )
+    max_constraints: int = Field(10_000, ge=0, description="cqm jobs: constraints of one model")
+    max_unpacked_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="cqm jobs: the model's file once unzipped, all its members together (a zip bomb "
+        "stops here: each member is read with this limit)",
+    )
     min_deadline_ms: int = Field(10, ge=1)
     max_deadline_ms: int = Field(600_000, ge=1)
     max_jobs_in_flight_per_site: int = Field(100, ge=1, description="queued or solving, per worker")
@@ -125,7 +132,7 @@ class JobEnvelope(BaseModel):
     v: int
     job_id: str = Field(pattern=_ID)
     site: str = Field(pattern=_SITE)
-    kind: Literal["bqm"] = "bqm"
+    kind: Literal["bqm", "cqm"] = "bqm"
     problem: dict[str, Any]
     deadline_ms: int = Field(gt=0)
     submitted_at: float
@@ -146,6 +153,10 @@ class Candidate(BaseModel):
     reason: str | None = None
     sample: dict[str, int] | None = Field(None, exclude=True)  # kept out of the listing
     details: dict[str, Any] = Field(default_factory=dict)
+    feasible: bool | None = Field(None, description="cqm jobs: whether the sample meets every constraint")
+    objective: float | None = Field(None, description="cqm jobs: the objective's value at the sample")
+    bound: float | None = Field(None, description="milp: the proven lower bound on the objective")
+    gap: float | None = Field(None, description="milp: (objective - bound) / |objective|, 0 when proven")
 
 
 class ResultEnvelope(BaseModel):
@@ -161,6 +172,8 @@ class ResultEnvelope(BaseModel):
     candidates: list[Candidate] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     worker: str | None = None
+    feasible: bool | None = Field(None, description="cqm jobs: whether the sample meets every constraint")
+    objective: float | None = Field(None, description="cqm jobs: the objective's value at the sample")
 
     def payload(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
@@ -176,7 +189,28 @@ class Job:
     def deadline_at(self) -> float:
         """Epoch seconds by which the answer must be back. Clocks are assumed NTP-synchronised; a job
         stamped in the future (a clock ahead) counts from its arrival, so its deadline cannot stretch."""
-        return min(self.envelope.submitted_at, self.received_at) + self.envelope.deadline_ms / 1000.0
+        return _deadline_at(self.envelope, self.received_at)
+
+
+def _deadline_at(envelope: JobEnvelope, received_at: float) -> float:
+    return min(envelope.submitted_at, received_at) + envelope.deadline_ms / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class CqmJob:
+    """A ``cqm`` job: its model is dimod's ConstrainedQuadraticModel (:mod:`hybrid.cqm_wire`)."""
+
+    envelope: JobEnvelope
+    cqm: dimod.ConstrainedQuadraticModel
+    received_at: float
+
+    @property
+    def deadline_at(self) -> float:
+        """As :attr:`Job.deadline_at`."""
+        return _deadline_at(self.envelope, self.received_at)
+
+
+AnyJob = Job | CqmJob
 
 
 def sized_payload(result: ResultEnvelope, max_bytes: int) -> tuple[ResultEnvelope, bytes]:
@@ -462,7 +496,7 @@ def decode_bqm(problem: Any, limits: JobLimits) -> dimod.BinaryQuadraticModel:
 
 def decode_job(
     payload: bytes, limits: JobLimits, *, topic_site: str | None = None, rate: DecodeRate | None = None
-) -> Job:
+) -> AnyJob:
     """Validate a job payload off the wire; raise JobRejected (with the job id when it could be read).
     With a ``rate``, a large payload that could not even be parsed before its deadline is refused at
     once (an answer after the deadline is of no use: the agent has decided by then), and the time each
@@ -505,7 +539,7 @@ def parse_json(data: bytes, job_id: str | None = None, what: str = "the job") ->
 
 def decode_document(
     doc: Any, limits: JobLimits, *, topic_site: str | None = None, received_at: float | None = None
-) -> Job:
+) -> AnyJob:
     """Validate a job already parsed from JSON (``qxedge solve`` reads files larger than any message);
     ``received_at`` (epoch seconds, default now) is when it arrived. Raise JobRejected, with the job id
     when it could be read."""
@@ -541,6 +575,13 @@ def decode_document(
         )
     if not math.isfinite(env.submitted_at) or env.submitted_at <= 0:
         raise JobRejected("submitted_at must be epoch seconds", job_id)
+    if env.kind == "cqm":
+        from qxedge.hybrid.cqm_wire import decode_cqm
+
+        try:
+            return CqmJob(env, decode_cqm(env.problem, limits), received)
+        except JobRejected as exc:
+            raise JobRejected(str(exc), job_id) from None
     try:
         bqm = decode_bqm(env.problem, limits)
     except JobRejected as exc:

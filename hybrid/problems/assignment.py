@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import dimod
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from qxedge.hybrid.cqm_wire import empty_cqm
 from qxedge.hybrid.problems._penalty import penalty_weight
 
 Plan = dict[str, str | None]  # job -> machine (None: unassigned)
@@ -69,6 +70,33 @@ def build(p: Assignment) -> dimod.BinaryQuadraticModel:
                 ub=p.capacity[b],
             )
     return bqm
+
+
+def build_cqm(p: Assignment) -> dimod.ConstrainedQuadraticModel:
+    """The same problem as a constrained model: processing and setup costs as the (quadratic)
+    objective, one machine per job (``one@{job}``, ==) and each machine's capacity (``cap@{machine}``,
+    <=) as explicit constraints."""
+    cqm = empty_cqm()
+    for j in p.jobs:
+        for m in p.machines:
+            cqm.add_variable("BINARY", var(j, m))
+    terms: list[tuple[str, float] | tuple[str, str, float]] = [
+        (var(j, m), p.processing[a][b]) for a, j in enumerate(p.jobs) for b, m in enumerate(p.machines)
+    ]
+    terms += [
+        (var(j, m), var(k, m), p.setup[a][c] + p.setup[c][a])
+        for (a, j), (c, k) in itertools.combinations(enumerate(p.jobs), 2)
+        for m in p.machines
+        if p.setup[a][c] + p.setup[c][a]
+    ]
+    cqm.set_objective(terms)
+    for j in p.jobs:
+        cqm.add_constraint_from_iterable([(var(j, m), 1) for m in p.machines], "==", 1, label=f"one@{j}")
+    for b, m in enumerate(p.machines):
+        cqm.add_constraint_from_iterable(
+            [(var(j, m), 1) for j in p.jobs], "<=", p.capacity[b], label=f"cap@{m}"
+        )
+    return cqm
 
 
 def decode(p: Assignment, sample: Mapping[str, int]) -> Plan:

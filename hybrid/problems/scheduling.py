@@ -4,7 +4,8 @@ Assets have a rated power, a required number of run slots and the window of slot
 (a production order released at ``earliest``, due before ``latest``); each slot has a contracted peak
 cap and a time-of-use price. Minimise the energy cost, meet every asset's runs exactly, stay under the
 cap in every slot. x[a@t] = 1 when asset a runs in slot t; only slots in the asset's window get a
-variable.
+variable. :func:`build` writes the constraints as penalties (a BQM, for QUBO-only backends);
+:func:`build_cqm` keeps them as constraints (a CQM: the ``milp`` backend proves its optimum).
 
     minimise  sum_a,t price_t * hours * kW_a * x[a@t]
     subject   sum_t x[a@t] = runs_a                 (equality, penalty A)
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 import dimod
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from qxedge.hybrid.cqm_wire import empty_cqm
 from qxedge.hybrid.problems._penalty import penalty_weight
 
 Plan = dict[str, list[int]]  # asset -> the slots it runs in
@@ -103,6 +105,27 @@ def build(p: LoadSchedule) -> dimod.BinaryQuadraticModel:
                 ub=p.cap_kw[t] // unit,
             )
     return bqm
+
+
+def build_cqm(p: LoadSchedule) -> dimod.ConstrainedQuadraticModel:
+    """The same problem as a constrained model: the energy cost as the objective, each asset's runs
+    (``runs@{asset}``, ==) and each slot's cap (``cap@{slot}``, <=) as explicit constraints."""
+    cqm = empty_cqm()
+    for a in p.assets:
+        for t in p.window(a):
+            cqm.add_variable("BINARY", var(a.name, t))
+    cqm.set_objective(
+        [(var(a.name, t), p.price[t] * p.slot_hours * a.power_kw) for a in p.assets for t in p.window(a)]
+    )
+    for a in p.assets:
+        cqm.add_constraint_from_iterable(
+            [(var(a.name, t), 1) for t in p.window(a)], "==", a.runs, label=f"runs@{a.name}"
+        )
+    for t in range(p.slots):
+        terms = [(var(a.name, t), a.power_kw) for a in p.assets if t in p.window(a)]
+        if terms:
+            cqm.add_constraint_from_iterable(terms, "<=", p.cap_kw[t], label=f"cap@{t}")
+    return cqm
 
 
 def decode(p: LoadSchedule, sample: Mapping[str, int]) -> Plan:

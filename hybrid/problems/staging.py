@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import dimod
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from qxedge.hybrid.cqm_wire import empty_cqm
 from qxedge.hybrid.problems._penalty import penalty_weight
 
 Plan = dict[str, list[int]]  # unit -> 0/1 per slot
@@ -114,6 +115,42 @@ def build(p: Staging) -> dimod.BinaryQuadraticModel:
                     if t + k < p.slots:  # stop <= 1 - y[t+k]: weight * stop * y[t+k]
                         bqm.add_quadratic(stop, y(u.name, t + k), weight)
     return bqm
+
+
+def build_cqm(p: Staging) -> dimod.ConstrainedQuadraticModel:
+    """The same problem as a constrained model, with no auxiliary variables: the running cost as the
+    objective, each slot's cover (``cover@{t}``, >=) and the minimum up and down times as linear
+    constraints on y alone (y[u@-1] is ``on_before``):
+
+        y[u@t+k] >= y[u@t] - y[u@t-1]          for 0 < k < min_up     (``up:{u}@{t}+{k}``)
+        y[u@t+k] <= 1 - (y[u@t-1] - y[u@t])    for 0 < k < min_down   (``down:{u}@{t}+{k}``)
+    """
+    cqm = empty_cqm()
+    for u in p.units:
+        for t in range(p.slots):
+            cqm.add_variable("BINARY", y(u.name, t))
+    cqm.set_objective([(y(u.name, t), u.cost) for u in p.units for t in range(p.slots)])
+    for t, demand in enumerate(p.demand_kw):
+        if demand > 0:
+            terms = [(y(u.name, t), u.capacity_kw) for u in p.units]
+            cqm.add_constraint_from_iterable(terms, ">=", demand, label=f"cover@{t}")
+    for u in p.units:
+        before = int(u.on_before)
+        for t in range(p.slots):
+            # the switch at t: y[t] - y[t-1], with y[-1] the constant on_before
+            switch: list[tuple[str, int]] = [(y(u.name, t), 1)] + ([(y(u.name, t - 1), -1)] if t else [])
+            constant = 0 if t else -before
+            for k in range(1, u.min_up):
+                if t + k < p.slots:  # y[t+k] - switch >= 0
+                    terms = [(y(u.name, t + k), 1)] + [(v, -c) for v, c in switch]
+                    cqm.add_constraint_from_iterable(terms, ">=", constant, label=f"up:{u.name}@{t}+{k}")
+            for k in range(1, u.min_down):
+                if t + k < p.slots:  # y[t+k] - switch <= 1
+                    terms = [(y(u.name, t + k), 1)] + [(v, -c) for v, c in switch]
+                    cqm.add_constraint_from_iterable(
+                        terms, "<=", 1 + constant, label=f"down:{u.name}@{t}+{k}"
+                    )
+    return cqm
 
 
 def decode(p: Staging, sample: Mapping[str, int]) -> Plan:

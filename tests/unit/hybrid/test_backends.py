@@ -53,7 +53,7 @@ def job(solver: str) -> bytes:
 
 
 def test_the_built_in_backends_are_registered() -> None:
-    assert backend_names() == ("exact", "sa", "tabu", "greedy", "qaoa")
+    assert backend_names() == ("exact", "sa", "tabu", "greedy", "qaoa", "milp")
     assert solver_names() == ("auto", *backend_names())
 
 
