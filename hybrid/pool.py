@@ -70,7 +70,8 @@ async def _readable(conn: Connection, wait_s: float) -> bool:
         if not ready.done():
             ready.set_result(None)
 
-    loop.add_reader(conn.fileno(), wake)
+    fd = conn.fileno()  # kept: the pool may close the pipe (and its fileno()) while this waits
+    loop.add_reader(fd, wake)
     try:
         async with asyncio.timeout(None if wait_s == NEVER else max(0.0, wait_s)):
             await ready
@@ -78,7 +79,7 @@ async def _readable(conn: Connection, wait_s: float) -> bool:
     except TimeoutError:
         return False
     finally:
-        loop.remove_reader(conn.fileno())
+        loop.remove_reader(fd)
 
 
 class SolverProcess:
@@ -199,6 +200,8 @@ class SolverPool:
             return candidate
 
         def settled(task: asyncio.Task[Candidate]) -> None:
+            if not self.started:  # the pool closed: its processes are gone already
+                return
             if task.cancelled():
                 self._recycle(
                     process, f"{name} still running {self.grace_s * 1000:.0f} ms after it was stopped"

@@ -102,3 +102,21 @@ async def test_a_backend_that_cannot_answer_in_time_is_not_started(portfolio: Po
     sa = next(c for c in candidates if c.solver == "sa")
     assert sa.status == "timeout" and sa.reason is not None and sa.reason.startswith("not started")
     assert pool.idle == 1  # never taken
+
+
+async def test_closing_the_pool_while_a_solver_runs_is_quiet(
+    doubles: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``qxedge solve`` closes its pool while a stopped solver may still be running: its task ends
+    cancelled when the loop shuts down, not with OSError('handle is closed'), and nothing is recycled."""
+    portfolio = Portfolio(SolversConfig(workers=1, overrun_grace_ms=60_000))
+    portfolio.warm_up()
+    await portfolio.solve(random_bqm(30, 0.3, seed=1), "stubborn", time.time() + 0.2)
+    running = [t for t in asyncio.all_tasks() if t.get_name().startswith("solver-stubborn")]
+    assert running and not any(t.done() for t in running)
+    portfolio.close()
+    for task in running:  # what asyncio.run does to the tasks left at its end
+        task.cancel()
+    ended = await asyncio.gather(*running, return_exceptions=True)
+    assert all(isinstance(e, asyncio.CancelledError) for e in ended), ended
+    assert "recycling" not in caplog.text
