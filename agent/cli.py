@@ -28,6 +28,7 @@ from qxedge import __version__
 from qxedge.agent.config import EdgeConfig, default_config_path, load_config, load_model
 from qxedge.connectors.mqtt import split_url
 from qxedge.core.errors import ConfigError, ModelError, Problem, QxError
+from qxedge.core.state import use_state_dir
 from qxedge.hybrid.backends import solver_names
 
 if TYPE_CHECKING:  # the commands import their runtime (ONNX Runtime, the solvers) when they run
@@ -232,11 +233,15 @@ def _audit(args: argparse.Namespace) -> int:
 def _datacenter(path: Path | None, broker: str | None) -> DataCenterConfig:
     from qxedge.hybrid.service import DataCenterConfig
 
-    return load_model(DataCenterConfig, path or default_config_path("datacenter.yaml"), broker_url=broker)
+    cfg = load_model(DataCenterConfig, path or default_config_path("datacenter.yaml"), broker_url=broker)
+    use_state_dir(cfg.state_dir)
+    return cfg
 
 
 def _load(path: Path | None, broker: str | None) -> EdgeConfig:
-    return load_config(path or default_config_path(), broker_url=broker)
+    cfg = load_config(path or default_config_path(), broker_url=broker)
+    use_state_dir(cfg.state_dir)  # before anything opens the audit log, the outbox, ...
+    return cfg
 
 
 def _check_models(cfg: EdgeConfig) -> list[str]:

@@ -211,6 +211,17 @@ class RuleConfig(_Strict):
 
 class EdgeConfig(_Strict):
     site: str = Field(pattern=_NAME, description="one factory / edge agent; used in every qx/v1 topic")
+    state_dir: Path | None = Field(
+        None,
+        description="the audit log, the outbox and other state (relative: to this file); default: "
+        "$XDG_STATE_HOME/qxedge. Set it so that a service and an operator's shell agree (/var/lib/qxedge)",
+    )
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(path, info)
+
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     uplink: BrokerConfig | None = Field(
         None, description="the data center's broker (telemetry, jobs, results); default: the plant broker"

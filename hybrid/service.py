@@ -36,10 +36,12 @@ import uuid
 from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient, Subscription
+from qxedge.core.config import resolve_path
 from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats
 from qxedge.hybrid.metrics import SolverMetrics
 from qxedge.hybrid.portfolio import JobCut, Portfolio, SolversConfig
@@ -93,6 +95,16 @@ class FairShareConfig(BaseModel):
 class DataCenterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     worker_id: str | None = Field(None, description="default: <hostname>-<random>")
+    state_dir: Path | None = Field(
+        None,
+        description="what the worker keeps on disk (relative: to this file); default: $XDG_STATE_HOME/qxedge",
+    )
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(path, info)
+
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     subscription: str = Field(SHARED_JOBS, description="where jobs come from")
     limits: JobLimits = Field(default_factory=JobLimits)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.core.state import use_state_dir
 from qxedge.testing import (
     EDGE_YAML,
     ROOT,
@@ -47,8 +48,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def _private_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Audit logs and other state of every test go to its own folder, never to the user's."""
+    """Audit logs and other state of every test go to its own folder, never to the user's (nor to the
+    state_dir a config loaded by an earlier test chose)."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    use_state_dir(None)
 
 
 @pytest.fixture

@@ -634,3 +634,17 @@ async def test_a_bad_checkpoint_or_key_file_is_an_error_naming_it(
     ):
         code, out, err = audit_cli(capsys, "verify", "--log", str(path), *args)
         assert code == 2 and out == "" and err.startswith(f"qxedge: error: {error}"), (args, err)
+
+
+async def test_audit_reads_the_log_in_the_configs_state_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The service and an operator's shell have different XDG_STATE_HOME (systemd's /var/lib against
+    ~/.local/state); with `state_dir` in the config, `qxedge audit --config` reads what the service wrote."""
+    service_state = tmp_path / "var-lib-qxedge"
+    config = tmp_path / "edge.yaml"
+    config.write_text("site: gumi\nstate_dir: var-lib-qxedge\n")  # relative: to the config file
+    await written(service_state / "audit-gumi.sqlite", 2)
+    code, rows, err = audit_cli(capsys, "--config", str(config), "--json")
+    assert code == 0, err
+    assert [r["asset"] for r in rows] == ["a0", "a1"]
