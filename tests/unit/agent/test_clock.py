@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -69,7 +70,7 @@ def test_daylight_saving_days_neither_skip_nor_double_an_instant(
     grid = SlotGrid(BERLIN, slot_s)
     slots = day_of_slots(grid, BERLIN, 2026, month, day)
     assert len(slots) == count
-    assert all(a.end == b.start for a, b in zip(slots, slots[1:], strict=False))  # no gap, no overlap
+    assert all(a.end == b.start for a, b in itertools.pairwise(slots))  # no gap, no overlap
     assert all(s.seconds == slot_s for s in slots)
     labels = [grid.local(s.start).strftime("%H:%M") for s in slots]
     assert sorted(hhmm for hhmm in set(labels) if labels.count(hhmm) > 1) == list(repeated)
