@@ -411,9 +411,28 @@ def _check(args: argparse.Namespace) -> int:
         f"{args.file}: ok (site {cfg.site}, {len(cfg.connectors)} connector(s), "
         f"{len(cfg.models)} model(s), {len(cfg.rules)} rule(s))"
     )
-    for line in lines:
+    for line in [*lines, *_check_planning(cfg)]:
         print(f"  {line}")
     return 0
+
+
+def _check_planning(cfg: EdgeConfig) -> list[str]:
+    """What the production plan will run on: the clock, the horizon, the orders, whether it writes."""
+    plan = cfg.planning
+    if plan is None:
+        return []
+    writes = "dry run: nothing written" if cfg.safety.dry_run else "writes setpoints"
+    lines = [
+        f"planning: {plan.mode}, {plan.slot_minutes}-minute slots on the {plan.timezone} wall clock, "
+        f"horizon {plan.horizon_slots} slots, {len(plan.orders)} order(s) in the config; {writes}"
+    ]
+    if plan.demo_clock is not None:
+        every = plan.slot_s / plan.demo_clock.speed
+        lines.append(
+            f"planning.demo_clock: qxedge demo only (a slot every {every:g} s); "
+            "qxedge run plans on the wall clock"
+        )
+    return lines
 
 
 async def _run_solver(cfg: DataCenterConfig) -> None:
