@@ -100,7 +100,8 @@ class ProductionDay:
             self.deadline_ms = min(self.deadline_ms, offload.config.deadline_ms)
         self.executed: Slot | None = None  # the last slot executed by this run
         self.history: deque[tuple[Slot, dict[str, float]]] = deque(maxlen=10_000)  # slots executed
-        self.jobs: list[PlanJob] = []
+        self.jobs: deque[PlanJob] = deque(maxlen=1000)  # the last plan jobs (the agent runs for months)
+        self.job_count = 0
         self.wins: Counter[str] = Counter()
         self.order_log: Counter[str] = Counter()  # added, changed, cancelled, duplicate, refused
         self.late = 0  # slots executed in standby because they were reached too late
@@ -214,6 +215,7 @@ class ProductionDay:
             self.late += 1
             standby = True
         self._learn(slot)
+        self.state.prune(now - KEEP_DONE_S, self.grid.tz)
         latest, scores, _ = self.inputs()
         self.planner.observe(latest)
         self.planner.held |= self.planner.held_now(scores)
@@ -306,6 +308,7 @@ class ProductionDay:
                 feasible,
             )
         )
+        self.job_count += 1
         self.wins[decision.solver] += 1
         await self.gate.record_decision(
             "offload:load-schedule",
@@ -359,7 +362,7 @@ class ProductionDay:
         return {
             "mode": self.config.mode,
             "executed": None if self.executed is None else self.grid.label(self.executed),
-            "jobs": len(self.jobs),
+            "jobs": self.job_count,
             "infeasible_samples": sum(1 for j in self.jobs if not j.feasible),
             "solver_wins": dict(self.wins),
             "job_log": [asdict(job) for job in self.jobs],  # which solver won each job

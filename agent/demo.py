@@ -232,7 +232,7 @@ def offload_summary(agent: Agent) -> dict[str, Any]:
         "fallbacks": stats["fallbacks"],
         "late": stats["late"],
         "solver_wins": dict(agent.offload.wins) if agent.offload is not None else {},
-        "plans": len(agent.day.jobs) if agent.day is not None else 0,
+        "plans": agent.day.job_count if agent.day is not None else 0,
     }
 
 
