@@ -15,11 +15,13 @@ from qxedge.core.lazy import lazy_exports
 if TYPE_CHECKING:
     from qxedge.agent.audit import AuditLog
     from qxedge.agent.cli import main
+    from qxedge.agent.clock import Clock, SlotGrid
     from qxedge.agent.config import EdgeConfig, load_config
     from qxedge.agent.day import ProductionDay
     from qxedge.agent.features import FeatureEngine, Features, FeatureWindow
     from qxedge.agent.gate import SetpointGate
     from qxedge.agent.inference import OnnxModel
+    from qxedge.agent.orders import Order
     from qxedge.agent.pipeline import Agent, AgentStats, ModelStats
     from qxedge.agent.safety import Proposal, Safety, SafetyConfig, Verdict
     from qxedge.agent.telemetry import TelemetryConfig, TelemetryPublisher
@@ -28,17 +30,20 @@ _HOME = {
     "Agent": ".pipeline",
     "AgentStats": ".pipeline",
     "AuditLog": ".audit",
+    "Clock": ".clock",
     "EdgeConfig": ".config",
     "FeatureEngine": ".features",
     "FeatureWindow": ".features",
     "Features": ".features",
     "ModelStats": ".pipeline",
     "OnnxModel": ".inference",
+    "Order": ".orders",
     "ProductionDay": ".day",
     "Proposal": ".safety",
     "Safety": ".safety",
     "SafetyConfig": ".safety",
     "SetpointGate": ".gate",
+    "SlotGrid": ".clock",
     "TelemetryConfig": ".telemetry",
     "TelemetryPublisher": ".telemetry",
     "Verdict": ".safety",
@@ -49,17 +54,20 @@ __all__ = [  # what _HOME maps, spelled out for the tools
     "Agent",
     "AgentStats",
     "AuditLog",
+    "Clock",
     "EdgeConfig",
     "FeatureEngine",
     "FeatureWindow",
     "Features",
     "ModelStats",
     "OnnxModel",
+    "Order",
     "ProductionDay",
     "Proposal",
     "Safety",
     "SafetyConfig",
     "SetpointGate",
+    "SlotGrid",
     "TelemetryConfig",
     "TelemetryPublisher",
     "Verdict",

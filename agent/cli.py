@@ -274,7 +274,9 @@ def _stop_event() -> asyncio.Event:
 async def _run_agent(cfg: EdgeConfig) -> None:
     from qxedge.agent.pipeline import Agent
 
-    agent = Agent(cfg)
+    if cfg.planning is not None and cfg.planning.demo_clock is not None:
+        say.warning("qxedge run: planning.demo_clock is for `qxedge demo` only; planning on the wall clock")
+    agent = Agent(cfg)  # a plant's clock: the wall clock, whatever the config says of the demo
     async with asyncio.TaskGroup() as tasks:
         run = tasks.create_task(agent.run(_stop_event()), name="agent")
         ready = tasks.create_task(agent.ready.wait(), name="agent-ready")
@@ -336,11 +338,12 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
         say.info(line)
 
     with demo_broker(cfg, explicit=args.broker is not None) as (cfg, how):
-        length = (
-            f"{args.duration:g} s"
-            if cfg.planning is None
-            else f"a day of {cfg.planning.slots} slots x {cfg.planning.slot_s:g} s, baseline then optimised"
-        )
+        plan, length = cfg.planning, f"{args.duration:g} s"
+        if plan is not None and plan.demo_clock is not None:
+            length = (
+                f"a day of {plan.demo_clock.slots} slots of {plan.slot_minutes} min, one every "
+                f"{plan.slot_s / plan.demo_clock.speed:g} s, baseline then optimised"
+            )
         progress(f"qxedge demo: broker {cfg.broker.url} ({how}), {length}")
         summary = await run_demo(cfg, args.duration, progress, _datacenter(None, None))
     summary["broker_source"] = how
@@ -416,9 +419,28 @@ def _check(args: argparse.Namespace) -> int:
         f"{args.file}: ok (site {cfg.site}, {len(cfg.connectors)} connector(s), "
         f"{len(cfg.models)} model(s), {len(cfg.rules)} rule(s))"
     )
-    for line in lines:
+    for line in [*lines, *_check_planning(cfg)]:
         print(f"  {line}")
     return 0
+
+
+def _check_planning(cfg: EdgeConfig) -> list[str]:
+    """What the production plan will run on: the clock, the horizon, the orders, whether it writes."""
+    plan = cfg.planning
+    if plan is None:
+        return []
+    writes = "dry run: nothing written" if cfg.safety.dry_run else "writes setpoints"
+    lines = [
+        f"planning: {plan.mode}, {plan.slot_minutes}-minute slots on the {plan.timezone} wall clock, "
+        f"horizon {plan.horizon_slots} slots, {len(plan.orders)} order(s) in the config; {writes}"
+    ]
+    if plan.demo_clock is not None:
+        every = plan.slot_s / plan.demo_clock.speed
+        lines.append(
+            f"planning.demo_clock: qxedge demo only (a slot every {every:g} s); "
+            "qxedge run plans on the wall clock"
+        )
+    return lines
 
 
 async def _run_solver(cfg: DataCenterConfig) -> None:

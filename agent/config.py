@@ -283,6 +283,14 @@ def cross_check(cfg: EdgeConfig) -> list[Problem]:
             problems.append(Problem("planning.model", f"no model named {cfg.planning.model!r}"))
         if cfg.planning.mode == "optimised" and cfg.offload is None:
             problems.append(Problem("planning", "needs an `offload:` section (deadline, solver, fallback)"))
+        if cfg.planning.demo_clock is not None and cfg.simulator is None:
+            problems.append(
+                Problem(
+                    "planning.demo_clock",
+                    "the compressed day is for the simulated plant only: it needs a `simulator:` section "
+                    "(a plant plans on the wall clock)",
+                )
+            )
         for i, order in enumerate(cfg.planning.orders):
             if cfg.safety.envelope(order.asset) is None:
                 problems.append(

@@ -2,8 +2,11 @@
 
 With a ``planning:`` section the demo runs the production day twice on the same seed: first with the
 baseline controller (every order runs as soon as it is released), then optimised (the load schedule
-rebuilt from live data every slot and offloaded). Each run is measured at the plant's meter: mean power
-per slot against the contracted peak, energy cost at the slot's price, and the runs each load really did.
+rebuilt from live data every slot and offloaded). Both run on the plant's clock compressed by
+``planning.demo_clock`` (one hour every 2.5 s), the same code a plant runs at speed 1: the agent starts
+two slots before the day's ``start``, and each run keeps its plan state in a folder of its own. Each
+run is measured at the plant's meter: mean power per slot against the contracted peak, energy cost at
+the slot's price, and the runs each load really did.
 
 Broker: ``--broker`` if given, else the config's broker when it answers, else an embedded one
 (a private mosquitto, or amqtt where there is no mosquitto binary) on a free port.
@@ -13,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+from qxedge.agent.clock import Clock, Slot
 from qxedge.agent.config import EdgeConfig
 from qxedge.agent.pipeline import Agent
 from qxedge.agent.planning import PlanningConfig
@@ -62,12 +68,18 @@ async def run_demo(
         return await run_once(cfg, duration_s, progress, datacenter)
     if cfg.offload is None:
         raise ConfigError([Problem("offload", "the demo's optimised day needs an `offload:` section")])
+    if cfg.planning.demo_clock is None:
+        problem = Problem("planning.demo_clock", "the demo's day needs a compressed clock: {speed, start}")
+        raise ConfigError([problem])
     runs = {}
     for mode in ("baseline", "optimised"):
         if progress is not None:
             progress(f"--- production day, {mode} ---")
-        planning = cfg.planning.model_copy(update={"mode": mode})
-        runs[mode] = await run_once(cfg.model_copy(update={"planning": planning}), 0, progress, datacenter)
+        with tempfile.TemporaryDirectory(prefix="qxedge-demo-plan-") as folder:  # a fresh plan state
+            state = Path(folder) / "plan.json"
+            planning = cfg.planning.model_copy(update={"mode": mode, "state_path": state})
+            run = cfg.model_copy(update={"planning": planning})
+            runs[mode] = await run_once(run, 0, progress, datacenter)
     summary = runs["optimised"]
     for mode in ("baseline", "optimised"):
         summary[mode] = runs[mode].pop("day")
@@ -84,7 +96,8 @@ async def run_once(
     """One run: for ``duration_s``, or for the production day when ``cfg.planning`` has one."""
     if cfg.simulator is None:
         raise ConfigError([Problem("simulator", "the demo needs a `simulator:` section")])
-    agent = Agent(cfg)
+    day = demo_day(cfg.planning, lead_slots=2) if cfg.planning is not None else None
+    agent = Agent(cfg, clock=day[0] if day is not None else None)
     plant = SimulatedPlant(cfg.simulator, cfg.broker, cfg.site)
     stop = asyncio.Event()
     async with plant, asyncio.TaskGroup() as tasks:
@@ -101,9 +114,12 @@ async def run_once(
         tick = 2.0 if progress is not None else 0.2
         while True:  # until the production day is done, or for duration_s without one
             left = duration_s - (time.monotonic() - started)
-            if agent.day.done.is_set() if agent.day is not None else left <= 0:
+            if day is not None:
+                clock, slots = day
+                left = clock.real(slots[-1].end) - time.time()
+            if left <= 0:
                 break
-            await asyncio.sleep(tick if agent.day is not None else min(tick, left))
+            await asyncio.sleep(min(tick, left))
             if progress is not None:
                 progress(_progress_line(time.monotonic() - started, agent, plant))
         await asyncio.sleep(cfg.window.every_s * 1.5)  # let the last readings be evaluated
@@ -145,46 +161,65 @@ async def run_once(
             if not sp.provenance.get("source", "").startswith("plan:")  # the day has its own report
         ],
     }
-    if agent.day is not None and agent.day.start is not None and cfg.planning is not None:
+    if agent.day is not None and day is not None and cfg.planning is not None:
         summary["day"] = {
-            **measure_day(cfg.planning, list(plant.model.meter), agent.day.start),
+            **measure_day(cfg.planning, list(plant.model.meter), *day),
             **agent.day.summary(),
         }
     return summary
 
 
-def measure_day(planning: PlanningConfig, meter: list[MeterSample], start: float) -> dict[str, Any]:
+def demo_day(planning: PlanningConfig, lead_slots: int) -> tuple[Clock, list[Slot]]:
+    """The demo's compressed clock, reading ``lead_slots`` slots before the day's start now, and the
+    slots of its day."""
+    demo = planning.demo_clock
+    if demo is None:
+        raise ConfigError([Problem("planning.demo_clock", "the demo's day needs a compressed clock")])
+    grid = planning.grid()
+    start = demo.start if demo.start.tzinfo is not None else demo.start.replace(tzinfo=grid.tz)
+    first = grid.slot_at(start.timestamp())
+    slots = grid.slots(first, demo.slots)
+    lead = lead_slots * planning.slot_s / demo.speed
+    return Clock(grid, demo.speed, anchor=(time.time() + lead, first.start)), slots
+
+
+def measure_day(
+    planning: PlanningConfig, meter: list[MeterSample], clock: Clock, day: list[Slot]
+) -> dict[str, Any]:
     """The day as the plant's meter saw it: per slot the mean power, its cost, the cap, the loads on."""
-    caps, prices = planning.caps(), planning.prices()
+    grid = clock.grid
     slots: list[dict[str, Any]] = []
     ran: dict[str, set[int]] = {o.asset: set() for o in planning.orders}
-    for t in range(planning.slots):
-        lo, hi = start + t * planning.slot_s, start + (t + 1) * planning.slot_s
+    for t, slot in enumerate(day):
+        lo, hi = clock.real(slot.start), clock.real(slot.end)
         samples = [m for m in meter if lo <= m.ts < hi]
         kw = sum(m.total_kw for m in samples) / len(samples) if samples else 0.0
         on = sorted(a for a in ran if 2 * sum(a in m.loads_on for m in samples) > len(samples) > 0)
         for asset in on:
-            ran[asset].add(t)
+            ran[asset].add(slot.start)
+        price = planning.tariff.price(grid.local(slot.start))
         slots.append(
             {
                 "slot": t,
+                "start": grid.label(slot),
                 "kw": round(kw, 2),
-                "cap_kw": caps[t],
-                "price": prices[t],
-                "cost": round(kw * planning.slot_hours * prices[t], 1),
+                "cap_kw": planning.cap_kw,
+                "price": price,
+                "cost": round(kw * slot.hours * price, 1),
                 "on": on,
             }
         )
-    unmet = {
-        o.asset: max(0, o.runs - sum(1 for t in ran[o.asset] if o.release <= t < planning.due(o)))
-        for o in planning.orders
-    }
+    unmet = {}
+    for o in planning.orders:
+        release, due = o.window(grid.tz)
+        inside = {s.start for s in day if s.start >= release and s.end <= due}
+        unmet[o.id] = max(0, o.runs - len(ran[o.asset] & inside))
     return {
         "energy_cost": round(sum(s["cost"] for s in slots), 1),
         "peak_kw": round(max(s["kw"] for s in slots), 2),
         "cap_violations": sum(1 for s in slots if s["kw"] > s["cap_kw"]),
         "unmet_runs": sum(unmet.values()),
-        "unmet_by_asset": {a: n for a, n in unmet.items() if n},
+        "unmet_by_order": {i: n for i, n in unmet.items() if n},
         "slots": slots,
     }
 
@@ -197,7 +232,7 @@ def offload_summary(agent: Agent) -> dict[str, Any]:
         "fallbacks": stats["fallbacks"],
         "late": stats["late"],
         "solver_wins": dict(agent.offload.wins) if agent.offload is not None else {},
-        "plans": len(agent.day.jobs) if agent.day is not None else 0,
+        "plans": agent.day.job_count if agent.day is not None else 0,
     }
 
 

@@ -39,6 +39,7 @@ from functools import partial
 from qxedge.agent._ingest import MqttIngest
 from qxedge.agent._stalls import gc_pauses, watch_lag
 from qxedge.agent.audit import AuditLog
+from qxedge.agent.clock import Clock
 from qxedge.agent.config import EdgeConfig
 from qxedge.agent.day import ProductionDay
 from qxedge.agent.decisions import DerateRule, Scored
@@ -141,7 +142,9 @@ def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
 class Agent:
     """The edge agent; ``await agent.run(stop)`` runs until ``stop`` is set or the task is cancelled."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, clock: Clock | None = None) -> None:
+        """``clock``: the plant clock of the production day (default: the wall clock in the planning
+        time zone; ``qxedge demo`` passes a compressed one)."""
         self.config = config
         self.site = config.site
         self.counts = AgentCounts()
@@ -173,7 +176,9 @@ class Agent:
         self._evaluation_s = float("inf")  # how long the last evaluation took (none yet: unknown)
         self.inline_evaluation_s = INLINE_EVALUATION_S
         self.day: ProductionDay | None = None
-        self._planned = {o.asset for o in config.planning.orders} if config.planning is not None else set()
+        self.clock = clock
+        if clock is None and config.planning is not None:
+            self.clock = Clock(config.planning.grid())
         self.plant: list[PlantConnector] = [  # what the connectors: entries built, beside the MQTT ingest
             connector
             for i, entry in enumerate(config.connectors)
@@ -309,9 +314,20 @@ class Agent:
             loops.extend(tasks.create_task(c.run(link), name=c.name) for c in self.sources)
             if self.telemetry is not None:
                 loops.append(tasks.create_task(self.telemetry.run(), name=self.telemetry.name))
-            if self.config.planning is not None:
-                self.day = ProductionDay(self.config.planning, gate, self.offload, self._plan_inputs)
-                loops.append(tasks.create_task(self.day.run(), name="production-day"))
+            if self.config.planning is not None and self.clock is not None:
+                self.day = ProductionDay(
+                    self.config.planning,
+                    self.site,
+                    gate,
+                    self.offload,
+                    self._plan_inputs,
+                    self.clock,
+                    deadletter=partial(self._deadletter, mqtt),
+                    allowed=self._plannable,
+                )
+                orders = await mqtt.subscribe(self.topic("orders"), qos=1)
+                loops.append(tasks.create_task(each_message(orders, self.day.on_order), name="orders"))
+                loops.append(tasks.create_task(self.day.run(), name="production"))
             await ingest.listening.wait()
             self.ready.set()
             if stop is not None:
@@ -321,14 +337,22 @@ class Agent:
 
     def _rejected(self, mqtt: MqttClient, messages: int, rejected: list[Rejected], now: float) -> None:
         """After each read burst of the MQTT ingest: what is invalid to the dead-letter topic."""
-        stats = self.counts
-        stats.messages += messages
+        self.counts.messages += messages
         for bad in rejected:
-            stats.deadletters += 1
-            stats.deadletter_reasons[bad.code.value] += 1
-            mqtt.publish(self.topic("deadletter"), deadletter_payload(bad, now), qos=1)
+            self._deadletter(mqtt, bad, now)
         if rejected:
             log.debug("dead-lettered %d of %d messages", len(rejected), messages)
+
+    def _deadletter(self, mqtt: MqttClient, bad: Rejected, now: float | None = None) -> None:
+        """One rejected message to ``qx/v1/{site}/deadletter``, with its reason."""
+        self.counts.deadletters += 1
+        self.counts.deadletter_reasons[bad.code.value] += 1
+        payload = deadletter_payload(bad, time.time() if now is None else now)
+        mqtt.publish(self.topic("deadletter"), payload, qos=1)
+
+    def _plannable(self, asset: str) -> str | None:
+        """Why the production plan may not switch ``asset`` (an order for it is refused), or None."""
+        return None if self.safety.config.envelope(asset) is not None else f"no safety envelope for {asset!r}"
 
     def _accept(self, batch: ReadingBatch) -> None:
         """Readings from a reading source: they join the next evaluation."""
@@ -436,6 +460,8 @@ class Agent:
         else:
             scored, features = await asyncio.to_thread(self._timed_evaluate, batch, now, only)
         self._readings, self._evaluated_at = features.latest, now
+        if self.day is not None:
+            self.day.on_evaluated()
         await gate.tick(features.latest, time.time())
         await self._decide(gate, scored, now)
         if self.observers:
@@ -491,11 +517,12 @@ class Agent:
         stats = self.counts
         stats.evaluations += 1
         stats.inferences += len(scored)
+        planned = self.day.planner.assets() if self.day is not None and scored else frozenset[str]()
         for s in scored:
             self._latest[(s.asset, s.model)] = s.score
             stats.scores[s.asset] = s.score
             stats.max_scores[s.asset] = max(s.score, stats.max_scores.get(s.asset, s.score))
-            if s.asset in self._planned:  # the production day switches its loads (and holds flagged ones)
+            if s.asset in planned:  # the production plan switches its loads (and holds flagged ones)
                 continue
             for rule in self.rules:
                 if rule.config.model != s.model:

@@ -1,12 +1,21 @@
 """Config models of the agent's heavier modules, kept apart so that loading a config imports neither
-Polars (``telemetry``) nor dimod (``planning``). Those modules re-export them.
+Polars (``telemetry``) nor dimod (``planning``). Those modules re-export them. The planning section's
+clock, tariff and orders are pure modules of their own (``clock``, ``tariff``, ``orders``).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from qxedge.agent.clock import SlotGrid
+from qxedge.agent.orders import Order as Order
+from qxedge.agent.tariff import TariffConfig
+from qxedge.core.config import resolve_path
+from qxedge.core.state import state_dir
 
 
 class TelemetryConfig(BaseModel):
@@ -20,15 +29,33 @@ class TelemetryConfig(BaseModel):
     features: bool = Field(True, description="include the window statistics (`signal.stat`)")
 
 
-class Order(BaseModel):
+class DemoClockConfig(BaseModel):
+    """The demo's compressed day: honoured by ``qxedge demo`` only (a plant plans on the wall clock)."""
+
     model_config = ConfigDict(extra="forbid")
-    asset: str = Field(pattern=r"^[A-Za-z0-9_./-]+$", description="the on/off load, e.g. line1/comp1")
-    runs: int = Field(ge=1, description="slots it must run in")
-    release: int = Field(0, ge=0, description="first slot it may run in")
-    due: int | None = Field(
-        None, ge=1, description="it must be done before this slot (default: the day's end)"
+    speed: float = Field(1440.0, gt=1, le=1_000_000, description="plant seconds per real second")
+    start: datetime = Field(description="the local time at which the demo's day starts")
+    slots: int = Field(24, ge=1, le=1000, description="the slots the demo runs and measures")
+
+
+class ForecastConfig(BaseModel):
+    """The base-load forecast: what the rest of the plant will draw in each slot of the horizon."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["blend", "persistence"] = Field(
+        "blend", description="blend: per slot of day, smoothed over days, plus today's level; or persistence"
     )
-    power_kw: float = Field(gt=0, description="nameplate power; the measured running power replaces it")
+    alpha: float = Field(0.5, gt=0, le=1, description="weight of the newest day in the per-slot profile")
+    damping: float = Field(
+        0.9, ge=0, le=1, description="per slot ahead, how much of today's deviation from the profile lasts"
+    )
+    base_kw: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="the base load assumed until readings arrive"
+    )
+    wait_s: float = Field(
+        30.0, ge=0, le=3600, description="without base_kw, the first plan waits this long for readings"
+    )
+    samples_per_slot: int = Field(12, ge=1, le=3600, description="base-load samples averaged per slot")
 
 
 class PlanningConfig(BaseModel):
@@ -36,13 +63,12 @@ class PlanningConfig(BaseModel):
     mode: Literal["optimised", "baseline"] = Field(
         "optimised", description="baseline: every order runs as soon as it is released"
     )
-    slots: int = Field(24, ge=1, le=1000)
-    slot_s: float = Field(3600.0, ge=0.2, description="wall-clock length of a slot")
-    slot_hours: float = Field(1.0, gt=0, description="the hours one slot bills")
-    cap_kw: float | list[float] = Field(
-        description="contracted peak (average kW over a slot), or one per slot"
-    )
-    price: list[float] | None = Field(None, description="price per kWh per slot; default: Korean ToU")
+    timezone: str = Field("UTC", description="the site's IANA time zone, e.g. Asia/Seoul")
+    slot_minutes: int = Field(60, ge=1, le=1440, description="slot length; it divides a day (15, 30, 60 ...)")
+    horizon_slots: int = Field(24, ge=1, le=2000, description="the rolling horizon planned every slot")
+    cap_kw: float = Field(gt=0, description="contracted peak (average kW over a slot), whole plant")
+    tariff: TariffConfig = Field(default_factory=TariffConfig, description="price by local time and day")
+    forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     base_assets: list[str] = Field(["*"], description="assets whose power is the base load (orders excluded)")
     power_signal: str = "power"
     margin_kw: float = Field(5.0, ge=0, description="added to the base-load forecast")
@@ -52,34 +78,60 @@ class PlanningConfig(BaseModel):
     model: str | None = Field(None, description="the anomaly model whose scores flag loads")
     flag_above: float = Field(4.0, description="a load scored above this is held for maintenance")
     max_variables: int | None = Field(None, ge=8, description="decompose larger instances into slot blocks")
-    orders: list[Order] = Field(min_length=1)
+    state_path: Path | None = Field(
+        None, description="plan state (orders, runs done); default $XDG_STATE_HOME/qxedge/plan-<site>.json"
+    )
+    demo_clock: DemoClockConfig | None = Field(
+        None, description="qxedge demo only: the compressed day (needs a simulator: section)"
+    )
+    orders: list[Order] = Field(
+        default_factory=list, description="orders from the config (more arrive on the orders topic)"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        from qxedge.agent.clock import zone
+
+        zone(name)
+        return name
+
+    @field_validator("state_path")
+    @classmethod
+    def _state_path(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(path, info)
 
     @model_validator(mode="after")
     def _check(self) -> PlanningConfig:
-        if isinstance(self.cap_kw, list) and len(self.cap_kw) != self.slots:
-            raise ValueError(f"cap_kw: one value per slot ({self.slots}), got {len(self.cap_kw)}")
-        if self.price is not None and len(self.price) != self.slots:
-            raise ValueError(f"price: one value per slot ({self.slots}), got {len(self.price)}")
-        if len({o.asset for o in self.orders}) != len(self.orders):
-            raise ValueError("orders: one order per asset")
+        from qxedge.agent.orders import check_order, overlap
+
+        if 1440 % self.slot_minutes:
+            raise ValueError(f"slot_minutes: {self.slot_minutes} does not divide a day (1440 minutes)")
+        odd = sorted(m for m in self.tariff.period_starts() if m % self.slot_minutes)
+        if odd:
+            raise ValueError(
+                f"tariff: a period starts at {odd[0] // 60:02d}:{odd[0] % 60:02d}, not on a slot boundary "
+                f"({self.slot_minutes}-minute slots)"
+            )
+        if len({o.id for o in self.orders}) != len(self.orders):
+            raise ValueError("orders: order ids must be unique")
+        grid = self.grid()
         for i, o in enumerate(self.orders):
-            due = self.slots if o.due is None else o.due
-            if due > self.slots or o.release >= due or o.runs > due - o.release:
-                raise ValueError(
-                    f"orders[{i}]: {o.runs} runs do not fit between release {o.release} and due {due} "
-                    f"in a day of {self.slots} slots"
-                )
+            problem = check_order(o, grid) or overlap(o, self.orders[:i], grid.tz)
+            if problem is not None:
+                raise ValueError(f"orders[{i}] ({o.id}): {problem}")
         return self
 
-    def caps(self) -> list[float]:
-        return list(self.cap_kw) if isinstance(self.cap_kw, list) else [self.cap_kw] * self.slots
+    @property
+    def slot_s(self) -> int:
+        return self.slot_minutes * 60
 
-    def prices(self) -> list[float]:
-        if self.price is not None:
-            return self.price
-        from qxedge.hybrid.problems.scheduling import korean_tou  # dimod: only where a day is planned
+    @property
+    def slot_hours(self) -> float:
+        return self.slot_minutes / 60
 
-        return korean_tou(self.slots)
+    def grid(self) -> SlotGrid:
+        return SlotGrid(self.timezone, self.slot_s)
 
-    def due(self, o: Order) -> int:
-        return self.slots if o.due is None else o.due
+    def resolved_state(self, site: str) -> Path:
+        return self.state_path if self.state_path is not None else state_dir() / f"plan-{site}.json"

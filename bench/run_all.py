@@ -24,6 +24,7 @@ QUICK: dict[str, list[list[str]]] = {
         ["--messages", "500", "--rounds", "1", "--batch", "100"],
     ],
     "inference": [["--seconds", "0.05"]],
+    "forecast": [["--quick"]],
     "offload": [["--jobs", "20", "--rate", "10", "--seconds", "1"]],
     "solvers": [["--quick"]],
     "anytime": [["--quick"]],

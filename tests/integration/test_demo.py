@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from qxedge.agent.tariff import LIGHT, MID, PEAK
 from qxedge.connectors.embedded_broker import EmbeddedBroker
-from tests.unit.agent.test_planning import LIGHT, MID, PEAK
 
 pytestmark = pytest.mark.integration
 
@@ -20,17 +20,22 @@ def test_demo_baseline_against_optimised(broker: EmbeddedBroker, tmp_path: Path)
     """The closed loop twice on one seed, small: the optimised day stays under the cap, meets every run
     and costs less, where the baseline controller goes over the cap; the anomaly rule derates a failing
     pump meanwhile."""
+    window = 'release: "2026-06-01T01:00", due: "2026-06-01T10:00"'
     orders = (
-        "[{asset: line1/comp1, runs: 2, release: 1, power_kw: 30},"
-        " {asset: line1/comp2, runs: 2, release: 1, power_kw: 30},"
-        " {asset: line1/oven1, runs: 2, release: 1, power_kw: 45}]"
+        f"[{{id: c1, asset: line1/comp1, runs: 2, {window}, power_kw: 30}},"
+        f" {{id: c2, asset: line1/comp2, runs: 2, {window}, power_kw: 30}},"
+        f" {{id: o1, asset: line1/oven1, runs: 2, {window}, power_kw: 45}}]"
+    )
+    tariff = (
+        f'{{weekday: {{"00:00": {MID}, "01:00": {PEAK}, "03:00": {MID}, "04:00": {PEAK}, "05:00": {LIGHT}, '
+        f'"08:00": {MID}}}}}'
     )
     env = {
         **os.environ,
-        "QXEDGE_PLANNING__SLOTS": "10",
-        "QXEDGE_PLANNING__SLOT_S": "1.5",
+        # ten one-hour slots of 1.5 s from midnight on a Monday
+        "QXEDGE_PLANNING__DEMO_CLOCK": '{speed: 2400, start: "2026-06-01T00:00", slots: 10}',
         "QXEDGE_PLANNING__CAP_KW": "150",
-        "QXEDGE_PLANNING__PRICE": str([MID, PEAK, PEAK, MID, PEAK, LIGHT, LIGHT, LIGHT, MID, MID]),
+        "QXEDGE_PLANNING__TARIFF": tariff,
         "QXEDGE_PLANNING__ORDERS": orders,
         "QXEDGE_SIMULATOR__FAULTS__0__AT_S": "1",  # the anomaly path runs in the same demo
         "QXEDGE_SIMULATOR__FAULTS__0__RAMP_S": "1",
@@ -61,7 +66,10 @@ def test_demo_baseline_against_optimised(broker: EmbeddedBroker, tmp_path: Path)
     assert base["cap_violations"] >= 1 and base["unmet_runs"] == 0, base
     assert opt["cap_violations"] == 0 and opt["unmet_runs"] == 0, opt
     assert opt["energy_cost"] < base["energy_cost"]
-    assert sum(summary["solver_wins"].values()) == opt["jobs"] == len(opt["job_log"]) >= 10
+    assert [d["start"] for d in opt["slots"]][:2] == ["2026-06-01T00:00+09:00", "2026-06-01T01:00+09:00"]
+    assert [d["price"] for d in opt["slots"]] == [MID, PEAK, PEAK, MID, PEAK, LIGHT, LIGHT, LIGHT, MID, MID]
+    # a job every slot while runs remain to be placed
+    assert sum(summary["solver_wins"].values()) == opt["jobs"] == len(opt["job_log"]) >= 5
     assert {job["solver"] for job in opt["job_log"]} == set(summary["solver_wins"])
     for key in (
         "readings",

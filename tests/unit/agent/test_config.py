@@ -103,6 +103,31 @@ def test_check_config_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "Traceback" not in err
 
 
+def test_the_plant_example_is_accepted_and_plans_on_the_wall_clock(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """configs/plant.yaml: no simulator, one-hour slots on Asia/Seoul's wall clock, holidays, dry run."""
+    plant = EDGE_YAML.parent / "plant.yaml"
+    assert main(["check-config", str(plant)]) == 0
+    out = capsys.readouterr().out
+    assert "ok (site gumi-line-3" in out
+    assert "planning: optimised, 60-minute slots on the Asia/Seoul wall clock" in out and "dry run" in out
+    cfg = load_config(plant, environ={})
+    assert cfg.simulator is None and cfg.safety.dry_run and cfg.planning is not None
+    assert cfg.planning.demo_clock is None and cfg.planning.tariff.holidays
+
+
+def test_the_demo_clock_needs_the_simulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The compressed day cannot reach a plant: without a simulator: section it is refused."""
+    assert main(["check-config", str(EDGE_YAML)]) == 0
+    assert "planning.demo_clock: qxedge demo only (a slot every 2.5 s)" in capsys.readouterr().out
+    text = EDGE_YAML.read_text()
+    (tmp_path / "edge.yaml").write_text(text[: text.index("simulator:")])
+    (tmp_path / "models").symlink_to(EDGE_YAML.parent / "models")
+    problems = problems_of(tmp_path / "edge.yaml")
+    assert "needs a `simulator:` section" in problems["planning.demo_clock"]
+
+
 MODEL = EDGE_YAML.parent / "models" / "anomaly.onnx"
 
 
