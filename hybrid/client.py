@@ -2,7 +2,8 @@
 
 ``async with OffloadClient(mqtt, site, config) as offload: decision = await offload.solve(bqm)``
 publishes a job on ``qx/v1/{site}/jobs`` and waits on ``qx/v1/{site}/results/{job_id}`` until the
-deadline minus ``fallback_ms``. If no valid ``ok`` result has come by then (data center down, slow,
+deadline minus ``fallback_ms`` (the job's ``deadline_ms`` says so to the data center: its solvers fill
+that budget, not the whole deadline). If no valid ``ok`` result has come by then (data center down, slow,
 overloaded, or the broker unreachable) it solves locally with a classical solver in the time kept for
 that (or, when many fallbacks come at once, with an instant greedy descent), so a decision always
 arrives by the deadline. A result is used only if it answers a job this client sent, on that job's
@@ -77,6 +78,7 @@ class Decision:
     objective: float | None = None  # cqm jobs: the objective's value at the sample
 
 
+MIN_JOB_DEADLINE_MS = 10  # the data center's min_deadline_ms by default
 RESULTS_PER_JOB = 64  # results held for one job while it is being waited for; more are refused
 RefusedHook = Callable[[str, "str | None", str, dict[str, Any]], None]  # topic, job id, reason, detail
 
@@ -205,7 +207,8 @@ class OffloadClient:
         cfg = self.config
         started = time.monotonic()
         submitted = time.time()
-        deadline_at = submitted + (deadline_ms or cfg.deadline_ms) / 1000.0
+        total_ms = deadline_ms or cfg.deadline_ms
+        deadline_at = submitted + total_ms / 1000.0
         job_id = str(uuid.uuid4())
         envelope = JobEnvelope(
             v=1,
@@ -213,7 +216,9 @@ class OffloadClient:
             site=self.site,
             kind=kind,
             problem=problem,
-            deadline_ms=deadline_ms or cfg.deadline_ms,
+            # the data center's deadline is when this client stops waiting: an anytime solver that
+            # fills its budget must not answer after the fallback has started
+            deadline_ms=max(MIN_JOB_DEADLINE_MS, total_ms - cfg.fallback_ms),
             submitted_at=submitted,
             solver=solver or cfg.solver,
             reply_to=results_topic(self.site, job_id),

@@ -158,6 +158,23 @@ async def test_agent_falls_back_within_its_deadline_when_the_data_center_stops(
     assert offload.stats["jobs"] == 2 and offload.stats["results"] == 1 and offload.stats["fallbacks"] == 1
 
 
+async def test_a_solver_that_fills_its_budget_answers_before_the_agent_falls_back(
+    broker: EmbeddedBroker,
+) -> None:
+    """SA uses the whole budget the job gives it: the job's deadline_ms is when the agent stops waiting
+    (its deadline less fallback_ms), so the answer comes in time (it fell back every time before)."""
+    config = OffloadConfig(deadline_ms=1500, fallback_ms=500)
+    async with (
+        MqttClient(BrokerConfig(url=broker.url), role="agent") as mqtt,
+        OffloadClient(mqtt, "gumi", config) as offload,
+        workers(broker.url, 1, solvers=SolversConfig(workers=0, auto=["sa"])),
+    ):
+        decision = await offload.solve(random_bqm(40, 0.3, seed=5))
+    assert decision.source == "datacenter" and decision.solver == "sa", decision.reason
+    assert decision.result is not None
+    assert decision.result.timings["solve_ms"] > 700  # it filled a budget of ~1 s
+
+
 async def test_a_win_the_polish_found_is_counted_as_qaoa_polish_on_both_ends(broker: EmbeddedBroker) -> None:
     # p = 1, 4 angle evaluations, 2 shots on qxedge.cpu, deterministic: on the 12-variable model raw best
     # -246, polished to the optimum -884; on the 3-variable one the raw best is the optimum already
