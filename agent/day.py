@@ -39,7 +39,7 @@ from qxedge.agent.planstate import encode, load_state, write_atomic
 from qxedge.agent.safety import Latest, Proposal, Verdict
 from qxedge.connectors.readings import Rejected
 from qxedge.core.errors import PayloadError
-from qxedge.hybrid.client import OffloadClient
+from qxedge.hybrid.client import Decision, OffloadClient
 from qxedge.hybrid.problems import scheduling
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,16 @@ class Gate(Protocol):
     async def propose(self, p: Proposal, now: float | None = None) -> Verdict: ...
 
     async def record_decision(self, kind: str, provenance: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SlotInputs:
+    """What the plan in force when a slot was executed assumed of it."""
+
+    start: int  # the slot's start (epoch s)
+    cap_left_kw: int  # the cap less the base-load forecast: what the loads could draw
+    price: float  # per kWh, as billed for the slot's real length
+    power_kw: dict[str, int]  # each order's power in the plan (by order id)
 
 
 @dataclass(slots=True)
@@ -100,6 +110,8 @@ class ProductionDay:
             self.deadline_ms = min(self.deadline_ms, offload.config.deadline_ms)
         self.executed: Slot | None = None  # the last slot executed by this run
         self.history: deque[tuple[Slot, dict[str, float]]] = deque(maxlen=10_000)  # slots executed
+        self.executed_inputs: deque[SlotInputs] = deque(maxlen=10_000)  # what each assumed, when executed
+        self._inputs: dict[int, SlotInputs] = {}  # of the slots ahead, from the last plan
         self.jobs: deque[PlanJob] = deque(maxlen=1000)  # the last plan jobs (the agent runs for months)
         self.job_count = 0
         self.wins: Counter[str] = Counter()
@@ -250,6 +262,10 @@ class ProductionDay:
                 done[order_id].discard(slot.start)
         self.executed = slot
         self.history.append((slot, values))
+        inputs = self._inputs.pop(slot.start, None)
+        if inputs is not None:
+            self.executed_inputs.append(inputs)
+        self._inputs = {start: i for start, i in self._inputs.items() if start > slot.start}
         await self.save()
 
     # --- planning -----------------------------------------------------------------------------------------
@@ -267,13 +283,21 @@ class ProductionDay:
             plan = await self.solve(horizon)
             fixed, _ = await asyncio.to_thread(fix, horizon.problem, plan)
             self.planner.adopt(horizon, fixed)
+        if horizon is not None:
+            problem = horizon.problem
+            power = {a.name: a.power_kw for a in problem.assets}
+            for slot, cap, price in zip(horizon.slots, problem.cap_kw, problem.price, strict=True):
+                self._inputs[slot.start] = SlotInputs(slot.start, cap, price, power)
         await self.save()
 
     async def solve(self, horizon: Horizon) -> scheduling.Plan:
-        """The plan of one horizon: the one step to swap for another solver route. Today: the problem
-        (in slot blocks with ``max_variables``) as penalty BQMs through the offload path, each sample
-        decoded and repaired when infeasible."""
+        """The plan of one horizon, by ``route``: ``cqm``, the whole horizon as one constrained model
+        (a ``cqm`` job: the data center's MILP proves its optimum in milliseconds; HiGHS locally when
+        it does not answer); ``bqm``, the problem (in slot blocks with ``max_variables``) as penalty
+        BQMs, each sample decoded and repaired when infeasible."""
         problem = horizon.problem
+        if self.config.route == "cqm":
+            return await self._solve_cqm(horizon)
         limit = self.config.max_variables
         parts = [(0, problem)] if limit is None else await asyncio.to_thread(blocks, problem, limit)
         results = await asyncio.gather(*(self._solve_block(horizon, off, part) for off, part in parts))
@@ -281,6 +305,20 @@ class ProductionDay:
         for offset, part_plan in results:
             for name, slots in part_plan.items():
                 plan[name].extend(t + offset for t in slots)
+        return plan
+
+    async def _solve_cqm(self, horizon: Horizon) -> scheduling.Plan:
+        if self.offload is None:
+            raise RuntimeError("optimised planning needs an offload: section")
+        problem = horizon.problem
+        cqm = await asyncio.to_thread(scheduling.build_cqm, problem)
+        first = self.grid.label(horizon.slots[0])
+        decision = await self.offload.solve_cqm(
+            cqm, deadline_ms=self.deadline_ms, meta={"plan": "load-schedule", "slot": first}
+        )
+        plan = scheduling.decode(problem, decision.sample)
+        feasible = not scheduling.violations(problem, plan)
+        await self._record(decision, first, len(cqm.variables), feasible)
         return plan
 
     async def _solve_block(
@@ -295,6 +333,12 @@ class ProductionDay:
         )
         plan = scheduling.decode(problem, decision.sample)
         feasible = not scheduling.violations(problem, plan)
+        await self._record(decision, first, bqm.num_variables, feasible)
+        return offset, plan if feasible else await asyncio.to_thread(scheduling.repair, problem, plan)
+
+    async def _record(self, decision: Decision, first: str, variables: int, feasible: bool) -> None:
+        """A plan job in the summary and the audit log: who answered, and whether its sample was
+        feasible as found."""
         during = self.grid.label(self.executed) if self.executed is not None else "-"
         self.jobs.append(
             PlanJob(
@@ -304,7 +348,7 @@ class ProductionDay:
                 decision.solver,
                 decision.source,
                 round(decision.seconds, 3),
-                bqm.num_variables,
+                variables,
                 feasible,
             )
         )
@@ -323,7 +367,6 @@ class ProductionDay:
                 "feasible": feasible,
             },
         )
-        return offset, plan if feasible else await asyncio.to_thread(scheduling.repair, problem, plan)
 
     # --- orders and state -------------------------------------------------------------------------------
     async def on_order(self, topic: str, payload: bytes) -> None:

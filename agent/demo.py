@@ -16,20 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from qxedge.agent.clock import Clock, Slot
+from qxedge.agent.clock import Clock, Slot, SlotGrid
 from qxedge.agent.config import EdgeConfig
+from qxedge.agent.day import SlotInputs
 from qxedge.agent.pipeline import Agent
 from qxedge.agent.planning import PlanningConfig
 from qxedge.connectors.embedded_broker import EmbeddedBroker, port_open
 from qxedge.connectors.simulator import MeterSample, SimulatedPlant
 from qxedge.core.errors import ConfigError, Problem
+from qxedge.hybrid.backends import Deadline
+from qxedge.hybrid.config import MilpConfig
+from qxedge.hybrid.milp import solve_milp
+from qxedge.hybrid.problems import scheduling
+from qxedge.hybrid.problems.scheduling import LoadSchedule, ScheduledAsset
 from qxedge.hybrid.service import DataCenterConfig, SolverService
 
 
@@ -162,8 +169,12 @@ async def run_once(
         ],
     }
     if agent.day is not None and day is not None and cfg.planning is not None:
+        measured = measure_day(cfg.planning, list(plant.model.meter), *day)
         summary["day"] = {
-            **measure_day(cfg.planning, list(plant.model.meter), *day),
+            **measured,
+            **optimal_day(
+                cfg.planning, day[0].grid, day[1], measured["ran"], list(agent.day.executed_inputs)
+            ),
             **agent.day.summary(),
         }
     return summary
@@ -215,12 +226,68 @@ def measure_day(
         inside = {s.start for s in day if s.start >= release and s.end <= due}
         unmet[o.id] = max(0, o.runs - len(ran[o.asset] & inside))
     return {
+        "ran": {asset: sorted(starts) for asset, starts in ran.items()},
         "energy_cost": round(sum(s["cost"] for s in slots), 1),
         "peak_kw": round(max(s["kw"] for s in slots), 2),
         "cap_violations": sum(1 for s in slots if s["kw"] > s["cap_kw"]),
         "unmet_runs": sum(unmet.values()),
         "unmet_by_order": {i: n for i, n in unmet.items() if n},
         "slots": slots,
+    }
+
+
+def optimal_day(
+    planning: PlanningConfig,
+    grid: SlotGrid,
+    day: list[Slot],
+    ran: Mapping[str, list[int]],
+    inputs: Sequence[SlotInputs],
+) -> dict[str, Any]:
+    """The loads' energy cost of the day as executed (the runs the meter saw) and its proven optimum,
+    both under the model and inputs the plans used for each slot when it was executed (the cap left
+    by the base-load forecast, the price, each order's power), and the gap between them. The optimum
+    is HiGHS's on the whole day as one constrained model (:func:`scheduling.build_cqm`); None when a
+    slot was executed without a plan's inputs (``baseline`` mode, or before the first plan)."""
+    by_start = {i.start: i for i in inputs}
+    if not day or any(s.start not in by_start for s in day):
+        return {"loads_cost": None, "optimal_cost": None, "gap": None}
+    power = {name: kw for i in inputs for name, kw in i.power_kw.items()}  # the latest plan's
+    assets, executed = [], {}
+    for o in planning.orders:
+        release, due = o.window(grid.tz)
+        inside = [t for t, s in enumerate(day) if s.start >= release and s.end <= due]
+        if not inside:
+            continue
+        kw = power.get(o.id, max(planning.power_step_kw, math.ceil(o.power_kw)))
+        assets.append(
+            ScheduledAsset(
+                name=o.id,
+                power_kw=kw,
+                runs=min(o.runs, len(inside)),
+                earliest=inside[0],
+                latest=inside[-1] + 1,
+            )
+        )
+        executed[o.id] = [t for t, s in enumerate(day) if s.start in set(ran.get(o.asset, []))]
+    if not assets:
+        return {"loads_cost": None, "optimal_cost": None, "gap": None}
+    problem = LoadSchedule(
+        assets=assets,
+        cap_kw=[by_start[s.start].cap_left_kw for s in day],
+        price=[by_start[s.start].price for s in day],
+        slot_hours=planning.slot_hours,
+    )
+    loads_cost = scheduling.cost(problem, executed)
+    best = solve_milp(scheduling.build_cqm(problem), Deadline(time.time() + 60), MilpConfig())
+    if not (best.status == "ok" and best.feasible and best.details.get("optimal")):
+        why = best.reason or best.details.get("highs_status")
+        return {"loads_cost": round(loads_cost, 1), "optimal_cost": None, "gap": None, "optimal_why": why}
+    assert best.objective is not None
+    optimum = best.objective
+    return {
+        "loads_cost": round(loads_cost, 1),
+        "optimal_cost": round(optimum, 1),
+        "gap": round(loads_cost / optimum - 1, 6) if optimum else 0.0,
     }
 
 
@@ -260,6 +327,14 @@ def format_summary(summary: dict[str, Any]) -> str:
                 f"  {mode:<10} energy cost {d['energy_cost']:>10,.0f}  peak {d['peak_kw']:6.1f} kW  "
                 f"over the cap in {d['cap_violations']} slots  unmet runs {d['unmet_runs']}"
             )
+    best = summary.get("optimised", {})
+    if best.get("optimal_cost") is not None:
+        lines.append(
+            f"  optimised loads' energy {best['loads_cost']:,.0f} against the proven optimum "
+            f"{best['optimal_cost']:,.0f} under the same inputs: gap {best['gap']:.3%}"
+        )
+    elif best.get("optimal_why"):
+        lines.append(f"  no proven optimum of the optimised day: {best['optimal_why']}")
     if "baseline" in summary and summary["baseline"]["energy_cost"]:
         saved = 1 - summary["optimised"]["energy_cost"] / summary["baseline"]["energy_cost"]
         lines.append(

@@ -77,7 +77,14 @@ class PlanningConfig(BaseModel):
     )
     model: str | None = Field(None, description="the anomaly model whose scores flag loads")
     flag_above: float = Field(4.0, description="a load scored above this is held for maintenance")
-    max_variables: int | None = Field(None, ge=8, description="decompose larger instances into slot blocks")
+    route: Literal["cqm", "bqm"] = Field(
+        "cqm",
+        description="cqm: each horizon as one constrained model (the data center's MILP proves its optimum; "
+        "HiGHS locally when it does not answer); bqm: penalty QUBOs for QUBO-only backends",
+    )
+    max_variables: int | None = Field(
+        None, ge=8, description="route bqm: decompose larger instances into slot blocks"
+    )
     state_path: Path | None = Field(
         None, description="plan state (orders, runs done); default $XDG_STATE_HOME/qxedge/plan-<site>.json"
     )
