@@ -64,5 +64,6 @@ def decode_registers(
             values = {
                 kind: codec.decode(words, at) for kind, codec in kinds if at + codec.width <= len(words)
             }
-            rows.append(Decoded(start + at, order, values))
+            if values:
+                rows.append(Decoded(start + at, order, values))
     return rows
