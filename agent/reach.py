@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from qxedge.agent.config import EdgeConfig
 from qxedge.connectors.modbus import ModbusDevice
@@ -43,7 +44,7 @@ Check = tuple[str, str, Callable[[], Awaitable[None]]]
 
 
 def brokers(named: dict[str, BrokerConfig | None], timeout_s: float) -> list[Check]:
-    return [(what, b.url, lambda b=b: _mqtt(b, timeout_s)) for what, b in named.items() if b is not None]
+    return [(what, b.url, partial(_mqtt, b, timeout_s)) for what, b in named.items() if b is not None]
 
 
 def opcua(what: str, cfg: OpcUaConfig, timeout_s: float) -> Check:

@@ -199,7 +199,7 @@ async def _children(
                     NodeId=node,
                     BrowseDirection=ua.BrowseDirection.Inverse if inverse else ua.BrowseDirection.Forward,
                     ReferenceTypeId=HIERARCHICAL,
-                    IncludeSubtypes=True,  # type: ignore[arg-type]  # asyncua's Boolean marker class
+                    IncludeSubtypes=True,
                     NodeClassMask=ua.NodeClass.Object | ua.NodeClass.Variable,
                     ResultMask=ua.BrowseResultMask.All,
                 )
@@ -211,7 +211,7 @@ async def _children(
             point = result.ContinuationPoint
             while point:
                 (more,) = await client.uaclient.browse_next(
-                    ua.BrowseNextParameters(ReleaseContinuationPoints=False, ContinuationPoints=[point])  # type: ignore[arg-type]
+                    ua.BrowseNextParameters(ReleaseContinuationPoints=False, ContinuationPoints=[point])
                 )
                 refs.extend(more.References or [])
                 point = more.ContinuationPoint
