@@ -26,6 +26,10 @@ import yaml
 
 from qxedge import __version__
 from qxedge.agent.config import EdgeConfig, default_config_path, load_config, load_model
+from qxedge.agent.discover import add_parser as add_discover_parser
+from qxedge.agent.reach import DEFAULT_TIMEOUT_S, brokers, edge_checks
+from qxedge.agent.reach import report as _reach
+from qxedge.agent.tail import add_parser as add_tail_parser
 from qxedge.connectors.mqtt import split_url
 from qxedge.core.errors import ConfigError, ModelError, Problem, QxError
 from qxedge.core.state import use_state_dir
@@ -156,10 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", type=Path)
     check.add_argument("--broker", type=_broker_arg, metavar="URL")
     check.add_argument(
+        "--connect",
+        action="store_true",
+        help="also connect to each broker and plant endpoint (short timeout); exit 1 if one fails",
+    )
+    check.add_argument(
         "--kind",
         choices=["edge", "datacenter"],
         help="default: datacenter when every top-level key is one of a solver config's",
     )
+    for add in (add_discover_parser, add_tail_parser):  # their options and handler: in their module
+        add(sub)
     return parser
 
 
@@ -412,7 +423,7 @@ def _check(args: argparse.Namespace) -> int:
             f"{args.file}: ok (data-center worker, {dc.solvers.workers} solver process(es), "
             f"auto = {', '.join(dc.solvers.auto)}, QAOA on {qaoa})"
         )
-        return 0
+        return _reach(brokers({"broker": dc.broker}, DEFAULT_TIMEOUT_S)) if args.connect else 0
     cfg = load_config(args.file, broker_url=args.broker, load_models=True)  # every problem at once
     lines = _check_models(cfg)
     print(
@@ -421,7 +432,7 @@ def _check(args: argparse.Namespace) -> int:
     )
     for line in [*lines, *_check_planning(cfg)]:
         print(f"  {line}")
-    return 0
+    return _reach(edge_checks(cfg)) if args.connect else 0
 
 
 def _check_planning(cfg: EdgeConfig) -> list[str]:
@@ -466,6 +477,8 @@ async def _solve(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if (handler := getattr(args, "handler", None)) is not None:
+        return int(handler(args))
     if args.command == "check-config":
         return _check(args)
     if args.command == "solver":

@@ -36,7 +36,9 @@ the asset, so the safety envelope's read-back check sees what the device holds. 
 device exception raises :class:`~qxedge.core.errors.ConnectorError`.
 
 Modules: :mod:`.config` (the pydantic models, no pymodbus), :mod:`.codec` (``Codec``, ``plan_blocks``:
-pure), ``_poller`` (``DevicePoller``, ``ModbusConnector``: pymodbus, imported on first use).
+pure), :mod:`.decodings` (``decode_registers``: a run of registers under every type and order, for
+``qxedge discover``; pure), ``_poller`` (``DevicePoller``, ``ModbusConnector``: pymodbus, imported on
+first use).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from qxedge.connectors.modbus.config import (
     ModbusPoint,
     ModbusSetpoint,
 )
+from qxedge.connectors.modbus.decodings import ORDERS, REGISTER_TYPES, Decoded, decode_registers
 from qxedge.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
@@ -66,8 +69,11 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_BITS",
     "MAX_REGISTERS",
+    "ORDERS",
+    "REGISTER_TYPES",
     "Block",
     "Codec",
+    "Decoded",
     "DevicePoller",
     "DeviceRefused",
     "LinkDown",
@@ -78,6 +84,7 @@ __all__ = [
     "ModbusSetpoint",
     "ModbusStats",
     "Slot",
+    "decode_registers",
     "plan_blocks",
 ]
 

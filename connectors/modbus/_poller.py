@@ -179,7 +179,7 @@ class DevicePoller:
         stats = self.stats
         for block in list(self.blocks):
             try:
-                raw = await self._read(block.table, block.start, block.count)
+                raw = await self.read(block.table, block.start, block.count)
             except DeviceRefused as exc:
                 self._refused(block, exc)
                 continue
@@ -240,7 +240,9 @@ class DevicePoller:
             raise DeviceRefused(f"{what} refused: {_exception_name(code)}", code)
         return response
 
-    async def _read(self, table: Table, start: int, count: int) -> Sequence[int] | Sequence[bool]:
+    async def read(self, table: Table, start: int, count: int) -> Sequence[int] | Sequence[bool]:
+        """``count`` registers (or bits) of ``table`` from ``start`` in one request (at most 125 / 2000);
+        LinkDown when the device does not answer, DeviceRefused on an exception response."""
         unit = self.config.unit
         what = f"read {table} {start}..{start + count - 1}"
         if table == "holding":
@@ -287,7 +289,7 @@ class DevicePoller:
                 await self._request(
                     f"write {where}", lambda c: c.write_registers(spec.address, raw, device_id=unit)
                 )
-            back = codec.decode(await self._read(spec.table, spec.address, codec.width), 0)
+            back = codec.decode(await self.read(spec.table, spec.address, codec.width), 0)
         except LinkDown as exc:
             raise ConnectorError(f"{self.label}: {asset} = {value} not written: {exc}") from exc
         except DeviceRefused as exc:

@@ -39,18 +39,17 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
-from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError
 
+from qxedge.connectors.opcua._session import describe, quietly, relative_path, secure, status_name
 from qxedge.connectors.opcua._values import epoch, keepalive_count, number, to_variant
 from qxedge.connectors.opcua.config import OpcUaConfig, OpcUaSetpoint
-from qxedge.connectors.opcua.nodes import BrowsePath, NodeIdSpec, parse_node
+from qxedge.connectors.opcua.nodes import NodeIdSpec, parse_node
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
 from qxedge.core.backoff import Backoff
@@ -60,7 +59,6 @@ from qxedge.core.errors import ConnectorError
 log = logging.getLogger(__name__)
 
 _ROOT = ua.NodeId(ua.Int32(ObjectIds.RootFolder))
-_HIERARCHICAL = ua.NodeId(ua.Int32(ObjectIds.HierarchicalReferences))
 
 
 @dataclass(slots=True)
@@ -163,17 +161,17 @@ class OpcUaConnector:
             (status,) = await client.uaclient.write(ua.WriteParameters(NodesToWrite=[item]))
             if not status.is_good():
                 raise ConnectorError(
-                    f"{self.name}: the server refused {asset} = {raw!r} on {sp.node}: {_status_name(status)}"
+                    f"{self.name}: the server refused {asset} = {raw!r} on {sp.node}: {status_name(status)}"
                 )
             (echo,) = await client.uaclient.read(ua.ReadParameters(NodesToRead=[read]))
         except (OSError, TimeoutError, UaError) as exc:
             raise ConnectorError(
-                f"{self.name}: writing {asset} to {sp.node} failed: {_describe(exc)}"
+                f"{self.name}: writing {asset} to {sp.node} failed: {describe(exc)}"
             ) from exc
         status = echo.StatusCode or ua.StatusCode()
         read_value = number(echo.Value.Value if echo.Value is not None else None)
         if not status.is_good() or read_value is None:
-            why = _status_name(status) if not status.is_good() else f"value {str(echo.Value)[:60]}"
+            why = status_name(status) if not status.is_good() else f"value {str(echo.Value)[:60]}"
             raise ConnectorError(f"{self.name}: wrote {asset} but could not read {sp.node} back: {why}")
         return read_value
 
@@ -189,19 +187,19 @@ class OpcUaConnector:
         self._lost_reason = ""
 
         async def on_lost(exc: Exception) -> None:
-            self._mark_lost(f"connection lost ({_describe(exc)})")
+            self._mark_lost(f"connection lost ({describe(exc)})")
 
         client.connection_lost_callback = on_lost
         self.stats.connects += 1
         try:
             async with asyncio.timeout(cfg.request_timeout_s * 3):
-                await self._secure(client)
+                await secure(client, cfg)
                 await client.connect()
         except TimeoutError:
-            await _quietly(client.disconnect())
+            await quietly(client.disconnect())
             raise _Lost(f"no answer from {cfg.endpoint} within {cfg.request_timeout_s * 3:g} s") from None
         except BaseException:
-            await _quietly(client.disconnect())
+            await quietly(client.disconnect())
             raise
         try:
             await self._resolve(client)
@@ -222,32 +220,7 @@ class OpcUaConnector:
         finally:
             self._client = None
             self.connected.clear()
-            await _quietly(client.disconnect())
-
-    async def _secure(self, client: Client) -> None:
-        cfg = self.config
-        sec = cfg.security
-        if sec.application_uri:
-            client.application_uri = sec.application_uri
-        if cfg.username is not None:
-            client.set_user(cfg.username)
-        if cfg.password is not None:
-            client.set_password(cfg.password.get_secret_value())
-        if cfg.user_certificate is not None and cfg.user_private_key is not None:
-            await client.load_client_certificate(str(cfg.user_certificate))
-            password = cfg.user_private_key_password
-            await client.load_private_key(
-                cfg.user_private_key, password.get_secret_value() if password else None
-            )
-        if sec.policy == "Basic256Sha256" and sec.certificate is not None and sec.private_key is not None:
-            await client.set_security(
-                security_policies.SecurityPolicyBasic256Sha256,
-                str(sec.certificate),
-                str(sec.private_key),
-                sec.private_key_password.get_secret_value() if sec.private_key_password else None,
-                str(sec.server_certificate) if sec.server_certificate else None,
-                getattr(ua.MessageSecurityMode, sec.mode),
-            )
+            await quietly(client.disconnect())
 
     async def _resolve(self, client: Client) -> None:
         """Node ids of every configured node; browse paths are translated in one request."""
@@ -258,7 +231,7 @@ class OpcUaConnector:
             i: ua.NodeId.from_string(texts[i]) for i, p in enumerate(parsed) if isinstance(p, NodeIdSpec)
         }
         if paths:
-            request = [ua.BrowsePath(StartingNode=_ROOT, RelativePath=_relative(p)) for _, p in paths]
+            request = [ua.BrowsePath(StartingNode=_ROOT, RelativePath=relative_path(p)) for _, p in paths]
             results = await client.uaclient.translate_browsepaths_to_nodeids(request)
             for (i, _), result in zip(paths, results, strict=True):
                 if result.StatusCode.is_good() and result.Targets:
@@ -266,7 +239,7 @@ class OpcUaConnector:
                 else:
                     resolved[i] = None
                     self._warn_once(
-                        i, f"browse path {texts[i]!r} not found: {_status_name(result.StatusCode)}"
+                        i, f"browse path {texts[i]!r} not found: {status_name(result.StatusCode)}"
                     )
         n = len(self.config.nodes)
         self._monitored = [(i, resolved[i]) for i in range(n)]
@@ -327,7 +300,7 @@ class OpcUaConnector:
                 if not res.StatusCode.is_good():
                     i = self._item_nodes[item.RequestedParameters.ClientHandle]
                     node = cfg.nodes[i].node
-                    self._warn_once(i, f"cannot monitor {node!r}: {_status_name(res.StatusCode)}")
+                    self._warn_once(i, f"cannot monitor {node!r}: {status_name(res.StatusCode)}")
 
     async def _watch(self, client: Client) -> None:
         """Return (raise _Lost) when the session is dead: a lost link or missed keep-alives."""
@@ -348,7 +321,7 @@ class OpcUaConnector:
             self._lost.set()
 
     def _lose(self, exc: BaseException) -> None:
-        self.stats.last_error = _describe(exc)
+        self.stats.last_error = describe(exc)
 
     # --- notifications ----------------------------------------------------------------------------
 
@@ -364,7 +337,7 @@ class OpcUaConnector:
         handles = self._handles
         for notification in data:
             if isinstance(notification, ua.StatusChangeNotification):
-                self._mark_lost(f"subscription status {_status_name(notification.Status)}")
+                self._mark_lost(f"subscription status {status_name(notification.Status)}")
                 continue
             if not isinstance(notification, ua.DataChangeNotification):
                 continue
@@ -376,7 +349,7 @@ class OpcUaConnector:
                 dv = item.Value
                 status = dv.StatusCode
                 if status is not None and not status.is_good():
-                    self._skip(handle, f"status {_status_name(status)}")
+                    self._skip(handle, f"status {status_name(status)}")
                     continue
                 value = number(dv.Value.Value if dv.Value is not None else None)
                 if value is None:
@@ -412,38 +385,3 @@ class OpcUaConnector:
         if (i, kind) not in self._warned and len(self._warned) < 10_000:
             self._warned.add((i, kind))
             log.warning("%s: %s", self.name, message)
-
-
-def _relative(path: BrowsePath) -> ua.RelativePath:
-    return ua.RelativePath(
-        Elements=[
-            ua.RelativePathElement(
-                ReferenceTypeId=_HIERARCHICAL,
-                IsInverse=False,  # type: ignore[arg-type]  # asyncua's Boolean marker class
-                IncludeSubtypes=True,  # type: ignore[arg-type]
-                TargetName=ua.QualifiedName(name, ns),
-            )
-            for ns, name in path
-        ]
-    )
-
-
-def _status_name(status: ua.StatusCode) -> str:
-    try:
-        return str(status.name)
-    except Exception:
-        return f"0x{status.value:08X}"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300] if str(exc) else text
-
-
-async def _quietly(coro: Any) -> None:
-    """Tear down without waiting on a dead server for long, and without raising."""
-    try:
-        async with asyncio.timeout(2):
-            await coro
-    except Exception:
-        log.debug("teardown step failed", exc_info=True)

@@ -7,6 +7,7 @@
 - ``faults``: the agent as a child process, a plant thread, an upstream counter (fault runs);
 - ``plant_server`` / ``Plant``: an OPC UA server with a small plant address space (``opcua_plant.py``);
 - ``Plc``: a Modbus TCP device that records every request (``modbus_plc.py``);
+- ``opcua_pki.make_pki``: self-signed certificates for OPC UA security tests (import the module);
 - ``solver_doubles``: solver backends that overrun or wait out their deadline (import the module).
 
 The last two are imported on first use (asyncua and pymodbus load only for the tests that use them).

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import datetime
 import json
-import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,10 +15,6 @@ from typing import Any
 
 import pytest
 from asyncua import ua
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import ValidationError
 
 from qxedge.agent.pipeline import Agent
@@ -30,6 +25,7 @@ from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch
 from qxedge.core.errors import ConfigError, ConnectorError
 from qxedge.testing import Watcher, edge_config, plant_server, wait_until
+from qxedge.testing.opcua_pki import make_pki
 from qxedge.testing.opcua_plant import ASSETS, SIGNALS
 
 pytestmark = pytest.mark.integration
@@ -38,75 +34,9 @@ pytestmark = pytest.mark.integration
 # --- certificates (RSA: Basic256Sha256 needs it), made once per module -------------------------------
 
 
-def _self_signed(folder: Path, name: str, uri: str, server: bool) -> tuple[Path, Path]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = datetime.datetime.now(datetime.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.UniformResourceIdentifier(uri),
-                    x509.DNSName("localhost"),
-                    x509.DNSName(socket.gethostname()),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=True,
-                key_encipherment=True,
-                data_encipherment=True,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / f"{name}.der", folder / f"{name}.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("opcua-pki")
-    server_cert, server_key = _self_signed(folder, "server", "urn:qxedge:test:server", server=True)
-    client_cert, client_key = _self_signed(folder, "client", "urn:qxedge:test:client", server=False)
-    user_cert, user_key = _self_signed(folder, "user", "urn:qxedge:test:user", server=False)
-    password = folder / "opcua-password"
-    password.write_text("pa55-w0rd\n", encoding="utf-8")
-    return {
-        "server_cert": server_cert,
-        "server_key": server_key,
-        "client_cert": client_cert,
-        "client_key": client_key,
-        "user_cert": user_cert,
-        "user_key": user_key,
-        "password_file": password,
-        "folder": folder,
-    }
+    return make_pki(tmp_path_factory.mktemp("opcua-pki"))
 
 
 # --- the connector under test ------------------------------------------------------------------------
