@@ -342,13 +342,16 @@ async def _until_signalled(work: Coroutine[Any, Any, int]) -> int:
 
 
 async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
-    from qxedge.agent.demo import demo_broker, format_summary, run_demo
+    from qxedge.agent.demo import demo_broker, format_summary, isolated, run_demo
     from qxedge.agent.report import write_report
 
     def progress(line: str) -> None:
         say.info(line)
 
-    with demo_broker(cfg, explicit=args.broker is not None) as (cfg, how):
+    with (
+        demo_broker(cfg, explicit=args.broker is not None) as (cfg, how),
+        isolated(cfg, _datacenter(None, None)) as (cfg, datacenter),
+    ):
         plan, length = cfg.planning, f"{args.duration:g} s"
         if plan is not None and plan.demo_clock is not None:
             length = (
@@ -356,7 +359,7 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
                 f"{plan.slot_s / plan.demo_clock.speed:g} s, baseline then optimised"
             )
         progress(f"qxedge demo: broker {cfg.broker.url} ({how}), {length}")
-        summary = await run_demo(cfg, args.duration, progress, _datacenter(None, None))
+        summary = await run_demo(cfg, args.duration, progress, datacenter)
     summary["broker_source"] = how
     print(json.dumps(summary) if args.json else format_summary(summary), flush=True)
     if args.report is not None:  # after the summary: a report that cannot be written (ReportError,

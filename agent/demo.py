@@ -8,8 +8,10 @@ two slots before the day's ``start``, and each run keeps its plan state in a fol
 run is measured at the plant's meter: mean power per slot against the contracted peak, energy cost at
 the slot's price, and the runs each load really did.
 
-Broker: ``--broker`` if given, else the config's broker when it answers, else an embedded one
-(a private mosquitto, or amqtt where there is no mosquitto binary) on a free port.
+Isolated from a real agent on the same machine: the broker is ``--broker`` if given, else a private
+one on a free port (a mosquitto of its own, or amqtt where there is no mosquitto binary), never one
+that merely answers at the config's address (on an edge box, the plant's); the state (audit log,
+outbox, plan state) lives in a temporary folder of its own, and the ops endpoints take free ports.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from qxedge.agent.config import EdgeConfig
 from qxedge.agent.day import SlotInputs
 from qxedge.agent.pipeline import Agent
 from qxedge.agent.planning import PlanningConfig
-from qxedge.connectors.embedded_broker import EmbeddedBroker, port_open
+from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.simulator import MeterSample, SimulatedPlant
 from qxedge.core.errors import ConfigError, Problem
+from qxedge.core.ops_config import OpsConfig
+from qxedge.core.state import use_state_dir
 from qxedge.hybrid.backends import Deadline
 from qxedge.hybrid.config import MilpConfig
 from qxedge.hybrid.milp import solve_milp
@@ -42,15 +46,34 @@ from qxedge.hybrid.service import DataCenterConfig, SolverService
 
 @contextlib.contextmanager
 def demo_broker(cfg: EdgeConfig, explicit: bool) -> Iterator[tuple[EdgeConfig, str]]:
-    """Yield the config pointed at a usable broker, and how it was found."""
+    """Yield the config pointed at the demo's broker, and which it is: the one ``--broker`` gave
+    (``explicit``), else a private one on a free port (mosquitto, or amqtt without one), never a broker
+    that happens to answer at the config's address: on an edge box that is the plant's."""
     if explicit:
         yield cfg, "given"
-    elif port_open(cfg.broker.host, cfg.broker.port):
-        yield cfg, "found"
-    else:
-        with EmbeddedBroker() as broker:
-            url = broker.url
-            yield cfg.model_copy(update={"broker": cfg.broker.model_copy(update={"url": url})}), broker.kind
+        return
+    with EmbeddedBroker() as broker:
+        url = broker.url
+        yield cfg.model_copy(update={"broker": cfg.broker.model_copy(update={"url": url})}), broker.kind
+
+
+@contextlib.contextmanager
+def isolated(cfg: EdgeConfig, datacenter: DataCenterConfig) -> Iterator[tuple[EdgeConfig, DataCenterConfig]]:
+    """The demo beside a running agent (of site ``demo`` too) or worker: a state directory of its own
+    (audit log, outbox, plan state) for as long as it runs, and free ports for the ops endpoints."""
+
+    def free_port(ops: OpsConfig | None) -> OpsConfig | None:
+        return None if ops is None else ops.model_copy(update={"port": 0})
+
+    with tempfile.TemporaryDirectory(prefix="qxedge-demo-") as folder:
+        use_state_dir(Path(folder))
+        try:
+            yield (
+                cfg.model_copy(update={"ops": free_port(cfg.ops), "state_dir": Path(folder)}),
+                datacenter.model_copy(update={"ops": free_port(datacenter.ops), "state_dir": Path(folder)}),
+            )
+        finally:
+            use_state_dir(None)
 
 
 def _progress_line(elapsed: float, agent: Agent, plant: SimulatedPlant) -> str:
