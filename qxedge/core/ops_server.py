@@ -145,6 +145,7 @@ class OpsServer:
         if extend is not None:
             extend(self.app)
         self.app.on_response_prepare.append(_one_request)
+        self.app[OPS] = self  # a route reaches its endpoint (hold()) through its request's app
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self._open: dict[_Guard, None] = {}  # in the order they came: the oldest first
@@ -264,6 +265,9 @@ class OpsServer:
 
     def count_timeout(self) -> None:
         self._timed_out += 1
+
+
+OPS = web.AppKey("qxedge_ops", OpsServer)
 
 
 async def _one_request(request: web.Request, response: web.StreamResponse) -> None:
