@@ -74,6 +74,7 @@ class Console:
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/", self._index)
         app.router.add_get("/static/{name}", self._file)
+        app.router.add_get("/favicon.ico", self._no_icon)
         app.router.add_get("/status", self._status)
         app.router.add_get("/events", self._events)
         app.router.add_get("/api/assets/{asset:.+}", self._series)
@@ -87,6 +88,9 @@ class Console:
 
     async def _index(self, request: web.Request) -> web.Response:
         return web.Response(body=self._page, content_type="text/html", charset="utf-8", headers=HEADERS)
+
+    async def _no_icon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
 
     async def _file(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

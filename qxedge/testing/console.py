@@ -92,3 +92,36 @@ class LivePlant:
                 self._loop.close()
                 self.broker.__exit__(None, None, None)
                 self._state.cleanup()
+
+
+def chromium_missing() -> str | None:
+    """Why headless Chromium cannot be driven here (None when it can): Debian's chromium and
+    chromium-driver, and the selenium package (the dev extra)."""
+    import importlib.util
+    import shutil
+
+    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
+    if missing:
+        return f"{' and '.join(missing)} not installed (Debian packages chromium, chromium-driver; .ci/run installs them)"
+    if importlib.util.find_spec("selenium") is None:
+        return "selenium is not installed (the dev extra)"
+    return None
+
+
+def chromium(width: int = 1280, height: int = 860) -> Any:
+    """A headless Chromium driven by Selenium, with the system's browser and driver (nothing is
+    downloaded: Selenium Manager is told to stay offline)."""
+    import os
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_OFFLINE", "true")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.add_argument(f"--window-size={width},{height}")
+    service = Service(executable_path=shutil.which("chromedriver") or "chromedriver")
+    return webdriver.Chrome(options=options, service=service)

@@ -72,7 +72,7 @@ function renderPlant(doc) {
     const scores = models.length
       ? models.map((m) => el("div", {}, scoreBar(a.scores[m], a.thresholds[m]), el("span", { class: "score" }, `${fmt(a.scores[m])}${a.thresholds[m] !== undefined ? " / " + fmt(a.thresholds[m]) : ""}`)))
       : [el("span", { class: "muted" }, "not scored")];
-    const readings = Object.entries(a.readings).map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
+    const readings = Object.entries(a.readings).sort().map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
     return el("tr", { class: a.alarm ? "alarm" : "", "data-asset": a.asset },
       el("td", {}, el("a", { href: `#/asset/${a.asset}` }, a.asset)),
       el("td", { class: "score-cell" }, ...scores),
