@@ -102,7 +102,8 @@ def chromium_missing() -> str | None:
 
     missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
     if missing:
-        return f"{' and '.join(missing)} not installed (Debian packages chromium, chromium-driver; .ci/run installs them)"
+        names = " and ".join(missing)
+        return f"{names} not installed (Debian packages chromium, chromium-driver; .ci/run installs them)"
     if importlib.util.find_spec("selenium") is None:
         return "selenium is not installed (the dev extra)"
     return None
