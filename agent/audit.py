@@ -708,11 +708,21 @@ def _text(x: object) -> str | None:
     return None if x is None else str(x)
 
 
+SEARCHED = ("kind", "asset", "source", "verdict", "reason", "limit_name", "provenance")  # by ``text``
+
+
 def query(
-    path: Path, *, asset: str | None = None, since: float | None = None, limit: int | None = None
+    path: Path,
+    *,
+    asset: str | None = None,
+    since: float | None = None,
+    limit: int | None = None,
+    kind: str | None = None,
+    text: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows in id order, as dicts (``provenance`` decoded); rows still in segment files (a running
-    agent's last 0.1 s, or what a crash left before the next start) included."""
+    agent's last 0.1 s, or what a crash left before the next start) included. ``kind`` keeps one kind of
+    row; ``text`` the rows with it in one of the SEARCHED columns (case-insensitive for ASCII)."""
     appended = _appended(path)
     db = _read_only(path)
     try:
@@ -723,6 +733,13 @@ def query(
         if since is not None:
             where.append("ts >= ?")
             args.append(since)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if text:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in SEARCHED) + ")")
+            args.extend([pattern] * len(SEARCHED))
         sql = f"SELECT {_select(db)} FROM audit WHERE {' AND '.join(where)} ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
@@ -731,10 +748,16 @@ def query(
     finally:
         db.close()
     seen = {row["id"] for row in rows}
+    needle = text.lower() if text else None
     for row in appended:
-        if row["id"] not in seen and asset in (None, row["asset"]) and (since is None or row["ts"] >= since):
-            rows.append(row)
-            seen.add(row["id"])
+        if row["id"] in seen or asset not in (None, row["asset"]) or kind not in (None, row["kind"]):
+            continue
+        if since is not None and row["ts"] < since:
+            continue
+        if needle is not None and not any(needle in str(row[c] or "").lower() for c in SEARCHED):
+            continue
+        rows.append(row)
+        seen.add(row["id"])
     rows.sort(key=lambda row: row["id"])
     if limit is not None:
         rows = rows[max(len(rows) - limit, 0) :]

@@ -154,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--limit", type=_milliseconds, metavar="N", help="only the last N rows")
     audit.add_argument("--json", action="store_true", help="print the rows as one JSON array")
+    status = sub.add_parser(
+        "status", help="a snapshot of a running agent from its ops endpoint (GET /status)"
+    )
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("--config", "-c", type=Path, help="the agent's config: its ops host and port")
+    where.add_argument("--url", metavar="URL", help="the ops endpoint, e.g. http://127.0.0.1:9464")
+    status.add_argument("--json", action="store_true", help="print the status document as JSON")
+    status.add_argument("--timeout", type=_positive, default=5.0, metavar="SECONDS")
     schema = sub.add_parser("config-schema", help="print the JSON Schema of a config (for editor completion)")
     schema.add_argument("--kind", choices=["edge", "datacenter"], default="edge")
     check = sub.add_parser("check-config", help="validate a config file; list every problem with its path")
@@ -239,6 +247,15 @@ def _audit(args: argparse.Namespace) -> int:
             f"{value:<8} {r['source'] or ''}: {r['reason'] or ''}{times}"
         )
     return 0
+
+
+def _ops_url(path: Path | None) -> str:
+    """The ops endpoint of the agent a config describes (its own host unless it listens on all)."""
+    cfg = _load(path, None)
+    if cfg.ops is None:
+        raise ConfigError([Problem("ops", "missing: the agent serves /status only with an ops section")])
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(cfg.ops.host, cfg.ops.host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{cfg.ops.port}"
 
 
 def _datacenter(path: Path | None, broker: str | None) -> DataCenterConfig:
@@ -491,6 +508,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_until_signalled(_solve(args)))
     if args.command == "audit":
         return _audit(args)
+    if args.command == "status":
+        from qxedge.agent.console.status_cli import show_status
+
+        return show_status(args.url or _ops_url(args.config), args.json, args.timeout)
     if args.command == "config-schema":
         from qxedge.hybrid.service import DataCenterConfig
 

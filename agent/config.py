@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from qxedge.agent.console.config import AgentOpsConfig
 from qxedge.agent.safety import SafetyConfig
 from qxedge.agent.settings import PlanningConfig, TelemetryConfig
 from qxedge.connectors.modbus import ModbusConfig
@@ -47,7 +48,6 @@ from qxedge.connectors.simulator import SimulatorConfig
 from qxedge.connectors.sparkplug_config import SparkplugConfig
 from qxedge.core.config import resolve_path
 from qxedge.core.errors import ConfigError, Problem
-from qxedge.core.ops_config import OpsConfig
 from qxedge.hybrid.config import OffloadConfig
 
 ENV_PREFIX = "QXEDGE_"
@@ -239,7 +239,9 @@ class EdgeConfig(_Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     rules: list[RuleConfig] = Field(default_factory=list)
     safety: SafetyConfig = Field(default_factory=SafetyConfig, description="no envelope: nothing is written")
-    ops: OpsConfig | None = Field(None, description="/metrics, /healthz, /readyz over HTTP")
+    ops: AgentOpsConfig | None = Field(
+        None, description="/metrics, /healthz, /readyz, /status and the web console over HTTP"
+    )
     offload: OffloadConfig | None = Field(None, description="submit plans to the data center (with fallback)")
     planning: PlanningConfig | None = None
     simulator: SimulatorConfig | None = None

@@ -96,6 +96,7 @@ class SetpointGate:
         self.site = site
         self.verdicts: Counter[str] = Counter()
         self.written: list[Setpoint] = []
+        self.in_force: dict[str, Setpoint] = {}  # asset -> the last setpoint written (the console shows it)
         self._unechoed: OrderedDict[Message, None] = OrderedDict()  # own setpoints not yet sent back
         # asset -> (value, ts) of the agent's own setpoint the broker retains (sent again at each
         # subscription: at start, from the audit log's last write, and after every reconnect)
@@ -174,6 +175,7 @@ class SetpointGate:
         self._changed.add(p.asset)
         self.written.append(setpoint)
         del self.written[:-100]
+        self.in_force[p.asset] = setpoint
         self._settled.pop(p.asset, None)
         if failed:  # written somewhere, not everywhere: the caller must not count it as done
             self.verdicts["partial"] += 1

@@ -29,6 +29,7 @@ OFFLOAD = (
     "result_late",
     "result_error",
 )
+MAX_ASSET_SERIES = 1000  # per family: assets beyond it are left out (and counted), never a runaway scrape
 OUTBOX_EVENTS = (
     *("accepted", "written", "sent", "acked", "confirmed", "resent", "bad_confirmations"),
     *("overflow_dropped", "refused", "write_errors"),
@@ -135,3 +136,35 @@ class AgentMetrics(Collector):
         yield gauge("qxedge_window_rows", "readings held in the feature windows", s.window_rows)
         if s.ops is not None:
             yield from ops_metrics(s.ops, "site", site)
+        yield from asset_metrics(s)
+
+
+def asset_metrics(s: AgentStats) -> Iterator[Metric]:
+    """``qxedge_asset_score{site, asset, model}`` and ``qxedge_asset_setpoint{site, asset}``: only the
+    assets a model scores and the envelopes allow writing (configured patterns), at most
+    MAX_ASSET_SERIES each (by name), the rest counted in ``qxedge_asset_series_omitted``."""
+    scores = GaugeMetricFamily(
+        "qxedge_asset_score",
+        "the newest score of each asset by each model",
+        labels=["site", "asset", "model"],
+    )
+    keys = sorted(s.asset_scores)
+    for asset, model in keys[:MAX_ASSET_SERIES]:
+        scores.add_metric([s.site, asset, model], s.asset_scores[(asset, model)])
+    yield scores
+    setpoints = GaugeMetricFamily(
+        "qxedge_asset_setpoint", "the setpoint last written to each asset", labels=["site", "asset"]
+    )
+    assets = sorted(s.asset_setpoints)
+    for asset in assets[:MAX_ASSET_SERIES]:
+        setpoints.add_metric([s.site, asset], s.asset_setpoints[asset])
+    yield setpoints
+    omitted = GaugeMetricFamily(
+        "qxedge_asset_series_omitted",
+        f"asset series left out of this scrape (over {MAX_ASSET_SERIES} per family)",
+        labels=["site"],
+    )
+    omitted.add_metric(
+        [s.site], max(0, len(keys) - MAX_ASSET_SERIES) + max(0, len(assets) - MAX_ASSET_SERIES)
+    )
+    yield omitted

@@ -41,6 +41,7 @@ from qxedge.agent._stalls import gc_pauses, watch_lag
 from qxedge.agent.audit import AuditLog
 from qxedge.agent.clock import Clock
 from qxedge.agent.config import EdgeConfig
+from qxedge.agent.console import Console
 from qxedge.agent.day import ProductionDay
 from qxedge.agent.decisions import DerateRule, Scored
 from qxedge.agent.features import SMALL_BATCH, Features, FeatureWindow
@@ -117,6 +118,10 @@ class AgentStats:
     window_rows: int  # readings held in the feature windows
     models: tuple[ModelStats, ...]
     ops: OpsStats | None  # the /metrics endpoint's connections (None while it does not listen)
+    # (asset, model) -> the newest score; asset -> the setpoint written last (only assets the models
+    # and the safety envelopes name: configured patterns)
+    asset_scores: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    asset_setpoints: Mapping[str, float] = field(default_factory=dict)
 
 
 def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
@@ -161,6 +166,7 @@ class Agent:
         self.uplink: MqttClient | None = None  # the data center's broker (the plant's when not configured)
         self.outbox: Outbox | None = None
         self.ops: OpsServer | None = None
+        self.console: Console | None = None  # the web console and /status (ops.console)
         self.metrics = AgentMetrics(self.stats)
         self._inference_seconds = {  # labelled once: a labels() lookup per evaluation costs more
             name: self.metrics.inference_seconds.labels(self.site, name, m.provider)
@@ -216,6 +222,8 @@ class Agent:
             window_rows=self.window.rows,
             models=tuple(ModelStats(name, m.provider, m.sha256) for name, m in self.models.items()),
             ops=self.ops.stats() if self.ops is not None else None,
+            asset_scores=dict(self._latest),
+            asset_setpoints=dict(self.gate.current) if self.gate is not None else {},
         )
 
     @property
@@ -255,8 +263,17 @@ class Agent:
         link = PlantLink(self.site, self.config.broker, self._accept, self._plant_proposal)
         async with contextlib.AsyncExitStack() as stack:
             if self.config.ops is not None:
+                if self.config.ops.console:
+                    self.console = Console(self)
+                    self.observers.append(self.console.live)
                 self.ops = await stack.enter_async_context(
-                    OpsServer(self.config.ops, self.metrics.registry, self._not_ready)
+                    OpsServer(
+                        self.config.ops,
+                        self.metrics.registry,
+                        self._not_ready,
+                        extend=self.console.routes if self.console is not None else None,
+                        streams=self.config.ops.max_streams,
+                    )
                 )
             audit = await stack.enter_async_context(
                 AuditLog.configured(self.config.safety.audit, self.site, self.config_hash)

@@ -3,17 +3,22 @@
 - ``GET /metrics``: Prometheus text format, from the process's own registry;
 - ``GET /healthz``: 200 while the process runs its loops (liveness);
 - ``GET /readyz``: 200 when it can do its job (e.g. connected to its broker), 503 with the reason
-  otherwise (readiness).
+  otherwise (readiness);
+- whatever routes ``extend`` adds to the aiohttp application (the agent's console and ``/status``).
 
-A tiny HTTP/1.1 server on the event loop (an :class:`asyncio.Protocol`: no thread, no task per
-connection, no framework: three read-only GETs do not need one). Use ``async with OpsServer(...)``.
+Built on aiohttp (``async with OpsServer(...)``): its router, request parser, static files and
+streamed responses serve the console; this module keeps what aiohttp does not do for us, in a thin
+protocol in front of each aiohttp connection (:class:`_Guard`):
 
 It never lets clients cost the process its file descriptors: at most ``max_connections`` connections
 are served at once. One more takes the place of the oldest connection still waiting for its request,
 which is answered ``503`` and closed (so idle connections never lock a health check out); only when
 every connection is taking its answer is the new one refused that way. A connection must deliver its
-request head within ``read_timeout_s`` (idle and slowloris clients are answered ``408`` and closed) and
-take its answer within ``write_timeout_s`` (else it is cut).
+request head within ``read_timeout_s`` (idle and slowloris clients are answered ``408`` and closed),
+its head must fit in 8 KiB (else ``431``), and the whole exchange must be over within
+``write_timeout_s`` (else it is cut), except for the streams a route holds open (:meth:`OpsServer.hold`,
+Server-Sent Events), at most ``streams`` of them. Each connection serves one request (``Connection:
+close``): its slot is free again as soon as the answer is sent.
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http import HTTPStatus
 
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -42,18 +51,7 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 8 * 1024  # a GET needs a few hundred; more is not a scrape
 REFUSED_LOG_EVERY_S = 60.0  # refusals are counted; a warning says so at most once a minute
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-}
-
-
-Readiness = Callable[[], str | None]  # None when ready, else why not
+KEEPALIVE_S = 75.0  # aiohttp's own idle limit; the read timeout (below it) answers first
 
 
 def process_registry() -> CollectorRegistry:
@@ -83,6 +81,7 @@ class OpsStats:
     answered: int  # requests answered (any status, 408 and the 503 of a refusal aside)
     refused: int  # connections over max_connections (the new one or the oldest waiting), answered 503 unread
     timed_out: int  # connections closed for not sending their request or not taking their answer in time
+    streams: int = 0  # streams held open now (the console's live updates)
 
 
 def ops_metrics(stats: OpsStats, label: str, value: str) -> Iterator[Metric]:
@@ -105,36 +104,69 @@ def ops_metrics(stats: OpsStats, label: str, value: str) -> Iterator[Metric]:
     yield served
 
 
-def response(status: int, body: bytes, kind: str = "text/plain", extra: str = "") -> bytes:
+def raw_response(status: int, body: bytes, extra: str = "") -> bytes:
+    """A whole HTTP/1.1 answer written by the guard itself (aiohttp never saw the request)."""
     return (
-        f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
-        f"{extra}Connection: close\r\n\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: text/plain\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
     ).encode() + body
 
 
-BUSY = response(503, b"busy: too many connections\n", extra="Retry-After: 1\r\n")
-TOO_SLOW = response(408, b"request not received in time\n")
+BUSY = raw_response(503, b"busy: too many connections\n", extra="Retry-After: 1\r\n")
+TOO_SLOW = raw_response(408, b"request not received in time\n")
+TOO_LONG = raw_response(431, b"request head over 8 KiB\n")
+
+Readiness = Callable[[], str | None]  # None when ready, else why not
+Extension = Callable[[web.Application], None]  # adds routes (the agent's console) to the application
 
 
 class OpsServer:
-    def __init__(self, config: OpsConfig, registry: CollectorRegistry, ready: Readiness) -> None:
+    """``async with OpsServer(config, registry, ready) as ops``: listening on ``ops.port`` (a taken
+    port is logged, and the process goes on without the endpoint)."""
+
+    def __init__(
+        self,
+        config: OpsConfig,
+        registry: CollectorRegistry,
+        ready: Readiness,
+        *,
+        extend: Extension | None = None,
+        streams: int = 0,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.ready = ready
         self.port = config.port
+        self.streams = streams  # how many streams routes may hold open at once (hold())
+        self.app = web.Application(handler_args={"max_field_size": MAX_HEAD_BYTES})
+        self.app.router.add_get("/metrics", self._metrics)
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/readyz", self._readyz)
+        if extend is not None:
+            extend(self.app)
+        self.app.on_response_prepare.append(_one_request)
+        self.app[OPS] = self  # a route reaches its endpoint (hold()) through its request's app
+        self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
-        self._open: dict[_Connection, None] = {}  # in the order they came: the oldest first
+        self._open: dict[_Guard, None] = {}  # in the order they came: the oldest first
+        self._by_transport: dict[asyncio.BaseTransport, _Guard] = {}
+        self._held = 0
         self._peak = self._answered = self._refused = self._timed_out = 0
         self._refused_logged_at = -REFUSED_LOG_EVERY_S
 
     def stats(self) -> OpsStats:
-        return OpsStats(len(self._open), self._peak, self._answered, self._refused, self._timed_out)
+        return OpsStats(
+            len(self._open), self._peak, self._answered, self._refused, self._timed_out, self._held
+        )
 
     async def __aenter__(self) -> OpsServer:
         loop = asyncio.get_running_loop()
+        # one task per request, cancelled when its client goes away (a stream ends with its reader)
+        runner = self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        await runner.setup()
         try:
             self._server = await loop.create_server(
-                lambda: _Connection(self), self.config.host, self.config.port, backlog=1024
+                lambda: _Guard(self), self.config.host, self.config.port, backlog=1024
             )
         except OSError as exc:  # metrics are worth a warning, never the process
             log.error(
@@ -151,39 +183,60 @@ class OpsServer:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._server is not None:
             self._server.close()
-            for connection in list(self._open):
-                connection.abort()
+            for guard in list(self._open):
+                guard.abort()
             await self._server.wait_closed()
+        if self._runner is not None:
+            await self._runner.cleanup()
 
-    def answer(self, head: bytes) -> bytes:
-        """The whole response to one request head (request line and headers, no body)."""
-        try:
-            method, target, _version = head.split(b"\r\n", 1)[0].decode("ascii").split(" ")
-        except (UnicodeDecodeError, ValueError):
-            return response(400, b"not an HTTP/1.1 request line\n")
-        if method != "GET":
-            return response(405, b"GET only\n", extra="Allow: GET\r\n")
-        path = target.split("?", 1)[0]
-        if path == "/metrics":
-            return response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
-        if path == "/healthz":
-            return response(200, b"ok\n")
-        if path == "/readyz":
-            why = self.ready()
-            return response(200, b"ready\n") if why is None else response(503, f"{why}\n".encode())
-        return response(404, b"not found: /metrics, /healthz, /readyz\n")
+    def hold(self, request: web.BaseRequest) -> bool:
+        """Let ``request``'s connection stay open past ``write_timeout_s`` (a stream of events), if
+        fewer than ``streams`` are held now; False (answer 503) otherwise. Writes to a held stream
+        should each be bounded by the caller (``asyncio.timeout(config.write_timeout_s)``)."""
+        guard = self._by_transport.get(request.transport) if request.transport is not None else None
+        if guard is None or self._held >= self.streams:
+            return False
+        guard.hold()
+        self._held += 1
+        return True
 
-    def admit(self, connection: _Connection) -> bool:
+    def handler(self) -> RequestHandler:
+        """The aiohttp protocol that serves an admitted connection."""
+        assert self._runner is not None and self._runner.server is not None
+        return _Http(
+            self._runner.server,
+            loop=asyncio.get_running_loop(),
+            access_log=None,  # type: ignore[arg-type]  # (aiohttp takes None: no access log)
+            keepalive_timeout=KEEPALIVE_S,
+            max_field_size=MAX_HEAD_BYTES,
+            max_line_size=MAX_HEAD_BYTES,
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        why = self.ready()
+        return web.Response(text="ready\n") if why is None else web.Response(status=503, text=f"{why}\n")
+
+    # ------------------------------------------------------------------ the guards' bookkeeping
+    def admit(self, guard: _Guard) -> bool:
         """Whether a new connection may be served: at the cap it takes the place of the oldest one still
         waiting for its request; it is refused only when every one is taking its answer (each refusal
         is counted, a warning says so now and then)."""
         if len(self._open) >= self.config.max_connections:
-            waiting = next((c for c in self._open if not c.answered), None)
+            waiting = next((g for g in self._open if not g.headed), None)
             self._count_refusal()
             if waiting is None:
                 return False
             waiting.refuse()
-        self._open[connection] = None
+        self._open[guard] = None
+        assert guard.transport is not None
+        self._by_transport[guard.transport] = guard
         self._peak = max(self._peak, len(self._open))
         return True
 
@@ -198,8 +251,14 @@ class OpsServer:
                 self._refused,
             )
 
-    def release(self, connection: _Connection) -> None:
-        self._open.pop(connection, None)
+    def release(self, guard: _Guard) -> None:
+        if guard not in self._open:
+            return
+        del self._open[guard]
+        if guard.transport is not None:
+            self._by_transport.pop(guard.transport, None)
+        if guard.held:
+            self._held -= 1
 
     def count_answer(self) -> None:
         self._answered += 1
@@ -208,75 +267,135 @@ class OpsServer:
         self._timed_out += 1
 
 
-class _Connection(asyncio.Protocol):
-    """One client: read the request head under a deadline, answer, close."""
+OPS = web.AppKey("qxedge_ops", OpsServer)
+
+
+async def _one_request(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer closes its connection: a slot is never kept by an idle keep-alive client."""
+    response.force_close()
+
+
+class _Http(RequestHandler):
+    """aiohttp's protocol, with a client's malformed request answered 400 and logged in one line at
+    debug level (anyone can send one: no traceback, no error log); a bug in a route still logs one."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if isinstance(exc, HttpProcessingError):
+            log.debug("bad request from %s: %s", request.remote, exc)
+            response = web.Response(status=status, text=f"{HTTPStatus(status).phrase}: {exc.message}\n")
+            response.force_close()
+            return response
+        return super().handle_error(request, status, exc, message)
+
+
+class _Guard(asyncio.Protocol):
+    """One client, in front of aiohttp: admission at the cap, the request head read here under a
+    deadline and size limit, then handed to aiohttp whole; the whole exchange under a deadline."""
 
     def __init__(self, server: OpsServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
+        self.http: RequestHandler | None = None
         self.head = bytearray()
+        self.headed = False  # the request head has arrived (it is being answered)
+        self.held = False  # a stream: no deadline on the exchange
         self.timer: asyncio.TimerHandle | None = None
-        self.answered = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         if not self.server.admit(self):
-            self.refuse()
+            self.headed = True  # nothing more is read
+            transport.write(BUSY)
+            transport.close()
             return
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_later(self.server.config.read_timeout_s, self._too_slow)
+        self.http = self.server.handler()
+        self.http.connection_made(transport)
+        self.timer = asyncio.get_running_loop().call_later(self.server.config.read_timeout_s, self._too_slow)
 
     def data_received(self, data: bytes) -> None:
-        if self.answered or self.transport is None or self.transport.is_closing():
-            return  # a body or pipelined requests: not read, the connection closes after the answer
+        if self.http is None or self.transport is None or self.transport.is_closing():
+            return
+        if self.headed:
+            self.http.data_received(data)  # a request body
+            return
+        seen = len(self.head)
         self.head += data
-        end = self.head.find(b"\r\n\r\n")
+        end = self.head.find(b"\r\n\r\n", max(0, seen - 3))
         if end < 0:
             if len(self.head) > MAX_HEAD_BYTES:
-                self._send(response(431, b"request head over 8 KiB\n"))
+                self._reply(TOO_LONG, counted=True)
             return
-        self._send(self.server.answer(bytes(self.head[:end])))
+        if end > MAX_HEAD_BYTES:
+            self._reply(TOO_LONG, counted=True)
+            return
+        self.headed = True
+        self.server.count_answer()
+        self._rearm(self.server.config.write_timeout_s, self._cut)
+        whole, self.head = bytes(self.head), bytearray()
+        self.http.data_received(whole)
 
     def eof_received(self) -> bool | None:
-        if not self.answered:
+        if not self.headed:
             self.abort()  # the client gave up before a whole request
+        elif self.http is not None:
+            self.http.eof_received()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
         self.server.release(self)
+        if self.http is not None:
+            self.http.connection_lost(exc)
 
-    def refuse(self) -> None:
-        """Answer 503 unread and close (a few bytes into an empty socket buffer: never blocks)."""
-        assert self.transport is not None
-        self.answered = True  # nothing more is read
+    def pause_writing(self) -> None:
+        if self.http is not None:
+            self.http.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.http is not None:
+            self.http.resume_writing()
+
+    def hold(self) -> None:
+        self.held = True
         if self.timer is not None:
             self.timer.cancel()
+            self.timer = None
+
+    def refuse(self) -> None:
+        """Made way for a newer connection: answered 503 unread and closed."""
         self.server.release(self)
-        self.transport.write(BUSY)
-        self.transport.close()
+        self._reply(BUSY, counted=False)
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
-    def _send(self, payload: bytes) -> None:
-        assert self.transport is not None and self.timer is not None
-        self.answered = True
-        self.server.count_answer()
-        self.timer.cancel()
-        self.timer = asyncio.get_running_loop().call_later(self.server.config.write_timeout_s, self._cut)
+    def _reply(self, payload: bytes, *, counted: bool) -> None:
+        """Answer without aiohttp (it has not seen the request) and close; cut if not taken in time."""
+        assert self.transport is not None
+        self.headed = True  # nothing more is read
+        if counted:
+            self.server.count_answer()
         self.transport.write(payload)
-        self.transport.close()  # after the buffer drains; _cut if the client does not take it
+        self.transport.close()
+        self._rearm(self.server.config.write_timeout_s, self.abort)
+
+    def _rearm(self, delay: float, then: Callable[[], None]) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.get_running_loop().call_later(delay, then)
 
     def _too_slow(self) -> None:
         self.server.count_timeout()
-        assert self.transport is not None
-        self.transport.write(TOO_SLOW)
-        self.transport.close()
-        self.timer = asyncio.get_running_loop().call_later(self.server.config.write_timeout_s, self.abort)
+        self._reply(TOO_SLOW, counted=False)
 
     def _cut(self) -> None:
         self.server.count_timeout()

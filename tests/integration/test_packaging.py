@@ -60,6 +60,8 @@ def test_the_wheel_installs_only_qxedge_with_every_module_and_its_data(wheel: Pa
     assert not missing, f"modules left out of the wheel (pyproject.toml's package list): {missing}"
     for data in ("edge.yaml", "datacenter.yaml", "models/anomaly.onnx", "mosquitto/plant.acl"):
         assert f"qxedge/configs/{data}" in names
+    for page in ("index.html", "console.js", "console.css"):  # the console: served from package data
+        assert f"qxedge/agent/console/static/{page}" in names
 
 
 def test_the_unpacked_wheel_runs_outside_the_repository(wheel: Path, tmp_path: Path) -> None:

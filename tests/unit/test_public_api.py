@@ -17,6 +17,7 @@ PACKAGES = [
     "qxedge.core",
     "qxedge.testing",
     "qxedge.agent",
+    "qxedge.agent.console",
     "qxedge.agent.features",
     "qxedge.connectors",
     "qxedge.connectors.modbus",

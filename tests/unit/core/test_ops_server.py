@@ -80,10 +80,12 @@ async def test_connections_over_the_cap_make_way_idle_ones_are_closed(
 async def test_bad_requests_get_an_answer_not_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
     async with OpsServer(OpsConfig(port=0), CollectorRegistry(), lambda: "not connected") as server:
         for request, status in (
-            (b"BREW /pot HTTP/1.1\r\n\r\n", b"405"),
+            (b"DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n", b"405"),
+            (b"BREW /pot HTTP/1.1\r\n\r\n", b"400"),  # not an HTTP method: the parser refuses it
             (b"\xff\xfe\r\n\r\n", b"400"),
             (b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n", b"503"),
-            (b"GET /metrics?x=1 HTTP/1.1\r\n\r\n", b"200"),
+            (b"GET /metrics?x=1 HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),
+            (b"GET /metrics HTTP/1.1\r\n\r\n", b"400"),  # HTTP/1.1 requires Host (RFC 9112)
             (b"GET / HTTP/1.1\r\nX: " + b"a" * 9000, b"431"),
         ):
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -92,7 +94,7 @@ async def test_bad_requests_get_an_answer_not_a_traceback(caplog: pytest.LogCapt
             writer.close()
             assert answer.split(b" ", 2)[1] == status, (request[:20], answer[:80])
         assert await wait_until(lambda: server.stats().open == 0)
-        assert server.stats().answered == 5
+        assert server.stats().answered == 7
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
