@@ -111,6 +111,17 @@ class PostgresServer:
             "60",
             "start",
         )
+        self._psql(f"CREATE DATABASE {DATABASE}")
+        return self
+
+    def database(self, name: str) -> str:
+        """Create the database ``name`` (letters, digits, ``_``) and return its DSN (no password)."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"not a plain database name: {name!r}")
+        self._psql(f"CREATE DATABASE {name}")
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/{name}"
+
+    def _psql(self, command: str) -> None:
         self._run(
             str(self.bindir / "psql"),
             "-h",
@@ -124,9 +135,8 @@ class PostgresServer:
             "-v",
             "ON_ERROR_STOP=1",
             "-c",
-            f"CREATE DATABASE {DATABASE}",
+            command,
         )
-        return self
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
