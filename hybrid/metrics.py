@@ -62,7 +62,7 @@ class SolverMetrics(Collector):
 
         yield counter("qxedge_solver_deadline_misses", "answers that were late", s.results["late"])
         yield counter(
-            "qxedge_solver_duplicates", "duplicate deliveries answered from the cache", s.duplicates
+            "qxedge_solver_duplicates", "duplicate deliveries answered from the job ledger", s.duplicates
         )
         yield counter("qxedge_solver_received", "messages received on the jobs subscription", s.received)
         yield gauge("qxedge_solver_queue_depth", "jobs accepted and not answered yet", s.queue_depth)
