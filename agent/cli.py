@@ -162,6 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--url", metavar="URL", help="the ops endpoint, e.g. http://127.0.0.1:9464")
     status.add_argument("--json", action="store_true", help="print the status document as JSON")
     status.add_argument("--timeout", type=_positive, default=5.0, metavar="SECONDS")
+    jobs = sub.add_parser(
+        "jobs", help="list the jobs the solver workers' ledger recorded, and the usage of each site"
+    )
+    jobs.add_argument("--config", "-c", type=Path, help="solver config (default: configs/datacenter.yaml)")
+    jobs.add_argument("--site", help="only this site")
+    jobs.add_argument(
+        "--since", type=_since, metavar="TIME", help="30s, 10m, 2h, 1d, epoch seconds or RFC 3339"
+    )
+    jobs.add_argument(
+        "--limit", type=_milliseconds, default=100, metavar="N", help="the last N jobs (default 100)"
+    )
+    jobs.add_argument("--json", action="store_true", help='print {"jobs": [...], "usage": [...]}')
     schema = sub.add_parser("config-schema", help="print the JSON Schema of a config (for editor completion)")
     schema.add_argument("--kind", choices=["edge", "datacenter"], default="edge")
     check = sub.add_parser("check-config", help="validate a config file; list every problem with its path")
@@ -256,6 +268,20 @@ def _ops_url(path: Path | None) -> str:
         raise ConfigError([Problem("ops", "missing: the agent serves /status only with an ops section")])
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(cfg.ops.host, cfg.ops.host)
     return f"http://{f'[{host}]' if ':' in host else host}:{cfg.ops.port}"
+
+
+async def _jobs(args: argparse.Namespace) -> int:
+    """Exit 1 when the ledger cannot be read (a LedgerError says which and why)."""
+    from qxedge.hybrid.ledger import listing, open_ledger
+
+    ledger_config = _datacenter(args.config, None).ledger
+    async with open_ledger(ledger_config, create=False) as ledger:
+        jobs, usage = await listing.read(ledger, site=args.site, since=args.since, limit=args.limit)
+    if args.json:
+        print(listing.as_json(jobs, usage))
+    else:
+        print(listing.as_text(ledger_config.where(), jobs, usage))
+    return 0
 
 
 def _datacenter(path: Path | None, broker: str | None) -> DataCenterConfig:
@@ -441,7 +467,8 @@ def _check(args: argparse.Namespace) -> int:
             qaoa += " (CuPy is not installed here: it would run on qxedge.cpu)"
         print(
             f"{args.file}: ok (data-center worker, {dc.solvers.workers} solver process(es), "
-            f"auto = {', '.join(dc.solvers.auto)}, QAOA on {qaoa})"
+            f"auto = {', '.join(dc.solvers.auto)}, QAOA on {qaoa}, ledger {dc.ledger.kind} "
+            f"{dc.ledger.where()})"
         )
         return _reach(brokers({"broker": dc.broker}, DEFAULT_TIMEOUT_S)) if args.connect else 0
     cfg = load_config(args.file, broker_url=args.broker, load_models=True)  # every problem at once
@@ -512,6 +539,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from qxedge.agent.console.status_cli import show_status
 
         return show_status(args.url or _ops_url(args.config), args.json, args.timeout)
+    if args.command == "jobs":
+        return asyncio.run(_jobs(args))
     if args.command == "config-schema":
         from qxedge.hybrid.service import DataCenterConfig
 

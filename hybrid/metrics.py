@@ -62,7 +62,7 @@ class SolverMetrics(Collector):
 
         yield counter("qxedge_solver_deadline_misses", "answers that were late", s.results["late"])
         yield counter(
-            "qxedge_solver_duplicates", "duplicate deliveries answered from the cache", s.duplicates
+            "qxedge_solver_duplicates", "duplicate deliveries answered from the job ledger", s.duplicates
         )
         yield counter("qxedge_solver_received", "messages received on the jobs subscription", s.received)
         yield gauge("qxedge_solver_queue_depth", "jobs accepted and not answered yet", s.queue_depth)
@@ -79,5 +79,33 @@ class SolverMetrics(Collector):
             used.add_metric([worker, site], seconds)
         yield used
         yield gauge("qxedge_solver_broker_connected", "1 while the broker link is up", s.broker_connected)
+        yield counter("qxedge_solver_ledger_errors", "job ledger calls that failed", s.ledger_errors)
+        yield counter(
+            "qxedge_solver_claims_taken_over",
+            "jobs claimed from a worker whose claim had expired unanswered",
+            s.took_over,
+        )
+        yield from pool_metrics(s)
         if s.ops is not None:
             yield from ops_metrics(s.ops, "worker", worker)
+
+
+def pool_metrics(s: SolverStats) -> Iterator[Metric]:
+    """The pool's usage from the job ledger: the same figures on every worker sharing it (no ``worker``
+    label; aggregate with ``max by (site, ...)``, never ``sum``), as of the last refresh."""
+    jobs = CounterMetricFamily(
+        "qxedge_pool_jobs", "jobs answered by the pool sharing the job ledger", labels=["site", "status"]
+    )
+    used = CounterMetricFamily(
+        "qxedge_pool_solver_seconds", "solver-seconds used by the pool, by site", labels=["site"]
+    )
+    wins = CounterMetricFamily(
+        "qxedge_pool_wins", "jobs answered ok by the pool, by the solver credited", labels=["site", "solver"]
+    )
+    for row in s.pool:
+        for status, n in row.statuses.items():
+            jobs.add_metric([row.site, status], n)
+        used.add_metric([row.site], row.solver_seconds)
+        for solver, n in row.wins.items():
+            wins.add_metric([row.site, solver], n)
+    yield from (jobs, used, wins)

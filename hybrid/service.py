@@ -18,10 +18,12 @@ coordinator. A worker
   best-so-far, and its result says so), so one site's long job cannot make another's short jobs late;
   a job is refused when its site already has ``limits.max_jobs_in_flight_per_site`` jobs queued or
   solving;
-- is idempotent by ``(site, job_id)``: a duplicate delivery gets the cached result again, or waits for
-  the solve in progress; it never solves twice. The cache is per worker (the broker delivers a
-  message and its QoS 1 redeliveries to one member of the shared subscription) and bounded in
-  results and in bytes.
+- is idempotent by ``(site, job_id)`` across every worker sharing its job ledger
+  (:mod:`qxedge.hybrid.ledger`: SQLite for one worker, PostgreSQL for a pool): it claims a job before
+  solving it and records the result after answering; a duplicate delivery is answered with the
+  recorded result, or, while another worker solves it, when that result lands (or solved here if
+  that worker's claim expires: it died); it is never solved twice. A ledger that fails costs no
+  answer: the job is solved unclaimed (``ledger_errors`` counts it).
 """
 
 from __future__ import annotations
@@ -33,16 +35,26 @@ import math
 import socket
 import time
 import uuid
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient, Subscription
 from qxedge.core.config import resolve_path
 from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats
+from qxedge.hybrid.ledger import (
+    Claim,
+    JobLedger,
+    LedgerConfig,
+    LedgerError,
+    Outcome,
+    UsageRow,
+    keep_ledger,
+    open_ledger,
+)
 from qxedge.hybrid.metrics import SolverMetrics
 from qxedge.hybrid.portfolio import JobCut, Portfolio, SolversConfig
 from qxedge.hybrid.wire import (
@@ -71,7 +83,7 @@ class SolverStats:
 
     worker: str
     received: int  # messages on the jobs subscription
-    duplicates: int  # duplicate deliveries, answered from the cache or by the solve in progress
+    duplicates: int  # duplicate deliveries, answered from the ledger or by the solve in progress
     unroutable: int  # messages on a topic that names no site
     results: Mapping[str, int]  # results published, by status (ok, late, rejected, error)
     by_site: Mapping[tuple[str, str], int]  # (site, status) -> results published
@@ -82,6 +94,9 @@ class SolverStats:
     solver_seconds: Mapping[str, float]  # site -> solver-seconds used
     broker_connected: bool
     ops: OpsStats | None  # the /metrics endpoint's connections (None while it does not listen)
+    ledger_errors: int = 0  # ledger calls that failed (a job then solved unclaimed, or not recorded)
+    took_over: int = 0  # claims taken over from a worker whose claim had expired
+    pool: tuple[UsageRow, ...] = ()  # the usage of every worker sharing the ledger, per site (all kept)
 
 
 class FairShareConfig(BaseModel):
@@ -111,9 +126,20 @@ class DataCenterConfig(BaseModel):
     solvers: SolversConfig = Field(default_factory=SolversConfig)
     max_concurrent_jobs: int = Field(1, ge=1, le=1024, description="jobs solved at once by this worker")
     ops: OpsConfig | None = Field(None, description="/metrics, /healthz, /readyz over HTTP")
-    cache_size: int = Field(10_000, ge=1, description="results kept for duplicate deliveries")
-    cache_bytes: int = Field(64 * 1024 * 1024, ge=0, description="and their bytes at most")
     fair_share: FairShareConfig = Field(default_factory=FairShareConfig)
+    ledger: LedgerConfig = Field(
+        default_factory=LedgerConfig, description="claims, results and per-site usage (docs/operations.md)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_cache(cls, data: object) -> object:
+        if isinstance(data, dict) and (old := sorted({"cache_size", "cache_bytes"} & data.keys())):
+            raise ValueError(
+                f"{', '.join(old)}: the result cache is replaced by the job ledger (ledger:, "
+                "docs/operations.md): remove these keys"
+            )
+        return data
 
 
 async def answer(portfolio: Portfolio, job: AnyJob, worker: str, cut: JobCut | None = None) -> ResultEnvelope:
@@ -179,13 +205,15 @@ class SolverService:
         self.ops: OpsServer | None = None
         self.metrics = SolverMetrics(self.stats)
         self.ready = asyncio.Event()
-        self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self.ledger: JobLedger | None = None  # open while run() runs
+        self._pool: tuple[UsageRow, ...] = ()  # the ledger's usage, as last read
+        self._tasks: asyncio.TaskGroup | None = None
         self._inflight: set[tuple[str, str]] = set()  # queued or solving
+        self._waiting: set[tuple[str, str]] = set()  # duplicates waiting for another worker's record
         self._load: Counter[str] = Counter()  # jobs queued or solving, per site
         self._queues: dict[str, deque[tuple[tuple[str, str], AnyJob]]] = {}
         self._turn: deque[str] = deque()  # sites with queued jobs, least recent solver-seconds first
         self._queued = asyncio.Event()
-        self._cache_bytes = 0
         self._usage = SiteUsage(config.fair_share.half_life_s)
         self._running: dict[tuple[str, str], _Running] = {}  # jobs being solved
         self._decode_rate = DecodeRate()  # how long large payloads take to parse here
@@ -194,6 +222,7 @@ class SolverService:
         await asyncio.to_thread(self.portfolio.warm_up)
         try:
             async with contextlib.AsyncExitStack() as stack:
+                ledger = self.ledger = await stack.enter_async_context(open_ledger(self.config.ledger))
                 mqtt = self.mqtt = await stack.enter_async_context(
                     MqttClient(self.config.broker, role=f"solver-{self.worker_id}")
                 )
@@ -205,7 +234,13 @@ class SolverService:
                 self.ready.set()
                 log.info("solver %s: waiting for jobs on %s", self.worker_id, self.config.subscription)
                 async with asyncio.TaskGroup() as tasks:
+                    self._tasks = tasks
                     loops = [tasks.create_task(self._consume(mqtt, jobs), name="solver-jobs")]
+                    loops.append(
+                        tasks.create_task(
+                            keep_ledger(ledger, self.config.ledger, self._pool_usage), name="solver-ledger"
+                        )
+                    )
                     loops += [
                         tasks.create_task(self._work(mqtt), name=f"solver-slot-{i}")
                         for i in range(self.config.max_concurrent_jobs)
@@ -215,6 +250,7 @@ class SolverService:
                         for task in loops:
                             task.cancel()
         finally:
+            self._tasks = None
             self.portfolio.close()
 
     @property
@@ -237,7 +273,13 @@ class SolverService:
             solver_seconds=dict(self._usage.total),
             broker_connected=self.mqtt is not None and self.mqtt.connected,
             ops=self.ops.stats() if self.ops is not None else None,
+            ledger_errors=counts["ledger_errors"],
+            took_over=counts["took_over"],
+            pool=self._pool,
         )
+
+    def _pool_usage(self, usage: list[UsageRow]) -> None:
+        self._pool = tuple(usage)
 
     def _not_ready(self) -> str | None:
         if self.mqtt is None or not self.mqtt.connected:
@@ -286,7 +328,7 @@ class SolverService:
             if self._load[site] >= limit:  # before decoding: a flood costs no parsing
                 job_id = peek_job_id(payload)
                 if job_id is None or (
-                    (site, job_id) not in self._inflight and (site, job_id) not in self._cache
+                    (site, job_id) not in self._inflight and not await self._known(site, job_id)
                 ):
                     raise JobRejected(
                         f"site {site!r} has {limit} jobs in flight (the limit): retry later", job_id
@@ -308,13 +350,20 @@ class SolverService:
                 job_id=exc.job_id, status="rejected", reason=str(exc), worker=self.worker_id
             )
             self._publish(mqtt, results_topic(site, exc.job_id or "invalid"), result, site)
+            await self._record(Outcome(site, None, self.worker_id, "rejected", time.time()))
             return
-        cached = self._cache.get(key)
-        if cached is not None or key in self._inflight:
+        if key in self._inflight or key in self._waiting:
             self.counts["duplicates"] += 1
-            if cached is not None:
-                mqtt.publish(job.envelope.reply_to, cached, qos=1)
-            return  # in flight: its result goes to the same reply_to when ready
+            return  # its result goes to the same reply_to when ready
+        claim = await self._claim(key, job)
+        if claim.state == "claimed":
+            self._enqueue(key, job)
+        else:
+            self.counts["duplicates"] += 1
+            self._duplicate(mqtt, key, job, claim)
+
+    def _enqueue(self, key: tuple[str, str], job: AnyJob) -> None:
+        site = key[0]
         self._inflight.add(key)
         self._load[site] += 1
         if site not in self._queues or not self._queues[site]:
@@ -362,14 +411,28 @@ class SolverService:
                     worker=self.worker_id,
                     reason=f"internal error: {type(exc).__name__}: {exc}"[:300],
                 )
-            self._usage.add(key[0], sum(c.seconds for c in result.candidates))
+            seconds = sum(c.seconds for c in result.candidates)
+            self._usage.add(key[0], seconds)
             sent, payload = self._publish(mqtt, job.envelope.reply_to, result, key[0])
-            if sent.status == "ok" and sent.solver:  # a result too large to send won nothing
-                self.wins[sent.solver] += 1
-                self.metrics.solve_seconds.labels(self.worker_id, sent.solver).observe(
+            win = sent.solver if sent.status == "ok" else None  # a result too large to send won nothing
+            if win:
+                self.wins[win] += 1
+                self.metrics.solve_seconds.labels(self.worker_id, win).observe(
                     sent.timings.get("solve_ms", 0) / 1000
                 )
-            self._remember(key, payload)
+            await self._record(
+                Outcome(
+                    *key,
+                    self.worker_id,
+                    sent.status,
+                    time.time(),
+                    solver=win,
+                    solver_seconds=seconds,
+                    received_at=job.received_at,
+                    deadline_at=job.deadline_at,
+                    result=payload,
+                )
+            )
             log.info("job %s/%s: %s by %s, energy %s", *key, sent.status, sent.solver, sent.energy)
         finally:
             if run.timer is not None:
@@ -378,14 +441,80 @@ class SolverService:
             self._inflight.discard(key)
             self._load[key[0]] -= 1
 
-    def _remember(self, key: tuple[str, str], payload: bytes) -> None:
-        """Cache a result for duplicate deliveries, within ``cache_size`` results and ``cache_bytes``."""
-        self._cache[key] = payload
-        self._cache_bytes += len(payload)
-        while self._cache and (
-            len(self._cache) > self.config.cache_size or self._cache_bytes > self.config.cache_bytes
-        ):
-            self._cache_bytes -= len(self._cache.popitem(last=False)[1])
+    # the job ledger: a claim before solving, a record after answering, duplicates answered from it
+
+    def _ledger(self) -> JobLedger:
+        if self.ledger is None:
+            raise LedgerError("the job ledger is not open (SolverService.run opens it)")
+        return self.ledger
+
+    def _ledger_failed(self, exc: LedgerError) -> None:
+        self.counts["ledger_errors"] += 1
+        log.warning("%s", exc)
+
+    async def _claim(self, key: tuple[str, str], job: AnyJob) -> Claim:
+        """The ledger's claim; where the ledger fails, a claim of our own: the job is answered (a
+        second worker may solve it too: wasted work, never a lost answer)."""
+        try:
+            claim = await self._ledger().claim(*key, self.worker_id, job.deadline_at, time.time())
+        except LedgerError as exc:
+            self._ledger_failed(exc)
+            return Claim("claimed", self.worker_id, job.deadline_at)
+        if claim.took_over is not None:
+            self.counts["took_over"] += 1
+            log.warning("job %s/%s: took over the expired claim of worker %s", *key, claim.took_over)
+        return claim
+
+    async def _record(self, outcome: Outcome) -> None:
+        try:
+            await self._ledger().record(outcome)
+        except LedgerError as exc:
+            self._ledger_failed(exc)
+
+    async def _known(self, site: str, job_id: str) -> bool:
+        """Whether the ledger holds the job (answered, or being solved): a duplicate, not a new job."""
+        try:
+            return await self._ledger().lookup(site, job_id) is not None
+        except LedgerError as exc:
+            self._ledger_failed(exc)
+            return False
+
+    def _duplicate(self, mqtt: MqttClient, key: tuple[str, str], job: AnyJob, claim: Claim) -> None:
+        """Answer a duplicate from the ledger's record, or wait for the record of the worker solving it."""
+        if claim.result is not None:
+            mqtt.publish(job.envelope.reply_to, claim.result, qos=1)
+        elif self._tasks is not None:
+            self._waiting.add(key)
+            self._tasks.create_task(self._await_record(mqtt, key, job), name=f"solver-await-{key[1]}")
+
+    async def _await_record(self, mqtt: MqttClient, key: tuple[str, str], job: AnyJob) -> None:
+        """Another worker is solving ``job``: answer with its result when recorded; when its claim
+        expires unanswered (its worker died), claim the job and solve it here."""
+        pause = 0.005
+        try:
+            while True:
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, 0.25)
+                expired = time.time() >= job.deadline_at + self.config.ledger.claim_grace_s
+                try:
+                    claim = await self._ledger().lookup(*key)
+                except LedgerError as exc:
+                    self._ledger_failed(exc)
+                    if not expired:
+                        continue  # the claim's holder answers meanwhile
+                    claim = None  # then a claim of our own (see _claim): the job is answered
+                if claim is None or (claim.state == "pending" and claim.expires_at <= time.time()):
+                    claim = await self._claim(key, job)
+                if claim.state == "recorded":
+                    self._duplicate(mqtt, key, job, claim)
+                    return
+                if claim.state == "claimed":
+                    self._waiting.discard(key)  # before it is queued: a duplicate now finds it there
+                    if key not in self._inflight:
+                        self._enqueue(key, job)
+                    return
+        finally:
+            self._waiting.discard(key)
 
 
 @dataclass(slots=True)

@@ -3,6 +3,7 @@ themselves live in ``qxedge.testing`` (benches use them too); they are re-export
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.core.state import use_state_dir
+from qxedge.hybrid.ledger import LedgerConfig
 from qxedge.testing import (
     EDGE_YAML,
     ROOT,
@@ -20,6 +22,7 @@ from qxedge.testing import (
     sample_energy,
     wait_until,
 )
+from qxedge.testing.postgres import PostgresServer
 
 __all__ = [
     "EDGE_YAML",
@@ -34,7 +37,7 @@ __all__ = [
 
 
 INTEGRATION = Path(__file__).parent / "integration"
-SERVER_FIXTURES = {"broker", "watch"}  # fixtures that start a real server
+SERVER_FIXTURES = {"broker", "watch", "postgres", "pg_ledger"}  # fixtures that start a real server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -74,3 +77,21 @@ def watch(broker: EmbeddedBroker) -> Iterator[Callable[..., Watcher]]:
     yield make
     for w in made:
         w.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of our own on a free port, for the whole run (each test takes a database
+    of its own: ``pg_ledger``)."""
+    with PostgresServer() as pg:
+        yield pg
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_ledger(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> LedgerConfig:
+    """A PostgreSQL ledger config on a fresh database, its password in ``$QXEDGE_LEDGER_PASSWORD``."""
+    monkeypatch.setenv("QXEDGE_LEDGER_PASSWORD", postgres.password)
+    return LedgerConfig(kind="postgres", dsn=postgres.database(f"ledger_{next(_databases)}"))

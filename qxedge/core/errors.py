@@ -11,7 +11,9 @@ It lives in ``qxedge.core``, the bottom layer that every other qxedge package im
     ├── PayloadError(ValueError)    one external payload is invalid (the reason is dead-lettered,
     │                               its ``code`` one of RejectCode: a metric label)
     ├── ModelError                  an ONNX model could not be loaded or does not fit its config
-    └── AuditError                  the audit log cannot be opened (another process holds it)
+    ├── AuditError                  the audit log cannot be opened (another process holds it)
+    └── LedgerError                 the solver workers' job ledger cannot be reached or written
+                                    (defined in qxedge.hybrid.ledger)
 
 Third-party exceptions (paho, onnxruntime, yaml) are translated at the boundary with ``raise ... from``.
 """

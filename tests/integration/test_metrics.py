@@ -14,6 +14,7 @@ from qxedge.agent.metrics import AgentMetrics
 from qxedge.agent.pipeline import Agent, AgentStats, ModelStats
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.core.ops_server import OpsStats
+from qxedge.hybrid.ledger import UsageRow
 from qxedge.hybrid.metrics import SolverMetrics
 from qxedge.hybrid.service import SolverStats
 from qxedge.testing import Watcher, edge_config, wait_until
@@ -55,6 +56,9 @@ SOLVER = SolverStats(
     solver_seconds={"gumi": 4.5, "ulsan": 0.25},
     broker_connected=False,
     ops=None,
+    ledger_errors=3,
+    took_over=1,
+    pool=(UsageRow("gumi", 9, {"ok": 7, "late": 2}, 12.5, {"tabu": 6, "exact": 1}),),
 )
 
 
@@ -121,6 +125,13 @@ def test_solver_metrics_are_its_stats_snapshot() -> None:
         ("qxedge_solver_site_solver_seconds_total", {worker, ("site", "gumi")}, 4.5),
         ("qxedge_solver_site_solver_seconds_total", {worker, ("site", "ulsan")}, 0.25),
         ("qxedge_solver_broker_connected", {worker}, 0),
+        ("qxedge_solver_ledger_errors_total", {worker}, 3),
+        ("qxedge_solver_claims_taken_over_total", {worker}, 1),
+        # the pool's figures from the ledger: the same on every worker, so no worker label
+        ("qxedge_pool_jobs_total", {("site", "gumi"), ("status", "ok")}, 7),
+        ("qxedge_pool_jobs_total", {("site", "gumi"), ("status", "late")}, 2),
+        ("qxedge_pool_solver_seconds_total", {("site", "gumi")}, 12.5),
+        ("qxedge_pool_wins_total", {("site", "gumi"), ("solver", "tabu")}, 6),
     ):
         assert got[(name, frozenset(labels))] == value, (name, labels)
     assert not [name for name, _ in got if name.startswith("qxedge_ops_")]  # no endpoint, no series

@@ -25,6 +25,7 @@ PACKAGES = [
     "qxedge.connectors.opcua",
     "qxedge.connectors.outbox",
     "qxedge.hybrid",
+    "qxedge.hybrid.ledger",
     "qxedge.hybrid.problems",
 ]
 DATA_PACKAGES = ["qxedge.configs"]  # package data only: an empty __all__
