@@ -18,6 +18,7 @@ PACKAGES = [
     "qxedge.testing",
     "qxedge.agent",
     "qxedge.agent.features",
+    "qxedge.agent.models",
     "qxedge.connectors",
     "qxedge.connectors.modbus",
     "qxedge.connectors.mqtt",
