@@ -13,7 +13,14 @@ import polars as pl
 from onnx import TensorProto, helper, numpy_helper
 
 from qxedge.agent.config import WindowConfig
-from qxedge.agent.models.manifest import MANIFEST_FILE, MODEL_FILE, CalibrationDoc, FileDoc, Manifest, WindowDoc
+from qxedge.agent.models.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    CalibrationDoc,
+    FileDoc,
+    Manifest,
+    WindowDoc,
+)
 from qxedge.agent.replay import EPOCH
 from qxedge.connectors.readings import ReadingBatch
 from qxedge.connectors.simulator import PlantModel, SimulatorConfig

@@ -33,7 +33,7 @@ def test_a_signed_manifest_verifies_with_its_key_only(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path)
     signed = SignedManifest.parse(sign(manifest, load_private_key(private)).payload(), "t")
     assert verify(signed, load_public_key(public), "t") == manifest
-    with pytest.raises(ModelRefused, match="signed with key .* trusts key"):
+    with pytest.raises(ModelRefused, match=r"signed with key .* trusts key"):
         verify(signed, load_public_key(other_public), "t")
 
 
