@@ -97,14 +97,14 @@ class _Slot:
     """One configured model name."""
 
     config: ModelConfig
-    source: str = "config"
+    deployed: Manifest | None = None  # the deployed model in force (None: the config's)
     manifest: Manifest | None = None  # the candidate being received
     chunks: dict[int, bytes] = field(default_factory=dict)
     deadline: asyncio.TimerHandle | None = None
     shadow: Shadow | None = None
     awaiting: bool = False  # passed its shadow, waiting for an operator's approve
     previous: OnnxModel | None = None
-    previous_source: str = "config"
+    previous_deployed: Manifest | None = None
     refused_shas: set[str] = field(default_factory=set)
     counts: dict[str, int] = field(
         default_factory=lambda: {"received": 0, "promoted": 0, "refused": 0, "rolled_back": 0}
@@ -159,7 +159,7 @@ class ModelDeployer:
                 self._refused(slot, None, reason)
                 continue
             self.host.put_model(model)
-            slot.source = "deployed"
+            slot.deployed = manifest
             self._event(slot, "restored", f"deployed model {manifest.model.sha256[:12]} restored", manifest)
 
     async def run(self, subscription: Subscription) -> None:
@@ -362,12 +362,12 @@ class ModelDeployer:
 
     def _promote(self, slot: _Slot, shadow: Shadow, why: str) -> None:
         name = slot.config.name
-        slot.previous, slot.previous_source = self.host.in_force(name), slot.source
+        slot.previous, slot.previous_deployed = self.host.in_force(name), slot.deployed
         self.host.put_shadow(name, None)
         self.host.put_model(shadow.model)  # (the next evaluation scores with it: nothing skipped)
-        slot.shadow, slot.awaiting, slot.source = None, False, "deployed"
+        slot.shadow, slot.awaiting, slot.deployed = None, False, shadow.manifest
         slot.counts["promoted"] += 1
-        self._save_state(slot, shadow.manifest)
+        self._save_state(slot)
         self._event(
             slot,
             "promoted",
@@ -427,7 +427,7 @@ class ModelDeployer:
                 self._command_refused(slot, f"reject {name}: {sha[:12]} is not the candidate")
             else:
                 slot.refused_shas.add(candidate.model.sha256)
-                self._save_state(slot, None, keep_in_force=True)
+                self._save_state(slot)
                 self._drop(slot, f"rejected by {by}", "rejected")
         else:
             self._rollback(slot, sha, by)
@@ -443,12 +443,9 @@ class ModelDeployer:
             return
         self.host.put_model(previous)
         slot.refused_shas.add(current.sha256)
-        slot.source, slot.previous = slot.previous_source, None
+        slot.deployed, slot.previous, slot.previous_deployed = slot.previous_deployed, None, None
         slot.counts["rolled_back"] += 1
-        if slot.source == "config":
-            self._save_state(slot, None)
-        else:
-            self._save_state(slot, None, keep_in_force=True)
+        self._save_state(slot)
         self._event(
             slot, "rolled_back", f"{current.sha256[:12]} rolled back by {by}: {previous.sha256[:12]} in force"
         )
@@ -471,7 +468,8 @@ class ModelDeployer:
                 self.slots[name] = _Slot(cfg)
             elif name in changed:
                 self._drop(slot, "the model's config was reloaded", "superseded")
-                slot.config, slot.source, slot.previous = cfg, "config", None
+                slot.config, slot.deployed, slot.previous, slot.previous_deployed = cfg, None, None, None
+                self._save_state(slot)
 
     # ----------------------------------------------------------------- records
     def _event(
@@ -501,7 +499,7 @@ class ModelDeployer:
         slot.last_refusal = reason
         if manifest is not None:
             slot.refused_shas.add(manifest.model.sha256)
-            self._save_state(slot, None, keep_in_force=True)
+            self._save_state(slot)
         extra = {} if comparison is None else {"comparison": comparison}
         self._event(slot, "refused", reason, manifest, **extra)
         self.alarm(slot.config.name, reason)
@@ -520,21 +518,20 @@ class ModelDeployer:
             return {}
         return doc if isinstance(doc, dict) else {}
 
-    def _save_state(self, slot: _Slot, in_force: Manifest | None, *, keep_in_force: bool = False) -> None:
-        """``{store}/{name}.json``: the deployed model in force (None: the config's) and refused hashes."""
+    def _save_state(self, slot: _Slot) -> None:
+        """``{store}/{name}.json``: the deployed model in force (null: the config's), the refused hashes."""
         path = self._state_path(slot.config.name)
-        doc: dict[str, Any] = {"refused": sorted(slot.refused_shas)}
-        if keep_in_force:
-            doc["in_force"] = self._read_state(slot.config.name).get("in_force")
-        elif in_force is not None:
-            doc["in_force"] = {"manifest": json.loads(in_force.model_dump_json())}
+        in_force = (
+            None if slot.deployed is None else {"manifest": json.loads(slot.deployed.model_dump_json())}
+        )
+        doc = {"in_force": in_force, "refused": sorted(slot.refused_shas)}
         try:
             self.store.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".part")
             tmp.write_text(json.dumps(doc, indent=1))
             tmp.replace(path)
         except OSError as exc:
-            log.error("model state %s not saved (%s): a restart runs the config's model", path, exc)
+            log.error("model state %s not saved (%s): a restart may run another model", path, exc)
 
     # ----------------------------------------------------------------- snapshot
     def stats(self) -> dict[str, ModelLifecycle]:
@@ -557,7 +554,7 @@ class ModelDeployer:
                 name=name,
                 state=state,
                 in_force_sha256=in_force.sha256 if in_force is not None else "",
-                in_force_source=slot.source,
+                in_force_source="config" if slot.deployed is None else "deployed",
                 candidate_sha256=candidate,
                 chunks_missing=(
                     missing(slot.chunks, receiving.chunks)

@@ -47,7 +47,9 @@ async def running(
     broker: EmbeddedBroker, tmp_path: Path, *, plant: bool = True, **env: str
 ) -> AsyncIterator[tuple[Agent, Recorder]]:
     """The demo agent (2 s windows every 0.1 s, deploy: on) and, with ``plant``, the simulated plant."""
-    _, public = keygen(tmp_path / "keys")
+    public = tmp_path / "keys" / "model-signing.pub.pem"
+    if not public.exists():  # (a restart keeps the key)
+        keygen(tmp_path / "keys")
     cfg = edge_config(
         broker.url,
         window__length_s="2",
@@ -272,3 +274,23 @@ def test_the_cli_makes_keys_publishes_retained_chunks_and_sends_commands(
     assert b"".join(topics[f"qx/v1/demo/models/anomaly/chunks/{i}"] for i in range(count)) == data
     assert main(["models", "approve", *where, "--by", "ops"]) == 0
     assert late.wait_for(lambda ms: any(m.topic.endswith("/command") for m in ms), 20)
+
+
+async def test_a_rollback_to_an_earlier_deployed_model_survives_a_restart(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    dc = BrokerConfig(url=broker.url)
+    async with running(broker, tmp_path) as (agent, _):
+        cfg, window = agent.config.models[0], agent.config.window
+        first = await _publish(broker, tmp_path, relabelled(cfg.path, "a"), window=window, inputs=cfg.inputs)
+        assert await wait_until(lambda: agent.models["anomaly"].sha256 == first)
+        second = await _publish(broker, tmp_path, relabelled(cfg.path, "b"), window=window, inputs=cfg.inputs)
+        assert await wait_until(lambda: agent.models["anomaly"].sha256 == second)
+        await send_command("demo", "anomaly", "rollback", dc, second[:8], by="test")
+        assert await wait_until(lambda: agent.models["anomaly"].sha256 == first)
+        assert _lifecycle(agent)["in_force_source"] == "deployed"
+    async with running(broker, tmp_path, plant=False) as (again, _):
+        # the retained manifest is the rolled-back one: it is not taken again
+        assert again.models["anomaly"].sha256 == first
+        assert await wait_until(lambda: again.counts.evaluations > 5)
+        assert again.models["anomaly"].sha256 == first and _lifecycle(again)["received"] == 0
