@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Coroutine, Sequence
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -191,7 +192,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for add in (add_discover_parser, add_tail_parser):  # their options and handler: in their module
         add(sub)
+    _model_commands(sub)
     return parser
+
+
+def _model_commands(sub: Any) -> None:
+    """``qxedge train`` and ``qxedge models ...`` (docs/models.md): the learning loop."""
+    train = sub.add_parser(
+        "train",
+        help="train the anomaly model from the historian's Parquet (the train extra)",
+        description="train the anomaly model from the historian's Parquet, through the agent's own "
+        "feature window; writes model.onnx and manifest.json (needs pip install 'qxedge[train]')",
+    )
+    train.add_argument("--site", required=True)
+    train.add_argument("--since", type=_since, required=True, metavar="TIME", help="RFC 3339, epoch s, or 2d")
+    train.add_argument("--until", type=_since, metavar="TIME", help="default: now")
+    train.add_argument("--history", type=Path, required=True, metavar="ROOT", help="the historian's root")
+    train.add_argument("--out", type=Path, required=True, metavar="DIR")
+    train.add_argument("--config", "-c", type=Path, help="agent config: window, model inputs (default: demo)")
+    train.add_argument("--model", help="which model of the config (default: its first)")
+    train.add_argument("--holdout", type=float, default=0.2, help="latest share held back to calibrate")
+    train.add_argument("--seed", type=int, default=1000)
+    train.add_argument("--hidden", default="16,4,16", help="hidden layer sizes of the autoencoder")
+    models = sub.add_parser("models", help="model deployment: keygen, publish, approve, reject, rollback")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    keygen = actions.add_parser("keygen", help="a new Ed25519 key pair for signing model manifests")
+    keygen.add_argument("--out", type=Path, required=True, metavar="DIR")
+    publish = actions.add_parser("publish", help="sign a model folder and publish it, retained, in chunks")
+    publish.add_argument("folder", type=Path, metavar="MODEL_DIR")
+    publish.add_argument("--key", type=Path, required=True, metavar="PRIVATE.pem")
+    publish.add_argument("--chunk-kib", type=_milliseconds, default=64, metavar="N", help="chunk size")
+    publish.add_argument(
+        "--clear-chunks",
+        type=int,
+        default=0,
+        metavar="N",
+        help="clear chunk topics up to N (an older model's)",
+    )
+    for action in ("approve", "reject", "rollback"):
+        verb = actions.add_parser(
+            action, help=f"{action} a deployed model (qx/v1/<site>/models/<name>/command)"
+        )
+        verb.add_argument("--sha256", help="the model it is meant for (a prefix will do)")
+        verb.add_argument("--by", help="who decides (audited)")
+    for p in [publish, *(actions.choices[a] for a in ("approve", "reject", "rollback"))]:
+        p.add_argument("--site", required=True)
+        p.add_argument("--name", required=True, help="the model's name in the agent's config")
+        p.add_argument("--broker", type=_broker_arg, metavar="URL", help="default: the solver config's")
+        p.add_argument("--config", "-c", type=Path, help="solver config (default: configs/datacenter.yaml)")
 
 
 def _since(value: str) -> float:
@@ -298,6 +346,71 @@ def _load(path: Path | None, broker: str | None) -> EdgeConfig:
     return cfg
 
 
+def _train(args: argparse.Namespace) -> int:
+    from qxedge.agent.models.training import TrainRequest, train, training_tools
+
+    training_tools()  # before anything else: how to install them, when they are missing
+    cfg = _load(args.config, None)
+    model = cfg.models[0] if args.model is None and cfg.models else None
+    model = model or next((m for m in cfg.models if m.name == args.model), None)
+    if model is None:
+        raise ConfigError(
+            [Problem("models", f"no model named {args.model!r} to train")], str(args.config or "")
+        )
+    try:
+        hidden = [int(h) for h in args.hidden.split(",")]
+    except ValueError:
+        hidden = []
+    if not hidden or min(hidden) < 1 or not 0 < args.holdout < 1:
+        print(
+            "qxedge: error: --hidden takes sizes like 16,4,16 and --holdout a share in (0, 1)",
+            file=sys.stderr,
+        )
+        return 2
+    request = TrainRequest(
+        site=args.site,
+        since=args.since,
+        until=args.until if args.until is not None else time.time(),
+        history=args.history,
+        out=args.out,
+        model=model,
+        window=cfg.window,
+        rules=[r for r in cfg.rules if r.model == model.name],
+        holdout=args.holdout,
+        hidden=hidden,
+        seed=args.seed,
+    )
+    train(request, say.info)
+    return 0
+
+
+async def _models(args: argparse.Namespace) -> int:
+    from qxedge.agent.models.publish import publish_model, send_command
+    from qxedge.agent.models.signing import keygen
+
+    if args.action == "keygen":
+        private, public = keygen(args.out)
+        print(f"private key {private} (keep it at the data center)\npublic key {public} (deploy.public_key)")
+        return 0
+    broker = _datacenter(args.config, args.broker).broker
+    if args.action == "publish":
+        summary = await publish_model(
+            args.folder,
+            args.key,
+            args.site,
+            args.name,
+            broker,
+            chunk_bytes=args.chunk_kib * 1024,
+            clear_up_to=args.clear_chunks,
+            progress=say.info,
+        )
+        print(json.dumps(summary))
+        return 0
+    await send_command(args.site, args.name, args.action, broker, args.sha256, args.by)
+    say.info(f"{args.action} sent to {args.site}/{args.name}")
+    return 0
+
+
 def _check_models(cfg: EdgeConfig) -> list[str]:
     """Load every model once: catches a model that does not fit its config. Returns provider lines."""
     from qxedge.agent.inference import OnnxModel
@@ -325,12 +438,15 @@ def _stop_event() -> asyncio.Event:
     return stop
 
 
-async def _run_agent(cfg: EdgeConfig) -> None:
+async def _run_agent(cfg: EdgeConfig, path: Path | None = None, broker: str | None = None) -> None:
     from qxedge.agent.pipeline import Agent
 
     if cfg.planning is not None and cfg.planning.demo_clock is not None:
         say.warning("qxedge run: planning.demo_clock is for `qxedge demo` only; planning on the wall clock")
     agent = Agent(cfg)  # a plant's clock: the wall clock, whatever the config says of the demo
+    if path is not None:  # SIGHUP: models, rules and envelopes reloaded from the file (agent/reload.py)
+        agent.reloader = partial(load_config, path, broker_url=broker, load_models=True)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, agent.request_reload)
     async with asyncio.TaskGroup() as tasks:
         run = tasks.create_task(agent.run(_stop_event()), name="agent")
         ready = tasks.create_task(agent.ready.wait(), name="agent-ready")
@@ -541,6 +657,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return show_status(args.url or _ops_url(args.config), args.json, args.timeout)
     if args.command == "jobs":
         return asyncio.run(_jobs(args))
+    if args.command == "train":
+        return _train(args)
+    if args.command == "models":
+        return asyncio.run(_until_signalled(_models(args)))
     if args.command == "config-schema":
         from qxedge.hybrid.service import DataCenterConfig
 
@@ -549,7 +669,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     cfg = _load(args.config, args.broker)
     if args.command == "run":
-        asyncio.run(_run_agent(cfg))
+        asyncio.run(_run_agent(cfg, args.config, args.broker))
     elif args.command == "simulate":
         asyncio.run(_run_simulator(cfg, args.duration))
     elif args.command == "demo":

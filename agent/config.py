@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from qxedge.agent.console.config import AgentOpsConfig
+from qxedge.agent.models.config import DeployConfig
 from qxedge.agent.safety import SafetyConfig
 from qxedge.agent.settings import PlanningConfig, TelemetryConfig
 from qxedge.connectors.modbus import ModbusConfig
@@ -245,6 +246,10 @@ class EdgeConfig(_Strict):
     offload: OffloadConfig | None = Field(None, description="submit plans to the data center (with fallback)")
     planning: PlanningConfig | None = None
     simulator: SimulatorConfig | None = None
+    deploy: DeployConfig | None = Field(
+        None,
+        description="models deployed from the data center (qx/v1/<site>/models/<name>): signed, shadowed",
+    )
 
 
 def cross_check(cfg: EdgeConfig) -> list[Problem]:

@@ -51,6 +51,10 @@ class DerateRule:
         self.config = config
         self._states: dict[str, _AssetState] = {}
 
+    def adopt(self, old: DerateRule) -> None:
+        """Carry on from ``old`` (the same rule before a config reload): which assets are derated."""
+        self._states = old._states
+
     def evaluate(self, scored: Scored, now: float) -> Setpoint | None:
         cfg = self.config
         state = self._states.setdefault(scored.asset, _AssetState())

@@ -32,9 +32,10 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from qxedge.agent._ingest import MqttIngest
 from qxedge.agent._stalls import gc_pauses, watch_lag
@@ -63,6 +64,10 @@ from qxedge.connectors.plant import (
 from qxedge.connectors.readings import ReadingBatch, Rejected
 from qxedge.core.ops_server import OpsServer, OpsStats
 from qxedge.hybrid.client import OffloadClient
+
+if TYPE_CHECKING:
+    from qxedge.agent.models.deploy import ModelDeployer
+    from qxedge.agent.models.shadow import Shadow
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +127,9 @@ class AgentStats:
     # and the safety envelopes name: configured patterns)
     asset_scores: Mapping[tuple[str, str], float] = field(default_factory=dict)
     asset_setpoints: Mapping[str, float] = field(default_factory=dict)
+    # deployed models (agent/models/deploy.py): per configured model, ModelLifecycle.as_dict() (no
+    # ``deploy:`` section: empty); for /status and `qxedge status`
+    model_lifecycle: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
@@ -196,6 +204,37 @@ class Agent:
             c for c in self.plant if isinstance(c, EvaluationObserver)
         ]
         self.telemetry: TelemetryPublisher | None = None
+        self.deployer: ModelDeployer | None = None  # with a ``deploy:`` section, once running
+        self.shadows: Mapping[str, Shadow] = {}  # model name -> the new model scored beside it
+        self.reloader: Callable[[], EdgeConfig] | None = None  # SIGHUP: the config, loaded again
+        self._reload_wanted = asyncio.Event()
+
+    # ModelHost (agent/models/deploy.py): the deployer swaps models and shadows between evaluations;
+    # each swap is a new mapping, so an evaluation running in a thread keeps the one it started with
+    def in_force(self, name: str) -> OnnxModel | None:
+        return self.models.get(name)
+
+    def put_model(self, model: OnnxModel) -> None:
+        self._inference_seconds[model.name] = self.metrics.inference_seconds.labels(
+            self.site, model.name, model.provider
+        )
+        self.models = {**self.models, model.name: model}
+
+    def put_shadow(self, name: str, shadow: Shadow | None) -> None:
+        shadows = dict(self.shadows)
+        if shadow is None:
+            shadows.pop(name, None)
+        else:
+            shadows[name] = shadow
+        self.shadows = shadows
+
+    def threshold(self, name: str) -> float:
+        """The first rule's ``above`` on model ``name`` (1.0, the calibrated edge of normal, without)."""
+        return next((r.config.above for r in self.rules if r.config.model == name), 1.0)
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload models, rules and envelopes from the config (agent/reload.py)."""
+        self._reload_wanted.set()
 
     def stats(self) -> AgentStats:
         """A snapshot of the agent's counters and of what its parts hold."""
@@ -224,6 +263,11 @@ class Agent:
             ops=self.ops.stats() if self.ops is not None else None,
             asset_scores=dict(self._latest),
             asset_setpoints=dict(self.gate.current) if self.gate is not None else {},
+            model_lifecycle=(
+                {n: s.as_dict() for n, s in self.deployer.stats().items()}
+                if self.deployer is not None
+                else {}
+            ),
         )
 
     @property
@@ -320,6 +364,9 @@ class Agent:
                     OffloadClient(uplink, self.site, self.config.offload, gate.on_refused_result)
                 )
             stack.enter_context(gc_pauses(self.metrics.gc_pause_seconds, self.site))
+            deployments = None
+            if self.config.deploy is not None:
+                deployments = await self._deployments(mqtt, audit, stack)
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             loops = [tasks.create_task(ingest.run(link), name=ingest.name)]
             loops.append(tasks.create_task(each_message(proposals, gate.on_proposal), name="proposals"))
@@ -345,12 +392,45 @@ class Agent:
                 orders = await mqtt.subscribe(self.topic("orders"), qos=1)
                 loops.append(tasks.create_task(each_message(orders, self.day.on_order), name="orders"))
                 loops.append(tasks.create_task(self.day.run(), name="production"))
+            if deployments is not None and self.deployer is not None:
+                loops.append(tasks.create_task(self.deployer.run(deployments), name="model-deploy"))
+            if self.reloader is not None:
+                loops.append(tasks.create_task(self._reload_loop(mqtt, audit), name="config-reload"))
             await ingest.listening.wait()
             self.ready.set()
             if stop is not None:
                 await stop.wait()
                 for task in loops:
                     task.cancel()
+
+    async def _deployments(
+        self, mqtt: MqttClient, audit: AuditLog, stack: contextlib.AsyncExitStack
+    ) -> Any:  # the models/# subscription
+        """The model deployer (``deploy:``): the promoted models of the last run back in force, then
+        the subscription to ``qx/v1/{site}/models/#``."""
+        from qxedge.agent.models.deploy import ModelDeployer
+
+        assert self.config.deploy is not None
+
+        def alarm(model: str, reason: str) -> None:
+            doc = {"asset": None, "kind": "model", "model": model, "reason": reason, "ts": time.time()}
+            mqtt.publish(self.topic("alarms"), json.dumps(doc), qos=1)
+
+        deployer = self.deployer = ModelDeployer(
+            self.config.deploy, self.site, self.config.window, list(self.config.models), self, audit, alarm
+        )
+        stack.callback(deployer.close)
+        await deployer.restore()
+        return await deployer.subscribe(mqtt)
+
+    async def _reload_loop(self, mqtt: MqttClient, audit: AuditLog) -> None:
+        from qxedge.agent.reload import reload
+
+        assert self.reloader is not None
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            await reload(self, self.reloader, audit, mqtt)
 
     def _rejected(self, mqtt: MqttClient, messages: int, rejected: list[Rejected], now: float) -> None:
         """After each read burst of the MQTT ingest: what is invalid to the dead-letter topic."""
@@ -481,6 +561,8 @@ class Agent:
             self.day.on_evaluated()
         await gate.tick(features.latest, time.time())
         await self._decide(gate, scored, now)
+        if self.deployer is not None:
+            self.deployer.evaluated()  # a shadow whose period is over: promoted or refused, on the loop
         if self.observers:
             self._observe(scored, features, now, batch)
 
@@ -501,14 +583,18 @@ class Agent:
         signal, for interlocks and read-backs)."""
         features = self.window.update(batch, now)
         out: list[Scored] = []
+        shadows = self.shadows
         for model in self.models.values():
             if only is not None and not any(model.covers(a) for a in only):
                 continue
             matrix = features.matrix(model.inputs, model.config.assets, only)
             started = time.perf_counter()
             scores = model.score(matrix.values)
+            took = time.perf_counter() - started
             if len(scores):
-                self._inference_seconds[model.name].observe(time.perf_counter() - started)
+                self._inference_seconds[model.name].observe(took)
+            if shadows and (shadow := shadows.get(model.name)) is not None:
+                shadow.score(features, only, matrix.assets, scores, took)
             out.extend(
                 Scored(asset, float(score), model.name, model.sha256, model.provider, (start, end))
                 for asset, score, start, end in zip(

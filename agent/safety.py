@@ -206,6 +206,12 @@ class Safety:
         self.envelope = functools.lru_cache(maxsize=ENVELOPE_CACHE)(config.envelope)
         self.commanded: dict[str, tuple[float, float]] = {}  # asset -> the newest (value, time) on record
 
+    def reconfigure(self, config: SafetyConfig) -> None:
+        """New limits (a config reload) from the next proposal on; what is known of each asset (values
+        in force, ramps, read-backs, locks) stays."""
+        self.config = config
+        self.envelope = functools.lru_cache(maxsize=ENVELOPE_CACHE)(config.envelope)
+
     def learn(self, asset: str, value: float, at: float, now: float) -> None:
         """A command on record for ``asset`` (the audit log's last write, the retained setpoint): the
         value in force until an echo or the agent's own write says otherwise; the newest one counts."""

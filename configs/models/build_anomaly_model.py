@@ -21,15 +21,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import onnx
 import yaml
-from onnx import TensorProto, helper, numpy_helper
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
 from sklearn.neural_network import MLPRegressor
 from sklearn.preprocessing import StandardScaler
 
 from qxedge.agent.config import WindowConfig
+from qxedge.agent.models.training import export  # the graph `qxedge train` exports too
 from qxedge.agent.replay import replay
 from qxedge.connectors.simulator import SimAsset, SimFault, SimulatorConfig
 
@@ -52,43 +49,6 @@ def training_set(raw: dict, inputs: list[str], episodes: int, seconds: int, seed
         parts.append(replay(sim, window, inputs, seconds, caps=rng).features)
         print(f"  episode {episode + 1}/{episodes}: {sum(len(p) for p in parts)} windows")
     return np.concatenate(parts)
-
-
-def export(
-    scaler: StandardScaler, mlp: MLPRegressor, q995: float, n: int, meta: dict[str, str]
-) -> onnx.ModelProto:
-    core = convert_sklearn(mlp, initial_types=[("xs", FloatTensorType([None, n]))], target_opset=17)
-    g = core.graph
-    recon = g.output[0].name
-    consts = [
-        numpy_helper.from_array(scaler.mean_.astype(np.float32), "qx_mean"),
-        numpy_helper.from_array(scaler.scale_.astype(np.float32), "qx_scale"),
-        numpy_helper.from_array(np.array([q995], np.float32), "qx_q995"),
-        numpy_helper.from_array(np.array([-1, n], np.int64), "qx_shape"),
-    ]
-    nodes = [
-        helper.make_node("Sub", ["features", "qx_mean"], ["qx_centered"]),
-        helper.make_node("Div", ["qx_centered", "qx_scale"], ["xs"]),
-        *g.node,
-        # skl2onnx flattens a multi-output regressor's output: give it back its rows.
-        helper.make_node("Reshape", [recon, "qx_shape"], ["qx_recon"]),
-        helper.make_node("Sub", ["xs", "qx_recon"], ["qx_err"]),
-        helper.make_node("Mul", ["qx_err", "qx_err"], ["qx_sq"]),
-        helper.make_node("ReduceMean", ["qx_sq"], ["qx_mse"], axes=[1], keepdims=1),
-        helper.make_node("Div", ["qx_mse", "qx_q995"], ["score"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "qxedge_anomaly_autoencoder",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, n])],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])],
-        [*g.initializer, *consts],
-    )
-    model = helper.make_model(graph, opset_imports=core.opset_import, producer_name="qxedge")
-    model.ir_version = core.ir_version
-    helper.set_model_props(model, meta)
-    onnx.checker.check_model(model)
-    return model
 
 
 def main() -> None:

@@ -297,12 +297,12 @@ class MqttClient:
             return False
         return True
 
-    def publish_tracked(self, topic: str, payload: bytes) -> int | None:
+    def publish_tracked(self, topic: str, payload: bytes, *, retain: bool = False) -> int | None:
         """Publish at QoS 1 while connected; the message id (``ack_listener`` gets it with the PUBACK),
         or None when it was not queued. paho re-sends it after a reconnect until acknowledged."""
         if not self.connected:
             return None
-        info = self._publish(topic, payload, 1, False)
+        info = self._publish(topic, payload, 1, retain)
         return info.mid if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
 
     def _publish(self, topic: str, payload: bytes | str, qos: int, retain: bool) -> paho.MQTTMessageInfo:

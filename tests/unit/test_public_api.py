@@ -19,6 +19,7 @@ PACKAGES = [
     "qxedge.agent",
     "qxedge.agent.console",
     "qxedge.agent.features",
+    "qxedge.agent.models",
     "qxedge.connectors",
     "qxedge.connectors.modbus",
     "qxedge.connectors.mqtt",
