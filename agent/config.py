@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from qxedge.agent.history_config import HistoryConfig
 from qxedge.agent.safety import SafetyConfig
 from qxedge.agent.settings import PlanningConfig, TelemetryConfig
 from qxedge.connectors.modbus import ModbusConfig
@@ -217,6 +218,11 @@ class EdgeConfig(_Strict):
     )
     telemetry: TelemetryConfig | None = Field(
         None, description="per-asset records upstream on qx/v1/<site>/telemetry, through the outbox"
+    )
+    history: HistoryConfig = Field(
+        default_factory=HistoryConfig,
+        description="every accepted reading upstream on qx/v1/<site>/history in compressed batches, "
+        "through the outbox, for the historian (on unless enabled: false)",
     )
     outbox: OutboxConfig = Field(
         default_factory=OutboxConfig, description="the disk-backed store-and-forward queue upstream"

@@ -16,7 +16,9 @@ in one TaskGroup. Connectors plug in through three narrow Protocols (:mod:`qxedg
 - every proposal (rules, the production day, ``qx/v1/{site}/proposals/#``, Sparkplug DCMD) goes
   through the setpoint gate: safety envelope, audit row, then the setpoint topic and the setpoint sinks;
 - after each evaluation the evaluation observers (the Sparkplug edge node, telemetry) hear of what
-  changed; telemetry goes upstream through the disk outbox; plans go to the data center with a deadline.
+  changed; telemetry goes upstream through the disk outbox; plans go to the data center with a deadline;
+- every accepted reading is also held for the history upstream (:mod:`qxedge.agent.history`), which
+  cuts, encodes (in a thread) and puts compressed batches in the same outbox.
 
 The retained ``online`` state is published on every connect; ``offline`` is the MQTT will, and is
 published on a graceful stop.
@@ -44,6 +46,7 @@ from qxedge.agent.day import ProductionDay
 from qxedge.agent.decisions import DerateRule, Scored
 from qxedge.agent.features import SMALL_BATCH, Features, FeatureWindow
 from qxedge.agent.gate import SetpointGate, inputs_unknown
+from qxedge.agent.history import HistoryRecorder
 from qxedge.agent.inference import OnnxModel
 from qxedge.agent.metrics import AgentMetrics
 from qxedge.agent.safety import Latest, Proposal, Safety
@@ -116,6 +119,9 @@ class AgentStats:
     window_rows: int  # readings held in the feature windows
     models: tuple[ModelStats, ...]
     ops: OpsStats | None  # the /metrics endpoint's connections (None while it does not listen)
+    # the history upstream: batches, readings, bytes put in the outbox; refused_batches/readings,
+    # excluded readings; held (readings waiting for the next cut). Empty when it is off.
+    history: Mapping[str, int] = field(default_factory=dict)
 
 
 def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
@@ -185,6 +191,7 @@ class Agent:
             c for c in self.plant if isinstance(c, EvaluationObserver)
         ]
         self.telemetry: TelemetryPublisher | None = None
+        self.history: HistoryRecorder | None = None
 
     def stats(self) -> AgentStats:
         """A snapshot of the agent's counters and of what its parts hold."""
@@ -211,6 +218,7 @@ class Agent:
             window_rows=self.window.rows,
             models=tuple(ModelStats(name, m.provider, m.sha256) for name, m in self.models.items()),
             ops=self.ops.stats() if self.ops is not None else None,
+            history={**self.history.stats, "held": self.history.held} if self.history is not None else {},
         )
 
     @property
@@ -261,7 +269,8 @@ class Agent:
                 uplink = self.uplink = await stack.enter_async_context(
                     MqttClient(self.config.uplink, role=f"uplink-{self.site}", start_offline=True)
                 )
-            if self.config.telemetry is not None:
+            history = self.config.history if self.config.history.enabled else None
+            if self.config.telemetry is not None or history is not None:
 
                 def alarm(reason: str) -> None:
                     doc = {"asset": None, "kind": "outbox", "reason": reason, "ts": time.time()}
@@ -274,11 +283,15 @@ class Agent:
                         uplink,
                         alarm=alarm,
                         confirm_topic=self.topic("confirm"),
+                        confirm_streams=() if history is None else (history.stream,),
                     )
                 )
-                self.telemetry = TelemetryPublisher(self.site, self.config.telemetry, box)
-                self.observers.append(self.telemetry)
-                audit.anchor = self.telemetry.anchor  # audit checkpoints upstream with the telemetry
+                if history is not None:
+                    self.history = HistoryRecorder(self.site, history, box)
+                if self.config.telemetry is not None:
+                    self.telemetry = TelemetryPublisher(self.site, self.config.telemetry, box)
+                    self.observers.append(self.telemetry)
+                    audit.anchor = self.telemetry.anchor  # audit checkpoints upstream with the telemetry
             gate = self.gate = SetpointGate(
                 self.safety, audit, mqtt, self.site, self._job_deadline, sinks=self.sinks
             )
@@ -309,6 +322,8 @@ class Agent:
             loops.extend(tasks.create_task(c.run(link), name=c.name) for c in self.sources)
             if self.telemetry is not None:
                 loops.append(tasks.create_task(self.telemetry.run(), name=self.telemetry.name))
+            if self.history is not None:
+                loops.append(tasks.create_task(self.history.run(), name=self.history.name))
             if self.config.planning is not None:
                 self.day = ProductionDay(self.config.planning, gate, self.offload, self._plan_inputs)
                 loops.append(tasks.create_task(self.day.run(), name="production-day"))
@@ -335,6 +350,8 @@ class Agent:
         self._pending.extend(batch)
         self.counts.readings += len(batch)
         self._fresh.set()
+        if self.history is not None:
+            self.history.add(batch)
 
     async def _plant_proposal(self, asset: str, value: float, source: str, data_ts: float) -> None:
         if self.gate is not None:
