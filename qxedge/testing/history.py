@@ -1,0 +1,157 @@
+"""Harnesses for the history upstream with real processes, shared by tests/integration/test_history.py
+and bench/faults.py (``--only history``): a plant that remembers every reading it produced, the agent
+(``qxedge run``) and the historian (``qxedge historian``) as child processes on small configs of site
+``t``, and the count of readings produced against the rows in the historian's Parquet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import polars as pl
+from paho.mqtt.enums import CallbackAPIVersion
+
+from qxedge.connectors.mqtt import split_url
+
+ASSETS = ("pump1", "pump2", "fan1")
+SIGNALS = ("temp", "power", "vibration")
+
+
+class CountingPlant:
+    """Readings of three assets with three signals each (one message per asset, ``values`` form) every
+    ``period_s`` from a thread, each remembered as (asset, signal, ts)."""
+
+    def __init__(self, url: str, period_s: float = 0.02) -> None:
+        _, host, port = split_url(url)
+        self.period_s = period_s
+        self.produced: list[tuple[str, str, float]] = []
+        self._lock = threading.Lock()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"plant-{time.monotonic_ns()}")
+        self.client.connect(host, port)
+        self.client.loop_start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(self.period_s):
+            ts = round(time.time(), 6)
+            for asset in ASSETS:
+                values = {s: float(n % 1000) + i / 10 for i, s in enumerate(SIGNALS)}
+                info = self.client.publish(
+                    f"plant/l1/{asset}", json.dumps({"ts": ts, "values": values}), qos=1
+                )
+                info.wait_for_publish(10)
+                with self._lock:
+                    self.produced.extend((f"l1/{asset}", s, ts) for s in values)
+            n += 1
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.produced)
+
+    def frame(self) -> pl.DataFrame:
+        with self._lock:
+            rows = list(self.produced)
+        return pl.DataFrame(
+            rows, schema={"asset": pl.String, "signal": pl.String, "ts": pl.Float64}, orient="row"
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def agent_config(tmp_path: Path, plant_url: str, uplink_url: str, every_s: float = 0.2) -> Path:
+    """Site ``t``: readings of ``plant/{line}/{asset}`` (values form) from the plant broker, history
+    every ``every_s`` through the outbox (``outbox.sqlite``) to the uplink broker, no telemetry, no model."""
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(
+        f"""site: t
+broker: {{url: "{plant_url}", reconnect_min_s: 0.1, reconnect_max_s: 0.5, keepalive_s: 5}}
+uplink: {{url: "{uplink_url}", reconnect_min_s: 0.1, reconnect_max_s: 0.5, keepalive_s: 5,
+          persistent_session: true}}
+connectors:
+  - mqtt: {{topics: ["plant/#"], topic_pattern: "plant/{{line}}/{{asset}}/{{signal}}", qos: 1}}
+window: {{length_s: 2, every_s: 0.1, stats: [mean], min_samples: 1, min_coverage: 0}}
+history: {{every_s: {every_s}, max_readings: 5000}}
+outbox: {{path: outbox.sqlite, drain_timeout_s: 5, confirm_timeout_s: 1}}
+safety: {{audit: {{path: {tmp_path / "audit.sqlite"}}}}}
+"""
+    )
+    return cfg
+
+
+def historian_config(tmp_path: Path, url: str, root: Path, flush_s: float = 0.2) -> Path:
+    cfg = tmp_path / "historian.yaml"
+    cfg.write_text(
+        f"""historian_id: h1
+broker: {{url: "{url}", reconnect_min_s: 0.1, reconnect_max_s: 0.5, keepalive_s: 5,
+          persistent_session: true, client_id: qxedge-historian-test}}
+root: {root}
+flush_s: {flush_s}
+"""
+    )
+    return cfg
+
+
+def start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``qxedge ARGS`` as a child process (no ``QXEDGE_`` variables), its output appended to ``log``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QXEDGE_")}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "qxedge.agent.cli", *args],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def parquet(root: Path) -> pl.DataFrame:
+    """Every reading the historian wrote under ``root`` (empty before the first file)."""
+    files = list(root.glob("site=*/date=*/*.parquet"))
+    if not files:
+        return pl.DataFrame(
+            schema={"asset": pl.String, "signal": pl.String, "ts": pl.Float64, "seq": pl.Int64}
+        )
+    df = pl.read_parquet(files)
+    return df.select("asset", "signal", (pl.col("ts").dt.epoch("us") / 1e6).alias("ts"), "seq")
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    produced: int  # readings the plant produced
+    rows: int  # rows in the Parquet
+    duplicates: int  # rows whose (asset, signal, ts) is there more than once
+    lost: int  # readings produced and not in the Parquet
+    unknown: int  # rows the plant never produced
+
+    def __str__(self) -> str:
+        return (
+            f"produced {self.produced} readings, Parquet rows {self.rows}, duplicates {self.duplicates}, "
+            f"lost {self.lost}, unknown {self.unknown}"
+        )
+
+
+def count(produced: pl.DataFrame, rows: pl.DataFrame) -> tuple[Count, pl.DataFrame]:
+    """Readings produced against Parquet rows, keyed by (asset, signal, ts to the µs); and the lost ones."""
+    key = ["asset", "signal", "us"]
+    mine = produced.with_columns(us=(pl.col("ts") * 1e6).round().cast(pl.Int64))
+    theirs = rows.with_columns(us=(pl.col("ts") * 1e6).round().cast(pl.Int64))
+    distinct = theirs.unique(key)
+    lost = mine.join(distinct, on=key, how="anti")
+    unknown = distinct.join(mine, on=key, how="anti")
+    result = Count(produced.height, rows.height, rows.height - distinct.height, lost.height, unknown.height)
+    return result, lost.sort("ts")
