@@ -132,7 +132,9 @@ class HistoryRecorder:
         for body in bodies:
 
             def make(seq: int, body: Body = body) -> bytes:
-                return payload(self.site, self.config.stream, seq, body)
+                data = payload(self.site, self.config.stream, seq, body)
+                self.stats["bytes"] += len(data)
+                return data
 
             if self.outbox.put(self.config.stream, self.topic, make) is None:
                 self.stats["refused_batches"] += 1
@@ -140,6 +142,5 @@ class HistoryRecorder:
             else:
                 self.stats["batches"] += 1
                 self.stats["readings"] += body.rows
-                self.stats["bytes"] += len(body.data)
                 put += 1
         return put
