@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +22,9 @@ import paho.mqtt.client as paho
 import polars as pl
 from paho.mqtt.enums import CallbackAPIVersion
 
+from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import split_url
+from qxedge.testing.waits import wait_until_sync
 
 ASSETS = ("pump1", "pump2", "fan1")
 SIGNALS = ("temp", "power", "vibration")
@@ -155,3 +161,117 @@ def count(produced: pl.DataFrame, rows: pl.DataFrame) -> tuple[Count, pl.DataFra
     unknown = distinct.join(mine, on=key, how="anti")
     result = Count(produced.height, rows.height, rows.height - distinct.height, lost.height, unknown.height)
     return result, lost.sort("ts")
+
+
+def committed_batches(outbox: Path) -> int:
+    """The agent's next history sequence number on disk: every batch below it was committed."""
+    db = sqlite3.connect(outbox)
+    try:
+        row = db.execute("SELECT next_seq FROM streams WHERE name = 'history'").fetchone()
+    finally:
+        db.close()
+    return int(row[0]) if row else 0
+
+
+def ledger(root: Path) -> tuple[int, int, int]:
+    """(batches, highest seq + 1, readings) in the historian's ledger."""
+    path = root / "_historian" / "ledger.sqlite"
+    if not path.exists():
+        return 0, 0, 0
+    db = sqlite3.connect(path)
+    try:
+        n, top, rows = db.execute("SELECT COUNT(*), MAX(seq), SUM(rows) FROM batches").fetchone()
+    except sqlite3.OperationalError:  # the historian is creating it
+        return 0, 0, 0
+    finally:
+        db.close()
+    return int(n), (int(top) + 1 if top is not None else 0), int(rows or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class KillRun:
+    """What :func:`kill_run` counted."""
+
+    count: Count
+    committed: int  # batches the agent committed to its outbox
+    ledger: tuple[int, int, int]  # the historian's (batches, highest seq + 1, readings)
+    resent: int  # records the agent sent again, not confirmed upstream
+    one_run_at_the_kill: bool  # every lost reading is in one run per signal, around the agent's kill
+    lost_held: int  # of the lost: produced before the agent's kill (it held them in memory)
+    lost_unheard: int  # produced after the kill, before the new agent listened (no agent had them)
+    log: str
+
+
+_RESENT = re.compile(r"sending (\d+) records again")
+
+
+def kill_run(work: Path, outage_s: float = 1.0) -> KillRun:
+    """The plant broker stays up; the data-center broker (persistence on), then the historian, then the
+    agent are each killed with SIGKILL mid-stream and started again; then everything stops gracefully
+    and the readings the plant produced are counted against the rows in the Parquet."""
+    root = work / "history"
+    log = work / "run.log"
+
+    def waited(predicate: Callable[[], bool], what: str) -> None:
+        if not wait_until_sync(predicate, 60):
+            raise RuntimeError(f"{what} did not happen:\n{log.read_text()[-3000:]}")
+
+    def rows_at_least(n: int) -> Callable[[], bool]:
+        return lambda: ledger(root)[2] >= n
+
+    with EmbeddedBroker() as plant_broker, EmbeddedBroker(persistence=True) as dc:
+        edge = agent_config(work, plant_broker.url, dc.url)
+        hcfg = historian_config(work, dc.url, root)
+        historian = start(["historian", "--config", str(hcfg)], work, log)
+        agent = start(["run", "--config", str(edge)], work, log)
+        plant: CountingPlant | None = None
+        try:
+            waited(lambda: "listening on plant/#" in log.read_text(), "the agent's start")
+            plant = CountingPlant(plant_broker.url)
+            waited(rows_at_least(500), "500 readings in the Parquet")
+            dc.kill()  # the data-center broker, mid-stream
+            time.sleep(outage_s)  # the outage: the agent stores batches meanwhile
+            dc.start()
+            waited(rows_at_least(plant.count), "catching up after the broker's restart")
+            historian.send_signal(signal.SIGKILL)
+            historian.wait()
+            time.sleep(0.5)  # batches wait at the broker for the historian's persistent session
+            historian = start(["historian", "--config", str(hcfg)], work, log)
+            waited(rows_at_least(plant.count), "catching up after the historian's restart")
+            killed_at = time.time()
+            agent.send_signal(signal.SIGKILL)
+            agent.wait()
+            agent = start(["run", "--config", str(edge)], work, log)
+            waited(lambda: log.read_text().count("listening on plant/#") == 2, "the agent's restart")
+            back_at = time.time()
+            waited(rows_at_least(plant.count + 500), "500 more readings after the agent's restart")
+            plant.close()
+            agent.send_signal(signal.SIGTERM)
+            if agent.wait(30) != 0:
+                raise RuntimeError(f"the agent did not stop cleanly:\n{log.read_text()[-3000:]}")
+            committed = committed_batches(work / "outbox.sqlite")
+            waited(lambda: ledger(root)[0] >= committed, "every committed batch in the ledger")
+            historian.send_signal(signal.SIGTERM)
+            historian.wait(30)
+        finally:
+            if plant is not None:
+                plant.close()
+            for proc in (agent, historian):
+                if proc.poll() is None:
+                    proc.kill()
+    produced = plant.frame()
+    result, lost = count(produced, parquet(root))
+    one_run = True
+    for (asset, signal_), part in lost.group_by("asset", "signal"):
+        mine = produced.filter((pl.col("asset") == asset) & (pl.col("signal") == signal_)).sort("ts")
+        index = {ts: i for i, ts in enumerate(mine.get_column("ts").to_list())}
+        positions = [index[ts] for ts in part.get_column("ts").to_list()]
+        first, last = part.get_column("ts").min(), part.get_column("ts").max()
+        assert isinstance(first, float) and isinstance(last, float)
+        contiguous = positions == list(range(positions[0], positions[0] + len(positions)))
+        one_run = one_run and contiguous and first <= killed_at + 1.0 and last >= killed_at - 5.0
+    text = log.read_text(errors="replace")
+    resent = sum(int(n) for n in _RESENT.findall(text))
+    held = lost.filter(pl.col("ts") < killed_at).height
+    unheard = lost.filter((pl.col("ts") >= killed_at) & (pl.col("ts") <= back_at)).height
+    return KillRun(result, committed, ledger(root), resent, one_run, held, unheard, text)
