@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from qxedge.agent.day import ProductionDay
     from qxedge.agent.features import FeatureEngine, Features, FeatureWindow
     from qxedge.agent.gate import SetpointGate
+    from qxedge.agent.history import HistoryConfig, HistoryRecorder
     from qxedge.agent.inference import OnnxModel
     from qxedge.agent.pipeline import Agent, AgentStats, ModelStats
     from qxedge.agent.safety import Proposal, Safety, SafetyConfig, Verdict
@@ -32,6 +33,8 @@ _HOME = {
     "FeatureEngine": ".features",
     "FeatureWindow": ".features",
     "Features": ".features",
+    "HistoryConfig": ".history",
+    "HistoryRecorder": ".history",
     "ModelStats": ".pipeline",
     "OnnxModel": ".inference",
     "ProductionDay": ".day",
@@ -53,6 +56,8 @@ __all__ = [  # what _HOME maps, spelled out for the tools
     "FeatureEngine",
     "FeatureWindow",
     "Features",
+    "HistoryConfig",
+    "HistoryRecorder",
     "ModelStats",
     "OnnxModel",
     "ProductionDay",

@@ -27,7 +27,6 @@ import concurrent.futures
 import contextlib
 import logging
 import socket
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,7 +50,9 @@ class HistorianConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    historian_id: str | None = Field(None, description="default: <hostname>-<random>")
+    historian_id: str | None = Field(
+        None, description="default: the host name (stable: its persistent session); unique per historian"
+    )
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     subscription: str = Field(SHARED_HISTORY, description="where batches come from")
     root: Path = Field(description="the Parquet tree: {root}/site=<site>/date=<YYYY-MM-DD>/part-*.parquet")
@@ -106,7 +107,7 @@ class Historian:
 
     def __init__(self, config: HistorianConfig) -> None:
         self.config = config
-        self.historian_id = config.historian_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        self.historian_id = config.historian_id or socket.gethostname()
         self.store = ParquetStore(config.root, self.historian_id)
         self.counts: Counter[str] = Counter()
         self.missing: dict[tuple[str, str], int] = {}
