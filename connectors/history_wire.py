@@ -12,8 +12,8 @@ and ``value`` (float64), ``rows`` rows, no nulls, every value finite. ``seq`` co
 historian de-duplicates by ``(site, stream, seq)`` and sees a gap as a missing number.
 
 Arrow IPC rather than Parquet on the wire (``bench/history.py`` measures both): the same size within a
-few percent at these batch sizes (~5 bytes a reading), encoded up to 3x faster and decoded ~10x faster
-in small batches. The historian writes Parquet (:mod:`qxedge.hybrid.history_store`).
+few percent at these batch sizes (~5 bytes a reading), encoded about 2x faster and decoded 1.3-10x
+faster (more in small batches). The historian writes Parquet (:mod:`qxedge.hybrid.history_store`).
 
 :func:`encode_body` and :func:`payload` are the agent's side, :func:`decode` the historian's: it checks
 everything and raises :class:`BadBatch` with the reason (the historian dead-letters it, never crashes).
