@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from qxedge.agent.day import ProductionDay
     from qxedge.agent.features import FeatureEngine, Features, FeatureWindow
     from qxedge.agent.gate import SetpointGate
+    from qxedge.agent.history import HistoryConfig, HistoryRecorder
     from qxedge.agent.inference import OnnxModel
     from qxedge.agent.orders import Order
     from qxedge.agent.pipeline import Agent, AgentStats, ModelStats
@@ -35,6 +36,8 @@ _HOME = {
     "FeatureEngine": ".features",
     "FeatureWindow": ".features",
     "Features": ".features",
+    "HistoryConfig": ".history",
+    "HistoryRecorder": ".history",
     "ModelStats": ".pipeline",
     "OnnxModel": ".inference",
     "Order": ".orders",
@@ -59,6 +62,8 @@ __all__ = [  # what _HOME maps, spelled out for the tools
     "FeatureEngine",
     "FeatureWindow",
     "Features",
+    "HistoryConfig",
+    "HistoryRecorder",
     "ModelStats",
     "OnnxModel",
     "Order",

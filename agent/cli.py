@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("solver", help="run a data-center solver worker until SIGINT / SIGTERM")
     worker.add_argument("--config", "-c", type=Path, help="solver config (default: configs/datacenter.yaml)")
     worker.add_argument("--broker", type=_broker_arg, metavar="URL", help="MQTT broker, mqtt://host:port")
+    historian = sub.add_parser(
+        "historian", help="run a data-center historian (history batches → Parquet) until SIGINT / SIGTERM"
+    )
+    historian.add_argument("--config", "-c", type=Path, required=True, help="historian config (YAML)")
+    historian.add_argument("--broker", type=_broker_arg, metavar="URL", help="MQTT broker, mqtt://host:port")
     solve = sub.add_parser("solve", help="solve a BQM, a CQM file or a job envelope without a broker")
     solve.add_argument(
         "problem",
@@ -623,6 +628,12 @@ async def _run_solver(cfg: DataCenterConfig) -> None:
     await SolverService(cfg).run(_stop_event())
 
 
+async def _run_historian(path: Path, broker: str | None) -> None:
+    from qxedge.hybrid.historian import Historian, HistorianConfig
+
+    await Historian(load_model(HistorianConfig, path, broker_url=broker)).run(_stop_event())
+
+
 async def _solve(args: argparse.Namespace) -> int:
     from qxedge.hybrid.offline import format_result, solve_file
 
@@ -646,6 +657,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _check(args)
     if args.command == "solver":
         asyncio.run(_run_solver(_datacenter(args.config, args.broker)))
+        return 0
+    if args.command == "historian":
+        asyncio.run(_run_historian(args.config, args.broker))
         return 0
     if args.command == "solve":
         return asyncio.run(_until_signalled(_solve(args)))
@@ -685,7 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     say.setLevel(logging.INFO)
     say.propagate = False
     args = build_parser().parse_args(argv)
-    services = args.command in ("run", "solver")  # long-running: say what they do
+    services = args.command in ("run", "solver", "historian")  # long-running: say what they do
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + services, 2)]
     handler = logging.StreamHandler()
     handler.setFormatter(

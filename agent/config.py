@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from qxedge.agent.console.config import AgentOpsConfig
+from qxedge.agent.history_config import HistoryConfig
 from qxedge.agent.models.config import DeployConfig
 from qxedge.agent.safety import SafetyConfig
 from qxedge.agent.settings import PlanningConfig, TelemetryConfig
@@ -229,6 +230,11 @@ class EdgeConfig(_Strict):
     )
     telemetry: TelemetryConfig | None = Field(
         None, description="per-asset records upstream on qx/v1/<site>/telemetry, through the outbox"
+    )
+    history: HistoryConfig = Field(
+        default_factory=HistoryConfig,
+        description="every accepted reading upstream on qx/v1/<site>/history in compressed batches, "
+        "through the outbox, for the historian (on unless enabled: false)",
     )
     outbox: OutboxConfig = Field(
         default_factory=OutboxConfig, description="the disk-backed store-and-forward queue upstream"

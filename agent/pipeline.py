@@ -16,7 +16,9 @@ in one TaskGroup. Connectors plug in through three narrow Protocols (:mod:`qxedg
 - every proposal (rules, the production day, ``qx/v1/{site}/proposals/#``, Sparkplug DCMD) goes
   through the setpoint gate: safety envelope, audit row, then the setpoint topic and the setpoint sinks;
 - after each evaluation the evaluation observers (the Sparkplug edge node, telemetry) hear of what
-  changed; telemetry goes upstream through the disk outbox; plans go to the data center with a deadline.
+  changed; telemetry goes upstream through the disk outbox; plans go to the data center with a deadline;
+- every accepted reading is also held for the history upstream (:mod:`qxedge.agent.history`), which
+  cuts, encodes (in a thread) and puts compressed batches in the same outbox.
 
 The retained ``online`` state is published on every connect; ``offline`` is the MQTT will, and is
 published on a graceful stop.
@@ -47,6 +49,7 @@ from qxedge.agent.day import ProductionDay
 from qxedge.agent.decisions import DerateRule, Scored
 from qxedge.agent.features import SMALL_BATCH, Features, FeatureWindow
 from qxedge.agent.gate import SetpointGate, inputs_unknown
+from qxedge.agent.history import HistoryRecorder
 from qxedge.agent.inference import OnnxModel
 from qxedge.agent.metrics import AgentMetrics
 from qxedge.agent.safety import Latest, Proposal, Safety
@@ -130,6 +133,9 @@ class AgentStats:
     # deployed models (agent/models/deploy.py): per configured model, ModelLifecycle.as_dict() (no
     # ``deploy:`` section: empty); for /status and `qxedge status`
     model_lifecycle: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # the history upstream: batches, readings, bytes put in the outbox; refused_batches/readings,
+    # excluded readings; held (readings waiting for the next cut). Empty when it is off.
+    history: Mapping[str, int] = field(default_factory=dict)
 
 
 def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
@@ -208,6 +214,7 @@ class Agent:
         self.shadows: Mapping[str, Shadow] = {}  # model name -> the new model scored beside it
         self.reloader: Callable[[], EdgeConfig] | None = None  # SIGHUP: the config, loaded again
         self._reload_wanted = asyncio.Event()
+        self.history: HistoryRecorder | None = None
 
     # ModelHost (agent/models/deploy.py): the deployer swaps models and shadows between evaluations;
     # each swap is a new mapping, so an evaluation running in a thread keeps the one it started with
@@ -268,6 +275,7 @@ class Agent:
                 if self.deployer is not None
                 else {}
             ),
+            history={**self.history.stats, "held": self.history.held} if self.history is not None else {},
         )
 
     @property
@@ -327,7 +335,8 @@ class Agent:
                 uplink = self.uplink = await stack.enter_async_context(
                     MqttClient(self.config.uplink, role=f"uplink-{self.site}", start_offline=True)
                 )
-            if self.config.telemetry is not None:
+            history = self.config.history if self.config.history.enabled else None
+            if self.config.telemetry is not None or history is not None:
 
                 def alarm(reason: str) -> None:
                     doc = {"asset": None, "kind": "outbox", "reason": reason, "ts": time.time()}
@@ -340,11 +349,15 @@ class Agent:
                         uplink,
                         alarm=alarm,
                         confirm_topic=self.topic("confirm"),
+                        confirm_streams=() if history is None else (history.stream,),
                     )
                 )
-                self.telemetry = TelemetryPublisher(self.site, self.config.telemetry, box)
-                self.observers.append(self.telemetry)
-                audit.anchor = self.telemetry.anchor  # audit checkpoints upstream with the telemetry
+                if history is not None:
+                    self.history = HistoryRecorder(self.site, history, box)
+                if self.config.telemetry is not None:
+                    self.telemetry = TelemetryPublisher(self.site, self.config.telemetry, box)
+                    self.observers.append(self.telemetry)
+                    audit.anchor = self.telemetry.anchor  # audit checkpoints upstream with the telemetry
             gate = self.gate = SetpointGate(
                 self.safety, audit, mqtt, self.site, self._job_deadline, sinks=self.sinks
             )
@@ -396,6 +409,8 @@ class Agent:
                 loops.append(tasks.create_task(self.deployer.run(deployments), name="model-deploy"))
             if self.reloader is not None:
                 loops.append(tasks.create_task(self._reload_loop(mqtt, audit), name="config-reload"))
+            if self.history is not None:
+                loops.append(tasks.create_task(self.history.run(), name=self.history.name))
             await ingest.listening.wait()
             self.ready.set()
             if stop is not None:
@@ -456,6 +471,8 @@ class Agent:
         self._pending.extend(batch)
         self.counts.readings += len(batch)
         self._fresh.set()
+        if self.history is not None:
+            self.history.add(batch)
 
     async def _plant_proposal(self, asset: str, value: float, source: str, data_ts: float) -> None:
         if self.gate is not None:

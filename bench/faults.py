@@ -1,7 +1,7 @@
 """Fault runs with real processes, longer than the test suite's: each prints what was sent, received,
 duplicated and lost, counted by telemetry sequence number at the upstream side.
 
-    .venv/bin/python -m bench.faults [--outage-s 10] [--only broker,agent,workers,disk,slow]
+    .venv/bin/python -m bench.faults [--outage-s 10] [--only broker,agent,history,workers,disk,slow]
                                      [--confirm upstream|broker]
 
 - ``broker``: ``qxedge run`` streams telemetry (two assets, a record each every 20 ms) through its outbox;
@@ -13,6 +13,12 @@ duplicated and lost, counted by telemetry sequence number at the upstream side.
   (it saves them only every second) are lost in 2 of 6 runs.
 - ``agent``: the agent is killed with SIGKILL mid-stream and restarted; nothing it had accepted (committed
   to its outbox) may be missing.
+- ``history``: the history upstream counted in readings, not records: a plant (its own broker, which
+  stays up) publishes readings that the agent sends in batches to ``qxedge historian``; the data-center
+  broker, the historian and the agent are each killed with SIGKILL mid-stream and started again
+  (:func:`qxedge.testing.history.kill_run`). Prints the readings produced, the rows in the Parquet,
+  duplicates (none: redeliveries are de-duplicated by seq) and the readings lost around the agent's kill
+  (those it held in memory, at most ``history.every_s``, and those published while no agent listened).
 - ``workers`` / ``disk`` / ``slow``: the test suite's scenarios
   (``tests/integration/test_reliability.py``), run here with their
   printed counts: every solver worker down, the outbox's disk full, a lagging subscriber.
@@ -36,6 +42,7 @@ from pathlib import Path
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.testing.bench_results import Results, Table, add_save_option
 from qxedge.testing.faults import CONFIRM, Plant, SeqCounter, agent_config, broker_saved, start_agent
+from qxedge.testing.history import kill_run
 
 RESENT = re.compile(r"sending (\d+) records again")
 
@@ -120,6 +127,31 @@ def agent_crash(rounds: int, table: Table) -> bool:
             counter.close()
 
 
+def history(outage_s: float, table: Table) -> bool:
+    with tempfile.TemporaryDirectory() as tmp:
+        run = kill_run(Path(tmp), outage_s)
+    batches, top, rows = run.ledger
+    print(f"  {run.count}")
+    print(
+        f"  batches: committed by the agent {run.committed}, in the historian's ledger {batches} (highest "
+        f"seq + 1: {top}); sent again by the agent {run.resent} records"
+    )
+    print(
+        f"  lost: {run.lost_held} held in the agent's memory at its kill, {run.lost_unheard} published while "
+        f"no agent listened; all in one run per signal around the kill: {run.one_run_at_the_kill}"
+    )
+    c = run.count
+    table.add(
+        c.produced, c.rows, c.duplicates, run.lost_held, run.lost_unheard, run.committed, batches, run.resent
+    )
+    return (
+        batches == top == run.committed
+        and c.rows == rows
+        and c.duplicates == c.unknown == 0
+        and run.one_run_at_the_kill
+    )
+
+
 def suite(names: list[str]) -> bool:
     tests = {
         "workers": "test_solver_workers_down_every_decision_by_fallback_in_time",
@@ -138,7 +170,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--outage-s", type=float, default=10.0, help="how long the broker stays down")
     parser.add_argument("--crashes", type=int, default=3, help="agent kill -9 rounds")
-    parser.add_argument("--only", default="broker,agent,workers,disk,slow")
+    parser.add_argument("--only", default="broker,agent,history,workers,disk,slow")
     parser.add_argument(
         "--confirm", choices=["upstream", "broker"], default="upstream", help="the broker scenario's outbox"
     )
@@ -166,6 +198,24 @@ def main() -> None:
     if "agent" in only:
         print(f"agent killed with SIGKILL {args.crashes} times mid-stream:")
         results["agent"] = agent_crash(args.crashes, table)
+    if "history" in only:
+        print(
+            f"history: data-center broker kill -9 for {args.outage_s:g} s, historian kill -9, agent kill -9:"
+        )
+        table = saved.table(
+            "history readings counted in the historian's Parquet",
+            [
+                "produced",
+                "Parquet rows",
+                "duplicated",
+                "lost: held by the killed agent",
+                "lost: no agent listening",
+                "batches committed",
+                "batches in the ledger",
+                "sent again",
+            ],
+        )
+        results["history"] = history(args.outage_s, table)
     rest = [n for n in only if n in ("workers", "disk", "slow")]
     if rest:
         results[",".join(rest)] = suite(rest)

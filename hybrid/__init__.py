@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         unregister,
     )
     from qxedge.hybrid.client import OffloadClient, OffloadConfig
+    from qxedge.hybrid.historian import Historian, HistorianConfig, HistorianStats
     from qxedge.hybrid.offline import solve_file
     from qxedge.hybrid.portfolio import Portfolio, SolversConfig
     from qxedge.hybrid.service import DataCenterConfig, SolverService, SolverStats
@@ -33,6 +34,9 @@ _HOME = {
     "Candidate": ".wire",
     "DataCenterConfig": ".service",
     "Deadline": ".backends",
+    "Historian": ".historian",
+    "HistorianConfig": ".historian",
+    "HistorianStats": ".historian",
     "JobEnvelope": ".wire",
     "JobLimits": ".wire",
     "JobRejected": ".wire",
@@ -56,6 +60,9 @@ __all__ = [  # what _HOME maps, spelled out for the tools
     "Candidate",
     "DataCenterConfig",
     "Deadline",
+    "Historian",
+    "HistorianConfig",
+    "HistorianStats",
     "JobEnvelope",
     "JobLimits",
     "JobRejected",

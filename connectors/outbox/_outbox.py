@@ -17,7 +17,10 @@ once. Behind it, in the outbox's TaskGroup:
   acknowledged. What the broker acknowledged and the consumer did not confirm is sent again (in id
   order, before anything new, loaded in chunks) after each reconnect, and once a confirmation of
   records of its stream acknowledged after it is ``confirm_timeout_s`` old (a broker behind a bridge
-  may lose it without the agent's link going down). A graceful exit then waits for confirmations.
+  may lose it without the agent's link going down). A graceful exit then waits for confirmations
+  (of the streams whose consumer has confirmed anything since the start: with none listening it would
+  only wait out ``drain_timeout_s``). ``confirm_streams`` names streams that always wait for their
+  consumer's confirmation, whatever ``confirm`` says (the history stream: the historian confirms it).
 
 Bounded: at most ``max_messages`` records on disk. ``overflow: drop_oldest`` (default) deletes the
 oldest records to make room, ``refuse_new`` refuses new ones; either way they are counted in ``stats``
@@ -41,7 +44,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,12 +125,17 @@ class Outbox:
         alarm: Callable[[str], None] | None = None,
         max_pages: int | None = None,
         confirm_topic: str | None = None,
+        confirm_streams: Collection[str] = (),
     ) -> None:
-        """``confirm_topic``: where the consumer confirms (needed with ``confirm: upstream``).
+        """``confirm_topic``: where the consumer confirms (needed with ``confirm: upstream`` or
+        ``confirm_streams``). ``confirm_streams``: streams whose records wait for the consumer's
+        confirmation whatever ``config.confirm`` says (history: the historian confirms it).
         ``max_pages``: a hard cap on the file in SQLite pages (tests use it as a full disk)."""
-        if config.confirm == "upstream" and not confirm_topic:
+        if (config.confirm == "upstream" or confirm_streams) and not confirm_topic:
             raise OutboxError("outbox confirm: upstream needs the topic the consumer confirms on")
-        self.confirm_topic = confirm_topic if config.confirm == "upstream" else None
+        self._confirm_all = config.confirm == "upstream"
+        self._confirm_streams = frozenset(confirm_streams)
+        self.confirm_topic = confirm_topic if self._confirm_all or self._confirm_streams else None
         self.path = path
         self.config = config
         self.mqtt = mqtt
@@ -152,6 +160,7 @@ class Outbox:
         # confirmed was passed over: the consumer will not get it
         self._confirmations: defaultdict[str, deque[tuple[float, float]]] = defaultdict(deque)
         self._passed_over: dict[str, float] = {}
+        self._confirming: set[str] = set()  # streams whose consumer confirmed something since the start
         self._again_ids: deque[int] = deque()  # to send again, in id order, not loaded yet
         self._again: deque[_Row] = deque()  # loaded from _again_ids, sent before _ready
         self._reconnects = mqtt.reconnects
@@ -203,7 +212,7 @@ class Outbox:
             deadline = time.monotonic() + self.config.drain_timeout_s
             with contextlib.suppress(sqlite3.Error):
                 await self._flush()
-                while (self.depth or self._pending) and self.mqtt.connected and time.monotonic() < deadline:
+                while self._left_to_drain() and self.mqtt.connected and time.monotonic() < deadline:
                     self._send_wake.set()
                     await asyncio.sleep(0.02)
                     await self._flush()
@@ -221,6 +230,13 @@ class Outbox:
             self._pool.shutdown(wait=True)
             left = self.depth + len(self._pending)
             log.info("outbox %s closed: %d records left for the next start", self.path, left)
+
+    def _left_to_drain(self) -> int:
+        """What a graceful stop waits for: every record on disk or pending, less those the broker
+        acknowledged whose stream's consumer has confirmed nothing since the start (no consumer is
+        listening: waiting would only delay the stop; they are sent again at the next start)."""
+        idle = sum(1 for stream, _ in self._unconfirmed if stream not in self._confirming)
+        return self.depth + len(self._pending) - idle
 
     # ----------------------------------------------------------------- API
     def put(self, stream: str, topic: str, make: Callable[[int], bytes]) -> int | None:
@@ -398,7 +414,7 @@ class Outbox:
             return  # another publish of the same client
         self.stats["acked"] += 1
         self._send_wake.set()
-        if self.confirm_topic is None:
+        if self.confirm_topic is None or not (self._confirm_all or row[1] in self._confirm_streams):
             self._done(row[0])
             return
         key = (row[1], row[2])
@@ -422,6 +438,8 @@ class Outbox:
                 self.stats["bad_confirmations"] += 1
                 log.warning("outbox %s: %s", self.path, exc)
                 continue
+            if confirmation.stream in self._next_seq:  # one of ours (the set stays bounded)
+                self._confirming.add(confirmation.stream)
             self._confirm(confirmation.stream, merged(confirmation.seqs))
 
     def _confirm(self, stream: str, runs: list[tuple[int, int]]) -> None:

@@ -22,7 +22,7 @@ from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.connectors.plant import Evaluation
 from qxedge.connectors.simulator import SimulatedPlant
 from qxedge.testing import Watcher, edge_config, wait_until
-from qxedge.testing.history import linear_model, model_dir, relabelled
+from qxedge.testing.training import linear_model, model_dir, relabelled
 
 pytestmark = pytest.mark.integration
 ALARMS = "qx/v1/demo/alarms"

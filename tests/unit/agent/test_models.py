@@ -16,7 +16,7 @@ from qxedge.agent.models.manifest import FileDoc, Manifest, ModelRefused, Signed
 from qxedge.agent.models.shadow import Comparison
 from qxedge.agent.models.signing import keygen, load_private_key, load_public_key, sign, verify
 from qxedge.core.errors import ModelError
-from qxedge.testing.history import linear_model, model_dir
+from qxedge.testing.training import linear_model, model_dir
 
 INPUTS = ["temp.mean", "temp.std", "power.mean"]
 

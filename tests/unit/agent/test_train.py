@@ -19,7 +19,7 @@ from qxedge.agent.models.history import read_history, windows
 from qxedge.agent.replay import EPOCH, replay
 from qxedge.connectors.simulator import SimulatorConfig
 from qxedge.testing import EDGE_YAML
-from qxedge.testing.history import simulated_history, write_history
+from qxedge.testing.training import simulated_history, write_history
 
 RAW = yaml.safe_load(EDGE_YAML.read_text())
 SIM = SimulatorConfig.model_validate({**RAW["simulator"], "faults": []})

@@ -58,3 +58,31 @@ def test_confirm_upstream_needs_a_topic(tmp_path: Path) -> None:
             OutboxConfig(confirm="upstream"),
             MqttClient(BrokerConfig(url="mqtt://h:1")),
         )
+
+
+def test_a_confirm_stream_waits_for_its_consumer_the_others_for_the_puback(tmp_path: Path) -> None:
+    box = Outbox(
+        tmp_path / "o.sqlite",
+        OutboxConfig(),  # confirm: broker for every other stream
+        MqttClient(BrokerConfig(url="mqtt://h:1")),
+        confirm_topic=CONFIRM,
+        confirm_streams=("history",),
+    )
+    assert box.confirm_topic == CONFIRM
+    box._next_seq = {"history": 1, "telemetry": 1}
+    box._inflight = {1: (1, "telemetry", 0, TELEMETRY, b""), 2: (2, "history", 0, "qx/v1/t/history", b"")}
+    box.depth = 2
+    box._on_ack(1)
+    box._on_ack(2)
+    assert box._acked == [1] and list(box._unconfirmed) == [("history", 0)]
+    # nobody confirmed history since the start: a graceful stop does not wait for it ...
+    assert box._left_to_drain() == 1  # (the telemetry record, deleted at the next flush)
+    box._acked.clear()
+    box.depth = 1
+    assert box._left_to_drain() == 0
+    # ... once its consumer confirmed something, it does
+    history = [(CONFIRM, json.dumps({"stream": "history", "seqs": [[5, 5]]}).encode())]
+    box._on_confirmations(history)
+    assert box._left_to_drain() == 1
+    box._on_confirmations([(CONFIRM, json.dumps({"stream": "nobody", "seqs": [[0, 0]]}).encode())])
+    assert box._confirming == {"history"}  # only its own streams
