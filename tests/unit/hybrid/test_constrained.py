@@ -23,7 +23,7 @@ from qxedge.hybrid.portfolio import Portfolio, SolversConfig
 from qxedge.hybrid.problems import assignment, scheduling, staging
 from qxedge.hybrid.repair import compile_cqm, repair
 from qxedge.hybrid.wire import Candidate
-from qxedge.testing import optimum, random_bqm
+from qxedge.testing import optimum, random_bqm, wait_until
 
 from .test_problems import assignment_instance, schedule_instance, staging_instance
 
@@ -216,3 +216,22 @@ async def test_a_cqm_neither_route_can_take_still_gets_the_floor() -> None:
     winner, candidates = await portfolio.solve_cqm(cqm, "auto", time.time() + 3)
     assert winner is not None and winner.feasible
     assert next(c for c in candidates if c.solver == "milp").status == "refused"
+
+
+async def test_solvers_stopped_by_milps_proof_are_back_without_recycling() -> None:
+    """milp proves a plant schedule optimal in milliseconds and tabu (the penalty route) is told to stop:
+    its first search slices are short, so it is back within the grace and its process is kept (it was
+    recycled after every such job with 0.5 s slices)."""
+    portfolio = Portfolio(SolversConfig(workers=2, cqm_auto=["milp", "tabu"], overrun_grace_ms=50))
+    portfolio.warm_up()
+    try:
+        pool = portfolio.pool
+        assert pool is not None
+        for seed in range(3):
+            p = schedule_instance(seed)
+            best, _ = await portfolio.solve_cqm(scheduling.build_cqm(p), "auto", time.time() + 5)
+            assert best is not None and best.solver == "milp" and best.details.get("optimal")
+            await wait_until(lambda: pool.idle == 2 or portfolio.recycled > 0)
+        assert portfolio.recycled == 0
+    finally:
+        portfolio.close()
