@@ -1,15 +1,19 @@
 """``qxedge solver``: a data-center worker answering offloaded jobs.
 
-N workers share the subscription ``$share/qx-solvers/qx/v1/+/jobs``: the broker hands each job to one
-of them (mosquitto, EMQX, HiveMQ and VerneMQ all do this), so adding workers adds capacity with no
-coordinator. A worker
+N workers take jobs from one transport (:mod:`qxedge.hybrid.transports`): the shared subscription
+``$share/qx-solvers/qx/v1/+/jobs`` (mosquitto, EMQX, HiveMQ, VerneMQ), a NATS JetStream work queue or a
+RabbitMQ quorum queue; each job goes to one of them, so adding workers adds capacity with no
+coordinator. At start a worker proves with a probe job that jobs reach it (:class:`Probe`), else it
+stops with the missing broker feature named. A worker
 
 - validates every job (:func:`hybrid.wire.decode_job`) and answers a bad one with a ``rejected``
   result carrying the reason; a job whose ``site`` does not match its topic is rejected too, and so is a
   large payload that could not even be parsed before its deadline (predicted from the parse times
   measured here);
 - answers ``late`` at once when the deadline has passed before solving starts;
-- solves with the portfolio and publishes the result on the job's ``reply_to`` (QoS 1); a result over
+- solves with the portfolio and publishes the result on the job's ``reply_to`` (QoS 1), then acknowledges
+  the job to its transport (a job is received in ``_accept``, answered and acked in ``_solve``;
+  rejections and duplicates are answered and acked in ``_accept``); a result over
   ``limits.max_result_bytes`` is replaced by an ``error`` result saying so (it would not pass the broker);
 - shares its solving time between sites (``fair_share``): a queue per site, and each free solving slot
   takes the next job of the site that used the fewest solver-seconds lately (decaying with
@@ -19,9 +23,8 @@ coordinator. A worker
   a job is refused when its site already has ``limits.max_jobs_in_flight_per_site`` jobs queued or
   solving;
 - is idempotent by ``(site, job_id)``: a duplicate delivery gets the cached result again, or waits for
-  the solve in progress; it never solves twice. The cache is per worker (the broker delivers a
-  message and its QoS 1 redeliveries to one member of the shared subscription) and bounded in
-  results and in bytes.
+  the solve in progress; it never solves twice. The cache is per worker (a redelivery after a worker
+  died goes to another one) and bounded in results and in bytes.
 """
 
 from __future__ import annotations
@@ -39,10 +42,19 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qxedge.connectors.mqtt import BrokerConfig, MqttClient, Subscription
+from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats
 from qxedge.hybrid.metrics import SolverMetrics
 from qxedge.hybrid.portfolio import JobCut, Portfolio, SolversConfig
+from qxedge.hybrid.transports import (
+    Delivery,
+    JobTransport,
+    Probe,
+    ProbeConfig,
+    TransportConfig,
+    make_transport,
+)
+from qxedge.hybrid.transports.mqtt import MqttTransport
 from qxedge.hybrid.wire import (
     BIG_PAYLOAD_BYTES,
     DecodeRate,
@@ -92,8 +104,12 @@ class FairShareConfig(BaseModel):
 class DataCenterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     worker_id: str | None = Field(None, description="default: <hostname>-<random>")
-    broker: BrokerConfig = Field(default_factory=BrokerConfig)
-    subscription: str = Field(SHARED_JOBS, description="where jobs come from")
+    broker: BrokerConfig = Field(
+        default_factory=BrokerConfig, description="the MQTT broker the agents use (probes go through it)"
+    )
+    transport: TransportConfig = Field(default_factory=TransportConfig, description="where jobs come from")
+    subscription: str = Field(SHARED_JOBS, description="transport kind mqtt: the jobs' (shared) subscription")
+    probe: ProbeConfig = Field(default_factory=ProbeConfig, description="the start-up proof that jobs arrive")
     limits: JobLimits = Field(default_factory=JobLimits)
     solvers: SolversConfig = Field(default_factory=SolversConfig)
     max_concurrent_jobs: int = Field(1, ge=1, le=1024, description="jobs solved at once by this worker")
@@ -153,14 +169,15 @@ class SolverService:
         self.counts: Counter[str] = Counter()  # received, duplicates, unroutable, and results by status
         self.by_site: Counter[tuple[str, str]] = Counter()  # (site, status) -> results published
         self.wins: Counter[str] = Counter()
-        self.mqtt: MqttClient | None = None
+        self.transport: JobTransport | None = None
+        self.probe = Probe(config.probe, self.worker_id)
         self.ops: OpsServer | None = None
         self.metrics = SolverMetrics(self.stats)
         self.ready = asyncio.Event()
         self._cache: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         self._inflight: set[tuple[str, str]] = set()  # queued or solving
         self._load: Counter[str] = Counter()  # jobs queued or solving, per site
-        self._queues: dict[str, deque[tuple[tuple[str, str], Job]]] = {}
+        self._queues: dict[str, deque[tuple[tuple[str, str], Job, Delivery]]] = {}
         self._turn: deque[str] = deque()  # sites with queued jobs, least recent solver-seconds first
         self._queued = asyncio.Event()
         self._cache_bytes = 0
@@ -172,22 +189,27 @@ class SolverService:
         await asyncio.to_thread(self.portfolio.warm_up)
         try:
             async with contextlib.AsyncExitStack() as stack:
-                mqtt = self.mqtt = await stack.enter_async_context(
-                    MqttClient(self.config.broker, role=f"solver-{self.worker_id}")
+                cfg = self.config
+                made = make_transport(
+                    cfg.transport, cfg.broker, cfg.subscription, self.worker_id, cfg.max_concurrent_jobs + 1
                 )
+                transport = self.transport = await stack.enter_async_context(made)
                 if self.config.ops is not None:
                     self.ops = await stack.enter_async_context(
                         OpsServer(self.config.ops, self.metrics.registry, self._not_ready)
                     )
-                jobs = await mqtt.subscribe(self.config.subscription, qos=1)
-                self.ready.set()
-                log.info("solver %s: waiting for jobs on %s", self.worker_id, self.config.subscription)
                 async with asyncio.TaskGroup() as tasks:
-                    loops = [tasks.create_task(self._consume(mqtt, jobs), name="solver-jobs")]
+                    loops = [tasks.create_task(self._consume(transport), name="solver-jobs")]
                     loops += [
-                        tasks.create_task(self._work(mqtt), name=f"solver-slot-{i}")
+                        tasks.create_task(self._work(transport), name=f"solver-slot-{i}")
                         for i in range(self.config.max_concurrent_jobs)
                     ]
+                    if cfg.probe.enabled:
+                        mqtt = transport.mqtt if isinstance(transport, MqttTransport) else None
+                        took = await self.probe.run(transport, cfg.broker, mqtt)
+                        log.info("solver %s: a probe job came through in %.3f s", self.worker_id, took)
+                    self.ready.set()
+                    log.info("solver %s: waiting for jobs through %s", self.worker_id, transport.name)
                     if stop is not None:
                         await stop.wait()
                         for task in loops:
@@ -213,21 +235,21 @@ class SolverService:
             cut=counts["cut"],
             recycled=self.portfolio.recycled,
             solver_seconds=dict(self._usage.total),
-            broker_connected=self.mqtt is not None and self.mqtt.connected,
+            broker_connected=self.transport is not None and self.transport.connected,
             ops=self.ops.stats() if self.ops is not None else None,
         )
 
     def _not_ready(self) -> str | None:
-        if self.mqtt is None or not self.mqtt.connected:
-            return f"not connected to the broker at {self.config.broker.url}"
+        if self.transport is None or not self.transport.connected:
+            return f"not connected: {self.transport.name if self.transport else self.config.transport.kind}"
         return None if self.ready.is_set() else "starting"
 
-    async def _consume(self, mqtt: MqttClient, jobs: Subscription) -> None:
-        async for batch in jobs:
-            for topic, payload in batch:
-                await self._accept(mqtt, topic, payload)
+    async def _consume(self, transport: JobTransport) -> None:
+        async for batch in transport.deliveries():
+            for delivery in batch:
+                await self._accept(transport, delivery)
 
-    async def _work(self, mqtt: MqttClient) -> None:
+    async def _work(self, transport: JobTransport) -> None:
         """One solving slot: take the next job of the site that used the fewest solver-seconds lately."""
         while True:
             while not self._turn:
@@ -236,28 +258,38 @@ class SolverService:
             site = min(self._turn, key=self._usage.recent)  # the first of equals: round robin
             self._turn.remove(site)
             queue = self._queues[site]
-            key, job = queue.popleft()
+            key, job, delivery = queue.popleft()
             if queue:
                 self._turn.append(site)
-            await self._solve(mqtt, key, job)
+            await self._solve(transport, key, job, delivery)
 
-    def _publish(
-        self, mqtt: MqttClient, topic: str, result: ResultEnvelope, site: str
+    async def _publish(
+        self, transport: JobTransport, topic: str, result: ResultEnvelope, site: str
     ) -> tuple[ResultEnvelope, bytes]:
         sent, payload = sized_payload(result, self.config.limits.max_result_bytes)
         if sent is not result:
             log.warning("job %s/%s: %s", site, sent.job_id, sent.reason)
-        mqtt.publish(topic, payload, qos=1)
+        await transport.publish(topic, payload, sent.job_id)
         self.counts[sent.status] += 1
         self.by_site[(site, sent.status)] += 1
         return sent, payload
 
-    async def _accept(self, mqtt: MqttClient, topic: str, payload: bytes) -> None:
-        self.counts["received"] += 1
+    async def _accept(self, transport: JobTransport, delivery: Delivery) -> None:
+        """A job received: rejected, a duplicate or a probe answered (and acked) here, else queued."""
+        topic, payload = delivery.topic, delivery.payload
         site = site_of_topic(topic)
+        if site is not None and self.probe.is_probe(site):
+            if (answer := self.probe.answer(payload)) is not None:
+                await transport.publish(*answer)
+            await delivery.ack()
+            return
+        self.counts["received"] += 1
+        if delivery.redelivered:
+            log.info("job on %s: delivered again (a worker died or could not acknowledge it)", topic)
         if site is None:
             self.counts["unroutable"] += 1
             log.warning("ignored a message on %s: not a qx/v1/{site}/jobs topic", topic)
+            await delivery.ack()
             return
         limit = self.config.limits.max_jobs_in_flight_per_site
         try:
@@ -285,20 +317,22 @@ class SolverService:
             result = ResultEnvelope(
                 job_id=exc.job_id, status="rejected", reason=str(exc), worker=self.worker_id
             )
-            self._publish(mqtt, results_topic(site, exc.job_id or "invalid"), result, site)
+            await self._publish(transport, results_topic(site, exc.job_id or "invalid"), result, site)
+            await delivery.ack()
             return
         cached = self._cache.get(key)
         if cached is not None or key in self._inflight:
             self.counts["duplicates"] += 1
             if cached is not None:
-                mqtt.publish(job.envelope.reply_to, cached, qos=1)
+                await transport.publish(job.envelope.reply_to, cached, key[1])
+            await delivery.ack()
             return  # in flight: its result goes to the same reply_to when ready
         self._inflight.add(key)
         self._load[site] += 1
         if site not in self._queues or not self._queues[site]:
             self._queues.setdefault(site, deque())
             self._turn.append(site)
-        self._queues[site].append((key, job))
+        self._queues[site].append((key, job, delivery))
         self._queued.set()
         asyncio.get_running_loop().call_soon(self._share)  # after a free slot has taken it
 
@@ -327,7 +361,9 @@ class SolverService:
     def _slice_s(self) -> float:
         return self.config.fair_share.slice_ms / 1000
 
-    async def _solve(self, mqtt: MqttClient, key: tuple[str, str], job: Job) -> None:
+    async def _solve(
+        self, transport: JobTransport, key: tuple[str, str], job: Job, delivery: Delivery
+    ) -> None:
         run = self._running[key] = _Running(key[0], time.time(), JobCut())
         try:
             try:
@@ -341,7 +377,8 @@ class SolverService:
                     reason=f"internal error: {type(exc).__name__}: {exc}"[:300],
                 )
             self._usage.add(key[0], sum(c.seconds for c in result.candidates))
-            sent, payload = self._publish(mqtt, job.envelope.reply_to, result, key[0])
+            sent, payload = await self._publish(transport, job.envelope.reply_to, result, key[0])
+            await delivery.ack()  # answered: the transport may forget the job
             if sent.status == "ok" and sent.solver:  # a result too large to send won nothing
                 self.wins[sent.solver] += 1
                 self.metrics.solve_seconds.labels(self.worker_id, sent.solver).observe(
