@@ -333,6 +333,7 @@ class SolverService:
             self._queues.setdefault(site, deque())
             self._turn.append(site)
         self._queues[site].append((key, job, delivery))
+        log.debug("job %s/%s: queued", *key)
         self._queued.set()
         asyncio.get_running_loop().call_soon(self._share)  # after a free slot has taken it
 

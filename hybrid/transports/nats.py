@@ -28,6 +28,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from qxedge.connectors.mqtt import BrokerConfig
+from qxedge.core.cancels import raise_if_cancelling
 from qxedge.core.errors import TransportError
 from qxedge.hybrid.transports.base import Delivery, subject_to_topic, topic_to_subject
 from qxedge.hybrid.transports.config import TransportConfig
@@ -53,7 +54,7 @@ class NatsTransport:
         self._nc: Any = None
         self._js: Any = None
         self._sub: Any = None
-        self._held: set[Msg] = set()  # delivered, not acknowledged yet
+        self._held: dict[int, Msg] = {}  # id -> a job delivered, not acknowledged yet
         self._room = asyncio.Event()  # fewer than prefetch jobs held
         self._room.set()
         self._stack = contextlib.AsyncExitStack()
@@ -92,7 +93,8 @@ class NatsTransport:
                 ),
             )
             tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-            tasks.create_task(self._keep_held(), name=f"nats-in-progress[{self.worker_id}]")
+            keeper = tasks.create_task(self._keep_held(), name=f"nats-in-progress[{self.worker_id}]")
+            self._stack.callback(keeper.cancel)  # first thing on the way out
         except BaseException as exc:
             await self._stack.aclose()
             if isinstance(exc, nats.errors.NoRespondersError | nats.js.errors.ServiceUnavailableError):
@@ -138,14 +140,16 @@ class NatsTransport:
             try:
                 msgs = await self._sub.fetch(self.prefetch - len(self._held), timeout=5)
             except nats.errors.TimeoutError:
+                raise_if_cancelling()  # nats-py waits with asyncio.wait_for: it may drop a cancel
                 continue
             except (nats.errors.Error, nats.js.errors.Error) as exc:  # reconnecting: try again shortly
                 log.warning("NATS: could not fetch jobs (%s); trying again", exc)
                 await asyncio.sleep(1.0)
                 continue
+            raise_if_cancelling()
             batch = []
             for msg in msgs:
-                self._held.add(msg)
+                self._held[id(msg)] = msg
                 batch.append(
                     Delivery(
                         subject_to_topic(msg.subject),
@@ -158,25 +162,28 @@ class NatsTransport:
                 yield batch
 
     async def _ack(self, msg: Msg) -> None:
-        self._held.discard(msg)
+        self._held.pop(id(msg), None)
         self._room.set()
         try:
             await msg.ack()
         except (nats.errors.Error, nats.js.errors.Error) as exc:  # redelivered later, answered from the cache
             log.warning("NATS: could not acknowledge a job (%s): it will be delivered again", exc)
+        raise_if_cancelling()
 
     async def _keep_held(self) -> None:
         """Extend the ack wait of every job held, every third of ``ack_wait_s``."""
         while True:
             await asyncio.sleep(self.config.ack_wait_s / 3)
-            for msg in list(self._held):
+            for msg in list(self._held.values()):
                 with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
                     await msg.in_progress()
+                raise_if_cancelling()
 
     async def publish(self, topic: str, payload: bytes, job_id: str | None = None) -> None:
         subject = topic_to_subject(topic)
         try:
             await self._js.publish(MQTT_QOS1_PREFIX + subject, payload)
+            raise_if_cancelling()
             return
         except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError):
             pass  # no MQTT QoS 1 stream: a plain publish
@@ -186,6 +193,7 @@ class NatsTransport:
             await self._nc.publish(subject, payload)
         except nats.errors.Error as exc:
             log.warning("NATS: could not publish the result on %s: %s", topic, exc)
+        raise_if_cancelling()
 
     def missing(self, stage: str = "jobs") -> str:
         if stage == "mqtt":

@@ -24,6 +24,7 @@ import aiormq.exceptions
 from yarl import URL
 
 from qxedge.connectors.mqtt import BrokerConfig
+from qxedge.core.cancels import raise_if_cancelling
 from qxedge.core.config import redact_url
 from qxedge.core.errors import TransportError
 from qxedge.hybrid.transports.base import Delivery, subject_to_topic, topic_to_subject
@@ -113,6 +114,7 @@ class RabbitTransport:
             await message.ack()
         except _AMQP_ERRORS as exc:  # the channel is gone: the job is requeued, answered from the cache
             log.warning("RabbitMQ: could not acknowledge a job (%s): it will be delivered again", exc)
+        raise_if_cancelling()  # aio-pika waits with asyncio.wait_for: it may drop a cancel
 
     async def publish(self, topic: str, payload: bytes, job_id: str | None = None) -> None:
         message = aio_pika.Message(
@@ -125,6 +127,7 @@ class RabbitTransport:
             await self._exchange.publish(message, routing_key=topic_to_subject(topic), timeout=10)
         except _AMQP_ERRORS as exc:
             log.warning("RabbitMQ: could not publish the result on %s: %s", topic, exc)
+        raise_if_cancelling()
 
     def missing(self, stage: str = "jobs") -> str:
         if stage == "mqtt":
