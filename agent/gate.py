@@ -150,7 +150,9 @@ class SetpointGate:
         self._unechoed[(topic, payload)] = None
         if len(self._unechoed) > UNECHOED_LIMIT:
             self._unechoed.popitem(last=False)
-        sent = self.mqtt.publish(topic, payload, qos=1, retain=True)
+        sent = self.mqtt.publish(
+            topic, payload, qos=1, retain=True, expiry_s=self.safety.config.setpoint_expiry_s
+        )
         if not sent:
             self._unechoed.pop((topic, payload), None)  # it will not come back
             self.audit.record(

@@ -170,7 +170,14 @@ class OffloadClient:
         if len(self._sent) > 10_000:
             self._sent.popitem(last=False)
         self.stats["jobs"] += 1
-        self.mqtt.publish(jobs_topic(self.site), envelope.model_dump_json().encode(), qos=1)
+        self.mqtt.publish(  # MQTT 5: the broker drops the job at its deadline; request/response fields
+            jobs_topic(self.site),
+            envelope.model_dump_json().encode(),
+            qos=1,
+            expiry_s=envelope.deadline_ms / 1000,
+            response_topic=envelope.reply_to,
+            correlation=job_id.encode(),
+        )
         refused = ""  # why the last result of this job was not used
         try:
             async with asyncio.timeout(max(0.0, deadline_at - cfg.fallback_ms / 1000 - time.time())):
