@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from qxedge.connectors.mqtt import split_url
 
@@ -17,7 +17,7 @@ from qxedge.connectors.mqtt import split_url
 class Watcher:
     """An independent paho client (its own network thread) that records what it receives."""
 
-    def __init__(self, url: str, *topics: str, protocol: int = paho.MQTTv311) -> None:
+    def __init__(self, url: str, *topics: str, protocol: MQTTProtocolVersion = paho.MQTTv311) -> None:
         """``protocol``: ``paho.MQTTv5`` to see MQTT 5 properties (``message.properties``)."""
         _, host, port = split_url(url)
         self.messages: list[paho.MQTTMessage] = []
