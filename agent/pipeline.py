@@ -116,6 +116,8 @@ class AgentStats:
     window_rows: int  # readings held in the feature windows
     models: tuple[ModelStats, ...]
     ops: OpsStats | None  # the /metrics endpoint's connections (None while it does not listen)
+    datacenter_silent: bool = False  # offload.alarm_after or more offloads in a row fell back locally
+    offload_unanswered: int = 0  # offloads in a row that fell back locally
 
 
 def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
@@ -211,6 +213,8 @@ class Agent:
             window_rows=self.window.rows,
             models=tuple(ModelStats(name, m.provider, m.sha256) for name, m in self.models.items()),
             ops=self.ops.stats() if self.ops is not None else None,
+            datacenter_silent=self.offload is not None and self.offload.silent,
+            offload_unanswered=self.offload.unanswered if self.offload is not None else 0,
         )
 
     @property
@@ -262,17 +266,12 @@ class Agent:
                     MqttClient(self.config.uplink, role=f"uplink-{self.site}", start_offline=True)
                 )
             if self.config.telemetry is not None:
-
-                def alarm(reason: str) -> None:
-                    doc = {"asset": None, "kind": "outbox", "reason": reason, "ts": time.time()}
-                    mqtt.publish(self.topic("alarms"), json.dumps(doc), qos=1)
-
                 box = self.outbox = await stack.enter_async_context(
                     Outbox(
                         self.config.outbox.resolved(self.site),
                         self.config.outbox,
                         uplink,
-                        alarm=alarm,
+                        alarm=partial(self._alarm, mqtt, "outbox"),
                         confirm_topic=self.topic("confirm"),
                     )
                 )
@@ -295,7 +294,13 @@ class Agent:
                 await gate.on_lock(topic, payload)
             if self.config.offload is not None:
                 self.offload = await stack.enter_async_context(
-                    OffloadClient(uplink, self.site, self.config.offload, gate.on_refused_result)
+                    OffloadClient(
+                        uplink,
+                        self.site,
+                        self.config.offload,
+                        gate.on_refused_result,
+                        partial(self._alarm, mqtt, "datacenter"),
+                    )
                 )
             stack.enter_context(gc_pauses(self.metrics.gc_pause_seconds, self.site))
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
@@ -318,6 +323,11 @@ class Agent:
                 await stop.wait()
                 for task in loops:
                     task.cancel()
+
+    def _alarm(self, mqtt: MqttClient, kind: str, reason: str) -> None:
+        """An alarm of the agent itself (no asset) on ``qx/v1/{site}/alarms``."""
+        doc = {"asset": None, "kind": kind, "reason": reason, "ts": time.time()}
+        mqtt.publish(self.topic("alarms"), json.dumps(doc), qos=1)
 
     def _rejected(self, mqtt: MqttClient, messages: int, rejected: list[Rejected], now: float) -> None:
         """After each read burst of the MQTT ingest: what is invalid to the dead-letter topic."""
