@@ -333,7 +333,10 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
             if cfg.planning is None
             else f"a day of {cfg.planning.slots} slots x {cfg.planning.slot_s:g} s, baseline then optimised"
         )
-        progress(f"qxedge demo: broker {cfg.broker.url} ({how}), {length}")
+        source = {"given": "given with --broker", "found": "the config's, answering"}.get(
+            how, f"a private {how}"
+        )
+        progress(f"qxedge demo: MQTT broker {cfg.broker.url} ({source}), {length}")
         summary = await run_demo(cfg, args.duration, progress, _datacenter(None, None))
     summary["broker_source"] = how
     print(json.dumps(summary) if args.json else format_summary(summary), flush=True)
