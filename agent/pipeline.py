@@ -43,7 +43,13 @@ from qxedge.agent.config import EdgeConfig
 from qxedge.agent.day import ProductionDay
 from qxedge.agent.decisions import DerateRule, Scored
 from qxedge.agent.features import SMALL_BATCH, Features, FeatureWindow
-from qxedge.agent.gate import SetpointGate, inputs_unknown
+from qxedge.agent.gate import (
+    LockScope,
+    SetpointGate,
+    inputs_unknown,
+    named_assets,
+    retained_reaches_wildcards,
+)
 from qxedge.agent.inference import OnnxModel
 from qxedge.agent.metrics import AgentMetrics
 from qxedge.agent.safety import Latest, Proposal, Safety
@@ -287,8 +293,22 @@ class Agent:
             # be known (the plant broker away, or back but its retained locks not yet read) the gate
             # writes nothing; the broker sends the retained setpoints before it acknowledges the locks
             setpoints = await mqtt.subscribe(self.topic("setpoints/#"), qos=1, on_batch=gate.on_setpoints)
-            locks = await mqtt.subscribe(self.topic("lock/#"), qos=1)
-            gate.locks_unknown = partial(inputs_unknown, mqtt, locks, setpoints)
+            # a retained lock must reach the agent on every broker: where retained messages are not seen
+            # to reach a wildcard subscription (RabbitMQ; or the broker is away at start), each enveloped
+            # asset's lock topic is subscribed exactly too, and an asset named only by a pattern gets no
+            # write (refused, alarmed) until the broker is seen to send them to wildcards
+            scope = LockScope(None)
+            if not await retained_reaches_wildcards(mqtt, self.topic("agent/state")):
+                scope.exact = frozenset(named_assets(self.config.safety.envelopes))
+                log.warning(
+                    "the plant broker was not seen to send a retained message to a wildcard subscription: "
+                    "the locks of %d enveloped assets are subscribed exactly; assets named only by patterns "
+                    "get no writes",
+                    len(scope.exact),
+                )
+            also = tuple(self.topic(f"lock/{asset}") for asset in sorted(scope.exact or ()))
+            locks = await mqtt.subscribe(self.topic("lock/#"), qos=1, also=also)
+            gate.locks_unknown = partial(inputs_unknown, mqtt, locks, setpoints, scope)
             proposals = await mqtt.subscribe(self.topic("proposals/#"), qos=1)
             for topic, payload in locks.drain():
                 await gate.on_lock(topic, payload)
@@ -310,6 +330,10 @@ class Agent:
                 tasks.create_task(watch_lag(self.metrics.loop_lag_seconds.labels(self.site)), name="loop-lag")
             )
             loops.append(tasks.create_task(gate.run_locks(locks), name="locks"))
+            if scope.exact is not None and not mqtt.connected:  # look again once the broker is there
+                loops.append(
+                    tasks.create_task(scope.confirm(mqtt, self.topic("agent/state")), name="lock-scope")
+                )
             loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
             loops.extend(tasks.create_task(c.run(link), name=c.name) for c in self.sources)
             if self.telemetry is not None:

@@ -19,6 +19,7 @@ from qxedge.testing import (
     sample_energy,
     wait_until,
 )
+from qxedge.testing.brokers import RabbitNode, rabbitmq_available
 
 __all__ = [
     "EDGE_YAML",
@@ -33,7 +34,7 @@ __all__ = [
 
 
 INTEGRATION = Path(__file__).parent / "integration"
-SERVER_FIXTURES = {"broker", "watch"}  # fixtures that start a real server
+SERVER_FIXTURES = {"broker", "watch", "rabbit"}  # fixtures that start a real server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -71,3 +72,13 @@ def watch(broker: EmbeddedBroker) -> Iterator[Callable[..., Watcher]]:
     yield make
     for w in made:
         w.close()
+
+
+@pytest.fixture(scope="session")
+def rabbit() -> Iterator[RabbitNode]:
+    """A RabbitMQ node of our own (rabbitmq_mqtt on), started once for the whole run: it takes seconds to
+    boot. Tests keep apart by their own queues, users and sites."""
+    if not rabbitmq_available():
+        pytest.skip("needs rabbitmq-server (.ci/run installs it)")
+    with RabbitNode() as node:
+        yield node

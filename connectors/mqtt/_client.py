@@ -103,6 +103,7 @@ class Subscription:
         on_batch: Callable[[list[Message]], None] | None = None,
     ) -> None:
         self.topic_filter = topic_filter
+        self.also: tuple[str, ...] = ()  # more filters subscribed for it (each within topic_filter)
         self.qos = qos
         self.high_water = high_water
         self.on_batch = on_batch  # takes each burst's messages on the loop instead of a consumer task
@@ -118,6 +119,10 @@ class Subscription:
             self._wake.set()
         self._buffer.append((msg.topic, bytes(msg.payload)))
         self._owner.received += 1
+
+    def filters(self) -> list[tuple[str, int]]:
+        """What is subscribed for it, with the QoS: its filter, then ``also``."""
+        return [(f, self.qos) for f in (self.topic_filter, *self.also)]
 
     @property
     def backlog(self) -> int:
@@ -287,6 +292,10 @@ class MqttClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    async def wait_connected(self) -> None:
+        """Return once the link is up (at once when it is)."""
+        await self._connected.wait()
+
     @property
     def outbox_depth(self) -> int:
         """QoS 1/2 messages published and not yet acknowledged by the broker (held in memory)."""
@@ -300,17 +309,24 @@ class MqttClient:
         *,
         high_water: int = 50_000,
         on_batch: Callable[[list[Message]], None] | None = None,
+        also: tuple[str, ...] = (),
     ) -> Subscription:
         """Subscribe and wait for the broker's SUBACK; messages arrive through the returned object, or,
         with ``on_batch``, are handed to it on the loop at the end of each read burst (no task wakes up
-        for them: the reading path of bench/latency.py); it must be quick and never block."""
+        for them: the reading path of bench/latency.py); it must be quick and never block.
+
+        ``also``: more filters, each within ``topic_filter`` (e.g. exact topics under a wildcard),
+        subscribed in the same SUBSCRIBE for brokers that send retained messages only to exact-topic
+        subscriptions (RabbitMQ). Their messages come through this subscription, once per copy the
+        broker sends (a broker may send one per matching filter)."""
         sub = Subscription(self, topic_filter, qos, high_water, on_batch)
+        sub.also = also
         # paho matches callbacks against the topic, not against "$share/<group>/<filter>".
         match_filter = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
         self._paho.message_callback_add(match_filter, sub._on_message)
         self._subscriptions.append(sub)
         if self.connected:  # else the subscription is made on the next connect
-            await self._await_suback(self._paho.subscribe(topic_filter, qos), topic_filter)
+            await self._await_suback(self._paho.subscribe(sub.filters()), topic_filter)
             sub.active.set()
         return sub
 
@@ -437,7 +453,7 @@ class MqttClient:
         self._disconnected.clear()
         self._connected.set()
         for sub in self._subscriptions:
-            rc, mid = self._paho.subscribe(sub.topic_filter, sub.qos)
+            rc, mid = self._paho.subscribe(sub.filters())
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
                 self._resubscribed[mid] = sub
         for msg in self.birth:

@@ -25,23 +25,10 @@ from qxedge.hybrid.client import OffloadClient, OffloadConfig
 from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.service import DataCenterConfig, SolverService
 from qxedge.testing import optimum, random_bqm, wait_until
-from qxedge.testing.brokers import NatsServer, RabbitNode, nats_available, rabbitmq_available
+from qxedge.testing.brokers import NatsServer, RabbitNode, nats_available
 
 pytestmark = pytest.mark.integration
-needs_nats = pytest.mark.skipif(not nats_available(), reason="needs nats-server (.ci/run installs it)")
-needs_rabbitmq = pytest.mark.skipif(
-    not rabbitmq_available(), reason="needs rabbitmq-server (.ci/run installs it)"
-)
 QXEDGE = [sys.executable, "-m", "qxedge.agent.cli"]
-
-
-@pytest.fixture(scope="module")
-def rabbit() -> Iterator[RabbitNode]:
-    """One RabbitMQ node for the module: it takes seconds to boot. Each test uses a queue of its own."""
-    if not rabbitmq_available():
-        pytest.skip("needs rabbitmq-server (.ci/run installs it)")
-    with RabbitNode() as node:
-        yield node
 
 
 @pytest.fixture(scope="module")
