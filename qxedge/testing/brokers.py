@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -63,7 +64,20 @@ class NatsServer:
     ``server_name`` and JetStream); ``mqtt=False`` leaves MQTT off, ``jetstream=False`` JetStream (and so
     MQTT) off; ``extra_config`` is appended to the generated config (accounts, authorization)."""
 
-    def __init__(self, *, mqtt: bool = True, jetstream: bool = True, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        mqtt: bool = True,
+        jetstream: bool = True,
+        extra_config: str = "",
+        config: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``config``: a whole nats-server config instead of the generated one (a shipped example), its
+        ``listen:`` lines and JetStream ``store_dir`` rewritten to this server's ports and folder;
+        ``env``: variables its ``$VAR`` references read."""
+        self.config = config
+        self.env = env or {}
         self.port = free_port()
         self.mqtt_port = free_port()
         self.mqtt = mqtt and jetstream
@@ -81,6 +95,10 @@ class NatsServer:
         return f"mqtt://127.0.0.1:{self.mqtt_port}"
 
     def config_text(self) -> str:
+        if self.config is not None:
+            text = re.sub(r"(?m)^listen: .*$", f"listen: 127.0.0.1:{self.port}", self.config)
+            text = re.sub(r"(?m)^(\s+)listen: .*$", rf"\1listen: 127.0.0.1:{self.mqtt_port}", text)
+            return re.sub(r"(?m)^(\s+)store_dir: .*$", rf'\1store_dir: "{self.dir / "js"}"', text)
         lines = [f"server_name: qxedge-test-{uuid.uuid4().hex[:6]}", f"listen: 127.0.0.1:{self.port}"]
         if self.jetstream:
             lines.append(f'jetstream {{ store_dir: "{self.dir / "js"}" }}')
@@ -94,7 +112,12 @@ class NatsServer:
         log = self.dir / "nats.log"
         binary = shutil.which("nats-server") or NATS_SERVER
         with log.open("ab") as out:
-            self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(
+                [binary, "-c", str(conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+            )
         try:
             _wait_ports(
                 self._proc, [self.port] + ([self.mqtt_port] if self.mqtt else []), log, "nats-server", 20
