@@ -231,7 +231,7 @@ def offload_summary(agent: Agent) -> dict[str, Any]:
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"qxedge demo: site {summary['site']} on {summary['broker']} for {summary['duration_s']} s",
-        f"  data center   {summary['datacenter']}",
+        f"  data center   {summary.get('datacenter', 'none')}",
         f"  readings      {summary['readings']:,} ({summary['readings_per_s']:,}/s) "
         f"from {summary['published']:,} published",
         f"  inferences    {summary['inferences']:,} in {summary['evaluations']} evaluations "

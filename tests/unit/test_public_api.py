@@ -25,6 +25,7 @@ PACKAGES = [
     "qxedge.connectors.outbox",
     "qxedge.hybrid",
     "qxedge.hybrid.problems",
+    "qxedge.hybrid.transports",
 ]
 DATA_PACKAGES = ["qxedge.configs"]  # package data only: an empty __all__
 
