@@ -7,13 +7,13 @@ import functools
 import re
 from collections.abc import Collection, Sequence
 
-_WILDCARD = re.compile(r"[*?[]")  # a pattern without these names one asset
+WILDCARD = re.compile(r"[*?[]")  # a pattern without these names one asset
 
 
 def matching(names: Collection[str], patterns: Sequence[str]) -> list[str]:
     """The names any pattern matches, sorted. Patterns without a wildcard are looked up instead of
     matched against every name (a plant of thousands of assets)."""
-    if not any(_WILDCARD.search(p) for p in patterns):
+    if not any(WILDCARD.search(p) for p in patterns):
         return sorted({p for p in patterns if p in names})
     return sorted(filter(_regex(tuple(patterns)).match, names))
 

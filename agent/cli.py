@@ -522,7 +522,8 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
                 f"a day of {plan.demo_clock.slots} slots of {plan.slot_minutes} min, one every "
                 f"{plan.slot_s / plan.demo_clock.speed:g} s, baseline then optimised"
             )
-        progress(f"qxedge demo: broker {cfg.broker.url} ({how}), {length}")
+        source = {"given": "given with --broker"}.get(how, f"a private {how}")
+        progress(f"qxedge demo: MQTT broker {cfg.broker.url} ({source}), {length}")
         summary = await run_demo(cfg, args.duration, progress, datacenter)
     summary["broker_source"] = how
     print(json.dumps(summary) if args.json else format_summary(summary), flush=True)

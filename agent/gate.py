@@ -37,18 +37,20 @@ count of the rest) and logged once per interval: a flood of them costs neither w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from qxedge.agent._patterns import WILDCARD
 from qxedge.agent.audit import AuditLog, last_setpoints
 from qxedge.agent.decisions import Setpoint
-from qxedge.agent.safety import Latest, Proposal, Safety, Verdict
+from qxedge.agent.safety import Envelope, Latest, Proposal, Safety, Verdict
 from qxedge.connectors.mqtt import Message, MqttClient, Subscription
 from qxedge.connectors.plant import SetpointSink
 from qxedge.core.cancels import raise_if_cancelling
@@ -81,9 +83,11 @@ class SetpointGate:
         job_deadline: Callable[[str], float | None] = lambda _job_id: None,
         sinks: Sequence[SetpointSink] = (),
         write_timeout_s: float = 5.0,
-        locks_unknown: Callable[[], str | None] = lambda: None,
+        locks_unknown: Callable[..., str | None] = lambda asset=None: None,
     ) -> None:
-        self.locks_unknown = locks_unknown  # why operator locks may be missed right now, None when known
+        # why operator locks (of one asset, or of all with none given) may be missed now; None when known
+        self.locks_unknown = locks_unknown
+        self._lock_alarmed: set[str] = set()  # assets alarmed for a lock state that cannot be known
         self.sinks = sinks  # plant connectors that write setpoints (OPC UA, Modbus, ...)
         self.write_timeout_s = write_timeout_s
         self.current: dict[str, float] = {}  # the last value written per asset
@@ -111,7 +115,11 @@ class SetpointGate:
         now = time.time() if now is None else now
         if p.source != "ramp":
             self.safety.drop_ramp(p.asset)
-        unknown = self.locks_unknown()
+        # a lock known to be in force refuses with its own reason, whatever else is unknown
+        unknown = None if p.asset in self.safety.locks else self.locks_unknown(p.asset)
+        if unknown and p.asset not in self._lock_alarmed and self.locks_unknown() is None:
+            self._lock_alarmed.add(p.asset)  # this asset's lock state can never be known here: say so once
+            self._alarm(p.asset, "lock", p.value, None, unknown, now)
         # fail safe: while the lock channel is down, an operator's lock could be missed: nothing is written
         verdict = Verdict("refused", None, unknown, "lock") if unknown else self.safety.evaluate(p, now)
         self.verdicts[verdict.status] += 1
@@ -151,7 +159,9 @@ class SetpointGate:
         self._unechoed[(topic, payload)] = None
         if len(self._unechoed) > UNECHOED_LIMIT:
             self._unechoed.popitem(last=False)
-        sent = self.mqtt.publish(topic, payload, qos=1, retain=True)
+        sent = self.mqtt.publish(
+            topic, payload, qos=1, retain=True, expiry_s=self.safety.config.setpoint_expiry_s
+        )
         if not sent:
             self._unechoed.pop((topic, payload), None)  # it will not come back
             self.audit.record(
@@ -464,8 +474,41 @@ class SetpointGate:
         )
 
 
-def inputs_unknown(mqtt: MqttClient, locks: Subscription, setpoints: Subscription) -> str | None:
-    """Why an operator lock or the retained value in force may be missed right now; None when known."""
+@dataclass(slots=True)
+class LockScope:
+    """Which assets' retained locks reach the agent: all (``exact`` None: the broker was seen to send a
+    retained message to a wildcard subscription), else only those whose lock topic is subscribed exactly."""
+
+    exact: frozenset[str] | None
+
+    async def confirm(self, mqtt: MqttClient, state_topic: str) -> None:
+        """Once the broker is reachable, look whether retained messages reach wildcard subscriptions (an
+        agent started while the broker was away); all assets' locks are known from then on if so."""
+        await mqtt.wait_connected()
+        if await retained_reaches_wildcards(mqtt, state_topic):
+            self.exact = None
+            log.info(
+                "the plant broker sends retained messages to wildcard subscriptions: every lock is known"
+            )
+
+
+def inputs_unknown(
+    mqtt: MqttClient,
+    locks: Subscription,
+    setpoints: Subscription,
+    scope: LockScope | None = None,
+    asset: str | None = None,
+) -> str | None:
+    """Why an operator lock or the retained value in force may be missed right now; None when known.
+    ``scope``: where the broker was not seen to send retained messages to wildcard subscriptions, the
+    assets whose lock topic is subscribed exactly; another ``asset``'s retained lock may be missed."""
+    exact = scope.exact if scope is not None else None
+    if exact is not None and asset is not None and asset not in exact:
+        return (
+            f"operator locks unknown for {asset}: the plant broker was not seen to send retained messages "
+            "to wildcard subscriptions (RabbitMQ sends them to exact topics only) and no envelope names "
+            f"{asset} exactly (patterns cannot be subscribed exactly): name it in an envelope's assets"
+        )
     if not mqtt.connected:
         return "operator locks unknown: the plant broker is not reachable"
     if not (locks.active.is_set() and setpoints.active.is_set()):
@@ -473,6 +516,31 @@ def inputs_unknown(mqtt: MqttClient, locks: Subscription, setpoints: Subscriptio
     if locks.backlog:
         return f"operator locks unknown: {locks.backlog} lock messages received, not yet applied"
     return None
+
+
+def named_assets(envelopes: Sequence[Envelope]) -> list[str]:
+    """The assets envelopes name exactly (patterns without wildcards): their lock topics can be
+    subscribed exactly."""
+    return sorted({name for e in envelopes for name in e.assets if not WILDCARD.search(name)})
+
+
+async def retained_reaches_wildcards(mqtt: MqttClient, state_topic: str, within_s: float = 2.0) -> bool:
+    """Whether the broker sends a retained message to a wildcard subscription: the agent's own retained
+    state (its birth, published before this subscription on the same connection) must arrive on
+    ``<state_topic's parent>/+`` within ``within_s``. False when the broker is away (not seen)."""
+    if not mqtt.connected:
+        return False
+    seen = asyncio.Event()
+
+    def on_batch(batch: list[Message]) -> None:
+        if any(topic == state_topic for topic, _ in batch):
+            seen.set()
+
+    await mqtt.subscribe(state_topic.rsplit("/", 1)[0] + "/+", qos=1, on_batch=on_batch)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within_s):
+            await seen.wait()
+    return seen.is_set()
 
 
 def lock_payload(payload: bytes) -> tuple[bool, str]:

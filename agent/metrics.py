@@ -28,6 +28,7 @@ OFFLOAD = (
     "result_rejected",
     "result_late",
     "result_error",
+    "silence_alarms",
 )
 MAX_ASSET_SERIES = 1000  # per family: assets beyond it are left out (and counted), never a runaway scrape
 OUTBOX_EVENTS = (
@@ -112,6 +113,14 @@ class AgentMetrics(Collector):
             models.add_metric([site, model.name, model.provider, model.sha256[:16]], 1)
         yield models
         yield gauge("qxedge_broker_connected", "1 while the plant broker link is up", s.broker_connected)
+        yield gauge(
+            "qxedge_datacenter_silent",
+            "1 while offload.alarm_after or more offloads in a row fell back locally (no answer)",
+            s.datacenter_silent,
+        )
+        yield gauge(
+            "qxedge_offload_unanswered", "offloads in a row that fell back locally", s.offload_unanswered
+        )
         yield gauge(
             "qxedge_outbox_depth", "QoS 1 messages not yet acknowledged by the broker", s.broker_unacked
         )

@@ -48,7 +48,13 @@ from qxedge.agent.console import Console
 from qxedge.agent.day import ProductionDay
 from qxedge.agent.decisions import DerateRule, Scored
 from qxedge.agent.features import SMALL_BATCH, Features, FeatureWindow
-from qxedge.agent.gate import SetpointGate, inputs_unknown
+from qxedge.agent.gate import (
+    LockScope,
+    SetpointGate,
+    inputs_unknown,
+    named_assets,
+    retained_reaches_wildcards,
+)
 from qxedge.agent.history import HistoryRecorder
 from qxedge.agent.inference import OnnxModel
 from qxedge.agent.metrics import AgentMetrics
@@ -136,6 +142,8 @@ class AgentStats:
     # the history upstream: batches, readings, bytes put in the outbox; refused_batches/readings,
     # excluded readings; held (readings waiting for the next cut). Empty when it is off.
     history: Mapping[str, int] = field(default_factory=dict)
+    datacenter_silent: bool = False  # offload.alarm_after or more offloads in a row fell back locally
+    offload_unanswered: int = 0  # offloads in a row that fell back locally
 
 
 def deadletter_payload(rejected: Rejected, ts: float) -> bytes:
@@ -276,6 +284,8 @@ class Agent:
                 else {}
             ),
             history={**self.history.stats, "held": self.history.held} if self.history is not None else {},
+            datacenter_silent=self.offload is not None and self.offload.silent,
+            offload_unanswered=self.offload.unanswered if self.offload is not None else 0,
         )
 
     @property
@@ -342,12 +352,13 @@ class Agent:
                     doc = {"asset": None, "kind": "outbox", "reason": reason, "ts": time.time()}
                     mqtt.publish(self.topic("alarms"), json.dumps(doc), qos=1)
 
+            if self.config.telemetry is not None:
                 box = self.outbox = await stack.enter_async_context(
                     Outbox(
                         self.config.outbox.resolved(self.site),
                         self.config.outbox,
                         uplink,
-                        alarm=alarm,
+                        alarm=partial(self._alarm, mqtt, "outbox"),
                         confirm_topic=self.topic("confirm"),
                         confirm_streams=() if history is None else (history.stream,),
                     )
@@ -367,14 +378,34 @@ class Agent:
             # be known (the plant broker away, or back but its retained locks not yet read) the gate
             # writes nothing; the broker sends the retained setpoints before it acknowledges the locks
             setpoints = await mqtt.subscribe(self.topic("setpoints/#"), qos=1, on_batch=gate.on_setpoints)
-            locks = await mqtt.subscribe(self.topic("lock/#"), qos=1)
-            gate.locks_unknown = partial(inputs_unknown, mqtt, locks, setpoints)
+            # a retained lock must reach the agent on every broker: where retained messages are not seen
+            # to reach a wildcard subscription (RabbitMQ; or the broker is away at start), each enveloped
+            # asset's lock topic is subscribed exactly too, and an asset named only by a pattern gets no
+            # write (refused, alarmed) until the broker is seen to send them to wildcards
+            scope = LockScope(None)
+            if not await retained_reaches_wildcards(mqtt, self.topic("agent/state")):
+                scope.exact = frozenset(named_assets(self.config.safety.envelopes))
+                log.warning(
+                    "the plant broker was not seen to send a retained message to a wildcard subscription: "
+                    "the locks of %d enveloped assets are subscribed exactly; assets named only by patterns "
+                    "get no writes",
+                    len(scope.exact),
+                )
+            also = tuple(self.topic(f"lock/{asset}") for asset in sorted(scope.exact or ()))
+            locks = await mqtt.subscribe(self.topic("lock/#"), qos=1, also=also)
+            gate.locks_unknown = partial(inputs_unknown, mqtt, locks, setpoints, scope)
             proposals = await mqtt.subscribe(self.topic("proposals/#"), qos=1)
             for topic, payload in locks.drain():
                 await gate.on_lock(topic, payload)
             if self.config.offload is not None:
                 self.offload = await stack.enter_async_context(
-                    OffloadClient(uplink, self.site, self.config.offload, gate.on_refused_result)
+                    OffloadClient(
+                        uplink,
+                        self.site,
+                        self.config.offload,
+                        gate.on_refused_result,
+                        partial(self._alarm, mqtt, "datacenter"),
+                    )
                 )
             stack.enter_context(gc_pauses(self.metrics.gc_pause_seconds, self.site))
             deployments = None
@@ -387,6 +418,10 @@ class Agent:
                 tasks.create_task(watch_lag(self.metrics.loop_lag_seconds.labels(self.site)), name="loop-lag")
             )
             loops.append(tasks.create_task(gate.run_locks(locks), name="locks"))
+            if scope.exact is not None and not mqtt.connected:  # look again once the broker is there
+                loops.append(
+                    tasks.create_task(scope.confirm(mqtt, self.topic("agent/state")), name="lock-scope")
+                )
             loops.append(tasks.create_task(self._evaluate_loop(gate), name="evaluate"))
             loops.extend(tasks.create_task(c.run(link), name=c.name) for c in self.sources)
             if self.telemetry is not None:
@@ -446,6 +481,11 @@ class Agent:
             await self._reload_wanted.wait()
             self._reload_wanted.clear()
             await reload(self, self.reloader, audit, mqtt)
+
+    def _alarm(self, mqtt: MqttClient, kind: str, reason: str) -> None:
+        """An alarm of the agent itself (no asset) on ``qx/v1/{site}/alarms``."""
+        doc = {"asset": None, "kind": kind, "reason": reason, "ts": time.time()}
+        mqtt.publish(self.topic("alarms"), json.dumps(doc), qos=1)
 
     def _rejected(self, mqtt: MqttClient, messages: int, rejected: list[Rejected], now: float) -> None:
         """After each read burst of the MQTT ingest: what is invalid to the dead-letter topic."""

@@ -150,6 +150,12 @@ class SafetyConfig(BaseModel):
     dry_run: bool = Field(False, description="evaluate and audit every proposal, write nothing")
     max_input_age_s: float = Field(15.0, gt=0, description="a proposal derived from older data is refused")
     max_clock_skew_s: float = Field(2.0, ge=0, description="tolerated clock difference with the plant")
+    setpoint_expiry_s: float | None = Field(
+        None,
+        gt=0,
+        description="MQTT 5 (broker.protocol 5): the broker discards a setpoint message this long after it "
+        "was written, queued copies and the retained one alike; default: never",
+    )
     envelopes: list[Envelope] = Field(default_factory=list)
     audit: AuditConfig = Field(default_factory=AuditConfig)
 

@@ -14,6 +14,10 @@ to ``on_refused`` with its reason (the agent audits it) and ignored: the client 
 valid result of the same job until the wait ends, and only then falls back (its reason names the
 last answer refused). Results arriving after the wait ended are counted as ``late``; a second result
 for a job already answered, as ``duplicate_results``.
+
+Silence is never silent: after ``alarm_after`` fallbacks in a row the client logs "the data center is not
+answering" (a warning) and calls ``on_silent`` once (the agent raises an alarm); ``silent`` holds until
+the data center answers again (logged too).
 """
 
 from __future__ import annotations
@@ -81,14 +85,23 @@ class Decision:
 MIN_JOB_DEADLINE_MS = 10  # the data center's min_deadline_ms by default
 RESULTS_PER_JOB = 64  # results held for one job while it is being waited for; more are refused
 RefusedHook = Callable[[str, "str | None", str, dict[str, Any]], None]  # topic, job id, reason, detail
+SilentHook = Callable[[str], None]  # what the alarm says
 
 
 class OffloadClient:
     def __init__(
-        self, mqtt: MqttClient, site: str, config: OffloadConfig, on_refused: RefusedHook | None = None
+        self,
+        mqtt: MqttClient,
+        site: str,
+        config: OffloadConfig,
+        on_refused: RefusedHook | None = None,
+        on_silent: SilentHook | None = None,
     ) -> None:
         self.mqtt = mqtt
         self.on_refused = on_refused
+        self.on_silent = on_silent
+        self.unanswered = 0  # offloads in a row that fell back locally
+        self.silent = False  # alarm_after or more of them: the alarm is raised
         self.site = site
         self.config = config
         self.stats: Counter[str] = Counter()
@@ -230,7 +243,14 @@ class OffloadClient:
         if len(self._sent) > 10_000:
             self._sent.popitem(last=False)
         self.stats["jobs"] += 1
-        self.mqtt.publish(jobs_topic(self.site), envelope.model_dump_json().encode(), qos=1)
+        self.mqtt.publish(  # MQTT 5: the broker drops the job at its deadline; request/response fields
+            jobs_topic(self.site),
+            envelope.model_dump_json().encode(),
+            qos=1,
+            expiry_s=envelope.deadline_ms / 1000,
+            response_topic=envelope.reply_to,
+            correlation=job_id.encode(),
+        )
         refused = ""  # why the last result of this job was not used
         try:
             async with asyncio.timeout(max(0.0, deadline_at - cfg.fallback_ms / 1000 - time.time())):
@@ -240,6 +260,7 @@ class OffloadClient:
                     decision, refused = accept(topic, result, started)
                     if decision is not None:
                         self._finish(job_id, answered=True)
+                        self._answered()
                         return job_id, deadline_at, started, decision, ""
         except TimeoutError:
             self._finish(job_id, answered=False)
@@ -314,6 +335,7 @@ class OffloadClient:
     ) -> Decision:
         """HiGHS in the search thread (the greedy penalty route at once when it is busy)."""
         self.stats["fallbacks"] += 1
+        self._unanswered(reason)
         budget_end = Deadline(min(deadline_at - 0.01, time.time() + 0.8 * self.config.fallback_ms / 1000))
         if self._searching:
             candidate = local_cqm(cqm, budget_end, self._solvers, milp=False)
@@ -341,10 +363,29 @@ class OffloadClient:
             objective=candidate.objective,
         )
 
+    def _answered(self) -> None:
+        if self.silent:
+            log.warning("the data center answers again (after %d local fallbacks in a row)", self.unanswered)
+        self.unanswered, self.silent = 0, False
+
+    def _unanswered(self, reason: str) -> None:
+        self.unanswered += 1
+        if self.unanswered >= self.config.alarm_after and not self.silent:
+            self.silent = True
+            self.stats["silence_alarms"] += 1
+            alarm = (
+                f"the data center is not answering: {self.unanswered} offloads in a row fell back to the "
+                f"local solver (last: {reason})"
+            )
+            log.warning("%s", alarm)
+            if self.on_silent is not None:
+                self.on_silent(alarm)
+
     async def _fall_back(
         self, bqm: dimod.BinaryQuadraticModel, job_id: str, deadline_at: float, started: float, reason: str
     ) -> Decision:
         self.stats["fallbacks"] += 1
+        self._unanswered(reason)
         # The search gets at most 80 % of fallback_ms, in the client's one search thread. When that
         # thread is busy (many fallbacks at once: the data center is down under load), a greedy
         # steepest descent answers at once instead: a decision in time beats a better one too late.

@@ -23,6 +23,12 @@ class OffloadConfig(BaseModel):
     solver: SolverName = "auto"
     fallback: Literal["tabu", "sa"] = "tabu"
     fallback_ms: int = Field(250, ge=10, description="kept at the end of the deadline for the local fallback")
+    alarm_after: int = Field(
+        3,
+        ge=1,
+        description="this many offloads in a row falling back locally raise the alarm 'the data center is "
+        "not answering' (alarms topic, log, metric qxedge_datacenter_silent)",
+    )
 
 
 class MilpConfig(BaseModel):

@@ -1,15 +1,19 @@
 """``qxedge solver``: a data-center worker answering offloaded jobs.
 
-N workers share the subscription ``$share/qx-solvers/qx/v1/+/jobs``: the broker hands each job to one
-of them (mosquitto, EMQX, HiveMQ and VerneMQ all do this), so adding workers adds capacity with no
-coordinator. A worker
+N workers take jobs from one transport (:mod:`qxedge.hybrid.transports`): the shared subscription
+``$share/qx-solvers/qx/v1/+/jobs`` (mosquitto, EMQX, HiveMQ, VerneMQ), a NATS JetStream work queue or a
+RabbitMQ quorum queue; each job goes to one of them, so adding workers adds capacity with no
+coordinator. At start a worker proves with a probe job that jobs reach it (:class:`Probe`), else it
+stops with the missing broker feature named. A worker
 
 - validates every job (:func:`hybrid.wire.decode_job`) and answers a bad one with a ``rejected``
   result carrying the reason; a job whose ``site`` does not match its topic is rejected too, and so is a
   large payload that could not even be parsed before its deadline (predicted from the parse times
   measured here);
 - answers ``late`` at once when the deadline has passed before solving starts;
-- solves with the portfolio and publishes the result on the job's ``reply_to`` (QoS 1); a result over
+- solves with the portfolio and publishes the result on the job's ``reply_to`` (QoS 1), then acknowledges
+  the job to its transport (a job is received in ``_accept``, answered and acked in ``_solve``;
+  rejections and duplicates are answered and acked in ``_accept``); a result over
   ``limits.max_result_bytes`` is replaced by an ``error`` result saying so (it would not pass the broker);
 - shares its solving time between sites (``fair_share``): a queue per site, and each free solving slot
   takes the next job of the site that used the fewest solver-seconds lately (decaying with
@@ -42,7 +46,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from qxedge.connectors.mqtt import BrokerConfig, MqttClient, Subscription
+from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.core.config import resolve_path
 from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats
 from qxedge.hybrid.ledger import (
@@ -57,6 +61,15 @@ from qxedge.hybrid.ledger import (
 )
 from qxedge.hybrid.metrics import SolverMetrics
 from qxedge.hybrid.portfolio import JobCut, Portfolio, SolversConfig
+from qxedge.hybrid.transports import (
+    Delivery,
+    JobTransport,
+    Probe,
+    ProbeConfig,
+    TransportConfig,
+    make_transport,
+)
+from qxedge.hybrid.transports.mqtt import MqttTransport
 from qxedge.hybrid.wire import (
     BIG_PAYLOAD_BYTES,
     AnyJob,
@@ -120,8 +133,12 @@ class DataCenterConfig(BaseModel):
     def _state_relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
         return resolve_path(path, info)
 
-    broker: BrokerConfig = Field(default_factory=BrokerConfig)
-    subscription: str = Field(SHARED_JOBS, description="where jobs come from")
+    broker: BrokerConfig = Field(
+        default_factory=BrokerConfig, description="the MQTT broker the agents use (probes go through it)"
+    )
+    transport: TransportConfig = Field(default_factory=TransportConfig, description="where jobs come from")
+    subscription: str = Field(SHARED_JOBS, description="transport kind mqtt: the jobs' (shared) subscription")
+    probe: ProbeConfig = Field(default_factory=ProbeConfig, description="the start-up proof that jobs arrive")
     limits: JobLimits = Field(default_factory=JobLimits)
     solvers: SolversConfig = Field(default_factory=SolversConfig)
     max_concurrent_jobs: int = Field(1, ge=1, le=1024, description="jobs solved at once by this worker")
@@ -201,7 +218,8 @@ class SolverService:
         self.counts: Counter[str] = Counter()  # received, duplicates, unroutable, and results by status
         self.by_site: Counter[tuple[str, str]] = Counter()  # (site, status) -> results published
         self.wins: Counter[str] = Counter()
-        self.mqtt: MqttClient | None = None
+        self.transport: JobTransport | None = None
+        self.probe = Probe(config.probe, self.worker_id)
         self.ops: OpsServer | None = None
         self.metrics = SolverMetrics(self.stats)
         self.ready = asyncio.Event()
@@ -211,7 +229,7 @@ class SolverService:
         self._inflight: set[tuple[str, str]] = set()  # queued or solving
         self._waiting: set[tuple[str, str]] = set()  # duplicates waiting for another worker's record
         self._load: Counter[str] = Counter()  # jobs queued or solving, per site
-        self._queues: dict[str, deque[tuple[tuple[str, str], AnyJob]]] = {}
+        self._queues: dict[str, deque[tuple[tuple[str, str], AnyJob, Delivery]]] = {}
         self._turn: deque[str] = deque()  # sites with queued jobs, least recent solver-seconds first
         self._queued = asyncio.Event()
         self._usage = SiteUsage(config.fair_share.half_life_s)
@@ -223,28 +241,33 @@ class SolverService:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 ledger = self.ledger = await stack.enter_async_context(open_ledger(self.config.ledger))
-                mqtt = self.mqtt = await stack.enter_async_context(
-                    MqttClient(self.config.broker, role=f"solver-{self.worker_id}")
+                cfg = self.config
+                made = make_transport(
+                    cfg.transport, cfg.broker, cfg.subscription, self.worker_id, cfg.max_concurrent_jobs + 1
                 )
+                transport = self.transport = await stack.enter_async_context(made)
                 if self.config.ops is not None:
                     self.ops = await stack.enter_async_context(
                         OpsServer(self.config.ops, self.metrics.registry, self._not_ready)
                     )
-                jobs = await mqtt.subscribe(self.config.subscription, qos=1)
-                self.ready.set()
-                log.info("solver %s: waiting for jobs on %s", self.worker_id, self.config.subscription)
                 async with asyncio.TaskGroup() as tasks:
                     self._tasks = tasks
-                    loops = [tasks.create_task(self._consume(mqtt, jobs), name="solver-jobs")]
+                    loops = [tasks.create_task(self._consume(transport), name="solver-jobs")]
                     loops.append(
                         tasks.create_task(
                             keep_ledger(ledger, self.config.ledger, self._pool_usage), name="solver-ledger"
                         )
                     )
                     loops += [
-                        tasks.create_task(self._work(mqtt), name=f"solver-slot-{i}")
+                        tasks.create_task(self._work(transport), name=f"solver-slot-{i}")
                         for i in range(self.config.max_concurrent_jobs)
                     ]
+                    if cfg.probe.enabled:
+                        mqtt = transport.mqtt if isinstance(transport, MqttTransport) else None
+                        took = await self.probe.run(transport, cfg.broker, mqtt)
+                        log.info("solver %s: a probe job came through in %.3f s", self.worker_id, took)
+                    self.ready.set()
+                    log.info("solver %s: waiting for jobs through %s", self.worker_id, transport.name)
                     if stop is not None:
                         await stop.wait()
                         for task in loops:
@@ -271,7 +294,7 @@ class SolverService:
             cut=counts["cut"],
             recycled=self.portfolio.recycled,
             solver_seconds=dict(self._usage.total),
-            broker_connected=self.mqtt is not None and self.mqtt.connected,
+            broker_connected=self.transport is not None and self.transport.connected,
             ops=self.ops.stats() if self.ops is not None else None,
             ledger_errors=counts["ledger_errors"],
             took_over=counts["took_over"],
@@ -282,16 +305,16 @@ class SolverService:
         self._pool = tuple(usage)
 
     def _not_ready(self) -> str | None:
-        if self.mqtt is None or not self.mqtt.connected:
-            return f"not connected to the broker at {self.config.broker.url}"
+        if self.transport is None or not self.transport.connected:
+            return f"not connected: {self.transport.name if self.transport else self.config.transport.kind}"
         return None if self.ready.is_set() else "starting"
 
-    async def _consume(self, mqtt: MqttClient, jobs: Subscription) -> None:
-        async for batch in jobs:
-            for topic, payload in batch:
-                await self._accept(mqtt, topic, payload)
+    async def _consume(self, transport: JobTransport) -> None:
+        async for batch in transport.deliveries():
+            for delivery in batch:
+                await self._accept(transport, delivery)
 
-    async def _work(self, mqtt: MqttClient) -> None:
+    async def _work(self, transport: JobTransport) -> None:
         """One solving slot: take the next job of the site that used the fewest solver-seconds lately."""
         while True:
             while not self._turn:
@@ -300,28 +323,38 @@ class SolverService:
             site = min(self._turn, key=self._usage.recent)  # the first of equals: round robin
             self._turn.remove(site)
             queue = self._queues[site]
-            key, job = queue.popleft()
+            key, job, delivery = queue.popleft()
             if queue:
                 self._turn.append(site)
-            await self._solve(mqtt, key, job)
+            await self._solve(transport, key, job, delivery)
 
-    def _publish(
-        self, mqtt: MqttClient, topic: str, result: ResultEnvelope, site: str
+    async def _publish(
+        self, transport: JobTransport, topic: str, result: ResultEnvelope, site: str
     ) -> tuple[ResultEnvelope, bytes]:
         sent, payload = sized_payload(result, self.config.limits.max_result_bytes)
         if sent is not result:
             log.warning("job %s/%s: %s", site, sent.job_id, sent.reason)
-        mqtt.publish(topic, payload, qos=1)
+        await transport.publish(topic, payload, sent.job_id)
         self.counts[sent.status] += 1
         self.by_site[(site, sent.status)] += 1
         return sent, payload
 
-    async def _accept(self, mqtt: MqttClient, topic: str, payload: bytes) -> None:
-        self.counts["received"] += 1
+    async def _accept(self, transport: JobTransport, delivery: Delivery) -> None:
+        """A job received: rejected, a duplicate or a probe answered (and acked) here, else queued."""
+        topic, payload = delivery.topic, delivery.payload
         site = site_of_topic(topic)
+        if site is not None and self.probe.is_probe(site):
+            if (answer := self.probe.answer(payload)) is not None:
+                await transport.publish(*answer)
+            await delivery.ack()
+            return
+        self.counts["received"] += 1
+        if delivery.redelivered:
+            log.info("job on %s: delivered again (a worker died or could not acknowledge it)", topic)
         if site is None:
             self.counts["unroutable"] += 1
             log.warning("ignored a message on %s: not a qx/v1/{site}/jobs topic", topic)
+            await delivery.ack()
             return
         limit = self.config.limits.max_jobs_in_flight_per_site
         try:
@@ -349,27 +382,33 @@ class SolverService:
             result = ResultEnvelope(
                 job_id=exc.job_id, status="rejected", reason=str(exc), worker=self.worker_id
             )
-            self._publish(mqtt, results_topic(site, exc.job_id or "invalid"), result, site)
+            await self._publish(transport, results_topic(site, exc.job_id or "invalid"), result, site)
+            await delivery.ack()
             await self._record(Outcome(site, None, self.worker_id, "rejected", time.time()))
             return
         if key in self._inflight or key in self._waiting:
             self.counts["duplicates"] += 1
-            return  # its result goes to the same reply_to when ready
-        claim = await self._claim(key, job)
+            await delivery.ack()
+            return  # in flight: its result goes to the same reply_to when ready
+        # a work queue delivers a job again when the worker holding it is gone (NATS, RabbitMQ): take
+        # its claim over now, not after the deadline
+        claim = await self._claim(key, job, holder_gone=delivery.redelivered)
         if claim.state == "claimed":
-            self._enqueue(key, job)
+            self._enqueue(key, job, delivery)
         else:
             self.counts["duplicates"] += 1
-            self._duplicate(mqtt, key, job, claim)
+            await delivery.ack()
+            await self._duplicate(transport, key, job, claim)
 
-    def _enqueue(self, key: tuple[str, str], job: AnyJob) -> None:
+    def _enqueue(self, key: tuple[str, str], job: AnyJob, delivery: Delivery) -> None:
         site = key[0]
         self._inflight.add(key)
         self._load[site] += 1
         if site not in self._queues or not self._queues[site]:
             self._queues.setdefault(site, deque())
             self._turn.append(site)
-        self._queues[site].append((key, job))
+        self._queues[site].append((key, job, delivery))
+        log.debug("job %s/%s: queued", *key)
         self._queued.set()
         asyncio.get_running_loop().call_soon(self._share)  # after a free slot has taken it
 
@@ -398,7 +437,9 @@ class SolverService:
     def _slice_s(self) -> float:
         return self.config.fair_share.slice_ms / 1000
 
-    async def _solve(self, mqtt: MqttClient, key: tuple[str, str], job: AnyJob) -> None:
+    async def _solve(
+        self, transport: JobTransport, key: tuple[str, str], job: AnyJob, delivery: Delivery
+    ) -> None:
         run = self._running[key] = _Running(key[0], time.time(), JobCut())
         try:
             try:
@@ -413,7 +454,8 @@ class SolverService:
                 )
             seconds = sum(c.seconds for c in result.candidates)
             self._usage.add(key[0], seconds)
-            sent, payload = self._publish(mqtt, job.envelope.reply_to, result, key[0])
+            sent, payload = await self._publish(transport, job.envelope.reply_to, result, key[0])
+            await delivery.ack()  # answered: the transport may forget the job
             win = sent.solver if sent.status == "ok" else None  # a result too large to send won nothing
             if win:
                 self.wins[win] += 1
@@ -452,11 +494,13 @@ class SolverService:
         self.counts["ledger_errors"] += 1
         log.warning("%s", exc)
 
-    async def _claim(self, key: tuple[str, str], job: AnyJob) -> Claim:
+    async def _claim(self, key: tuple[str, str], job: AnyJob, *, holder_gone: bool = False) -> Claim:
         """The ledger's claim; where the ledger fails, a claim of our own: the job is answered (a
         second worker may solve it too: wasted work, never a lost answer)."""
         try:
-            claim = await self._ledger().claim(*key, self.worker_id, job.deadline_at, time.time())
+            claim = await self._ledger().claim(
+                *key, self.worker_id, job.deadline_at, time.time(), holder_gone=holder_gone
+            )
         except LedgerError as exc:
             self._ledger_failed(exc)
             return Claim("claimed", self.worker_id, job.deadline_at)
@@ -479,15 +523,17 @@ class SolverService:
             self._ledger_failed(exc)
             return False
 
-    def _duplicate(self, mqtt: MqttClient, key: tuple[str, str], job: AnyJob, claim: Claim) -> None:
+    async def _duplicate(
+        self, transport: JobTransport, key: tuple[str, str], job: AnyJob, claim: Claim
+    ) -> None:
         """Answer a duplicate from the ledger's record, or wait for the record of the worker solving it."""
         if claim.result is not None:
-            mqtt.publish(job.envelope.reply_to, claim.result, qos=1)
+            await transport.publish(job.envelope.reply_to, claim.result, key[1])
         elif self._tasks is not None:
             self._waiting.add(key)
-            self._tasks.create_task(self._await_record(mqtt, key, job), name=f"solver-await-{key[1]}")
+            self._tasks.create_task(self._await_record(transport, key, job), name=f"solver-await-{key[1]}")
 
-    async def _await_record(self, mqtt: MqttClient, key: tuple[str, str], job: AnyJob) -> None:
+    async def _await_record(self, transport: JobTransport, key: tuple[str, str], job: AnyJob) -> None:
         """Another worker is solving ``job``: answer with its result when recorded; when its claim
         expires unanswered (its worker died), claim the job and solve it here."""
         pause = 0.005
@@ -506,12 +552,12 @@ class SolverService:
                 if claim is None or (claim.state == "pending" and claim.expires_at <= time.time()):
                     claim = await self._claim(key, job)
                 if claim.state == "recorded":
-                    self._duplicate(mqtt, key, job, claim)
+                    await self._duplicate(transport, key, job, claim)
                     return
                 if claim.state == "claimed":
                     self._waiting.discard(key)  # before it is queued: a duplicate now finds it there
                     if key not in self._inflight:
-                        self._enqueue(key, job)
+                        self._enqueue(key, job, Delivery(f"qx/v1/{key[0]}/jobs", b"", acked=True))
                     return
         finally:
             self._waiting.discard(key)

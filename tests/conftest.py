@@ -22,6 +22,7 @@ from qxedge.testing import (
     sample_energy,
     wait_until,
 )
+from qxedge.testing.brokers import RabbitNode, rabbitmq_available
 from qxedge.testing.postgres import PostgresServer
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
 
 
 INTEGRATION = Path(__file__).parent / "integration"
-SERVER_FIXTURES = {"broker", "watch", "postgres", "pg_ledger"}  # fixtures that start a real server
+SERVER_FIXTURES = {"broker", "watch", "postgres", "pg_ledger", "rabbit"}  # fixtures that start a real server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -95,3 +96,13 @@ def pg_ledger(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Ledg
     """A PostgreSQL ledger config on a fresh database, its password in ``$QXEDGE_LEDGER_PASSWORD``."""
     monkeypatch.setenv("QXEDGE_LEDGER_PASSWORD", postgres.password)
     return LedgerConfig(kind="postgres", dsn=postgres.database(f"ledger_{next(_databases)}"))
+
+
+@pytest.fixture(scope="session")
+def rabbit() -> Iterator[RabbitNode]:
+    """A RabbitMQ node of our own (rabbitmq_mqtt on), started once for the whole run: it takes seconds to
+    boot. Tests keep apart by their own queues, users and sites."""
+    if not rabbitmq_available():
+        pytest.skip("needs rabbitmq-server (.ci/run installs it)")
+    with RabbitNode() as node:
+        yield node

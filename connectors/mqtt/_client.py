@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import threading
 import uuid
@@ -38,6 +39,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from qxedge.connectors.mqtt._matcher import CachedMatcher
@@ -48,6 +51,24 @@ from qxedge.core.errors import BrokerUnavailable, ConnectorError
 log = logging.getLogger(__name__)
 
 Message = tuple[str, bytes]
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5 session expiry interval: the 3.1.1 clean_session=False
+
+
+def publish_properties(
+    expiry_s: float | None, response_topic: str | None, correlation: bytes | None
+) -> Properties | None:
+    """MQTT 5 PUBLISH properties: message expiry (whole seconds, at least 1), response topic and
+    correlation data; None when there are none."""
+    if expiry_s is None and response_topic is None and correlation is None:
+        return None
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    if expiry_s is not None:
+        props.MessageExpiryInterval = max(1, math.ceil(expiry_s))
+    if response_topic is not None:
+        props.ResponseTopic = response_topic
+    if correlation is not None:
+        props.CorrelationData = correlation
+    return props
 
 
 async def each_message(subscription: Subscription, handle: Callable[[str, bytes], Awaitable[None]]) -> None:
@@ -82,6 +103,7 @@ class Subscription:
         on_batch: Callable[[list[Message]], None] | None = None,
     ) -> None:
         self.topic_filter = topic_filter
+        self.also: tuple[str, ...] = ()  # more filters subscribed for it (each within topic_filter)
         self.qos = qos
         self.high_water = high_water
         self.on_batch = on_batch  # takes each burst's messages on the loop instead of a consumer task
@@ -97,6 +119,10 @@ class Subscription:
             self._wake.set()
         self._buffer.append((msg.topic, bytes(msg.payload)))
         self._owner.received += 1
+
+    def filters(self) -> list[tuple[str, int]]:
+        """What is subscribed for it, with the QoS: its filter, then ``also``."""
+        return [(f, self.qos) for f in (self.topic_filter, *self.also)]
 
     @property
     def backlog(self) -> int:
@@ -187,12 +213,19 @@ class MqttClient:
         self.fresh_only = fresh_only
         stable = config.persistent_session  # a stable id: the broker finds the session again after a restart
         self.client_id = config.client_id or f"qxedge-{role}" + ("" if stable else f"-{uuid.uuid4().hex[:8]}")
-        self._paho = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=paho.MQTTv311,
-            clean_session=clean_session and not stable,
-        )
+        self.v5 = config.protocol == "5"
+        self._clean = clean_session and not stable
+        if self.v5:  # MQTT 5 has clean_start and a session expiry instead of clean_session
+            self._paho = paho.Client(
+                CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5
+            )
+        else:
+            self._paho = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=paho.MQTTv311,
+                clean_session=self._clean,
+            )
         self._paho._on_message_filtered = CachedMatcher()  # no garbage cycle per message (see there)
         self._paho.max_queued_messages_set(config.max_queued_messages)
         if config.username is not None:
@@ -259,6 +292,10 @@ class MqttClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    async def wait_connected(self) -> None:
+        """Return once the link is up (at once when it is)."""
+        await self._connected.wait()
+
     @property
     def outbox_depth(self) -> int:
         """QoS 1/2 messages published and not yet acknowledged by the broker (held in memory)."""
@@ -272,26 +309,46 @@ class MqttClient:
         *,
         high_water: int = 50_000,
         on_batch: Callable[[list[Message]], None] | None = None,
+        also: tuple[str, ...] = (),
     ) -> Subscription:
         """Subscribe and wait for the broker's SUBACK; messages arrive through the returned object, or,
         with ``on_batch``, are handed to it on the loop at the end of each read burst (no task wakes up
-        for them: the reading path of bench/latency.py); it must be quick and never block."""
+        for them: the reading path of bench/latency.py); it must be quick and never block.
+
+        ``also``: more filters, each within ``topic_filter`` (e.g. exact topics under a wildcard),
+        subscribed in the same SUBSCRIBE for brokers that send retained messages only to exact-topic
+        subscriptions (RabbitMQ). Their messages come through this subscription, once per copy the
+        broker sends (a broker may send one per matching filter)."""
         sub = Subscription(self, topic_filter, qos, high_water, on_batch)
+        sub.also = also
         # paho matches callbacks against the topic, not against "$share/<group>/<filter>".
         match_filter = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
         self._paho.message_callback_add(match_filter, sub._on_message)
         self._subscriptions.append(sub)
         if self.connected:  # else the subscription is made on the next connect
-            await self._await_suback(self._paho.subscribe(topic_filter, qos), topic_filter)
+            await self._await_suback(self._paho.subscribe(sub.filters()), topic_filter)
             sub.active.set()
         return sub
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
-        """Queue a message; False (and counted in ``dropped_publishes``) when it cannot be sent."""
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        qos: int = 0,
+        retain: bool = False,
+        *,
+        expiry_s: float | None = None,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+    ) -> bool:
+        """Queue a message; False (and counted in ``dropped_publishes``) when it cannot be sent. With
+        MQTT 5 (``protocol: "5"``) the message carries ``expiry_s`` (the broker discards it after that many
+        seconds, rounded up), ``response_topic`` and ``correlation`` data; with 3.1.1 they are left out."""
         if qos > 0 and self.fresh_only and not self.connected and self._is_fresh_only(topic):
             self.stale_dropped += 1
             return False
-        rc = self._publish(topic, payload, qos, retain).rc
+        props = publish_properties(expiry_s, response_topic, correlation) if self.v5 else None
+        rc = self._publish(topic, payload, qos, retain, props).rc
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS and not (qos > 0 and rc == MQTTErrorCode.MQTT_ERR_NO_CONN):
             self.dropped_publishes += 1
             return False
@@ -305,7 +362,9 @@ class MqttClient:
         info = self._publish(topic, payload, 1, retain)
         return info.mid if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS else None
 
-    def _publish(self, topic: str, payload: bytes | str, qos: int, retain: bool) -> paho.MQTTMessageInfo:
+    def _publish(
+        self, topic: str, payload: bytes | str, qos: int, retain: bool, props: Properties | None = None
+    ) -> paho.MQTTMessageInfo:
         """paho's publish, and the message sent at once where that is possible: on the loop thread, not
         inside a paho call (its callbacks hold a lock that writing takes again). Then paho's request to
         watch the socket for writing is skipped (two epoll_ctl calls a message); the writer callback
@@ -314,7 +373,7 @@ class MqttClient:
         now = not self._in_paho and sock is not None and threading.get_ident() == self._loop_thread
         self._writing_now = now
         try:
-            info = self._paho.publish(topic, payload, qos, retain)
+            info = self._paho.publish(topic, payload, qos, retain, props)
         finally:
             self._writing_now = False
         if now and sock is not None and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
@@ -355,7 +414,7 @@ class MqttClient:
             will = self.will()
             self._paho.will_set(will.topic, will.payload, will.qos, will.retain)
         connect: Callable[[], Any] = (
-            (lambda: self._paho.connect(cfg.host, cfg.port, cfg.keepalive_s))
+            (lambda: self._paho.connect(cfg.host, cfg.port, cfg.keepalive_s, **self._v5_connect()))
             if first
             else self._paho.reconnect
         )
@@ -367,12 +426,24 @@ class MqttClient:
         except (OSError, TimeoutError) as exc:
             self._drop_socket()
             raise BrokerUnavailable(
-                f"cannot reach the MQTT broker at {cfg.url}: {exc or 'timed out'}"
+                f"cannot reach the MQTT broker at {cfg.url}: {exc or 'timed out'}{self._v5_hint}"
             ) from exc
         if code.is_failure:
             self._drop_socket()
-            refusal = f"the MQTT broker at {cfg.url} refused the connection: {code}"
+            refusal = f"the MQTT broker at {cfg.url} refused the connection: {code}{self._v5_hint}"
             raise BrokerUnavailable(refusal, refused=True)
+
+    @property
+    def _v5_hint(self) -> str:
+        return " (protocol 5: the broker may not speak MQTT 5; 3.1.1 is the default)" if self.v5 else ""
+
+    def _v5_connect(self) -> dict[str, Any]:
+        """MQTT 5: clean_start, and a session that outlives the connection when it is not clean."""
+        if not self.v5:
+            return {}
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 0 if self._clean else SESSION_NEVER_EXPIRES
+        return {"clean_start": self._clean, "properties": props}
 
     def _on_connect(self, _c: paho.Client, _u: Any, _flags: Any, code: ReasonCode, _props: Any) -> None:
         if self._connack is not None and not self._connack.done():
@@ -382,7 +453,7 @@ class MqttClient:
         self._disconnected.clear()
         self._connected.set()
         for sub in self._subscriptions:
-            rc, mid = self._paho.subscribe(sub.topic_filter, sub.qos)
+            rc, mid = self._paho.subscribe(sub.filters())
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
                 self._resubscribed[mid] = sub
         for msg in self.birth:
@@ -393,6 +464,8 @@ class MqttClient:
 
     def _on_disconnect(self, _c: paho.Client, _u: Any, _flags: Any, code: ReasonCode, _props: Any) -> None:
         was_connected = self._connected.is_set()
+        if self._connack is not None and not self._connack.done():  # closed before its CONNACK
+            self._connack.set_exception(ConnectionError("the broker closed the connection before CONNACK"))
         self._connected.clear()
         self._disconnected.set()
         self._resubscribed.clear()

@@ -77,6 +77,11 @@ class BrokerConfig(BaseModel):
     reconnect_min_s: float = Field(0.5, gt=0, le=60)
     reconnect_max_s: float = Field(30.0, gt=0, le=3600)
     max_queued_messages: int = Field(10_000, ge=1, description="QoS>0 publishes held while disconnected")
+    protocol: Literal["3.1.1", "5"] = Field(
+        "3.1.1",
+        description="MQTT protocol version: 3.1.1 (every broker) or 5 (message expiry, response topic and "
+        "correlation data on jobs, results and setpoints; mosquitto, EMQX, HiveMQ, VerneMQ)",
+    )
     persistent_session: bool = Field(
         False,
         description="clean_session=False with a stable client id (qxedge-<role>): the broker keeps the "
@@ -89,6 +94,12 @@ class BrokerConfig(BaseModel):
     def _check_url(cls, url: str) -> str:
         split_url(url)
         return url
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_text(cls, value: object) -> object:
+        """``protocol: 5`` in YAML is a number; ``3.1.1`` a string: both name a version."""
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
     @field_validator("password_file")
     @classmethod

@@ -63,7 +63,7 @@ ON CONFLICT (site, job_id) DO NOTHING
 LOOKUP = "SELECT worker, expires_at, answered_at, result FROM qx_jobs WHERE site = :site AND job_id = :job_id"
 TAKE_OVER = """
 UPDATE qx_jobs SET worker = :worker, claimed_at = :now, expires_at = :expires_at, takeovers = takeovers + 1
-WHERE site = :site AND job_id = :job_id AND answered_at IS NULL AND expires_at <= :now
+WHERE site = :site AND job_id = :job_id AND answered_at IS NULL AND expires_at <= :cutoff
 """
 RECORD = """
 INSERT INTO qx_jobs (site, job_id, worker, claimed_at, expires_at, deadline_at,

@@ -9,6 +9,7 @@ advisory lock, so workers starting together do not race on it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -107,13 +108,24 @@ class PostgresLedger:
         except (psycopg.Error, PoolTimeout) as exc:
             raise LedgerError(f"job ledger {self.where}: {_reason(exc)}") from exc
 
-    async def claim(self, site: str, job_id: str, worker: str, deadline_at: float, now: float) -> Claim:
+    async def claim(
+        self,
+        site: str,
+        job_id: str,
+        worker: str,
+        deadline_at: float,
+        now: float,
+        *,
+        holder_gone: bool = False,
+    ) -> Claim:
         until = _sql.expires_at(deadline_at, now, self.config.claim_grace_s)
+        cutoff = math.inf if holder_gone else now  # a claim expiring before this is taken over
         params = {
             "site": site,
             "job_id": job_id,
             "worker": worker,
             "now": now,
+            "cutoff": cutoff,
             "expires_at": until,
             "deadline_at": deadline_at,
         }
@@ -127,7 +139,7 @@ class PostgresLedger:
             held, holder_until, answered_at, result = row
             if answered_at is not None:
                 return Claim("recorded", held, holder_until, bytes(result) if result is not None else b"")
-            if holder_until <= now and (await conn.execute(_TAKE_OVER, params)).rowcount == 1:
+            if holder_until <= cutoff and (await conn.execute(_TAKE_OVER, params)).rowcount == 1:
                 return Claim("claimed", worker, until, took_over=held)
             return Claim("pending", held, holder_until)
 

@@ -140,8 +140,19 @@ class JobLedger(Protocol):
     """One ledger for all workers (hybrid.ledger.sqlite, hybrid.ledger.postgres). Every method may
     raise :class:`LedgerError`; times are epoch seconds given by the caller."""
 
-    async def claim(self, site: str, job_id: str, worker: str, deadline_at: float, now: float) -> Claim:
-        """Claim a job to solve it, or say who has it / what its recorded result is."""
+    async def claim(
+        self,
+        site: str,
+        job_id: str,
+        worker: str,
+        deadline_at: float,
+        now: float,
+        *,
+        holder_gone: bool = False,
+    ) -> Claim:
+        """Claim a job to solve it, or say who has it / what its recorded result is. ``holder_gone``: the
+        transport delivered the job again because the worker holding it is gone (its connection died),
+        so its unanswered claim is taken over now rather than when it expires."""
         ...
 
     async def lookup(self, site: str, job_id: str) -> Claim | None:

@@ -8,6 +8,7 @@ IMMEDIATE`` transactions, so workers sharing the file claim a job once.
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -105,13 +106,24 @@ class SqliteLedger:
         db.execute("COMMIT")
         return value
 
-    async def claim(self, site: str, job_id: str, worker: str, deadline_at: float, now: float) -> Claim:
+    async def claim(
+        self,
+        site: str,
+        job_id: str,
+        worker: str,
+        deadline_at: float,
+        now: float,
+        *,
+        holder_gone: bool = False,
+    ) -> Claim:
         until = _sql.expires_at(deadline_at, now, self.config.claim_grace_s)
+        cutoff = math.inf if holder_gone else now  # a claim expiring before this is taken over
         params = {
             "site": site,
             "job_id": job_id,
             "worker": worker,
             "now": now,
+            "cutoff": cutoff,
             "expires_at": until,
             "deadline_at": deadline_at,
         }
@@ -122,7 +134,7 @@ class SqliteLedger:
             held, holder_until, answered_at, result = db.execute(_sql.LOOKUP, params).fetchone()
             if answered_at is not None:
                 return Claim("recorded", held, holder_until, bytes(result) if result is not None else b"")
-            if holder_until <= now and db.execute(_sql.TAKE_OVER, params).rowcount == 1:
+            if holder_until <= cutoff and db.execute(_sql.TAKE_OVER, params).rowcount == 1:
                 return Claim("claimed", worker, until, took_over=held)
             return Claim("pending", held, holder_until)
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         Problem,
         QxError,
         RejectCode,
+        TransportError,
     )
     from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats
     from qxedge.core.state import state_dir
@@ -50,6 +51,7 @@ _HOME = {
     "Problem": ".errors",
     "QxError": ".errors",
     "RejectCode": ".errors",
+    "TransportError": ".errors",
     "lazy_exports": ".lazy",
     "raise_if_cancelling": ".cancels",
     "read_secret": ".config",
@@ -72,6 +74,7 @@ __all__ = [  # what _HOME maps, spelled out for the tools
     "Problem",
     "QxError",
     "RejectCode",
+    "TransportError",
     "lazy_exports",
     "raise_if_cancelling",
     "read_secret",

@@ -7,7 +7,9 @@ It lives in ``qxedge.core``, the bottom layer that every other qxedge package im
     QxError
     ├── ConfigError(ValueError)     invalid configuration; carries every problem with its path
     ├── ConnectorError              a link to the plant or a broker failed
-    │   └── BrokerUnavailable       the MQTT broker refused or could not be reached
+    │   ├── BrokerUnavailable       the MQTT broker refused or could not be reached
+    │   └── TransportError          a solver worker's job transport cannot carry jobs (no server, a
+    │                               broker feature missing, the start-up probe failed)
     ├── PayloadError(ValueError)    one external payload is invalid (the reason is dead-lettered,
     │                               its ``code`` one of RejectCode: a metric label)
     ├── ModelError                  an ONNX model could not be loaded or does not fit its config
@@ -60,6 +62,11 @@ class BrokerUnavailable(ConnectorError):
     def __init__(self, message: str, *, refused: bool = False) -> None:
         super().__init__(message)
         self.refused = refused
+
+
+class TransportError(ConnectorError):
+    """A solver worker's job transport cannot carry jobs: its server is unreachable, a broker feature it
+    needs is missing (the message names it), or the start-up probe never came back."""
 
 
 class RejectCode(StrEnum):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from qxedge.connectors.mqtt import split_url
 
@@ -17,12 +17,15 @@ from qxedge.connectors.mqtt import split_url
 class Watcher:
     """An independent paho client (its own network thread) that records what it receives."""
 
-    def __init__(self, url: str, *topics: str) -> None:
+    def __init__(self, url: str, *topics: str, protocol: MQTTProtocolVersion = paho.MQTTv311) -> None:
+        """``protocol``: ``paho.MQTTv5`` to see MQTT 5 properties (``message.properties``)."""
         _, host, port = split_url(url)
         self.messages: list[paho.MQTTMessage] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"watcher-{time.monotonic_ns()}")
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"watcher-{time.monotonic_ns()}", protocol=protocol
+        )
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.connect(host, port)

@@ -595,7 +595,9 @@ class Published:
     def __init__(self) -> None:
         self.setpoints: list[float] = []
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
+    def publish(
+        self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, **mqtt5: object
+    ) -> bool:
         if "/setpoints/" in topic:
             self.setpoints.append(json.loads(payload)["value"])
         return True

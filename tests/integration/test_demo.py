@@ -95,6 +95,11 @@ def test_demo_baseline_against_optimised(broker: EmbeddedBroker, tmp_path: Path)
     assert summary["readings"] > 1000 and summary["inferences"] > 0 and summary["deadletters"] == 0
     assert summary["setpoint_log"][0]["asset"] == "line1/pump3"  # the rule derated the failing pump
     assert "t=" in run.stderr  # live progress goes to stderr, the summary alone to stdout
+    # which broker and which transport carried the jobs, said up front and in the summary
+    assert f"MQTT broker {broker.url} (given with --broker)" in run.stderr
+    assert (
+        summary["datacenter"].startswith("solver worker") and "shared subscription" in summary["datacenter"]
+    )
     assert json.loads((tmp_path / "summary.json").read_text())["optimised"]["jobs"] == opt["jobs"]
     assert (tmp_path / "day.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

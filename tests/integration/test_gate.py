@@ -235,6 +235,10 @@ async def test_starts_without_the_broker_and_writes_nothing_until_the_locks_are_
             locked = await agent.gate.propose(proposal("line1/pump1"))
             assert locked.status == "refused" and "maintenance" in locked.reason
             await plant_reports(watcher, agent, "pump2")
+            gate = agent.gate
+            assert await wait_until(lambda: gate.locks_unknown("line1/pump2") is None), (
+                "the locks stay unknown"
+            )
             accepted = await agent.gate.propose(proposal("line1/pump2"))
             assert accepted.status == "accepted" and accepted.value == 0.7, accepted
         finally:

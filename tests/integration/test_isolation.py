@@ -23,7 +23,7 @@ from qxedge.testing import ROOT, random_bqm, wait_until_sync
 from .test_tls import make_pki
 
 pytestmark = pytest.mark.integration
-PASSWORDS = {"gumi": "gumi-pw-1", "osan": "osan-pw-2", "solver": "solver-pw-3", "ingest": "ingest-pw-4"}
+PASSWORDS = {"gumi": "gumi-pw-1", "osan": "osan-pw-2", "solver-1": "solver-pw-3", "ingest": "ingest-pw-4"}
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ async def test_sites_are_isolated_and_strangers_are_refused(datacenter_broker: t
         async with MqttClient(creds(port, ca, None), role="stranger"):
             pass
     solver = SolverService(
-        DataCenterConfig(broker=creds(port, ca, "solver"), solvers=SolversConfig(workers=0))
+        DataCenterConfig(broker=creds(port, ca, "solver-1"), solvers=SolversConfig(workers=0))
     )
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
@@ -145,3 +145,19 @@ async def test_the_ingest_user_reads_telemetry_and_confirms_nothing_else(
         # the confirm came after the setpoint from the same client on the same connection to gumi:
         # had the ACL let the setpoint through, it would be in ``own`` already
         assert own.drain() == [], "the ingest user wrote a setpoint"
+
+
+async def test_a_site_cannot_take_another_sites_client_id(datacenter_broker: tuple[int, Path]) -> None:
+    """The client id is the username (use_username_as_clientid): gumi connecting with osan's uplink id
+    neither kicks osan off nor touches its session."""
+    port, ca = datacenter_broker
+    osan_cfg = creds(port, ca, "osan").model_copy(update={"client_id": "qxedge-uplink-osan"})
+    thief = creds(port, ca, "gumi").model_copy(update={"client_id": "qxedge-uplink-osan"})
+    async with MqttClient(osan_cfg, role="uplink-osan") as osan:
+        own = await osan.subscribe("qx/v1/osan/results/+", qos=1)
+        async with MqttClient(thief, role="thief"):
+            osan.publish("qx/v1/osan/results/check", b"{}", qos=1)
+            assert [t for t, _ in await asyncio.wait_for(own.next_batch(), 10)] == [
+                "qx/v1/osan/results/check"
+            ]
+            assert osan.connected and osan.reconnects == 0

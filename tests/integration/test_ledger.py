@@ -89,6 +89,18 @@ async def test_an_expired_claim_is_taken_over_once(ledger: JobLedger) -> None:
     assert usage.jobs == 1 and usage.statuses == {"late": 1}
 
 
+async def test_a_claim_whose_holder_is_gone_is_taken_over_at_once(ledger: JobLedger) -> None:
+    """A work queue (NATS, RabbitMQ) delivers a job again when the worker holding it died: the claim is
+    taken over then, in time to answer it, not once the deadline and the grace have passed."""
+    now = time.time()
+    assert (await ledger.claim("gumi", "j", "dead", now + 8, now)).state == "claimed"
+    taken = await ledger.claim("gumi", "j", "w1", now + 8, now + 0.5, holder_gone=True)
+    assert taken.state == "claimed" and taken.took_over == "dead"
+    assert await ledger.record(answered("gumi", "j", "w1", now + 1.0))
+    again = await ledger.claim("gumi", "j", "w2", now + 8, now + 1.5, holder_gone=True)
+    assert again.state == "recorded" and again.worker == "w1"  # an answered job is never taken over
+
+
 async def test_usage_counts_statuses_solver_seconds_and_wins_by_site(ledger: JobLedger) -> None:
     now = time.time()
     for i, (site, status, solver) in enumerate(

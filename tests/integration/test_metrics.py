@@ -41,6 +41,8 @@ AGENT = AgentStats(
     window_rows=123,
     models=(ModelStats("anomaly", "CPUExecutionProvider", "ab" * 32),),
     ops=OpsStats(open=2, peak=64, answered=100, refused=17, timed_out=3),
+    datacenter_silent=True,
+    offload_unanswered=4,
 )
 SOLVER = SolverStats(
     worker="w1",
@@ -87,6 +89,8 @@ def test_agent_metrics_are_its_stats_snapshot() -> None:
         ("qxedge_setpoint_verdicts_total", {site, ("verdict", "unchanged")}, 8),  # no-ops, not written
         ("qxedge_offload_total", {site, ("event", "fallbacks")}, 1),
         ("qxedge_offload_total", {site, ("event", "late")}, 0),
+        ("qxedge_datacenter_silent", {site}, 1),
+        ("qxedge_offload_unanswered", {site}, 4),
         ("qxedge_broker_connected", {site}, 1),
         ("qxedge_outbox_depth", {site}, 7),
         ("qxedge_outbox_stored", {site}, 11),

@@ -73,7 +73,7 @@ async def wait_for(watcher: Watcher, predicate: Callable[[list[Any]], bool]) -> 
 async def test_three_workers_share_a_batch_and_none_is_solved_twice(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
-    watcher = watch("qx/v1/+/results/+")
+    watcher = watch("qx/v1/gumi/results/+")
     bqms = [random_bqm(10, 0.5, seed=i) for i in range(24)]
     async with workers(broker.url, 3) as services:
         for i, bqm in enumerate(bqms):
@@ -111,7 +111,7 @@ async def test_duplicate_job_is_solved_once_and_answered_twice(
 async def test_late_rejected_and_misaddressed_jobs_are_answered(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
-    watcher = watch("qx/v1/+/results/+")
+    watcher = watch("qx/v1/gumi/results/+", "qx/v1/osan/results/+")
     bqm = random_bqm(6, 0.5, seed=2)
     async with workers(broker.url, 1) as (service,):
         jobs = [
@@ -280,7 +280,7 @@ async def test_a_result_after_the_wait_says_so(broker: EmbeddedBroker, watch: Ca
 async def test_one_site_flooding_does_not_starve_another(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
-    watcher = watch("qx/v1/+/results/+")
+    watcher = watch("qx/v1/flood/results/+", "qx/v1/quiet/results/+")
     flood = [envelope("flood", random_bqm(18, 0.5, seed=i), f"f{i}") for i in range(12)]
     quiet = [envelope("quiet", random_bqm(18, 0.5, seed=100 + i), f"q{i}") for i in range(2)]
     async with workers(broker.url, 1, limits=JobLimits(max_jobs_in_flight_per_site=50)):
@@ -300,7 +300,7 @@ async def test_a_long_job_of_one_site_is_cut_so_another_sites_jobs_are_in_time(
     """Fair share by solving time (issue 21): site A's job may run 60 s and uses all of it; site B's
     short jobs arriving behind it in the one solving slot cut it at its slice, and are answered in time."""
     backends.register("patient", patient)
-    watcher = watch("qx/v1/+/results/+")
+    watcher = watch("qx/v1/a/results/+", "qx/v1/b/results/+")
     try:
         async with workers(
             broker.url, 1, fair_share=FairShareConfig(slice_ms=200), solvers=SolversConfig(workers=0)
@@ -329,7 +329,7 @@ async def test_a_long_job_of_one_site_is_cut_so_another_sites_jobs_are_in_time(
 async def test_jobs_in_flight_per_site_are_limited(
     broker: EmbeddedBroker, watch: Callable[..., Watcher]
 ) -> None:
-    watcher = watch("qx/v1/+/results/+")
+    watcher = watch("qx/v1/flood/results/+")
     async with workers(broker.url, 1, limits=JobLimits(max_jobs_in_flight_per_site=3)):
         for i in range(10):
             watcher.client.publish(

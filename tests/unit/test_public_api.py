@@ -28,6 +28,7 @@ PACKAGES = [
     "qxedge.hybrid",
     "qxedge.hybrid.ledger",
     "qxedge.hybrid.problems",
+    "qxedge.hybrid.transports",
 ]
 DATA_PACKAGES = ["qxedge.configs"]  # package data only: an empty __all__
 

@@ -23,7 +23,9 @@ class Published:
         self.setpoints: list[float] = []
         self.alarms: list[dict[str, Any]] = []
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
+    def publish(
+        self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, **mqtt5: object
+    ) -> bool:
         if "/setpoints/" in topic:
             self.setpoints.append(json.loads(payload)["value"])
         elif topic.endswith("/alarms"):

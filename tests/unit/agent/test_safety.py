@@ -213,7 +213,9 @@ class FakeMqtt:
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
+    def publish(
+        self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False, **mqtt5: object
+    ) -> bool:
         self.sent.append((topic, json.loads(payload)))
         return True
 

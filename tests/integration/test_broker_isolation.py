@@ -1,0 +1,160 @@
+"""Per-site isolation on NATS and RabbitMQ (issue 23), with the shipped examples (configs/nats,
+configs/rabbitmq): a site can neither join the solvers' work queue, nor read another site's jobs or
+results, nor take another site's client id; the workers and the sites' own offloads still work. The
+mosquitto example is tested in test_isolation.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import nats
+import nats.errors
+import nats.js.errors
+import pytest
+
+from qxedge.connectors.mqtt import BrokerConfig, Message, MqttClient
+from qxedge.core.errors import ConnectorError
+from qxedge.hybrid.client import OffloadClient, OffloadConfig
+from qxedge.hybrid.portfolio import SolversConfig
+from qxedge.hybrid.service import DataCenterConfig, SolverService
+from qxedge.testing import ROOT, random_bqm
+from qxedge.testing.brokers import NatsServer, RabbitNode, nats_available
+
+pytestmark = pytest.mark.integration
+PASSWORDS = {"solver": "solver-pw-1", "gumi": "gumi-pw-2", "osan": "osan-pw-3"}
+
+
+@pytest.fixture
+def nats_dc() -> Iterator[NatsServer]:
+    if not nats_available():
+        pytest.skip("needs nats-server (.ci/run installs it)")
+    env = {f"QX_{user.upper()}_PASSWORD": pw for user, pw in PASSWORDS.items()}
+    with NatsServer(config=(ROOT / "configs" / "nats" / "nats-server.conf").read_text(), env=env) as server:
+        yield server
+
+
+def login(url: str, user: str, **changes: object) -> BrokerConfig:
+    return BrokerConfig.model_validate(
+        {"url": url, "username": user, "password": PASSWORDS[user], "connect_timeout_s": 5, **changes}
+    )
+
+
+@contextlib.asynccontextmanager
+async def worker(mqtt_url: str, transport: dict[str, object]) -> AsyncIterator[SolverService]:
+    cfg = DataCenterConfig.model_validate(
+        {
+            "broker": login(mqtt_url, "solver"),
+            "transport": transport,
+            "solvers": SolversConfig(workers=0, auto=["exact"]),
+            "probe": {"timeout_s": 20},
+        }
+    )
+    service, stop = SolverService(cfg), asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(service.run(stop))
+        await asyncio.wait_for(service.ready.wait(), 60)
+        try:
+            yield service
+        finally:
+            stop.set()
+
+
+@contextlib.asynccontextmanager
+async def spy(mqtt_url: str, topic_filter: str) -> AsyncIterator[Callable[[], Awaitable[list[Message]]]]:
+    """gumi subscribing ``topic_filter`` on a connection of its own; yields what it received by the time
+    a marker it sends itself afterwards comes back (what the broker let through would have come before
+    it, in order). The broker may refuse the subscription (RabbitMQ closes the connection): then
+    nothing can come."""
+    async with MqttClient(login(mqtt_url, "gumi"), role="gumi-spy") as client:
+        try:
+            spied = await client.subscribe(topic_filter, qos=1)
+        except ConnectorError:
+            spied = None
+
+        async def received() -> list[Message]:
+            if spied is None:
+                return []
+            marker = await client.subscribe("qx/v1/gumi/marker", qos=1)
+            client.publish("qx/v1/gumi/marker", b"end", qos=1)
+            assert [p for _, p in await asyncio.wait_for(marker.next_batch(), 10)] == [b"end"]
+            return spied.drain()
+
+        yield received
+
+
+async def check_isolation(
+    mqtt_url: str, transport: dict[str, object], *, client_ids_bound: bool = True
+) -> None:
+    """gumi tries to listen in on osan and on the solvers; osan's offloads are answered all the same and
+    nothing of them reaches gumi; gumi taking osan's client id does not kick osan off."""
+    offload = OffloadConfig(deadline_ms=20_000, solver="exact")
+    async with (
+        worker(mqtt_url, transport) as service,
+        MqttClient(login(mqtt_url, "gumi"), role="gumi") as gumi,
+        MqttClient(login(mqtt_url, "osan", client_id="qxedge-uplink-osan"), role="uplink-osan") as osan,
+        spy(mqtt_url, "$share/qx-solvers/qx/v1/+/jobs") as shared_jobs,
+        spy(mqtt_url, "qx/v1/+/jobs") as jobs,
+        spy(mqtt_url, "qx/v1/osan/results/+") as results,
+    ):
+        async with OffloadClient(osan, "osan", offload) as osan_offload:
+            for seed in range(3):
+                decision = await osan_offload.solve(random_bqm(6, 0.5, seed=seed))
+                assert decision.source == "datacenter", decision.reason
+        async with OffloadClient(gumi, "gumi", offload) as gumi_offload:
+            assert (await gumi_offload.solve(random_bqm(6, 0.5, seed=9))).source == "datacenter"
+        for received in (shared_jobs, jobs, results):
+            got = await received()
+            assert all("/gumi/" in topic for topic, _ in got), got
+        if client_ids_bound:
+            # gumi takes osan's client id: osan stays connected, its session untouched
+            thief = login(mqtt_url, "gumi", client_id="qxedge-uplink-osan")
+            with contextlib.suppress(ConnectorError):
+                async with MqttClient(thief, role="thief"):
+                    await asyncio.sleep(0)
+            own = await osan.subscribe("qx/v1/osan/marker", qos=1)
+            osan.publish("qx/v1/osan/marker", b"end", qos=1)
+            assert [p for _, p in await asyncio.wait_for(own.next_batch(), 10)] == [b"end"]
+            assert osan.connected and osan.reconnects == 0, "gumi kicked osan off with its client id"
+    assert service.stats().by_site.get(("osan", "ok")) == 3
+
+
+async def test_nats_accounts_isolate_sites(nats_dc: NatsServer) -> None:
+    transport = {"kind": "nats", "url": nats_dc.url, "username": "solver", "password": PASSWORDS["solver"]}
+    await check_isolation(nats_dc.mqtt_url, transport)
+    # the work queue is not even visible from a site's account
+    nc = await nats.connect(nats_dc.url, user="gumi", password=PASSWORDS["gumi"])
+    try:
+        with pytest.raises((nats.js.errors.Error, nats.errors.Error)):
+            await nc.jetstream(timeout=3).pull_subscribe(
+                "qx.v1.*.jobs", durable="qx-solvers", stream="QX_JOBS"
+            )
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+def rabbit_dc(rabbit: RabbitNode) -> RabbitNode:
+    """The node set up by configs/rabbitmq/setup.sh (its users and permissions)."""
+    env = {f"QX_{user.upper()}_PASSWORD": pw for user, pw in PASSWORDS.items()}
+    script = ROOT / "configs" / "rabbitmq" / "setup.sh"
+    ctl = f"{rabbit.dir}/rabbitmqctl-here"
+    with open(ctl, "w") as f:
+        f.write(f'#!/bin/sh\nexec /usr/lib/rabbitmq/bin/rabbitmqctl -n {rabbit.name} "$@"\n')
+    subprocess.run(["chmod", "+x", ctl], check=True)
+    subprocess.run(
+        ["sh", str(script)],
+        check=True,
+        env={**rabbit._env(), **env, "RABBITMQCTL": ctl, "QX_KEEP_GUEST": "1"},  # other tests use guest
+    )
+    return rabbit
+
+
+async def test_rabbitmq_permissions_isolate_sites(rabbit_dc: RabbitNode) -> None:
+    url = rabbit_dc.url.replace("guest:guest@", "")
+    transport = {"kind": "rabbitmq", "url": url, "username": "solver", "password": PASSWORDS["solver"]}
+    # RabbitMQ 3.x tracks MQTT client ids per vhost, whoever the user: in one vhost a site can take another
+    # site's client id (docs/operations.md says so); what is checked here is the rest
+    await check_isolation(rabbit_dc.mqtt_url, transport, client_ids_bound=False)

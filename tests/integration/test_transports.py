@@ -1,0 +1,249 @@
+"""Solver workers on each job transport (issue 23): mosquitto's shared subscription (MQTT 3.1.1 and 5), a
+NATS JetStream work queue fed by NATS's MQTT, a RabbitMQ quorum queue bound to its MQTT plugin's
+exchange. Agents speak MQTT to each; the servers are our own, on free ports (qxedge.testing.brokers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.core.errors import TransportError
+from qxedge.hybrid.client import OffloadClient, OffloadConfig
+from qxedge.hybrid.portfolio import SolversConfig
+from qxedge.hybrid.service import DataCenterConfig, SolverService
+from qxedge.testing import optimum, random_bqm, wait_until
+from qxedge.testing.brokers import NatsServer, RabbitNode, nats_available
+
+pytestmark = pytest.mark.integration
+QXEDGE = [sys.executable, "-m", "qxedge.agent.cli"]
+
+
+@pytest.fixture(scope="module")
+def mosquitto() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(prefer="mosquitto") as broker:
+        yield broker
+
+
+@pytest.fixture
+def nats_server() -> Iterator[NatsServer]:
+    """A NATS server per test: one work-queue stream may bind qx.v1.*.jobs (it starts in ~0.1 s)."""
+    if not nats_available():
+        pytest.skip("needs nats-server (.ci/run installs it)")
+    with NatsServer() as server:
+        yield server
+
+
+Site = tuple[str, dict[str, Any]]  # the agents' MQTT url, the workers' config changes
+
+
+@pytest.fixture(params=["mqtt", "mqtt5", "nats", "rabbitmq"])
+def datacenter(request: pytest.FixtureRequest) -> Site:
+    """Where agents publish (MQTT) and how workers take the jobs, for each transport."""
+    kind = request.param
+    if kind in ("mqtt", "mqtt5"):
+        broker: EmbeddedBroker = request.getfixturevalue("mosquitto")
+        protocol = "5" if kind == "mqtt5" else "3.1.1"
+        return broker.url, {"broker": BrokerConfig(url=broker.url, protocol=protocol)}
+    if kind == "nats":
+        nats: NatsServer = request.getfixturevalue("nats_server")
+        return nats.mqtt_url, {"transport": {"kind": "nats", "url": nats.url, "ack_wait_s": 2}}
+    node: RabbitNode = request.getfixturevalue("rabbit")
+    queue = f"qx-solvers-{uuid.uuid4().hex[:6]}"
+    return node.mqtt_url, {
+        "transport": {
+            "kind": "rabbitmq",
+            "url": node.url.replace("guest:guest@", ""),
+            "username": "guest",
+            "password": "guest",
+            "queue": queue,
+        }
+    }
+
+
+def config(url: str, worker_id: str, changes: dict[str, Any]) -> DataCenterConfig:
+    doc: dict[str, Any] = {
+        "worker_id": worker_id,
+        "broker": BrokerConfig(url=url),
+        "solvers": SolversConfig(workers=0, auto=["exact", "greedy"]),
+        "probe": {"timeout_s": 20},
+        **changes,
+    }
+    return DataCenterConfig.model_validate(doc)
+
+
+@contextlib.asynccontextmanager
+async def workers(site: Site, count: int) -> AsyncIterator[list[SolverService]]:
+    url, changes = site
+    stop = asyncio.Event()
+    services = [SolverService(config(url, f"w{i}", changes)) for i in range(count)]
+    async with asyncio.TaskGroup() as tasks:
+        for s in services:
+            tasks.create_task(s.run(stop))
+        for s in services:
+            await asyncio.wait_for(s.ready.wait(), 60)
+        try:
+            yield services
+        finally:
+            stop.set()
+
+
+async def test_an_agents_offload_is_answered_through_each_transport(datacenter: Site) -> None:
+    """The agent's OffloadClient over MQTT -> a worker over its transport -> the result back over MQTT."""
+    url, changes = datacenter
+    agent_broker = changes.get("broker", BrokerConfig(url=url))
+    bqms = [random_bqm(8, 0.5, seed=i) for i in range(3)]
+    offload_cfg = OffloadConfig(deadline_ms=20_000, solver="exact")
+    async with (
+        workers(datacenter, 1) as (service,),
+        MqttClient(agent_broker, role="agent-gumi") as mqtt,
+        OffloadClient(mqtt, "gumi", offload_cfg) as offload,
+    ):
+        decisions = [await offload.solve(bqm) for bqm in bqms]
+    for bqm, decision in zip(bqms, decisions, strict=True):
+        assert decision.source == "datacenter", decision.reason
+        assert decision.energy == pytest.approx(optimum(bqm))
+    assert service.stats().results["ok"] == 3 and service.probe.reached >= 1
+
+
+@pytest.mark.parametrize("datacenter", ["nats", "rabbitmq"], indirect=True)
+async def test_two_workers_never_solve_one_job_twice(datacenter: Site) -> None:
+    url, _ = datacenter
+    jobs = 20
+    async with workers(datacenter, 2) as services, MqttClient(BrokerConfig(url=url), role="agent") as mqtt:
+        results = await mqtt.subscribe("qx/v1/gumi/results/+", qos=1)
+        for i in range(jobs):
+            mqtt.publish("qx/v1/gumi/jobs", job("gumi", f"j{i}", deadline_ms=20_000), qos=1)
+        seen: list[dict[str, Any]] = []
+        async with asyncio.timeout(60):
+            while len(seen) < jobs:
+                seen += [json.loads(p) for _, p in await results.next_batch()]
+        # whatever a worker would send twice would come before this late marker job's answer
+        mqtt.publish("qx/v1/gumi/jobs", job("gumi", "marker", deadline_ms=20_000), qos=1)
+        async with asyncio.timeout(60):
+            while not any(r["job_id"] == "marker" for r in seen):
+                seen += [json.loads(p) for _, p in await results.next_batch()]
+    ids = [r["job_id"] for r in seen if r["job_id"] != "marker"]
+    assert sorted(ids) == sorted(f"j{i}" for i in range(jobs))  # each answered once
+    assert all(r["status"] == "ok" for r in seen)
+    assert sum(s.stats().received for s in services) == jobs + 1
+    assert sum(s.stats().duplicates for s in services) == 0
+    assert all(s.stats().received > 0 for s in services), "both workers took jobs"
+
+
+def job(site: str, job_id: str, *, deadline_ms: int, solver: str = "exact", n: int = 8) -> bytes:
+    return json.dumps(
+        {
+            "v": 1,
+            "job_id": job_id,
+            "site": site,
+            "problem": random_bqm(n, 0.5, seed=len(job_id)).to_serializable(use_bytes=False),
+            "deadline_ms": deadline_ms,
+            "submitted_at": time.time(),
+            "solver": solver,
+            "reply_to": f"qx/v1/{site}/results/{job_id}",
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize("datacenter", ["nats", "rabbitmq"], indirect=True)
+async def test_a_worker_killed_mid_job_leaves_it_to_another(datacenter: Site, tmp_path: Path) -> None:
+    """Worker A (a process) takes a job that solves for seconds (SA fills its budget) and is killed
+    with SIGKILL: the broker hands the job to worker B, which answers it in time."""
+    url, changes = datacenter
+    doc = config(url, "doomed", changes).model_dump(mode="json")
+    doc["transport"]["password"] = changes["transport"].get("password")
+    (tmp_path / "dc.yaml").write_text(yaml.safe_dump(doc))
+    log = tmp_path / "doomed.log"
+    with log.open("wb") as out:
+        doomed = await asyncio.create_subprocess_exec(
+            *QXEDGE, "-v", "solver", "--config", str(tmp_path / "dc.yaml"), stdout=out, stderr=out
+        )
+    try:
+        ready = await wait_until(
+            lambda: "waiting for jobs through" in log.read_text() or doomed.returncode is not None, 90
+        )
+        assert ready and doomed.returncode is None, log.read_text()
+        async with MqttClient(BrokerConfig(url=url), role="agent") as mqtt:
+            results = await mqtt.subscribe("qx/v1/gumi/results/+", qos=1)
+            mqtt.publish("qx/v1/gumi/jobs", job("gumi", "long", deadline_ms=8000, solver="sa", n=30), qos=1)
+            assert await wait_until(lambda: "job gumi/long: queued" in log.read_text(), 30), log.read_text()
+            async with workers(datacenter, 1) as (survivor,):
+                doomed.kill()  # SIGKILL: no goodbye to the broker, the job never acknowledged
+                await doomed.wait()
+                async with asyncio.timeout(30):
+                    answer = json.loads((await results.next_batch())[0][1])
+    finally:
+        if doomed.returncode is None:
+            doomed.kill()
+            await doomed.wait()
+    assert answer["job_id"] == "long" and answer["status"] == "ok", answer
+    assert answer["worker"] == "w0"
+    assert survivor.stats().received == 1
+
+
+async def test_a_worker_on_a_broker_without_shared_subscriptions_exits_naming_it(rabbit: RabbitNode) -> None:
+    """RabbitMQ's MQTT plugin grants $share/... and delivers nothing: the probe says so."""
+    cfg = config(rabbit.mqtt_url, "w0", {"probe": {"timeout_s": 2}})
+    with pytest.raises(ExceptionGroup) as caught:
+        await SolverService(cfg).run(asyncio.Event())
+    error = caught.value.exceptions[0]
+    assert isinstance(error, TransportError)
+    assert "granted $share/qx-solvers/qx/v1/+/jobs but delivered nothing" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        ({"mqtt": False}, "NATS: MQTT is not enabled"),
+        ({"jetstream": False}, "NATS: JetStream is not enabled"),
+    ],
+)
+async def test_a_nats_worker_exits_naming_what_nats_lacks(
+    server: dict[str, bool], message: str, tmp_path: Path
+) -> None:
+    if not nats_available():
+        pytest.skip("needs nats-server")
+    with NatsServer(**server) as nats:
+        doc = {
+            "broker": {"url": nats.mqtt_url, "connect_timeout_s": 2},
+            "transport": {"kind": "nats", "url": nats.url},
+            "probe": {"timeout_s": 3},
+            "solvers": {"workers": 0},
+        }
+        (tmp_path / "dc.yaml").write_text(yaml.safe_dump(doc))
+        run = await asyncio.to_thread(
+            subprocess.run,
+            [*QXEDGE, "solver", "--config", str(tmp_path / "dc.yaml")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert message in run.stderr
+
+
+def test_transport_config_errors_say_what_and_where() -> None:
+    from pydantic import ValidationError
+
+    for doc, expected in [
+        ({"transport": {"kind": "nats"}}, "kind nats needs a url"),
+        ({"transport": {"kind": "rabbitmq", "url": "nats://x"}}, "for kind rabbitmq amqp://"),
+        ({"transport": {"kind": "mqtt", "url": "mqtt://x"}}, "kind mqtt takes no url"),
+        ({"transport": {"kind": "kafka", "url": "x"}}, "'mqtt', 'nats' or 'rabbitmq'"),
+    ]:
+        with pytest.raises(ValidationError) as caught:
+            DataCenterConfig.model_validate(doc)
+        assert expected in str(caught.value) and "transport" in str(caught.value)
