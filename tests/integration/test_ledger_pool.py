@@ -27,7 +27,7 @@ PLAIN = "qx/v1/+/jobs"  # every worker receives every job: only the ledger keeps
 async def test_two_workers_receiving_every_job_solve_each_once(
     broker: EmbeddedBroker, watch: Callable[..., Watcher], pg_ledger: LedgerConfig
 ) -> None:
-    watcher = watch("qx/v1/+/results/+")
+    watcher = watch("qx/v1/gumi/results/+")  # not the workers' start-up probes
     ledger = pg_ledger.model_copy(update={"usage_refresh_s": 0.05})
     jobs = [envelope("gumi", random_bqm(10, 0.5, seed=i), f"job-{i}") for i in range(6)]
     async with workers(broker.url, 2, subscription=PLAIN, ledger=ledger) as services:
@@ -61,7 +61,7 @@ async def test_a_duplicate_arriving_while_another_worker_solves_waits_for_its_re
     """The job takes its whole deadline (the patient solver): the second worker's delivery finds the
     claim pending and is answered when the first worker's result lands, with that result."""
     backends.register("patient", patient)
-    watcher = watch("qx/v1/+/results/+")
+    watcher = watch("qx/v1/gumi/results/+")  # not the workers' start-up probes
     try:
         async with workers(
             broker.url, 2, subscription=PLAIN, ledger=pg_ledger, solvers=SolversConfig(workers=0)
@@ -84,7 +84,7 @@ async def test_a_job_whose_worker_died_after_claiming_it_is_taken_over(
     broker redelivers the job to worker B: B finds the claim pending, takes it over once the job's
     deadline plus ``claim_grace_s`` has passed, and answers it (``late``: its deadline is gone)."""
     backends.register("patient", patient)
-    watcher = watch("qx/v1/+/results/+")
+    watcher = watch("qx/v1/gumi/results/+")  # not the workers' start-up probes
     ledger = pg_ledger.model_copy(update={"claim_grace_s": 0.5})
     payload = envelope("gumi", random_bqm(8, 0.5, seed=4), "orphan", solver="patient", deadline_ms=1000)
     try:
