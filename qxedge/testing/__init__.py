@@ -3,7 +3,8 @@
 - ``Watcher``: an independent MQTT client recording what a broker delivered (``mqtt.py``);
 - ``wait_until`` / ``wait_until_sync``: waits on a condition (``waits.py``);
 - ``random_bqm``, ``optimum``, ``sample_energy``: seeded problems and their reference optimum;
-- ``edge_config``, ``ROOT``, ``EDGE_YAML``: the example config pointed at a test broker;
+- ``edge_config``, ``ROOT``, ``EDGE_YAML``: the example config pointed at a test broker; ``compressed``:
+  a fast plant clock for its production day;
 - ``faults``: the agent as a child process, a plant thread, an upstream counter (fault runs);
 - ``plant_server`` / ``Plant``: an OPC UA server with a small plant address space (``opcua_plant.py``);
 - ``Plc``: a Modbus TCP device that records every request (``modbus_plc.py``);
@@ -16,7 +17,7 @@ The last two are imported on first use (asyncua and pymodbus load only for the t
 from typing import TYPE_CHECKING
 
 from qxedge.core.lazy import lazy_exports
-from qxedge.testing.configs import EDGE_YAML, ROOT, edge_config
+from qxedge.testing.configs import EDGE_YAML, ROOT, compressed, edge_config
 from qxedge.testing.mqtt import Watcher
 from qxedge.testing.problems import optimum, random_bqm, sample_energy
 from qxedge.testing.waits import wait_until, wait_until_sync
@@ -31,6 +32,7 @@ __all__ = [
     "Plant",
     "Plc",
     "Watcher",
+    "compressed",
     "edge_config",
     "optimum",
     "plant_server",

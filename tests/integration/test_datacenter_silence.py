@@ -14,7 +14,7 @@ from qxedge.connectors.mqtt import BrokerConfig, MqttClient
 from qxedge.hybrid.client import OffloadClient, OffloadConfig
 from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.service import DataCenterConfig, SolverService
-from qxedge.testing import Watcher, edge_config, random_bqm, wait_until
+from qxedge.testing import Watcher, compressed, edge_config, random_bqm, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -56,9 +56,10 @@ async def test_the_agent_publishes_the_alarm_and_the_metric(broker: EmbeddedBrok
     back, and the agent raises the alarm on its alarms topic and in its stats."""
     from qxedge.agent.pipeline import Agent
 
-    cfg = edge_config(broker.url, planning=True, offload__alarm_after="1")
+    cfg = edge_config(broker.url, planning=True, offload__alarm_after="1", planning__forecast__base_kw="40")
     watcher = Watcher(broker.url, "qx/v1/demo/alarms")
-    agent, stop = Agent(cfg), asyncio.Event()
+    # the plant clock in the demo's orders' window, a slot a second: re-plans come at once
+    agent, stop = Agent(cfg, clock=compressed(cfg, "2026-06-01T09:30", 1.0)), asyncio.Event()
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(agent.run(stop))

@@ -6,30 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable
-from datetime import datetime
 
 import pytest
 
 from qxedge.agent.audit import query
-from qxedge.agent.clock import Clock
-from qxedge.agent.config import EdgeConfig
 from qxedge.agent.demo import measure_day
 from qxedge.agent.pipeline import Agent
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.simulator import SimulatedPlant
-from qxedge.testing import Watcher, edge_config, wait_until
+from qxedge.testing import Watcher, compressed, edge_config, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def compressed(cfg: EdgeConfig, start: str, slot_real_s: float) -> Clock:
-    """The plant clock reading ``start`` (site time) now, a slot every ``slot_real_s``."""
-    assert cfg.planning is not None
-    grid = cfg.planning.grid()
-    plant0 = datetime.fromisoformat(start).replace(tzinfo=grid.tz).timestamp()
-    return Clock(grid, cfg.planning.slot_s / slot_real_s, anchor=(time.time(), plant0))
 
 
 async def test_a_plan_without_any_reading_is_refused_as_having_no_data(
