@@ -347,12 +347,6 @@ class Agent:
                 )
             history = self.config.history if self.config.history.enabled else None
             if self.config.telemetry is not None or history is not None:
-
-                def alarm(reason: str) -> None:
-                    doc = {"asset": None, "kind": "outbox", "reason": reason, "ts": time.time()}
-                    mqtt.publish(self.topic("alarms"), json.dumps(doc), qos=1)
-
-            if self.config.telemetry is not None:
                 box = self.outbox = await stack.enter_async_context(
                     Outbox(
                         self.config.outbox.resolved(self.site),
