@@ -464,6 +464,7 @@ def swap_rounds(
             f"{s50 * 1e3:6.2f} ms p99 {s99 * 1e3:6.2f} ms (promoted {took:.2f} s after publishing; "
             f"{len(window_lat)} probes meanwhile, p99 {w99 * 1e3:.2f} ms) | p99 ratio x{s99 / p99:.2f}"
         )
+        print(f"    without: {stalls_line(plain.stalls)}\n    with:    {stalls_line(swapped.stalls)}")
         table.add(
             str(r + 1), p50 * 1e3, p99 * 1e3, s50 * 1e3, s99 * 1e3, s50 / p50, s99 / p99, w99 * 1e3, took
         )
