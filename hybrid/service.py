@@ -397,8 +397,8 @@ class SolverService:
             self._enqueue(key, job, delivery)
         else:
             self.counts["duplicates"] += 1
-            await delivery.ack()
             await self._duplicate(transport, key, job, claim)
+            await delivery.ack()
 
     def _enqueue(self, key: tuple[str, str], job: AnyJob, delivery: Delivery) -> None:
         site = key[0]
@@ -506,7 +506,8 @@ class SolverService:
             return Claim("claimed", self.worker_id, job.deadline_at)
         if claim.took_over is not None:
             self.counts["took_over"] += 1
-            log.warning("job %s/%s: took over the expired claim of worker %s", *key, claim.took_over)
+            why = "redelivered: its holder is gone" if holder_gone else "its deadline and grace are over"
+            log.warning("job %s/%s: took over the claim of worker %s (%s)", *key, claim.took_over, why)
         return claim
 
     async def _record(self, outcome: Outcome) -> None:
