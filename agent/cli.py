@@ -28,7 +28,7 @@ import yaml
 from qxedge import __version__
 from qxedge.agent.config import EdgeConfig, default_config_path, load_config, load_model
 from qxedge.agent.discover import add_parser as add_discover_parser
-from qxedge.agent.reach import DEFAULT_TIMEOUT_S, brokers, edge_checks
+from qxedge.agent.reach import datacenter_checks, edge_checks
 from qxedge.agent.reach import report as _reach
 from qxedge.agent.tail import add_parser as add_tail_parser
 from qxedge.connectors.mqtt import split_url
@@ -589,10 +589,10 @@ def _check(args: argparse.Namespace) -> int:
             qaoa += " (CuPy is not installed here: it would run on qxedge.cpu)"
         print(
             f"{args.file}: ok (data-center worker, {dc.solvers.workers} solver process(es), "
-            f"auto = {', '.join(dc.solvers.auto)}, QAOA on {qaoa}, ledger {dc.ledger.kind} "
-            f"{dc.ledger.where()})"
+            f"auto = {', '.join(dc.solvers.auto)}, QAOA on {qaoa}, jobs through {dc.transport.kind}, "
+            f"ledger {dc.ledger.kind} {dc.ledger.where()})"
         )
-        return _reach(brokers({"broker": dc.broker}, DEFAULT_TIMEOUT_S)) if args.connect else 0
+        return _reach(datacenter_checks(dc)) if args.connect else 0
     cfg = load_config(args.file, broker_url=args.broker, load_models=True)  # every problem at once
     lines = _check_models(cfg)
     print(
