@@ -1,7 +1,7 @@
 """Per-site isolation on NATS and RabbitMQ (issue 23), with the shipped examples (configs/nats,
 configs/rabbitmq): a site can neither join the solvers' work queue, nor read another site's jobs or
 results, nor take another site's client id; the workers and the sites' own offloads still work. The
-mosquitto example is tested in test_isolation.py."""
+mosquitto example (configs/mosquitto) goes through the same attacks in test_isolation.py."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
+from typing import Protocol
 
 import nats
 import nats.errors
@@ -42,11 +44,17 @@ def login(url: str, user: str, **changes: object) -> BrokerConfig:
     )
 
 
+class Login(Protocol):
+    """A user's broker config (username, password, TLS), with ``changes`` (e.g. the client id)."""
+
+    def __call__(self, user: str, **changes: object) -> BrokerConfig: ...
+
+
 @contextlib.asynccontextmanager
-async def worker(mqtt_url: str, transport: dict[str, object]) -> AsyncIterator[SolverService]:
+async def worker(broker: BrokerConfig, transport: dict[str, object]) -> AsyncIterator[SolverService]:
     cfg = DataCenterConfig.model_validate(
         {
-            "broker": login(mqtt_url, "solver"),
+            "broker": broker,
             "transport": transport,
             "solvers": SolversConfig(workers=0, auto=["exact"]),
             "probe": {"timeout_s": 20},
@@ -63,12 +71,15 @@ async def worker(mqtt_url: str, transport: dict[str, object]) -> AsyncIterator[S
 
 
 @contextlib.asynccontextmanager
-async def spy(mqtt_url: str, topic_filter: str) -> AsyncIterator[Callable[[], Awaitable[list[Message]]]]:
-    """gumi subscribing ``topic_filter`` on a connection of its own; yields what it received by the time
-    a marker it sends itself afterwards comes back (what the broker let through would have come before
-    it, in order). The broker may refuse the subscription (RabbitMQ closes the connection): then
-    nothing can come."""
-    async with MqttClient(login(mqtt_url, "gumi"), role="gumi-spy") as client:
+async def spy(
+    login: Login, topic_filter: str, on: MqttClient | None = None
+) -> AsyncIterator[Callable[[], Awaitable[list[Message]]]]:
+    """gumi subscribing ``topic_filter`` on a connection of its own (or on ``on``, where a user has one
+    connection only); yields what it received by the time a marker it sends itself afterwards comes
+    back (what the broker let through would have come before it, in order). The broker may refuse the
+    subscription (mosquitto answers so, RabbitMQ closes the connection): then nothing can come."""
+    async with contextlib.AsyncExitStack() as stack:
+        client = on or await stack.enter_async_context(MqttClient(login("gumi"), role="gumi-spy"))
         try:
             spied = await client.subscribe(topic_filter, qos=1)
         except ConnectorError:
@@ -86,33 +97,42 @@ async def spy(mqtt_url: str, topic_filter: str) -> AsyncIterator[Callable[[], Aw
 
 
 async def check_isolation(
-    mqtt_url: str, transport: dict[str, object], *, client_ids_bound: bool = True
+    login: Login,
+    transport: dict[str, object],
+    *,
+    solver: str = "solver",
+    client_ids_bound: bool = True,
+    one_connection_per_user: bool = False,
 ) -> None:
-    """gumi tries to listen in on osan and on the solvers; osan's offloads are answered all the same and
-    nothing of them reaches gumi; gumi taking osan's client id does not kick osan off."""
+    """gumi tries to listen in on osan and on the solvers (joining their shared group, subscribing
+    every site's jobs, osan's results); osan's offloads are answered all the same and nothing of them
+    reaches gumi; gumi taking osan's client id does not kick osan off. ``one_connection_per_user``:
+    the broker binds the client id to the username (mosquitto), so gumi spies on its one connection."""
     offload = OffloadConfig(deadline_ms=20_000, solver="exact")
     async with (
-        worker(mqtt_url, transport) as service,
-        MqttClient(login(mqtt_url, "gumi"), role="gumi") as gumi,
-        MqttClient(login(mqtt_url, "osan", client_id="qxedge-uplink-osan"), role="uplink-osan") as osan,
-        spy(mqtt_url, "$share/qx-solvers/qx/v1/+/jobs") as shared_jobs,
-        spy(mqtt_url, "qx/v1/+/jobs") as jobs,
-        spy(mqtt_url, "qx/v1/osan/results/+") as results,
+        worker(login(solver), transport) as service,
+        MqttClient(login("gumi"), role="gumi") as gumi,
+        MqttClient(login("osan", client_id="qxedge-uplink-osan"), role="uplink-osan") as osan,
     ):
-        async with OffloadClient(osan, "osan", offload) as osan_offload:
-            for seed in range(3):
-                decision = await osan_offload.solve(random_bqm(6, 0.5, seed=seed))
-                assert decision.source == "datacenter", decision.reason
-        async with OffloadClient(gumi, "gumi", offload) as gumi_offload:
-            assert (await gumi_offload.solve(random_bqm(6, 0.5, seed=9))).source == "datacenter"
-        for received in (shared_jobs, jobs, results):
-            got = await received()
-            assert all("/gumi/" in topic for topic, _ in got), got
+        on = gumi if one_connection_per_user else None
+        async with (
+            spy(login, "$share/qx-solvers/qx/v1/+/jobs", on) as shared_jobs,
+            spy(login, "qx/v1/+/jobs", on) as jobs,
+            spy(login, "qx/v1/osan/results/+", on) as results,
+        ):
+            async with OffloadClient(osan, "osan", offload) as osan_offload:
+                for seed in range(3):
+                    decision = await osan_offload.solve(random_bqm(6, 0.5, seed=seed))
+                    assert decision.source == "datacenter", decision.reason
+            async with OffloadClient(gumi, "gumi", offload) as gumi_offload:
+                assert (await gumi_offload.solve(random_bqm(6, 0.5, seed=9))).source == "datacenter"
+            for received in (shared_jobs, jobs, results):
+                got = await received()
+                assert all("/gumi/" in topic for topic, _ in got), got
         if client_ids_bound:
             # gumi takes osan's client id: osan stays connected, its session untouched
-            thief = login(mqtt_url, "gumi", client_id="qxedge-uplink-osan")
             with contextlib.suppress(ConnectorError):
-                async with MqttClient(thief, role="thief"):
+                async with MqttClient(login("gumi", client_id="qxedge-uplink-osan"), role="thief"):
                     await asyncio.sleep(0)
             own = await osan.subscribe("qx/v1/osan/marker", qos=1)
             osan.publish("qx/v1/osan/marker", b"end", qos=1)
@@ -123,7 +143,7 @@ async def check_isolation(
 
 async def test_nats_accounts_isolate_sites(nats_dc: NatsServer) -> None:
     transport = {"kind": "nats", "url": nats_dc.url, "username": "solver", "password": PASSWORDS["solver"]}
-    await check_isolation(nats_dc.mqtt_url, transport)
+    await check_isolation(partial(login, nats_dc.mqtt_url), transport)
     # the work queue is not even visible from a site's account
     nc = await nats.connect(nats_dc.url, user="gumi", password=PASSWORDS["gumi"])
     try:
@@ -157,4 +177,4 @@ async def test_rabbitmq_permissions_isolate_sites(rabbit_dc: RabbitNode) -> None
     transport = {"kind": "rabbitmq", "url": url, "username": "solver", "password": PASSWORDS["solver"]}
     # RabbitMQ 3.x tracks MQTT client ids per vhost, whoever the user: in one vhost a site can take another
     # site's client id (docs/operations.md says so); what is checked here is the rest
-    await check_isolation(rabbit_dc.mqtt_url, transport, client_ids_bound=False)
+    await check_isolation(partial(login, rabbit_dc.mqtt_url), transport, client_ids_bound=False)
