@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import partial
 from typing import Protocol
@@ -17,13 +19,14 @@ import nats.errors
 import nats.js.errors
 import pytest
 
+from qxedge.connectors.embedded_broker import free_port, port_open
 from qxedge.connectors.mqtt import BrokerConfig, Message, MqttClient
-from qxedge.core.errors import ConnectorError
+from qxedge.core.errors import BrokerUnavailable, ConnectorError
 from qxedge.hybrid.client import OffloadClient, OffloadConfig
 from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.service import DataCenterConfig, SolverService
-from qxedge.testing import ROOT, random_bqm
-from qxedge.testing.brokers import NatsServer, RabbitNode, nats_available
+from qxedge.testing import ROOT, random_bqm, wait_until_sync
+from qxedge.testing.brokers import NatsServer, RabbitNode, nats_available, rabbitmq_available
 
 pytestmark = pytest.mark.integration
 PASSWORDS = {"solver": "solver-pw-1", "gumi": "gumi-pw-2", "osan": "osan-pw-3"}
@@ -79,7 +82,7 @@ async def spy(
     back (what the broker let through would have come before it, in order). The broker may refuse the
     subscription (mosquitto answers so, RabbitMQ closes the connection): then nothing can come."""
     async with contextlib.AsyncExitStack() as stack:
-        client = on or await stack.enter_async_context(MqttClient(login("gumi"), role="gumi-spy"))
+        client = on or await stack.enter_async_context(MqttClient(login("gumi"), role="spy-gumi"))
         try:
             spied = await client.subscribe(topic_filter, qos=1)
         except ConnectorError:
@@ -111,7 +114,7 @@ async def check_isolation(
     offload = OffloadConfig(deadline_ms=20_000, solver="exact")
     async with (
         worker(login(solver), transport) as service,
-        MqttClient(login("gumi"), role="gumi") as gumi,
+        MqttClient(login("gumi"), role="uplink-gumi") as gumi,
         MqttClient(login("osan", client_id="qxedge-uplink-osan"), role="uplink-osan") as osan,
     ):
         on = gumi if one_connection_per_user else None
@@ -155,26 +158,64 @@ async def test_nats_accounts_isolate_sites(nats_dc: NatsServer) -> None:
         await nc.close()
 
 
-@pytest.fixture
-def rabbit_dc(rabbit: RabbitNode) -> RabbitNode:
-    """The node set up by configs/rabbitmq/setup.sh (its users and permissions)."""
-    env = {f"QX_{user.upper()}_PASSWORD": pw for user, pw in PASSWORDS.items()}
-    script = ROOT / "configs" / "rabbitmq" / "setup.sh"
-    ctl = f"{rabbit.dir}/rabbitmqctl-here"
-    with open(ctl, "w") as f:
-        f.write(f'#!/bin/sh\nexec /usr/lib/rabbitmq/bin/rabbitmqctl -n {rabbit.name} "$@"\n')
-    subprocess.run(["chmod", "+x", ctl], check=True)
-    subprocess.run(
-        ["sh", str(script)],
-        check=True,
-        env={**rabbit._env(), **env, "RABBITMQCTL": ctl, "QX_KEEP_GUEST": "1"},  # other tests use guest
-    )
-    return rabbit
+@pytest.fixture(scope="module")
+def rabbit_dc() -> Iterator[RabbitNode]:
+    """A RabbitMQ node of its own set up from configs/rabbitmq: its rabbitmq.conf, its advanced.config
+    with `qxedge rabbitmq-auth` answering on a free port, the users and permissions of setup.sh."""
+    if not rabbitmq_available():
+        pytest.skip("needs rabbitmq-server (.ci/run installs it)")
+    folder = ROOT / "configs" / "rabbitmq"
+    port = free_port()
+    advanced = (folder / "advanced.config").read_text().replace("127.0.0.1:8090", f"127.0.0.1:{port}")
+    assert f"127.0.0.1:{port}/auth/user" in advanced
+    cli = [sys.executable, "-m", "qxedge.agent.cli", "rabbitmq-auth", "--listen", f"127.0.0.1:{port}"]
+    with tempfile.TemporaryFile() as log:
+        auth = subprocess.Popen([*cli, "--trusted", "solver"], stdout=log, stderr=log)
+        try:
+            up = wait_until_sync(lambda: auth.poll() is not None or port_open("127.0.0.1", port, 0.2), 30)
+            assert up and auth.poll() is None, log.seek(0) or log.read().decode()
+            with RabbitNode(
+                extra_config=(folder / "rabbitmq.conf").read_text(),
+                plugins=("rabbitmq_auth_backend_http",),
+                advanced_config=advanced,
+            ) as rabbit:
+                env = {f"QX_{user.upper()}_PASSWORD": pw for user, pw in PASSWORDS.items()}
+                ctl = f"{rabbit.dir}/rabbitmqctl-here"
+                with open(ctl, "w") as f:
+                    f.write(f'#!/bin/sh\nexec /usr/lib/rabbitmq/bin/rabbitmqctl -n {rabbit.name} "$@"\n')
+                subprocess.run(["chmod", "+x", ctl], check=True)
+                setup = ["sh", str(folder / "setup.sh")]
+                subprocess.run(setup, check=True, env={**rabbit._env(), **env, "RABBITMQCTL": ctl})
+                yield rabbit
+        finally:
+            auth.terminate()
+            auth.wait(10)
 
 
 async def test_rabbitmq_permissions_isolate_sites(rabbit_dc: RabbitNode) -> None:
     url = rabbit_dc.url.replace("guest:guest@", "")
     transport = {"kind": "rabbitmq", "url": url, "username": "solver", "password": PASSWORDS["solver"]}
-    # RabbitMQ 3.x tracks MQTT client ids per vhost, whoever the user: in one vhost a site can take another
-    # site's client id (docs/operations.md says so); what is checked here is the rest
-    await check_isolation(partial(login, rabbit_dc.mqtt_url), transport, client_ids_bound=False)
+    await check_isolation(partial(login, rabbit_dc.mqtt_url), transport)
+
+
+async def test_rabbitmq_refuses_a_login_with_another_sites_client_id(rabbit_dc: RabbitNode) -> None:
+    """RabbitMQ asks `qxedge rabbitmq-auth` at each login: gumi with osan's client id is refused before
+    the broker would close osan's connection; with its own, or with none (a generated one), it is in;
+    no login at all is refused too (mqtt.allow_anonymous = false, guest deleted)."""
+    async with MqttClient(
+        login(rabbit_dc.mqtt_url, "osan", client_id="qxedge-uplink-osan"), role="o"
+    ) as osan:
+        for stolen in ("qxedge-uplink-osan", "qxedge-uplink-osan-0123abcd", "osan", "qxedge-uplink-x-osan"):
+            with pytest.raises(BrokerUnavailable):
+                async with MqttClient(login(rabbit_dc.mqtt_url, "gumi", client_id=stolen), role="thief"):
+                    pass
+        async with MqttClient(login(rabbit_dc.mqtt_url, "gumi", client_id="qxedge-uplink-gumi"), role="g"):
+            pass
+        own = await osan.subscribe("qx/v1/osan/marker", qos=1)
+        osan.publish("qx/v1/osan/marker", b"end", qos=1)
+        assert [p for _, p in await asyncio.wait_for(own.next_batch(), 10)] == [b"end"]
+        assert osan.connected and osan.reconnects == 0
+    anonymous = BrokerConfig.model_validate({"url": rabbit_dc.mqtt_url, "connect_timeout_s": 5})
+    with pytest.raises(BrokerUnavailable):
+        async with MqttClient(anonymous, role="stranger"):
+            pass
