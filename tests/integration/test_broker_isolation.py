@@ -15,6 +15,7 @@ from functools import partial
 from typing import Protocol
 
 import nats
+import nats.aio.msg
 import nats.errors
 import nats.js.errors
 import pytest
@@ -145,11 +146,22 @@ async def check_isolation(
 
 
 async def test_nats_accounts_isolate_sites(nats_dc: NatsServer) -> None:
+    """The MQTT attacks, and gumi on NATS itself: a subscription to every subject of its account sees
+    its own jobs go by and nothing of osan's; the solvers' work queue does not exist for it."""
     transport = {"kind": "nats", "url": nats_dc.url, "username": "solver", "password": PASSWORDS["solver"]}
-    await check_isolation(partial(login, nats_dc.mqtt_url), transport)
-    # the work queue is not even visible from a site's account
     nc = await nats.connect(nats_dc.url, user="gumi", password=PASSWORDS["gumi"])
     try:
+        seen: list[str] = []
+
+        async def note(msg: nats.aio.msg.Msg) -> None:
+            seen.append(msg.subject)
+
+        await nc.subscribe(">", cb=note)
+        await nc.flush()
+        await check_isolation(partial(login, nats_dc.mqtt_url), transport)
+        await nc.flush()
+        assert "qx.v1.gumi.jobs" in seen  # the wildcard was live: gumi's own job went by
+        assert not [s for s in seen if s.startswith(("qx.", "$MQTT.msgs.")) and "osan" in s], seen
         with pytest.raises((nats.js.errors.Error, nats.errors.Error)):
             await nc.jetstream(timeout=3).pull_subscribe(
                 "qx.v1.*.jobs", durable="qx-solvers", stream="QX_JOBS"
