@@ -2,8 +2,8 @@
 # Users and permissions of the data center's mosquitto (2.0+, mosquitto.conf: the dynamic security
 # plugin). Every site reaches only its own qx/v1/<site>/ topics; only the workers may subscribe the
 # solvers' shared group $share/qx-solvers/... (the plugin checks a subscription's whole filter,
-# $share/<group>/ included, so a site asking to join the group is refused: mosquitto's acl_file checks
-# the filter with $share/<group>/ stripped and cannot tell the group from the site's own topics).
+# $share/<group>/ included, so a site asking to join the group is refused; mosquitto 2.0's acl_file
+# grants every subscription and checks reads only at delivery, where a job handed to a site is lost).
 #
 # Once, broker stopped (the file named by plugin_opt_config_file, with the admin user):
 #   mosquitto_ctrl dynsec init /var/lib/mosquitto/dynamic-security.json admin
