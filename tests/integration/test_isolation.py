@@ -192,3 +192,18 @@ async def test_a_site_can_neither_join_the_solvers_nor_read_another_site(
                 await gumi.subscribe(attack, qos=1)
     transport = {"kind": "mqtt"}
     await check_isolation(login, transport, solver="solver-1", one_connection_per_user=True)
+
+
+async def test_the_historian_reads_history_through_its_group_and_sites_cannot_join_it(
+    datacenter_broker: tuple[int, Path],
+) -> None:
+    port, ca = datacenter_broker
+    async with (
+        MqttClient(creds(port, ca, "gumi"), role="gumi") as gumi,
+        MqttClient(creds(port, ca, "historian"), role="historian") as historian,
+    ):
+        batches = await historian.subscribe("$share/qx-historians/qx/v1/+/history", qos=1)
+        with pytest.raises(ConnectorError):
+            await gumi.subscribe("$share/qx-historians/qx/v1/+/history", qos=1)
+        gumi.publish("qx/v1/gumi/history", b'{"v": 1, "seq": 0}', qos=1)
+        assert [t for t, _ in await asyncio.wait_for(batches.next_batch(), 10)] == ["qx/v1/gumi/history"]
