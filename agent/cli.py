@@ -52,6 +52,13 @@ def _broker_arg(value: str) -> str:
     return value
 
 
+def _listen_arg(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
 def _positive(value: str, cast: type[float] | type[int] = float) -> float:
     try:
         number = cast(value)
@@ -126,6 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     historian.add_argument("--config", "-c", type=Path, required=True, help="historian config (YAML)")
     historian.add_argument("--broker", type=_broker_arg, metavar="URL", help="MQTT broker, mqtt://host:port")
+    auth = sub.add_parser(
+        "rabbitmq-auth",
+        help="bind MQTT client ids to usernames on RabbitMQ (its HTTP auth backend) until SIGINT / SIGTERM",
+        description="Answer rabbitmq_auth_backend_http (configs/rabbitmq/advanced.config): a login whose "
+        "MQTT client id is not one of the user's own is refused (docs/operations.md).",
+    )
+    auth.add_argument("--listen", type=_listen_arg, default="127.0.0.1:8090", metavar="HOST:PORT")
+    auth.add_argument(
+        "--trusted", action="append", default=[], metavar="USER", help="may use any client id (repeatable)"
+    )
+    auth.add_argument(
+        "--client-id",
+        metavar="REGEX",
+        help="a user's own client ids, {user} standing for the username (default: qxedge-[a-z]+-{user}"
+        "(-[0-9a-f]{8})?)",
+    )
     solve = sub.add_parser("solve", help="solve a BQM, a CQM file or a job envelope without a broker")
     solve.add_argument(
         "problem",
@@ -635,6 +658,17 @@ async def _run_historian(path: Path, broker: str | None) -> None:
     await Historian(load_model(HistorianConfig, path, broker_url=broker)).run(_stop_event())
 
 
+async def _run_rabbitmq_auth(args: argparse.Namespace) -> None:
+    from qxedge.hybrid.clientid_auth import DEFAULT_CLIENT_ID, ClientIdPolicy, serve
+
+    host, _, port = args.listen.rpartition(":")
+    try:
+        policy = ClientIdPolicy(args.client_id or DEFAULT_CLIENT_ID, frozenset(args.trusted))
+    except ValueError as exc:
+        raise ConfigError([Problem("--client-id", str(exc))], "rabbitmq-auth") from None
+    await serve(policy, host.strip("[]"), int(port), _stop_event())
+
+
 async def _solve(args: argparse.Namespace) -> int:
     from qxedge.hybrid.offline import format_result, solve_file
 
@@ -661,6 +695,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "historian":
         asyncio.run(_run_historian(args.config, args.broker))
+        return 0
+    if args.command == "rabbitmq-auth":
+        asyncio.run(_run_rabbitmq_auth(args))
         return 0
     if args.command == "solve":
         return asyncio.run(_until_signalled(_solve(args)))
@@ -700,7 +737,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     say.setLevel(logging.INFO)
     say.propagate = False
     args = build_parser().parse_args(argv)
-    services = args.command in ("run", "solver", "historian")  # long-running: say what they do
+    services = args.command in (
+        "run",
+        "solver",
+        "historian",
+        "rabbitmq-auth",
+    )  # long-running: say what they do
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + services, 2)]
     handler = logging.StreamHandler()
     handler.setFormatter(

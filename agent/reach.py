@@ -90,7 +90,9 @@ async def _mqtt(broker: BrokerConfig, timeout_s: float) -> None:
     probe = broker.model_copy(
         update={"client_id": None, "persistent_session": False, "connect_timeout_s": timeout_s}
     )
-    async with MqttClient(probe, role="check-config"):
+    # a site's own client id where brokers bind ids to usernames (qxedge-check-<site>-<hex>: RabbitMQ with
+    # `qxedge rabbitmq-auth`), never the running agent's
+    async with MqttClient(probe, role=f"check-{broker.username}" if broker.username else "check-config"):
         pass
 
 
