@@ -308,8 +308,8 @@ class Agent:
             self.mqtt = mqtt
             try:
                 await self._serve(mqtt, stop)
-            finally:
-                mqtt.publish(state, b"offline", qos=1, retain=True)
+            finally:  # acknowledged before the DISCONNECT; with no broker now, the will says it
+                await mqtt.publish_acked(state, b"offline", retain=True)
                 log.info(
                     "agent %s stopped: %d readings, %d dead letters, %d inferences, verdicts %s",
                     self.site,
