@@ -15,6 +15,7 @@ It lives in ``qxedge.core``, the bottom layer that every other qxedge package im
     ├── ModelError                  an ONNX model could not be loaded or does not fit its config
     ├── AuditError                  the audit log cannot be opened (another process holds it)
     ├── MissingExtra                a command needs packages of an extra this install lacks
+    ├── ListenError                 an endpoint cannot listen on its configured address (port taken)
     └── LedgerError                 the solver workers' job ledger cannot be reached or written
                                     (defined in qxedge.hybrid.ledger)
 
@@ -111,3 +112,8 @@ class MissingExtra(QxError):
         super().__init__(
             f"{what} needs {', '.join(packages)}, not installed here: pip install 'qxedge[{extra}]'"
         )
+
+
+class ListenError(QxError):
+    """An endpoint of this process cannot listen on its configured address (the port is taken, the
+    host is not this machine's): the message names the address and the config keys."""
