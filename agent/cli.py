@@ -30,6 +30,7 @@ from qxedge.agent.config import EdgeConfig, default_config_path, load_config, lo
 from qxedge.agent.discover import add_parser as add_discover_parser
 from qxedge.agent.reach import DEFAULT_TIMEOUT_S, brokers, edge_checks
 from qxedge.agent.reach import report as _reach
+from qxedge.agent.service_install import add_parser as add_install_parser
 from qxedge.agent.tail import add_parser as add_tail_parser
 from qxedge.connectors.mqtt import split_url
 from qxedge.core.errors import ConfigError, ModelError, Problem, QxError
@@ -195,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["edge", "datacenter"],
         help="default: datacenter when every top-level key is one of a solver config's",
     )
-    for add in (add_discover_parser, add_tail_parser):  # their options and handler: in their module
+    # their options and handler: in their module
+    for add in (add_discover_parser, add_tail_parser, add_install_parser):
         add(sub)
     _model_commands(sub)
     return parser
