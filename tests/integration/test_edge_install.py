@@ -75,11 +75,44 @@ print("imported", len(sys.modules))
     assert result.stdout.startswith("imported"), result.stdout
 
 
+def test_the_agents_local_fallback_solves_without_the_datacenter_extra(
+    edge_python: Path, tmp_path: Path
+) -> None:
+    """What the agent decides with when the data center does not answer: a BQM by each classical
+    backend of ``offload.fallback`` (dwave-samplers, NumPy), a CQM by HiGHS (``local_cqm``)."""
+    code = """
+import sys, time
+import dimod
+from qxedge.hybrid.backends import Deadline, build
+from qxedge.hybrid.client import local_cqm
+from qxedge.hybrid.portfolio import SolversConfig
+solvers = SolversConfig()
+bqm = dimod.generators.ran_r(1, 12, seed=7)
+bqm.relabel_variables({v: f"x{v}" for v in bqm.variables})  # labels as on the wire
+for name in ("tabu", "sa", "greedy", "exact"):
+    found = build(name, solvers).solve(bqm, Deadline(time.time() + 1.0))
+    assert found.status == "ok" and abs(found.energy - bqm.energy(found.sample)) < 1e-9, (name, found)
+cqm = dimod.ConstrainedQuadraticModel()
+x = [dimod.Binary(i) for i in range(4)]
+cqm.set_objective(-sum((i + 1) * v for i, v in enumerate(x)))
+cqm.add_constraint(sum(x) <= 2, label="two")
+found = local_cqm(cqm, Deadline(time.time() + 2.0), solvers)
+assert found.solver == "milp" and found.details.get("optimal"), found
+assert "pennylane" not in sys.modules and "scipy" not in sys.modules
+print("ok", found.energy)
+"""
+    result = run(edge_python, ["-c", code], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("ok -7"), result.stdout
+
+
 def test_check_config_passes_and_worker_commands_name_the_extra(edge_python: Path, tmp_path: Path) -> None:
     cli = ["-m", "qxedge.agent.cli"]
     checked = run(edge_python, [*cli, "check-config", str(EDGE_YAML)], tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "ok (site demo" in checked.stdout
+    status = run(edge_python, [*cli, "status", "--url", "http://127.0.0.1:9"], tmp_path)
+    assert status.returncode == 1 and "no agent answers at http://127.0.0.1:9" in status.stderr, status
     problem = tmp_path / "bqm.json"
     problem.write_text('{"type": "BinaryQuadraticModel"}')
     for args in (["solver"], ["solve", str(problem)], ["check-config", "--kind", "datacenter", "dc.yaml"]):
