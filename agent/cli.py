@@ -557,6 +557,7 @@ def _demo_datacenter(progress: Callable[[str], None]) -> DataCenterConfig:
     """The demo's solver worker: the embedded datacenter.yaml; on an edge install (no ``datacenter``
     extra: no PennyLane, no SciPy) without QAOA, its classical solvers only, and the demo says so."""
     from qxedge.hybrid.needs import EXTRA, missing, qaoa_packages
+    from qxedge.hybrid.service import DataCenterConfig
 
     default = default_config_path("datacenter.yaml")
     device = (yaml.safe_load(default.read_text()).get("solvers") or {}).get("qaoa", {}).get("device", "")
@@ -564,9 +565,9 @@ def _demo_datacenter(progress: Callable[[str], None]) -> DataCenterConfig:
     lacking = missing(qaoa_packages(device))
     if not lacking:
         return _datacenter(None, None)
-    cfg = load_model(
-        _datacenter_model(), default, environ={**os.environ, "QXEDGE_SOLVERS__QAOA__DEVICE": "qxedge.cpu"}
-    )
+    # the config's device would not validate without PennyLane; QAOA is left out of the portfolio below
+    environ = {**os.environ, "QXEDGE_SOLVERS__QAOA__DEVICE": "qxedge.cpu"}
+    cfg = load_model(DataCenterConfig, default, environ=environ)
     use_state_dir(cfg.state_dir)
     solvers = cfg.solvers.model_copy(
         update={
@@ -579,12 +580,6 @@ def _demo_datacenter(progress: Callable[[str], None]) -> DataCenterConfig:
         f"'qxedge[{EXTRA}]'); the solver worker runs {', '.join(solvers.auto)}"
     )
     return cfg.model_copy(update={"solvers": solvers})
-
-
-def _datacenter_model() -> type[DataCenterConfig]:
-    from qxedge.hybrid.service import DataCenterConfig
-
-    return DataCenterConfig
 
 
 class JsonFormatter(logging.Formatter):
