@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -30,6 +30,7 @@ from qxedge.agent.config import EdgeConfig, default_config_path, load_config, lo
 from qxedge.agent.discover import add_parser as add_discover_parser
 from qxedge.agent.reach import datacenter_checks, edge_checks
 from qxedge.agent.reach import report as _reach
+from qxedge.agent.service_install import add_parser as add_install_parser
 from qxedge.agent.tail import add_parser as add_tail_parser
 from qxedge.connectors.mqtt import split_url
 from qxedge.core.errors import ConfigError, ModelError, Problem, QxError
@@ -218,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["edge", "datacenter"],
         help="default: datacenter when every top-level key is one of a solver config's",
     )
-    for add in (add_discover_parser, add_tail_parser):  # their options and handler: in their module
+    # their options and handler: in their module
+    for add in (add_discover_parser, add_tail_parser, add_install_parser):
         add(sub)
     _model_commands(sub)
     return parser
@@ -365,6 +367,24 @@ def _datacenter(path: Path | None, broker: str | None) -> DataCenterConfig:
 
     cfg = load_model(DataCenterConfig, path or default_config_path("datacenter.yaml"), broker_url=broker)
     use_state_dir(cfg.state_dir)
+    return cfg
+
+
+def _worker(path: Path | None, broker: str | None, what: str) -> DataCenterConfig:
+    """A solver worker's config, once this install has what it needs (the ``datacenter`` extra)."""
+    from qxedge.core.errors import MissingExtra
+    from qxedge.hybrid.needs import EXTRA, installed, require_worker
+
+    try:
+        cfg = _datacenter(path, broker)
+    except ConfigError as exc:  # a PennyLane device where PennyLane is not installed: the extra
+        device = [p for p in exc.problems if p.path == "solvers.qaoa.device"]
+        if not device or installed("pennylane"):
+            raise
+        lacking = ["pennylane", *([] if installed("scipy") else ["scipy"])]
+        what = f"{what} (QAOA on a PennyLane device: solvers.qaoa.device)"
+        raise MissingExtra(what, EXTRA, lacking) from exc
+    require_worker(cfg, what)
     return cfg
 
 
@@ -537,7 +557,7 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
 
     with (
         demo_broker(cfg, explicit=args.broker is not None) as (cfg, how),
-        isolated(cfg, _datacenter(None, None)) as (cfg, datacenter),
+        isolated(cfg, _demo_datacenter(progress)) as (cfg, datacenter),
     ):
         plan, length = cfg.planning, f"{args.duration:g} s"
         if plan is not None and plan.demo_clock is not None:
@@ -554,6 +574,35 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
         for path in write_report(summary, args.report):  # exit 1) loses nothing
             progress(f"report: {path}")
     return 0
+
+
+def _demo_datacenter(progress: Callable[[str], None]) -> DataCenterConfig:
+    """The demo's solver worker: the embedded datacenter.yaml; on an edge install (no ``datacenter``
+    extra: no PennyLane, no SciPy) without QAOA, its classical solvers only, and the demo says so."""
+    from qxedge.hybrid.needs import EXTRA, missing, qaoa_packages
+    from qxedge.hybrid.service import DataCenterConfig
+
+    default = default_config_path("datacenter.yaml")
+    device = (yaml.safe_load(default.read_text()).get("solvers") or {}).get("qaoa", {}).get("device", "")
+    device = os.environ.get("QXEDGE_SOLVERS__QAOA__DEVICE", device)
+    lacking = missing(qaoa_packages(device))
+    if not lacking:
+        return _datacenter(None, None)
+    # the config's device would not validate without PennyLane; QAOA is left out of the portfolio below
+    environ = {**os.environ, "QXEDGE_SOLVERS__QAOA__DEVICE": "qxedge.cpu"}
+    cfg = load_model(DataCenterConfig, default, environ=environ)
+    use_state_dir(cfg.state_dir)
+    solvers = cfg.solvers.model_copy(
+        update={
+            "auto": [name for name in cfg.solvers.auto if name != "qaoa"],
+            "cqm_auto": [name for name in cfg.solvers.cqm_auto if name != "qaoa"],
+        }
+    )
+    progress(
+        f"qxedge demo: no QAOA in this install ({', '.join(lacking)} missing: pip install "
+        f"'qxedge[{EXTRA}]'); the solver worker runs {', '.join(solvers.auto)}"
+    )
+    return cfg.model_copy(update={"solvers": solvers})
 
 
 class JsonFormatter(logging.Formatter):
@@ -606,7 +655,7 @@ def _check(args: argparse.Namespace) -> int:
 
             kind = "datacenter" if keys <= DataCenterConfig.model_fields.keys() else "edge"
     if kind == "datacenter":
-        dc = _datacenter(args.file, args.broker)
+        dc = _worker(args.file, args.broker, f"a solver worker of {args.file}")
         qaoa = dc.solvers.qaoa.device
         if qaoa == "qxedge.gpu" and importlib.util.find_spec("cupy") is None:
             qaoa += " (CuPy is not installed here: it would run on qxedge.cpu)"
@@ -672,7 +721,8 @@ async def _run_rabbitmq_auth(args: argparse.Namespace) -> None:
 async def _solve(args: argparse.Namespace) -> int:
     from qxedge.hybrid.offline import format_result, solve_file
 
-    result = await solve_file(args.problem, _datacenter(args.config, None), args.solver, args.deadline_ms)
+    cfg = _worker(args.config, None, "qxedge solve")
+    result = await solve_file(args.problem, cfg, args.solver, args.deadline_ms)
     if args.json:  # the result envelope, whatever its status, is what --json promises on stdout
         print(result.model_dump_json(exclude_none=True))
     if result.status != "ok":  # rejected, late, error: a failure, said on stderr
@@ -691,7 +741,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         return _check(args)
     if args.command == "solver":
-        asyncio.run(_run_solver(_datacenter(args.config, args.broker)))
+        asyncio.run(_run_solver(_worker(args.config, args.broker, "qxedge solver")))
         return 0
     if args.command == "historian":
         asyncio.run(_run_historian(args.config, args.broker))

@@ -71,7 +71,7 @@ from qxedge.connectors.plant import (
     SetpointSink,
 )
 from qxedge.connectors.readings import ReadingBatch, Rejected
-from qxedge.core.ops_server import OpsServer, OpsStats
+from qxedge.core.ops_server import OpsServer, OpsStats, check_listen
 from qxedge.hybrid.client import OffloadClient
 
 if TYPE_CHECKING:
@@ -296,6 +296,7 @@ class Agent:
         return site_topic(self.site, suffix)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
+        check_listen(self.config.ops)  # a taken ops.port stops the start before the broker hears of it
         state = self.topic("agent/state")
         async with MqttClient(
             self.config.broker,

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.core.config import resolve_path
-from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats
+from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats, check_listen
 from qxedge.hybrid.ledger import (
     Claim,
     JobLedger,
@@ -237,6 +237,7 @@ class SolverService:
         self._decode_rate = DecodeRate()  # how long large payloads take to parse here
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
+        check_listen(self.config.ops)  # a taken ops.port: said at once, not after the warm-up
         await asyncio.to_thread(self.portfolio.warm_up)
         try:
             async with contextlib.AsyncExitStack() as stack:
