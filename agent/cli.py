@@ -28,8 +28,9 @@ import yaml
 from qxedge import __version__
 from qxedge.agent.config import EdgeConfig, default_config_path, load_config, load_model
 from qxedge.agent.discover import add_parser as add_discover_parser
-from qxedge.agent.reach import DEFAULT_TIMEOUT_S, brokers, edge_checks
+from qxedge.agent.reach import datacenter_checks, edge_checks
 from qxedge.agent.reach import report as _reach
+from qxedge.agent.service_install import add_parser as add_install_parser
 from qxedge.agent.tail import add_parser as add_tail_parser
 from qxedge.connectors.mqtt import split_url
 from qxedge.core.errors import ConfigError, ModelError, Problem, QxError
@@ -49,6 +50,13 @@ def _broker_arg(value: str) -> str:
         split_url(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _listen_arg(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
     return value
 
 
@@ -138,6 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     historian.add_argument("--config", "-c", type=Path, required=True, help="historian config (YAML)")
     historian.add_argument("--broker", type=_broker_arg, metavar="URL", help="MQTT broker, mqtt://host:port")
+    auth = sub.add_parser(
+        "rabbitmq-auth",
+        help="bind MQTT client ids to usernames on RabbitMQ (its HTTP auth backend) until SIGINT / SIGTERM",
+        description="Answer rabbitmq_auth_backend_http (configs/rabbitmq/advanced.config): a login whose "
+        "MQTT client id is not one of the user's own is refused (docs/operations.md).",
+    )
+    auth.add_argument("--listen", type=_listen_arg, default="127.0.0.1:8090", metavar="HOST:PORT")
+    auth.add_argument(
+        "--trusted", action="append", default=[], metavar="USER", help="may use any client id (repeatable)"
+    )
+    auth.add_argument(
+        "--client-id",
+        metavar="REGEX",
+        help="a user's own client ids, {user} standing for the username (default: qxedge-[a-z]+-{user}"
+        "(-[0-9a-f]{8})?)",
+    )
     solve = sub.add_parser("solve", help="solve a BQM, a CQM file or a job envelope without a broker")
     solve.add_argument(
         "problem",
@@ -207,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["edge", "datacenter"],
         help="default: datacenter when every top-level key is one of a solver config's",
     )
-    for add in (add_discover_parser, add_tail_parser):  # their options and handler: in their module
+    # their options and handler: in their module
+    for add in (add_discover_parser, add_tail_parser, add_install_parser):
         add(sub)
     _model_commands(sub)
     return parser
@@ -354,6 +379,24 @@ def _datacenter(path: Path | None, broker: str | None) -> DataCenterConfig:
 
     cfg = load_model(DataCenterConfig, path or default_config_path("datacenter.yaml"), broker_url=broker)
     use_state_dir(cfg.state_dir)
+    return cfg
+
+
+def _worker(path: Path | None, broker: str | None, what: str) -> DataCenterConfig:
+    """A solver worker's config, once this install has what it needs (the ``datacenter`` extra)."""
+    from qxedge.core.errors import MissingExtra
+    from qxedge.hybrid.needs import EXTRA, installed, require_worker
+
+    try:
+        cfg = _datacenter(path, broker)
+    except ConfigError as exc:  # a PennyLane device where PennyLane is not installed: the extra
+        device = [p for p in exc.problems if p.path == "solvers.qaoa.device"]
+        if not device or installed("pennylane"):
+            raise
+        lacking = ["pennylane", *([] if installed("scipy") else ["scipy"])]
+        what = f"{what} (QAOA on a PennyLane device: solvers.qaoa.device)"
+        raise MissingExtra(what, EXTRA, lacking) from exc
+    require_worker(cfg, what)
     return cfg
 
 
@@ -524,7 +567,7 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
         return await _run_loop_demo(cfg, args, progress)
     with (
         demo_broker(cfg, explicit=args.broker is not None) as (cfg, how),
-        isolated(cfg, _datacenter(None, None)) as (cfg, datacenter),
+        isolated(cfg, _demo_datacenter(progress)) as (cfg, datacenter),
     ):
         plan, length = cfg.planning, f"{args.duration:g} s"
         if plan is not None and plan.demo_clock is not None:
@@ -543,6 +586,35 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_datacenter(progress: Callable[[str], None]) -> DataCenterConfig:
+    """The demo's solver worker: the embedded datacenter.yaml; on an edge install (no ``datacenter``
+    extra: no PennyLane, no SciPy) without QAOA, its classical solvers only, and the demo says so."""
+    from qxedge.hybrid.needs import EXTRA, missing, qaoa_packages
+    from qxedge.hybrid.service import DataCenterConfig
+
+    default = default_config_path("datacenter.yaml")
+    device = (yaml.safe_load(default.read_text()).get("solvers") or {}).get("qaoa", {}).get("device", "")
+    device = os.environ.get("QXEDGE_SOLVERS__QAOA__DEVICE", device)
+    lacking = missing(qaoa_packages(device))
+    if not lacking:
+        return _datacenter(None, None)
+    # the config's device would not validate without PennyLane; QAOA is left out of the portfolio below
+    environ = {**os.environ, "QXEDGE_SOLVERS__QAOA__DEVICE": "qxedge.cpu"}
+    cfg = load_model(DataCenterConfig, default, environ=environ)
+    use_state_dir(cfg.state_dir)
+    solvers = cfg.solvers.model_copy(
+        update={
+            "auto": [name for name in cfg.solvers.auto if name != "qaoa"],
+            "cqm_auto": [name for name in cfg.solvers.cqm_auto if name != "qaoa"],
+        }
+    )
+    progress(
+        f"qxedge demo: no QAOA in this install ({', '.join(lacking)} missing: pip install "
+        f"'qxedge[{EXTRA}]'); the solver worker runs {', '.join(solvers.auto)}"
+    )
+    return cfg.model_copy(update={"solvers": solvers})
+
+
 async def _run_loop_demo(cfg: EdgeConfig, args: argparse.Namespace, progress: Callable[[str], None]) -> int:
     from qxedge.agent.demo import demo_broker, isolated
     from qxedge.agent.demo_loop import format_loop, loop_failed, run_loop
@@ -552,7 +624,7 @@ async def _run_loop_demo(cfg: EdgeConfig, args: argparse.Namespace, progress: Ca
         return 2
     with (
         demo_broker(cfg, explicit=args.broker is not None) as (cfg, how),
-        isolated(cfg, _datacenter(None, None)) as (cfg, _),
+        isolated(cfg, _demo_datacenter(lambda _line: None)) as (cfg, _),
     ):
         source = {"given": "given with --broker"}.get(how, f"a private {how}")
         progress(f"qxedge demo --loop: MQTT broker {cfg.broker.url} ({source})")
@@ -615,16 +687,16 @@ def _check(args: argparse.Namespace) -> int:
 
             kind = "datacenter" if keys <= DataCenterConfig.model_fields.keys() else "edge"
     if kind == "datacenter":
-        dc = _datacenter(args.file, args.broker)
+        dc = _worker(args.file, args.broker, f"a solver worker of {args.file}")
         qaoa = dc.solvers.qaoa.device
         if qaoa == "qxedge.gpu" and importlib.util.find_spec("cupy") is None:
             qaoa += " (CuPy is not installed here: it would run on qxedge.cpu)"
         print(
             f"{args.file}: ok (data-center worker, {dc.solvers.workers} solver process(es), "
-            f"auto = {', '.join(dc.solvers.auto)}, QAOA on {qaoa}, ledger {dc.ledger.kind} "
-            f"{dc.ledger.where()})"
+            f"auto = {', '.join(dc.solvers.auto)}, QAOA on {qaoa}, jobs through {dc.transport.kind}, "
+            f"ledger {dc.ledger.kind} {dc.ledger.where()})"
         )
-        return _reach(brokers({"broker": dc.broker}, DEFAULT_TIMEOUT_S)) if args.connect else 0
+        return _reach(datacenter_checks(dc)) if args.connect else 0
     cfg = load_config(args.file, broker_url=args.broker, load_models=True)  # every problem at once
     lines = _check_models(cfg)
     print(
@@ -667,10 +739,22 @@ async def _run_historian(path: Path, broker: str | None) -> None:
     await Historian(load_model(HistorianConfig, path, broker_url=broker)).run(_stop_event())
 
 
+async def _run_rabbitmq_auth(args: argparse.Namespace) -> None:
+    from qxedge.hybrid.clientid_auth import DEFAULT_CLIENT_ID, ClientIdPolicy, serve
+
+    host, _, port = args.listen.rpartition(":")
+    try:
+        policy = ClientIdPolicy(args.client_id or DEFAULT_CLIENT_ID, frozenset(args.trusted))
+    except ValueError as exc:
+        raise ConfigError([Problem("--client-id", str(exc))], "rabbitmq-auth") from None
+    await serve(policy, host.strip("[]"), int(port), _stop_event())
+
+
 async def _solve(args: argparse.Namespace) -> int:
     from qxedge.hybrid.offline import format_result, solve_file
 
-    result = await solve_file(args.problem, _datacenter(args.config, None), args.solver, args.deadline_ms)
+    cfg = _worker(args.config, None, "qxedge solve")
+    result = await solve_file(args.problem, cfg, args.solver, args.deadline_ms)
     if args.json:  # the result envelope, whatever its status, is what --json promises on stdout
         print(result.model_dump_json(exclude_none=True))
     if result.status != "ok":  # rejected, late, error: a failure, said on stderr
@@ -689,10 +773,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         return _check(args)
     if args.command == "solver":
-        asyncio.run(_run_solver(_datacenter(args.config, args.broker)))
+        asyncio.run(_run_solver(_worker(args.config, args.broker, "qxedge solver")))
         return 0
     if args.command == "historian":
         asyncio.run(_run_historian(args.config, args.broker))
+        return 0
+    if args.command == "rabbitmq-auth":
+        asyncio.run(_run_rabbitmq_auth(args))
         return 0
     if args.command == "solve":
         return asyncio.run(_until_signalled(_solve(args)))
@@ -732,7 +819,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     say.setLevel(logging.INFO)
     say.propagate = False
     args = build_parser().parse_args(argv)
-    services = args.command in ("run", "solver", "historian")  # long-running: say what they do
+    services = args.command in (
+        "run",
+        "solver",
+        "historian",
+        "rabbitmq-auth",
+    )  # long-running: say what they do
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + services, 2)]
     handler = logging.StreamHandler()
     handler.setFormatter(

@@ -71,7 +71,7 @@ from qxedge.connectors.plant import (
     SetpointSink,
 )
 from qxedge.connectors.readings import ReadingBatch, Rejected
-from qxedge.core.ops_server import OpsServer, OpsStats
+from qxedge.core.ops_server import OpsServer, OpsStats, check_listen
 from qxedge.hybrid.client import OffloadClient
 
 if TYPE_CHECKING:
@@ -297,6 +297,7 @@ class Agent:
         return site_topic(self.site, suffix)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
+        check_listen(self.config.ops)  # a taken ops.port stops the start before the broker hears of it
         state = self.topic("agent/state")
         async with MqttClient(
             self.config.broker,
@@ -309,8 +310,8 @@ class Agent:
             self.mqtt = mqtt
             try:
                 await self._serve(mqtt, stop)
-            finally:
-                mqtt.publish(state, b"offline", qos=1, retain=True)
+            finally:  # acknowledged before the DISCONNECT; with no broker now, the will says it
+                await mqtt.publish_acked(state, b"offline", retain=True)
                 log.info(
                     "agent %s stopped: %d readings, %d dead letters, %d inferences, verdicts %s",
                     self.site,

@@ -3,8 +3,9 @@
 Each check runs at once beside the others, bounded by one short timeout: the plant broker and the
 uplink (an MQTT CONNECT with the config's credentials and TLS, under a client id of its own, so a
 running agent with a fixed ``client_id`` is not thrown off), each ``opcua`` server (a secure channel and
-a session with the config's security and identity), each ``modbus`` device (a TCP connection). Nothing
-is subscribed, read or written.
+a session with the config's security and identity), each ``modbus`` device (a TCP connection); for a
+solver worker, the agents' broker, its job transport (a NATS or AMQP connection with its credentials)
+and a PostgreSQL ledger (a connection). Nothing is subscribed, read or written.
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 from qxedge.agent.config import EdgeConfig
 from qxedge.connectors.modbus import ModbusDevice
 from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.connectors.opcua import OpcUaConfig
+from qxedge.core.config import redact_url
 from qxedge.core.errors import QxError
+
+if TYPE_CHECKING:  # the data center's stack: imported only when a worker's config is checked
+    from qxedge.hybrid.ledger import LedgerConfig
+    from qxedge.hybrid.service import DataCenterConfig
+    from qxedge.hybrid.transports.config import TransportConfig
 
 DEFAULT_TIMEOUT_S = 5.0
 
@@ -82,7 +90,9 @@ async def _mqtt(broker: BrokerConfig, timeout_s: float) -> None:
     probe = broker.model_copy(
         update={"client_id": None, "persistent_session": False, "connect_timeout_s": timeout_s}
     )
-    async with MqttClient(probe, role="check-config"):
+    # a site's own client id where brokers bind ids to usernames (qxedge-check-<site>-<hex>: RabbitMQ with
+    # `qxedge rabbitmq-auth`), never the running agent's
+    async with MqttClient(probe, role=f"check-{broker.username}" if broker.username else "check-config"):
         pass
 
 
@@ -116,6 +126,56 @@ def edge_checks(cfg: EdgeConfig, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[C
             for j, device in enumerate(entry.modbus.devices):
                 checks.append(modbus(f"connectors[{i}].modbus.devices[{j}]", device, timeout_s))
     return checks
+
+
+def datacenter_checks(dc: DataCenterConfig, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[Check]:
+    """A solver worker's endpoints: the agents' broker, its job transport unless that is the broker
+    itself (NATS, RabbitMQ), and its ledger when that is a PostgreSQL server."""
+    checks = brokers({"broker": dc.broker}, timeout_s)
+    if dc.transport.kind != "mqtt":
+        where = redact_url(dc.transport.url or "")
+        checks.append(
+            (f"transport ({dc.transport.kind})", where, partial(_transport, dc.transport, timeout_s))
+        )
+    if dc.ledger.kind == "postgres":
+        checks.append(("ledger", dc.ledger.where(), partial(_ledger, dc.ledger)))
+    return checks
+
+
+async def _transport(cfg: TransportConfig, timeout_s: float) -> None:
+    if cfg.kind == "nats":
+        import nats
+
+        async def quiet(_exc: Exception) -> None:  # the failure is this check's line, not a traceback
+            return None
+
+        nc = await nats.connect(
+            cfg.url or "",
+            error_cb=quiet,
+            user=cfg.username,
+            password=cfg.secret,
+            name="qxedge-check-config",
+            connect_timeout=timeout_s,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+        )
+        await nc.close()
+        return
+    import aio_pika
+    from yarl import URL
+
+    url = URL(cfg.url or "")
+    if cfg.username is not None:
+        url = url.with_user(cfg.username).with_password(cfg.secret)
+    connection = await aio_pika.connect(url, timeout=timeout_s)
+    await connection.close()
+
+
+async def _ledger(cfg: LedgerConfig) -> None:
+    from qxedge.hybrid.ledger import open_ledger
+
+    async with open_ledger(cfg, create=False):
+        pass
 
 
 def report(checks: list[Check], timeout_s: float = DEFAULT_TIMEOUT_S) -> int:

@@ -87,6 +87,8 @@ class QaoaConfig(BaseModel):
         if device not in known:
             close = difflib.get_close_matches(device, known, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
+            if set(known) <= set(OWN_DEVICES):  # no plugin: PennyLane itself is not installed
+                hint = " (PennyLane is not installed here: pip install 'qxedge[datacenter]')"
             raise ValueError(f"unknown device {device!r}{hint}; installed here: {', '.join(known)}")
         return device
 

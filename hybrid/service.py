@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.core.config import resolve_path
-from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats
+from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats, check_listen
 from qxedge.hybrid.ledger import (
     Claim,
     JobLedger,
@@ -237,6 +237,7 @@ class SolverService:
         self._decode_rate = DecodeRate()  # how long large payloads take to parse here
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
+        check_listen(self.config.ops)  # a taken ops.port: said at once, not after the warm-up
         await asyncio.to_thread(self.portfolio.warm_up)
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -397,8 +398,8 @@ class SolverService:
             self._enqueue(key, job, delivery)
         else:
             self.counts["duplicates"] += 1
-            await delivery.ack()
             await self._duplicate(transport, key, job, claim)
+            await delivery.ack()
 
     def _enqueue(self, key: tuple[str, str], job: AnyJob, delivery: Delivery) -> None:
         site = key[0]
@@ -506,7 +507,8 @@ class SolverService:
             return Claim("claimed", self.worker_id, job.deadline_at)
         if claim.took_over is not None:
             self.counts["took_over"] += 1
-            log.warning("job %s/%s: took over the expired claim of worker %s", *key, claim.took_over)
+            why = "redelivered: its holder is gone" if holder_gone else "its deadline and grace are over"
+            log.warning("job %s/%s: took over the claim of worker %s (%s)", *key, claim.took_over, why)
         return claim
 
     async def _record(self, outcome: Outcome) -> None:

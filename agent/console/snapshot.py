@@ -56,6 +56,8 @@ def status(agent: Agent, live: LiveView | None, started_at: float) -> dict[str, 
         counts = agent.offload.stats
         offload.update({k: int(v) for k, v in counts.items()})
         offload["answered"] = int(counts.get("jobs", 0) - counts.get("fallbacks", 0))
+        offload["silent"] = agent.offload.silent  # offload.alarm_after fallbacks in a row
+        offload["unanswered"] = agent.offload.unanswered
     day = agent.day
     recent = list(day.jobs)[-RECENT_JOBS:] if day is not None else []
     offload["recent"] = [dataclasses.asdict(job) for job in reversed(recent)]

@@ -75,6 +75,7 @@ def lines(doc: dict[str, Any]) -> list[str]:
         out.append(
             f"data center: {off.get('answered', 0)} of {off.get('jobs', 0)} jobs answered, "
             f"{off.get('fallbacks', 0)} local fallbacks, {off.get('late', 0)} late results"
+            + (f"; NOT ANSWERING, {off.get('unanswered', 0)} fallbacks in a row" if off.get("silent") else "")
         )
     else:
         out.append("data center: offload not configured")

@@ -6,7 +6,8 @@
 #   QX_SOLVER_PASSWORD=... QX_GUMI_PASSWORD=... QX_OSAN_PASSWORD=... sh setup.sh
 #
 # Add a site: a `site NAME PASSWORD` line below. RABBITMQCTL picks another rabbitmqctl (a node of its own).
-# In rabbitmq.conf: mqtt.allow_anonymous = false, and TLS listeners in production (mqtt.listeners.ssl).
+# With rabbitmq.conf (no anonymous MQTT logins) and advanced.config (with `qxedge rabbitmq-auth`: a site
+# cannot take another site's client id) from this folder; TLS listeners in production.
 set -eu
 ctl=${RABBITMQCTL:-rabbitmqctl}
 
@@ -17,10 +18,10 @@ user() {  # NAME PASSWORD: (re)created with that password
 
 site() {  # NAME PASSWORD
   user "$1" "$2"
-  # queues: only the MQTT plugin's subscription queues of this site's client ids (which contain the
-  # site's name: qxedge-uplink-<site>, qxedge-agent-<site>-...); exchanges: amq.topic, through which
-  # every MQTT message goes
-  q="mqtt-subscription-[A-Za-z0-9_-]*-$1(-[A-Za-z0-9]+)?qos[01]"
+  # queues: only the MQTT plugin's subscription queues of this site's client ids (qxedge-<role>-<site>
+  # with an optional -<8 hex>, as `qxedge rabbitmq-auth` allows: qxedge-uplink-<site>); exchanges:
+  # amq.topic, through which every MQTT message goes
+  q="mqtt-subscription-qxedge-[a-z]+-$1(-[0-9a-f]{8})?qos[01]"
   "$ctl" set_permissions -p / "$1" "^$q\$" "^(amq\\.topic|$q)\$" "^(amq\\.topic|$q)\$" >/dev/null
   # routing keys (MQTT topics with / as .): its own namespace only, for publishing and subscribing
   "$ctl" set_topic_permissions -p / "$1" amq.topic "^qx\\.v1\\.$1\\." "^qx\\.v1\\.$1\\." >/dev/null

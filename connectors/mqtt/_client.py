@@ -248,6 +248,7 @@ class MqttClient:
         self._paho.on_socket_unregister_write = self._on_socket_unregister_write
         self._subscriptions: list[Subscription] = []
         self._suback: dict[int, asyncio.Future[None]] = {}
+        self._puback: dict[int, asyncio.Future[None]] = {}  # publish_acked: mid -> its PUBACK
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._connected = asyncio.Event()
         self._disconnected = asyncio.Event()
@@ -354,6 +355,28 @@ class MqttClient:
             return False
         return True
 
+    async def publish_acked(
+        self, topic: str, payload: bytes, *, retain: bool = False, within_s: float = 2.0
+    ) -> bool:
+        """Publish at QoS 1 and wait, at most ``within_s``, for the broker's PUBACK: the last message
+        before a disconnect (the agent's retained ``offline``), which paho would otherwise still hold
+        behind its full in-flight window when the DISCONNECT goes out. False when not connected or not
+        acknowledged in time."""
+        if not self.connected:
+            return False
+        info = self._publish(topic, payload, 1, retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return False
+        acked = self._puback[info.mid] = self._running_loop().create_future()
+        try:
+            async with asyncio.timeout(within_s):
+                await acked
+        except TimeoutError:
+            return False
+        finally:
+            self._puback.pop(info.mid, None)
+        return True
+
     def publish_tracked(self, topic: str, payload: bytes, *, retain: bool = False) -> int | None:
         """Publish at QoS 1 while connected; the message id (``ack_listener`` gets it with the PUBACK),
         or None when it was not queued. paho re-sends it after a reconnect until acknowledged."""
@@ -393,6 +416,9 @@ class MqttClient:
     def _on_publish(self, _c: paho.Client, _u: Any, mid: int, _code: ReasonCode, _props: Any) -> None:
         if self.ack_listener is not None:
             self.ack_listener(mid)
+        acked = self._puback.get(mid)
+        if acked is not None and not acked.done():
+            acked.set_result(None)
 
     def _is_fresh_only(self, topic: str) -> bool:
         return any(paho.topic_matches_sub(f, topic) for f in self.fresh_only)

@@ -8,8 +8,10 @@ IMMEDIATE`` transactions, so workers sharing the file claim a job once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +33,7 @@ from qxedge.hybrid.ledger.protocol import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class SqliteLedger:
@@ -65,7 +68,7 @@ class SqliteLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=self.config.timeout_s, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(db, self.path, self.config.timeout_s)
             db.execute("PRAGMA synchronous=NORMAL")
             if self._create:
                 db.executescript(_sql.SQLITE_SCHEMA)
@@ -184,3 +187,22 @@ class SqliteLedger:
             return Purged(jobs, db.execute(_sql.PURGE_USAGE, {"day": day}).rowcount)
 
         return await self._call(self._transaction, work)
+
+
+def _switch_to_wal(db: sqlite3.Connection, path: Path, timeout_s: float) -> None:
+    """WAL mode. The switch needs the file to itself, and SQLite answers "database is locked" at once
+    rather than waiting out its busy timeout while another connection writes (a second worker sharing a
+    new file, creating the tables): the switch is tried again until ``timeout_s``."""
+    until = time.monotonic() + timeout_s
+    waiting = False
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= until:
+                raise
+            if not waiting:
+                log.info("job ledger %s: another connection writes; waiting to switch it to WAL", path)
+                waiting = True
+            time.sleep(0.02)  # on the ledger's own thread, never the event loop

@@ -30,7 +30,7 @@ class Delivery:
 
     async def ack(self) -> None:
         """The job is answered: the transport may forget it (idempotent; a lost link is no error: the
-        job is then delivered again and answered from the cache or the ledger)."""
+        job is then delivered again and answered from the ledger)."""
         if not self.acked:
             self.acked = True
             await self.settle()

@@ -166,7 +166,7 @@ class NatsTransport:
         self._room.set()
         try:
             await msg.ack()
-        except (nats.errors.Error, nats.js.errors.Error) as exc:  # redelivered later, answered from the cache
+        except (nats.errors.Error, nats.js.errors.Error) as exc:  # redelivered, answered from the ledger
             log.warning("NATS: could not acknowledge a job (%s): it will be delivered again", exc)
         raise_if_cancelling()
 

@@ -112,7 +112,7 @@ class RabbitTransport:
     async def _ack(self, message: Any) -> None:
         try:
             await message.ack()
-        except _AMQP_ERRORS as exc:  # the channel is gone: the job is requeued, answered from the cache
+        except _AMQP_ERRORS as exc:  # the channel is gone: the job is requeued, answered from the ledger
             log.warning("RabbitMQ: could not acknowledge a job (%s): it will be delivered again", exc)
         raise_if_cancelling()  # aio-pika waits with asyncio.wait_for: it may drop a cancel
 

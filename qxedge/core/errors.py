@@ -14,6 +14,8 @@ It lives in ``qxedge.core``, the bottom layer that every other qxedge package im
     │                               its ``code`` one of RejectCode: a metric label)
     ├── ModelError                  an ONNX model could not be loaded or does not fit its config
     ├── AuditError                  the audit log cannot be opened (another process holds it)
+    ├── MissingExtra                a command needs packages of an extra this install lacks
+    ├── ListenError                 an endpoint cannot listen on its configured address (port taken)
     └── LedgerError                 the solver workers' job ledger cannot be reached or written
                                     (defined in qxedge.hybrid.ledger)
 
@@ -99,3 +101,19 @@ class ModelError(QxError):
 
 class AuditError(QxError):
     """The audit log cannot be opened: another process holds it."""
+
+
+class MissingExtra(QxError):
+    """A command needs packages of an extra that this install lacks (the edge install has no PennyLane,
+    SciPy nor the data center's job transports): the message names them and the ``pip install``."""
+
+    def __init__(self, what: str, extra: str, packages: list[str]) -> None:
+        self.extra, self.packages = extra, packages
+        super().__init__(
+            f"{what} needs {', '.join(packages)}, not installed here: pip install 'qxedge[{extra}]'"
+        )
+
+
+class ListenError(QxError):
+    """An endpoint of this process cannot listen on its configured address (the port is taken, the
+    host is not this machine's): the message names the address and the config keys."""

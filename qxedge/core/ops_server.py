@@ -24,8 +24,10 @@ close``): its slot is free again as soon as the answer is sent.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import platform
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from qxedge import __version__
+from qxedge.core.errors import ListenError
 from qxedge.core.ops_config import OpsConfig as OpsConfig
 
 log = logging.getLogger(__name__)
@@ -120,9 +123,38 @@ Readiness = Callable[[], str | None]  # None when ready, else why not
 Extension = Callable[[web.Application], None]  # adds routes (the agent's console) to the application
 
 
+def cannot_listen(config: OpsConfig, exc: OSError) -> ListenError:
+    where = f"cannot listen on {config.host}:{config.port} for /metrics and /healthz ({exc.strerror or exc})"
+    if exc.errno == errno.EADDRINUSE:
+        return ListenError(
+            f"{where}: ops.port {config.port} is taken by another process (another agent or worker?); "
+            "set ops.port in the config to a free one (or QXEDGE_OPS__PORT=N; 0 picks one)"
+        )
+    return ListenError(
+        f"{where}: check ops.host and ops.port in the config (QXEDGE_OPS__HOST, QXEDGE_OPS__PORT)"
+    )
+
+
+def check_listen(config: OpsConfig | None) -> None:
+    """ListenError now when the ops endpoint of ``config`` could not listen (its port is taken): what
+    a process checks before a slow start (a solver worker's warm-up), not to fail only after it."""
+    if config is None or config.port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(
+            config.host or None, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, address in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's server
+                probe.bind(address)
+    except OSError as exc:
+        raise cannot_listen(config, exc) from exc
+
+
 class OpsServer:
-    """``async with OpsServer(config, registry, ready) as ops``: listening on ``ops.port`` (a taken
-    port is logged, and the process goes on without the endpoint)."""
+    """``async with OpsServer(config, registry, ready) as ops``: listening on ``ops.port``; ListenError
+    when it cannot (the port is taken), and the process stops with it (``qxedge run`` exits 1)."""
 
     def __init__(
         self,
@@ -168,14 +200,9 @@ class OpsServer:
             self._server = await loop.create_server(
                 lambda: _Guard(self), self.config.host, self.config.port, backlog=1024
             )
-        except OSError as exc:  # metrics are worth a warning, never the process
-            log.error(
-                "no metrics/health endpoint: cannot listen on %s:%d (%s)",
-                self.config.host,
-                self.config.port,
-                exc.strerror or exc,
-            )
-            return self
+        except OSError as exc:  # a process that cannot be watched must not run as if it could
+            await runner.cleanup()
+            raise cannot_listen(self.config, exc) from exc
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("metrics and health on http://%s:%d/metrics, /healthz, /readyz", self.config.host, self.port)
         return self

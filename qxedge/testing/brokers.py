@@ -145,16 +145,26 @@ class RabbitNode:
     """``with RabbitNode() as rabbit: rabbit.url, rabbit.mqtt_url``: a RabbitMQ node of its own (name,
     AMQP, MQTT and distribution ports, data, logs, Erlang cookie) with the ``rabbitmq_mqtt`` plugin; it
     takes a few seconds to boot, so tests share one per module. ``mqtt=False`` leaves the plugin off;
-    ``extra_config`` lines are appended to its rabbitmq.conf. ``users`` are created at start:
+    ``extra_config`` lines are appended to its rabbitmq.conf; ``plugins`` are enabled too;
+    ``advanced_config`` is its advanced.config. ``users`` are created at start:
     ``{name: (password, [(exchange, write_regex, read_regex), ...])}`` with full configure/write/read
     permissions on ``/`` unless ``permissions`` says otherwise, and the given topic permissions."""
 
-    def __init__(self, *, mqtt: bool = True, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        mqtt: bool = True,
+        extra_config: str = "",
+        plugins: tuple[str, ...] = (),
+        advanced_config: str = "[].\n",
+    ) -> None:
         self.port = free_port()
         self.mqtt_port = free_port()
         self.dist_port = free_port()
         self.mqtt = mqtt
         self.extra_config = extra_config
+        self.plugins = (("rabbitmq_mqtt",) if mqtt else ()) + plugins
+        self.advanced_config = advanced_config
         self.name = f"qxedge-test-{uuid.uuid4().hex[:8]}@localhost"
         self.dir = Path(tempfile.mkdtemp(prefix="qxedge-rabbit-"))
         self._proc: subprocess.Popen[bytes] | None = None
@@ -190,9 +200,8 @@ class RabbitNode:
     def start(self) -> RabbitNode:
         (self.dir / "log").mkdir(exist_ok=True)
         (self.dir / "rabbitmq-env.conf").write_text("")
-        (self.dir / "advanced.config").write_text("[].\n")
-        plugins = "[rabbitmq_mqtt]." if self.mqtt else "[]."
-        (self.dir / "enabled_plugins").write_text(plugins + "\n")
+        (self.dir / "advanced.config").write_text(self.advanced_config)
+        (self.dir / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
         conf = [
             f"listeners.tcp.default = 127.0.0.1:{self.port}",
             "loopback_users = none",

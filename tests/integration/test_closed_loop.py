@@ -16,6 +16,7 @@ import pytest
 
 from qxedge.agent.pipeline import Agent
 from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.connectors.mqtt import BrokerConfig, MqttClient
 from qxedge.connectors.simulator import SimulatedPlant
 from qxedge.testing import EDGE_YAML, Watcher, edge_config, wait_until
 
@@ -134,6 +135,21 @@ def test_agent_state_is_retained_online_then_offline(
         proc.wait()
     late = watch("qx/v1/state-test/agent/state")  # a newcomer gets the retained state
     assert late.wait_for(lambda ms: len(ms) == 1, 10) and late.messages[0].retain
+    assert late.messages[0].payload == b"offline"
+
+
+async def test_the_retained_offline_gets_out_behind_a_full_in_flight_window(
+    broker: EmbeddedBroker, watch: Callable[..., Watcher]
+) -> None:
+    """paho holds QoS 1 messages beyond its in-flight window (20) until earlier ones are acknowledged,
+    and a DISCONNECT queued then goes out before them: the agent's last ``offline`` was lost on a
+    graceful stop under load. ``publish_acked`` returns once the broker has it."""
+    async with MqttClient(BrokerConfig(url=broker.url), role="t") as mqtt:
+        for _ in range(500):
+            mqtt.publish("t/flood", b"x" * 1000, qos=1)
+        assert await mqtt.publish_acked("t/state", b"offline", retain=True)
+    late = watch("t/state")
+    assert await asyncio.to_thread(late.wait_for, lambda ms: len(ms) == 1, 10)
     assert late.messages[0].payload == b"offline"
 
 

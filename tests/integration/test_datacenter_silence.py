@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 import pytest
 
@@ -54,6 +55,8 @@ async def test_consecutive_fallbacks_raise_one_alarm_until_the_data_center_answe
 async def test_the_agent_publishes_the_alarm_and_the_metric(broker: EmbeddedBroker) -> None:
     """The agent's production day offloads each re-plan; with no worker on the broker, every one falls
     back, and the agent raises the alarm on its alarms topic and in its stats."""
+    from qxedge.agent.console.snapshot import status
+    from qxedge.agent.console.status_cli import lines
     from qxedge.agent.pipeline import Agent
 
     cfg = edge_config(broker.url, planning=True, offload__alarm_after="1", planning__forecast__base_kw="40")
@@ -64,6 +67,9 @@ async def test_the_agent_publishes_the_alarm_and_the_metric(broker: EmbeddedBrok
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(agent.run(stop))
             assert await wait_until(lambda: agent.stats().datacenter_silent, 60, every_s=0.1)
+            doc = status(agent, None, time.time())  # what /status and `qxedge status` show
+            assert doc["offload"]["silent"] and doc["offload"]["unanswered"] >= 1
+            assert any("NOT ANSWERING" in line for line in lines(doc))
             stop.set()
         docs = [json.loads(m.payload) for m in watcher.messages]
         assert await asyncio.to_thread(

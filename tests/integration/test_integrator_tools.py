@@ -18,7 +18,9 @@ import yaml
 
 from qxedge.agent.config import load_config
 from qxedge.connectors.embedded_broker import EmbeddedBroker, free_port
+from qxedge.hybrid.ledger import LedgerConfig
 from qxedge.testing import Plc, Watcher, plant_server
+from qxedge.testing.brokers import NatsServer, nats_available
 from qxedge.testing.opcua_pki import make_pki
 
 pytestmark = pytest.mark.integration
@@ -315,3 +317,35 @@ async def test_check_config_connect_passes_on_the_right_ports_and_fails_on_a_wro
     assert "broker mqtt://127.0.0.1" in out and "FAILED: cannot reach the MQTT broker" in out
     assert "connectors[2].modbus.devices[0]" in out and "FAILED: cannot connect" in out
     assert "connectors[1].opcua" in out and out.count("reachable") == 1
+
+
+async def test_check_config_connect_tries_a_workers_transport_and_ledger(
+    broker: EmbeddedBroker, pg_ledger: LedgerConfig, tmp_path: Path
+) -> None:
+    """A solver worker's config: the agents' broker, its NATS transport and its PostgreSQL ledger are
+    each tried; a transport and a ledger on ports where nothing listens each fail on their own line."""
+    if not nats_available():
+        pytest.skip("needs nats-server (.ci/run installs it)")
+
+    def worker(nats_url: str, dsn: str) -> Path:
+        path = tmp_path / "datacenter.yaml"
+        doc = {
+            "broker": {"url": broker.url},
+            "transport": {"kind": "nats", "url": nats_url},
+            "ledger": {"kind": "postgres", "dsn": dsn},
+        }
+        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        return path
+
+    assert pg_ledger.dsn is not None
+    with NatsServer() as nats:
+        rc, out, err = await qxedge("check-config", "--connect", str(worker(nats.url, pg_ledger.dsn)))
+    assert rc == 0, (out, err)
+    assert "jobs through nats" in out and out.count("reachable") == 3 and "FAILED" not in out, out
+    dead = pg_ledger.dsn.rsplit("@", 1)[0] + f"@127.0.0.1:{free_port()}/ledger"
+    rc, out, err = await qxedge(
+        "check-config", "--connect", str(worker(f"nats://127.0.0.1:{free_port()}", dead))
+    )
+    assert rc == 1, (out, err)
+    assert "transport (nats) nats://127.0.0.1" in out and "ledger postgresql://" in out, out
+    assert out.count("FAILED") == 2 and out.count("reachable") == 1 and "Traceback" not in err, (out, err)

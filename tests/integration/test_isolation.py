@@ -1,5 +1,6 @@
 """Per-site isolation at the data center, with mosquitto started from configs/mosquitto/ itself
-(paths and port rewritten to a temporary folder): TLS, passwords, ACLs."""
+(paths and port rewritten to a temporary folder): TLS, the dynamic security plugin set up by
+configs/mosquitto/dynsec.sh."""
 
 from __future__ import annotations
 
@@ -20,27 +21,31 @@ from qxedge.hybrid.portfolio import SolversConfig
 from qxedge.hybrid.service import DataCenterConfig, SolverService
 from qxedge.testing import ROOT, random_bqm, wait_until_sync
 
+from .test_broker_isolation import check_isolation
 from .test_tls import make_pki
 
 pytestmark = pytest.mark.integration
-PASSWORDS = {"gumi": "gumi-pw-1", "osan": "osan-pw-2", "solver-1": "solver-pw-3", "ingest": "ingest-pw-4"}
+PASSWORDS = {
+    "admin": "admin-pw-0",
+    "gumi": "gumi-pw-1",
+    "osan": "osan-pw-2",
+    "solver-1": "solver-pw-3",
+    "solver-2": "solver-pw-4",
+    "ingest": "ingest-pw-5",
+    "historian": "historian-pw-6",
+}
+DYNSEC = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 
 
 @pytest.fixture
 def datacenter_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    if not DYNSEC.exists():
+        pytest.skip(f"needs mosquitto's dynamic security plugin ({DYNSEC})")
     pki = make_pki(tmp_path)
-    passwd = tmp_path / "qxedge.passwd"
-    for user, password in PASSWORDS.items():
-        subprocess.run(
-            ["mosquitto_passwd", "-b", *(["-c"] if not passwd.exists() else []), str(passwd), user, password],
-            check=True,
-        )
     port = free_port()
     conf = (ROOT / "configs" / "mosquitto" / "mosquitto.conf").read_text()
     conf = (
-        conf.replace("/etc/mosquitto/qxedge.passwd", str(passwd))
-        .replace("/etc/mosquitto/qxedge.acl", str(ROOT / "configs" / "mosquitto" / "qxedge.acl"))
-        .replace("/etc/mosquitto/certs/ca.pem", str(pki["ca"]))
+        conf.replace("/etc/mosquitto/certs/ca.pem", str(pki["ca"]))
         .replace("/etc/mosquitto/certs/server.pem", str(pki["cert"]))
         .replace("/etc/mosquitto/certs/server.key", str(pki["key"]))
         .replace("/var/lib/mosquitto/", f"{tmp_path}/")
@@ -49,11 +54,17 @@ def datacenter_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     if os.geteuid() == 0:
         conf += "user root\n"
     (tmp_path / "mosquitto.conf").write_text(conf)
+    ctrl = ["mosquitto_ctrl", "dynsec", "init", str(tmp_path / "dynamic-security.json")]
+    subprocess.run([*ctrl, "admin", PASSWORDS["admin"]], check=True, capture_output=True)
     log = (tmp_path / "broker.log").open("wb")
     proc = subprocess.Popen(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")], stdout=log, stderr=log)
-    up = wait_until_sync(lambda: proc.poll() is not None or port_open("127.0.0.1", port, 0.2), 15)
-    assert up and proc.poll() is None, (tmp_path / "broker.log").read_text()
     try:
+        up = wait_until_sync(lambda: proc.poll() is not None or port_open("127.0.0.1", port, 0.2), 15)
+        assert up and proc.poll() is None, (tmp_path / "broker.log").read_text()
+        env = {f"QX_{user.upper().replace('-', '_')}_PASSWORD": pw for user, pw in PASSWORDS.items()}
+        setup = ["sh", str(ROOT / "configs" / "mosquitto" / "dynsec.sh")]
+        where = {"QX_MQTT_PORT": str(port), "QX_MQTT_CAFILE": str(pki["ca"])}
+        subprocess.run(setup, check=True, env={**os.environ, **env, **where})
         yield port, pki["ca"]
     finally:
         proc.terminate()
@@ -161,3 +172,38 @@ async def test_a_site_cannot_take_another_sites_client_id(datacenter_broker: tup
                 "qx/v1/osan/results/check"
             ]
             assert osan.connected and osan.reconnects == 0
+
+
+async def test_a_site_can_neither_join_the_solvers_nor_read_another_site(
+    datacenter_broker: tuple[int, Path],
+) -> None:
+    """The attacks of test_broker_isolation.py on the shipped mosquitto: the plugin refuses gumi's
+    subscriptions to $share/qx-solvers/qx/v1/+/jobs, to every site's jobs and to osan's results (an
+    acl_file grants the first: gumi joins the group and the jobs handed to it are lost), and the client
+    id is the username, so gumi cannot take osan's."""
+    port, ca = datacenter_broker
+
+    def login(user: str, **changes: object) -> BrokerConfig:
+        return creds(port, ca, user).model_copy(update=changes)
+
+    async with MqttClient(login("gumi"), role="gumi") as gumi:
+        for attack in ("$share/qx-solvers/qx/v1/+/jobs", "$share/qx-solvers/qx/v1/osan/jobs", "qx/v1/+/jobs"):
+            with pytest.raises(ConnectorError):
+                await gumi.subscribe(attack, qos=1)
+    transport = {"kind": "mqtt"}
+    await check_isolation(login, transport, solver="solver-1", one_connection_per_user=True)
+
+
+async def test_the_historian_reads_history_through_its_group_and_sites_cannot_join_it(
+    datacenter_broker: tuple[int, Path],
+) -> None:
+    port, ca = datacenter_broker
+    async with (
+        MqttClient(creds(port, ca, "gumi"), role="gumi") as gumi,
+        MqttClient(creds(port, ca, "historian"), role="historian") as historian,
+    ):
+        batches = await historian.subscribe("$share/qx-historians/qx/v1/+/history", qos=1)
+        with pytest.raises(ConnectorError):
+            await gumi.subscribe("$share/qx-historians/qx/v1/+/history", qos=1)
+        gumi.publish("qx/v1/gumi/history", b'{"v": 1, "seq": 0}', qos=1)
+        assert [t for t, _ in await asyncio.wait_for(batches.next_batch(), 10)] == ["qx/v1/gumi/history"]

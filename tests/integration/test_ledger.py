@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from qxedge.hybrid.ledger import JobLedger, LedgerConfig, LedgerError, Outcome, open_ledger
 from qxedge.hybrid.ledger.protocol import DAY_S
+from qxedge.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +149,33 @@ async def test_retention_deletes_old_jobs_and_old_usage(
     assert total.jobs == 3
     again = await ledger.purge(now)
     assert (again.jobs, again.usage) == (0, 0)
+
+
+async def test_a_worker_opening_a_new_sqlite_file_while_another_writes_it_waits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Switching a file to WAL needs it to itself, and SQLite refuses at once (no busy wait) while
+    another connection writes: a second worker opening a shared new file then failed to start."""
+    path = tmp_path / "ledger.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another worker, creating the tables
+    other.execute("CREATE TABLE creating (x)")
+    caplog.set_level(logging.INFO, "qxedge.hybrid.ledger")
+    opening = asyncio.create_task(_open_and_close(LedgerConfig(kind="sqlite", path=path)))
+    try:
+        assert await wait_until(lambda: "waiting to switch it to WAL" in caplog.text or opening.done())
+        assert not opening.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    assert await opening == "wal"
+
+
+async def _open_and_close(config: LedgerConfig) -> str:
+    async with open_ledger(config):
+        pass
+    with contextlib.closing(sqlite3.connect(config.sqlite_path())) as db:
+        return str(db.execute("PRAGMA journal_mode").fetchone()[0])
 
 
 async def test_a_reader_opens_no_ledger_that_does_not_exist(tmp_path: Path) -> None:
