@@ -331,7 +331,7 @@ class Outbox:
                     deleted = await loop.run_in_executor(self._pool, self._delete, acked)
                     acked = []
                 excess = 0  # counted after the acknowledged records are gone: they made room
-                if self.config.overflow == "drop_oldest":
+                if self.config.overflow == "drop_oldest" and rows:  # (journal rows alone drop nothing)
                     excess = max(0, self.depth - deleted + len(rows) - self.config.max_messages)
                 if rows or journals:
                     dropped, dropped_upto = await loop.run_in_executor(
