@@ -80,11 +80,11 @@ def test_sa_with_max_reads_does_that_many_and_repeats_itself_for_a_seed() -> Non
 
 
 def test_sa_holds_at_most_max_sample_mb_of_samples_at_once() -> None:
-    # 30 variables and 300 bytes: 10 reads a round, so a 0.3 s budget takes several rounds
-    candidate = run("sa", SMALL, Deadline(time.time() + 0.3), num_sweeps=20, max_sample_mb=0.0003)
-    assert candidate.status == "ok"
-    assert candidate.details["rounds"] >= 2
-    assert candidate.details["reads"] <= 10 * candidate.details["rounds"]
+    # 30 variables and 300 bytes: 10 reads a round, so 30 reads take three rounds (whatever the load)
+    cfg = {"num_sweeps": 20, "max_reads": 30, "max_sample_mb": 0.0003}
+    candidate = run("sa", SMALL, Deadline(time.time() + 60), **cfg)
+    assert candidate.status == "ok" and candidate.details["reads"] == 30
+    assert candidate.details["rounds"] >= 3
 
 
 def test_tabu_searches_in_more_slices_with_a_longer_budget() -> None:
