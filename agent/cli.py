@@ -124,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write summary.json and day.png (the production day) there",
     )
+    demo.add_argument(
+        "--loop",
+        action="store_true",
+        help="the learning loop instead: history up, a model trained, signed, shadowed, promoted",
+    )
+    demo.add_argument(
+        "--history",
+        type=_positive,
+        default=25.0,
+        metavar="SECONDS",
+        help="with --loop: how long history flows up before the model is trained (default 25)",
+    )
     sim = command("simulate", "run only the simulated plant", config_required=True)
     sim.add_argument("--duration", type=_positive, metavar="SECONDS", help="default: until interrupted")
     worker = sub.add_parser("solver", help="run a data-center solver worker until SIGINT / SIGTERM")
@@ -395,16 +407,10 @@ def _load(path: Path | None, broker: str | None) -> EdgeConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from qxedge.agent.models.training import TrainRequest, train, training_tools
+    from qxedge.agent.models.training import request_for, train, training_tools
 
     training_tools()  # before anything else: how to install them, when they are missing
     cfg = _load(args.config, None)
-    model = cfg.models[0] if args.model is None and cfg.models else None
-    model = model or next((m for m in cfg.models if m.name == args.model), None)
-    if model is None:
-        raise ConfigError(
-            [Problem("models", f"no model named {args.model!r} to train")], str(args.config or "")
-        )
     try:
         hidden = [int(h) for h in args.hidden.split(",")]
     except ValueError:
@@ -415,19 +421,21 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    request = TrainRequest(
-        site=args.site,
-        since=args.since,
-        until=args.until if args.until is not None else time.time(),
-        history=args.history,
-        out=args.out,
-        model=model,
-        window=cfg.window,
-        rules=[r for r in cfg.rules if r.model == model.name],
-        holdout=args.holdout,
-        hidden=hidden,
-        seed=args.seed,
-    )
+    try:
+        request = request_for(
+            cfg,
+            args.model,
+            site=args.site,
+            since=args.since,
+            until=args.until if args.until is not None else time.time(),
+            history=args.history,
+            out=args.out,
+            holdout=args.holdout,
+            hidden=hidden,
+            seed=args.seed,
+        )
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, str(args.config or "")) from None
     train(request, say.info)
     return 0
 
@@ -555,6 +563,8 @@ async def _run_demo(cfg: EdgeConfig, args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         say.info(line)
 
+    if args.loop:
+        return await _run_loop_demo(cfg, args, progress)
     with (
         demo_broker(cfg, explicit=args.broker is not None) as (cfg, how),
         isolated(cfg, _demo_datacenter(progress)) as (cfg, datacenter),
@@ -603,6 +613,28 @@ def _demo_datacenter(progress: Callable[[str], None]) -> DataCenterConfig:
         f"'qxedge[{EXTRA}]'); the solver worker runs {', '.join(solvers.auto)}"
     )
     return cfg.model_copy(update={"solvers": solvers})
+
+
+async def _run_loop_demo(cfg: EdgeConfig, args: argparse.Namespace, progress: Callable[[str], None]) -> int:
+    from qxedge.agent.demo import demo_broker, isolated
+    from qxedge.agent.demo_loop import format_loop, loop_failed, run_loop
+
+    if args.report is not None:
+        print("qxedge: error: --report is for the production day, not --loop", file=sys.stderr)
+        return 2
+    with (
+        demo_broker(cfg, explicit=args.broker is not None) as (cfg, how),
+        isolated(cfg, _demo_datacenter(lambda _line: None)) as (cfg, _),
+    ):
+        source = {"given": "given with --broker"}.get(how, f"a private {how}")
+        progress(f"qxedge demo --loop: MQTT broker {cfg.broker.url} ({source})")
+        assert cfg.state_dir is not None
+        summary = await run_loop(cfg, cfg.state_dir / "loop", args.history, progress)
+    summary["broker_source"] = how
+    print(json.dumps(summary) if args.json else format_loop(summary), flush=True)
+    if (error := loop_failed(summary)) is not None:
+        raise error
+    return 0
 
 
 class JsonFormatter(logging.Formatter):

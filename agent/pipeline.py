@@ -220,6 +220,7 @@ class Agent:
         self.telemetry: TelemetryPublisher | None = None
         self.deployer: ModelDeployer | None = None  # with a ``deploy:`` section, once running
         self.shadows: Mapping[str, Shadow] = {}  # model name -> the new model scored beside it
+        self._shadow_work: list[Callable[[], None]] = []  # an evaluation's shadow scoring, after its decision
         self.reloader: Callable[[], EdgeConfig] | None = None  # SIGHUP: the config, loaded again
         self._reload_wanted = asyncio.Event()
         self.history: HistoryRecorder | None = None
@@ -604,7 +605,8 @@ class Agent:
         """Evaluate the pending readings (``only``: score just these assets), then decide and tell."""
         batch, self._pending = self._pending, ReadingBatch()
         now = time.time()
-        if len(batch) <= SMALL_BATCH and self._evaluation_s < self.inline_evaluation_s:
+        inline = len(batch) <= SMALL_BATCH and self._evaluation_s < self.inline_evaluation_s
+        if inline:
             scored, features = self._timed_evaluate(batch, now, only)
         else:
             scored, features = await asyncio.to_thread(self._timed_evaluate, batch, now, only)
@@ -613,6 +615,13 @@ class Agent:
             self.day.on_evaluated()
         await gate.tick(features.latest, time.time())
         await self._decide(gate, scored, now)
+        if self._shadow_work:  # the shadows score what the models in force scored, where they did
+            work, self._shadow_work = self._shadow_work, []
+            if inline:
+                for score in work:
+                    score()
+            else:
+                await asyncio.to_thread(lambda: [score() for score in work])
         if self.deployer is not None:
             self.deployer.evaluated()  # a shadow whose period is over: promoted or refused, on the loop
         if self.observers:
@@ -646,7 +655,8 @@ class Agent:
             if len(scores):
                 self._inference_seconds[model.name].observe(took)
             if shadows and (shadow := shadows.get(model.name)) is not None:
-                shadow.score(features, only, matrix.assets, scores, took)
+                # scored once the decision is out: a shadow never delays a setpoint (_evaluate_once)
+                self._shadow_work.append(partial(shadow.score, features, only, matrix.assets, scores, took))
             out.extend(
                 Scored(asset, float(score), model.name, model.sha256, model.provider, (start, end))
                 for asset, score, start, end in zip(

@@ -18,7 +18,8 @@ duplicated and lost, counted by telemetry sequence number at the upstream side.
   broker, the historian and the agent are each killed with SIGKILL mid-stream and started again
   (:func:`qxedge.testing.history.kill_run`). Prints the readings produced, the rows in the Parquet,
   duplicates (none: redeliveries are de-duplicated by seq) and the readings lost around the agent's kill
-  (those it held in memory, at most ``history.every_s``, and those published while no agent listened).
+  (those accepted in the last ``outbox.flush_ms``, not on disk yet, and those published while no agent
+  listened); every reading in the agent's history journal at its kill must be in the Parquet.
 - ``workers`` / ``disk`` / ``slow``: the test suite's scenarios
   (``tests/integration/test_reliability.py``), run here with their
   printed counts: every solver worker down, the outbox's disk full, a lagging subscriber.
@@ -137,8 +138,9 @@ def history(outage_s: float, table: Table) -> bool:
         f"seq + 1: {top}); sent again by the agent {run.resent} records"
     )
     print(
-        f"  lost: {run.lost_held} held in the agent's memory at its kill, {run.lost_unheard} published while "
-        f"no agent listened; all in one run per signal around the kill: {run.one_run_at_the_kill}"
+        f"  lost: {run.lost_held} not on the killed agent's disk yet, {run.lost_unheard} published while "
+        f"no agent listened; all in one run per signal around the kill: {run.one_run_at_the_kill}; "
+        f"journaled at the kill {run.journaled}, of them lost {run.lost_durable}"
     )
     c = run.count
     table.add(
@@ -149,6 +151,7 @@ def history(outage_s: float, table: Table) -> bool:
         and c.rows == rows
         and c.duplicates == c.unknown == 0
         and run.one_run_at_the_kill
+        and run.lost_durable == 0
     )
 
 
@@ -208,7 +211,7 @@ def main() -> None:
                 "produced",
                 "Parquet rows",
                 "duplicated",
-                "lost: held by the killed agent",
+                "lost: not on the killed agent's disk yet",
                 "lost: no agent listening",
                 "batches committed",
                 "batches in the ledger",

@@ -1,7 +1,7 @@
 """Reading → setpoint latency of the agent, beside a bare paho echo on the same broker in the same run.
 
     ./run bench latency [--rate 1000] [--seconds 10] [--rounds 2] [--probe-every 10] [--trigger readings]
-                        [--signals 9] [--telemetry]
+                        [--signals 9] [--telemetry] [--swap]
 
 A load client publishes ``--rate`` readings per second (QoS 0, ~60 bytes) through a private mosquitto.
 Every ``--probe-every``-th one is a *probe* on ``plant/line1/probe/x`` whose value alternates 1 / 0;
@@ -26,6 +26,18 @@ reading → gate (delivery, decoding, window, model, rule) and gate → arrival 
 disk, publish, delivery); the CPU time of each process under test is read from ``/proc``, and the
 agent's stalls (``qxedge_loop_lag_seconds``, ``qxedge_gc_pause_seconds``) from its ``/metrics`` before and
 after each measured round.
+
+``--swap`` measures a model swap instead of the echo: each round runs the agent twice on the same
+stream and config (a ``deploy:`` section on both), once without and once with a swap during the
+measured seconds. The swap: at 20 % of the round a signed model (the probe model relabelled: the same
+scores, another sha256) is published, retained, on ``qx/v1/bench/models/probe``; the agent verifies
+it, builds its ONNX Runtime session (in a thread), scores it in shadow beside the model in force for
+``--shadow-evaluations`` evaluations, then promotes it between two evaluations (the audit log's
+``shadow`` and ``promoted`` rows say when). Printed: p50/p99 of each, their ratio (swap / no swap),
+the p99 of the probes published from the model's publication to one second after its promotion, and
+the median of the rounds' own p99 ratios against the spread of the no-swap rounds' p99 (the noise
+floor: an effect is measurable when it is above it). ``--save`` writes ``latency-swap.json``.
+Target (issue 27): no effect measurable at p99.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,6 +80,23 @@ ECHO = textwrap.dedent("""
     c.loop_forever()
 """)
 
+# The data center's side of a swap, in a process of its own (as it would be on its own machine): loads
+# and signs beforehand, then publishes the model (retained, QoS 1) when a line comes on stdin.
+PUBLISHER = textwrap.dedent("""
+    import asyncio, sys
+    from pathlib import Path
+    from qxedge.agent.models.publish import publish_model
+    from qxedge.agent.models.signing import load_private_key
+    from qxedge.agent.models.training import read_model_dir
+    from qxedge.connectors.mqtt import BrokerConfig
+    folder, key, url = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+    read_model_dir(folder), load_private_key(key)  # (warm: every import done)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    asyncio.run(publish_model(folder, key, "bench", "probe", BrokerConfig(url=url), progress=lambda _: None))
+    print("published", flush=True)
+""")
+
 CONFIG = """\
 site: bench
 broker: {{url: "{url}"}}
@@ -80,11 +110,16 @@ rules:
   - {{name: flip, model: probe, above: 0.5, consecutive: 1, clear_below: 0.5,
      derate_to: 0.6, restore_to: 1.0}}
 ops: {{host: 127.0.0.1, port: {ops_port}}}
-safety:
+{deploy}safety:
   max_input_age_s: 15
   audit: {{path: "{audit}"}}
   envelopes:
     - {{assets: ["line1/*"], min: 0.3, max: 1.0, initial: 1.0}}
+"""
+
+DEPLOY = """\
+deploy: {{public_key: "{public}", store: "{store}", promote: auto,
+         shadow: {{evaluations: {evaluations}, max_latency_ratio: null}}}}
 """
 
 TELEMETRY = """\
@@ -118,11 +153,13 @@ def stats_line(xs: list[float]) -> tuple[float, float]:
 @dataclass
 class Round:
     latencies: list[float] = field(default_factory=list)  # probe publish -> answer arrival, s
+    sent_at: list[float] = field(default_factory=list)  # the answered probes' publish times (epoch s)
     lost: int = 0  # probes without an answer (coalesced into a newer probe's evaluation, or lost)
     to_gate: list[float] = field(default_factory=list)  # probe publish -> the gate stamps the setpoint
     from_gate: list[float] = field(default_factory=list)  # the gate's stamp -> arrival
     cpu_s: float = 0.0  # CPU time of the process under test while measured
     stalls: Counter[str] = field(default_factory=Counter)  # the agent's loop lag and collections, measured
+    swap_published: float | None = None  # when the model was published (a swap round)
 
 
 def background_topics(signals: int) -> list[str]:
@@ -150,6 +187,7 @@ async def drive(
                     sent = published.pop(ts, None)
                     if sent is not None:
                         result.latencies.append(now - sent)
+                        result.sent_at.append(sent)
                         if agent:  # the gate stamps the setpoint when the proposal reaches it
                             result.to_gate.append(doc["ts"] - sent)
                             result.from_gate.append(now - doc["ts"])
@@ -257,7 +295,60 @@ def echo_round(url: str, port: int, args: argparse.Namespace) -> Round:
             echo.terminate()
 
 
-def agent_round(url: str, config: Path, ops_port: int, args: argparse.Namespace) -> Round:
+@dataclass(frozen=True)
+class Swap:
+    """What a model swap needs: the model folder to publish, the signing key, the agent's store."""
+
+    folder: Path
+    key: Path
+    store: Path
+
+
+async def swap_during(
+    url: str, args: argparse.Namespace, publisher: subprocess.Popen[str], published: list[float]
+) -> Round:
+    """The measured round; at 20 % of it the publisher process publishes the model."""
+
+    async def publish() -> None:
+        await asyncio.sleep(0.2 * args.seconds)
+        published.append(time.time())
+        assert publisher.stdin is not None
+        publisher.stdin.write("go\n")
+        publisher.stdin.flush()
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(publish())
+        return await drive(url, args.rate, args.seconds, args.probe_every, SETPOINTS, True, args.signals)
+
+
+async def clear_models(url: str) -> None:
+    """No retained model left for the next agent: the manifest and chunk 0 (the probe model's only one)."""
+    from qxedge.agent.models.publish import model_topic
+
+    async with MqttClient(BrokerConfig(url=url), role=f"bench-clear-{os.getpid()}") as mqtt:
+        for topic in (model_topic("bench", "probe"), model_topic("bench", "probe", "chunks/0")):
+            mqtt.publish(topic, b"", qos=1, retain=True)
+        await asyncio.sleep(0.5)  # (QoS 1 on a local broker: long done)
+
+
+def model_events(audit: Path, since: float) -> dict[str, float]:
+    """When the audit log says the probe model went into shadow and was promoted (epoch s), from
+    ``since`` on."""
+    import sqlite3
+
+    db = sqlite3.connect(audit)
+    try:
+        rows = db.execute(
+            "SELECT verdict, MIN(ts) FROM audit WHERE kind = 'model' AND ts >= ? GROUP BY verdict", (since,)
+        ).fetchall()
+    finally:
+        db.close()
+    return {str(verdict): float(ts) for verdict, ts in rows}
+
+
+def agent_round(
+    url: str, config: Path, ops_port: int, args: argparse.Namespace, swap: Swap | None = None
+) -> Round:
     cmd = [sys.executable, "-m", "qxedge.agent.cli", "run", "--config", str(config), "--broker", url]
     with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as agent:
         try:
@@ -270,9 +361,26 @@ def agent_round(url: str, config: Path, ops_port: int, args: argparse.Namespace)
                 spy_cmd = ["py-spy", "record", "-r", "200", "-f", "raw", "--threads", "-o", out]
                 spy = subprocess.Popen([*spy_cmd, "-d", str(int(args.seconds)), "-p", str(agent.pid)])
             cpu, stalls = cpu_seconds(agent.pid), scrape_stalls(ops_port)
-            measured = asyncio.run(
-                drive(url, args.rate, args.seconds, args.probe_every, SETPOINTS, True, args.signals)
-            )
+            if swap is None:
+                measured = asyncio.run(
+                    drive(url, args.rate, args.seconds, args.probe_every, SETPOINTS, True, args.signals)
+                )
+            else:
+                publisher = subprocess.Popen(
+                    [sys.executable, "-c", PUBLISHER, str(swap.folder), str(swap.key), url],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                try:
+                    wait_line(publisher, "ready", 30)
+                    published: list[float] = []
+                    measured = asyncio.run(swap_during(url, args, publisher, published))
+                    wait_line(publisher, "published", 30)
+                finally:
+                    publisher.kill()
+                    publisher.wait()
+                measured.swap_published = published[0]
             measured.cpu_s = cpu_seconds(agent.pid) - cpu
             measured.stalls = scrape_stalls(ops_port) - stalls
             if spy is not None:
@@ -281,6 +389,106 @@ def agent_round(url: str, config: Path, ops_port: int, args: argparse.Namespace)
         finally:
             agent.terminate()
             agent.wait(20)
+
+
+def swap_rounds(
+    url: str,
+    config: Path,
+    ops_port: int,
+    args: argparse.Namespace,
+    results: Results,
+    tmp: Path,
+    length_s: float,
+) -> None:
+    """``--swap``: per round the agent without and with a model swap (alternating which goes first)."""
+    from qxedge.agent.config import WindowConfig
+    from qxedge.testing.training import model_dir, relabelled
+
+    window = WindowConfig(length_s=length_s, every_s=1, stats=["last"], min_samples=1, min_coverage=0)
+    print(
+        f"{args.rate:g} readings/s for {args.seconds:g} s per round, a probe every {args.probe_every}, "
+        f"{args.signals} background signals, window.trigger: {args.trigger}; each round the agent without "
+        f"and with a model swap (published at {0.2 * args.seconds:g} s, {args.shadow_evaluations} shadow "
+        f"evaluations, promote: auto); python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
+    table = results.table(
+        f"{args.rate:g} readings/s, a probe every {args.probe_every}, {args.signals} background signals, "
+        f"trigger: {args.trigger}; reading to setpoint arrival with a model swap (shadow "
+        f"{args.shadow_evaluations} evaluations, then promoted) during the round against the same run "
+        "without",
+        [
+            "round",
+            "no swap p50 ms",
+            "no swap p99 ms",
+            "swap p50 ms",
+            "swap p99 ms",
+            "p50 ratio",
+            "p99 ratio",
+            "swap window p99 ms",
+            "publish → promoted s",
+        ],
+    )
+    plain_all, swap_all, window_all = Round(), Round(), []
+    plain_p99s: list[float] = []
+    ratios: list[float] = []  # each round's swap p99 / no-swap p99
+    for r in range(args.rounds):
+        shutil.rmtree(tmp / "store", ignore_errors=True)
+        folder = model_dir(
+            tmp / f"model-{r}", "probe", relabelled(tmp / "probe.onnx", f"swap {r}"), ["x.last"], window
+        )
+        swap = Swap(folder, tmp / "keys" / "model-signing.pem", tmp / "store")
+        order = (None, swap) if r % 2 == 0 else (swap, None)
+        measured: dict[bool, Round] = {}
+        for which in order:
+            if which is not None:
+                shutil.rmtree(tmp / "store", ignore_errors=True)
+            measured[which is not None] = agent_round(url, config, ops_port, args, which)
+            if which is not None:
+                asyncio.run(clear_models(url))
+        plain, swapped = measured[False], measured[True]
+        assert swapped.swap_published is not None
+        events = model_events(tmp / "audit.sqlite", swapped.swap_published)
+        promoted = events.get("promoted")
+        if promoted is None:
+            raise SystemExit(f"round {r + 1}: the model was not promoted during the round (audit: {events})")
+        window_lat = [
+            lat
+            for lat, at in zip(swapped.latencies, swapped.sent_at, strict=True)
+            if swapped.swap_published <= at <= promoted + 1.0
+        ]
+        (p50, p99), (s50, s99) = stats_line(plain.latencies), stats_line(swapped.latencies)
+        _, w99 = stats_line(window_lat)
+        took = promoted - swapped.swap_published
+        print(
+            f"  round {r + 1}: no swap p50 {p50 * 1e3:6.2f} ms p99 {p99 * 1e3:6.2f} ms | swap p50 "
+            f"{s50 * 1e3:6.2f} ms p99 {s99 * 1e3:6.2f} ms (promoted {took:.2f} s after publishing; "
+            f"{len(window_lat)} probes meanwhile, p99 {w99 * 1e3:.2f} ms) | p99 ratio x{s99 / p99:.2f}"
+        )
+        print(f"    without: {stalls_line(plain.stalls)}\n    with:    {stalls_line(swapped.stalls)}")
+        table.add(
+            str(r + 1), p50 * 1e3, p99 * 1e3, s50 * 1e3, s99 * 1e3, s50 / p50, s99 / p99, w99 * 1e3, took
+        )
+        plain_all.latencies += plain.latencies
+        swap_all.latencies += swapped.latencies
+        window_all += window_lat
+        plain_p99s.append(p99)
+        ratios.append(s99 / p99)
+    (p50, p99), (s50, s99) = stats_line(plain_all.latencies), stats_line(swap_all.latencies)
+    _, w99 = stats_line(window_all)
+    table.add("all", p50 * 1e3, p99 * 1e3, s50 * 1e3, s99 * 1e3, s50 / p50, s99 / p99, w99 * 1e3, None)
+    # the noise floor: how far apart two rounds of the same agent without a swap came out; the swap's
+    # effect: the median of the rounds' own ratios (one slow round, either way, does not decide it)
+    spread = max(plain_p99s) / min(plain_p99s)
+    median_ratio = statistics.median(ratios)
+    verdict = "none measurable" if median_ratio <= max(spread, 1.1) else "MEASURABLE"
+    line = (
+        f"all rounds: no swap p50 {p50 * 1e3:.2f} ms p99 {p99 * 1e3:.2f} ms; swap p50 {s50 * 1e3:.2f} ms "
+        f"p99 {s99 * 1e3:.2f} ms; swap / no swap = x{s50 / p50:.2f} (p50), x{s99 / p99:.2f} (p99); the swap "
+        f"window's p99 {w99 * 1e3:.2f} ms; the rounds' own p99 ratios: median x{median_ratio:.2f}, against "
+        f"the no-swap rounds' p99 spread x{spread:.2f}: effect at p99 {verdict}"
+    )
+    print(line)
+    results.note(line)
 
 
 def main() -> None:
@@ -293,8 +501,14 @@ def main() -> None:
     parser.add_argument("--signals", type=int, default=9, help="background signals (keys in the window)")
     parser.add_argument("--trigger", choices=["readings", "interval"], default="readings")
     parser.add_argument("--profile", metavar="PREFIX", help="py-spy raw profiles of the agent, one per round")
+    parser.add_argument(
+        "--swap", action="store_true", help="agent with a model swap vs without, not the echo"
+    )
+    parser.add_argument("--shadow-evaluations", type=int, default=200, help="with --swap: the shadow period")
     add_save_option(parser)
     args = parser.parse_args()
+    if args.swap and args.save == "":
+        args.save = "swap"  # latency-swap.json, beside the echo comparison's latency.json
     results = Results(__file__, parser, args)
     if args.signals < 1 or args.probe_every < 2 or args.rate <= 0:
         parser.error("--signals must be >= 1, --probe-every >= 2 and --rate > 0")
@@ -305,6 +519,13 @@ def main() -> None:
         config = Path(tmp) / "latency.yaml"
         audit = Path(tmp) / "audit.sqlite"
         ops_port = free_port()
+        deploy = ""
+        if args.swap:
+            from qxedge.agent.models.signing import keygen
+
+            _, public = keygen(Path(tmp) / "keys")
+            store = Path(tmp) / "store"
+            deploy = DEPLOY.format(public=public, store=store, evaluations=args.shadow_evaluations)
         config.write_text(
             CONFIG.format(
                 url=broker.url,
@@ -313,11 +534,16 @@ def main() -> None:
                 audit=audit,
                 length_s=length_s,
                 ops_port=ops_port,
+                deploy=deploy,
             )
             + (TELEMETRY.format(outbox=Path(tmp) / "outbox.sqlite") if args.telemetry else ""),
             encoding="utf-8",
         )
         port = int(broker.url.rsplit(":", 1)[1])
+        if args.swap:
+            swap_rounds(broker.url, config, ops_port, args, results, Path(tmp), length_s)
+            results.save()
+            return
         print(
             f"{args.rate:g} readings/s for {args.seconds:g} s per round, a probe every {args.probe_every} "
             f"({args.rate / args.probe_every:g} setpoints/s), {args.signals} background signals in a "

@@ -133,8 +133,9 @@ class Shadow:
         scores: np.ndarray,
         in_force_s: float,
     ) -> None:
-        """Score what the model in force scored (``assets``, ``scores``) in this evaluation; on the
-        evaluation's thread. A failure is recorded, never raised: the evaluation must go on."""
+        """Score what the model in force scored (``assets``, ``scores``) in this evaluation, once its
+        decision is out (on the evaluation's thread: the loop, or a worker for a large one). A failure
+        is recorded, never raised: the evaluation must go on."""
         if self.failed is not None:
             return
         try:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from qxedge.agent.config import ModelConfig, RuleConfig, WindowConfig
+from qxedge.agent.config import EdgeConfig, ModelConfig, RuleConfig, WindowConfig
 from qxedge.agent.models.history import HistoryWindows, read_history, windows
 from qxedge.agent.models.manifest import (
     MANIFEST_FILE,
@@ -36,7 +36,7 @@ from qxedge.agent.models.manifest import (
     TrainingDoc,
     WindowDoc,
 )
-from qxedge.core.errors import ModelError
+from qxedge.core.errors import ConfigError, ModelError, Problem
 
 INSTALL = "pip install 'qxedge[train]' (scikit-learn, skl2onnx, onnx; ./run model installs them too)"
 MIN_WINDOWS = 50  # fewer feature rows than this, for training or calibration: refused
@@ -135,6 +135,40 @@ class TrainRequest:
     quantile: float = 0.995
     hidden: Sequence[int] = (16, 4, 16)
     seed: int = 1000
+
+
+def request_for(
+    cfg: EdgeConfig,
+    model: str | None,
+    *,
+    site: str,
+    since: float,
+    until: float,
+    history: Path,
+    out: Path,
+    holdout: float = 0.2,
+    hidden: Sequence[int] = (16, 4, 16),
+    seed: int = 1000,
+) -> TrainRequest:
+    """The request ``qxedge train`` (and ``qxedge demo --loop``) makes of an agent config: the model
+    named ``model`` (None: the config's first), the agent's window and the thresholds of its rules."""
+    found = next((m for m in cfg.models if model is None or m.name == model), None)
+    if found is None:
+        what = "no model in the config" if model is None else f"no model named {model!r}"
+        raise ConfigError([Problem("models", f"{what} to train")])
+    return TrainRequest(
+        site=site,
+        since=since,
+        until=until,
+        history=history,
+        out=out,
+        model=found,
+        window=cfg.window,
+        rules=[r for r in cfg.rules if r.model == found.name],
+        holdout=holdout,
+        hidden=hidden,
+        seed=seed,
+    )
 
 
 def _split(data: HistoryWindows, holdout: float) -> tuple[np.ndarray, np.ndarray]:

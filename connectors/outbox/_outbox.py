@@ -47,13 +47,16 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from qxedge.connectors.confirm import BadConfirmation, merged, parse_confirmation
 from qxedge.connectors.mqtt import Message, MqttClient
+from qxedge.connectors.outbox._journal import Journal
 from qxedge.connectors.outbox.config import OutboxConfig
 from qxedge.core.errors import ConnectorError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The send loop publishes SEND_SLICE records, then lets the loop run for SEND_PAUSE_S: ~6,000 records/s
 # upstream at most (a backlog drains ~8x slower than unpaced, a graceful stop's drain is not paced), and
@@ -73,6 +76,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     ts REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS streams (name TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (        -- items accepted, not in a record yet (_journal.py)
+    stream TEXT NOT NULL,
+    upto INTEGER NOT NULL,                  -- the stream's item count after this row's items
+    payload BLOB NOT NULL,
+    PRIMARY KEY (stream, upto)
+);
 """
 
 
@@ -92,9 +101,11 @@ class _Record:
 _Row = tuple[int, str, int, str, bytes]  # id, stream, seq, topic, payload
 _ROW = "SELECT id, stream, seq, topic, payload FROM outbox"
 _Key = tuple[str, int]  # stream, seq
+_Journaled = dict[str, list[tuple[int, bytes]]]  # stream -> its journal rows (upto, payload), in order
+_Taken = list[tuple[Journal[Any], tuple[list[tuple[int, list[Any]]], int]]]  # see Journal._take
 
 
-def _connect(path: Path, max_pages: int | None) -> tuple[sqlite3.Connection, dict[str, int], int]:
+def _connect(path: Path, max_pages: int | None) -> tuple[sqlite3.Connection, dict[str, int], int, _Journaled]:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
@@ -107,10 +118,15 @@ def _connect(path: Path, max_pages: int | None) -> tuple[sqlite3.Connection, dic
         db.executescript(SCHEMA)
         streams = dict(db.execute("SELECT name, next_seq FROM streams").fetchall())
         depth = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        journaled: _Journaled = defaultdict(list)
+        for stream, upto, payload in db.execute(
+            "SELECT stream, upto, payload FROM journal ORDER BY stream, upto"
+        ):
+            journaled[stream].append((int(upto), bytes(payload)))
     except sqlite3.DatabaseError:
         db.close()
         raise
-    return db, streams, int(depth)
+    return db, streams, int(depth), dict(journaled)
 
 
 class Outbox:
@@ -172,12 +188,14 @@ class Outbox:
         self._send_wake = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
+        self._journals: dict[str, Journal[Any]] = {}
+        self._journaled: _Journaled = {}  # the journal rows found at open, until claimed
 
     # ----------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Outbox:
         loop = asyncio.get_running_loop()
         try:
-            self._db, self._next_seq, self.depth = await loop.run_in_executor(
+            self._db, self._next_seq, self.depth, self._journaled = await loop.run_in_executor(
                 self._pool, _connect, self.path, self.max_pages
             )
         except (OSError, sqlite3.Error) as exc:
@@ -262,6 +280,21 @@ class Outbox:
             self._flush_wake.set()
         return seq
 
+    def journal(self, stream: str, encode: Callable[[list[T]], bytes]) -> Journal[T]:
+        """``stream``'s journal (``_journal.py``): items durable at the next flush until the records
+        made of them are; its ``restored`` rows are those the last run left. ``encode`` (a list of
+        items -> bytes) is called in the outbox's thread."""
+        if stream in self._journals:
+            raise OutboxError(f"outbox {self.path}: stream {stream!r} has a journal already")
+        restored = self._journaled.pop(stream, [])
+        journal: Journal[T] = Journal(stream, encode, restored, self._flush_wake)
+        self._journals[stream] = journal
+        if restored:
+            log.info(
+                "outbox %s: %d journal rows of %s from before the restart", self.path, len(restored), stream
+            )
+        return journal
+
     @property
     def inflight(self) -> int:
         return len(self._inflight)
@@ -287,7 +320,8 @@ class Outbox:
         """Delete acknowledged records, then commit pending ones (two transactions, off the loop)."""
         async with self._flush_lock:
             rows, acked = self._pending, self._acked
-            if not rows and not acked:
+            journals: _Taken = [(j, t) for j in self._journals.values() if (t := j._take()) is not None]
+            if not rows and not acked and not journals:
                 return
             self._pending, self._acked = [], []
             loop = asyncio.get_running_loop()
@@ -297,14 +331,18 @@ class Outbox:
                     deleted = await loop.run_in_executor(self._pool, self._delete, acked)
                     acked = []
                 excess = 0  # counted after the acknowledged records are gone: they made room
-                if self.config.overflow == "drop_oldest":
+                if self.config.overflow == "drop_oldest" and rows:  # (journal rows alone drop nothing)
                     excess = max(0, self.depth - deleted + len(rows) - self.config.max_messages)
-                if rows:
-                    dropped, dropped_upto = await loop.run_in_executor(self._pool, self._insert, rows, excess)
+                if rows or journals:
+                    dropped, dropped_upto = await loop.run_in_executor(
+                        self._pool, self._insert, rows, excess, journals
+                    )
             except sqlite3.Error as exc:
                 self.depth -= deleted
                 self._pending[:0] = rows
                 self._acked[:0] = acked
+                for journal, taken in journals:
+                    journal._failed(taken)
                 self.stats["write_errors"] += 1
                 if self.error is None:
                     log.error(
@@ -321,6 +359,8 @@ class Outbox:
         if self.error is not None:
             log.warning("outbox %s: the disk takes writes again", self.path)
             self.error = None
+        for journal, taken in journals:
+            journal._committed(taken)
         self.stats["written"] += len(rows)
         self.depth += len(rows) - deleted - dropped
         if dropped:
@@ -355,12 +395,23 @@ class Outbox:
             raise
         return deleted
 
-    def _insert(self, rows: list[_Record], excess: int) -> tuple[int, int]:
-        """(worker thread) Commit new records, dropping the ``excess`` oldest → (dropped, highest id)."""
+    def _insert(self, rows: list[_Record], excess: int, journals: _Taken | None = None) -> tuple[int, int]:
+        """(worker thread) Commit new records, dropping the ``excess`` oldest, with the journals' new
+        rows and the deletion of those the records replace → (dropped, highest id)."""
         db = self._db
         assert db is not None
         db.execute("BEGIN IMMEDIATE")
         try:
+            for journal, (sealed, delete_upto) in journals or []:
+                if sealed:
+                    db.executemany(
+                        "INSERT INTO journal (stream, upto, payload) VALUES (?, ?, ?)",
+                        [(journal.stream, upto, journal.encode(items)) for upto, items in sealed],
+                    )
+                if delete_upto:
+                    db.execute(
+                        "DELETE FROM journal WHERE stream = ? AND upto <= ?", (journal.stream, delete_upto)
+                    )
             dropped = dropped_upto = 0
             if rows:
                 db.executemany(

@@ -22,6 +22,7 @@ import paho.mqtt.client as paho
 import polars as pl
 from paho.mqtt.enums import CallbackAPIVersion
 
+from qxedge.agent.history import decode_journal
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.connectors.mqtt import split_url
 from qxedge.testing.waits import wait_until_sync
@@ -173,6 +174,30 @@ def committed_batches(outbox: Path) -> int:
     return int(row[0]) if row else 0
 
 
+def journaled(outbox: Path) -> pl.DataFrame:
+    """The readings in the agent's history journal on disk (accepted, not in a batch yet): asset,
+    signal, ts."""
+    db = sqlite3.connect(outbox)
+    try:
+        rows = db.execute("SELECT payload FROM journal WHERE stream = 'history' ORDER BY upto").fetchall()
+    except sqlite3.OperationalError:  # the agent is creating it
+        rows = []
+    finally:
+        db.close()
+    assets: list[str] = []
+    signals: list[str] = []
+    ts: list[float] = []
+    for (payload,) in rows:
+        batch = decode_journal(bytes(payload))
+        assets += batch.assets
+        signals += batch.signals
+        ts += batch.ts
+    return pl.DataFrame(
+        {"asset": assets, "signal": signals, "ts": ts},
+        schema={"asset": pl.String, "signal": pl.String, "ts": pl.Float64},
+    )
+
+
 def ledger(root: Path) -> tuple[int, int, int]:
     """(batches, highest seq + 1, readings) in the historian's ledger."""
     path = root / "_historian" / "ledger.sqlite"
@@ -197,18 +222,22 @@ class KillRun:
     ledger: tuple[int, int, int]  # the historian's (batches, highest seq + 1, readings)
     resent: int  # records the agent sent again, not confirmed upstream
     one_run_at_the_kill: bool  # every lost reading is in one run per signal, around the agent's kill
-    lost_held: int  # of the lost: produced before the agent's kill (it held them in memory)
+    lost_held: int  # of the lost: produced before the agent's kill (not on its disk yet, or in flight)
     lost_unheard: int  # produced after the kill, before the new agent listened (no agent had them)
+    journaled: int  # readings in the agent's journal on disk at its kill (accepted, not in a batch yet)
+    lost_durable: int  # lost readings no newer than the newest journaled one of their signal: none
     log: str
 
 
 _RESENT = re.compile(r"sending (\d+) records again")
 
 
-def kill_run(work: Path, outage_s: float = 1.0) -> KillRun:
+def kill_run(work: Path, outage_s: float = 1.0, every_s: float = 2.0, journal_min: int = 300) -> KillRun:
     """The plant broker stays up; the data-center broker (persistence on), then the historian, then the
     agent are each killed with SIGKILL mid-stream and started again; then everything stops gracefully
-    and the readings the plant produced are counted against the rows in the Parquet."""
+    and the readings the plant produced are counted against the rows in the Parquet. The agent cuts a
+    history batch every ``every_s`` and is killed once its journal on disk holds ``journal_min``
+    readings (accepted, in no batch yet: what it held in memory before the journal)."""
     root = work / "history"
     log = work / "run.log"
 
@@ -220,7 +249,7 @@ def kill_run(work: Path, outage_s: float = 1.0) -> KillRun:
         return lambda: ledger(root)[2] >= n
 
     with EmbeddedBroker() as plant_broker, EmbeddedBroker(persistence=True) as dc:
-        edge = agent_config(work, plant_broker.url, dc.url)
+        edge = agent_config(work, plant_broker.url, dc.url, every_s)
         hcfg = historian_config(work, dc.url, root)
         historian = start(["historian", "--config", str(hcfg)], work, log)
         agent = start(["run", "--config", str(edge)], work, log)
@@ -238,9 +267,12 @@ def kill_run(work: Path, outage_s: float = 1.0) -> KillRun:
             time.sleep(0.5)  # batches wait at the broker for the historian's persistent session
             historian = start(["historian", "--config", str(hcfg)], work, log)
             waited(rows_at_least(plant.count), "catching up after the historian's restart")
+            outbox = work / "outbox.sqlite"
+            waited(lambda: journaled(outbox).height >= journal_min, f"{journal_min} readings in the journal")
             killed_at = time.time()
             agent.send_signal(signal.SIGKILL)
             agent.wait()
+            at_kill = journaled(outbox)  # on disk when it died: the restarted agent must send them
             agent = start(["run", "--config", str(edge)], work, log)
             waited(lambda: log.read_text().count("listening on plant/#") == 2, "the agent's restart")
             back_at = time.time()
@@ -274,4 +306,8 @@ def kill_run(work: Path, outage_s: float = 1.0) -> KillRun:
     resent = sum(int(n) for n in _RESENT.findall(text))
     held = lost.filter(pl.col("ts") < killed_at).height
     unheard = lost.filter((pl.col("ts") >= killed_at) & (pl.col("ts") <= back_at)).height
-    return KillRun(result, committed, ledger(root), resent, one_run, held, unheard, text)
+    newest = at_kill.group_by("asset", "signal").agg(pl.col("ts").max().alias("newest"))
+    durable = lost.join(newest, on=["asset", "signal"], how="left").filter(pl.col("ts") <= pl.col("newest"))
+    return KillRun(
+        result, committed, ledger(root), resent, one_run, held, unheard, at_kill.height, durable.height, text
+    )

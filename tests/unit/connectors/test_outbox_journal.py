@@ -1,0 +1,90 @@
+"""The outbox's journal (``connectors/outbox/_journal.py``) on a real SQLite file, without a broker:
+items on disk at the next flush, gone in the transaction that commits the records made of them, back
+after a restart; and the history recorder's readings through it."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from pathlib import Path
+
+from qxedge.agent.history import HistoryConfig, HistoryRecorder, decode_journal, encode_journal
+from qxedge.connectors.mqtt import BrokerConfig, MqttClient
+from qxedge.connectors.outbox import Outbox, OutboxConfig
+from qxedge.connectors.readings import ReadingBatch
+
+
+def outbox(path: Path) -> Outbox:
+    return Outbox(path, OutboxConfig(), MqttClient(BrokerConfig(url="mqtt://h:1")))  # never connects
+
+
+def on_disk(path: Path) -> tuple[list[tuple[str, int]], int]:
+    """(the journal's (stream, upto) rows, the outbox's record count)."""
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT stream, upto FROM journal ORDER BY upto").fetchall()
+        records = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    finally:
+        db.close()
+    return rows, int(records)
+
+
+def readings(n: int, start: float = 0.0) -> ReadingBatch:
+    return ReadingBatch(
+        [f"l1/pump{i % 3}" for i in range(n)],
+        ["temp"] * n,
+        [1.7e9 + start + i / 10 for i in range(n)],
+        [math.pi * i for i in range(n)],
+    )
+
+
+def test_journal_rows_round_trip_exactly() -> None:
+    batches = [readings(3), readings(0), ReadingBatch(["a/é"], ["s"], [1.5], [-0.0])]
+    back = decode_journal(encode_journal(batches))
+    assert back.assets == [a for b in batches for a in b.assets]
+    assert back.ts == [t for b in batches for t in b.ts] and back.values == [
+        v for b in batches for v in b.values
+    ]
+    assert len(decode_journal(encode_journal([]))) == 0
+
+
+async def test_items_are_journaled_then_go_with_the_record_made_of_them(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    async with outbox(path) as box:
+        journal = box.journal("history", encode_journal)
+        journal.add(readings(4))
+        journal.add(readings(2))
+        await box._flush()
+        assert on_disk(path) == ([("history", 2)], 0)  # one row for both items
+        mark = journal.mark()
+        journal.add(readings(5))  # after the mark: stays journaled
+        box.put("history", "qx/v1/t/history", lambda seq: b"batch %d" % seq)
+        journal.done(mark)
+        await box._flush()
+        assert on_disk(path) == ([("history", 3)], 1)  # the record in, its items' row gone: one transaction
+        assert journal.items_written == 3 and journal.pending == 0
+        mark = journal.mark()
+        journal.add(readings(1))
+        journal.done(mark)  # refused, say: not written, never will be
+        await box._flush()
+        assert on_disk(path) == ([("history", 4)], 1)
+
+
+async def test_a_restart_gives_back_what_no_record_took(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    config = HistoryConfig(every_s=3600)
+    async with outbox(path) as box:
+        recorder = HistoryRecorder("t", config, box)
+        recorder.add(readings(4))
+        recorder.add(readings(3, start=1))
+        await box._flush()  # on disk; then a kill -9 (the recorder never cuts)
+    async with outbox(path) as box:
+        recorder = HistoryRecorder("t", config, box)
+        assert recorder.held == 7 and recorder.stats["restored"] == 7
+        recorder.add(readings(2, start=2))
+        assert await recorder.cut() == 1  # the restored readings and the new ones, in one batch
+        assert recorder.stats["readings"] == 9
+        await box._flush()
+        assert on_disk(path) == ([], 1)
+    async with outbox(path) as box:
+        assert HistoryRecorder("t", config, box).held == 0
