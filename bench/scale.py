@@ -20,8 +20,9 @@ Phases, on the same brokers: 1 worker at the rated rate (``steady W=1``); a floo
 ``--flood-s`` jobs sent at once with 60 s deadlines (``flood W=1``: the throughput of one worker); a
 second worker joins, and both again (``steady W=2``, ``flood W=2``; the ratio of the two floods is the
 scaling, the one-worker flood its baseline, measured in the same run); then ``kill``: two workers at
-the rated rate, one killed with SIGKILL halfway (on ``nats-cluster``: the node leading the job stream,
-or node 1 where node 0 leads, killed with SIGKILL instead).
+the rated rate, one killed with SIGKILL halfway (on ``nats-cluster`` a node is killed instead, twice:
+``kill follower``, a node that does not lead the job stream, then, once it is back and the stream
+whole again, ``kill leader``, the stream's leader, moved off node 0 first; node 0 carries the sites).
 
 Counted per phase: jobs sent; lost (no result by the deadline plus 10 s); solves logged (answers the
 workers' logs report) and solved twice (jobs two workers' logs say they answered: the job ledger should
@@ -282,24 +283,59 @@ def broker(kind: str) -> Iterator[tuple[str, dict[str, Any], Any]]:
             yield rabbit.mqtt_url, {"transport": transport}, rabbit
 
 
-def stream_leader_node(cluster: NatsCluster) -> tuple[NatsServer, bool]:
-    """The node leading the job stream QX_JOBS (node 1 where node 0, the sites' node, leads), and
-    whether it leads."""
-    import asyncio
+class JobStream:
+    """The job stream QX_JOBS of a NATS cluster: its leader, its replicas, a leader step-down."""
 
-    import nats
+    def __init__(self, cluster: NatsCluster) -> None:
+        self.cluster = cluster
 
-    async def leader() -> str | None:
-        nc = await nats.connect(cluster.url.split(","))
-        try:
-            info = await nc.jetstream(timeout=5).stream_info("QX_JOBS")
-        finally:
-            await nc.close()
-        return info.cluster.leader if info.cluster is not None else None
+    def _ask(self, step_down: bool = False) -> tuple[str | None, bool]:
+        import asyncio
 
-    name = asyncio.run(leader())
-    node = next((n for n in cluster.nodes[1:] if n.server_name == name), cluster.nodes[1])
-    return node, node.server_name == name
+        import nats
+        import nats.errors
+        import nats.js.errors
+
+        async def ask() -> tuple[str | None, bool]:
+            nc = await nats.connect([n.url for n in self.cluster.nodes if n.running])
+            try:
+                if step_down:
+                    await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.QX_JOBS", b"", timeout=5)
+                info = await nc.jetstream(timeout=5).stream_info("QX_JOBS")
+            except (nats.errors.Error, nats.js.errors.Error):
+                return None, False
+            finally:
+                await nc.close()
+            if info.cluster is None:
+                return None, False
+            replicas = info.cluster.replicas or []
+            return info.cluster.leader, len(replicas) == 2 and all(r.current for r in replicas)
+
+        return asyncio.run(ask())
+
+    def node(self, name: str | None) -> NatsServer | None:
+        return next((n for n in self.cluster.nodes if n.server_name == name), None)
+
+    def leader(self) -> NatsServer | None:
+        return self.node(self._ask()[0])
+
+    def wait_whole(self, timeout_s: float = 60) -> None:
+        """Until the stream has a leader and both its replicas are current."""
+        deadline = time.monotonic() + timeout_s
+        while not all(self._ask()):
+            if time.monotonic() > deadline:
+                raise SystemExit("the job stream did not recover its three replicas")
+            time.sleep(0.2)
+
+    def lead_elsewhere(self, avoid: NatsServer, timeout_s: float = 60) -> None:
+        """Until a node other than ``avoid`` (the sites' node) leads the stream."""
+        deadline = time.monotonic() + timeout_s
+        while (leader := self.leader()) is None or leader is avoid:
+            if time.monotonic() > deadline:
+                raise SystemExit("the job stream's leader did not move off the sites' node")
+            if leader is avoid:
+                self._ask(step_down=True)
+            time.sleep(0.5)
 
 
 def run_transport(
@@ -366,20 +402,30 @@ def run_transport(
                 phase("steady W=2", args.rate, args.seconds, args.deadline_ms)
             if "flood" in args.phases:
                 phase("flood W=2", FLOOD_RATE, flood_jobs / FLOOD_RATE, 60_000)
-            if "kill" in args.phases:
-                killed: list[str] = []
-
-                def kill() -> None:
-                    if isinstance(server, NatsCluster):
-                        node, leader = stream_leader_node(server)
-                        node.kill()
-                        role = "the job stream's leader" if leader else "a follower: node 0 led"
-                        killed.append(f"node {server.nodes.index(node)}, {role} (SIGKILL)")
-                    else:
-                        workers[1].kill()
-                        killed.append("worker w1 (SIGKILL)")
-
-                phase("kill", args.rate, args.seconds, args.deadline_ms, kill, killed)
+            if "kill" in args.phases and isinstance(server, NatsCluster):
+                stream, entry = JobStream(server), server.nodes[0]
+                for role in ("follower", "leader"):
+                    stream.wait_whole()
+                    if role == "leader":
+                        stream.lead_elsewhere(entry)
+                    leader = stream.leader()
+                    victim = (
+                        leader if role == "leader" else next(n for n in server.nodes[1:] if n is not leader)
+                    )
+                    assert victim is not None and victim is not entry
+                    label = f"node {server.nodes.index(victim)}, the job stream's {role} (SIGKILL)"
+                    phase(f"kill {role}", args.rate, args.seconds, args.deadline_ms, victim.kill, [label])
+                    victim.launch()  # back, for the next phase: it catches up from the others
+                    victim.wait_started()
+            elif "kill" in args.phases:
+                phase(
+                    "kill",
+                    args.rate,
+                    args.seconds,
+                    args.deadline_ms,
+                    workers[1].kill,
+                    ["worker w1 (SIGKILL)"],
+                )
         finally:
             if sites is not None:
                 sites.close()
