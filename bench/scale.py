@@ -313,6 +313,33 @@ class JobStream:
 
         return asyncio.run(ask())
 
+    def led_by(self, node: NatsServer) -> list[str]:
+        """What ``node`` leads: the job stream, the workers' consumer, the MQTT results stream."""
+        import asyncio
+
+        import nats
+        import nats.errors
+        import nats.js.errors
+
+        async def ask() -> list[str]:
+            nc = await nats.connect([n.url for n in self.cluster.nodes if n.running])
+            js, led = nc.jetstream(timeout=5), []
+            try:
+                for what, info in [
+                    ("the job stream", js.stream_info("QX_JOBS")),
+                    ("the workers' consumer", js.consumer_info("QX_JOBS", "qx-solvers")),
+                    ("NATS's MQTT QoS 1 stream", js.stream_info("$MQTT_msgs")),
+                ]:
+                    with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+                        found = await info
+                        if found.cluster is not None and found.cluster.leader == node.server_name:
+                            led.append(what)
+            finally:
+                await nc.close()
+            return led
+
+        return asyncio.run(ask())
+
     def node(self, name: str | None) -> NatsServer | None:
         return next((n for n in self.cluster.nodes if n.server_name == name), None)
 
@@ -413,7 +440,11 @@ def run_transport(
                         leader if role == "leader" else next(n for n in server.nodes[1:] if n is not leader)
                     )
                     assert victim is not None and victim is not entry
-                    label = f"node {server.nodes.index(victim)}, the job stream's {role} (SIGKILL)"
+                    led = stream.led_by(victim)
+                    label = (
+                        f"node {server.nodes.index(victim)} (SIGKILL), leading "
+                        f"{', '.join(led) if led else 'none of the job stream, its consumer, MQTT QoS 1'}"
+                    )
                     phase(f"kill {role}", args.rate, args.seconds, args.deadline_ms, victim.kill, [label])
                     victim.launch()  # back, for the next phase: it catches up from the others
                     victim.wait_started()
