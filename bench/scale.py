@@ -104,7 +104,10 @@ class Phase:
             "lost": lost,
             "solves logged": sum(self.solved.values()),
             "solved twice": sum(1 for c in self.solved.values() if c > 1),
-            "in time %": round(100 * in_time / sent, 2) if sent else None,
+            "late or lost": sent - in_time,
+            # a string: the tables round floats to 3 digits, and 99.95 is not 100
+            "in time %": f"{100 * in_time / sent:.2f}" if sent else None,
+            "answers again": self.copies,  # results that reached the site twice (QoS 1: at least once)
             "jobs/s": round(len(self.received) / (last - first), 1) if last > first else None,
             "p50 ms": round(statistics.median(trips) * 1000, 1) if trips else None,
             "p99 ms": round(p99 * 1000, 1) if p99 is not None else None,
