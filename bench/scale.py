@@ -24,11 +24,13 @@ the rated rate, one killed with SIGKILL halfway (on ``nats-cluster`` a node is k
 ``kill follower``, a node that does not lead the job stream, then, once it is back and the stream
 whole again, ``kill leader``, the stream's leader, moved off node 0 first; node 0 carries the sites).
 
-Counted per phase: jobs sent; lost (no result by the deadline plus 10 s); solves logged (answers the
-workers' logs report) and solved twice (jobs two workers' logs say they answered: the job ledger should
-make it 0); deadline adherence (``ok`` results at the site by their deadline, of all sent);
-throughput (results per second from the first job sent to the last result); the p50 / p99 round
-trip. ``--quick`` runs ``mqtt`` and ``nats`` with fewer phases and seconds (< 60 s).
+Counted per phase: jobs sent; lost (no result by the deadline plus 10 s; of which unsent: a publish
+that failed because the site's MQTT connection was down, which an agent knows at once); solves logged
+(answers the workers' logs report) and solved twice (jobs two workers' logs say they answered: the job
+ledger should make it 0); late or lost, and deadline adherence (``ok`` results at the site by their
+deadline, of all sent); answers again (results that reached their site twice); throughput (results
+per second from the first job sent to the last result); the p50 / p99 round trip. ``--quick`` runs
+``mqtt`` and ``nats`` with fewer phases and seconds (< 60 s).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class Phase:
     deadline_s: float = 3.0
     received: dict[str, tuple[float, str]] = field(default_factory=dict)  # job id -> (arrived, status)
     copies: int = 0  # results that arrived again (QoS 1: at least once)
+    publish_failed: int = 0  # jobs a site could not send (its MQTT connection was down)
     solved: Counter[str] = field(default_factory=Counter)  # job id -> answers in the workers' logs
     killed: str = ""
 
@@ -102,6 +105,7 @@ class Phase:
             "workers": self.workers,
             "sent": sent,
             "lost": lost,
+            "of which unsent": self.publish_failed,  # the site knew at once (an agent falls back)
             "solves logged": sum(self.solved.values()),
             "solved twice": sum(1 for c in self.solved.values() if c > 1),
             "late or lost": sent - in_time,
@@ -203,7 +207,12 @@ class Sites:
                 if all(j in phase.received for j in phase.sent):
                     break
             time.sleep(0.05)
-        unacked = sum(1 for info in self.pending if not info.is_published())
+        unacked = 0
+        for info in self.pending:
+            try:
+                unacked += not info.is_published()
+            except RuntimeError:  # not sent: the connection was down (paho reconnects by itself)
+                phase.publish_failed += 1
         if unacked:
             print(f"  ({unacked} job publishes were never acknowledged by the broker)")
         self.pending.clear()
@@ -413,7 +422,8 @@ def run_transport(
                 row = p.row(kind)
                 rows.append(row)
                 print(
-                    f"  {name:<10} W={row['workers']} sent {row['sent']:5d}  lost {row['lost']:4d}  "
+                    f"  {name:<10} W={row['workers']} sent {row['sent']:5d}  lost {row['lost']:4d} "
+                    f"(unsent {row['of which unsent']})  "
                     f"solves {row['solves logged']:5d}  solved twice {row['solved twice']:3d}  "
                     f"in time {row['in time %']}%  "
                     f"{row['jobs/s']} jobs/s  p50 {row['p50 ms']} ms  p99 {row['p99 ms']} ms"
