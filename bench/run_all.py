@@ -36,6 +36,7 @@ QUICK: dict[str, list[list[str]]] = {
     "connectors_opcua": [["--seconds", "0.3", "--variables", "20"]],
     "faults": [["--outage-s", "2", "--crashes", "1"]],
     "history": [["--quick"]],
+    "scale": [["--quick"]],  # mqtt and nats: 500 sites, 1 and 2 workers, one killed (~45 s)
     # a 15 s soak says nothing of drift (memory still settles): it only has to run and lose nothing
     "soak": [["--minutes", "0.25", "--rate", "500", "--assets", "5", "--warmup", "5", "--max-drift", "1"]],
 }

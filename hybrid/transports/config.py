@@ -48,7 +48,9 @@ class TransportConfig(BaseModel):
         "work queue fed by NATS's MQTT; rabbitmq: a quorum queue bound to the MQTT plugin's exchange",
     )
     url: str | None = Field(
-        None, description="nats://host:4222 or amqp://host:5672/vhost; none for mqtt (it uses `broker`)"
+        None,
+        description="nats://host:4222 or amqp://host:5672/vhost; none for mqtt (it uses `broker`); nats: "
+        "several servers of one cluster comma-separated (nats://a:4222,nats://b:4222), tried in turn",
     )
     username: str | None = None
     password: SecretStr | None = None
@@ -70,6 +72,13 @@ class TransportConfig(BaseModel):
         "another worker; a living worker extends it while it solves",
     )
     max_deliver: int = Field(5, ge=1, le=1000, description="nats: deliveries of one job at most")
+    replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="nats: copies of the stream and its consumer on a JetStream cluster (3 on three nodes: "
+        "queued jobs and acks survive the loss of one node); an existing stream keeps its own",
+    )
     prefetch: int | None = Field(
         None, ge=1, le=10_000, description="jobs held unacknowledged at once; default max_concurrent_jobs + 1"
     )
@@ -91,7 +100,12 @@ class TransportConfig(BaseModel):
         if self.url is None:
             raise ValueError(f"kind {self.kind} needs a url ({SCHEMES[self.kind][1]})")
         schemes, expected = SCHEMES[self.kind]
-        split_service_url(self.url, schemes, f"for kind {self.kind} {expected}", "transport url")
+        for url in self.servers:
+            split_service_url(url, schemes, f"for kind {self.kind} {expected}", "transport url")
+        if self.kind != "nats" and len(self.servers) > 1:
+            raise ValueError("several comma-separated urls are for kind nats (the servers of one cluster)")
+        if self.kind != "nats" and self.replicas != 1:
+            raise ValueError("replicas is for kind nats (a rabbitmq quorum queue has its cluster's replicas)")
         if self.password_file is not None:
             if self.password is not None:
                 raise ValueError("give password or password_file, not both")
@@ -99,6 +113,11 @@ class TransportConfig(BaseModel):
         if self.password is not None and self.username is None:
             raise ValueError("a password needs a username")
         return self
+
+    @property
+    def servers(self) -> list[str]:
+        """The url's servers: one, or (nats) the comma-separated servers of a cluster."""
+        return [part.strip() for part in (self.url or "").split(",") if part.strip()]
 
     @property
     def secret(self) -> str | None:

@@ -9,7 +9,9 @@ every third of ``ack_wait_s`` while it holds a job, so a long solve is never han
 
 Results go to ``$MQTT.msgs.<subject of the result topic>``: the stream NATS's MQTT keeps for its QoS 1
 subscribers, so the agent gets them at QoS 1 (also after a reconnect of a persistent session); where that
-stream is missing, as a plain publish on the subject (QoS 0 to MQTT subscribers).
+stream is missing, as a plain publish on the subject (QoS 0 to MQTT subscribers). On a cluster
+(``url`` naming its servers, comma-separated) the stream has ``replicas`` copies: with 3, queued jobs
+and acknowledgements survive the loss of any one node, and the worker reconnects to another server.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 
 JOBS_SUBJECT = "qx.v1.*.jobs"  # what the MQTT topics qx/v1/+/jobs map to
 MQTT_QOS1_PREFIX = "$MQTT.msgs."  # NATS's MQTT: the subjects of its QoS 1 message stream
+# what NATS's MQTT puts on a QoS 1 message it stores: without it, a message that reaches the MQTT
+# subscriber's server over a cluster route is dropped (NATS 2.9; one server delivers it either way)
+MQTT_QOS1_HEADERS = {"Nmqtt-Pub": "1"}
 STREAM_MAX_AGE_S = 3600.0  # a job still queued after an hour is past any deadline
 
 
@@ -67,7 +72,7 @@ class NatsTransport:
         cfg = self.config
         try:
             self._nc = await nats.connect(
-                cfg.url or "",
+                cfg.servers,
                 user=cfg.username,
                 password=cfg.secret,
                 name=f"qxedge-solver-{self.worker_id}",
@@ -116,6 +121,7 @@ class NatsTransport:
             storage=StorageType.FILE,
             discard=DiscardPolicy.OLD,
             max_age=STREAM_MAX_AGE_S,
+            num_replicas=cfg.replicas,
         )
         try:
             await self._js.add_stream(wanted)
@@ -182,7 +188,7 @@ class NatsTransport:
     async def publish(self, topic: str, payload: bytes, job_id: str | None = None) -> None:
         subject = topic_to_subject(topic)
         try:
-            await self._js.publish(MQTT_QOS1_PREFIX + subject, payload)
+            await self._js.publish(MQTT_QOS1_PREFIX + subject, payload, headers=MQTT_QOS1_HEADERS)
             raise_if_cancelling()
             return
         except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError):

@@ -11,6 +11,7 @@ shared, which is what it is for).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from types import TracebackType
@@ -83,6 +85,8 @@ class NatsServer:
         self.mqtt = mqtt and jetstream
         self.jetstream = jetstream
         self.extra_config = extra_config
+        self.server_name = f"qxedge-test-{uuid.uuid4().hex[:6]}"
+        self.mqtt_options = ""  # more settings of the mqtt block (a cluster's replicas)
         self.dir = Path(tempfile.mkdtemp(prefix="qxedge-nats-"))
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -99,33 +103,51 @@ class NatsServer:
             text = re.sub(r"(?m)^listen: .*$", f"listen: 127.0.0.1:{self.port}", self.config)
             text = re.sub(r"(?m)^(\s+)listen: .*$", rf"\1listen: 127.0.0.1:{self.mqtt_port}", text)
             return re.sub(r"(?m)^(\s+)store_dir: .*$", rf'\1store_dir: "{self.dir / "js"}"', text)
-        lines = [f"server_name: qxedge-test-{uuid.uuid4().hex[:6]}", f"listen: 127.0.0.1:{self.port}"]
+        lines = [f"server_name: {self.server_name}", f"listen: 127.0.0.1:{self.port}"]
         if self.jetstream:
             lines.append(f'jetstream {{ store_dir: "{self.dir / "js"}" }}')
         if self.mqtt:
-            lines.append(f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}")
+            lines.append(f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port}{self.mqtt_options} }}")
         return "\n".join(lines) + "\n" + self.extra_config
 
     def start(self) -> NatsServer:
+        self.launch()
+        return self.wait_started()
+
+    def launch(self) -> None:
+        """Start the process, not waiting for its ports (:meth:`wait_started`): a cluster's nodes open
+        their MQTT port only once JetStream has its quorum, so they are launched together."""
         conf = self.dir / "nats.conf"
         conf.write_text(self.config_text())
-        log = self.dir / "nats.log"
         binary = shutil.which("nats-server") or NATS_SERVER
-        with log.open("ab") as out:
+        with (self.dir / "nats.log").open("ab") as out:
             self._proc = subprocess.Popen(
                 [binary, "-c", str(conf)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env},
             )
+
+    def wait_started(self, timeout: float = 20) -> NatsServer:
+        assert self._proc is not None, "launch() first"
+        ports = [self.port] + ([self.mqtt_port] if self.mqtt else [])
         try:
-            _wait_ports(
-                self._proc, [self.port] + ([self.mqtt_port] if self.mqtt else []), log, "nats-server", 20
-            )
+            _wait_ports(self._proc, ports, self.dir / "nats.log", "nats-server", timeout)
         except BrokerUnavailable:
             self.stop()
             raise
         return self
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the node dies without a word to its clients or its cluster."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
 
     def stop(self) -> None:
         _stop(self._proc)
@@ -139,6 +161,76 @@ class NatsServer:
     ) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class NatsCluster:
+    """``with NatsCluster(3) as cluster``: ``size`` nats-servers routed into one cluster, JetStream and
+    MQTT on each; ``cluster.url`` names every node (comma-separated, as a worker's ``transport.url``),
+    ``cluster.nodes[i]`` each one (``.kill()`` one to see the others carry on). Started when JetStream
+    has a meta leader (each node's monitoring ``/jsz`` says so)."""
+
+    def __init__(self, size: int = 3) -> None:
+        routes_ports = [free_port() for _ in range(size)]
+        self.http_ports = [free_port() for _ in range(size)]
+        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes_ports)
+        self.nodes = [
+            NatsServer(
+                extra_config=(
+                    f"http: 127.0.0.1:{http}\n"
+                    f"cluster {{ name: qxedge-test, listen: 127.0.0.1:{port}, routes: [{routes}] }}\n"
+                )
+            )
+            for port, http in zip(routes_ports, self.http_ports, strict=True)
+        ]
+        for node in self.nodes:  # the MQTT sessions' streams and each subscription's consumer survive a node
+            node.mqtt_options = f", stream_replicas: {min(size, 3)}, consumer_replicas: {min(size, 3)}"
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    def meta_leader(self) -> str | None:
+        """The JetStream meta leader's server name, as a running node sees it (None: not elected)."""
+        for node, http in zip(self.nodes, self.http_ports, strict=True):
+            if not node.running:
+                continue
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http}/jsz", timeout=2) as reply:
+                    leader = json.load(reply).get("meta_cluster", {}).get("leader")
+            except (OSError, ValueError):
+                continue
+            if leader:
+                return str(leader)
+        return None
+
+    def start(self, timeout: float = 60) -> NatsCluster:
+        try:
+            for node in self.nodes:
+                node.launch()
+            for node in self.nodes:
+                node.wait_started(timeout)
+            deadline = time.monotonic() + timeout
+            while self.meta_leader() is None:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(f"the NATS cluster elected no JetStream leader in {timeout:g} s")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for node in self.nodes:
+            node.__exit__(exc_type, exc, tb)
 
 
 class RabbitNode:
