@@ -395,18 +395,35 @@ class Outbox:
             raise
         return deleted
 
+    def _encoded(
+        self, journal: Journal[Any], sealed: list[tuple[int, list[Any]]]
+    ) -> list[tuple[str, int, bytes]]:
+        """(worker thread) The journal rows of ``sealed``, encoded before the transaction: an item its
+        encoder cannot take costs that group its journaling (logged), never this flush's records."""
+        out = []
+        for upto, items in sealed:
+            try:
+                out.append((journal.stream, upto, journal.encode(items)))
+            except Exception:
+                log.exception(
+                    "outbox %s: journal %s: %d items not journaled", self.path, journal.stream, len(items)
+                )
+        return out
+
     def _insert(self, rows: list[_Record], excess: int, journals: _Taken | None = None) -> tuple[int, int]:
         """(worker thread) Commit new records, dropping the ``excess`` oldest, with the journals' new
         rows and the deletion of those the records replace → (dropped, highest id)."""
         db = self._db
         assert db is not None
+        encoded = [
+            (journal, self._encoded(journal, sealed), upto) for journal, (sealed, upto) in journals or []
+        ]
         db.execute("BEGIN IMMEDIATE")
         try:
-            for journal, (sealed, delete_upto) in journals or []:
-                if sealed:
+            for journal, sealed_rows, delete_upto in encoded:
+                if sealed_rows:
                     db.executemany(
-                        "INSERT INTO journal (stream, upto, payload) VALUES (?, ?, ?)",
-                        [(journal.stream, upto, journal.encode(items)) for upto, items in sealed],
+                        "INSERT INTO journal (stream, upto, payload) VALUES (?, ?, ?)", sealed_rows
                     )
                 if delete_upto:
                     db.execute(

@@ -88,3 +88,27 @@ async def test_a_restart_gives_back_what_no_record_took(tmp_path: Path) -> None:
         assert on_disk(path) == ([], 1)
     async with outbox(path) as box:
         assert HistoryRecorder("t", config, box).held == 0
+
+
+async def test_an_item_its_encoder_refuses_costs_its_journaling_not_the_flushs_records(
+    tmp_path: Path,
+) -> None:
+    """The encoder is the caller's code, run in the flush: an exception from it was outside the SQLite
+    errors the flush handles, and lost the flush's records and stopped the flushing for good."""
+    path = tmp_path / "o.sqlite"
+
+    def encode(items: list[ReadingBatch]) -> bytes:
+        if any("bad" in a for b in items for a in b.assets):
+            raise ValueError("cannot encode")
+        return encode_journal(items)
+
+    async with outbox(path) as box:
+        journal = box.journal("history", encode)
+        journal.add(ReadingBatch(["bad"], ["s"], [1.0], [2.0]))
+        box.put("telemetry", "qx/v1/t/telemetry", lambda seq: b"%d" % seq)
+        await box._flush()
+        assert on_disk(path) == ([], 1)  # the record is on disk; the group that failed is not journaled
+        journal.add(readings(2))
+        box.put("telemetry", "qx/v1/t/telemetry", lambda seq: b"%d" % seq)
+        await box._flush()
+        assert on_disk(path) == ([("history", 2)], 2)  # and the next flush goes on
