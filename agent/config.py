@@ -20,6 +20,7 @@ relative file paths are resolved against the directory of the config file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
@@ -218,6 +219,13 @@ class EdgeConfig(_Strict):
         description="the audit log, the outbox and other state (relative: to this file); default: "
         "$XDG_STATE_HOME/qxedge. Set it so that a service and an operator's shell agree (/var/lib/qxedge)",
     )
+
+    @field_validator("site")
+    @classmethod
+    def _no_session_suffix(cls, site: str) -> str:
+        if re.search(r"-[0-9a-f]{8}$", site):  # qxedge-<role>-<site>-<8 hex>: another site's client id
+            raise ValueError("must not end in '-' and 8 hex digits (the client ids' session suffix)")
+        return site
 
     @field_validator("state_dir")
     @classmethod

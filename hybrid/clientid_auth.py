@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from qxedge.core.errors import ListenError
+
 __all__ = ["DEFAULT_CLIENT_ID", "ClientIdPolicy", "serve"]
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class ClientIdPolicy:
     def allows(self, username: str, client_id: str | None) -> bool:
         if client_id is None or username in self.trusted:
             return True
+        if self.client_id == DEFAULT_CLIENT_ID and re.search(r"-[0-9a-f]{8}$", username):
+            return False  # user osan-0123abcd's ids would be user osan's with a session suffix
         pattern = self.client_id.replace("{user}", re.escape(username))
         return re.fullmatch(pattern, client_id) is not None
 
@@ -86,7 +90,13 @@ async def serve(policy: ClientIdPolicy, host: str, port: int, stop: asyncio.Even
     runner = web.AppRunner(app(policy), access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise ListenError(
+                f"qxedge rabbitmq-auth cannot listen on {host}:{port} ({exc.strerror or exc}): "
+                "is another one running? (--listen HOST:PORT)"
+            ) from exc
         log.info("client ids bound to usernames: answering RabbitMQ on %s:%d", host, port)
         await stop.wait()
     finally:

@@ -21,10 +21,12 @@ site() {  # NAME PASSWORD
   # queues: only the MQTT plugin's subscription queues of this site's client ids (qxedge-<role>-<site>
   # with an optional -<8 hex>, as `qxedge rabbitmq-auth` allows: qxedge-uplink-<site>); exchanges:
   # amq.topic, through which every MQTT message goes
-  q="mqtt-subscription-qxedge-[a-z]+-$1(-[0-9a-f]{8})?qos[01]"
+  # (the site id as a regular expression: its dots escaped, so site o.an is not osan)
+  re=$(printf '%s' "$1" | sed 's/\./\\./g')
+  q="mqtt-subscription-qxedge-[a-z]+-$re(-[0-9a-f]{8})?qos[01]"
   "$ctl" set_permissions -p / "$1" "^$q\$" "^(amq\\.topic|$q)\$" "^(amq\\.topic|$q)\$" >/dev/null
   # routing keys (MQTT topics with / as .): its own namespace only, for publishing and subscribing
-  "$ctl" set_topic_permissions -p / "$1" amq.topic "^qx\\.v1\\.$1\\." "^qx\\.v1\\.$1\\." >/dev/null
+  "$ctl" set_topic_permissions -p / "$1" amq.topic "^qx\\.v1\\.$re\\." "^qx\\.v1\\.$re\\." >/dev/null
 }
 
 # The workers: the quorum queue qx-solvers (declared and bound by the first worker), every site's jobs

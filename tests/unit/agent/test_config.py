@@ -38,6 +38,15 @@ def test_example_config_is_valid() -> None:
     assert cfg.models[0].path.is_file() and cfg.models[0].providers[-1] == "CPUExecutionProvider"
 
 
+def test_a_site_id_cannot_end_like_another_sites_session_client_id() -> None:
+    """``qxedge-uplink-osan-0123abcd`` is site osan's client id with a session suffix: a site named
+    ``osan-0123abcd`` could be kicked off by osan (the brokers bind client ids to usernames by pattern)."""
+    with pytest.raises(ConfigError) as info:
+        load_config(EDGE_YAML, environ={"QXEDGE_SITE": "osan-0123abcd"})
+    assert [p.path for p in info.value.problems] == ["site"] and "8 hex digits" in str(info.value)
+    assert load_config(EDGE_YAML, environ={"QXEDGE_SITE": "osan-line-3"}).site == "osan-line-3"
+
+
 def test_every_problem_is_reported_with_its_path(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(BAD)
     problems = problems_of(tmp_path / "bad.yaml")

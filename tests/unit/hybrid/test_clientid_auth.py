@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import pytest
 
-from qxedge.hybrid.clientid_auth import ClientIdPolicy
+from qxedge.core.errors import ListenError
+from qxedge.hybrid.clientid_auth import ClientIdPolicy, serve
 
 
 def test_a_site_logs_in_with_its_own_client_ids_only() -> None:
@@ -22,6 +26,17 @@ def test_a_site_logs_in_with_its_own_client_ids_only() -> None:
         assert not policy.allows("osan", other), other
     assert policy.allows("b-osan", "qxedge-uplink-b-osan")
     assert not policy.allows("o.an", "qxedge-uplink-osan")  # the username is matched literally
+    # a user named like another's id with a session suffix would share that user's ids: refused
+    assert not policy.allows("osan-0123abcd", "qxedge-uplink-osan-0123abcd")
+
+
+async def test_a_taken_port_is_a_listen_error_naming_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ListenError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await serve(ClientIdPolicy(), "127.0.0.1", port, asyncio.Event())
 
 
 def test_workers_and_logins_without_a_client_id_are_let_through() -> None:
