@@ -52,7 +52,7 @@ AFTER_S = 3.0  # the demo runs on this long under the promoted model
 
 
 def loop_config(cfg: EdgeConfig, public_key: Path) -> EdgeConfig:
-    """``cfg`` for the loop: history on, evaluations every 0.25 s, no faults, no production day, no
+    """``cfg`` for the loop: history on, evaluations every 0.2 s, no faults, no production day, no
     offload, and a ``deploy:`` section that trusts ``public_key`` and promotes automatically."""
     if cfg.simulator is None:
         raise ConfigError([Problem("simulator", "the demo needs a `simulator:` section")])

@@ -120,6 +120,7 @@ def agent_config(tmp_path: Path, url: str, reconnect_max_s: float = 0.5, confirm
     cfg = tmp_path / "edge.yaml"
     cfg.write_text(
         f"""site: t
+ops: {{port: 0}}
 broker: {{url: "{url}", reconnect_min_s: 0.1, reconnect_max_s: {reconnect_max_s}, keepalive_s: 5}}
 connectors:
   - mqtt: {{topics: ["plant/#"], topic_pattern: "plant/{{line}}/{{asset}}/{{signal}}"}}

@@ -201,7 +201,11 @@ def rabbit_dc() -> Iterator[RabbitNode]:
                 yield rabbit
         finally:
             auth.terminate()
-            auth.wait(10)
+            try:
+                auth.wait(10)
+            except subprocess.TimeoutExpired:
+                auth.kill()
+                auth.wait()
 
 
 async def test_rabbitmq_permissions_isolate_sites(rabbit_dc: RabbitNode) -> None:

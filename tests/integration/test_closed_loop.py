@@ -114,7 +114,7 @@ def _agent_process(url: str) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "qxedge.agent.cli", "run", "--config", str(EDGE_YAML), "--broker", url],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        env={**os.environ, "QXEDGE_SITE": "state-test"},
+        env={**os.environ, "QXEDGE_SITE": "state-test", "QXEDGE_OPS__PORT": "0"},
     )
 
 
