@@ -167,7 +167,9 @@ class _Steps:
             return target
         owner = f" root:{group}" if group else ""
         self.say(f"write {target} ({mode:04o}{owner})")
-        if not self.dry_run:
+        if self.dry_run:
+            return target
+        try:
             gid = None if group is None else self._gid(group)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
@@ -177,6 +179,9 @@ class _Steps:
                 if target.parent.name == "models":  # a folder of its own: readable by the group too
                     os.chown(target.parent, 0, gid)
                     target.parent.chmod(0o750)
+        except (OSError, LookupError) as exc:  # said like a failed command: exit 1, no traceback
+            self.failed = True
+            print(f"qxedge: error: cannot write {target}: {exc}", file=sys.stderr)
         return target
 
     def command(self, *argv: str) -> None:
@@ -185,7 +190,12 @@ class _Steps:
         self.say("run " + " ".join(argv))
         if self.dry_run:
             return
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        except OSError as exc:  # the program is missing
+            self.failed = True
+            print(f"qxedge: error: cannot run {argv[0]}: {exc.strerror or exc}", file=sys.stderr)
+            return
         if done.returncode != 0:
             self.failed = True
             print(

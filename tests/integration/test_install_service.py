@@ -74,3 +74,16 @@ def test_the_solver_service_and_a_dry_run(tmp_path: Path, capsys: pytest.Capture
     assert lines[0] == f"would write {dry}/usr/lib/sysusers.d/qxedge.conf (0644)"
     assert all(line.startswith(("would ", "next: ")) for line in lines), lines
     assert not dry.exists()
+
+
+def test_a_step_that_cannot_write_fails_with_exit_1_and_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A target that cannot be written (here /usr/lib is a file in the root) was a traceback."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "usr").mkdir()
+    (root / "usr" / "lib").write_text("not a folder")
+    assert main(["install-service", "agent", "--root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert "qxedge: error: cannot write" in err and "usr/lib/sysusers.d" in err
