@@ -215,7 +215,7 @@ class NatsCluster:
                     raise BrokerUnavailable(f"the NATS cluster elected no JetStream leader in {timeout:g} s")
                 time.sleep(0.1)
         except BaseException:
-            self.stop()
+            self.__exit__(None, None, None)  # stopped, and their folders gone
             raise
         return self
 
