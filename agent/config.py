@@ -20,7 +20,6 @@ relative file paths are resolved against the directory of the config file.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
@@ -44,6 +43,7 @@ from qxedge.agent.safety import SafetyConfig
 from qxedge.agent.settings import PlanningConfig, TelemetryConfig
 from qxedge.connectors.modbus import ModbusConfig
 from qxedge.connectors.mqtt import BrokerConfig, MqttSourceConfig, filters_overlap, site_topic, topic_matches
+from qxedge.connectors.mqtt.config import SESSION_SUFFIX
 from qxedge.connectors.opcua import OpcUaConfig
 from qxedge.connectors.outbox import OutboxConfig
 from qxedge.connectors.plant import PlantConnector
@@ -223,7 +223,7 @@ class EdgeConfig(_Strict):
     @field_validator("site")
     @classmethod
     def _no_session_suffix(cls, site: str) -> str:
-        if re.search(r"-[0-9a-f]{8}$", site):  # qxedge-<role>-<site>-<8 hex>: another site's client id
+        if SESSION_SUFFIX.search(site):  # qxedge-<role>-<site>-<8 hex> would be another site's client id
             raise ValueError("must not end in '-' and 8 hex digits (the client ids' session suffix)")
         return site
 

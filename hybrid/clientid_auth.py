@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from qxedge.connectors.mqtt.config import SESSION_SUFFIX
 from qxedge.core.errors import ListenError
 
 __all__ = ["DEFAULT_CLIENT_ID", "ClientIdPolicy", "serve"]
@@ -53,7 +54,7 @@ class ClientIdPolicy:
     def allows(self, username: str, client_id: str | None) -> bool:
         if client_id is None or username in self.trusted:
             return True
-        if self.client_id == DEFAULT_CLIENT_ID and re.search(r"-[0-9a-f]{8}$", username):
+        if self.client_id == DEFAULT_CLIENT_ID and SESSION_SUFFIX.search(username):
             return False  # user osan-0123abcd's ids would be user osan's with a session suffix
         pattern = self.client_id.replace("{user}", re.escape(username))
         return re.fullmatch(pattern, client_id) is not None

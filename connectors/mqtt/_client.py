@@ -212,6 +212,7 @@ class MqttClient:
         self.ack_listener: Callable[[int], None] | None = None  # called with the mid of each PUBACK
         self.fresh_only = fresh_only
         stable = config.persistent_session  # a stable id: the broker finds the session again after a restart
+        # else a suffix of 8 hex digits (config.SESSION_SUFFIX: no site id may end like it)
         self.client_id = config.client_id or f"qxedge-{role}" + ("" if stable else f"-{uuid.uuid4().hex[:8]}")
         self.v5 = config.protocol == "5"
         self._clean = clean_session and not stable
@@ -362,19 +363,17 @@ class MqttClient:
         before a disconnect (the agent's retained ``offline``), which paho would otherwise still hold
         behind its full in-flight window when the DISCONNECT goes out. False when not connected or not
         acknowledged in time."""
-        if not self.connected:
+        mid = self.publish_tracked(topic, payload, retain=retain)
+        if mid is None:
             return False
-        info = self._publish(topic, payload, 1, retain)
-        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            return False
-        acked = self._puback[info.mid] = self._running_loop().create_future()
+        acked = self._puback[mid] = self._running_loop().create_future()
         try:
             async with asyncio.timeout(within_s):
                 await acked
         except TimeoutError:
             return False
         finally:
-            self._puback.pop(info.mid, None)
+            self._puback.pop(mid, None)
         return True
 
     def publish_tracked(self, topic: str, payload: bytes, *, retain: bool = False) -> int | None:

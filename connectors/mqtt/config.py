@@ -5,6 +5,7 @@ Pure pydantic: importing this module imports no paho client.
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from qxedge.connectors.mqtt.topics import check_filter
 from qxedge.connectors.readings import TopicPattern
 from qxedge.core.config import read_secret, resolve_path, split_service_url
+
+# the suffix of a non-persistent session's client id (``qxedge-<role>-<site>-<8 hex>``): a site id must
+# not end like it, or one site's ids would be another's (the brokers bind ids to users by pattern)
+SESSION_SUFFIX = re.compile(r"-[0-9a-f]{8}$")
 
 
 class TlsConfig(BaseModel):
