@@ -416,7 +416,8 @@ class Outbox:
         db = self._db
         assert db is not None
         encoded = [
-            (journal, self._encoded(journal, sealed), upto) for journal, (sealed, upto) in journals or []
+            (journal, self._encoded(journal, sealed), delete_upto)
+            for journal, (sealed, delete_upto) in journals or []
         ]
         db.execute("BEGIN IMMEDIATE")
         try:
