@@ -150,7 +150,7 @@ async def _transport(cfg: TransportConfig, timeout_s: float) -> None:
             return None
 
         nc = await nats.connect(
-            cfg.url or "",
+            cfg.servers,
             error_cb=quiet,
             user=cfg.username,
             password=cfg.secret,
@@ -162,12 +162,8 @@ async def _transport(cfg: TransportConfig, timeout_s: float) -> None:
         await nc.close()
         return
     import aio_pika
-    from yarl import URL
 
-    url = URL(cfg.url or "")
-    if cfg.username is not None:
-        url = url.with_user(cfg.username).with_password(cfg.secret)
-    connection = await aio_pika.connect(url, timeout=timeout_s)
+    connection = await aio_pika.connect(cfg.amqp_url(), timeout=timeout_s)
     await connection.close()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from yarl import URL
 
 from qxedge.core.config import read_secret, resolve_path, split_service_url
 
@@ -122,3 +123,8 @@ class TransportConfig(BaseModel):
     @property
     def secret(self) -> str | None:
         return self.password.get_secret_value() if self.password is not None else None
+
+    def amqp_url(self) -> URL:
+        """rabbitmq: the url with the username and password in it (aio-pika takes them so)."""
+        url = URL(self.url or "")
+        return url if self.username is None else url.with_user(self.username).with_password(self.secret)

@@ -21,7 +21,6 @@ from typing import Any
 import aio_pika
 import aio_pika.exceptions
 import aiormq.exceptions
-from yarl import URL
 
 from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.core.cancels import raise_if_cancelling
@@ -57,12 +56,11 @@ class RabbitTransport:
 
     async def __aenter__(self) -> RabbitTransport:
         cfg = self.config
-        url = URL(cfg.url or "")
-        if cfg.username is not None:
-            url = url.with_user(cfg.username).with_password(cfg.secret)
         try:
             self._conn = await aio_pika.connect_robust(
-                url, timeout=10, client_properties={"connection_name": f"qxedge-solver-{self.worker_id}"}
+                cfg.amqp_url(),
+                timeout=10,
+                client_properties={"connection_name": f"qxedge-solver-{self.worker_id}"},
             )
         except _AMQP_ERRORS as exc:
             raise TransportError(
