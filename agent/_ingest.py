@@ -3,7 +3,9 @@
 It subscribes the ``mqtt`` entries' topic filters on the agent's own plant-broker client. Each read
 burst of the client (all that one wake-up read) is decoded right where it was read, with no task in
 between, and goes to the agent in one ``link.readings(batch)``; what is invalid goes to ``rejected``
-with the reason (the agent dead-letters it).
+with the reason (the agent dead-letters it). With ``ack_after`` (the agent's, when the history upstream
+is on) a burst's QoS 1 readings are acknowledged to the broker only once the history journal has them
+on disk: an agent killed before then gets them again from its persistent session.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from qxedge.connectors.mqtt import Message, MqttClient, MqttSourceConfig
+from qxedge.connectors.mqtt import AckAfter, Message, MqttClient, MqttSourceConfig
 from qxedge.connectors.plant import PlantLink
 from qxedge.connectors.readings import ReadingBatch, ReadingDecoder, Rejected, TopicPattern
 
@@ -30,11 +32,16 @@ class MqttIngest:
     name = "mqtt"
 
     def __init__(
-        self, mqtt: MqttClient, sources: Sequence[MqttSourceConfig], rejected: RejectedHandler
+        self,
+        mqtt: MqttClient,
+        sources: Sequence[MqttSourceConfig],
+        rejected: RejectedHandler,
+        ack_after: AckAfter | None = None,
     ) -> None:
         self.mqtt = mqtt
         self.sources = sources
         self.rejected = rejected
+        self.ack_after = ack_after  # QoS 1 readings are acknowledged to the broker once it says so
         self.listening = asyncio.Event()  # every filter subscribed (or queued for the next connect)
 
     async def run(self, link: PlantLink) -> None:
@@ -43,7 +50,7 @@ class MqttIngest:
             decoder = ReadingDecoder(TopicPattern(cfg.topic_pattern), cfg.max_payload_bytes, cfg.max_ahead_s)
             for topic_filter in cfg.topics:
                 on_batch = partial(self._decode, link, decoder)
-                await self.mqtt.subscribe(topic_filter, cfg.qos, on_batch=on_batch)
+                await self.mqtt.subscribe(topic_filter, cfg.qos, on_batch=on_batch, ack_after=self.ack_after)
                 filters.append(topic_filter)
         log.info("agent %s: listening on %s", link.site, ", ".join(filters))
         self.listening.set()

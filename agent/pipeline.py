@@ -323,7 +323,7 @@ class Agent:
 
     async def _serve(self, mqtt: MqttClient, stop: asyncio.Event | None) -> None:
         mqtt_sources = [entry.mqtt for entry in self.config.connectors if entry.mqtt is not None]
-        ingest = MqttIngest(mqtt, mqtt_sources, partial(self._rejected, mqtt))
+        ingest = MqttIngest(mqtt, mqtt_sources, partial(self._rejected, mqtt), self._when_durable)
         link = PlantLink(self.site, self.config.broker, self._accept, self._plant_proposal)
         async with contextlib.AsyncExitStack() as stack:
             if self.config.ops is not None:
@@ -501,6 +501,14 @@ class Agent:
     def _plannable(self, asset: str) -> str | None:
         """Why the production plan may not switch ``asset`` (an order for it is refused), or None."""
         return None if self.safety.config.envelope(asset) is not None else f"no safety envelope for {asset!r}"
+
+    def _when_durable(self, ack: Callable[[], None]) -> None:
+        """Acknowledge plant readings to their broker once the history journal has them on disk (history
+        on: a ``kill -9`` loses none of them), else at once."""
+        if self.history is None or self.outbox is None:
+            ack()
+        else:
+            self.outbox.when_durable(ack)
 
     def _accept(self, batch: ReadingBatch) -> None:
         """Readings from a reading source: they join the next evaluation."""

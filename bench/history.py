@@ -1,16 +1,20 @@
 """History forwarding: readings/s end to end into the historian's Parquet and upstream bytes per
 reading, against a raw paho forwarder of the same readings (one JSON message per reading, QoS 1).
 
-    ./run bench history [--readings 60000] [--rounds 2] [--quick] [--save]
+    ./run bench history [--readings 60000] [--rounds 2] [--qos 0|1] [--quick] [--save [qos1]]
 
-A C publisher (``mosquitto_pub -l``, ~110-byte JSON readings, QoS 0) floods a private mosquitto with
-the same readings for both, in alternating rounds:
+A C publisher (``mosquitto_pub -l``, ~110-byte JSON readings, QoS ``--qos``) floods a private mosquitto
+with the same readings for both, in alternating rounds:
 
-- raw: a paho client subscribes to the plant's topics and publishes every reading again upstream at
-  QoS 1 (in-flight window 100, like the outbox's); a subscriber in another process (QoS 1) counts them;
+- raw: a paho client subscribes to the plant's topics (QoS ``--qos``) and publishes every reading
+  again upstream at QoS 1 (in-flight window 100, like the outbox's); a subscriber in another process
+  (QoS 1) counts them;
 - agent: ``qxedge run``'s pipeline in this process (the shipped config: windows, the ONNX model) with
-  history every ``--every-s`` through its disk outbox; ``qxedge historian`` in another process writes
-  the Parquet and confirms; the round ends when the historian's ledger holds every reading.
+  history every ``--every-s`` through its disk outbox (``--qos 1``: the plant subscription at QoS 1 on a
+  persistent session, each reading acknowledged to the plant broker once the history journal has it on
+  disk, as a plant that must lose nothing runs it; the broker's in-flight window is mosquitto's
+  default); ``qxedge historian`` in another process writes the Parquet and confirms; the round ends
+  when the historian's ledger holds every reading.
 
 Readings/s is the readings over the time from the flood's start to the last one arriving (the
 sink's count, the historian's ledger); upstream bytes are MQTT PUBLISH packets (fixed header, topic,
@@ -84,9 +88,9 @@ def make_flood(folder: Path, readings: int) -> list[tuple[str, Path, int]]:
     return out
 
 
-def flood(url: str, files: list[tuple[str, Path, int]]) -> list[subprocess.Popen[bytes]]:
+def flood(url: str, files: list[tuple[str, Path, int]], qos: int) -> list[subprocess.Popen[bytes]]:
     _, host, port = split_url(url)
-    cmd = ["mosquitto_pub", "-h", host, "-p", str(port), "-q", "0", "-l"]
+    cmd = ["mosquitto_pub", "-h", host, "-p", str(port), "-q", str(qos), "-l"]
     return [subprocess.Popen([*cmd, "-t", topic], stdin=path.open("rb")) for topic, path, _ in files]
 
 
@@ -161,7 +165,9 @@ def sink(url: str, topic: str, count: int) -> None:
     client.loop_stop()
 
 
-def raw_round(url: str, files: list[tuple[str, Path, int]], readings: int) -> tuple[float, float, int]:
+def raw_round(
+    url: str, files: list[tuple[str, Path, int]], readings: int, qos: int
+) -> tuple[float, float, int]:
     """The raw paho forwarder → (readings/s arriving, upstream bytes per reading, readings lost)."""
     _, host, port = split_url(url)
     counter = subprocess.Popen(
@@ -187,11 +193,11 @@ def raw_round(url: str, files: list[tuple[str, Path, int]], readings: int) -> tu
     forwarder.on_message = on_message
     forwarder.on_subscribe = lambda *_: subscribed.set()
     forwarder.connect(host, port)
-    forwarder.subscribe("plant/#", 0)
+    forwarder.subscribe("plant/#", qos)
     forwarder.loop_start()
     assert subscribed.wait(10)
     started = time.time()
-    pubs = flood(url, files)
+    pubs = flood(url, files, qos)
     line = counter.stdout.readline().split()
     for pub in pubs:
         pub.wait()
@@ -222,7 +228,7 @@ def ledger_rows(root: Path) -> int:
 
 
 def history_round(
-    url: str, files: list[tuple[str, Path, int]], readings: int, work: Path, every_s: float
+    url: str, files: list[tuple[str, Path, int]], readings: int, work: Path, every_s: float, qos: int
 ) -> tuple[float, float]:
     """The agent's history into ``qxedge historian``'s Parquet → (readings/s, upstream bytes per reading)."""
     root = work / "parquet"
@@ -240,14 +246,14 @@ def history_round(
     try:
         if not wait_until_sync(lambda: "writing" in log.read_text(), 60):
             raise SystemExit(f"the historian did not start:\n{log.read_text()[-2000:]}")
-        return asyncio.run(agent_round(url, files, readings, work, every_s))
+        return asyncio.run(agent_round(url, files, readings, work, every_s, qos))
     finally:
         historian.terminate()
         historian.wait(30)
 
 
 async def agent_round(
-    url: str, files: list[tuple[str, Path, int]], readings: int, work: Path, every_s: float
+    url: str, files: list[tuple[str, Path, int]], readings: int, work: Path, every_s: float, qos: int
 ) -> tuple[float, float]:
     root = work / "parquet"
     environ = {
@@ -257,13 +263,20 @@ async def agent_round(
         "QXEDGE_HISTORY__MAX_READINGS": "50000",
     }
     cfg = load_config(ROOT / "configs" / "edge.yaml", environ=environ, broker_url=url)
-    agent = Agent(cfg.model_copy(update={"planning": None, "telemetry": None}))
+    update: dict[str, object] = {"planning": None, "telemetry": None}
+    if qos:  # QoS 1 on a persistent session: readings acknowledged once on disk
+        update["broker"] = cfg.broker.model_copy(update={"persistent_session": True})
+        update["connectors"] = [
+            c.model_copy(update={"mqtt": c.mqtt.model_copy(update={"qos": qos})}) if c.mqtt else c
+            for c in cfg.connectors
+        ]
+    agent = Agent(cfg.model_copy(update=update))
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(agent.run(stop))
         await agent.ready.wait()
         started = time.time()
-        pubs = await asyncio.to_thread(flood, url, files)
+        pubs = await asyncio.to_thread(flood, url, files, qos)
         await wait_until(lambda: ledger_rows(root) >= readings, 300)
         done = time.time()
         for pub in pubs:
@@ -285,6 +298,7 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=60_000, help="above ~65,000 the raw forwarder loses")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--every-s", type=float, default=1.0, help="the agent's history cut")
+    parser.add_argument("--qos", type=int, choices=(0, 1), default=0, help="the plant's readings' QoS")
     parser.add_argument("--quick", action="store_true", help="40,000 readings, one round")
     parser.add_argument("--sink", nargs=3, help=argparse.SUPPRESS)
     add_save_option(parser)
@@ -303,10 +317,10 @@ def main() -> None:
         files = make_flood(Path(tmp), args.readings)
         readings = sum(n for _, _, n in files)
         size = sum(p.stat().st_size for _, p, _ in files) / readings
-        print(f"flood: {readings:,} readings of ~{size:.0f} bytes on {len(files)} topics, QoS 0")
+        print(f"flood: {readings:,} readings of ~{size:.0f} bytes on {len(files)} topics, QoS {args.qos}")
         formats(files, min(readings, 20_000), results)
         rounds = results.table(
-            f"{readings:,} readings (~{size:.0f} B JSON each) forwarded upstream",
+            f"{readings:,} readings (~{size:.0f} B JSON each, plant QoS {args.qos}) forwarded upstream",
             [
                 "round",
                 "raw paho QoS 1 readings/s",
@@ -319,7 +333,7 @@ def main() -> None:
         )
         raw, hist, raw_b, hist_b = [], [], [], []
         for r in range(args.rounds):
-            rate, per, lost = raw_round(broker.url, files, readings)
+            rate, per, lost = raw_round(broker.url, files, readings, args.qos)
             if lost:
                 results.note(
                     f"round {r + 1}: {lost} of {readings} readings never reached the raw forwarder's sink"
@@ -328,7 +342,7 @@ def main() -> None:
             raw_b.append(per)
             work = Path(tmp) / f"round{r}"
             work.mkdir()
-            rate, per = history_round(broker.url, files, readings, work, args.every_s)
+            rate, per = history_round(broker.url, files, readings, work, args.every_s, args.qos)
             hist.append(rate)
             hist_b.append(per)
             print(

@@ -19,11 +19,19 @@ from qxedge.connectors.mqtt.topics import NAMESPACE, check_filter, filters_overl
 from qxedge.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from qxedge.connectors.mqtt._client import Message, MqttClient, Publication, Subscription, each_message
+    from qxedge.connectors.mqtt._client import (
+        AckAfter,
+        Message,
+        MqttClient,
+        Publication,
+        Subscription,
+        each_message,
+    )
     from qxedge.connectors.mqtt._matcher import CachedMatcher
 
 __all__ = [
     "NAMESPACE",
+    "AckAfter",
     "BrokerConfig",
     "CachedMatcher",
     "Message",
@@ -43,6 +51,7 @@ __all__ = [
 __getattr__ = lazy_exports(
     __name__,
     {
+        "AckAfter": "._client",
         "Message": "._client",
         "MqttClient": "._client",
         "Publication": "._client",

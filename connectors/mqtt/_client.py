@@ -14,6 +14,12 @@ fight it for the GIL on every message. Here paho runs *inside* the loop, with no
   awaits ``Subscription.next_batch()`` and takes the whole list at once (no task, no future per message),
   or the subscription's ``on_batch`` gets the list at the end of the read burst, on the loop (no task
   wakes up at all: the agent decodes readings so);
+- QoS 1 messages are acknowledged by the client, not by paho (``manual_ack``): at the end of the read
+  burst, all in one write, or, for a subscription with ``ack_after`` (the agent's plant readings with the
+  history upstream on), once their consumer says they are safe (on disk): a ``kill -9`` before then
+  leaves them with the broker, which sends them again to the persistent session; a QoS 1 message that
+  comes right after a connect, before its subscription is made again (a persistent session's queue),
+  waits for it (``PARK_S``) unacknowledged instead of being dropped as unroutable;
 - when a consumer falls behind, its list reaching ``high_water`` pauses reading from the socket until it
   catches up: TCP back-pressure instead of unbounded memory;
 - a task of the client's own TaskGroup calls ``loop_misc()`` every second (keep-alive, dead-link
@@ -28,13 +34,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -51,6 +60,9 @@ from qxedge.core.errors import BrokerUnavailable, ConnectorError
 log = logging.getLogger(__name__)
 
 Message = tuple[str, bytes]
+# called at the end of a read burst with the function that acknowledges its QoS 1 messages: it calls it
+# (on the loop) once what the burst's messages carried is safe, e.g. on disk
+AckAfter = Callable[[Callable[[], None]], None]
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5 session expiry interval: the 3.1.1 clean_session=False
 
 
@@ -101,14 +113,17 @@ class Subscription:
         qos: int,
         high_water: int,
         on_batch: Callable[[list[Message]], None] | None = None,
+        ack_after: AckAfter | None = None,
     ) -> None:
         self.topic_filter = topic_filter
         self.also: tuple[str, ...] = ()  # more filters subscribed for it (each within topic_filter)
         self.qos = qos
         self.high_water = high_water
         self.on_batch = on_batch  # takes each burst's messages on the loop instead of a consumer task
+        self.ack_after = ack_after  # acknowledges each burst's QoS 1 messages once they are safe
         self._owner = owner
         self._buffer: list[Message] = []
+        self._unacked: list[tuple[int, int]] = []  # (mid, qos) of the QoS > 0 messages of this burst
         self._wake = asyncio.Event()
         self._closed = False
         self.active = asyncio.Event()  # the broker acknowledged it on the current connection
@@ -119,6 +134,8 @@ class Subscription:
             self._wake.set()
         self._buffer.append((msg.topic, bytes(msg.payload)))
         self._owner.received += 1
+        if msg.qos:
+            self._unacked.append((msg.mid, msg.qos))
 
     def filters(self) -> list[tuple[str, int]]:
         """What is subscribed for it, with the QoS: its filter, then ``also``."""
@@ -138,6 +155,10 @@ class Subscription:
             self.on_batch(batch)
         except Exception:
             log.exception("could not take %d messages on %s", len(batch), self.topic_filter)
+
+    def _take_acks(self) -> list[tuple[int, int]]:
+        acks, self._unacked = self._unacked, []
+        return acks
 
     async def next_batch(self) -> list[Message]:
         """Every message received since the last call (at least one); [] once the client is closed."""
@@ -180,6 +201,8 @@ class MqttClient:
     """
 
     _READ_BURST = 2000
+    PARK_S = 5.0  # how long a QoS 1 message no subscription matches waits for one after a connect
+    MAX_PARKED = 10_000
 
     def __init__(
         self,
@@ -218,7 +241,7 @@ class MqttClient:
         self._clean = clean_session and not stable
         if self.v5:  # MQTT 5 has clean_start and a session expiry instead of clean_session
             self._paho = paho.Client(
-                CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5
+                CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=paho.MQTTv5, manual_ack=True
             )
         else:
             self._paho = paho.Client(
@@ -226,6 +249,7 @@ class MqttClient:
                 client_id=self.client_id,
                 protocol=paho.MQTTv311,
                 clean_session=self._clean,
+                manual_ack=True,  # acknowledged at the end of each read burst, or later (ack_after)
             )
         self._paho._on_message_filtered = CachedMatcher()  # no garbage cycle per message (see there)
         self._paho.max_queued_messages_set(config.max_queued_messages)
@@ -260,6 +284,13 @@ class MqttClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._in_paho = False  # inside paho's loop_read / loop_write / loop_misc (its callbacks may run)
+        self._session = 0  # counts the connections: an acknowledgement goes only on the one that read it
+        self._ack_now: list[tuple[int, int]] = []  # (mid, qos) to acknowledge at the end of the burst
+        self.acks_dropped = 0  # messages not acknowledged: the connection that read them was gone
+        # QoS 1 messages no subscription matched yet, right after a connect: (topic, payload, mid, qos,
+        # session), until _unpark
+        self._parked: list[tuple[str, bytes, int, int, int]] = []
+        self._park_until = 0.0
         self._writing_now = False  # inside _publish, which sends the message itself
         self._stack = contextlib.AsyncExitStack()
 
@@ -312,6 +343,7 @@ class MqttClient:
         high_water: int = 50_000,
         on_batch: Callable[[list[Message]], None] | None = None,
         also: tuple[str, ...] = (),
+        ack_after: AckAfter | None = None,
     ) -> Subscription:
         """Subscribe and wait for the broker's SUBACK; messages arrive through the returned object, or,
         with ``on_batch``, are handed to it on the loop at the end of each read burst (no task wakes up
@@ -320,13 +352,18 @@ class MqttClient:
         ``also``: more filters, each within ``topic_filter`` (e.g. exact topics under a wildcard),
         subscribed in the same SUBSCRIBE for brokers that send retained messages only to exact-topic
         subscriptions (RabbitMQ). Their messages come through this subscription, once per copy the
-        broker sends (a broker may send one per matching filter)."""
-        sub = Subscription(self, topic_filter, qos, high_water, on_batch)
+        broker sends (a broker may send one per matching filter).
+
+        QoS 1 messages are acknowledged at the end of the read burst that brought them, or, with
+        ``ack_after``, when it calls the function it is given: a message not safe yet is not
+        acknowledged, so the broker keeps it (and sends it again after a reconnect)."""
+        sub = Subscription(self, topic_filter, qos, high_water, on_batch, ack_after)
         sub.also = also
         # paho matches callbacks against the topic, not against "$share/<group>/<filter>".
         match_filter = topic_filter.split("/", 2)[2] if topic_filter.startswith("$share/") else topic_filter
         self._paho.message_callback_add(match_filter, sub._on_message)
         self._subscriptions.append(sub)
+        self._hand_parked(sub, match_filter)
         if self.connected:  # else the subscription is made on the next connect
             await self._await_suback(self._paho.subscribe(sub.filters()), topic_filter)
             sub.active.set()
@@ -476,6 +513,8 @@ class MqttClient:
         if code.is_failure:
             return
         self._disconnected.clear()
+        self._session += 1
+        self._park_until = time.monotonic() + self.PARK_S
         self._connected.set()
         for sub in self._subscriptions:
             rc, mid = self._paho.subscribe(sub.filters())
@@ -549,8 +588,69 @@ class MqttClient:
         else:
             fut.set_result(None)
 
-    def _on_unroutable(self, _c: paho.Client, _u: Any, _msg: paho.MQTTMessage) -> None:
+    def _on_unroutable(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        """A message no subscription matches. A QoS 1 one that comes within ``PARK_S`` of a connect
+        waits for its subscription, unacknowledged: a persistent session's queue arrives right after
+        the CONNACK, before the owner has subscribed again. Later, or beyond ``MAX_PARKED``, it is
+        acknowledged and counted as unroutable."""
         self.unroutable += 1
+        if not msg.qos:
+            return
+        if self._park_until > time.monotonic() and len(self._parked) < self.MAX_PARKED:
+            self._parked.append((msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session))
+            if len(self._parked) == 1:
+                self._running_loop().call_later(self.PARK_S, self._unpark)
+        else:
+            self._ack_now.append((msg.mid, msg.qos))
+
+    def _hand_parked(self, sub: Subscription, match_filter: str) -> None:
+        """The parked messages ``sub`` matches go to it (before anything it receives from now on)."""
+        mine = [p for p in self._parked if paho.topic_matches_sub(match_filter, p[0])]
+        if not mine:
+            return
+        self._parked = [p for p in self._parked if not paho.topic_matches_sub(match_filter, p[0])]
+        self.unroutable -= len(mine)
+        self.received += len(mine)
+        for session, group in itertools.groupby(mine, key=lambda p: p[4]):
+            parked = list(group)
+            sub._buffer.extend((topic, payload) for topic, payload, *_ in parked)
+            if sub._buffer and sub.on_batch is None:
+                sub._wake.set()
+            sub._deliver()
+            acks = [(mid, qos) for _t, _p, mid, qos, _s in parked]
+            if sub.ack_after is None:
+                self._ack(acks, session)
+            else:
+                sub.ack_after(partial(self._ack, acks, session))
+
+    def _unpark(self) -> None:
+        """``PARK_S`` after they came: the parked messages no subscription took are acknowledged."""
+        if self._park_until > time.monotonic():
+            self._running_loop().call_later(self._park_until - time.monotonic(), self._unpark)
+            return
+        parked, self._parked = self._parked, []
+        for session, group in itertools.groupby(parked, key=lambda p: p[4]):
+            self._ack([(mid, qos) for _t, _p, mid, qos, _s in group], session)
+
+    def _ack(self, acks: list[tuple[int, int]], session: int) -> None:
+        """Acknowledge messages read on connection ``session``, all in one write. On a later connection
+        their ids may name other messages: then nothing is sent (the broker sends them again)."""
+        sock = self._sock
+        if session != self._session or not self._connected.is_set() or sock is None:
+            self.acks_dropped += len(acks)
+            return
+        if self._in_paho or threading.get_ident() != self._loop_thread:
+            self._running_loop().call_soon_threadsafe(self._ack, acks, session)
+            return
+        self._writing_now = True  # written below, once: no writer registration per acknowledgement
+        try:
+            for mid, qos in acks:
+                self._paho.ack(mid, qos)
+        finally:
+            self._writing_now = False
+        self._paho_call(self._paho.loop_write)
+        if self._sock is sock:  # what the kernel did not take
+            self._add_writer(sock)
 
     # ----------------------------------------------------------------- socket ↔ event loop
     def _running_loop(self) -> asyncio.AbstractEventLoop:
@@ -623,8 +723,17 @@ class MqttClient:
                 if self.received + self.unroutable == before:
                     break  # no complete message left in the socket (or a control packet: read again later)
         finally:  # also when a callback of paho's raised: what the burst read is not held back
+            session = self._session
             for sub in self._subscriptions:
                 sub._deliver()
+                if acks := sub._take_acks():
+                    if sub.ack_after is None:
+                        self._ack_now += acks
+                    else:
+                        sub.ack_after(partial(self._ack, acks, session))
+            if self._ack_now:
+                acks, self._ack_now = self._ack_now, []
+                self._ack(acks, session)
         if any(sub.backlog >= sub.high_water for sub in self._subscriptions):
             self._pause_reading()
         elif self._tls_pending():

@@ -185,6 +185,8 @@ class Outbox:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qxedge-outbox")
         self._flush_lock = asyncio.Lock()
         self._flush_wake = asyncio.Event()
+        self._hurry = asyncio.Event()  # someone waits for the next flush (when_durable): no flush_ms wait
+        self._durable_waiters: list[Callable[[], None]] = []
         self._send_wake = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
@@ -295,6 +297,30 @@ class Outbox:
             )
         return journal
 
+    def when_durable(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the loop) once every record put and every journal item added so far is
+        on disk: after the next flush, which starts at once (no ``flush_ms`` wait; callers waiting
+        together share one transaction). The agent acknowledges plant readings to their broker so.
+        While the disk refuses writes (``error``), at once: the readings must go on to the control
+        loop; the loss is the disk's, alarmed and counted (``undurable``)."""
+        if self.error is not None:
+            self.stats["undurable"] += 1
+            self._call(callback)
+            return
+        self._durable_waiters.append(callback)
+        self._flush_wake.set()
+        self._hurry.set()
+
+    def _call(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            log.exception("outbox %s: a durability callback failed", self.path)
+
+    def _durable(self, waiters: list[Callable[[], None]]) -> None:
+        for callback in waiters:
+            self._call(callback)
+
     @property
     def inflight(self) -> int:
         return len(self._inflight)
@@ -308,8 +334,11 @@ class Outbox:
     async def _flush_loop(self) -> None:
         while True:
             await self._flush_wake.wait()
-            await asyncio.sleep(self.config.flush_ms / 1000)
+            with contextlib.suppress(TimeoutError):  # group commit, unless someone waits for it
+                async with asyncio.timeout(self.config.flush_ms / 1000):
+                    await self._hurry.wait()
             self._flush_wake.clear()
+            self._hurry.clear()
             try:
                 await self._flush()
             except sqlite3.Error:
@@ -321,7 +350,9 @@ class Outbox:
         async with self._flush_lock:
             rows, acked = self._pending, self._acked
             journals: _Taken = [(j, t) for j in self._journals.values() if (t := j._take()) is not None]
+            waiters, self._durable_waiters = self._durable_waiters, []
             if not rows and not acked and not journals:
+                self._durable(waiters)  # what they wait for is on disk already
                 return
             self._pending, self._acked = [], []
             loop = asyncio.get_running_loop()
@@ -355,7 +386,10 @@ class Outbox:
                     if self.alarm is not None:
                         self.alarm(f"outbox disk error: {exc}")
                 self.error = str(exc)
+                self.stats["undurable"] += len(waiters)
+                self._durable(waiters)  # see when_durable: readings are not held up by a failed disk
                 raise
+        self._durable(waiters)
         if self.error is not None:
             log.warning("outbox %s: the disk takes writes again", self.path)
             self.error = None

@@ -87,7 +87,8 @@ def agent_config(tmp_path: Path, plant_url: str, uplink_url: str, every_s: float
     cfg.write_text(
         f"""site: t
 ops: {{port: 0}}
-broker: {{url: "{plant_url}", reconnect_min_s: 0.1, reconnect_max_s: 0.5, keepalive_s: 5}}
+broker: {{url: "{plant_url}", reconnect_min_s: 0.1, reconnect_max_s: 0.5, keepalive_s: 5,
+         persistent_session: true}}
 uplink: {{url: "{uplink_url}", reconnect_min_s: 0.1, reconnect_max_s: 0.5, keepalive_s: 5,
           persistent_session: true}}
 connectors:

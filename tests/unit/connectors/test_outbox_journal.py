@@ -8,10 +8,13 @@ import math
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from qxedge.agent.history import HistoryConfig, HistoryRecorder, decode_journal, encode_journal
 from qxedge.connectors.mqtt import BrokerConfig, MqttClient
 from qxedge.connectors.outbox import Outbox, OutboxConfig
 from qxedge.connectors.readings import ReadingBatch
+from qxedge.testing import wait_until
 
 
 def outbox(path: Path) -> Outbox:
@@ -112,3 +115,43 @@ async def test_an_item_its_encoder_refuses_costs_its_journaling_not_the_flushs_r
         box.put("telemetry", "qx/v1/t/telemetry", lambda seq: b"%d" % seq)
         await box._flush()
         assert on_disk(path) == ([("history", 2)], 2)  # and the next flush goes on
+
+
+async def test_when_durable_is_called_once_the_journal_row_is_committed(tmp_path: Path) -> None:
+    """The agent acknowledges plant readings to their broker with it: the journal row holding them is on
+    disk when the callback runs, and the flush starts at once (no flush_ms wait: the broker's in-flight
+    window waits for it)."""
+    path = tmp_path / "o.sqlite"
+    config = OutboxConfig(flush_ms=10_000)  # longer than the wait below: only someone waiting flushes
+    async with Outbox(path, config, MqttClient(BrokerConfig(url="mqtt://h:1"))) as box:
+        journal = box.journal("history", encode_journal)
+        seen: list[tuple[list[tuple[str, int]], int]] = []
+        journal.add(readings(3))
+        box.when_durable(lambda: seen.append(on_disk(path)))
+        assert not seen  # not on disk yet
+        assert await wait_until(lambda: bool(seen), 5)
+        assert seen == [([("history", 1)], 0)]
+        box.when_durable(lambda: seen.append(on_disk(path)))  # nothing new: at the next flush, at once
+        assert await wait_until(lambda: len(seen) == 2, 5)
+
+
+async def test_when_durable_does_not_hold_readings_up_on_a_failed_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that refuses writes must not stop the plant's readings (the control loop needs them): the
+    callbacks run, counted as undurable; the outbox's alarm says why."""
+    path = tmp_path / "o.sqlite"
+    async with Outbox(path, OutboxConfig(), MqttClient(BrokerConfig(url="mqtt://h:1"))) as box:
+        journal = box.journal("history", encode_journal)
+
+        def refuse(*_args: object) -> tuple[int, int]:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(box, "_insert", refuse)
+        called: list[int] = []
+        journal.add(readings(2))
+        box.when_durable(lambda: called.append(1))
+        assert await wait_until(lambda: called == [1], 10)
+        assert box.error is not None and box.stats["undurable"] == 1
+        box.when_durable(lambda: called.append(2))  # while the disk refuses writes: at once
+        assert called == [1, 2] and box.stats["undurable"] == 2
