@@ -60,7 +60,7 @@ from qxedge.agent.inference import OnnxModel
 from qxedge.agent.metrics import AgentMetrics
 from qxedge.agent.safety import Latest, Proposal, Safety
 from qxedge.agent.telemetry import TelemetryPublisher
-from qxedge.connectors.mqtt import MqttClient, Publication, each_message, site_topic
+from qxedge.connectors.mqtt import MqttClient, PendingAcks, Publication, each_message, site_topic
 from qxedge.connectors.outbox import Outbox
 from qxedge.connectors.plant import (
     Evaluation,
@@ -361,6 +361,14 @@ class Agent:
                 )
                 if history is not None:
                     self.history = HistoryRecorder(self.site, history, box)
+                    if box.durable_keys:  # before the readings' subscriptions are made
+                        mqtt.have_already(box.durable_keys)
+                        log.info(
+                            "agent %s: %d plant messages on disk may still be the broker's (killed before "
+                            "their acknowledgement): their resends are dropped",
+                            self.site,
+                            len(box.durable_keys),
+                        )
                 if self.config.telemetry is not None:
                     self.telemetry = TelemetryPublisher(self.site, self.config.telemetry, box)
                     self.observers.append(self.telemetry)
@@ -502,13 +510,14 @@ class Agent:
         """Why the production plan may not switch ``asset`` (an order for it is refused), or None."""
         return None if self.safety.config.envelope(asset) is not None else f"no safety envelope for {asset!r}"
 
-    def _when_durable(self, ack: Callable[[], None]) -> None:
+    def _when_durable(self, acks: PendingAcks) -> None:
         """Acknowledge plant readings to their broker once the history journal has them on disk (history
-        on: a ``kill -9`` loses none of them), else at once."""
+        on: a ``kill -9`` loses none of them), else at once. Their keys go to disk with them: the
+        broker's resends of readings on disk whose PUBACK a kill cut off are dropped at the next start."""
         if self.history is None or self.outbox is None:
-            ack()
+            acks()
         else:
-            self.outbox.when_durable(ack)
+            self.outbox.when_durable(acks, acks.keys)
 
     def _accept(self, batch: ReadingBatch) -> None:
         """Readings from a reading source: they join the next evaluation."""

@@ -130,7 +130,7 @@ def agent_crash(rounds: int, table: Table) -> bool:
 
 def history(outage_s: float, table: Table) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
-        run = kill_run(Path(tmp), outage_s)
+        run = kill_run(Path(tmp), outage_s, period_s=0.001)
     batches, top, rows = run.ledger
     print(f"  {run.count}")
     print(

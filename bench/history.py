@@ -264,8 +264,9 @@ async def agent_round(
     }
     cfg = load_config(ROOT / "configs" / "edge.yaml", environ=environ, broker_url=url)
     update: dict[str, object] = {"planning": None, "telemetry": None}
-    if qos:  # QoS 1 on a persistent session: readings acknowledged once on disk
-        update["broker"] = cfg.broker.model_copy(update={"persistent_session": True})
+    if qos:  # QoS 1 on a persistent session (one per round: it queues what the broker gets after it)
+        session = {"persistent_session": True, "client_id": f"bench-history-{work.name}"}
+        update["broker"] = cfg.broker.model_copy(update=session)
         update["connectors"] = [
             c.model_copy(update={"mqtt": c.mqtt.model_copy(update={"qos": qos})}) if c.mqtt else c
             for c in cfg.connectors

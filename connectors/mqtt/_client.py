@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -60,9 +60,32 @@ from qxedge.core.errors import BrokerUnavailable, ConnectorError
 log = logging.getLogger(__name__)
 
 Message = tuple[str, bytes]
-# called at the end of a read burst with the function that acknowledges its QoS 1 messages: it calls it
-# (on the loop) once what the burst's messages carried is safe, e.g. on disk
-AckAfter = Callable[[Callable[[], None]], None]
+_Ack = tuple[int, int, int]  # a QoS > 0 message to acknowledge: (packet id, QoS, CRC-32 of its payload)
+
+
+class PendingAcks:
+    """A read burst's QoS 1 messages, not acknowledged yet: what a subscription's ``ack_after`` gets.
+    Calling it acknowledges them (on the connection that read them); ``keys`` (packet id, payload
+    CRC-32) let a later run drop the broker's resends of them (:meth:`MqttClient.have_already`)."""
+
+    __slots__ = ("_client", "_session", "entries")
+
+    def __init__(self, client: MqttClient, session: int, entries: list[_Ack]) -> None:
+        self._client = client
+        self._session = session
+        self.entries = entries
+
+    def __call__(self) -> None:
+        self._client._ack(self.entries, self._session, safe=True)
+
+    @property
+    def keys(self) -> list[tuple[int, int]]:
+        return [(mid, crc) for mid, _qos, crc in self.entries]
+
+
+# called at the end of a read burst with its QoS 1 messages; calls them (on the loop) once what they
+# carried is safe, e.g. on disk
+AckAfter = Callable[[PendingAcks], None]
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5 session expiry interval: the 3.1.1 clean_session=False
 
 
@@ -123,19 +146,28 @@ class Subscription:
         self.ack_after = ack_after  # acknowledges each burst's QoS 1 messages once they are safe
         self._owner = owner
         self._buffer: list[Message] = []
-        self._unacked: list[tuple[int, int]] = []  # (mid, qos) of the QoS > 0 messages of this burst
+        self._unacked: list[_Ack] = []  # the QoS > 0 messages of this burst
         self._wake = asyncio.Event()
         self._closed = False
         self.active = asyncio.Event()  # the broker acknowledged it on the current connection
 
     def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
         # Runs inside loop_read() on the event loop thread: keep it tiny.
+        if (
+            msg.qos
+            and self._owner._have
+            and self._owner._safe_already(msg.mid, msg.qos, msg.dup, msg.payload)
+        ):
+            return
+        self._take(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+
+    def _take(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         if not self._buffer and self.on_batch is None:
             self._wake.set()
-        self._buffer.append((msg.topic, bytes(msg.payload)))
+        self._buffer.append((topic, payload))
         self._owner.received += 1
-        if msg.qos:
-            self._unacked.append((msg.mid, msg.qos))
+        if qos:
+            self._unacked.append((mid, qos, zlib.crc32(payload) if self.ack_after is not None else 0))
 
     def filters(self) -> list[tuple[str, int]]:
         """What is subscribed for it, with the QoS: its filter, then ``also``."""
@@ -156,9 +188,17 @@ class Subscription:
         except Exception:
             log.exception("could not take %d messages on %s", len(batch), self.topic_filter)
 
-    def _take_acks(self) -> list[tuple[int, int]]:
+    def _settle(self, session: int) -> None:
+        """The end of a read burst: its messages to ``on_batch``, then their acknowledgements to
+        ``ack_after``, or to the client's write at the end of the burst."""
+        self._deliver()
+        if not self._unacked:
+            return
         acks, self._unacked = self._unacked, []
-        return acks
+        if self.ack_after is None:
+            self._owner._ack_now += acks
+        else:
+            self.ack_after(PendingAcks(self._owner, session, acks))
 
     async def next_batch(self) -> list[Message]:
         """Every message received since the last call (at least one); [] once the client is closed."""
@@ -285,12 +325,14 @@ class MqttClient:
         self._loop_thread = 0
         self._in_paho = False  # inside paho's loop_read / loop_write / loop_misc (its callbacks may run)
         self._session = 0  # counts the connections: an acknowledgement goes only on the one that read it
-        self._ack_now: list[tuple[int, int]] = []  # (mid, qos) to acknowledge at the end of the burst
+        self._ack_now: list[_Ack] = []  # to acknowledge at the end of the burst
         self.acks_dropped = 0  # messages not acknowledged: the connection that read them was gone
-        # QoS 1 messages no subscription matched yet, right after a connect: (topic, payload, mid, qos,
-        # session), until _unpark
-        self._parked: list[tuple[str, bytes, int, int, int]] = []
+        # QoS 1 messages of this connection no subscription matched yet, right after the connect:
+        # (topic, payload, mid, qos, dup), until _unpark
+        self._parked: list[tuple[str, bytes, int, int, bool]] = []
         self._park_until = 0.0
+        self._have: dict[int, int] = {}  # packet id -> payload CRC-32 of messages safe already (have_already)
+        self.resent_dropped = 0  # the broker's resends of messages that were safe already
         self._writing_now = False  # inside _publish, which sends the message itself
         self._stack = contextlib.AsyncExitStack()
 
@@ -514,6 +556,7 @@ class MqttClient:
             return
         self._disconnected.clear()
         self._session += 1
+        self._parked = []  # the broker sends what they held again on this connection
         self._park_until = time.monotonic() + self.PARK_S
         self._connected.set()
         for sub in self._subscriptions:
@@ -597,11 +640,26 @@ class MqttClient:
         if not msg.qos:
             return
         if self._park_until > time.monotonic() and len(self._parked) < self.MAX_PARKED:
-            self._parked.append((msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._session))
+            self._parked.append((msg.topic, bytes(msg.payload), msg.mid, msg.qos, bool(msg.dup)))
             if len(self._parked) == 1:
                 self._running_loop().call_later(self.PARK_S, self._unpark)
         else:
-            self._ack_now.append((msg.mid, msg.qos))
+            self._ack_now.append((msg.mid, msg.qos, 0))
+
+    def have_already(self, keys: Iterable[tuple[int, int]]) -> None:
+        """(packet id, payload CRC-32) of QoS 1 messages made safe before a crash whose acknowledgement
+        may not have reached the broker (:attr:`PendingAcks.keys`, kept with the data): when the broker
+        sends one of them again (DUP, same id, same payload) it is acknowledged and dropped, not taken
+        twice. A message that reuses one of the ids with other content is taken as usual."""
+        self._have.update(keys)
+
+    def _safe_already(self, mid: int, qos: int, dup: bool, payload: bytes | bytearray) -> bool:
+        crc = self._have.pop(mid, None)  # a message with this id: the old one is answered either way
+        if crc is None or not dup or crc != zlib.crc32(payload):
+            return False
+        self._ack_now.append((mid, qos, 0))
+        self.resent_dropped += 1
+        return True
 
     def _hand_parked(self, sub: Subscription, match_filter: str) -> None:
         """The parked messages ``sub`` matches go to it (before anything it receives from now on)."""
@@ -610,18 +668,10 @@ class MqttClient:
             return
         self._parked = [p for p in self._parked if not paho.topic_matches_sub(match_filter, p[0])]
         self.unroutable -= len(mine)
-        self.received += len(mine)
-        for session, group in itertools.groupby(mine, key=lambda p: p[4]):
-            parked = list(group)
-            sub._buffer.extend((topic, payload) for topic, payload, *_ in parked)
-            if sub._buffer and sub.on_batch is None:
-                sub._wake.set()
-            sub._deliver()
-            acks = [(mid, qos) for _t, _p, mid, qos, _s in parked]
-            if sub.ack_after is None:
-                self._ack(acks, session)
-            else:
-                sub.ack_after(partial(self._ack, acks, session))
+        for topic, payload, mid, qos, dup in mine:
+            if not (self._have and self._safe_already(mid, qos, dup, payload)):
+                sub._take(topic, payload, mid, qos)
+        self._settle([sub])
 
     def _unpark(self) -> None:
         """``PARK_S`` after they came: the parked messages no subscription took are acknowledged."""
@@ -629,22 +679,34 @@ class MqttClient:
             self._running_loop().call_later(self._park_until - time.monotonic(), self._unpark)
             return
         parked, self._parked = self._parked, []
-        for session, group in itertools.groupby(parked, key=lambda p: p[4]):
-            self._ack([(mid, qos) for _t, _p, mid, qos, _s in group], session)
+        self._ack([(mid, qos, 0) for _t, _p, mid, qos, _d in parked], self._session)
 
-    def _ack(self, acks: list[tuple[int, int]], session: int) -> None:
+    def _settle(self, subscriptions: Iterable[Subscription]) -> None:
+        """The end of a read burst (or of a hand-over): messages to their consumers, then every
+        acknowledgement due now in one write."""
+        session = self._session
+        for sub in subscriptions:
+            sub._settle(session)
+        if self._ack_now:
+            acks, self._ack_now = self._ack_now, []
+            self._ack(acks, session)
+
+    def _ack(self, acks: list[_Ack], session: int, *, safe: bool = False) -> None:
         """Acknowledge messages read on connection ``session``, all in one write. On a later connection
-        their ids may name other messages: then nothing is sent (the broker sends them again)."""
+        their ids may name other messages: then nothing is sent (the broker sends them again; those
+        ``safe`` already are dropped then, see :meth:`have_already`)."""
         sock = self._sock
         if session != self._session or not self._connected.is_set() or sock is None:
             self.acks_dropped += len(acks)
+            if safe:
+                self._have.update((mid, crc) for mid, _qos, crc in acks)
             return
         if self._in_paho or threading.get_ident() != self._loop_thread:
-            self._running_loop().call_soon_threadsafe(self._ack, acks, session)
+            self._running_loop().call_soon_threadsafe(partial(self._ack, acks, session, safe=safe))
             return
         self._writing_now = True  # written below, once: no writer registration per acknowledgement
         try:
-            for mid, qos in acks:
+            for mid, qos, _crc in acks:
                 self._paho.ack(mid, qos)
         finally:
             self._writing_now = False
@@ -723,17 +785,7 @@ class MqttClient:
                 if self.received + self.unroutable == before:
                     break  # no complete message left in the socket (or a control packet: read again later)
         finally:  # also when a callback of paho's raised: what the burst read is not held back
-            session = self._session
-            for sub in self._subscriptions:
-                sub._deliver()
-                if acks := sub._take_acks():
-                    if sub.ack_after is None:
-                        self._ack_now += acks
-                    else:
-                        sub.ack_after(partial(self._ack, acks, session))
-            if self._ack_now:
-                acks, self._ack_now = self._ack_now, []
-                self._ack(acks, session)
+            self._settle(self._subscriptions)
         if any(sub.backlog >= sub.high_water for sub in self._subscriptions):
             self._pause_reading()
         elif self._tls_pending():

@@ -44,7 +44,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,6 +82,10 @@ CREATE TABLE IF NOT EXISTS journal (        -- items accepted, not in a record y
     payload BLOB NOT NULL,
     PRIMARY KEY (stream, upto)
 );
+CREATE TABLE IF NOT EXISTS durable_keys (   -- the keys of the when_durable callbacks of the last flush
+    a INTEGER NOT NULL,                     -- (the agent's: packet id and payload CRC-32 of plant
+    b INTEGER NOT NULL                      -- readings whose PUBACK may not have gone out)
+);
 """
 
 
@@ -105,7 +109,10 @@ _Journaled = dict[str, list[tuple[int, bytes]]]  # stream -> its journal rows (u
 _Taken = list[tuple[Journal[Any], tuple[list[tuple[int, list[Any]]], int]]]  # see Journal._take
 
 
-def _connect(path: Path, max_pages: int | None) -> tuple[sqlite3.Connection, dict[str, int], int, _Journaled]:
+_Opened = tuple[sqlite3.Connection, dict[str, int], int, _Journaled, list[tuple[int, int]]]
+
+
+def _connect(path: Path, max_pages: int | None) -> _Opened:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
@@ -123,10 +130,11 @@ def _connect(path: Path, max_pages: int | None) -> tuple[sqlite3.Connection, dic
             "SELECT stream, upto, payload FROM journal ORDER BY stream, upto"
         ):
             journaled[stream].append((int(upto), bytes(payload)))
+        keys = [(int(a), int(b)) for a, b in db.execute("SELECT a, b FROM durable_keys")]
     except sqlite3.DatabaseError:
         db.close()
         raise
-    return db, streams, int(depth), dict(journaled)
+    return db, streams, int(depth), dict(journaled), keys
 
 
 class Outbox:
@@ -186,7 +194,8 @@ class Outbox:
         self._flush_lock = asyncio.Lock()
         self._flush_wake = asyncio.Event()
         self._hurry = asyncio.Event()  # someone waits for the next flush (when_durable): no flush_ms wait
-        self._durable_waiters: list[Callable[[], None]] = []
+        self._durable_waiters: list[tuple[Callable[[], None], Sequence[tuple[int, int]]]] = []
+        self.durable_keys: list[tuple[int, int]] = []  # those of the last run's last durable flush
         self._send_wake = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
@@ -197,9 +206,13 @@ class Outbox:
     async def __aenter__(self) -> Outbox:
         loop = asyncio.get_running_loop()
         try:
-            self._db, self._next_seq, self.depth, self._journaled = await loop.run_in_executor(
-                self._pool, _connect, self.path, self.max_pages
-            )
+            (
+                self._db,
+                self._next_seq,
+                self.depth,
+                self._journaled,
+                self.durable_keys,
+            ) = await loop.run_in_executor(self._pool, _connect, self.path, self.max_pages)
         except (OSError, sqlite3.Error) as exc:
             self._pool.shutdown(wait=False)
             raise OutboxError(f"cannot open the outbox {self.path}: {exc}") from exc
@@ -297,17 +310,19 @@ class Outbox:
             )
         return journal
 
-    def when_durable(self, callback: Callable[[], None]) -> None:
+    def when_durable(self, callback: Callable[[], None], keys: Sequence[tuple[int, int]] = ()) -> None:
         """Call ``callback`` (on the loop) once every record put and every journal item added so far is
         on disk: after the next flush, which starts at once (no ``flush_ms`` wait; callers waiting
         together share one transaction). The agent acknowledges plant readings to their broker so.
-        While the disk refuses writes (``error``), at once: the readings must go on to the control
-        loop; the loss is the disk's, alarmed and counted (``undurable``)."""
+        ``keys`` go to disk in that transaction, replacing the last one's: after a crash
+        :attr:`durable_keys` says whose callbacks may not have run (the agent: the readings the broker
+        may send again). While the disk refuses writes (``error``), at once: the readings must go on to
+        the control loop; the loss is the disk's, alarmed and counted (``undurable``)."""
         if self.error is not None:
             self.stats["undurable"] += 1
             self._call(callback)
             return
-        self._durable_waiters.append(callback)
+        self._durable_waiters.append((callback, keys))
         self._flush_wake.set()
         self._hurry.set()
 
@@ -317,8 +332,8 @@ class Outbox:
         except Exception:
             log.exception("outbox %s: a durability callback failed", self.path)
 
-    def _durable(self, waiters: list[Callable[[], None]]) -> None:
-        for callback in waiters:
+    def _durable(self, waiters: list[tuple[Callable[[], None], Sequence[tuple[int, int]]]]) -> None:
+        for callback, _keys in waiters:
             self._call(callback)
 
     @property
@@ -365,8 +380,9 @@ class Outbox:
                 if self.config.overflow == "drop_oldest" and rows:  # (journal rows alone drop nothing)
                     excess = max(0, self.depth - deleted + len(rows) - self.config.max_messages)
                 if rows or journals:
+                    keys = [k for _, waiter_keys in waiters for k in waiter_keys]
                     dropped, dropped_upto = await loop.run_in_executor(
-                        self._pool, self._insert, rows, excess, journals
+                        self._pool, self._insert, rows, excess, journals, keys
                     )
             except sqlite3.Error as exc:
                 self.depth -= deleted
@@ -444,9 +460,16 @@ class Outbox:
                 )
         return out
 
-    def _insert(self, rows: list[_Record], excess: int, journals: _Taken | None = None) -> tuple[int, int]:
+    def _insert(
+        self,
+        rows: list[_Record],
+        excess: int,
+        journals: _Taken | None = None,
+        keys: list[tuple[int, int]] | None = None,
+    ) -> tuple[int, int]:
         """(worker thread) Commit new records, dropping the ``excess`` oldest, with the journals' new
-        rows and the deletion of those the records replace → (dropped, highest id)."""
+        rows and the deletion of those the records replace, and the durable keys (see when_durable)
+        → (dropped, highest id)."""
         db = self._db
         assert db is not None
         encoded = [
@@ -464,6 +487,9 @@ class Outbox:
                     db.execute(
                         "DELETE FROM journal WHERE stream = ? AND upto <= ?", (journal.stream, delete_upto)
                     )
+            if keys:
+                db.execute("DELETE FROM durable_keys")
+                db.executemany("INSERT INTO durable_keys (a, b) VALUES (?, ?)", keys)
             dropped = dropped_upto = 0
             if rows:
                 db.executemany(

@@ -234,12 +234,15 @@ class KillRun:
 _RESENT = re.compile(r"sending (\d+) records again")
 
 
-def kill_run(work: Path, outage_s: float = 1.0, every_s: float = 2.0, journal_min: int = 300) -> KillRun:
+def kill_run(
+    work: Path, outage_s: float = 1.0, every_s: float = 2.0, journal_min: int = 300, period_s: float = 0.02
+) -> KillRun:
     """The plant broker stays up; the data-center broker (persistence on), then the historian, then the
     agent are each killed with SIGKILL mid-stream and started again; then everything stops gracefully
     and the readings the plant produced are counted against the rows in the Parquet. The agent cuts a
     history batch every ``every_s`` and is killed once its journal on disk holds ``journal_min``
-    readings (accepted, in no batch yet: what it held in memory before the journal)."""
+    readings (accepted, in no batch yet: what it held in memory before the journal). The plant
+    publishes three messages of three readings every ``period_s``."""
     root = work / "history"
     log = work / "run.log"
 
@@ -258,7 +261,7 @@ def kill_run(work: Path, outage_s: float = 1.0, every_s: float = 2.0, journal_mi
         plant: CountingPlant | None = None
         try:
             waited(lambda: "listening on plant/#" in log.read_text(), "the agent's start")
-            plant = CountingPlant(plant_broker.url)
+            plant = CountingPlant(plant_broker.url, period_s)
             waited(rows_at_least(500), "500 readings in the Parquet")
             dc.kill()  # the data-center broker, mid-stream
             time.sleep(outage_s)  # the outage: the agent stores batches meanwhile

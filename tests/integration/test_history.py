@@ -65,7 +65,7 @@ def test_nothing_lost_across_broker_historian_and_agent_kill_9(tmp_path: Path) -
     in the agent's journal at its kill sent by the restarted agent; those accepted but not on disk yet
     at the kill, and those published while no agent listened, sent again by the plant broker to the
     agent's persistent session (QoS 1 readings are acknowledged only once journaled)."""
-    run = kill_run(tmp_path)
+    run = kill_run(tmp_path, period_s=0.005)
     print(run.count, f"journaled at the kill {run.journaled}; batches {run.committed}")
     batches, top, rows = run.ledger
     assert batches == top == run.committed  # every committed batch once, no gap

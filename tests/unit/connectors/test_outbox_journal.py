@@ -155,3 +155,22 @@ async def test_when_durable_does_not_hold_readings_up_on_a_failed_disk(
         assert box.error is not None and box.stats["undurable"] == 1
         box.when_durable(lambda: called.append(2))  # while the disk refuses writes: at once
         assert called == [1, 2] and box.stats["undurable"] == 2
+
+
+async def test_durable_keys_go_to_disk_with_what_they_wait_for(tmp_path: Path) -> None:
+    """The keys of the callbacks a flush runs are committed in its transaction, replacing the last
+    flush's: after a crash they say which acknowledgements may not have gone out."""
+    path = tmp_path / "o.sqlite"
+    async with outbox(path) as box:
+        journal = box.journal("history", encode_journal)
+        assert box.durable_keys == []
+        done: list[int] = []
+        journal.add(readings(2))
+        box.when_durable(lambda: done.append(1), [(7, 1234), (8, 99)])
+        await box._flush()
+        journal.add(readings(1))
+        box.when_durable(lambda: done.append(2), [(9, 5)])
+        await box._flush()
+        assert done == [1, 2]
+    async with outbox(path) as box:
+        assert box.durable_keys == [(9, 5)]
