@@ -703,9 +703,22 @@ def _check(args: argparse.Namespace) -> int:
         f"{args.file}: ok (site {cfg.site}, {len(cfg.connectors)} connector(s), "
         f"{len(cfg.models)} model(s), {len(cfg.rules)} rule(s))"
     )
-    for line in [*lines, *_check_planning(cfg)]:
+    for line in [*lines, *_check_history(cfg), *_check_planning(cfg)]:
         print(f"  {line}")
     return _reach(edge_checks(cfg)) if args.connect else 0
+
+
+def _check_history(cfg: EdgeConfig) -> list[str]:
+    """What an agent ``kill -9`` loses of the plant's MQTT readings on their way to the history."""
+    sources = [entry.mqtt for entry in cfg.connectors if entry.mqtt is not None]
+    if not cfg.history.enabled or not sources:
+        return []
+    if all(s.qos == 1 for s in sources) and cfg.broker.persistent_session:
+        return ["history: MQTT readings at QoS 1 on a persistent session, each acknowledged once on disk"]
+    return [
+        "history: an agent kill -9 loses the MQTT readings of its last outbox flush and those published "
+        "while it is down (for none: qos: 1 on every mqtt connector and broker.persistent_session: true)"
+    ]
 
 
 def _check_planning(cfg: EdgeConfig) -> list[str]:
