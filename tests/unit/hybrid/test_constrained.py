@@ -220,9 +220,10 @@ async def test_a_cqm_neither_route_can_take_still_gets_the_floor() -> None:
 
 async def test_solvers_stopped_by_milps_proof_are_back_without_recycling() -> None:
     """milp proves a plant schedule optimal in milliseconds and tabu (the penalty route) is told to stop:
-    its first search slices are short, so it is back within the grace and its process is kept (it was
-    recycled after every such job with 0.5 s slices)."""
-    portfolio = Portfolio(SolversConfig(workers=2, cqm_auto=["milp", "tabu"], overrun_grace_ms=50))
+    its first search slices are short (20, 40 ms, ...), so it is back within the grace and its process
+    is kept (it was recycled after every such job with 0.5 s slices). The grace leaves room for a busy
+    machine: 250 ms, still half a slice of old."""
+    portfolio = Portfolio(SolversConfig(workers=2, cqm_auto=["milp", "tabu"], overrun_grace_ms=250))
     portfolio.warm_up()
     try:
         pool = portfolio.pool
