@@ -21,6 +21,7 @@ OFFLOAD = (
     "jobs",
     "results",
     "fallbacks",
+    "resends",
     "late",
     "unknown_results",
     "invalid_results",

@@ -15,6 +15,12 @@ valid result of the same job until the wait ends, and only then falls back (its 
 last answer refused). Results arriving after the wait ended are counted as ``late``; a second result
 for a job already answered, as ``duplicate_results``.
 
+A job with no valid result after ``resend_after`` of the wait (0.4 by default) is published again,
+the same envelope (same ``job_id``, same ``submitted_at``, so the same deadline at the worker), at most
+``max_resends`` times (``resends`` counts them): a worker that took the job and died holding it is taken
+over through the job ledger when the re-send reaches another worker (the worker's liveness, docs/
+operations.md). Whichever send is answered first decides; the other answer counts as a duplicate.
+
 Silence is never silent: after ``alarm_after`` fallbacks in a row the client logs "the data center is not
 answering" (a warning) and calls ``on_silent`` once (the agent raises an alarm); ``silent`` holds until
 the data center answers again (logged too).
@@ -243,25 +249,36 @@ class OffloadClient:
         if len(self._sent) > 10_000:
             self._sent.popitem(last=False)
         self.stats["jobs"] += 1
-        self.mqtt.publish(  # MQTT 5: the broker drops the job at its deadline; request/response fields
-            jobs_topic(self.site),
-            envelope.model_dump_json().encode(),
-            qos=1,
-            expiry_s=envelope.deadline_ms / 1000,
-            response_topic=envelope.reply_to,
-            correlation=job_id.encode(),
-        )
+        payload = envelope.model_dump_json().encode()
+        wait_end = deadline_at - cfg.fallback_ms / 1000  # the fallback starts then
+        job_due = submitted + envelope.deadline_ms / 1000  # the deadline the data center reads
+        self._send(job_id, payload, job_due)
+        # re-sends: the same envelope, so the same job_id and submitted_at (the worker's deadline is
+        # submitted_at + deadline_ms: a re-send never extends it); a worker that took the job and died
+        # holding it is taken over through the job ledger when the re-send reaches another worker
+        resends = [submitted + at for at in cfg.resend_times(max(0.0, wait_end - submitted))]
         refused = ""  # why the last result of this job was not used
         try:
-            async with asyncio.timeout(max(0.0, deadline_at - cfg.fallback_ms / 1000 - time.time())):
-                while True:  # the first result does not decide: a forged one must not end the wait
-                    topic, result = await results.get()
-                    self.stats["results"] += 1
-                    decision, refused = accept(topic, result, started)
-                    if decision is not None:
-                        self._finish(job_id, answered=True)
-                        self._answered()
-                        return job_id, deadline_at, started, decision, ""
+            while True:  # the first result does not decide: a forged one must not end the wait
+                now = time.time()
+                if now >= wait_end:
+                    raise TimeoutError
+                try:
+                    async with asyncio.timeout(min([wait_end, *resends[:1]]) - now):
+                        topic, result = await results.get()
+                except TimeoutError:
+                    if resends and time.time() >= resends[0]:
+                        resends.pop(0)
+                        self.stats["resends"] += 1
+                        log.info("job %s: no result yet, sent again", job_id)
+                        self._send(job_id, payload, job_due)
+                    continue
+                self.stats["results"] += 1
+                decision, refused = accept(topic, result, started)
+                if decision is not None:
+                    self._finish(job_id, answered=True)
+                    self._answered()
+                    return job_id, deadline_at, started, decision, ""
         except TimeoutError:
             self._finish(job_id, answered=False)
         finally:
@@ -271,6 +288,18 @@ class OffloadClient:
         else:
             reason = "no result from the data center in time" if self.mqtt.connected else "broker unreachable"
         return job_id, deadline_at, started, None, reason
+
+    def _send(self, job_id: str, payload: bytes, due: float) -> None:
+        """Publish a job (again); MQTT 5: the broker drops it at its deadline ``due`` (the expiry is the
+        time left), and it carries the request/response fields."""
+        self.mqtt.publish(
+            jobs_topic(self.site),
+            payload,
+            qos=1,
+            expiry_s=max(0.001, due - time.time()),
+            response_topic=results_topic(self.site, job_id),
+            correlation=job_id.encode(),
+        )
 
     def deadline_of(self, job_id: str) -> float | None:
         """The deadline of a job this client sent (among the last 10,000), else None."""
