@@ -22,6 +22,7 @@ OFFLOAD = (
     "results",
     "fallbacks",
     "resends",
+    "resends_held",
     "late",
     "unknown_results",
     "invalid_results",

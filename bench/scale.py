@@ -9,7 +9,8 @@ with its own ``reply_to`` (``qx/v1/{site}/results/{job_id}``). The sites are one
 connections publishing as 50 sites each, and one collector subscribed to ``qx/v1/+/results/+`` that
 stamps every result as it arrives. Like the agent (:class:`qxedge.hybrid.client.OffloadClient`), a site
 sends a job with no result yet again, the same payload, at the default ``offload.resend_after`` of its
-deadline, at most ``max_resends`` times (``re-sent`` counts the jobs sent again). The workers are
+deadline, at most ``max_resends`` times, within a re-send budget per site
+(:class:`qxedge.hybrid.resend.ResendBudget`; ``re-sent`` counts the jobs sent again). The workers are
 ``qxedge solver`` processes sharing one PostgreSQL job ledger (a private cluster,
 :class:`qxedge.testing.postgres.PostgresServer`). Per transport:
 
@@ -63,6 +64,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from qxedge.connectors.embedded_broker import EmbeddedBroker
 from qxedge.hybrid.config import OffloadConfig
+from qxedge.hybrid.resend import ResendBudget
 from qxedge.testing import random_bqm
 from qxedge.testing.bench_results import Results, add_save_option
 from qxedge.testing.brokers import NatsCluster, NatsServer, RabbitNode, nats_available, rabbitmq_available
@@ -90,6 +92,7 @@ class Phase:
     copies: int = 0  # results that arrived again (QoS 1: at least once)
     publish_failed: int = 0  # jobs a site could not send (its MQTT connection was down)
     resent: set[str] = field(default_factory=set)  # jobs sent again (no result by a re-send time)
+    resends_held: int = 0  # re-sends the site's budget did not allow (most of its jobs answered late)
     solved: Counter[str] = field(default_factory=Counter)  # job id -> answers in the workers' logs
     killed: str = ""
 
@@ -145,8 +148,10 @@ class Sites:
             raise SystemExit("the results collector could not subscribe")
         self.pending: list[paho.MQTTMessageInfo] = []
         self.offload = OffloadConfig()  # the agent's defaults: when a job is sent again
-        # (when, job id, connection, topic, payload), in time order: every job of a phase has one deadline
-        self.resends: deque[tuple[float, str, int, str, str]] = deque()
+        self.budgets = {name: ResendBudget() for name in self.names}  # one per site, as one per agent
+        # (when, which re-send, job id, site, connection, topic, payload), in time order: every job of a
+        # phase has the same deadline
+        self.resends: deque[tuple[float, int, str, str, int, str, str]] = deque()
 
     @staticmethod
     def _client(port: int, client_id: str) -> paho.Client:
@@ -209,21 +214,27 @@ class Sites:
             topic = f"qx/v1/{site}/jobs"
             info = self.clients[k % CONNECTIONS].publish(topic, payload, qos=1)
             self.pending.append(info)
-            for at in self.offload.resend_times(phase.deadline_s):  # in time order, as jobs are sent
-                self.resends.append((now + at, job_id, k % CONNECTIONS, topic, payload))
+            for i, at in enumerate(self.offload.resend_times(phase.deadline_s)):  # in time order
+                self.resends.append((now + at, i, job_id, site, k % CONNECTIONS, topic, payload))
             self.resend_due(phase)
 
     def resend_due(self, phase: Phase) -> None:
-        """Send again each job whose re-send time has come and that has no result yet (the agent's
-        re-send: the same payload, so the same job id and deadline)."""
+        """Send again each job whose re-send time has come and that has no result yet, as the agent
+        does: the same payload (the same job id and deadline), within its site's re-send budget."""
         now = time.time()
         while self.resends and self.resends[0][0] <= now:
-            _at, job_id, conn, topic, payload = self.resends.popleft()
+            at, i, job_id, site, conn, topic, payload = self.resends.popleft()
             with self.lock:
-                answered = job_id in phase.received
-            if not answered:
+                answer = phase.received.get(job_id)
+            budget = self.budgets[site]
+            if answer is not None and answer[0] <= at:
+                if i == 0:
+                    budget.answered_in_time()
+            elif budget.may_resend():
                 phase.resent.add(job_id)
                 self.pending.append(self.clients[conn].publish(topic, payload, qos=1))
+            else:
+                phase.resends_held += 1
 
     def drain(self, phase: Phase) -> None:
         """Until every job has its result, or DRAIN_S past the last deadline."""
@@ -451,7 +462,8 @@ def run_transport(
                 rows.append(row)
                 print(
                     f"  {name:<10} W={row['workers']} sent {row['sent']:5d}  lost {row['lost']:4d} "
-                    f"(unsent {row['of which unsent']})  re-sent {row['re-sent']:4d}  "
+                    f"(unsent {row['of which unsent']})  re-sent {row['re-sent']:4d} "
+                    f"(held {p.resends_held})  "
                     f"solves {row['solves logged']:5d}  solved twice {row['solved twice']:3d}  "
                     f"in time {row['in time %']}%  "
                     f"{row['jobs/s']} jobs/s  p50 {row['p50 ms']} ms  p99 {row['p99 ms']} ms"

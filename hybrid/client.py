@@ -20,6 +20,9 @@ the same envelope (same ``job_id``, same ``submitted_at``, so the same deadline 
 ``max_resends`` times (``resends`` counts them): a worker that took the job and died holding it is taken
 over through the job ledger when the re-send reaches another worker (the worker's liveness, docs/
 operations.md). Whichever send is answered first decides; the other answer counts as a duplicate.
+Re-sends draw on a budget (:class:`hybrid.resend.ResendBudget`): when most jobs are answered after
+their re-send time (an overloaded data center, anytime solvers filling the budget), re-sends mostly
+stop (``resends_held`` counts those not sent), so a slow data center draws no storm of them.
 
 Silence is never silent: after ``alarm_after`` fallbacks in a row the client logs "the data center is not
 answering" (a warning) and calls ``on_silent`` once (the agent raises an alarm); ``silent`` holds until
@@ -58,6 +61,7 @@ from qxedge.hybrid.constrained import (
 )
 from qxedge.hybrid.cqm_wire import encode_cqm
 from qxedge.hybrid.portfolio import SolversConfig
+from qxedge.hybrid.resend import ResendBudget
 from qxedge.hybrid.solvers import SaConfig
 from qxedge.hybrid.wire import (
     Candidate,
@@ -115,6 +119,7 @@ class OffloadClient:
         self._waiting: dict[str, asyncio.Queue[tuple[str, ResultEnvelope]]] = {}  # job id -> its results
         self._finished: OrderedDict[str, bool] = OrderedDict()  # job id -> answered (else fell back)
         self._sent: OrderedDict[str, float] = OrderedDict()  # job id -> deadline, the last 10,000 jobs
+        self._resends = ResendBudget()  # no storm of re-sends when the data center is slow for all
         self._search_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qxedge-fallback")
         self._searching = False
         # the fallback's backends come from the solver registry; SA reads less than in the data center
@@ -257,6 +262,7 @@ class OffloadClient:
         # submitted_at + deadline_ms: a re-send never extends it); a worker that took the job and died
         # holding it is taken over through the job ledger when the re-send reaches another worker
         resends = [submitted + at for at in cfg.resend_times(max(0.0, wait_end - submitted))]
+        prompt = bool(resends)  # answered before its first re-send time (earns re-send budget)
         refused = ""  # why the last result of this job was not used
         try:
             while True:  # the first result does not decide: a forged one must not end the wait
@@ -269,13 +275,19 @@ class OffloadClient:
                 except TimeoutError:
                     if resends and time.time() >= resends[0]:
                         resends.pop(0)
-                        self.stats["resends"] += 1
-                        log.info("job %s: no result yet, sent again", job_id)
-                        self._send(job_id, payload, job_due)
+                        prompt = False
+                        if self._resends.may_resend():
+                            self.stats["resends"] += 1
+                            log.debug("job %s: no result yet, sent again", job_id)
+                            self._send(job_id, payload, job_due)
+                        else:
+                            self.stats["resends_held"] += 1
                     continue
                 self.stats["results"] += 1
                 decision, refused = accept(topic, result, started)
                 if decision is not None:
+                    if prompt:
+                        self._resends.answered_in_time()
                     self._finish(job_id, answered=True)
                     self._answered()
                     return job_id, deadline_at, started, decision, ""

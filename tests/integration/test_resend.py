@@ -250,3 +250,17 @@ async def test_a_live_worker_solving_longer_than_the_holder_timeout_keeps_its_jo
     assert sorted(s.stats().results["ok"] for s in pool.services.values()) == [0, 1]
     assert row.takeovers == 0 and row.answered_at is not None
     assert row.answered_at - row.claimed_at > 5 * ledger.holder_timeout_s  # it was slow
+
+
+async def test_an_agent_whose_jobs_all_go_unanswered_stops_re_sending_them(broker: EmbeddedBroker) -> None:
+    """No worker at all (a slow data center looks the same): the first jobs are sent again, then the
+    re-send budget is spent and the next ones are not (no storm of re-sends on a struggling data
+    center); each still falls back by its deadline."""
+    config = OffloadConfig(deadline_ms=300, fallback_ms=100)
+    async with (
+        MqttClient(BrokerConfig(url=broker.url), role="agent") as mqtt,
+        OffloadClient(mqtt, "gumi", config) as offload,
+    ):
+        decisions = [await offload.solve(random_bqm(6, 0.5, seed=i)) for i in range(8)]
+    assert all(d.source == "fallback" for d in decisions)
+    assert offload.stats["resends"] == 4 and offload.stats["resends_held"] == 4

@@ -1,4 +1,4 @@
-"""``offload:`` of an agent's config: the re-sends of a job with no result yet."""
+"""``offload:`` of an agent's config: the re-sends of a job with no result yet, and their budget."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from qxedge.hybrid.config import OffloadConfig
+from qxedge.hybrid.resend import ResendBudget
 
 
 def test_by_default_a_job_is_sent_again_once_at_four_tenths_of_the_wait() -> None:
@@ -38,3 +39,30 @@ def test_resends_that_cannot_happen_are_refused(changes: dict[str, float], expec
     with pytest.raises(ValidationError) as caught:
         OffloadConfig(**changes)  # type: ignore[arg-type]
     assert expected in str(caught.value)
+
+
+def test_the_resend_budget_lets_a_few_lost_jobs_through_and_stops_a_storm() -> None:
+    budget = ResendBudget()
+    for _ in range(50):
+        budget.answered_in_time()
+    assert [budget.may_resend() for _ in range(6)] == [True] * 4 + [False] * 2  # 10 tokens, needs > 5
+    for _ in range(30):  # 4 tokens left; thirty prompt answers earn three back: one more re-send
+        budget.answered_in_time()
+    assert budget.may_resend()
+    assert not budget.may_resend()
+
+
+def test_when_most_answers_are_slow_one_job_in_ten_prompt_ones_is_re_sent_at_most() -> None:
+    budget = ResendBudget()
+    sent = 0
+    for i in range(1000):
+        if i % 2:
+            budget.answered_in_time()
+        else:
+            sent += budget.may_resend()
+    assert sent <= 4 + 500 * 0.1 + 1
+
+
+def test_a_budget_needs_tokens() -> None:
+    with pytest.raises(ValueError, match="max_tokens > 0"):
+        ResendBudget(max_tokens=0)
