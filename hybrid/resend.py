@@ -4,7 +4,7 @@ A re-send (``offload.resend_after``) saves a job that a worker took and died hol
 subscription never delivers it to another worker). It cannot tell that case from a data center that is
 merely slow: overloaded, or running anytime solvers that fill the job's budget. Re-sending then adds
 load where there is too much already (a retry storm: in ``bench/scale.py``, on 2 cores loaded by
-other work, a third to a half of the jobs were sent twice). So each job still unanswered at its
+other work, a quarter to a half of the jobs were sent twice). So each job still unanswered at its
 re-send time costs a token, each job answered before it earns ``TOKEN_RATIO``, and a re-send needs more
 than half of ``MAX_TOKENS``: among prompt answers, the few jobs lost by a dying worker are sent again;
 when most answers are slow, one job at most per ten prompt answers is, and none when all are slow.
