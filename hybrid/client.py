@@ -261,19 +261,23 @@ class OffloadClient:
         # re-sends: the same envelope, so the same job_id and submitted_at (the worker's deadline is
         # submitted_at + deadline_ms: a re-send never extends it); a worker that took the job and died
         # holding it is taken over through the job ledger when the re-send reaches another worker
-        resends = [submitted + at for at in cfg.resend_times(max(0.0, wait_end - submitted))]
+        # the wait and the re-send times on the monotonic clock (a wall clock step changes neither)
+        wait_s = max(0.0, wait_end - submitted)
+        mono_start = time.monotonic()
+        mono_end = mono_start + max(0.0, wait_end - time.time())
+        resends = [mono_start + at for at in cfg.resend_times(wait_s)]
         prompt = bool(resends)  # answered before its first re-send time (earns re-send budget)
         refused = ""  # why the last result of this job was not used
         try:
             while True:  # the first result does not decide: a forged one must not end the wait
-                now = time.time()
-                if now >= wait_end:
+                now = time.monotonic()
+                if now >= mono_end:
                     raise TimeoutError
                 try:
-                    async with asyncio.timeout(min([wait_end, *resends[:1]]) - now):
+                    async with asyncio.timeout(min([mono_end, *resends[:1]]) - now):
                         topic, result = await results.get()
                 except TimeoutError:
-                    if resends and time.time() >= resends[0]:
+                    if resends and time.monotonic() >= resends[0]:
                         resends.pop(0)
                         prompt = False
                         if self._resends.may_resend():
