@@ -21,6 +21,8 @@ OFFLOAD = (
     "jobs",
     "results",
     "fallbacks",
+    "resends",
+    "resends_held",
     "late",
     "unknown_results",
     "invalid_results",

@@ -1,6 +1,6 @@
 """Offload round trip and deadline adherence, beside an MQTT request/reply echo in the same run.
 
-    ./run bench offload [--jobs 200] [--rate 50] [--seconds 10]
+    ./run bench offload [--jobs 200] [--rate 50] [--seconds 10] [--n 12] [--resend-after 0.4]
 
 1. Round trip: the agent's OffloadClient sends small jobs (n = 10, solver ``exact``) one at a time
    through a private mosquitto to two ``qxedge solver`` worker processes; the overhead is the round
@@ -8,7 +8,9 @@
    republish) answering the same payloads on the same broker: p50 and p99 of both, and their ratio.
 2. Deadline adherence: jobs at ``--rate`` per second for ``--seconds`` (``--n`` variables, ``auto``,
    1.5 s deadline) through the same two workers; every decision (data center or local fallback) must
-   arrive by its deadline. Prints the fraction in time, the fallbacks and the late results.
+   arrive by its deadline. Prints the fraction in time, the fallbacks and the late results, and the
+   jobs the agent sent again (``--resend-after``, ``offload.resend_after``) with the second answers
+   they drew: with ``--n`` large enough that the anytime solvers fill their budget, every job is.
 """
 
 from __future__ import annotations
@@ -97,8 +99,10 @@ async def offload_round_trips(port: int, n: int) -> tuple[list[float], list[floa
         return totals, overheads
 
 
-async def adherence(port: int, rate: float, seconds: float, n: int, saved: Results) -> None:
-    cfg = OffloadConfig(deadline_ms=1500, solver="auto", fallback_ms=250)
+async def adherence(
+    port: int, rate: float, seconds: float, n: int, resend_after: float, saved: Results
+) -> None:
+    cfg = OffloadConfig(deadline_ms=1500, solver="auto", fallback_ms=250, resend_after=resend_after)
     async with (
         MqttClient(BrokerConfig(url=f"mqtt://127.0.0.1:{port}"), role="bench-agent-2") as mqtt,
         OffloadClient(mqtt, "bench", cfg) as offload,
@@ -123,12 +127,23 @@ async def adherence(port: int, rate: float, seconds: float, n: int, saved: Resul
             f"deadline adherence at {rate:g} jobs/s of n = {n} for {seconds:g} s with two workers: "
             f"{in_time}/{len(results)} decisions in time ({in_time / len(results):.1%}), "
             f"{fallbacks} local fallbacks ({offload.stats['greedy_fallbacks']} greedy), "
-            f"{offload.stats['late']} results after the deadline; wins {dict(offload.wins)}"
+            f"{offload.stats['late']} results after the deadline; {offload.stats['resends']} re-sent "
+            f"(resend_after {resend_after:g}), {offload.stats['duplicate_results']} second answers; "
+            f"wins {dict(offload.wins)}"
         )
         saved.table(
-            f"deadline adherence: {rate:g} jobs/s of n = {n} for {seconds:g} s, two workers",
-            ["decisions", "in time", "local fallbacks", "late results", "wins"],
-        ).add(len(results), in_time, fallbacks, offload.stats["late"], str(dict(offload.wins)))
+            f"deadline adherence: {rate:g} jobs/s of n = {n} for {seconds:g} s, two workers, "
+            f"resend_after {resend_after:g}",
+            ["decisions", "in time", "local fallbacks", "late results", "re-sent", "second answers", "wins"],
+        ).add(
+            len(results),
+            in_time,
+            fallbacks,
+            offload.stats["late"],
+            offload.stats["resends"],
+            offload.stats["duplicate_results"],
+            str(dict(offload.wins)),
+        )
 
 
 def main() -> None:
@@ -137,6 +152,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--n", type=int, default=12, help="variables per job in the adherence run")
+    parser.add_argument(
+        "--resend-after",
+        type=float,
+        default=OffloadConfig().resend_after,
+        help="the agent's offload.resend_after in the adherence run (0: no re-sends)",
+    )
     add_save_option(parser)
     args = parser.parse_args()
     saved = Results(__file__, parser, args)
@@ -177,7 +198,7 @@ def main() -> None:
             ]:
                 trips.add(label, statistics.median(xs) * 1000, statistics.quantiles(xs, n=100)[98] * 1000)
             trips.add("overhead / echo (ratio)", p50, p99)
-            asyncio.run(adherence(port, args.rate, args.seconds, args.n, saved))
+            asyncio.run(adherence(port, args.rate, args.seconds, args.n, args.resend_after, saved))
         finally:
             for p in (*workers, echo):
                 p.terminate()

@@ -7,8 +7,12 @@
 at ``--rate`` jobs per second in all, round robin, over MQTT QoS 1, each on its own ``qx/v1/{site}/jobs``
 with its own ``reply_to`` (``qx/v1/{site}/results/{job_id}``). The sites are one process: 10 MQTT
 connections publishing as 50 sites each, and one collector subscribed to ``qx/v1/+/results/+`` that
-stamps every result as it arrives. The workers are ``qxedge solver`` processes sharing one PostgreSQL
-job ledger (a private cluster, :class:`qxedge.testing.postgres.PostgresServer`). Per transport:
+stamps every result as it arrives. Like the agent (:class:`qxedge.hybrid.client.OffloadClient`), a site
+sends a job with no result yet again, the same payload, at the default ``offload.resend_after`` of its
+deadline, at most ``max_resends`` times, within a re-send budget per site
+(:class:`qxedge.hybrid.resend.ResendBudget`; ``re-sent`` counts the jobs sent again). The workers are
+``qxedge solver`` processes sharing one PostgreSQL job ledger (a private cluster,
+:class:`qxedge.testing.postgres.PostgresServer`). Per transport:
 
 - ``mqtt``: mosquitto's shared subscription ``$share/qx-solvers/...``;
 - ``nats``: a JetStream work queue fed by NATS's MQTT (``ack_wait_s`` 2);
@@ -25,7 +29,8 @@ the rated rate, one killed with SIGKILL halfway (on ``nats-cluster`` a node is k
 whole again, ``kill leader``, the stream's leader, moved off node 0 first; node 0 carries the sites).
 
 Counted per phase: jobs sent; lost (no result by the deadline plus 10 s; of which unsent: a publish
-that failed because the site's MQTT connection was down, which an agent knows at once); solves logged
+that failed because the site's MQTT connection was down, which an agent knows at once); re-sent (jobs
+sent again, with no result by then); solves logged
 (answers the workers' logs report) and solved twice (jobs two workers' logs say they answered: the job
 ledger should make it 0); late or lost, and deadline adherence (``ok`` results at the site by their
 deadline, of all sent); answers again (results that reached their site twice); throughput (results
@@ -47,7 +52,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +63,8 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from qxedge.connectors.embedded_broker import EmbeddedBroker
+from qxedge.hybrid.config import OffloadConfig
+from qxedge.hybrid.resend import ResendBudget
 from qxedge.testing import random_bqm
 from qxedge.testing.bench_results import Results, add_save_option
 from qxedge.testing.brokers import NatsCluster, NatsServer, RabbitNode, nats_available, rabbitmq_available
@@ -84,6 +91,8 @@ class Phase:
     received: dict[str, tuple[float, str]] = field(default_factory=dict)  # job id -> (arrived, status)
     copies: int = 0  # results that arrived again (QoS 1: at least once)
     publish_failed: int = 0  # jobs a site could not send (its MQTT connection was down)
+    resent: set[str] = field(default_factory=set)  # jobs sent again (no result by a re-send time)
+    resends_held: int = 0  # re-sends the site's budget did not allow (most of its jobs answered late)
     solved: Counter[str] = field(default_factory=Counter)  # job id -> answers in the workers' logs
     killed: str = ""
 
@@ -106,6 +115,7 @@ class Phase:
             "sent": sent,
             "lost": lost,
             "of which unsent": self.publish_failed,  # the site knew at once (an agent falls back)
+            "re-sent": len(self.resent),  # jobs sent again, as the agent does (offload.resend_after)
             "solves logged": sum(self.solved.values()),
             "solved twice": sum(1 for c in self.solved.values() if c > 1),
             "late or lost": sent - in_time,
@@ -137,6 +147,11 @@ class Sites:
         if not subscribed.wait(30):
             raise SystemExit("the results collector could not subscribe")
         self.pending: list[paho.MQTTMessageInfo] = []
+        self.offload = OffloadConfig()  # the agent's defaults: when a job is sent again
+        self.budgets = {name: ResendBudget() for name in self.names}  # one per site, as one per agent
+        # (when, which re-send, job id, site, connection, topic, payload), in time order: every job of a
+        # phase has the same deadline
+        self.resends: deque[tuple[float, int, str, str, int, str, str]] = deque()
 
     @staticmethod
     def _client(port: int, client_id: str) -> paho.Client:
@@ -196,8 +211,30 @@ class Sites:
             )
             with self.lock:
                 phase.sent[job_id] = now
-            info = self.clients[k % CONNECTIONS].publish(f"qx/v1/{site}/jobs", payload, qos=1)
+            topic = f"qx/v1/{site}/jobs"
+            info = self.clients[k % CONNECTIONS].publish(topic, payload, qos=1)
             self.pending.append(info)
+            for i, at in enumerate(self.offload.resend_times(phase.deadline_s)):  # in time order
+                self.resends.append((now + at, i, job_id, site, k % CONNECTIONS, topic, payload))
+            self.resend_due(phase)
+
+    def resend_due(self, phase: Phase) -> None:
+        """Send again each job whose re-send time has come and that has no result yet, as the agent
+        does: the same payload (the same job id and deadline), within its site's re-send budget."""
+        now = time.time()
+        while self.resends and self.resends[0][0] <= now:
+            at, i, job_id, site, conn, topic, payload = self.resends.popleft()
+            with self.lock:
+                answer = phase.received.get(job_id)
+            budget = self.budgets[site]
+            if answer is not None and answer[0] <= at:
+                if i == 0:
+                    budget.answered_in_time()
+            elif budget.may_resend():
+                phase.resent.add(job_id)
+                self.pending.append(self.clients[conn].publish(topic, payload, qos=1))
+            else:
+                phase.resends_held += 1
 
     def drain(self, phase: Phase) -> None:
         """Until every job has its result, or DRAIN_S past the last deadline."""
@@ -206,7 +243,9 @@ class Sites:
             with self.lock:
                 if all(j in phase.received for j in phase.sent):
                     break
+            self.resend_due(phase)
             time.sleep(0.05)
+        self.resends.clear()
         unacked = 0
         for info in self.pending:
             try:
@@ -423,7 +462,8 @@ def run_transport(
                 rows.append(row)
                 print(
                     f"  {name:<10} W={row['workers']} sent {row['sent']:5d}  lost {row['lost']:4d} "
-                    f"(unsent {row['of which unsent']})  "
+                    f"(unsent {row['of which unsent']})  re-sent {row['re-sent']:4d} "
+                    f"(held {p.resends_held})  "
                     f"solves {row['solves logged']:5d}  solved twice {row['solved twice']:3d}  "
                     f"in time {row['in time %']}%  "
                     f"{row['jobs/s']} jobs/s  p50 {row['p50 ms']} ms  p99 {row['p99 ms']} ms"

@@ -15,6 +15,15 @@ valid result of the same job until the wait ends, and only then falls back (its 
 last answer refused). Results arriving after the wait ended are counted as ``late``; a second result
 for a job already answered, as ``duplicate_results``.
 
+A job with no valid result after ``resend_after`` of the wait (0.4 by default) is published again,
+the same envelope (same ``job_id``, same ``submitted_at``, so the same deadline at the worker), at most
+``max_resends`` times (``resends`` counts them): a worker that took the job and died holding it is taken
+over through the job ledger when the re-send reaches another worker (the worker's liveness, docs/
+operations.md). Whichever send is answered first decides; the other answer counts as a duplicate.
+Re-sends draw on a budget (:class:`hybrid.resend.ResendBudget`): when most jobs are answered after
+their re-send time (an overloaded data center, anytime solvers filling the budget), re-sends mostly
+stop (``resends_held`` counts those not sent), so a slow data center draws no storm of them.
+
 Silence is never silent: after ``alarm_after`` fallbacks in a row the client logs "the data center is not
 answering" (a warning) and calls ``on_silent`` once (the agent raises an alarm); ``silent`` holds until
 the data center answers again (logged too).
@@ -52,6 +61,7 @@ from qxedge.hybrid.constrained import (
 )
 from qxedge.hybrid.cqm_wire import encode_cqm
 from qxedge.hybrid.portfolio import SolversConfig
+from qxedge.hybrid.resend import ResendBudget
 from qxedge.hybrid.solvers import SaConfig
 from qxedge.hybrid.wire import (
     Candidate,
@@ -109,6 +119,7 @@ class OffloadClient:
         self._waiting: dict[str, asyncio.Queue[tuple[str, ResultEnvelope]]] = {}  # job id -> its results
         self._finished: OrderedDict[str, bool] = OrderedDict()  # job id -> answered (else fell back)
         self._sent: OrderedDict[str, float] = OrderedDict()  # job id -> deadline, the last 10,000 jobs
+        self._resends = ResendBudget()  # no storm of re-sends when the data center is slow for all
         self._search_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qxedge-fallback")
         self._searching = False
         # the fallback's backends come from the solver registry; SA reads less than in the data center
@@ -243,25 +254,47 @@ class OffloadClient:
         if len(self._sent) > 10_000:
             self._sent.popitem(last=False)
         self.stats["jobs"] += 1
-        self.mqtt.publish(  # MQTT 5: the broker drops the job at its deadline; request/response fields
-            jobs_topic(self.site),
-            envelope.model_dump_json().encode(),
-            qos=1,
-            expiry_s=envelope.deadline_ms / 1000,
-            response_topic=envelope.reply_to,
-            correlation=job_id.encode(),
-        )
+        payload = envelope.model_dump_json().encode()
+        wait_end = deadline_at - cfg.fallback_ms / 1000  # the fallback starts then
+        job_due = submitted + envelope.deadline_ms / 1000  # the deadline the data center reads
+        self._send(job_id, payload, job_due)
+        # re-sends: the same envelope, so the same job_id and submitted_at (the worker's deadline is
+        # submitted_at + deadline_ms: a re-send never extends it); a worker that took the job and died
+        # holding it is taken over through the job ledger when the re-send reaches another worker
+        # the wait and the re-send times on the monotonic clock (a wall clock step changes neither)
+        wait_s = max(0.0, wait_end - submitted)
+        mono_start = time.monotonic()
+        mono_end = mono_start + max(0.0, wait_end - time.time())
+        resends = [mono_start + at for at in cfg.resend_times(wait_s)]
+        prompt = bool(resends)  # answered before its first re-send time (earns re-send budget)
         refused = ""  # why the last result of this job was not used
         try:
-            async with asyncio.timeout(max(0.0, deadline_at - cfg.fallback_ms / 1000 - time.time())):
-                while True:  # the first result does not decide: a forged one must not end the wait
-                    topic, result = await results.get()
-                    self.stats["results"] += 1
-                    decision, refused = accept(topic, result, started)
-                    if decision is not None:
-                        self._finish(job_id, answered=True)
-                        self._answered()
-                        return job_id, deadline_at, started, decision, ""
+            while True:  # the first result does not decide: a forged one must not end the wait
+                now = time.monotonic()
+                if now >= mono_end:
+                    raise TimeoutError
+                try:
+                    async with asyncio.timeout(min([mono_end, *resends[:1]]) - now):
+                        topic, result = await results.get()
+                except TimeoutError:
+                    if resends and time.monotonic() >= resends[0]:
+                        resends.pop(0)
+                        prompt = False
+                        if self._resends.may_resend():
+                            self.stats["resends"] += 1
+                            log.debug("job %s: no result yet, sent again", job_id)
+                            self._send(job_id, payload, job_due)
+                        else:
+                            self.stats["resends_held"] += 1
+                    continue
+                self.stats["results"] += 1
+                decision, refused = accept(topic, result, started)
+                if decision is not None:
+                    if prompt:
+                        self._resends.answered_in_time()
+                    self._finish(job_id, answered=True)
+                    self._answered()
+                    return job_id, deadline_at, started, decision, ""
         except TimeoutError:
             self._finish(job_id, answered=False)
         finally:
@@ -271,6 +304,18 @@ class OffloadClient:
         else:
             reason = "no result from the data center in time" if self.mqtt.connected else "broker unreachable"
         return job_id, deadline_at, started, None, reason
+
+    def _send(self, job_id: str, payload: bytes, due: float) -> None:
+        """Publish a job (again); MQTT 5: the broker drops it at its deadline ``due`` (the expiry is the
+        time left), and it carries the request/response fields."""
+        self.mqtt.publish(
+            jobs_topic(self.site),
+            payload,
+            qos=1,
+            expiry_s=max(0.001, due - time.time()),
+            response_topic=results_topic(self.site, job_id),
+            correlation=job_id.encode(),
+        )
 
     def deadline_of(self, job_id: str) -> float | None:
         """The deadline of a job this client sent (among the last 10,000), else None."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from qxedge.hybrid.backends import known_solver
 
@@ -23,12 +23,42 @@ class OffloadConfig(BaseModel):
     solver: SolverName = "auto"
     fallback: Literal["tabu", "sa"] = "tabu"
     fallback_ms: int = Field(250, ge=10, description="kept at the end of the deadline for the local fallback")
+    resend_after: float = Field(
+        0.4,
+        ge=0,
+        lt=1,
+        description="the part of the wait (deadline_ms less fallback_ms) after which a job with no valid "
+        "result yet is published again, the same job (same job_id and deadline): a worker that died "
+        "holding it is taken over through the job ledger; 0: never",
+    )
+    max_resends: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="re-sends of one job at most (at resend_after, then at 2 x resend_after of the wait...); "
+        "0: never",
+    )
     alarm_after: int = Field(
         3,
         ge=1,
         description="this many offloads in a row falling back locally raise the alarm 'the data center is "
         "not answering' (alarms topic, log, metric qxedge_datacenter_silent)",
     )
+
+    @model_validator(mode="after")
+    def _resends_fit_the_wait(self) -> OffloadConfig:
+        if self.resend_after > 0 and self.resend_after * self.max_resends >= 1:
+            raise ValueError(
+                f"resend_after {self.resend_after:g} x max_resends {self.max_resends} reaches the end of "
+                "the wait: the last re-sends could never happen (lower either)"
+            )
+        return self
+
+    def resend_times(self, wait_s: float) -> list[float]:
+        """When, in seconds after the first send, a job waited for ``wait_s`` is sent again."""
+        if self.resend_after <= 0:
+            return []
+        return [i * self.resend_after * wait_s for i in range(1, self.max_resends + 1)]
 
 
 class MilpConfig(BaseModel):

@@ -82,7 +82,8 @@ class SolverMetrics(Collector):
         yield counter("qxedge_solver_ledger_errors", "job ledger calls that failed", s.ledger_errors)
         yield counter(
             "qxedge_solver_claims_taken_over",
-            "jobs claimed from a worker whose claim had expired unanswered",
+            "jobs claimed from a worker presumed gone: its claim expired, the job was redelivered, or it "
+            "stopped writing its heartbeat",
             s.took_over,
         )
         yield from pool_metrics(s)

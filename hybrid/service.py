@@ -26,8 +26,10 @@ stops with the missing broker feature named. A worker
   (:mod:`qxedge.hybrid.ledger`: SQLite for one worker, PostgreSQL for a pool): it claims a job before
   solving it and records the result after answering; a duplicate delivery is answered with the
   recorded result, or, while another worker solves it, when that result lands (or solved here if
-  that worker's claim expires: it died); it is never solved twice. A ledger that fails costs no
-  answer: the job is solved unclaimed (``ledger_errors`` counts it).
+  that worker is gone: its claim expired, or it stopped writing its heartbeat, which every worker does
+  every ``ledger.heartbeat_s`` from a task of its own, for ``ledger.holder_timeout_s``); it is never
+  solved twice by live workers. A ledger that fails costs no answer: the job is solved unclaimed
+  (``ledger_errors`` counts it).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from qxedge.hybrid.ledger import (
     LedgerError,
     Outcome,
     UsageRow,
+    keep_heartbeat,
     keep_ledger,
     open_ledger,
 )
@@ -108,7 +111,7 @@ class SolverStats:
     broker_connected: bool
     ops: OpsStats | None  # the /metrics endpoint's connections (None while it does not listen)
     ledger_errors: int = 0  # ledger calls that failed (a job then solved unclaimed, or not recorded)
-    took_over: int = 0  # claims taken over from a worker whose claim had expired
+    took_over: int = 0  # claims taken over from a worker presumed gone (expired, redelivered, silent)
     pool: tuple[UsageRow, ...] = ()  # the usage of every worker sharing the ledger, per site (all kept)
 
 
@@ -238,6 +241,7 @@ class SolverService:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         check_listen(self.config.ops)  # a taken ops.port: said at once, not after the warm-up
+        started_at = time.time()  # before any claim: a claim older than this is an earlier process's
         await asyncio.to_thread(self.portfolio.warm_up)
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -257,6 +261,12 @@ class SolverService:
                     loops.append(
                         tasks.create_task(
                             keep_ledger(ledger, self.config.ledger, self._pool_usage), name="solver-ledger"
+                        )
+                    )
+                    loops.append(
+                        tasks.create_task(
+                            keep_heartbeat(ledger, self.config.ledger, self.worker_id, started_at),
+                            name="solver-heartbeat",
                         )
                     )
                     loops += [
@@ -507,7 +517,9 @@ class SolverService:
             return Claim("claimed", self.worker_id, job.deadline_at)
         if claim.took_over is not None:
             self.counts["took_over"] += 1
-            why = "redelivered: its holder is gone" if holder_gone else "its deadline and grace are over"
+            why = claim.gone or (
+                "redelivered: its holder is gone" if holder_gone else "its deadline and grace are over"
+            )
             log.warning("job %s/%s: took over the claim of worker %s (%s)", *key, claim.took_over, why)
         return claim
 
@@ -537,7 +549,8 @@ class SolverService:
 
     async def _await_record(self, transport: JobTransport, key: tuple[str, str], job: AnyJob) -> None:
         """Another worker is solving ``job``: answer with its result when recorded; when its claim
-        expires unanswered (its worker died), claim the job and solve it here."""
+        expires unanswered or its worker is gone (silent for ``holder_timeout_s``: it died), claim the
+        job and solve it here."""
         pause = 0.005
         try:
             while True:
@@ -551,7 +564,9 @@ class SolverService:
                     if not expired:
                         continue  # the claim's holder answers meanwhile
                     claim = None  # then a claim of our own (see _claim): the job is answered
-                if claim is None or (claim.state == "pending" and claim.expires_at <= time.time()):
+                if claim is None or (
+                    claim.state == "pending" and (claim.gone is not None or claim.expires_at <= time.time())
+                ):
                     claim = await self._claim(key, job)
                 if claim.state == "recorded":
                     await self._duplicate(transport, key, job, claim)

@@ -5,7 +5,8 @@ recorded result for every duplicate delivery, per-site usage, and retention.
 - :class:`LedgerConfig`: ``ledger:`` in a worker's config (``config.py``, no driver imported);
 - :func:`open_ledger`: SQLite (``sqlite.py``, one worker or one host) or PostgreSQL (``postgres.py``,
   psycopg 3, a pool of workers), by ``kind``;
-- :func:`keep_ledger`: the background retention and usage refresh of a worker (``upkeep.py``).
+- :func:`keep_ledger`: the background retention and usage refresh of a worker, :func:`keep_heartbeat`
+  its heartbeat (``upkeep.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from qxedge.hybrid.ledger.protocol import (
     Purged,
     UsageRow,
 )
-from qxedge.hybrid.ledger.upkeep import keep_ledger
+from qxedge.hybrid.ledger.upkeep import keep_heartbeat, keep_ledger
 
 __all__ = [
     "Claim",
@@ -32,6 +33,7 @@ __all__ = [
     "Outcome",
     "Purged",
     "UsageRow",
+    "keep_heartbeat",
     "keep_ledger",
     "open_ledger",
 ]

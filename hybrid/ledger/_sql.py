@@ -6,7 +6,10 @@
 - ``qx_usage``: per site, UTC day, status and credited solver: jobs and solver-seconds (kept for
   ``usage_retention_days``);
 - ``qx_usage_total``: the same without the day, never purged (a few rows per site): the pool's
-  counters in /metrics.
+  counters in /metrics;
+- ``qx_workers``: each worker's heartbeat (when its process started, when it was last seen): a pending
+  claim whose worker has gone silent for ``holder_timeout_s``, or has restarted since it claimed, is
+  taken over at once (``CREATE TABLE IF NOT EXISTS``: a ledger made before it gets it at the next start).
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ CREATE TABLE IF NOT EXISTS qx_usage_total (
     solver_seconds {real} NOT NULL,
     PRIMARY KEY (site, status, solver)
 );
+CREATE TABLE IF NOT EXISTS qx_workers (
+    worker TEXT NOT NULL PRIMARY KEY,
+    started_at {real} NOT NULL,
+    seen_at {real} NOT NULL
+);
 """
 SQLITE_SCHEMA = SCHEMA.format(real="REAL", blob="BLOB", int="INTEGER")
 POSTGRES_SCHEMA = SCHEMA.format(real="DOUBLE PRECISION", blob="BYTEA", int="BIGINT")
@@ -60,10 +68,18 @@ INSERT INTO qx_jobs (site, job_id, worker, claimed_at, expires_at, deadline_at)
 VALUES (:site, :job_id, :worker, :now, :expires_at, :deadline_at)
 ON CONFLICT (site, job_id) DO NOTHING
 """
-LOOKUP = "SELECT worker, expires_at, answered_at, result FROM qx_jobs WHERE site = :site AND job_id = :job_id"
+LOOKUP = """
+SELECT j.worker, j.expires_at, j.answered_at, j.result, j.claimed_at, w.started_at, w.seen_at
+FROM qx_jobs j LEFT JOIN qx_workers w ON w.worker = j.worker
+WHERE j.site = :site AND j.job_id = :job_id
+"""
 TAKE_OVER = """
 UPDATE qx_jobs SET worker = :worker, claimed_at = :now, expires_at = :expires_at, takeovers = takeovers + 1
-WHERE site = :site AND job_id = :job_id AND answered_at IS NULL AND expires_at <= :cutoff
+WHERE site = :site AND job_id = :job_id AND answered_at IS NULL AND worker = :holder
+"""
+HEARTBEAT = """
+INSERT INTO qx_workers (worker, started_at, seen_at) VALUES (:worker, :started_at, :now)
+ON CONFLICT (worker) DO UPDATE SET started_at = excluded.started_at, seen_at = excluded.seen_at
 """
 RECORD = """
 INSERT INTO qx_jobs (site, job_id, worker, claimed_at, expires_at, deadline_at,
@@ -89,6 +105,7 @@ ON CONFLICT (site, status, solver) DO UPDATE SET
 """
 PURGE_JOBS = "DELETE FROM qx_jobs WHERE COALESCE(answered_at, expires_at) < :cutoff"
 PURGE_USAGE = "DELETE FROM qx_usage WHERE day < :day"
+PURGE_WORKERS = "DELETE FROM qx_workers WHERE seen_at < :cutoff"
 _JOB_COLUMNS = (
     "site, job_id, worker, claimed_at, expires_at, deadline_at, answered_at, status, solver, "
     "solver_seconds, takeovers"
@@ -98,6 +115,22 @@ _JOB_COLUMNS = (
 def expires_at(deadline_at: float, now: float, grace_s: float) -> float:
     """Until when a claim holds: the job's deadline (or now, for one past it) plus the grace."""
     return max(deadline_at, now) + grace_s
+
+
+def holder_gone(row: tuple[Any, ...], now: float, holder_timeout_s: float) -> str | None:
+    """Why the worker holding an unanswered claim (a ``LOOKUP`` row) is presumed gone, or None: it has
+    not refreshed its heartbeat for ``holder_timeout_s``, or its process started after it claimed (a
+    restart: the claim belongs to the process that died). A worker that never wrote a heartbeat (one
+    of a version before them) is never presumed gone here: its claim expires as before."""
+    claimed_at, started_at, seen_at = row[4], row[5], row[6]
+    if seen_at is None:
+        return None
+    if started_at > claimed_at:
+        return f"its worker restarted {now - started_at:.1f} s ago, after it claimed the job"
+    silent = now - seen_at
+    if silent >= holder_timeout_s:
+        return f"its worker stopped heartbeating {silent:.1f} s ago"
+    return None
 
 
 def record_params(outcome: Outcome) -> dict[str, Any]:

@@ -74,6 +74,19 @@ class LedgerConfig(BaseModel):
         description="a claim not answered by its job's deadline plus this is taken over by the next "
         "worker the job reaches (its worker is presumed dead)",
     )
+    heartbeat_s: float = Field(
+        0.25,
+        gt=0,
+        le=60,
+        description="how often a worker writes its heartbeat (from a task of its own, not from solving)",
+    )
+    holder_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        description="a pending claim whose worker has not written its heartbeat for this long is taken "
+        "over at once by the next worker the job reaches (an agent's re-send, a redelivery); at least "
+        "3 x heartbeat_s. Workers on several hosts need their clocks in step (NTP) well within it",
+    )
     purge_every_s: float = Field(3600.0, gt=0, description="how often retention runs (in the background)")
     usage_refresh_s: float = Field(
         15.0, gt=0, description="how often the pool's usage is read from the ledger for /metrics"
@@ -93,6 +106,11 @@ class LedgerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> LedgerConfig:
+        if self.holder_timeout_s < 3 * self.heartbeat_s:
+            raise ValueError(
+                f"holder_timeout_s {self.holder_timeout_s:g} is under 3 x heartbeat_s "
+                f"({self.heartbeat_s:g}): a live worker would be taken for gone between two heartbeats"
+            )
         if self.kind == "postgres":
             if self.dsn is None:
                 raise ValueError("kind postgres needs a dsn: postgresql://user@host:port/database")

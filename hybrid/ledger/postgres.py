@@ -10,6 +10,7 @@ advisory lock, so workers starting together do not race on it.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -48,6 +49,8 @@ _ADD_USAGE = _sql.pyformat(_sql.ADD_USAGE).encode()
 _ADD_TOTAL = _sql.pyformat(_sql.ADD_TOTAL).encode()
 _PURGE_JOBS = _sql.pyformat(_sql.PURGE_JOBS).encode()
 _PURGE_USAGE = _sql.pyformat(_sql.PURGE_USAGE).encode()
+_PURGE_WORKERS = _sql.pyformat(_sql.PURGE_WORKERS).encode()
+_HEARTBEAT = _sql.pyformat(_sql.HEARTBEAT).encode()
 
 
 class PostgresLedger:
@@ -136,11 +139,20 @@ class PostgresLedger:
             if row is None:  # purged between the two: claim it now
                 await conn.execute(_CLAIM, params)
                 return Claim("claimed", worker, until)
-            held, holder_until, answered_at, result = row
+            held, holder_until, answered_at, result = row[:4]
             if answered_at is not None:
                 return Claim("recorded", held, holder_until, bytes(result) if result is not None else b"")
-            if holder_until <= cutoff and (await conn.execute(_TAKE_OVER, params)).rowcount == 1:
-                return Claim("claimed", worker, until, took_over=held)
+            gone = _sql.holder_gone(row, now, self.config.holder_timeout_s)
+            if (holder_until <= cutoff or gone) and (
+                await conn.execute(_TAKE_OVER, {**params, "holder": held})
+            ).rowcount == 1:
+                return Claim("claimed", worker, until, took_over=held, gone=gone)
+            if holder_until <= cutoff or gone:  # another worker took it over first: say who holds it now
+                row = await (await conn.execute(_LOOKUP, params)).fetchone()
+                if row is not None and row[2] is not None:
+                    return Claim("recorded", row[0], row[1], bytes(row[3]) if row[3] is not None else b"")
+                if row is not None:
+                    held, holder_until = row[0], row[1]
             return Claim("pending", held, holder_until)
 
     async def lookup(self, site: str, job_id: str) -> Claim | None:
@@ -148,10 +160,15 @@ class PostgresLedger:
             row = await (await conn.execute(_LOOKUP, {"site": site, "job_id": job_id})).fetchone()
         if row is None:
             return None
-        held, until, answered_at, result = row
+        held, until, answered_at, result = row[:4]
         if answered_at is None:
-            return Claim("pending", held, until)
+            gone = _sql.holder_gone(row, time.time(), self.config.holder_timeout_s)
+            return Claim("pending", held, until, gone=gone)
         return Claim("recorded", held, until, bytes(result) if result is not None else b"")
+
+    async def heartbeat(self, worker: str, started_at: float, now: float) -> None:
+        async with self._conn() as conn:
+            await conn.execute(_HEARTBEAT, {"worker": worker, "started_at": started_at, "now": now})
 
     async def record(self, outcome: Outcome) -> bool:
         params = _sql.record_params(outcome)
@@ -181,6 +198,7 @@ class PostgresLedger:
         day = day_of(now - self.config.usage_retention_days * DAY_S)
         async with self._conn() as conn:
             jobs = (await conn.execute(_PURGE_JOBS, {"cutoff": cutoff})).rowcount
+            await conn.execute(_PURGE_WORKERS, {"cutoff": cutoff})
             usage = (await conn.execute(_PURGE_USAGE, {"day": day})).rowcount
         return Purged(jobs, usage)
 

@@ -5,7 +5,9 @@ A ledger makes jobs idempotent by ``(site, job_id)`` across every worker that sh
 1. :meth:`JobLedger.claim` before solving: the first worker inserts a claim row on the unique key and
    solves; any other gets the recorded result (answer the duplicate with it), or learns that the job is
    being solved (wait for the record). A claim not answered by the job's deadline plus
-   ``claim_grace_s`` belonged to a worker presumed dead: the next claim takes it over.
+   ``claim_grace_s`` belonged to a worker presumed dead: the next claim takes it over. So does one
+   whose worker is gone by its heartbeat (:meth:`JobLedger.heartbeat`, every ``heartbeat_s``): silent
+   for ``holder_timeout_s``, or restarted since it claimed; the next claim takes it over at once.
 2. :meth:`JobLedger.record` after answering: the result envelope as sent, and the job's usage added to
    its site's day (jobs by status, solver-seconds, wins by solver).
 
@@ -34,9 +36,11 @@ class Claim:
     """The answer of :meth:`JobLedger.claim` (and of :meth:`JobLedger.lookup`).
 
     - ``claimed``: the caller holds the claim and solves (``took_over``: from that worker, whose claim
-      had expired);
+      had expired, or which is gone: ``gone`` says why);
     - ``recorded``: answered already; ``result`` is the result envelope as sent;
-    - ``pending``: ``worker`` is solving it, its claim good until ``expires_at`` (epoch s).
+    - ``pending``: ``worker`` is solving it, its claim good until ``expires_at`` (epoch s); ``gone``
+      (from :meth:`JobLedger.lookup`): why that worker is presumed gone by its heartbeat, so that the
+      next claim takes the job over at once.
     """
 
     state: Literal["claimed", "recorded", "pending"]
@@ -44,6 +48,7 @@ class Claim:
     expires_at: float
     result: bytes | None = None
     took_over: str | None = None
+    gone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,11 +157,17 @@ class JobLedger(Protocol):
     ) -> Claim:
         """Claim a job to solve it, or say who has it / what its recorded result is. ``holder_gone``: the
         transport delivered the job again because the worker holding it is gone (its connection died),
-        so its unanswered claim is taken over now rather than when it expires."""
+        so its unanswered claim is taken over now rather than when it expires. So is the claim of a
+        worker gone by its heartbeat (:func:`holder_gone <qxedge.hybrid.ledger._sql.holder_gone>`)."""
         ...
 
     async def lookup(self, site: str, job_id: str) -> Claim | None:
-        """The job's state (``recorded`` or ``pending``; a held claim reads ``pending``), None if unknown."""
+        """The job's state (``recorded`` or ``pending``; a held claim reads ``pending``, with ``gone`` set
+        when its worker is gone by its heartbeat), None if unknown."""
+        ...
+
+    async def heartbeat(self, worker: str, started_at: float, now: float) -> None:
+        """``worker`` (its process started at ``started_at``) is alive as of ``now``."""
         ...
 
     async def record(self, outcome: Outcome) -> bool:
@@ -175,5 +186,6 @@ class JobLedger(Protocol):
         ...
 
     async def purge(self, now: float) -> Purged:
-        """Delete jobs older than ``retention_days`` and usage older than ``usage_retention_days``."""
+        """Delete jobs older than ``retention_days`` and usage older than ``usage_retention_days`` (and
+        the heartbeats of workers not seen for ``retention_days``)."""
         ...

@@ -134,12 +134,16 @@ class SqliteLedger:
         def work(db: sqlite3.Connection) -> Claim:
             if db.execute(_sql.CLAIM, params).rowcount == 1:
                 return Claim("claimed", worker, until)
-            held, holder_until, answered_at, result = db.execute(_sql.LOOKUP, params).fetchone()
+            row = db.execute(_sql.LOOKUP, params).fetchone()
+            held, holder_until, answered_at, result = row[:4]
             if answered_at is not None:
                 return Claim("recorded", held, holder_until, bytes(result) if result is not None else b"")
-            if holder_until <= cutoff and db.execute(_sql.TAKE_OVER, params).rowcount == 1:
-                return Claim("claimed", worker, until, took_over=held)
-            return Claim("pending", held, holder_until)
+            gone = _sql.holder_gone(row, now, self.config.holder_timeout_s)
+            if (holder_until <= cutoff or gone) and db.execute(
+                _sql.TAKE_OVER, {**params, "holder": held}
+            ).rowcount == 1:
+                return Claim("claimed", worker, until, took_over=held, gone=gone)
+            return Claim("pending", held, holder_until)  # (in one transaction: nobody took it meanwhile)
 
         return await self._call(self._transaction, work)
 
@@ -148,12 +152,17 @@ class SqliteLedger:
             row = self.db.execute(_sql.LOOKUP, {"site": site, "job_id": job_id}).fetchone()
             if row is None:
                 return None
-            held, until, answered_at, result = row
+            held, until, answered_at, result = row[:4]
             if answered_at is None:
-                return Claim("pending", held, until)
+                gone = _sql.holder_gone(row, time.time(), self.config.holder_timeout_s)
+                return Claim("pending", held, until, gone=gone)
             return Claim("recorded", held, until, bytes(result) if result is not None else b"")
 
         return await self._call(work)
+
+    async def heartbeat(self, worker: str, started_at: float, now: float) -> None:
+        params = {"worker": worker, "started_at": started_at, "now": now}
+        await self._call(self._transaction, lambda db: db.execute(_sql.HEARTBEAT, params))
 
     async def record(self, outcome: Outcome) -> bool:
         params = _sql.record_params(outcome)
@@ -184,6 +193,7 @@ class SqliteLedger:
 
         def work(db: sqlite3.Connection) -> Purged:
             jobs = db.execute(_sql.PURGE_JOBS, {"cutoff": cutoff}).rowcount
+            db.execute(_sql.PURGE_WORKERS, {"cutoff": cutoff})
             return Purged(jobs, db.execute(_sql.PURGE_USAGE, {"day": day}).rowcount)
 
         return await self._call(self._transaction, work)

@@ -1,5 +1,6 @@
 """The job ledger itself, on SQLite and on a PostgreSQL cluster of our own: claims on the unique key,
-records, take-over of expired claims, usage and retention."""
+records, take-over of expired claims and of claims whose worker stopped heartbeating, usage and
+retention."""
 
 from __future__ import annotations
 
@@ -102,6 +103,74 @@ async def test_a_claim_whose_holder_is_gone_is_taken_over_at_once(ledger: JobLed
     assert await ledger.record(answered("gumi", "j", "w1", now + 1.0))
     again = await ledger.claim("gumi", "j", "w2", now + 8, now + 1.5, holder_gone=True)
     assert again.state == "recorded" and again.worker == "w1"  # an answered job is never taken over
+
+
+async def test_a_claim_whose_worker_stopped_heartbeating_is_taken_over_at_once(ledger: JobLedger) -> None:
+    """The holder wrote its heartbeat, then went silent (killed): once it has been silent for
+    ``holder_timeout_s`` (1 s) its claim is taken over, long before the deadline plus the grace."""
+    now = time.time()
+    await ledger.heartbeat("dead", now - 60, now)
+    assert (await ledger.claim("gumi", "j", "dead", now + 8, now)).state == "claimed"
+    early = await ledger.claim("gumi", "j", "w1", now + 8, now + 0.9)  # silent 0.9 s: not yet
+    assert (early.state, early.worker) == ("pending", "dead")
+    taken = await ledger.claim("gumi", "j", "w1", now + 8, now + 1.2)
+    assert taken.state == "claimed" and taken.took_over == "dead"
+    assert taken.gone == "its worker stopped heartbeating 1.2 s ago"
+    # w1 has written no heartbeat: a worker never seen is not presumed gone (its claim expires as before)
+    third = await ledger.claim("gumi", "j", "w2", now + 8, now + 5)
+    assert (third.state, third.worker) == ("pending", "w1")
+    assert await ledger.record(answered("gumi", "j", "w1", now + 1.5))
+    (row,) = await ledger.jobs()
+    assert (row.worker, row.takeovers) == ("w1", 1)
+
+
+async def test_a_live_slow_holder_keeps_its_claim(ledger: JobLedger) -> None:
+    now = time.time()
+    await ledger.heartbeat("slow", now - 60, now)
+    assert (await ledger.claim("gumi", "j", "slow", now + 8, now)).state == "claimed"
+    for beat in (0.5, 1.0, 1.5, 2.0):  # its heartbeat goes on while it solves
+        await ledger.heartbeat("slow", now - 60, now + beat)
+        other = await ledger.claim("gumi", "j", "w1", now + 8, now + beat + 0.4)
+        assert (other.state, other.worker) == ("pending", "slow")
+
+
+async def test_a_claim_of_a_worker_that_restarted_since_is_taken_over(ledger: JobLedger) -> None:
+    """A worker with a fixed id restarted: its heartbeat is fresh, but its process started after it
+    claimed the job, which the process that died held."""
+    now = time.time()
+    await ledger.heartbeat("w0", now - 60, now)
+    assert (await ledger.claim("gumi", "j", "w0", now + 8, now)).state == "claimed"
+    await ledger.heartbeat("w0", now + 0.5, now + 0.6)  # started again
+    taken = await ledger.claim("gumi", "j", "w1", now + 8, now + 0.7)
+    assert taken.state == "claimed" and taken.took_over == "w0"
+    assert taken.gone is not None and "restarted" in taken.gone
+
+
+async def test_lookup_says_when_the_holder_is_gone(ledger: JobLedger) -> None:
+    now = time.time()
+    await ledger.heartbeat("dead", now - 60, now - 5)  # silent for 5 s
+    await ledger.heartbeat("alive", now - 60, now)
+    await ledger.claim("gumi", "a", "dead", now + 8, now - 5)
+    await ledger.claim("gumi", "b", "alive", now + 8, now)
+    await ledger.claim("gumi", "c", "unknown", now + 8, now)
+    dead, alive, unknown = [await ledger.lookup("gumi", j) for j in "abc"]
+    assert dead is not None and dead.state == "pending" and dead.gone is not None
+    assert "stopped heartbeating" in dead.gone
+    assert alive is not None and alive.gone is None
+    assert unknown is not None and unknown.gone is None
+
+
+async def test_concurrent_claims_on_a_silent_holder_take_it_over_once(ledger_config: LedgerConfig) -> None:
+    now = time.time()
+    async with several(ledger_config, 6) as ledgers:
+        await ledgers[0].heartbeat("dead", now - 60, now - 5)
+        assert (await ledgers[0].claim("gumi", "j", "dead", now + 8, now - 5)).state == "claimed"
+        claims = await asyncio.gather(
+            *(lg.claim("gumi", "j", f"w{i}", now + 8, now) for i, lg in enumerate(ledgers))
+        )
+    taken = [c for c in claims if c.state == "claimed"]
+    assert len(taken) == 1 and taken[0].took_over == "dead"
+    assert {c.worker for c in claims} == {taken[0].worker}
 
 
 async def test_usage_counts_statuses_solver_seconds_and_wins_by_site(ledger: JobLedger) -> None:

@@ -1,6 +1,7 @@
 """Solver workers sharing one job ledger: a job delivered to two workers is solved once and both
 deliveries are answered with the same result; a job whose worker died after claiming it is taken over
-after its deadline plus the grace; every worker reports the pool's usage."""
+after its deadline plus the grace (or sooner, by its heartbeat: test_resend.py); every worker reports
+the pool's usage."""
 
 from __future__ import annotations
 
@@ -82,10 +83,12 @@ async def test_a_job_whose_worker_died_after_claiming_it_is_taken_over(
 ) -> None:
     """Worker A claims a job and is killed while solving it (its task cancelled: no record). The
     broker redelivers the job to worker B: B finds the claim pending, takes it over once the job's
-    deadline plus ``claim_grace_s`` has passed, and answers it (``late``: its deadline is gone)."""
+    deadline plus ``claim_grace_s`` has passed, and answers it (``late``: its deadline is gone). (A's
+    silent heartbeat would let B take over sooner: ``holder_timeout_s`` is long here, so that the
+    expiry is what is tested; tests/integration/test_resend.py tests the heartbeat.)"""
     backends.register("patient", patient)
     watcher = watch("qx/v1/gumi/results/+")  # not the workers' start-up probes
-    ledger = pg_ledger.model_copy(update={"claim_grace_s": 0.5})
+    ledger = pg_ledger.model_copy(update={"claim_grace_s": 0.5, "holder_timeout_s": 600})
     payload = envelope("gumi", random_bqm(8, 0.5, seed=4), "orphan", solver="patient", deadline_ms=1000)
     try:
         a = SolverService(

@@ -53,6 +53,11 @@ def test_a_relative_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
         ("ledger: {kind: mongo}", "ledger.kind: Input should be 'sqlite' or 'postgres'"),
         ("ledger: {retention_days: 0}", "ledger.retention_days: Input should be greater than 0"),
         ("cache_size: 100", "cache_size: the result cache is replaced by the job ledger"),
+        (
+            "ledger: {heartbeat_s: 1, holder_timeout_s: 2}",
+            "ledger: holder_timeout_s 2 is under 3 x heartbeat_s (1): a live worker would be taken",
+        ),
+        ("ledger: {heartbeat_s: 0}", "ledger.heartbeat_s: Input should be greater than 0"),
     ],
 )
 def test_mistakes_are_said_with_their_path(tmp_path: Path, text: str, expected: str) -> None:
