@@ -1,0 +1,106 @@
+"""A dense model's matrix in shared memory (:mod:`hybrid.shared_matrix`) and tabu on it."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dimod
+import numpy as np
+import pytest
+
+from qxedge.hybrid.backends import Deadline
+from qxedge.hybrid.candidate import to_binary
+from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
+from qxedge.hybrid.shared_matrix import SharedQubo
+from qxedge.hybrid.tabu import TabuConfig, descend, solve_tabu_shared, tabu_matrix
+from qxedge.testing import random_bqm, sample_energy
+
+
+@pytest.fixture
+def spin_model() -> dimod.BinaryQuadraticModel:
+    bqm = random_bqm(60, 1.0, 5, "SPIN")
+    bqm.offset = 2.5
+    bqm.relabel_variables({i: f"v{i}" if i % 2 else (i, "t") for i in bqm.variables}, inplace=True)
+    return bqm
+
+
+@pytest.fixture
+def shared(spin_model: dimod.BinaryQuadraticModel) -> Iterator[SharedQubo]:
+    block = SharedQubo.create(spin_model)
+    yield block
+    block.release()
+
+
+def test_the_shared_matrix_is_tabus_and_scores_as_dimod(
+    spin_model: dimod.BinaryQuadraticModel, shared: SharedQubo
+) -> None:
+    binary = to_binary(spin_model)
+    assert np.array_equal(shared.matrix(), tabu_matrix(binary))
+    assert shared.labels == [str(v) for v in spin_model.variables] and shared.spin
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        x = rng.integers(0, 2, spin_model.num_variables)
+        expected = spin_model.energy(dict(zip(spin_model.variables, 2 * x - 1, strict=True)))
+        assert shared.energy(x) == pytest.approx(expected, rel=1e-12, abs=1e-9)
+
+
+def test_a_solver_process_maps_the_block_by_name_until_the_owner_unlinks_it(shared: SharedQubo) -> None:
+    copy = pickle.loads(pickle.dumps(shared))
+    assert len(pickle.dumps(shared)) < 8 * shared.n * shared.n / 10  # the name and labels, not the matrix
+    assert np.array_equal(copy.matrix(), shared.matrix())
+    copy.release()
+    shared.release()
+    with pytest.raises(FileNotFoundError):
+        pickle.loads(pickle.dumps(copy)).matrix()
+
+
+def test_descend_ends_at_a_one_flip_local_minimum(shared: SharedQubo) -> None:
+    q = shared.matrix()
+    x = descend(q, Deadline(time.time() + 60), 0.0).astype(np.float64)
+    energy = float(x @ q @ x)
+    for i in range(len(x)):
+        y = x.copy()
+        y[i] = 1 - y[i]
+        assert float(y @ q @ y) >= energy - 1e-9
+    del q
+
+
+def test_tabu_on_the_shared_matrix_answers_with_a_sample_whose_energy_is_dimods(
+    spin_model: dimod.BinaryQuadraticModel, shared: SharedQubo
+) -> None:
+    handle = pickle.loads(pickle.dumps(shared))  # as a solver process receives it
+    candidate = solve_tabu_shared(handle, Deadline(time.time() + 0.3), TabuConfig(seed=3))
+    assert candidate.status == "ok" and candidate.sample is not None and candidate.energy is not None
+    assert set(candidate.sample.values()) <= {-1, 1}
+    assert candidate.energy == pytest.approx(sample_energy(spin_model, candidate.sample), rel=1e-12)
+    assert candidate.details["model"] == "shared matrix"
+
+
+def test_a_backend_without_a_shared_reading_says_so(shared: SharedQubo) -> None:
+    candidate = run_solver("sa", SolversConfig(), shared, time.time() + 1)
+    assert candidate.status == "error" and "takes no shared matrix" in (candidate.reason or "")
+
+
+def _blocks() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("psm_*")} if Path("/dev/shm").is_dir() else set()
+
+
+async def test_the_portfolio_hands_tabu_a_dense_model_in_shared_memory_and_unlinks_it() -> None:
+    """A complete model goes to tabu as a shared matrix, scored again by dimod; the block is gone after."""
+    bqm = random_bqm(200, 1.0, 9)  # 19,900 interactions: dense and large enough to share
+    portfolio = Portfolio(SolversConfig(workers=1, auto=["tabu"]))
+    before = _blocks()
+    try:
+        portfolio.warm_up(["tabu"])
+        best, candidates = await portfolio.solve(bqm, "auto", time.time() + 1.5)
+    finally:
+        portfolio.close()
+    tabu = next(c for c in candidates if c.solver == "tabu")
+    assert tabu.status == "ok" and tabu.details["model"] == "shared matrix", tabu.reason
+    assert tabu.details["ran_in"] == "solver process" and tabu.sample is not None
+    assert tabu.energy == sample_energy(bqm, tabu.sample)  # dimod's own energy, not NumPy's
+    assert best is not None and best.energy is not None and best.energy <= tabu.energy
+    assert _blocks() <= before
