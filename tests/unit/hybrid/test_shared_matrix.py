@@ -11,6 +11,7 @@ import dimod
 import numpy as np
 import pytest
 
+from qxedge.hybrid import tabu
 from qxedge.hybrid.backends import Deadline
 from qxedge.hybrid.candidate import to_binary
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
@@ -121,3 +122,17 @@ def test_beside_a_shared_search_a_pickled_backend_starts_only_with_half_the_time
         assert "sa" in kept
     finally:
         portfolio.close()
+
+
+def test_tabu_plans_its_first_call_on_what_this_process_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guess (TABU_CALL a matrix entry) until a job of 500 variables or more measured a call; then
+    the slowest of the last three measurements."""
+    monkeypatch.setattr(tabu, "_recent", [])
+    assert tabu.planned_call_seconds(2000) == tabu.tabu_call_seconds(2000)
+    tabu._remember(100, 5.0)  # too small to say anything about the set-up per entry
+    assert tabu.planned_call_seconds(2000) == tabu.tabu_call_seconds(2000)
+    for seconds in (0.30, 0.10, 0.12, 0.11):
+        tabu._remember(2000, seconds)
+    assert tabu.planned_call_seconds(2000) == pytest.approx(0.12)  # 0.30 is no longer among the last 3
+    assert tabu.planned_call_seconds(1000) == pytest.approx(0.001 + 0.119 / 4)
+    assert tabu.planned_call_seconds(100) == tabu.tabu_call_seconds(100)
