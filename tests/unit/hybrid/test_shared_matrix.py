@@ -136,3 +136,28 @@ def test_tabu_plans_its_first_call_on_what_this_process_measured(monkeypatch: py
     assert tabu.planned_call_seconds(2000) == pytest.approx(0.12)  # 0.30 is no longer among the last 3
     assert tabu.planned_call_seconds(1000) == pytest.approx(0.001 + 0.119 / 4)
     assert tabu.planned_call_seconds(100) == tabu.tabu_call_seconds(100)
+
+
+def test_a_slice_searches_at_least_three_times_its_call_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 0.1 s of set-up a call, the first slice is 0.3 s, not the 20 ms (or one set-up) that paid
+    0.1 s of set-up for each short slice."""
+    import dwave.samplers.tabu.tabu_search as native
+
+    asked: list[int] = []
+
+    class Asked(Exception):
+        pass
+
+    def record(q: np.ndarray, state: np.ndarray, tenure: int, timeout_ms: int, *rest: int) -> None:
+        asked.append(timeout_ms)
+        raise Asked
+
+    monkeypatch.setattr(native, "TabuSearch", record)
+    monkeypatch.setattr(tabu, "_recent", [0.099 / 500**2])  # a call on 500 variables: 0.1 s of set-up
+    shared = SharedQubo.create(random_bqm(500, 1.0, 4))
+    try:
+        with pytest.raises(Asked):
+            solve_tabu_shared(shared, Deadline(time.time() + 30), TabuConfig())
+    finally:
+        shared.release()
+    assert asked == [300]
