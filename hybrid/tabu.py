@@ -4,7 +4,9 @@ dwave-samplers' TabuSearch (the MST2 multistart tabu search that its TabuSampler
 matrix built once, called in slices of at most ``slice_seconds``, the first from a steepest descent
 (:func:`descend`), each next one from the best state so far with a fresh seed: a deadline brought
 forward (a cut) ends it within one slice. Slices start at 20 ms and double, so a job that another
-solver settles early (a proven optimum) stops tabu at once. A dense model's matrix may come in shared
+solver settles early (a proven optimum) stops tabu at once, but each searches at least
+``SETUP_SHARE`` times its call's own set-up (the matrix copies each call makes), planned on what this
+process measured on its recent jobs. A dense model's matrix may come in shared
 memory (:func:`solve_tabu_shared`, :mod:`hybrid.shared_matrix`) instead of as a model.
 """
 
