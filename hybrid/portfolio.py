@@ -32,7 +32,7 @@ from qxedge.hybrid.constrained import ConstrainedJob, best_constrained, constrai
 from qxedge.hybrid.floor import is_dense
 from qxedge.hybrid.pool import NEVER, SolverPool, pickled, ship_seconds
 from qxedge.hybrid.qaoa import QaoaConfig
-from qxedge.hybrid.shared_matrix import SharedQubo, share_seconds
+from qxedge.hybrid.shared_matrix import SharedQubo, room_for, share_seconds
 from qxedge.hybrid.solvers import ExactConfig, SaConfig, TabuConfig
 from qxedge.hybrid.wire import Candidate
 
@@ -249,7 +249,7 @@ class Portfolio:
         if self.pool is None or isinstance(bqm, ConstrainedJob):
             return False
         n, m = bqm.num_variables, bqm.num_interactions
-        return m >= SHARED_MIN_INTERACTIONS and is_dense(n, m)
+        return m >= SHARED_MIN_INTERACTIONS and is_dense(n, m) and room_for(n)
 
     def _in_time(
         self, names: list[str], bqm: dimod.BinaryQuadraticModel, due: float

@@ -14,6 +14,7 @@ still reading it keeps its mapping until it lets go.
 from __future__ import annotations
 
 import contextlib
+import os
 from multiprocessing import shared_memory
 from typing import Any
 
@@ -112,6 +113,17 @@ def _attach(name: str) -> shared_memory.SharedMemory:
     processes share the worker's tracker (the forkserver hands it down), where it is one entry, which
     the worker's unlink removes."""
     return shared_memory.SharedMemory(name=name)
+
+
+def room_for(variables: int) -> bool:
+    """Whether shared memory has room for a matrix of ``variables`` squared, with as much again to spare:
+    on Linux a block lives in /dev/shm, a tmpfs (64 MB in a default Docker container), and writing past
+    its end kills the process (SIGBUS) rather than raising. True where there is no /dev/shm to ask."""
+    try:
+        free = os.statvfs("/dev/shm")
+    except OSError:
+        return True
+    return free.f_bavail * free.f_frsize >= 2 * 8 * variables * variables
 
 
 def share_seconds(variables: int) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from qxedge.hybrid import tabu
 from qxedge.hybrid.backends import Deadline
 from qxedge.hybrid.candidate import to_binary
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
-from qxedge.hybrid.shared_matrix import SharedQubo
+from qxedge.hybrid.shared_matrix import SharedQubo, room_for
 from qxedge.hybrid.tabu import TabuConfig, descend, solve_tabu_shared, tabu_matrix
 from qxedge.testing import random_bqm, sample_energy
 
@@ -161,3 +162,19 @@ def test_a_slice_searches_at_least_three_times_its_call_set_up(monkeypatch: pyte
     finally:
         shared.release()
     assert asked == [300]
+
+
+async def test_without_room_in_shared_memory_the_model_is_pickled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A /dev/shm too small for the matrix (a default Docker container has 64 MB) would kill the worker
+    with SIGBUS when written: the model goes pickled instead."""
+    monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 1, 1, 1, 1, 1, 1, 0, 255)))
+    assert not room_for(200)
+    bqm = random_bqm(200, 1.0, 9)
+    portfolio = Portfolio(SolversConfig(workers=1, auto=["tabu"]))
+    try:
+        portfolio.warm_up(["tabu"])
+        _, candidates = await portfolio.solve(bqm, "auto", time.time() + 1.5)
+    finally:
+        portfolio.close()
+    tabu_run = next(c for c in candidates if c.solver == "tabu")
+    assert tabu_run.status == "ok" and "model" not in tabu_run.details
