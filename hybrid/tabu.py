@@ -65,20 +65,28 @@ def tabu_call_seconds(variables: int) -> float:
 # against 45 guessed: at n = 2000 the guess kept 0.1 s more back than the call took, of a 1 s job)
 RECENT = 3
 RECENT_MIN_VARIABLES = 500
-_recent: list[float] = []
+RECENT_SIZE_RATIO = 1.25  # a measurement stands for sizes within this factor of its own (the time per
+# entry grows with the matrix: a bench run planned n = 5000 on n = 2000's and overran)
+_recent: list[tuple[int, float]] = []  # (variables, seconds per matrix entry)
 
 
 def planned_call_seconds(variables: int) -> float:
     """A search call's set-up as a job plans its first call: the slowest of this process's recent
-    measurements (per matrix entry) when it has any, else :func:`tabu_call_seconds`."""
-    if _recent and variables >= RECENT_MIN_VARIABLES:
-        return 0.001 + max(_recent) * variables * variables
+    measurements (per matrix entry) on models of about this size when it has any, else
+    :func:`tabu_call_seconds`."""
+    alike = [
+        per
+        for n, per in _recent
+        if variables >= RECENT_MIN_VARIABLES and n / RECENT_SIZE_RATIO <= variables <= n * RECENT_SIZE_RATIO
+    ]
+    if alike:
+        return 0.001 + max(alike) * variables * variables
     return tabu_call_seconds(variables)
 
 
 def _remember(variables: int, seconds: float) -> None:
     if variables >= RECENT_MIN_VARIABLES:
-        _recent.append(max(0.0, seconds - 0.001) / (variables * variables))
+        _recent.append((variables, max(0.0, seconds - 0.001) / (variables * variables)))
         del _recent[:-RECENT]
 
 

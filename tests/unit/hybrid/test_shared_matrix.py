@@ -126,8 +126,8 @@ def test_beside_a_shared_search_a_pickled_backend_starts_only_with_half_the_time
 
 
 def test_tabu_plans_its_first_call_on_what_this_process_measured(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The guess (TABU_CALL a matrix entry) until a job of 500 variables or more measured a call; then
-    the slowest of the last three measurements."""
+    """The guess (TABU_CALL a matrix entry) until a job of 500 variables or more, within 1.25 times
+    the size, measured a call; then the slowest of the last three such measurements."""
     monkeypatch.setattr(tabu, "_recent", [])
     assert tabu.planned_call_seconds(2000) == tabu.tabu_call_seconds(2000)
     tabu._remember(100, 5.0)  # too small to say anything about the set-up per entry
@@ -135,7 +135,9 @@ def test_tabu_plans_its_first_call_on_what_this_process_measured(monkeypatch: py
     for seconds in (0.30, 0.10, 0.12, 0.11):
         tabu._remember(2000, seconds)
     assert tabu.planned_call_seconds(2000) == pytest.approx(0.12)  # 0.30 is no longer among the last 3
-    assert tabu.planned_call_seconds(1000) == pytest.approx(0.001 + 0.119 / 4)
+    assert tabu.planned_call_seconds(2400) == pytest.approx(0.001 + 0.119 * 1.44)
+    assert tabu.planned_call_seconds(5000) == tabu.tabu_call_seconds(5000)  # not measured near that size
+    assert tabu.planned_call_seconds(1000) == tabu.tabu_call_seconds(1000)
     assert tabu.planned_call_seconds(100) == tabu.tabu_call_seconds(100)
 
 
@@ -154,7 +156,7 @@ def test_a_slice_searches_at_least_three_times_its_call_set_up(monkeypatch: pyte
         raise Asked
 
     monkeypatch.setattr(native, "TabuSearch", record)
-    monkeypatch.setattr(tabu, "_recent", [0.099 / 500**2])  # a call on 500 variables: 0.1 s of set-up
+    monkeypatch.setattr(tabu, "_recent", [(500, 0.099 / 500**2)])  # a call on 500 variables: 0.1 s
     shared = SharedQubo.create(random_bqm(500, 1.0, 4))
     try:
         with pytest.raises(Asked):
