@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import dimod
 
     from qxedge.hybrid.portfolio import SolversConfig
+    from qxedge.hybrid.shared_matrix import SharedQubo
     from qxedge.hybrid.wire import Candidate
 
 AUTO = "auto"  # not a backend: every eligible one (the portfolio)
@@ -111,6 +112,9 @@ class Backend:
     warm_up_fn: Callable[[], None] = _nothing
     preload: tuple[str, ...] = ()  # modules safe to import before fork: solver processes start with them
     startup_fn: Callable[[int, int], float] = _instant
+    # solves a dense model's matrix in shared memory (hybrid.shared_matrix) without the model: the
+    # portfolio hands dense models to such a backend that way (None: always the pickled model)
+    shared_fn: Callable[[SharedQubo, Deadline], Candidate] | None = None
 
     def refuses(self, variables: int) -> str | None:
         return self.refuses_fn(variables)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from qxedge.hybrid.cqm_wire import CQM_TYPE, is_cqm_file, read_cqm
+from qxedge.hybrid.json_arrays import parse_arrays
 from qxedge.hybrid.portfolio import Portfolio
 from qxedge.hybrid.service import DataCenterConfig, answer
 from qxedge.hybrid.wire import (
@@ -69,7 +70,9 @@ def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms:
         del raw
         env = _local_envelope({"type": CQM_TYPE, "encoding": "file"}, "cqm", solver, deadline_ms)
         return CqmJob(env, cqm, env.submitted_at)
-    doc = parse_json(raw, what=str(path))
+    doc = parse_arrays(raw)
+    if doc is None:
+        doc = parse_json(raw, what=str(path))
     del raw
     if isinstance(doc, dict) and "problem" in doc and "v" in doc:
         job = decode_document(doc, cfg.limits)

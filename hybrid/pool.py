@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from qxedge.hybrid.constrained import ConstrainedJob
     from qxedge.hybrid.portfolio import SolversConfig
+    from qxedge.hybrid.shared_matrix import SharedQubo
     from qxedge.hybrid.wire import Candidate
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ def ship_seconds(variables: int, interactions: int) -> float:
     return 0.002 + 1e-6 * variables + 100e-9 * interactions
 
 
-def pickled(bqm: dimod.BinaryQuadraticModel | ConstrainedJob) -> bytes:
-    """The model (a BQM, or a ``cqm`` job's bundle) as every process of one job receives it (pickled
-    once per job)."""
+def pickled(bqm: dimod.BinaryQuadraticModel | ConstrainedJob | SharedQubo) -> bytes:
+    """The model (a BQM, a ``cqm`` job's bundle, or a dense model's shared matrix: its name and labels)
+    as every process of one job receives it (pickled once per job)."""
     return pickle.dumps(bqm, protocol=pickle.HIGHEST_PROTOCOL)

@@ -23,13 +23,16 @@ from functools import partial
 from typing import Annotated, Any
 
 import dimod
+import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from qxedge.hybrid.backends import Deadline, backend_names, build, known_backend
 from qxedge.hybrid.config import MilpConfig
 from qxedge.hybrid.constrained import ConstrainedJob, best_constrained, constrained_job, solve_constrained
+from qxedge.hybrid.floor import is_dense
 from qxedge.hybrid.pool import NEVER, SolverPool, pickled, ship_seconds
 from qxedge.hybrid.qaoa import QaoaConfig
+from qxedge.hybrid.shared_matrix import SharedQubo, room_for, share_seconds
 from qxedge.hybrid.solvers import ExactConfig, SaConfig, TabuConfig
 from qxedge.hybrid.wire import Candidate
 
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 BackendName = Annotated[str, AfterValidator(known_backend)]  # a registered backend (hybrid.backends)
 FLOOR = "greedy"  # the backend every job's floor answer comes from
 BIG_MODEL_INTERACTIONS = 100_000  # pickled for the solver processes off the event loop
+SHARED_MIN_INTERACTIONS = 10_000  # a dense model at least this large goes to solver processes as a
+# shared matrix (hybrid.shared_matrix), to the backends that take one
 
 
 class SolversConfig(BaseModel):
@@ -75,17 +80,23 @@ class SolversConfig(BaseModel):
 def run_solver(
     name: str,
     cfg: SolversConfig,
-    bqm: dimod.BinaryQuadraticModel | ConstrainedJob,
+    bqm: dimod.BinaryQuadraticModel | ConstrainedJob | SharedQubo,
     deadline: Deadline | float,
 ) -> Candidate:
-    """Run one solver (in a pool process) on a BQM or a ``cqm`` job (:mod:`hybrid.constrained`); errors
-    become an ``error`` candidate, never an exception."""
+    """Run one solver (in a pool process) on a BQM, a ``cqm`` job (:mod:`hybrid.constrained`) or a dense
+    model's shared matrix (:mod:`hybrid.shared_matrix`); errors become an ``error`` candidate, never an
+    exception."""
     started = time.monotonic()
     if not isinstance(deadline, Deadline):
         deadline = Deadline(deadline)
     try:
         if isinstance(bqm, ConstrainedJob):
             return solve_constrained(name, cfg, bqm, deadline)
+        if isinstance(bqm, SharedQubo):
+            solve_shared = _shared_fn(name, cfg)
+            if solve_shared is None:
+                raise TypeError(f"{name} takes no shared matrix")
+            return solve_shared(bqm, deadline)
         return build(name, cfg).solve(bqm, deadline)
     except Exception as exc:  # a solver bug or a device failure must not take the worker down
         return Candidate(
@@ -94,6 +105,12 @@ def run_solver(
             reason=f"{type(exc).__name__}: {exc}"[:300],
             seconds=round(time.monotonic() - started, 6),
         )
+
+
+def _shared_fn(name: str, cfg: SolversConfig) -> Callable[[SharedQubo, Deadline], Candidate] | None:
+    """The backend's way to solve a shared matrix, when it has one."""
+    fn: Callable[[SharedQubo, Deadline], Candidate] | None = getattr(build(name, cfg), "shared_fn", None)
+    return fn
 
 
 def warm_backends(cfg: SolversConfig, names: Iterable[str] | None = None) -> None:
@@ -203,38 +220,68 @@ class Portfolio:
             names.remove("exact")
         names, hopeless = self._in_time(names, bqm, due.due)
         candidates += hopeless
-        # the solver processes start first: the floor's descent (tens of milliseconds on thousands of
-        # variables) runs while they solve, not before
-        running, skipped = ([], []) if small else await self._start(names, bqm, due.due)
-        floor = await asyncio.to_thread(run_solver, FLOOR, self.config, bqm, due)
-        candidates.append(_where(floor, "in-process"))
-        if small:
-            first = await asyncio.to_thread(run_solver, "exact", self.config, bqm, due)
-            candidates.append(_where(first, "in-process"))
-            if _optimal(first):
-                candidates += [_skipped(name, "exact optimum found in-process") for name in names]
-                return _best(candidates), candidates
-            running, skipped = await self._start(names, bqm, due.due)
-        candidates += skipped
-        candidates += await self._collect(running, collect_by, cut)
+        shared: list[SharedQubo] = []  # a dense model's matrix, unlinked once the collection ends
+        try:
+            # the solver processes start first: the floor's descent (tens of milliseconds on thousands
+            # of variables) runs while they solve, not before
+            running, skipped = ([], []) if small else await self._start(names, bqm, due.due, shared)
+            floor = await asyncio.to_thread(run_solver, FLOOR, self.config, bqm, due)
+            candidates.append(_where(floor, "in-process"))
+            if small:
+                first = await asyncio.to_thread(run_solver, "exact", self.config, bqm, due)
+                candidates.append(_where(first, "in-process"))
+                if _optimal(first):
+                    candidates += [_skipped(name, "exact optimum found in-process") for name in names]
+                    return _best(candidates), candidates
+                running, skipped = await self._start(names, bqm, due.due, shared)
+            candidates += skipped
+            candidates += await self._collect(running, collect_by, cut)
+        finally:
+            for block in shared:
+                block.release()
+        for candidate in candidates:
+            if candidate.details.get("model") == "shared matrix":
+                _rescore(candidate, bqm)
         return _best(candidates), candidates
+
+    def _shares(self, bqm: dimod.BinaryQuadraticModel | ConstrainedJob) -> bool:
+        """Whether solver processes get this model's matrix in shared memory (the backends that take one)."""
+        if self.pool is None or isinstance(bqm, ConstrainedJob):
+            return False
+        n, m = bqm.num_variables, bqm.num_interactions
+        return m >= SHARED_MIN_INTERACTIONS and is_dense(n, m) and room_for(n)
 
     def _in_time(
         self, names: list[str], bqm: dimod.BinaryQuadraticModel, due: float
     ) -> tuple[list[str], list[Candidate]]:
         """The backends that can have an answer by ``due``, and a ``timeout`` for each of the others,
-        which are never started: the model is not shipped to them, and the floor keeps the cores."""
+        which are never started: the model is not shipped to them, and the floor keeps the cores. Beside
+        a search on a dense model's shared matrix, a backend that needs the model pickled starts only
+        when its shipping and set-up would take at most half the time left: on a complete n = 2000
+        model, sa's 32 MB of pickle and 0.6 s of set-up took the cores tabu's search needed and came
+        back with nothing at 2 s (ad hoc)."""
         n, m = bqm.num_variables, bqm.num_interactions
-        left = due - time.time() - (ship_seconds(n, m) if self.pool is not None else 0.0)
+        shares = self._shares(bqm)
+        beside_shared = shares and any(_shared_fn(name, self.config) is not None for name in names)
         kept, hopeless = [], []
         for name in names:
+            takes_shared = shares and _shared_fn(name, self.config) is not None
+            if self.pool is None:
+                ship = 0.0
+            elif takes_shared:
+                ship = share_seconds(n)
+            else:
+                ship = ship_seconds(n, m)
+            share = 0.5 if beside_shared and not takes_shared else 1.0
+            left = share * (due - time.time()) - ship
             need = build(name, self.config).startup_seconds(n, m)
             if need <= left:
                 kept.append(name)
                 continue
+            of = "" if share == 1.0 else " (half the time left: a search on the shared matrix runs beside it)"
             why = (
                 f"not started: its set-up and hand-back are predicted at {need:.3f} s for {n} variables "
-                f"and {m} interactions, more than the {max(0.0, left):.3f} s left"
+                f"and {m} interactions, more than the {max(0.0, left):.3f} s left{of}"
             )
             hopeless.append(Candidate(solver=name, status="timeout", reason=why, seconds=0.0))
         return kept, hopeless
@@ -288,8 +335,14 @@ class Portfolio:
         return best_constrained(candidates), candidates
 
     async def _start(
-        self, names: list[str], bqm: dimod.BinaryQuadraticModel | ConstrainedJob, due: float
+        self,
+        names: list[str],
+        bqm: dimod.BinaryQuadraticModel | ConstrainedJob,
+        due: float,
+        blocks: list[SharedQubo] | None = None,
     ) -> tuple[list[_Running], list[Candidate]]:
+        """Start ``names`` on idle solver processes (or threads); a dense model's matrix, when it goes
+        to them in shared memory, is appended to ``blocks`` for the caller to release."""
         if not names:
             return [], []
         loop = asyncio.get_running_loop()
@@ -304,15 +357,23 @@ class Portfolio:
             why = "the solver processes are not started (Portfolio.warm_up)"
             return [], [_skipped(name, why) for name in names]
         processes = self.pool.take(len(names))
-        if not processes:
-            data = b""
-        elif bqm.num_interactions > BIG_MODEL_INTERACTIONS:  # 60 ms at 2M: not on the event loop
-            data = await asyncio.to_thread(pickled, bqm)
-        else:
-            data = pickled(bqm)
+        taking = names[: len(processes)]
+        share = [name for name in taking if self._shares(bqm) and _shared_fn(name, self.config) is not None]
+        matrix = b""
+        if share and isinstance(bqm, dimod.BinaryQuadraticModel):
+            block = await asyncio.to_thread(SharedQubo.create, bqm)
+            if blocks is not None:
+                blocks.append(block)
+            matrix = pickled(block)
+        data = b""
+        if len(share) < len(taking):
+            if bqm.num_interactions > BIG_MODEL_INTERACTIONS:  # 60 ms at 2M: not on the event loop
+                data = await asyncio.to_thread(pickled, bqm)
+            else:
+                data = pickled(bqm)
         running = []
         for name, process in zip(names, processes, strict=False):
-            task = self.pool.submit(process, name, due, data)
+            task = self.pool.submit(process, name, due, matrix if name in share else data)
             running.append(_Running(name, task, partial(self.pool.stop, process, task), "solver process"))
         busy = f"no idle solver process ({self.pool.size} in all)"
         return running, [_skipped(name, busy) for name in names[len(processes) :]]
@@ -357,6 +418,15 @@ def _outcome(r: _Running) -> Candidate:
         return Candidate(
             solver=r.name, status="error", reason=f"the solver process died ({type(exc).__name__})"
         )
+
+
+def _rescore(candidate: Candidate, bqm: dimod.BinaryQuadraticModel) -> None:
+    """A candidate from a shared matrix scored again by dimod on the job's model (its sample lists the
+    variables in the model's order), so its energy is dimod's, as every other candidate's."""
+    if candidate.sample is None or candidate.status != "ok":
+        return
+    values = np.fromiter(candidate.sample.values(), dtype=np.int64, count=len(candidate.sample))
+    candidate.energy = float(bqm.energy((values, list(bqm.variables))))
 
 
 def _where(candidate: Candidate, where: str) -> Candidate:

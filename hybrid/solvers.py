@@ -42,7 +42,7 @@ from qxedge.hybrid.candidate import to_binary as to_binary
 from qxedge.hybrid.floor import floor
 from qxedge.hybrid.tabu import TabuConfig as TabuConfig
 from qxedge.hybrid.tabu import solve_tabu as solve_tabu
-from qxedge.hybrid.tabu import tabu_startup_seconds
+from qxedge.hybrid.tabu import solve_tabu_shared, tabu_startup_seconds
 from qxedge.hybrid.wire import Candidate
 
 if TYPE_CHECKING:
@@ -144,7 +144,12 @@ def _tabu(config: SolversConfig) -> Backend:
         return f"{n} variables > tabu.max_variables {cfg.max_variables}" if n > cfg.max_variables else None
 
     return Backend(
-        "tabu", partial(solve_tabu, cfg=cfg), refuses, _warm_samplers, startup_fn=tabu_startup_seconds
+        "tabu",
+        partial(solve_tabu, cfg=cfg),
+        refuses,
+        _warm_samplers,
+        startup_fn=tabu_startup_seconds,
+        shared_fn=partial(solve_tabu_shared, cfg=cfg),
     )
 
 

@@ -1,14 +1,19 @@
 """Tabu search that fills its budget (the ``tabu`` backend, registered in :mod:`hybrid.solvers`).
 
 dwave-samplers' TabuSearch (the MST2 multistart tabu search that its TabuSampler runs) on a dense
-matrix built once, called in slices of at most ``slice_seconds``, each from the best state so far with
-a fresh seed: a deadline brought forward (a cut) ends it within one slice. Slices start at 20 ms and
-double, so a job that another solver settles early (a proven optimum) stops tabu at once.
+matrix built once, called in slices of at most ``slice_seconds``, the first from a steepest descent
+(:func:`descend`), each next one from the best state so far with a fresh seed: a deadline brought
+forward (a cut) ends it within one slice. Slices start at 20 ms and double, so a job that another
+solver settles early (a proven optimum) stops tabu at once, but each searches at least
+``SETUP_SHARE`` times its call's own set-up (the matrix copies each call makes), planned on what this
+process measured on its recent jobs. A dense model's matrix may come in shared
+memory (:func:`solve_tabu_shared`, :mod:`hybrid.shared_matrix`) instead of as a model.
 """
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
 import dimod
 import numpy as np
@@ -17,6 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from qxedge.hybrid.backends import Deadline
 from qxedge.hybrid.candidate import finish, hand_back_seconds, model_arrays, timed_out, to_binary
 from qxedge.hybrid.wire import Candidate
+
+if TYPE_CHECKING:
+    from qxedge.hybrid.shared_matrix import SharedQubo
 
 
 class TabuConfig(BaseModel):
@@ -34,18 +42,52 @@ class TabuConfig(BaseModel):
 
 # Each TabuSearch call copies the matrix three times before it searches (its constructor: a Python-level
 # loop, then two C++ copies): 0.03..0.2 s at n = 2000, 0.4..2.3 s at n = 5000 measured (bench/anytime.py,
-# the more the busier the machine), 10..90 ns per matrix entry. The first call is predicted at
-# TABU_CALL per entry; later ones at the slowest call measured.
-TABU_CALL = 60e-9
+# the more the busier the machine), 10..90 ns per matrix entry (25 ns quiet, 52..55 ns at a load of 3.5
+# at n = 1000..3000, 2026-12-07, ad hoc). The first call is predicted at TABU_CALL per entry (SAFETY
+# times that to start one); later ones at the slowest call measured. A call predicted too fast costs
+# only that call (the portfolio stops waiting at its deadline; the floor answers).
+TABU_CALL = 45e-9
 TABU_RESTARTS = 1_000_000  # TabuSampler's default: the time limit ends a slice
 MIN_SLICE = 0.002  # a slice shorter than this is not worth a call
 FIRST_SLICE = 0.02  # the first slice; each next one twice as long, up to slice_seconds
 SAFETY = 1.5  # a call's set-up may take this many times the slowest measured (a busy machine)
+SETUP_SHARE = 3  # a slice searches at least this many times its call's set-up (up to slice_seconds)
 
 
 def tabu_call_seconds(variables: int) -> float:
     """A search call's own set-up predicted before one was measured (its copies of the matrix)."""
     return 0.001 + TABU_CALL * variables * variables
+
+
+# the set-up per matrix entry that this process's last search calls measured (the slowest call of each
+# of the last RECENT jobs of at least RECENT_MIN_VARIABLES variables): what a job's first call is
+# planned on once there is one, rather than the guess TABU_CALL (on a quiet machine 25 ns measured
+# against 45 guessed: at n = 2000 the guess kept 0.1 s more back than the call took, of a 1 s job)
+RECENT = 3
+RECENT_MIN_VARIABLES = 500
+RECENT_SIZE_RATIO = 1.25  # a measurement stands for sizes within this factor of its own (the time per
+# entry grows with the matrix: a bench run planned n = 5000 on n = 2000's and overran)
+_recent: list[tuple[int, float]] = []  # (variables, seconds per matrix entry)
+
+
+def planned_call_seconds(variables: int) -> float:
+    """A search call's set-up as a job plans its first call: the slowest of this process's recent
+    measurements (per matrix entry) on models of about this size when it has any, else
+    :func:`tabu_call_seconds`."""
+    alike = [
+        per
+        for n, per in _recent
+        if variables >= RECENT_MIN_VARIABLES and n / RECENT_SIZE_RATIO <= variables <= n * RECENT_SIZE_RATIO
+    ]
+    if alike:
+        return 0.001 + max(alike) * variables * variables
+    return tabu_call_seconds(variables)
+
+
+def _remember(variables: int, seconds: float) -> None:
+    if variables >= RECENT_MIN_VARIABLES:
+        _recent.append((variables, max(0.0, seconds - 0.001) / (variables * variables)))
+        del _recent[:-RECENT]
 
 
 def tabu_startup_seconds(variables: int, interactions: int) -> float:
@@ -69,30 +111,113 @@ def tabu_matrix(binary: dimod.BinaryQuadraticModel) -> np.ndarray:
     return q
 
 
+def descend(q: np.ndarray, deadline: Deadline, margin: float) -> np.ndarray:
+    """A steepest 1-flip descent from all zeros on tabu's matrix (``E(x) = x @ Q @ x``, the greedy
+    construction): tabu's first state. Tabu from this local minimum reached the best energy known on a
+    complete n = 2000 model in 0.1 s of search, where random starts took 0.25 to 1 s and more (ad hoc,
+    on the bench's instance). Flipping i changes the energy by ``2 (1 - 2 x_i) g_i + Q_ii`` with
+    ``g = Q @ x``; it stops early, not at a local minimum, once ``deadline`` is ``margin`` away."""
+    n = len(q)
+    x = np.zeros(n, dtype=np.float64)
+    if n == 0:
+        return x.astype(np.intc)
+    diagonal = np.diagonal(q).copy()
+    g = np.zeros(n, dtype=np.float64)
+    sign = np.ones(n, dtype=np.float64)  # 1 - 2 x
+    delta = diagonal.copy()
+    tol = 1e-12 * max(1.0, float(np.abs(diagonal).max())) * n
+    flips = 0
+    while True:
+        i = int(delta.argmin())
+        if delta[i] >= -tol:
+            break
+        if sign[i] > 0:
+            x[i] = 1.0
+            g += q[i]
+        else:
+            x[i] = 0.0
+            g -= q[i]
+        sign[i] = -sign[i]
+        np.multiply(sign, g, out=delta)
+        delta *= 2.0
+        delta += diagonal
+        flips += 1
+        if flips % 32 == 0 and deadline.left() <= margin:
+            break
+    return x.astype(np.intc)
+
+
 def solve_tabu(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: TabuConfig) -> Candidate:
     """Slices of ``slice_seconds`` (longer when a call's own set-up is longer: half of each call is
-    search), each from the best state so far with a fresh seed, until the next would not end before
-    the deadline."""
-    from dwave.samplers.tabu.tabu_search import TabuSearch
-
+    search), the first from a steepest descent (:func:`descend`), each next one from the best state so
+    far with a fresh seed, until the next would not end before the deadline."""
     started = time.monotonic()
     n, m = bqm.num_variables, bqm.num_interactions
     if n == 0:
         return finish(bqm, "tabu", np.zeros(0), started)
+    refused = _refused(n, m, deadline, cfg, started)
+    if refused is not None:
+        return refused
+    found = _search(tabu_matrix(to_binary(bqm)), hand_back_seconds(n, m), deadline, cfg, started)
+    if isinstance(found, Candidate):
+        return found
+    state, details = found
+    return finish(bqm, "tabu", state, started, details=details)
+
+
+def solve_tabu_shared(model: SharedQubo, deadline: Deadline, cfg: TabuConfig) -> Candidate:
+    """:func:`solve_tabu` on a dense model's matrix in shared memory (no model to rebuild: the search
+    starts at once); the candidate's energy is ``offset + x @ Q @ x`` (the worker scores it again with
+    dimod on the job's model)."""
+    started = time.monotonic()
+    n = model.n
+    m = n * (n - 1) // 2
+    refused = _refused(n, m, deadline, cfg, started)
+    if refused is not None:
+        return refused
+    try:
+        found = _search(model.matrix(), hand_back_seconds(n, m), deadline, cfg, started)
+        if isinstance(found, Candidate):
+            return found
+        state, details = found
+        energy = model.energy(state)
+    finally:
+        model.release()
+    values = np.asarray(state, dtype=np.int64)
+    if model.spin:
+        values = 2 * values - 1
+    return Candidate(
+        solver="tabu",
+        energy=energy,
+        seconds=round(time.monotonic() - started, 6),
+        sample={label: int(x) for label, x in zip(model.labels, values.tolist(), strict=True)},
+        details={**details, "model": "shared matrix"},
+    )
+
+
+def _refused(n: int, m: int, deadline: Deadline, cfg: TabuConfig, started: float) -> Candidate | None:
     if n > cfg.max_variables:
         return Candidate(solver="tabu", status="refused", reason=f"{n} variables > max {cfg.max_variables}")
-    hand_back = hand_back_seconds(n, m)
-    call_setup = tabu_call_seconds(n)
     if deadline.left() < tabu_startup_seconds(n, m):
         return timed_out(
             "tabu",
             started,
-            f"a search call on the {n} x {n} matrix is predicted to need {call_setup:.3f} s before it "
-            f"searches, more than the {max(0.0, deadline.left()):.3f} s left",
+            f"a search call on the {n} x {n} matrix is predicted to need {tabu_call_seconds(n):.3f} s "
+            f"before it searches, more than the {max(0.0, deadline.left()):.3f} s left",
         )
-    q = tabu_matrix(to_binary(bqm))
+    return None
+
+
+def _search(
+    q: np.ndarray, hand_back: float, deadline: Deadline, cfg: TabuConfig, started: float
+) -> tuple[np.ndarray, dict[str, Any]] | Candidate:
+    """The search calls on ``q``: the best state and the details, or a ``timeout`` candidate."""
+    from dwave.samplers.tabu.tabu_search import TabuSearch
+
+    n = len(q)
+    call_setup = planned_call_seconds(n)
     rng = np.random.default_rng(cfg.seed)
-    best_state = rng.integers(0, 2, n).astype(np.intc)
+    best_state = descend(q, deadline, hand_back + SAFETY * call_setup + MIN_SLICE)
     tenure = min(20, n // 4)  # TabuSampler's default
     best_energy, slices, searched, measured = np.inf, 0, 0.0, 0.0
     while True:
@@ -101,8 +226,13 @@ def solve_tabu(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: TabuCon
             break
         # slices double from FIRST_SLICE up to slice_seconds: early in a job, when a proven optimum
         # from another solver may end it, tabu stops within a few milliseconds of being told to
-        wanted = min(cfg.slice_seconds, FIRST_SLICE * 2**slices)
-        slice_ms = int(1000 * min(max(wanted, call_setup), left))
+        # a slice searches at least SETUP_SHARE times its call's set-up (up to slice_seconds, or one
+        # set-up when that is longer): at n = 2000, slices of 20 to 80 ms each paid 0.1 s of set-up
+        shortest = min(SETUP_SHARE * call_setup, max(cfg.slice_seconds, call_setup))
+        wanted = max(min(cfg.slice_seconds, FIRST_SLICE * 2**slices), shortest)
+        if left - wanted < SAFETY * call_setup + max(MIN_SLICE, call_setup):
+            wanted = left  # no further call would fit after this one: this one takes the rest
+        slice_ms = int(1000 * min(wanted, left))
         began = time.monotonic()
         search = TabuSearch(q, best_state, tenure, slice_ms, TABU_RESTARTS, int(rng.integers(2**32)))
         took = time.monotonic() - began
@@ -119,5 +249,10 @@ def solve_tabu(bqm: dimod.BinaryQuadraticModel, deadline: Deadline, cfg: TabuCon
             started,
             f"after the set-up, no search call on the {n} x {n} matrix fitted in the time left",
         )
-    details = {"slices": slices, "searched_s": round(searched, 3), "call_setup_s": round(measured, 4)}
-    return finish(bqm, "tabu", best_state, started, details=details)
+    if measured > 0:
+        _remember(n, measured)
+    return best_state, {
+        "slices": slices,
+        "searched_s": round(searched, 3),
+        "call_setup_s": round(measured, 4),
+    }

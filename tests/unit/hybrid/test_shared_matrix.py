@@ -1,0 +1,182 @@
+"""A dense model's matrix in shared memory (:mod:`hybrid.shared_matrix`) and tabu on it."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dimod
+import numpy as np
+import pytest
+
+from qxedge.hybrid import tabu
+from qxedge.hybrid.backends import Deadline
+from qxedge.hybrid.candidate import to_binary
+from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
+from qxedge.hybrid.shared_matrix import SharedQubo, room_for
+from qxedge.hybrid.tabu import TabuConfig, descend, solve_tabu_shared, tabu_matrix
+from qxedge.testing import random_bqm, sample_energy
+
+
+@pytest.fixture
+def spin_model() -> dimod.BinaryQuadraticModel:
+    bqm = random_bqm(60, 1.0, 5, "SPIN")
+    bqm.offset = 2.5
+    bqm.relabel_variables({i: f"v{i}" if i % 2 else (i, "t") for i in bqm.variables}, inplace=True)
+    return bqm
+
+
+@pytest.fixture
+def shared(spin_model: dimod.BinaryQuadraticModel) -> Iterator[SharedQubo]:
+    block = SharedQubo.create(spin_model)
+    yield block
+    block.release()
+
+
+def test_the_shared_matrix_is_tabus_and_scores_as_dimod(
+    spin_model: dimod.BinaryQuadraticModel, shared: SharedQubo
+) -> None:
+    binary = to_binary(spin_model)
+    assert np.array_equal(shared.matrix(), tabu_matrix(binary))
+    assert shared.labels == [str(v) for v in spin_model.variables] and shared.spin
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        x = rng.integers(0, 2, spin_model.num_variables)
+        expected = spin_model.energy(dict(zip(spin_model.variables, 2 * x - 1, strict=True)))
+        assert shared.energy(x) == pytest.approx(expected, rel=1e-12, abs=1e-9)
+
+
+def test_a_solver_process_maps_the_block_by_name_until_the_owner_unlinks_it(shared: SharedQubo) -> None:
+    copy = pickle.loads(pickle.dumps(shared))
+    assert len(pickle.dumps(shared)) < 8 * shared.n * shared.n / 10  # the name and labels, not the matrix
+    assert np.array_equal(copy.matrix(), shared.matrix())
+    copy.release()
+    shared.release()
+    with pytest.raises(FileNotFoundError):
+        pickle.loads(pickle.dumps(copy)).matrix()
+
+
+def test_descend_ends_at_a_one_flip_local_minimum(shared: SharedQubo) -> None:
+    q = shared.matrix()
+    x = descend(q, Deadline(time.time() + 60), 0.0).astype(np.float64)
+    energy = float(x @ q @ x)
+    for i in range(len(x)):
+        y = x.copy()
+        y[i] = 1 - y[i]
+        assert float(y @ q @ y) >= energy - 1e-9
+    del q
+
+
+def test_tabu_on_the_shared_matrix_answers_with_a_sample_whose_energy_is_dimods(
+    spin_model: dimod.BinaryQuadraticModel, shared: SharedQubo
+) -> None:
+    handle = pickle.loads(pickle.dumps(shared))  # as a solver process receives it
+    candidate = solve_tabu_shared(handle, Deadline(time.time() + 0.3), TabuConfig(seed=3))
+    assert candidate.status == "ok" and candidate.sample is not None and candidate.energy is not None
+    assert set(candidate.sample.values()) <= {-1, 1}
+    assert candidate.energy == pytest.approx(sample_energy(spin_model, candidate.sample), rel=1e-12)
+    assert candidate.details["model"] == "shared matrix"
+
+
+def test_a_backend_without_a_shared_reading_says_so(shared: SharedQubo) -> None:
+    candidate = run_solver("sa", SolversConfig(), shared, time.time() + 1)
+    assert candidate.status == "error" and "takes no shared matrix" in (candidate.reason or "")
+
+
+def _blocks() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("psm_*")} if Path("/dev/shm").is_dir() else set()
+
+
+async def test_the_portfolio_hands_tabu_a_dense_model_in_shared_memory_and_unlinks_it() -> None:
+    """A complete model goes to tabu as a shared matrix, scored again by dimod; the block is gone after."""
+    bqm = random_bqm(200, 1.0, 9)  # 19,900 interactions: dense and large enough to share
+    portfolio = Portfolio(SolversConfig(workers=1, auto=["tabu"]))
+    before = _blocks()
+    try:
+        portfolio.warm_up(["tabu"])
+        best, candidates = await portfolio.solve(bqm, "auto", time.time() + 1.5)
+    finally:
+        portfolio.close()
+    tabu = next(c for c in candidates if c.solver == "tabu")
+    assert tabu.status == "ok" and tabu.details["model"] == "shared matrix", tabu.reason
+    assert tabu.details["ran_in"] == "solver process" and tabu.sample is not None
+    assert tabu.energy == sample_energy(bqm, tabu.sample)  # dimod's own energy, not NumPy's
+    assert best is not None and best.energy is not None and best.energy <= tabu.energy
+    assert _blocks() <= before
+
+
+def test_beside_a_shared_search_a_pickled_backend_starts_only_with_half_the_time_left() -> None:
+    """On a complete n = 1000 with 0.3 s left, sa (0.18 s of set-up predicted, 0.05 s to ship) would fit
+    in the time left but not in half of it: it is not started beside tabu's shared search; on a sparse
+    model of the same size (nothing shared) it is."""
+    portfolio = Portfolio(SolversConfig(workers=1))  # never started: _in_time only plans
+    try:
+        dense = random_bqm(1000, 1.0, 2)
+        kept, hopeless = portfolio._in_time(["tabu", "sa"], dense, time.time() + 0.3)
+        assert kept == ["tabu"]
+        assert [c.solver for c in hopeless] == ["sa"] and "half the time left" in (hopeless[0].reason or "")
+        sparse = random_bqm(1000, 0.01, 2)
+        kept, _ = portfolio._in_time(["tabu", "sa"], sparse, time.time() + 0.3)
+        assert "sa" in kept
+    finally:
+        portfolio.close()
+
+
+def test_tabu_plans_its_first_call_on_what_this_process_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guess (TABU_CALL a matrix entry) until a job of 500 variables or more, within 1.25 times
+    the size, measured a call; then the slowest of the last three such measurements."""
+    monkeypatch.setattr(tabu, "_recent", [])
+    assert tabu.planned_call_seconds(2000) == tabu.tabu_call_seconds(2000)
+    tabu._remember(100, 5.0)  # too small to say anything about the set-up per entry
+    assert tabu.planned_call_seconds(2000) == tabu.tabu_call_seconds(2000)
+    for seconds in (0.30, 0.10, 0.12, 0.11):
+        tabu._remember(2000, seconds)
+    assert tabu.planned_call_seconds(2000) == pytest.approx(0.12)  # 0.30 is no longer among the last 3
+    assert tabu.planned_call_seconds(2400) == pytest.approx(0.001 + 0.119 * 1.44)
+    assert tabu.planned_call_seconds(5000) == tabu.tabu_call_seconds(5000)  # not measured near that size
+    assert tabu.planned_call_seconds(1000) == tabu.tabu_call_seconds(1000)
+    assert tabu.planned_call_seconds(100) == tabu.tabu_call_seconds(100)
+
+
+def test_a_slice_searches_at_least_three_times_its_call_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 0.1 s of set-up a call, the first slice is 0.3 s, not the 20 ms (or one set-up) that paid
+    0.1 s of set-up for each short slice."""
+    import dwave.samplers.tabu.tabu_search as native
+
+    asked: list[int] = []
+
+    class Asked(Exception):
+        pass
+
+    def record(q: np.ndarray, state: np.ndarray, tenure: int, timeout_ms: int, *rest: int) -> None:
+        asked.append(timeout_ms)
+        raise Asked
+
+    monkeypatch.setattr(native, "TabuSearch", record)
+    monkeypatch.setattr(tabu, "_recent", [(500, 0.099 / 500**2)])  # a call on 500 variables: 0.1 s
+    shared = SharedQubo.create(random_bqm(500, 1.0, 4))
+    try:
+        with pytest.raises(Asked):
+            solve_tabu_shared(shared, Deadline(time.time() + 30), TabuConfig())
+    finally:
+        shared.release()
+    assert asked == [300]
+
+
+async def test_without_room_in_shared_memory_the_model_is_pickled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A /dev/shm too small for the matrix (a default Docker container has 64 MB) would kill the worker
+    with SIGBUS when written: the model goes pickled instead."""
+    monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 1, 1, 1, 1, 1, 1, 0, 255)))
+    assert not room_for(200)
+    bqm = random_bqm(200, 1.0, 9)
+    portfolio = Portfolio(SolversConfig(workers=1, auto=["tabu"]))
+    try:
+        portfolio.warm_up(["tabu"])
+        _, candidates = await portfolio.solve(bqm, "auto", time.time() + 1.5)
+    finally:
+        portfolio.close()
+    tabu_run = next(c for c in candidates if c.solver == "tabu")
+    assert tabu_run.status == "ok" and "model" not in tabu_run.details
