@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import importlib.util
 import json
 import logging
@@ -34,6 +33,7 @@ from qxedge.agent.service_install import add_parser as add_install_parser
 from qxedge.agent.tail import add_parser as add_tail_parser
 from qxedge.connectors.mqtt import split_url
 from qxedge.core.errors import ConfigError, ModelError, Problem, QxError
+from qxedge.core.heap import freeze_start_up
 from qxedge.core.state import use_state_dir
 from qxedge.hybrid.backends import solver_names
 
@@ -512,8 +512,7 @@ async def _run_agent(cfg: EdgeConfig, path: Path | None = None, broker: str | No
             # what the start allocated (modules, config, model sessions) lives as long as the process;
             # left to the collector, each full collection walked all of it: ~60 ms pauses of the loop in
             # bench/latency.py, 0.75 ms once frozen
-            gc.collect()
-            gc.freeze()
+            freeze_start_up()
 
 
 async def _run_simulator(cfg: EdgeConfig, duration: float | None) -> None:

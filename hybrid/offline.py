@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
+from qxedge.core.heap import freeze_start_up
 from qxedge.hybrid.cqm_wire import CQM_TYPE, is_cqm_file, read_cqm
 from qxedge.hybrid.json_arrays import parse_arrays
 from qxedge.hybrid.portfolio import Portfolio
@@ -130,6 +131,7 @@ async def solve_file(
         else:
             needed = portfolio.in_processes(job.envelope.solver, job.bqm.num_variables)
         warmup_s = await asyncio.to_thread(portfolio.warm_up, needed) if needed else 0.0
+        freeze_start_up()  # before the clock starts: no full collection walks the start-up's objects
         now = time.time()  # the clock starts now, the processes warm
         envelope = job.envelope.model_copy(update={"submitted_at": now})
         job = dataclasses.replace(job, envelope=envelope, received_at=now)

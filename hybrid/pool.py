@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from typing import TYPE_CHECKING, Any
 
+from qxedge.core.heap import freeze_start_up
 from qxedge.hybrid.backends import Deadline, SolverFactory, backend_names, build, plugins, register
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def _serve(
         if name not in backend_names():
             register(name, factory)
     warm_backends(cfg, warm)
+    freeze_start_up()  # a full collection would walk every backend's modules in a job's deadline
     conn.send(os.getpid())
     while True:
         try:

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from qxedge.connectors.mqtt import BrokerConfig
 from qxedge.core.config import resolve_path
+from qxedge.core.heap import freeze_start_up
 from qxedge.core.ops_server import OpsConfig, OpsServer, OpsStats, check_listen
 from qxedge.hybrid.ledger import (
     Claim,
@@ -243,6 +244,7 @@ class SolverService:
         check_listen(self.config.ops)  # a taken ops.port: said at once, not after the warm-up
         started_at = time.time()  # before any claim: a claim older than this is an earlier process's
         await asyncio.to_thread(self.portfolio.warm_up)
+        freeze_start_up()  # what the start allocated, out of the collector's full passes
         try:
             async with contextlib.AsyncExitStack() as stack:
                 ledger = self.ledger = await stack.enter_async_context(open_ledger(self.config.ledger))

@@ -11,16 +11,18 @@ import pytest
 from qxedge.hybrid import backends
 from qxedge.hybrid.portfolio import JobCut, Portfolio, SolversConfig
 from qxedge.testing import random_bqm, sample_energy, wait_until
-from qxedge.testing.solver_doubles import patient, stubborn
+from qxedge.testing.solver_doubles import heap, patient, stubborn
 
 
 @pytest.fixture
 def doubles() -> Iterator[None]:
     backends.register("stubborn", stubborn)
     backends.register("patient", patient)
+    backends.register("heap", heap)
     yield
     backends.unregister("stubborn")
     backends.unregister("patient")
+    backends.unregister("heap")
 
 
 @pytest.fixture
@@ -51,6 +53,15 @@ async def test_an_overrunning_solver_is_recycled_and_the_next_job_runs(portfolio
         "ok",
         "solver process",
     )
+
+
+async def test_a_solver_process_has_frozen_its_start_up_heap(portfolio: Portfolio) -> None:
+    """Its modules and warm backends are out of the collector's full passes (qxedge.core.heap): a full
+    pass over them took ~0.1 s, enough to take an SA answer past its deadline."""
+    _, candidates = await portfolio.solve(random_bqm(10, 0.5, seed=3), "heap", time.time() + 5)
+    ran = next(c for c in candidates if c.solver == "heap")
+    assert ran.details["ran_in"] == "solver process"
+    assert ran.details["frozen"] > 10_000
 
 
 async def test_a_cut_ends_a_job_early_with_the_solvers_best_so_far(portfolio: Portfolio) -> None:
