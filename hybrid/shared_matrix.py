@@ -21,7 +21,8 @@ from typing import Any
 import dimod
 import numpy as np
 
-from qxedge.hybrid.candidate import model_arrays, to_binary
+from qxedge.hybrid.candidate import to_binary
+from qxedge.hybrid.tabu import tabu_matrix
 
 
 class SharedQubo:
@@ -50,23 +51,16 @@ class SharedQubo:
     def create(cls, bqm: dimod.BinaryQuadraticModel) -> SharedQubo:
         """Write ``bqm``'s matrix into a new block (the caller owns it: :meth:`release` unlinks it)."""
         binary = to_binary(bqm)
-        linear, row, col, bias, offset = model_arrays(binary)
-        n = len(linear)
+        n = binary.num_variables
         block = shared_memory.SharedMemory(create=True, size=max(1, 8 * n * n))
         try:
-            q: np.ndarray = np.ndarray((n, n), dtype=np.float64, buffer=block.buf)
-            q.fill(0.0)
-            half = 0.5 * bias
-            q[row, col] = half
-            q[col, row] = half
-            q[np.diag_indices(n)] = linear
-            del q
+            tabu_matrix(binary, out=np.ndarray((n, n), dtype=np.float64, buffer=block.buf))
         except BaseException:
             block.close()
             block.unlink()
             raise
         labels = [str(v) for v in bqm.variables]
-        return cls(block, n, offset, bqm.vartype is dimod.SPIN, labels, owner=True)
+        return cls(block, n, float(binary.offset), bqm.vartype is dimod.SPIN, labels, owner=True)
 
     def matrix(self) -> np.ndarray:
         """The matrix, mapped, not copied (writable, as dwave's TabuSearch wants its buffer, but never

@@ -96,14 +96,19 @@ def tabu_startup_seconds(variables: int, interactions: int) -> float:
     return hand_back_seconds(variables, interactions) + SAFETY * tabu_call_seconds(variables) + MIN_SLICE
 
 
-def tabu_matrix(binary: dimod.BinaryQuadraticModel) -> np.ndarray:
+def tabu_matrix(binary: dimod.BinaryQuadraticModel, out: np.ndarray | None = None) -> np.ndarray:
     """The symmetric matrix TabuSearch takes, as dwave's ``TabuSampler._bqm_to_tabu_qubo`` builds it:
     linear biases on the diagonal, each quadratic bias halved on both sides; ``binary.variables``
-    order. Written entry by entry: a sparse model touches only its own entries (0.14 s at n = 5000,
-    2.0 s for dwave's sum of the dense triangle and its transpose)."""
+    order; written into ``out`` (n x n float64, e.g. shared memory) when given. Written entry by entry:
+    a sparse model touches only its own entries (0.14 s at n = 5000, 2.0 s for dwave's sum of the
+    dense triangle and its transpose)."""
     linear, row, col, bias, _ = model_arrays(binary)
     n = len(linear)
-    q = np.zeros((n, n), dtype=np.float64)
+    if out is None:
+        q = np.zeros((n, n), dtype=np.float64)
+    else:
+        q = out
+        q.fill(0.0)
     half = 0.5 * np.asarray(bias, dtype=np.float64)
     q[row, col] = half
     q[col, row] = half
