@@ -311,7 +311,7 @@ class OffloadClient:
         self.mqtt.publish(
             jobs_topic(self.site),
             payload,
-            qos=1,
+            qos=self.config.job_qos,
             expiry_s=max(0.001, due - time.time()),
             response_topic=results_topic(self.site, job_id),
             correlation=job_id.encode(),

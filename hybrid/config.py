@@ -38,6 +38,12 @@ class OffloadConfig(BaseModel):
         description="re-sends of one job at most (at resend_after, then at 2 x resend_after of the wait...); "
         "0: never",
     )
+    job_qos: Literal[0, 1] = Field(
+        1,
+        description="the MQTT QoS jobs are published at; 0 on a NATS cluster, whose MQTT closes a QoS 1 "
+        "publisher's connection while its own message stream has no leader (seconds, after a node is "
+        "lost): a job lost at QoS 0 is re-sent (resend_after), else falls back by its deadline",
+    )
     alarm_after: int = Field(
         3,
         ge=1,
