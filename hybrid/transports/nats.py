@@ -12,6 +12,13 @@ subscribers, so the agent gets them at QoS 1 (also after a reconnect of a persis
 stream is missing, as a plain publish on the subject (QoS 0 to MQTT subscribers). On a cluster
 (``url`` naming its servers, comma-separated) the stream has ``replicas`` copies: with 3, queued jobs
 and acknowledgements survive the loss of any one node, and the worker reconnects to another server.
+
+A node's loss costs the stream or its consumer their leader when that node led them; until the others
+have elected one (4-9 s), jobs are not stored. With replicas, a worker therefore also takes jobs from a
+plain queue subscription while the stream cannot (:mod:`qxedge.hybrid.transports.nats_standby`), and a
+result that NATS's MQTT QoS 1 stream does not store within ``STORE_WAIT_S`` (its leader is gone) goes out
+plainly, as do the results of the next ``STORE_REST_S``: an agent connected at that moment gets it at
+QoS 0, one that is not gets it by re-sending the job (answered from the job ledger).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,6 +42,7 @@ from qxedge.core.cancels import raise_if_cancelling
 from qxedge.core.errors import TransportError
 from qxedge.hybrid.transports.base import Delivery, subject_to_topic, topic_to_subject
 from qxedge.hybrid.transports.config import TransportConfig
+from qxedge.hybrid.transports.nats_standby import LOOK_S, Standby
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,10 @@ MQTT_QOS1_PREFIX = "$MQTT.msgs."  # NATS's MQTT: the subjects of its QoS 1 messa
 # subscriber's server over a cluster route is dropped (NATS 2.9; one server delivers it either way)
 MQTT_QOS1_HEADERS = {"Nmqtt-Pub": "1"}
 STREAM_MAX_AGE_S = 3600.0  # a job still queued after an hour is past any deadline
+STORE_WAIT_S = 0.5  # a result NATS's MQTT QoS 1 stream has not stored by then goes out plainly ...
+STORE_REST_S = 2.0  # ... and so do the results of the next seconds, before the stream is tried again
+FETCH_S = 1.0  # a pull request's life: a worker that reconnected asks again within this
+RECONNECT_WAIT_S = 0.5  # between attempts at one server (the others of a cluster are tried at once)
 
 
 class NatsTransport:
@@ -62,6 +75,9 @@ class NatsTransport:
         self._held: dict[int, Msg] = {}  # id -> a job delivered, not acknowledged yet
         self._room = asyncio.Event()  # fewer than prefetch jobs held
         self._room.set()
+        self._batches: asyncio.Queue[list[Delivery]] = asyncio.Queue()  # for deliveries()
+        self._plain_until = 0.0  # monotonic: till then results are published plainly (see publish)
+        self.standby: Standby | None = None
         self._stack = contextlib.AsyncExitStack()
 
     @property
@@ -77,6 +93,7 @@ class NatsTransport:
                 password=cfg.secret,
                 name=f"qxedge-solver-{self.worker_id}",
                 connect_timeout=5,
+                reconnect_time_wait=RECONNECT_WAIT_S,
                 max_reconnect_attempts=-1,
                 allow_reconnect=True,
             )
@@ -98,8 +115,22 @@ class NatsTransport:
                 ),
             )
             tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-            keeper = tasks.create_task(self._keep_held(), name=f"nats-in-progress[{self.worker_id}]")
-            self._stack.callback(keeper.cancel)  # first thing on the way out
+            loops = [
+                tasks.create_task(self._fetch(), name=f"nats-fetch[{self.worker_id}]"),
+                tasks.create_task(self._keep_held(), name=f"nats-in-progress[{self.worker_id}]"),
+            ]
+            if cfg.replicas > 1:
+                self.standby = Standby(
+                    self._nc,
+                    JOBS_SUBJECT,
+                    f"{cfg.queue}-standby",
+                    self._leads,
+                    self._batches.put_nowait,
+                    cfg.stream,
+                )
+                loops.append(tasks.create_task(self.standby.run(), name=f"nats-standby[{self.worker_id}]"))
+            for loop in loops:
+                self._stack.callback(loop.cancel)  # first thing on the way out
         except BaseException as exc:
             await self._stack.aclose()
             if isinstance(exc, nats.errors.NoRespondersError | nats.js.errors.ServiceUnavailableError):
@@ -140,12 +171,17 @@ class NatsTransport:
 
     async def deliveries(self) -> AsyncIterator[list[Delivery]]:
         while True:
+            yield await self._batches.get()
+
+    async def _fetch(self) -> None:
+        """Pull jobs from the stream into ``_batches``, no more than ``prefetch`` held at once."""
+        while True:
             while len(self._held) >= self.prefetch:
                 self._room.clear()
                 await self._room.wait()
             try:
-                msgs = await self._sub.fetch(self.prefetch - len(self._held), timeout=5)
-            except nats.errors.TimeoutError:
+                msgs = await self._sub.fetch(self.prefetch - len(self._held), timeout=FETCH_S)
+            except TimeoutError:  # no job (nats-py raises its own or asyncio's)
                 raise_if_cancelling()  # nats-py waits with asyncio.wait_for: it may drop a cancel
                 continue
             except (nats.errors.Error, nats.js.errors.Error) as exc:  # reconnecting: try again shortly
@@ -165,7 +201,20 @@ class NatsTransport:
                     )
                 )
             if batch:
-                yield batch
+                self._batches.put_nowait(batch)
+
+    async def _leads(self) -> bool:
+        """Whether the job stream and the workers' consumer both have a leader (they answer in time)."""
+        cfg = self.config
+        try:
+            async with asyncio.timeout(LOOK_S):
+                stream, consumer = await asyncio.gather(
+                    self._js.stream_info(cfg.stream), self._js.consumer_info(cfg.stream, cfg.queue, LOOK_S)
+                )
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
+            raise_if_cancelling()
+            return False
+        return all(info.cluster is None or bool(info.cluster.leader) for info in (stream, consumer))
 
     async def _ack(self, msg: Msg) -> None:
         self._held.pop(id(msg), None)
@@ -187,14 +236,23 @@ class NatsTransport:
 
     async def publish(self, topic: str, payload: bytes, job_id: str | None = None) -> None:
         subject = topic_to_subject(topic)
-        try:
-            await self._js.publish(MQTT_QOS1_PREFIX + subject, payload, headers=MQTT_QOS1_HEADERS)
-            raise_if_cancelling()
-            return
-        except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError):
-            pass  # no MQTT QoS 1 stream: a plain publish
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
-            log.warning("NATS: could not store the result on %s (%s); publishing it plainly", topic, exc)
+        if time.monotonic() >= self._plain_until:
+            try:
+                await self._js.publish(
+                    MQTT_QOS1_PREFIX + subject, payload, timeout=STORE_WAIT_S, headers=MQTT_QOS1_HEADERS
+                )
+                raise_if_cancelling()
+                return
+            except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError):
+                pass  # no MQTT QoS 1 stream (or it has no leader now): a plain publish
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                self._plain_until = time.monotonic() + STORE_REST_S
+                log.warning(
+                    "NATS: could not store the result on %s (%s); publishing results plainly for %g s",
+                    topic,
+                    exc or type(exc).__name__,
+                    STORE_REST_S,
+                )
         try:
             await self._nc.publish(subject, payload)
         except nats.errors.Error as exc:

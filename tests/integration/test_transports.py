@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +253,107 @@ async def test_a_three_node_nats_cluster_keeps_delivering_when_a_node_dies() -> 
     assert {r["job_id"] for r in seen} == {f"a{i}" for i in range(10)} | {f"b{i}" for i in range(10)}
     assert all(r["status"] == "ok" for r in seen)
     assert service.stats().results["ok"] == 20
+
+
+async def step_down_until(
+    url: str, stream: str, wanted: Callable[[str], bool], timeout_s: float = 60
+) -> None:
+    """Ask ``stream``'s leader to step down until ``wanted(its server name)``."""
+    import nats
+
+    nc = await nats.connect(url.split(","))
+    try:
+        async with asyncio.timeout(timeout_s):
+            while (now := await stream_leader(url, stream)) is None or not wanted(now):
+                if now is not None:
+                    with contextlib.suppress(Exception):
+                        await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
+                await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+
+
+async def test_jobs_offloaded_while_a_nats_cluster_elects_are_answered_by_their_deadline() -> None:
+    """Node 1 leads the job stream and NATS's MQTT QoS 1 stream and is killed with SIGKILL. Until the
+    two left elect new leaders (4-9 s: neither stream stores anything), the worker takes jobs from its
+    standby subscription and publishes results plainly; the agent publishes jobs at QoS 0
+    (``offload.job_qos``: NATS's MQTT would close a QoS 1 publisher's connection meanwhile). Jobs
+    offloaded right after the kill are answered by the data center by their 3 s deadline."""
+    if not nats_available():
+        pytest.skip("needs nats-server")
+    bqms = [random_bqm(8, 0.5, seed=i) for i in range(5)]
+    offload_cfg = OffloadConfig(deadline_ms=3000, solver="exact", job_qos=0)
+    with NatsCluster(3) as cluster:
+        entry, victim, other = cluster.nodes
+        # the worker is on the nodes that live: one that loses its server misses what is sent meanwhile
+        workers_url = f"{other.url},{entry.url}"
+        site: Site = (entry.mqtt_url, {"transport": {"kind": "nats", "url": workers_url, "replicas": 3}})
+        async with (
+            workers(site, 1) as (service,),
+            MqttClient(BrokerConfig(url=entry.mqtt_url), role="agent-gumi") as mqtt,
+            OffloadClient(mqtt, "gumi", offload_cfg) as offload,
+        ):
+            warm = await offload.solve(bqms[0])  # NATS's MQTT has made its QoS 1 stream
+            assert warm.source == "datacenter", warm.reason
+            # new MQTT connections wait for a leader of the sessions' stream: keep it
+            await step_down_until(cluster.url, "$MQTT_sess", lambda name: name != victim.server_name)
+            for stream in ("QX_JOBS", "$MQTT_msgs"):
+                await step_down_until(cluster.url, stream, lambda name: name == victim.server_name)
+            victim.kill()
+            decisions = await asyncio.gather(*(offload.solve(bqm) for bqm in bqms))
+    for bqm, decision in zip(bqms, decisions, strict=True):
+        assert decision.source == "datacenter", decision.reason
+        assert decision.energy == pytest.approx(optimum(bqm))
+    assert service.stats().results["ok"] == 6
+    standby = getattr(service.transport, "standby", None)  # it takes jobs only while no leader is elected
+    assert standby is not None and standby.taken >= 5
+
+
+async def test_results_reach_the_agent_while_nats_mqtt_qos1_stream_elects() -> None:
+    """Node 1 leads NATS's MQTT QoS 1 stream, where results are stored for the agents' QoS 1
+    subscriptions, and holds the worker's connection; it is killed with SIGKILL. The result stores in
+    flight get no answer, and none is stored until the stream has a leader again: each result goes out
+    plainly after ``STORE_WAIT_S`` (not after nats-py's 5 s request timeout), and the agent, connected
+    to node 0, gets it by the 3 s deadline of the job behind it."""
+    from qxedge.hybrid.transports.config import TransportConfig
+    from qxedge.hybrid.transports.nats import NatsTransport
+
+    if not nats_available():
+        pytest.skip("needs nats-server")
+    with NatsCluster(3) as cluster:
+        entry, victim = cluster.nodes[:2]
+        transport_config = TransportConfig(kind="nats", url=victim.url, replicas=3)
+        broker = BrokerConfig(url=entry.mqtt_url)
+        arrived: dict[str, float] = {}
+        async with (
+            NatsTransport(transport_config, broker, "w0", 2) as transport,
+            MqttClient(broker, role="agent") as mqtt,
+        ):
+            results = await mqtt.subscribe("qx/v1/gumi/results/+", qos=1)
+
+            async def collect(ids: set[str], timeout_s: float) -> None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout_s):
+                        while not ids <= arrived.keys():
+                            for topic, _ in await results.next_batch():
+                                arrived.setdefault(topic.rsplit("/", 1)[1], time.monotonic())
+
+            async def stored() -> bool:  # NATS's MQTT makes its QoS 1 stream for the subscription
+                await transport.publish("qx/v1/gumi/results/warm", b"{}")
+                await collect({"warm"}, 0.5)
+                return "warm" in arrived
+
+            assert await wait_until(stored, 60)
+            await step_down_until(cluster.url, "$MQTT_sess", lambda name: name != victim.server_name)
+            await step_down_until(cluster.url, "$MQTT_msgs", lambda name: name == victim.server_name)
+            victim.kill()
+            sent = {f"r{i}": time.monotonic() for i in range(3)}
+            for job_id in sent:
+                await transport.publish(f"qx/v1/gumi/results/{job_id}", b"{}")
+            await collect(set(sent), 3.5)
+            assert await stream_leader(cluster.url, "$MQTT_msgs") is None, "a leader was elected meanwhile"
+    seconds = {j: (arrived[j] - t if j in arrived else None) for j, t in sent.items()}
+    assert all(s is not None and s < 3.0 for s in seconds.values()), f"seconds to each result: {seconds}"
 
 
 def test_replicas_and_server_lists_are_for_nats() -> None:
