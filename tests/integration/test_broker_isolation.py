@@ -170,6 +170,22 @@ async def test_nats_accounts_isolate_sites(nats_dc: NatsServer) -> None:
         await nc.close()
 
 
+async def test_nats_results_published_plainly_reach_their_site_alone(nats_dc: NatsServer) -> None:
+    """A result a worker publishes plainly (NATS's MQTT QoS 1 stream has no leader: a cluster node
+    lost) reaches its own site's MQTT subscribers, and no other site's."""
+    solver = await nats.connect(nats_dc.url, user="solver", password=PASSWORDS["solver"])
+    try:
+        async with MqttClient(login(nats_dc.mqtt_url, "gumi"), role="uplink-gumi") as gumi:
+            results = await gumi.subscribe("qx/v1/+/results/+", qos=1)
+            await solver.publish("qx.v1.osan.results.o1", b"osan's")
+            await solver.publish("qx.v1.gumi.results.g1", b"gumi's")
+            await solver.flush()
+            got = await asyncio.wait_for(results.next_batch(), 10)
+    finally:
+        await solver.close()
+    assert got[0] == ("qx/v1/gumi/results/g1", b"gumi's")  # osan's, sent first, would come first
+
+
 @pytest.fixture(scope="module")
 def rabbit_dc() -> Iterator[RabbitNode]:
     """A RabbitMQ node of its own set up from configs/rabbitmq: its rabbitmq.conf, its advanced.config
