@@ -1,16 +1,18 @@
 """The data center at scale: many sites, W solver workers, each job transport, workers and nodes killed.
 
     ./run bench scale [--sites 500] [--rate 100] [--seconds 20] [--n 12] [--deadline-ms 3000]
-                      [--only mqtt,nats,rabbitmq,nats-cluster] [--quick] [--save]
+                      [--only mqtt,nats,rabbitmq,nats-cluster] [--job-qos 0|1] [--quick] [--save]
 
 ``--sites`` simulated sites send small BQM jobs (``--n`` variables, solver ``exact``, ``--deadline-ms``)
-at ``--rate`` jobs per second in all, round robin, over MQTT QoS 1, each on its own ``qx/v1/{site}/jobs``
+at ``--rate`` jobs per second in all, round robin, over MQTT, each on its own ``qx/v1/{site}/jobs``
 with its own ``reply_to`` (``qx/v1/{site}/results/{job_id}``). The sites are one process: 10 MQTT
 connections publishing as 50 sites each, and one collector subscribed to ``qx/v1/+/results/+`` that
 stamps every result as it arrives. Like the agent (:class:`qxedge.hybrid.client.OffloadClient`), a site
 sends a job with no result yet again, the same payload, at the default ``offload.resend_after`` of its
 deadline, at most ``max_resends`` times, within a re-send budget per site
-(:class:`qxedge.hybrid.resend.ResendBudget`; ``re-sent`` counts the jobs sent again). The workers are
+(:class:`qxedge.hybrid.resend.ResendBudget`; ``re-sent`` counts the jobs sent again). Jobs go at the
+QoS an agent's ``offload.job_qos`` gives them there (``job qos``): 0 on ``nats-cluster``, as docs/offload.md
+sets it for a NATS cluster, 1 elsewhere; ``--job-qos`` sets one for all. The workers are
 ``qxedge solver`` processes sharing one PostgreSQL job ledger (a private cluster,
 :class:`qxedge.testing.postgres.PostgresServer`). Per transport:
 
@@ -76,6 +78,7 @@ CONNECTIONS = 10
 SOLVED = re.compile(r"job (\S+?)/(\S+): (ok|late|error) by ")
 FLOOD_RATE = 5000.0  # jobs/s offered in a flood: all at once, as fast as the sites publish
 DRAIN_S = 10.0  # after a job's deadline: a result later than this counts as lost
+JOB_QOS = {"nats-cluster": 0}  # offload.job_qos as docs/offload.md sets it per broker (1 elsewhere)
 
 
 def mqtt_port(url: str) -> int:
@@ -96,7 +99,7 @@ class Phase:
     solved: Counter[str] = field(default_factory=Counter)  # job id -> answers in the workers' logs
     killed: str = ""
 
-    def row(self, transport: str) -> dict[str, Any]:
+    def row(self, transport: str, job_qos: int) -> dict[str, Any]:
         sent = len(self.sent)
         lost = sum(1 for j in self.sent if j not in self.received)
         in_time = sum(
@@ -112,6 +115,7 @@ class Phase:
             "transport": transport,
             "phase": self.name,
             "workers": self.workers,
+            "job qos": job_qos,
             "sent": sent,
             "lost": lost,
             "of which unsent": self.publish_failed,  # the site knew at once (an agent falls back)
@@ -132,7 +136,7 @@ class Phase:
 class Sites:
     """``sites`` simulated sites on ``CONNECTIONS`` MQTT connections, and one results collector."""
 
-    def __init__(self, port: int, sites: int, n: int, deadline_ms: int) -> None:
+    def __init__(self, port: int, sites: int, n: int, deadline_ms: int, job_qos: int) -> None:
         self.names = [f"site{i:04d}" for i in range(sites)]
         self.problem = random_bqm(n, 0.5, seed=7).to_serializable(use_bytes=False)
         self.deadline_ms = deadline_ms
@@ -147,7 +151,7 @@ class Sites:
         if not subscribed.wait(30):
             raise SystemExit("the results collector could not subscribe")
         self.pending: list[paho.MQTTMessageInfo] = []
-        self.offload = OffloadConfig()  # the agent's defaults: when a job is sent again
+        self.offload = OffloadConfig(job_qos=job_qos)  # as the agent: when a job is sent again, its QoS
         self.budgets = {name: ResendBudget() for name in self.names}  # one per site, as one per agent
         # (when, which re-send, job id, site, connection, topic, payload), in time order: every job of a
         # phase has the same deadline
@@ -212,7 +216,7 @@ class Sites:
             with self.lock:
                 phase.sent[job_id] = now
             topic = f"qx/v1/{site}/jobs"
-            info = self.clients[k % CONNECTIONS].publish(topic, payload, qos=1)
+            info = self.clients[k % CONNECTIONS].publish(topic, payload, qos=self.offload.job_qos)
             self.pending.append(info)
             for i, at in enumerate(self.offload.resend_times(phase.deadline_s)):  # in time order
                 self.resends.append((now + at, i, job_id, site, k % CONNECTIONS, topic, payload))
@@ -232,7 +236,7 @@ class Sites:
                     budget.answered_in_time()
             elif budget.may_resend():
                 phase.resent.add(job_id)
-                self.pending.append(self.clients[conn].publish(topic, payload, qos=1))
+                self.pending.append(self.clients[conn].publish(topic, payload, qos=self.offload.job_qos))
             else:
                 phase.resends_held += 1
 
@@ -440,7 +444,8 @@ def run_transport(
             workers.append(Worker(folder, "w0", doc, env))
             workers[0].wait_ready()
             print(f"  worker w0 ready in {time.monotonic() - started:.1f} s", flush=True)
-            sites = Sites(mqtt_port(url), args.sites, args.n, args.deadline_ms)
+            job_qos = JOB_QOS.get(kind, 1) if args.job_qos is None else args.job_qos
+            sites = Sites(mqtt_port(url), args.sites, args.n, args.deadline_ms, job_qos)
 
             def phase(
                 name: str,
@@ -458,7 +463,7 @@ def run_transport(
                 p.killed = ", ".join(killed or [])
                 for w, mark in zip(workers, marks, strict=True):
                     p.solved.update(w.solved_since(mark))
-                row = p.row(kind)
+                row = p.row(kind, job_qos)
                 rows.append(row)
                 print(
                     f"  {name:<10} W={row['workers']} sent {row['sent']:5d}  lost {row['lost']:4d} "
@@ -526,6 +531,12 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=12, help="variables per job (solver exact)")
     parser.add_argument("--deadline-ms", type=int, default=3000)
     parser.add_argument("--only", default=",".join(TRANSPORTS), help="comma-separated transports")
+    parser.add_argument(
+        "--job-qos",
+        type=int,
+        choices=(0, 1),
+        help="the sites' job QoS on every transport (default: per broker)",
+    )
     parser.add_argument("--phases", default="steady,flood,kill", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="mqtt and nats, short phases (< 60 s)")
     add_save_option(parser)
