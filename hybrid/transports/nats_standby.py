@@ -13,8 +13,10 @@ that began after the copy arrived:
   like any other, and the job ledger keeps it to one solve.
 
 A look is made at most every ``EVERY_S`` while copies are held, so a healthy stream costs two JetStream
-API requests per ``EVERY_S`` per worker, whatever the job rate; a job published while the stream has no
-leader reaches a worker within ``EVERY_S + LOOK_S``.
+API requests per ``EVERY_S`` per worker, whatever the job rate. Once a look has found no leader, copies
+are taken as they come and the looks go on, every ``EVERY_S``, until one finds the leaders back: the
+first job sent after a leader is lost reaches a worker within ``EVERY_S + LOOK_S``, the next ones at
+once.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ class Standby:
         sub = await self._nc.subscribe(self._subject, queue=self._queue, cb=self._hold)
         try:
             while True:
-                await self._arrived.wait()
+                if self._taken_since is None:  # the stream leads: look only for copies held
+                    await self._arrived.wait()
                 began = time.monotonic()
                 leads = await self._leads()
                 copies = []
@@ -82,6 +85,10 @@ class Standby:
                 await sub.unsubscribe()
 
     async def _hold(self, msg: Msg) -> None:
+        if self._taken_since is not None:  # no leader at the last look: taken at once
+            self.taken += 1
+            self._hand_over([Delivery(subject_to_topic(msg.subject), msg.data)])
+            return
         self._held.append((time.monotonic(), msg))
         self._arrived.set()
 
