@@ -56,6 +56,8 @@ STORE_WAIT_S = 0.5  # a result NATS's MQTT QoS 1 stream has not stored by then g
 STORE_REST_S = 2.0  # ... and so do the results of the next seconds, before the stream is tried again
 FETCH_S = 1.0  # a pull request's life: a worker that reconnected asks again within this
 RECONNECT_WAIT_S = 0.5  # between attempts at one server (the others of a cluster are tried at once)
+NO_PEERS_FOR_PLACEMENT = 10005  # JetStream's error code: not enough servers (yet) for the replicas
+PLACEMENT_WAIT_S = 30.0  # how long a worker waits for a forming cluster to have servers for them
 
 
 class NatsTransport:
@@ -154,17 +156,31 @@ class NatsTransport:
             max_age=STREAM_MAX_AGE_S,
             num_replicas=cfg.replicas,
         )
-        try:
-            await self._js.add_stream(wanted)
-        except nats.js.errors.BadRequestError:  # there already, with another config
-            info = await self._js.stream_info(cfg.stream)
-            if JOBS_SUBJECT not in (info.config.subjects or []) or (
-                info.config.retention != RetentionPolicy.WORK_QUEUE
-            ):
-                raise TransportError(
-                    f"NATS: the stream {cfg.stream} exists but is not a work queue on {JOBS_SUBJECT} "
-                    f"(subjects {info.config.subjects}, retention {info.config.retention})"
-                ) from None
+        placing_until = time.monotonic() + PLACEMENT_WAIT_S
+        while True:
+            try:
+                await self._js.add_stream(wanted)
+                return
+            except nats.js.errors.BadRequestError as exc:
+                if exc.err_code != NO_PEERS_FOR_PLACEMENT:
+                    break  # there already, with another config
+                if time.monotonic() > placing_until:
+                    raise TransportError(
+                        f"NATS: the cluster at {cfg.url} cannot place {cfg.replicas} replica(s) of the "
+                        f"stream {cfg.stream} ({exc.description}): fewer JetStream servers than replicas?"
+                    ) from None
+                log.info(
+                    "NATS: the cluster cannot place the stream %s yet (%s); trying again", cfg.stream, exc
+                )
+                await asyncio.sleep(0.5)
+        info = await self._js.stream_info(cfg.stream)
+        if JOBS_SUBJECT not in (info.config.subjects or []) or (
+            info.config.retention != RetentionPolicy.WORK_QUEUE
+        ):
+            raise TransportError(
+                f"NATS: the stream {cfg.stream} exists but is not a work queue on {JOBS_SUBJECT} "
+                f"(subjects {info.config.subjects}, retention {info.config.retention})"
+            )
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
