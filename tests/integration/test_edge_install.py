@@ -23,6 +23,7 @@ DATACENTER_ONLY = {"pennylane", "pennylane-lightning", "scipy", "nats-py", "aio-
 # the modules that import a data-center package when they are imported, and which one
 NEEDS_EXTRA = {
     "qxedge.hybrid.transports.nats": "nats",
+    "qxedge.hybrid.transports.nats_standby": "nats",
     "qxedge.hybrid.transports.rabbitmq": "aio_pika",
     "qxedge.hybrid.ledger.postgres": "psycopg",  # the postgres extra
 }
