@@ -225,7 +225,7 @@ class NatsTransport:
         try:
             async with asyncio.timeout(LOOK_S):
                 stream, consumer = await asyncio.gather(
-                    self._js.stream_info(cfg.stream), self._js.consumer_info(cfg.stream, cfg.queue, LOOK_S)
+                    self._js.stream_info(cfg.stream), self._js.consumer_info(cfg.stream, cfg.queue)
                 )
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error):
             raise_if_cancelling()

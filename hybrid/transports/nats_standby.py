@@ -86,8 +86,7 @@ class Standby:
 
     async def _hold(self, msg: Msg) -> None:
         if self._taken_since is not None:  # no leader at the last look: taken at once
-            self.taken += 1
-            self._hand_over([Delivery(subject_to_topic(msg.subject), msg.data)])
+            self._take([msg])
             return
         self._held.append((time.monotonic(), msg))
         self._arrived.set()
@@ -113,5 +112,8 @@ class Standby:
                 self._queue,
             )
         if copies:
-            self.taken += len(copies)
-            self._hand_over([Delivery(subject_to_topic(m.subject), m.data) for m in copies])
+            self._take(copies)
+
+    def _take(self, copies: list[Msg]) -> None:
+        self.taken += len(copies)
+        self._hand_over([Delivery(subject_to_topic(m.subject), m.data) for m in copies])
