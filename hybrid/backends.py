@@ -115,6 +115,9 @@ class Backend:
     # solves a dense model's matrix in shared memory (hybrid.shared_matrix) without the model: the
     # portfolio hands dense models to such a backend that way (None: always the pickled model)
     shared_fn: Callable[[SharedQubo, Deadline], Candidate] | None = None
+    # measures, in the calling process, what startup_fn predicts from: the portfolio runs it in the
+    # worker's process when it warms up (solver processes measure in warm_up_fn)
+    calibrate_fn: Callable[[], None] = _nothing
 
     def refuses(self, variables: int) -> str | None:
         return self.refuses_fn(variables)

@@ -41,6 +41,7 @@ from qxedge.hybrid.candidate import finish as finish
 from qxedge.hybrid.candidate import to_binary as to_binary
 from qxedge.hybrid.floor import floor
 from qxedge.hybrid.tabu import TabuConfig as TabuConfig
+from qxedge.hybrid.tabu import calibrate as calibrate_tabu
 from qxedge.hybrid.tabu import solve_tabu as solve_tabu
 from qxedge.hybrid.tabu import solve_tabu_shared, tabu_startup_seconds
 from qxedge.hybrid.wire import Candidate
@@ -128,6 +129,11 @@ def _warm_samplers() -> None:
     import dwave.samplers  # noqa: F401
 
 
+def _warm_tabu() -> None:
+    _warm_samplers()
+    calibrate_tabu()
+
+
 def _exact(config: SolversConfig) -> Backend:
     cfg = config.exact
 
@@ -147,9 +153,10 @@ def _tabu(config: SolversConfig) -> Backend:
         "tabu",
         partial(solve_tabu, cfg=cfg),
         refuses,
-        _warm_samplers,
+        _warm_tabu,
         startup_fn=tabu_startup_seconds,
         shared_fn=partial(solve_tabu_shared, cfg=cfg),
+        calibrate_fn=calibrate_tabu,
     )
 
 

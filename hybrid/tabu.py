@@ -59,26 +59,32 @@ def tabu_call_seconds(variables: int) -> float:
     return 0.001 + TABU_CALL * variables * variables
 
 
-# the set-up per matrix entry that this process's last search calls measured (the slowest call of each
-# of the last RECENT jobs of at least RECENT_MIN_VARIABLES variables): what a job's first call is
-# planned on once there is one, rather than the guess TABU_CALL (on a quiet machine 25 ns measured
-# against 45 guessed: at n = 2000 the guess kept 0.1 s more back than the call took, of a 1 s job)
+# the set-up per matrix entry that this process measured: its calibration (:func:`calibrate`, when it
+# warmed up) and the slowest call of each of its recent jobs of at least RECENT_MIN_VARIABLES variables.
+# A job's first call is planned on the slowest of the last RECENT of these of about its size, rather
+# than the guess TABU_CALL (on a quiet machine 10 to 25 ns measured against 45 guessed: at n = 1000 the
+# guess kept a 0.2 s job's tabu from starting at all, and at n = 2000 it kept 0.1 s more back than the
+# call took, of a 1 s job)
 RECENT = 3
 RECENT_MIN_VARIABLES = 500
 RECENT_SIZE_RATIO = 1.25  # a measurement stands for sizes within this factor of its own (the time per
 # entry grows with the matrix: a bench run planned n = 5000 on n = 2000's and overran)
+KEPT = 16  # measurements kept, all sizes together
+CALIBRATION_SIZES = (1000, 1400, 2000)  # 800 to 2500 variables: where the guess decides whether tabu
+# starts at all in a short deadline (below 800 a call's set-up is a few milliseconds; above 2500
+# calibrating would hold hundreds of MB for a while at each start)
 _recent: list[tuple[int, float]] = []  # (variables, seconds per matrix entry)
 
 
 def planned_call_seconds(variables: int) -> float:
-    """A search call's set-up as a job plans its first call: the slowest of this process's recent
-    measurements (per matrix entry) on models of about this size when it has any, else
+    """A search call's set-up as a job plans its first call: the slowest of this process's last
+    RECENT measurements (per matrix entry) on models of about this size when it has any, else
     :func:`tabu_call_seconds`."""
     alike = [
         per
         for n, per in _recent
         if variables >= RECENT_MIN_VARIABLES and n / RECENT_SIZE_RATIO <= variables <= n * RECENT_SIZE_RATIO
-    ]
+    ][-RECENT:]
     if alike:
         return 0.001 + max(alike) * variables * variables
     return tabu_call_seconds(variables)
@@ -87,13 +93,33 @@ def planned_call_seconds(variables: int) -> float:
 def _remember(variables: int, seconds: float) -> None:
     if variables >= RECENT_MIN_VARIABLES:
         _recent.append((variables, max(0.0, seconds - 0.001) / (variables * variables)))
-        del _recent[:-RECENT]
+        del _recent[:-KEPT]
+
+
+def calibrate(sizes: tuple[int, ...] | None = None, seed: int = 0) -> None:
+    """Measure a search call's set-up in this process on a random matrix of each size (default
+    CALIBRATION_SIZES; two 1 ms calls
+    each, the slower remembered), so that the first job of such a size plans on this machine's figure,
+    not on the guess: at warm-up, before any job's clock (about 0.2 s and 130 MB for a while)."""
+    from dwave.samplers.tabu.tabu_search import TabuSearch
+
+    rng = np.random.default_rng(seed)
+    for n in CALIBRATION_SIZES if sizes is None else sizes:
+        q = rng.random((n, n))
+        q += q.T  # TabuSearch takes a symmetric matrix
+        state = np.zeros(n, dtype=np.intc)
+        took = []
+        for _ in range(2):
+            began = time.monotonic()
+            TabuSearch(q, state, min(20, n // 4), 1, TABU_RESTARTS, int(rng.integers(2**32)))
+            took.append(time.monotonic() - began - 0.001)
+        _remember(n, max(took))
 
 
 def tabu_startup_seconds(variables: int, interactions: int) -> float:
-    """The least time before tabu has an answer: a call's set-up (with room for a busy machine), the
-    shortest slice worth a call and the hand-back."""
-    return hand_back_seconds(variables, interactions) + SAFETY * tabu_call_seconds(variables) + MIN_SLICE
+    """The least time before tabu has an answer: a call's set-up as planned (:func:`planned_call_seconds`,
+    with room for a busy machine), the shortest slice worth a call and the hand-back."""
+    return hand_back_seconds(variables, interactions) + SAFETY * planned_call_seconds(variables) + MIN_SLICE
 
 
 def tabu_matrix(binary: dimod.BinaryQuadraticModel, out: np.ndarray | None = None) -> np.ndarray:
@@ -207,7 +233,7 @@ def _refused(n: int, m: int, deadline: Deadline, cfg: TabuConfig, started: float
         return timed_out(
             "tabu",
             started,
-            f"a search call on the {n} x {n} matrix is predicted to need {tabu_call_seconds(n):.3f} s "
+            f"a search call on the {n} x {n} matrix is predicted to need {planned_call_seconds(n):.3f} s "
             f"before it searches, more than the {max(0.0, deadline.left()):.3f} s left",
         )
     return None

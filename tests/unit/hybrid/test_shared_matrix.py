@@ -127,18 +127,41 @@ def test_beside_a_shared_search_a_pickled_backend_starts_only_with_half_the_time
 
 def test_tabu_plans_its_first_call_on_what_this_process_measured(monkeypatch: pytest.MonkeyPatch) -> None:
     """The guess (TABU_CALL a matrix entry) until a job of 500 variables or more, within 1.25 times
-    the size, measured a call; then the slowest of the last three such measurements."""
+    the size, measured a call; then the slowest of the last three such measurements, whatever was
+    measured at other sizes since."""
     monkeypatch.setattr(tabu, "_recent", [])
     assert tabu.planned_call_seconds(2000) == tabu.tabu_call_seconds(2000)
     tabu._remember(100, 5.0)  # too small to say anything about the set-up per entry
     assert tabu.planned_call_seconds(2000) == tabu.tabu_call_seconds(2000)
-    for seconds in (0.30, 0.10, 0.12, 0.11):
+    for seconds in (0.30, 0.10, 0.12):
         tabu._remember(2000, seconds)
+        tabu._remember(1000, 0.5)  # another size between them
+    tabu._remember(2000, 0.11)
     assert tabu.planned_call_seconds(2000) == pytest.approx(0.12)  # 0.30 is no longer among the last 3
     assert tabu.planned_call_seconds(2400) == pytest.approx(0.001 + 0.119 * 1.44)
     assert tabu.planned_call_seconds(5000) == tabu.tabu_call_seconds(5000)  # not measured near that size
-    assert tabu.planned_call_seconds(1000) == tabu.tabu_call_seconds(1000)
+    assert tabu.planned_call_seconds(1000) == pytest.approx(0.5)
     assert tabu.planned_call_seconds(100) == tabu.tabu_call_seconds(100)
+
+
+def test_tabu_starts_on_the_set_up_this_process_measured_when_it_warmed_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Warming up measures a search call's set-up in the worker's own process (a 1 ms call on a random
+    matrix of each calibration size), and the portfolio plans tabu's start on it: at n = 1000 the guess
+    (45 ns a matrix entry, 1.5 times over) kept a 0.2 s job's tabu from starting at all, where the
+    call's set-up measured 10 to 30 ms."""
+    monkeypatch.setattr(tabu, "_recent", [])
+    monkeypatch.setattr(tabu, "CALIBRATION_SIZES", (600,))
+    guessed = tabu.tabu_startup_seconds(600, 600 * 599 // 2)
+    Portfolio(SolversConfig(workers=0, auto=["tabu"])).warm_up(["tabu"])
+    [(n, per_entry)] = tabu._recent
+    assert n == 600 and 0 < per_entry < 1e-6
+    planned = tabu.planned_call_seconds(600)
+    assert planned == pytest.approx(0.001 + per_entry * 600**2)
+    assert tabu.tabu_startup_seconds(600, 600 * 599 // 2) == pytest.approx(
+        guessed + tabu.SAFETY * (planned - tabu.tabu_call_seconds(600))
+    )
 
 
 def test_a_slice_searches_at_least_three_times_its_call_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
