@@ -160,7 +160,7 @@ def test_tabu_starts_on_the_set_up_this_process_measured_when_it_warmed_up(
     planned = tabu.planned_call_seconds(600)
     assert planned == pytest.approx(0.001 + per_entry * 600**2)
     assert tabu.tabu_startup_seconds(600, 600 * 599 // 2) == pytest.approx(
-        guessed + tabu.SAFETY * (planned - tabu.tabu_call_seconds(600))
+        guessed + tabu.LAST_SAFETY * (planned - tabu.tabu_call_seconds(600))
     )
 
 
@@ -187,6 +187,34 @@ def test_a_slice_searches_at_least_three_times_its_call_set_up(monkeypatch: pyte
     finally:
         shared.release()
     assert asked == [300]
+
+
+def test_the_last_call_takes_the_rest_less_its_set_up_a_quarter_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 0.6 s left and 0.1 s of set-up planned, no second call would fit after a first 0.3 s
+    slice: the only call searches what is left less its set-up planned at LAST_SAFETY (1.25), not at
+    SAFETY (1.5, which left 0.05 s of a 1 s job idle at n = 2000)."""
+    import dwave.samplers.tabu.tabu_search as native
+
+    asked: list[int] = []
+
+    class Asked(Exception):
+        pass
+
+    def record(q: np.ndarray, state: np.ndarray, tenure: int, timeout_ms: int, *rest: int) -> None:
+        asked.append(timeout_ms)
+        raise Asked
+
+    class SixTenthsLeft(Deadline):
+        def left(self) -> float:
+            return 0.6
+
+    monkeypatch.setattr(native, "TabuSearch", record)
+    monkeypatch.setattr(tabu, "_recent", [(500, 0.099 / 500**2)])  # a call on 500 variables: 0.1 s
+    planned = tabu.planned_call_seconds(500)
+    q = tabu_matrix(to_binary(random_bqm(500, 1.0, 4)))
+    with pytest.raises(Asked):
+        tabu._search(q, 0.02, SixTenthsLeft(time.time() + 60), TabuConfig(), time.monotonic())
+    assert asked == [int(1000 * (0.6 - 0.02 - 1.25 * planned))]  # 455 ms; at 1.5: 430
 
 
 async def test_without_room_in_shared_memory_the_model_is_pickled(monkeypatch: pytest.MonkeyPatch) -> None:
