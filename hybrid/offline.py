@@ -28,6 +28,7 @@ from qxedge.hybrid.cqm_wire import CQM_TYPE, is_cqm_file, read_cqm
 from qxedge.hybrid.json_arrays import parse_arrays
 from qxedge.hybrid.portfolio import Portfolio
 from qxedge.hybrid.service import DataCenterConfig, answer
+from qxedge.hybrid.tabu import calibration_for
 from qxedge.hybrid.wire import (
     AnyJob,
     CqmJob,
@@ -124,7 +125,13 @@ async def solve_file(
             job_id=exc.job_id, status="rejected", reason=str(exc), timings=_read_ms(started), worker="local"
         )
     read = _read_ms(started)
-    portfolio = Portfolio(cfg.solvers)
+    solvers = cfg.solvers
+    if isinstance(job, Job):  # tabu's set-up timed at this job's size alone (hybrid.tabu.calibrate)
+        calibrate = calibration_for(job.bqm.num_variables)
+        solvers = solvers.model_copy(
+            update={"tabu": solvers.tabu.model_copy(update={"calibrate_sizes": calibrate})}
+        )
+    portfolio = Portfolio(solvers)
     try:
         if isinstance(job, CqmJob):
             needed = portfolio.cqm_in_processes(job.envelope.solver)

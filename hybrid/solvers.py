@@ -129,9 +129,9 @@ def _warm_samplers() -> None:
     import dwave.samplers  # noqa: F401
 
 
-def _warm_tabu() -> None:
+def _warm_tabu(sizes: list[int]) -> None:
     _warm_samplers()
-    calibrate_tabu()
+    calibrate_tabu(sizes)
 
 
 def _exact(config: SolversConfig) -> Backend:
@@ -153,10 +153,10 @@ def _tabu(config: SolversConfig) -> Backend:
         "tabu",
         partial(solve_tabu, cfg=cfg),
         refuses,
-        _warm_tabu,
+        partial(_warm_tabu, cfg.calibrate_sizes),
         startup_fn=tabu_startup_seconds,
         shared_fn=partial(solve_tabu_shared, cfg=cfg),
-        calibrate_fn=calibrate_tabu,
+        calibrate_fn=partial(calibrate_tabu, cfg.calibrate_sizes),
     )
 
 

@@ -13,7 +13,8 @@ memory (:func:`solve_tabu_shared`, :mod:`hybrid.shared_matrix`) instead of as a 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import dimod
 import numpy as np
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from qxedge.hybrid.shared_matrix import SharedQubo
 
 
+RECENT_MIN_VARIABLES = 500  # a measured call of fewer variables says nothing about larger ones
+CALIBRATION_MAX = 2500  # larger calibrations would hold hundreds of MB for a while at each start
+
+
 class TabuConfig(BaseModel):
     """Tabu search that fills its budget in slices, each continuing from the best state so far."""
 
@@ -38,6 +43,13 @@ class TabuConfig(BaseModel):
         5000, ge=1, description="the search holds about 5 dense n x n copies of the model: 1 GB at 5000"
     )
     seed: int | None = None
+    calibrate_sizes: list[Annotated[int, Field(ge=RECENT_MIN_VARIABLES, le=CALIBRATION_MAX)]] = Field(
+        [1000, 1400, 2000],
+        max_length=8,
+        description="at warm-up, the worker and each solver process time a search call's set-up on a "
+        "random matrix of each of these sizes (500 to 2500): a job of about such a size (within 1.25 "
+        "times) plans tabu's start on that figure, not on the guess",
+    )
 
 
 # Each TabuSearch call copies the matrix three times before it searches (its constructor: a Python-level
@@ -70,13 +82,9 @@ def tabu_call_seconds(variables: int) -> float:
 # guess kept a 0.2 s job's tabu from starting at all, and at n = 2000 it kept 0.1 s more back than the
 # call took, of a 1 s job)
 RECENT = 3
-RECENT_MIN_VARIABLES = 500
 RECENT_SIZE_RATIO = 1.25  # a measurement stands for sizes within this factor of its own (the time per
 # entry grows with the matrix: a bench run planned n = 5000 on n = 2000's and overran)
 KEPT = 16  # measurements kept, all sizes together
-CALIBRATION_SIZES = (1000, 1400, 2000)  # 800 to 2500 variables: where the guess decides whether tabu
-# starts at all in a short deadline (below 800 a call's set-up is a few milliseconds; above 2500
-# calibrating would hold hundreds of MB for a while at each start)
 _recent: list[tuple[int, float]] = []  # (variables, seconds per matrix entry)
 
 
@@ -100,15 +108,15 @@ def _remember(variables: int, seconds: float) -> None:
         del _recent[:-KEPT]
 
 
-def calibrate(sizes: tuple[int, ...] | None = None, seed: int = 0) -> None:
-    """Measure a search call's set-up in this process on a random matrix of each size (default
-    CALIBRATION_SIZES; two 1 ms calls
-    each, the slower remembered), so that the first job of such a size plans on this machine's figure,
-    not on the guess: at warm-up, before any job's clock (about 0.2 s and 130 MB for a while)."""
+def calibrate(sizes: Iterable[int], seed: int = 0) -> None:
+    """Measure a search call's set-up in this process on a random matrix of each size (two 1 ms calls
+    each, the slower remembered), so that the first job of about such a size plans on this machine's
+    figure, not on the guess: at warm-up, before any job's clock (about 0.1 s and 130 MB for a while
+    at n = 2000)."""
     from dwave.samplers.tabu.tabu_search import TabuSearch
 
     rng = np.random.default_rng(seed)
-    for n in CALIBRATION_SIZES if sizes is None else sizes:
+    for n in sizes:
         q = rng.random((n, n))
         q += q.T  # TabuSearch takes a symmetric matrix
         state = np.zeros(n, dtype=np.intc)
@@ -118,6 +126,12 @@ def calibrate(sizes: tuple[int, ...] | None = None, seed: int = 0) -> None:
             TabuSearch(q, state, min(20, n // 4), 1, TABU_RESTARTS, int(rng.integers(2**32)))
             took.append(time.monotonic() - began - 0.001)
         _remember(n, max(took))
+
+
+def calibration_for(variables: int) -> list[int]:
+    """What a one-job run (``qxedge solve``) calibrates: the job's own size when it is one a
+    calibration is kept for, else nothing (a small job's set-up is milliseconds)."""
+    return [variables] if RECENT_MIN_VARIABLES <= variables <= CALIBRATION_MAX else []
 
 
 def tabu_startup_seconds(variables: int, interactions: int) -> float:

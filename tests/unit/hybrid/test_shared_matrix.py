@@ -152,9 +152,9 @@ def test_tabu_starts_on_the_set_up_this_process_measured_when_it_warmed_up(
     (45 ns a matrix entry, 1.5 times over) kept a 0.2 s job's tabu from starting at all, where the
     call's set-up measured 10 to 30 ms."""
     monkeypatch.setattr(tabu, "_recent", [])
-    monkeypatch.setattr(tabu, "CALIBRATION_SIZES", (600,))
     guessed = tabu.tabu_startup_seconds(600, 600 * 599 // 2)
-    Portfolio(SolversConfig(workers=0, auto=["tabu"])).warm_up(["tabu"])
+    config = SolversConfig(workers=0, auto=["tabu"], tabu=TabuConfig(calibrate_sizes=[600]))
+    Portfolio(config).warm_up(["tabu"])
     [(n, per_entry)] = tabu._recent
     assert n == 600 and 0 < per_entry < 1e-6
     planned = tabu.planned_call_seconds(600)
@@ -187,6 +187,16 @@ def test_a_slice_searches_at_least_three_times_its_call_set_up(monkeypatch: pyte
     finally:
         shared.release()
     assert asked == [300]
+
+
+def test_a_one_job_run_calibrates_at_its_own_size_and_only_where_it_counts() -> None:
+    """`qxedge solve` times tabu's set-up at the job's size alone (a worker at 1000, 1400 and 2000
+    variables), and not at all for a small job or one beyond what a calibration may hold."""
+    assert TabuConfig().calibrate_sizes == [1000, 1400, 2000]
+    assert tabu.calibration_for(1200) == [1200]
+    assert tabu.calibration_for(200) == [] and tabu.calibration_for(5000) == []
+    with pytest.raises(ValueError, match="calibrate_sizes"):
+        TabuConfig(calibrate_sizes=[5000])
 
 
 def test_the_last_call_takes_the_rest_less_its_set_up_a_quarter_over(monkeypatch: pytest.MonkeyPatch) -> None:
