@@ -56,23 +56,27 @@ class TabuConfig(BaseModel):
 # loop, then two C++ copies): 0.03..0.2 s at n = 2000, 0.4..2.3 s at n = 5000 measured (bench/anytime.py,
 # the more the busier the machine), 10..90 ns per matrix entry (25 ns quiet, 52..55 ns at a load of 3.5
 # at n = 1000..3000, 2026-12-07, ad hoc). The first call is predicted at TABU_CALL per entry (SAFETY
-# times that to start one); later ones at the slowest call measured. A call predicted too fast costs
-# only that call (the portfolio stops waiting at its deadline; the floor answers).
+# times that to start one), or TABU_CALL_LARGE beyond the sizes a calibration may cover; later ones at
+# the slowest call measured. A call predicted too fast costs that call (the portfolio stops waiting at
+# its deadline; the floor answers) and its process (recycled), which the next job then lacks.
 TABU_CALL = 45e-9
+TABU_CALL_LARGE = 120e-9  # a process's first call at sparse n = 5000 took 0.6 to 2.9 s (26 to 116 ns an
+# entry): at 45 ns tabu started at 2 s and overran, its process recycled (a bench run and a rerun)
 TABU_RESTARTS = 1_000_000  # TabuSampler's default: the time limit ends a slice
 MIN_SLICE = 0.002  # a slice shorter than this is not worth a call
 FIRST_SLICE = 0.02  # the first slice; each next one twice as long, up to slice_seconds
 SAFETY = 1.5  # a call's set-up may take this many times the slowest measured (a busy machine): kept
 # for it when another call is to follow
-LAST_SAFETY = 1.25  # the same for the last call, which takes the rest (an overrun costs that call: the
-# portfolio stops waiting at its deadline), and for the first: 1.5 kept 0.06 s of a 1 s job idle at
-# n = 2000 and kept a 0.2 s job's tabu from starting at n = 1000
+LAST_SAFETY = 1.25  # the same for the last call, which takes the rest, on a set-up measured here (an
+# overrun costs that call, and its process: recycled): 1.5 kept 0.06 s of a 1 s job idle at n = 2000
+# and kept a 0.2 s job's tabu from starting at n = 1000 (first_call_safety)
 SETUP_SHARE = 3  # a slice searches at least this many times its call's set-up (up to slice_seconds)
 
 
 def tabu_call_seconds(variables: int) -> float:
     """A search call's own set-up predicted before one was measured (its copies of the matrix)."""
-    return 0.001 + TABU_CALL * variables * variables
+    per_entry = TABU_CALL if variables <= CALIBRATION_MAX else TABU_CALL_LARGE
+    return 0.001 + per_entry * variables * variables
 
 
 # the set-up per matrix entry that this process measured: its calibration (:func:`calibrate`, when it
@@ -88,18 +92,30 @@ KEPT = 16  # measurements kept, all sizes together
 _recent: list[tuple[int, float]] = []  # (variables, seconds per matrix entry)
 
 
-def planned_call_seconds(variables: int) -> float:
-    """A search call's set-up as a job plans its first call: the slowest of this process's last
-    RECENT measurements (per matrix entry) on models of about this size when it has any, else
-    :func:`tabu_call_seconds`."""
-    alike = [
+def _alike(variables: int) -> list[float]:
+    """This process's last RECENT measurements (set-up per matrix entry) on models of about this size."""
+    return [
         per
         for n, per in _recent
         if variables >= RECENT_MIN_VARIABLES and n / RECENT_SIZE_RATIO <= variables <= n * RECENT_SIZE_RATIO
     ][-RECENT:]
+
+
+def planned_call_seconds(variables: int) -> float:
+    """A search call's set-up as a job plans its first call: the slowest of this process's last
+    RECENT measurements (per matrix entry) on models of about this size when it has any, else
+    :func:`tabu_call_seconds`."""
+    alike = _alike(variables)
     if alike:
         return 0.001 + max(alike) * variables * variables
     return tabu_call_seconds(variables)
+
+
+def first_call_safety(variables: int) -> float:
+    """How many times its planned set-up a job's first call keeps: LAST_SAFETY on a figure measured
+    here at about this size, SAFETY on the guess (a sparse n = 5000 call's set-up took 0.6 to 2.9 s
+    against 1.1 s guessed: planned 1.25 times over, tabu started at 2 s and overran)."""
+    return LAST_SAFETY if _alike(variables) else SAFETY
 
 
 def _remember(variables: int, seconds: float) -> None:
@@ -137,7 +153,7 @@ def calibration_for(variables: int) -> list[int]:
 def tabu_startup_seconds(variables: int, interactions: int) -> float:
     """The least time before tabu has an answer: a call's set-up as planned (:func:`planned_call_seconds`,
     with room for a busy machine), the shortest slice worth a call and the hand-back."""
-    set_up = LAST_SAFETY * planned_call_seconds(variables)
+    set_up = first_call_safety(variables) * planned_call_seconds(variables)
     return hand_back_seconds(variables, interactions) + set_up + MIN_SLICE
 
 
@@ -265,13 +281,13 @@ def _search(
     from dwave.samplers.tabu.tabu_search import TabuSearch
 
     n = len(q)
-    call_setup = planned_call_seconds(n)
+    call_setup, last_safety = planned_call_seconds(n), first_call_safety(n)
     rng = np.random.default_rng(cfg.seed)
-    best_state = descend(q, deadline, hand_back + LAST_SAFETY * call_setup + MIN_SLICE)
+    best_state = descend(q, deadline, hand_back + last_safety * call_setup + MIN_SLICE)
     tenure = min(20, n // 4)  # TabuSampler's default
     best_energy, slices, searched, measured = np.inf, 0, 0.0, 0.0
     while True:
-        rest = deadline.left() - hand_back - LAST_SAFETY * call_setup  # what a last call would search
+        rest = deadline.left() - hand_back - last_safety * call_setup  # what a last call would search
         if rest < MIN_SLICE:
             break
         left = deadline.left() - hand_back - SAFETY * call_setup
@@ -290,7 +306,7 @@ def _search(
         slices += 1
         searched += slice_ms / 1000
         measured = max(measured, took - slice_ms / 1000)  # the slowest call so far
-        call_setup = measured
+        call_setup, last_safety = measured, LAST_SAFETY
         if search.bestEnergy() < best_energy:
             best_energy = search.bestEnergy()
             best_state = np.asarray(search.bestSolution(), dtype=np.intc)

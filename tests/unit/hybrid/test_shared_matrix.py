@@ -14,7 +14,7 @@ import pytest
 
 from qxedge.hybrid import tabu
 from qxedge.hybrid.backends import Deadline
-from qxedge.hybrid.candidate import to_binary
+from qxedge.hybrid.candidate import hand_back_seconds, to_binary
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
 from qxedge.hybrid.shared_matrix import SharedQubo, room_for
 from qxedge.hybrid.tabu import TabuConfig, descend, solve_tabu_shared, tabu_matrix
@@ -140,6 +140,7 @@ def test_tabu_plans_its_first_call_on_what_this_process_measured(monkeypatch: py
     assert tabu.planned_call_seconds(2000) == pytest.approx(0.12)  # 0.30 is no longer among the last 3
     assert tabu.planned_call_seconds(2400) == pytest.approx(0.001 + 0.119 * 1.44)
     assert tabu.planned_call_seconds(5000) == tabu.tabu_call_seconds(5000)  # not measured near that size
+    assert tabu.tabu_call_seconds(5000) == pytest.approx(3.001)  # 120 ns an entry beyond 2500 (45 below)
     assert tabu.planned_call_seconds(1000) == pytest.approx(0.5)
     assert tabu.planned_call_seconds(100) == tabu.tabu_call_seconds(100)
 
@@ -159,8 +160,10 @@ def test_tabu_starts_on_the_set_up_this_process_measured_when_it_warmed_up(
     assert n == 600 and 0 < per_entry < 1e-6
     planned = tabu.planned_call_seconds(600)
     assert planned == pytest.approx(0.001 + per_entry * 600**2)
+    hand_back = hand_back_seconds(600, 600 * 599 // 2)
+    assert guessed == pytest.approx(hand_back + 1.5 * tabu.tabu_call_seconds(600) + tabu.MIN_SLICE)
     assert tabu.tabu_startup_seconds(600, 600 * 599 // 2) == pytest.approx(
-        guessed + tabu.LAST_SAFETY * (planned - tabu.tabu_call_seconds(600))
+        hand_back + 1.25 * planned + tabu.MIN_SLICE
     )
 
 
@@ -199,10 +202,18 @@ def test_a_one_job_run_calibrates_at_its_own_size_and_only_where_it_counts() -> 
         TabuConfig(calibrate_sizes=[5000])
 
 
-def test_the_last_call_takes_the_rest_less_its_set_up_a_quarter_over(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With 0.6 s left and 0.1 s of set-up planned, no second call would fit after a first 0.3 s
-    slice: the only call searches what is left less its set-up planned at LAST_SAFETY (1.25), not at
-    SAFETY (1.5, which left 0.05 s of a 1 s job idle at n = 2000)."""
+@pytest.mark.parametrize(
+    ("recent", "left", "safety"),
+    [([(500, 0.099 / 500**2)], 0.6, 1.25), ([], 0.06, 1.5)],
+    ids=["measured", "guessed"],
+)
+def test_the_last_call_takes_the_rest_less_its_set_up_a_quarter_over_when_measured(
+    monkeypatch: pytest.MonkeyPatch, recent: list[tuple[int, float]], left: float, safety: float
+) -> None:
+    """When no second call would fit after the first slice, the only call searches what is left less
+    its set-up planned at LAST_SAFETY (1.25) on a figure measured here (0.1 s: 1.5 left 0.05 s of a
+    1 s job idle at n = 2000), at SAFETY (1.5) on the guess (a sparse n = 5000 call's set-up took
+    0.6 to 2.9 s against 1.1 s guessed)."""
     import dwave.samplers.tabu.tabu_search as native
 
     asked: list[int] = []
@@ -214,17 +225,17 @@ def test_the_last_call_takes_the_rest_less_its_set_up_a_quarter_over(monkeypatch
         asked.append(timeout_ms)
         raise Asked
 
-    class SixTenthsLeft(Deadline):
+    class FixedLeft(Deadline):
         def left(self) -> float:
-            return 0.6
+            return left
 
     monkeypatch.setattr(native, "TabuSearch", record)
-    monkeypatch.setattr(tabu, "_recent", [(500, 0.099 / 500**2)])  # a call on 500 variables: 0.1 s
+    monkeypatch.setattr(tabu, "_recent", recent)
     planned = tabu.planned_call_seconds(500)
     q = tabu_matrix(to_binary(random_bqm(500, 1.0, 4)))
     with pytest.raises(Asked):
-        tabu._search(q, 0.02, SixTenthsLeft(time.time() + 60), TabuConfig(), time.monotonic())
-    assert asked == [int(1000 * (0.6 - 0.02 - 1.25 * planned))]  # 455 ms; at 1.5: 430
+        tabu._search(q, 0.02, FixedLeft(time.time() + 60), TabuConfig(), time.monotonic())
+    assert asked == [int(1000 * (left - 0.02 - safety * planned))]  # measured: 455 ms (1.5: 430)
 
 
 async def test_without_room_in_shared_memory_the_model_is_pickled(monkeypatch: pytest.MonkeyPatch) -> None:
