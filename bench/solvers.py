@@ -76,6 +76,7 @@ from qxedge.hybrid.wire import (
 )
 from qxedge.testing import random_bqm, sample_energy
 from qxedge.testing.bench_results import Results, add_save_option
+from qxedge.testing.waits import wait_until
 
 WAYS = ("warm", "cold", "sa", "tabu")
 TITLES = {
@@ -205,6 +206,15 @@ def settle(timeout_s: float = 60.0) -> None:
         if now == last:
             return
         last = now
+
+
+async def whole(portfolio: Portfolio, timeout_s: float = 60.0) -> None:
+    """Let the event loop run until every solver process is idle: one recycled after an overrun is
+    replaced in the background, which a worker's loop, never stopped, lets happen between its jobs
+    (this bench's blocking ways in between would not: the next warm job got one process, ad hoc)."""
+    pool = portfolio.pool
+    if pool is not None:
+        await wait_until(lambda: pool.idle == pool.size, within_s=timeout_s, every_s=0.05)
 
 
 def _children_ticks() -> int:
@@ -411,6 +421,7 @@ class Bench:
         out: dict[float, dict[str, Outcome]] = {}
         for deadline in deadlines:
             payload = job_payload(problem, round(deadline * 1000))
+            await whole(self.portfolio)
             settle()
             by_way = {"warm": await warm(self.portfolio, self.cfg, bqm, payload)}
             del payload
