@@ -13,7 +13,8 @@ one have gone idle:
   a job envelope's payload, validated by ``decode_job`` with the config's limits (the payload limit
   raised to ``max_file_bytes``, as behind a broker that takes large models; the clock starts when
   the worker takes the payload), answered by ``hybrid.service.answer`` and sized for publishing
-  (``sized_payload``); the answer is ready when that returns.
+  (``sized_payload``); the answer is ready when that returns. Each job starts with every solver
+  process idle (:func:`whole`).
 - qxedge cold CLI: ``qxedge solve FILE.json --deadline-ms D --json --config CFG`` in a fresh process, on
   the BQM's ``to_serializable(use_bytes=False)`` file. Its overrun is the result's own ``queued_ms +
   solve_ms`` less D; the wall time of the whole process is printed beside it.
