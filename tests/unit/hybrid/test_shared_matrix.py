@@ -167,21 +167,30 @@ def test_tabu_starts_on_the_set_up_this_process_measured_when_it_warmed_up(
     )
 
 
-def test_a_slice_searches_at_least_three_times_its_call_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With 0.1 s of set-up a call, the first slice is 0.3 s, not the 20 ms (or one set-up) that paid
-    0.1 s of set-up for each short slice."""
+class Asked(Exception):
+    """Raised by the recording TabuSearch: the search call it was asked for is in ``asked``."""
+
+
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The timeouts (ms) of the search calls tabu asks for; the first call raises :class:`Asked`."""
     import dwave.samplers.tabu.tabu_search as native
 
-    asked: list[int] = []
-
-    class Asked(Exception):
-        pass
+    timeouts: list[int] = []
 
     def record(q: np.ndarray, state: np.ndarray, tenure: int, timeout_ms: int, *rest: int) -> None:
-        asked.append(timeout_ms)
+        timeouts.append(timeout_ms)
         raise Asked
 
     monkeypatch.setattr(native, "TabuSearch", record)
+    return timeouts
+
+
+def test_a_slice_searches_at_least_three_times_its_call_set_up(
+    monkeypatch: pytest.MonkeyPatch, asked: list[int]
+) -> None:
+    """With 0.1 s of set-up a call, the first slice is 0.3 s, not the 20 ms (or one set-up) that paid
+    0.1 s of set-up for each short slice."""
     monkeypatch.setattr(tabu, "_recent", [(500, 0.099 / 500**2)])  # a call on 500 variables: 0.1 s
     shared = SharedQubo.create(random_bqm(500, 1.0, 4))
     try:
@@ -208,28 +217,21 @@ def test_a_one_job_run_calibrates_at_its_own_size_and_only_where_it_counts() -> 
     ids=["measured", "guessed"],
 )
 def test_the_last_call_takes_the_rest_less_its_set_up_a_quarter_over_when_measured(
-    monkeypatch: pytest.MonkeyPatch, recent: list[tuple[int, float]], left: float, safety: float
+    monkeypatch: pytest.MonkeyPatch,
+    asked: list[int],
+    recent: list[tuple[int, float]],
+    left: float,
+    safety: float,
 ) -> None:
     """When no second call would fit after the first slice, the only call searches what is left less
     its set-up planned at LAST_SAFETY (1.25) on a figure measured here (0.1 s: 1.5 left 0.05 s of a
     1 s job idle at n = 2000), at SAFETY (1.5) on the guess (a sparse n = 5000 call's set-up took
     0.6 to 2.9 s against 1.1 s guessed)."""
-    import dwave.samplers.tabu.tabu_search as native
-
-    asked: list[int] = []
-
-    class Asked(Exception):
-        pass
-
-    def record(q: np.ndarray, state: np.ndarray, tenure: int, timeout_ms: int, *rest: int) -> None:
-        asked.append(timeout_ms)
-        raise Asked
 
     class FixedLeft(Deadline):
         def left(self) -> float:
             return left
 
-    monkeypatch.setattr(native, "TabuSearch", record)
     monkeypatch.setattr(tabu, "_recent", recent)
     planned = tabu.planned_call_seconds(500)
     q = tabu_matrix(to_binary(random_bqm(500, 1.0, 4)))
