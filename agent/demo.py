@@ -126,8 +126,6 @@ async def run_once(
     """One run: for ``duration_s``, or for the production day when ``cfg.planning`` has one."""
     if cfg.simulator is None:
         raise ConfigError([Problem("simulator", "the demo needs a `simulator:` section")])
-    day = demo_day(cfg.planning, lead_slots=2) if cfg.planning is not None else None
-    agent = Agent(cfg, clock=day[0] if day is not None else None)
     plant = SimulatedPlant(cfg.simulator, cfg.broker, cfg.site)
     stop = asyncio.Event()
     async with plant, asyncio.TaskGroup() as tasks:
@@ -137,6 +135,9 @@ async def run_once(
             datacenter_line = await _start_worker(solver, stop, tasks)
             if progress is not None:
                 progress(f"data center: {datacenter_line}")
+        # the day's clock starts once the worker is warm: its warm-up is not the first plan's lead
+        day = demo_day(cfg.planning, lead_slots=2) if cfg.planning is not None else None
+        agent = Agent(cfg, clock=day[0] if day is not None else None)
         started = time.monotonic()
         tasks.create_task(agent.run(stop), name="agent")
         await agent.ready.wait()
