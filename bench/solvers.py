@@ -285,7 +285,7 @@ async def warm(
         job = decode_job(payload, limits, rate=DECODE_RATE)
     except JobRejected as exc:
         return Outcome("warm", False, None, None, rejected=str(exc))
-    job = Job(job.envelope.model_copy(update={"submitted_at": started}), job.bqm, job.received_at)
+    job = Job(job.envelope.model_copy(update={"submitted_at": started}), job.model, job.received_at)
     result = await answer(portfolio, job, "bench")
     result, _ = sized_payload(result, cfg.limits.max_result_bytes)
     overrun = time.time() - job.deadline_at

@@ -36,7 +36,7 @@ from qxedge.hybrid.wire import (
     JobEnvelope,
     JobRejected,
     ResultEnvelope,
-    decode_bqm,
+    check_bqm,
     decode_document,
     parse_json,
     results_topic,
@@ -89,9 +89,9 @@ def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms:
         return dataclasses.replace(job, envelope=env, received_at=now)
     if not isinstance(doc, dict):
         raise JobRejected(f"{path}: expected a serialised BQM, a job envelope (a JSON object) or a CQM file")
-    bqm = decode_bqm(doc, cfg.limits)
+    model = check_bqm(doc, cfg.limits)
     env = _local_envelope(doc, "bqm", solver, deadline_ms)
-    return Job(env, bqm, env.submitted_at)
+    return Job(env, model, env.submitted_at)
 
 
 def _local_envelope(
@@ -127,7 +127,7 @@ async def solve_file(
     read = _read_ms(started)
     solvers = cfg.solvers
     if isinstance(job, Job):  # tabu's set-up timed at this job's size alone (hybrid.tabu.calibrate)
-        calibrate = calibration_for(job.bqm.num_variables)
+        calibrate = calibration_for(job.model.num_variables)
         solvers = solvers.model_copy(
             update={"tabu": solvers.tabu.model_copy(update={"calibrate_sizes": calibrate})}
         )
@@ -136,7 +136,7 @@ async def solve_file(
         if isinstance(job, CqmJob):
             needed = portfolio.cqm_in_processes(job.envelope.solver)
         else:
-            needed = portfolio.in_processes(job.envelope.solver, job.bqm.num_variables)
+            needed = portfolio.in_processes(job.envelope.solver, job.model.num_variables)
         warmup_s = await asyncio.to_thread(portfolio.warm_up, needed) if needed else 0.0
         freeze_start_up()  # before the clock starts: no full collection walks the start-up's objects
         now = time.time()  # the clock starts now, the processes warm

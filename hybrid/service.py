@@ -180,7 +180,7 @@ async def answer(portfolio: Portfolio, job: AnyJob, worker: str, cut: JobCut | N
     if isinstance(job, CqmJob):
         best, candidates = await portfolio.solve_cqm(job.cqm, env.solver, job.deadline_at, cut)
     else:
-        best, candidates = await portfolio.solve(job.bqm, env.solver, job.deadline_at, cut)
+        best, candidates = await portfolio.solve(job.model, env.solver, job.deadline_at, cut)
     timings["solve_ms"] = round((time.time() - started) * 1000, 3)
     if best is None:
         why = "; ".join(f"{c.solver}: {c.status} ({c.reason})" for c in candidates)

@@ -22,6 +22,7 @@ import dimod
 import numpy as np
 
 from qxedge.hybrid.candidate import to_binary
+from qxedge.hybrid.decoded_bqm import DecodedBqm, built
 from qxedge.hybrid.tabu import tabu_matrix
 
 
@@ -48,19 +49,26 @@ class SharedQubo:
         self._owner = owner
 
     @classmethod
-    def create(cls, bqm: dimod.BinaryQuadraticModel) -> SharedQubo:
-        """Write ``bqm``'s matrix into a new block (the caller owns it: :meth:`release` unlinks it)."""
-        binary = to_binary(bqm)
-        n = binary.num_variables
+    def create(cls, model: dimod.BinaryQuadraticModel | DecodedBqm) -> SharedQubo:
+        """Write ``model``'s matrix into a new block (the caller owns it: :meth:`release` unlinks it); a
+        decoded BINARY job's straight from its arrays, without dimod's model."""
+        n = model.num_variables
         block = shared_memory.SharedMemory(create=True, size=max(1, 8 * n * n))
         try:
-            tabu_matrix(binary, out=np.ndarray((n, n), dtype=np.float64, buffer=block.buf))
+            out = np.ndarray((n, n), dtype=np.float64, buffer=block.buf)
+            if isinstance(model, DecodedBqm) and model.write_tabu_matrix(out):
+                labels, offset, spin = [str(v) for v in model.labels], model.offset, False
+            else:
+                bqm = built(model)
+                binary = to_binary(bqm)
+                tabu_matrix(binary, out=out)
+                labels = [str(v) for v in bqm.variables]
+                offset, spin = float(binary.offset), bqm.vartype is dimod.SPIN
         except BaseException:
             block.close()
             block.unlink()
             raise
-        labels = [str(v) for v in bqm.variables]
-        return cls(block, n, float(binary.offset), bqm.vartype is dimod.SPIN, labels, owner=True)
+        return cls(block, n, offset, spin, labels, owner=True)
 
     def matrix(self) -> np.ndarray:
         """The matrix, mapped, not copied (writable, as dwave's TabuSearch wants its buffer, but never

@@ -42,6 +42,7 @@ from qxedge.connectors.mqtt import site_topic
 from qxedge.core.errors import PayloadError
 from qxedge.hybrid.backends import solver_names
 from qxedge.hybrid.config import SolverName as SolverName
+from qxedge.hybrid.decoded_bqm import DecodedBqm, built
 from qxedge.hybrid.json_arrays import parse_arrays
 
 SCHEMA_VERSION = 1
@@ -182,9 +183,15 @@ class ResultEnvelope(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Job:
+    """A ``bqm`` job; its model as decoded (dimod's model is built when first asked: :attr:`bqm`)."""
+
     envelope: JobEnvelope
-    bqm: dimod.BinaryQuadraticModel
+    model: DecodedBqm | dimod.BinaryQuadraticModel
     received_at: float
+
+    @property
+    def bqm(self) -> dimod.BinaryQuadraticModel:
+        return built(self.model)
 
     @property
     def deadline_at(self) -> float:
@@ -458,8 +465,18 @@ def _append_order(
 
 
 def decode_bqm(problem: Any, limits: JobLimits) -> dimod.BinaryQuadraticModel:
-    """A serialised BQM → BinaryQuadraticModel. The sizes are checked against ``limits`` first, from the
-    declared counts, before any array is built; then every field dimod's native code reads, in Python
+    """A serialised BQM → BinaryQuadraticModel, every field checked first (:func:`check_bqm`)."""
+    model = check_bqm(problem, limits)
+    try:
+        return model.bqm()
+    except Exception as exc:  # checked above; a rejection rather than a worker's error all the same
+        raise JobRejected(f"malformed BQM: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def check_bqm(problem: Any, limits: JobLimits) -> DecodedBqm:
+    """A serialised BQM → its checked arrays, from which dimod's model is built when first asked
+    (:class:`~qxedge.hybrid.decoded_bqm.DecodedBqm`). The sizes are checked against ``limits`` first, from
+    the declared counts, before any array is built; then every field dimod's native code reads, in Python
     (types, lengths, index ranges, labels, finite biases), each array converted to NumPy once."""
     if not isinstance(problem, dict) or problem.get("type") != "BinaryQuadraticModel":
         raise JobRejected('malformed BQM: "type" must be "BinaryQuadraticModel"')
@@ -503,15 +520,7 @@ def decode_bqm(problem: Any, limits: JobLimits) -> dimod.BinaryQuadraticModel:
     order = _append_order(head, tail, n)
     if order is not None:
         head, tail, quadratic = head[order], tail[order], quadratic[order]
-    try:
-        bqm = dimod.BinaryQuadraticModel.from_numpy_vectors(
-            linear, (head, tail, quadratic), offset, vartype, variable_order=labels
-        )
-    except Exception as exc:  # checked above; a rejection rather than a worker's error all the same
-        raise JobRejected(f"malformed BQM: {type(exc).__name__}: {str(exc)[:200]}") from exc
-    if bqm.num_variables != n or bqm.num_interactions > m:
-        raise JobRejected("malformed BQM: counts do not match the arrays")
-    return bqm
+    return DecodedBqm(linear, head, tail, quadratic, offset, dimod.as_vartype(vartype), labels)
 
 
 def decode_job(
@@ -605,10 +614,10 @@ def decode_document(
         except JobRejected as exc:
             raise JobRejected(str(exc), job_id) from None
     try:
-        bqm = decode_bqm(env.problem, limits)
+        model = check_bqm(env.problem, limits)
     except JobRejected as exc:
         raise JobRejected(str(exc), job_id) from None
-    return Job(env, bqm, received)
+    return Job(env, model, received)
 
 
 def unlabel_sample(bqm: dimod.BinaryQuadraticModel, sample: dict[str, int]) -> dict[Any, int]:

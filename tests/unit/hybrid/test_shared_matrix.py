@@ -115,11 +115,11 @@ def test_beside_a_shared_search_a_pickled_backend_starts_only_with_half_the_time
     portfolio = Portfolio(SolversConfig(workers=1))  # never started: _in_time only plans
     try:
         dense = random_bqm(1000, 1.0, 2)
-        kept, hopeless = portfolio._in_time(["tabu", "sa"], dense, time.time() + 0.3)
+        kept, hopeless = portfolio._in_time(["tabu", "sa"], 1000, dense.num_interactions, time.time() + 0.3)
         assert kept == ["tabu"]
         assert [c.solver for c in hopeless] == ["sa"] and "half the time left" in (hopeless[0].reason or "")
         sparse = random_bqm(1000, 0.01, 2)
-        kept, _ = portfolio._in_time(["tabu", "sa"], sparse, time.time() + 0.3)
+        kept, _ = portfolio._in_time(["tabu", "sa"], 1000, sparse.num_interactions, time.time() + 0.3)
         assert "sa" in kept
     finally:
         portfolio.close()
