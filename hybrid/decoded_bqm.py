@@ -76,10 +76,14 @@ class DecodedBqm:
             raise ValueError(f"the matrix must be a C-contiguous {n} x {n} array")
         out.fill(0.0)
         flat = out.reshape(n * n)  # a view: out is contiguous
-        head, tail = self.head.astype(np.int64), self.tail.astype(np.int64)
         half = 0.5 * self.quadratic
-        np.add.at(flat, head * n + tail, half)
-        np.add.at(flat, tail * n + head, half)
+        at = self.head.astype(np.int64)  # each entry's flat index, one way then the other
+        at *= n
+        at += self.tail
+        np.add.at(flat, at, half)
+        np.multiply(self.tail, n, out=at)
+        at += self.head
+        np.add.at(flat, at, half)
         flat[:: n + 1] += self.linear
         return True
 
