@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from qxedge.core.heap import freeze_start_up
 from qxedge.hybrid.cqm_wire import CQM_TYPE, is_cqm_file, read_cqm
+from qxedge.hybrid.decoded_bqm import DecodedBqm
 from qxedge.hybrid.json_arrays import parse_arrays
 from qxedge.hybrid.portfolio import Portfolio
 from qxedge.hybrid.service import DataCenterConfig, answer
@@ -78,6 +79,7 @@ def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms:
     del raw
     if isinstance(doc, dict) and "problem" in doc and "v" in doc:
         job = decode_document(doc, cfg.limits)
+        _build_model(job)
         now = time.time()  # the deadline counts from here: reading and validating are not the solver's
         env = job.envelope.model_copy(
             update={
@@ -90,8 +92,18 @@ def read_job(path: Path, cfg: DataCenterConfig, solver: str | None, deadline_ms:
     if not isinstance(doc, dict):
         raise JobRejected(f"{path}: expected a serialised BQM, a job envelope (a JSON object) or a CQM file")
     model = check_bqm(doc, cfg.limits)
+    model.bqm()  # built before the clock starts, as an envelope's (_build_model)
     env = _local_envelope(doc, "bqm", solver, deadline_ms)
     return Job(env, model, env.submitted_at)
+
+
+def _build_model(job: AnyJob) -> None:
+    """Build a ``bqm`` job's dimod model now, before its clock starts (its decoded model keeps it): a
+    file's reading is not the solver's time. A worker builds it once a dense model's matrix has gone to
+    tabu, as the job's clock runs from its arrival anyway; here, inside the clock, it took the floor's
+    time: a complete n = 2000 at 0.2 s was answered 27 to 41 ms late, 98.7 % above the best."""
+    if isinstance(job, Job) and isinstance(job.model, DecodedBqm):
+        job.model.bqm()
 
 
 def _local_envelope(
