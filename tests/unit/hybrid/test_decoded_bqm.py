@@ -8,7 +8,6 @@ from typing import Any
 
 import dimod
 import numpy as np
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +17,7 @@ from qxedge.hybrid.decoded_bqm import DecodedBqm
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig
 from qxedge.hybrid.shared_matrix import SharedQubo
 from qxedge.hybrid.tabu import tabu_matrix
-from qxedge.hybrid.wire import JobLimits, check_bqm, decode_job
+from qxedge.hybrid.wire import JobLimits, check_bqm
 from qxedge.testing import random_bqm, sample_energy
 
 
@@ -81,37 +80,6 @@ def test_a_spin_model_is_left_to_dimods_change_of_vartype() -> None:
         assert block.spin and block.offset == to_binary(model.bqm()).offset
     finally:
         block.release()
-
-
-def test_a_job_is_decoded_without_building_dimods_model_which_is_then_built_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    bqm = random_bqm(30, 0.5, 3)
-    payload = orjson.dumps(
-        {
-            "v": 1,
-            "job_id": "j1",
-            "site": "s",
-            "kind": "bqm",
-            "problem": bqm.to_serializable(use_bytes=False),
-            "deadline_ms": 1000,
-            "submitted_at": time.time(),
-            "solver": "auto",
-            "reply_to": "qx/v1/s/results/j1",
-        }
-    )
-    real = dimod.BinaryQuadraticModel.from_numpy_vectors
-    builds: list[int] = []
-
-    def counted(*args: Any, **kwargs: Any) -> dimod.BinaryQuadraticModel:
-        builds.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(dimod.BinaryQuadraticModel, "from_numpy_vectors", counted)
-    job = decode_job(payload, JobLimits())
-    assert builds == []
-    assert job.bqm == bqm and list(job.bqm.variables) == list(bqm.variables)
-    assert builds == [1]
 
 
 async def test_a_dense_jobs_search_gets_its_matrix_before_dimods_model_is_built(

@@ -52,6 +52,24 @@ def encode(doc: Any) -> bytes:
     return json.dumps(doc).encode()
 
 
+def test_a_job_is_decoded_without_building_dimods_model_which_is_then_built_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """dimod's model is built when first asked (hybrid.decoded_bqm): a dense job's search starts first."""
+    real = dimod.BinaryQuadraticModel.from_numpy_vectors
+    builds: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> dimod.BinaryQuadraticModel:
+        builds.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dimod.BinaryQuadraticModel, "from_numpy_vectors", counted)
+    decoded = decode_job(encode(job()), LIMITS)
+    assert builds == []
+    assert decoded.bqm.energy({"a": 1, "b": 1, 3: 1}) == pytest.approx(1 - 2 + 0.5 + 3 - 1 + 0.25)
+    assert decoded.bqm is decoded.bqm and builds == [1]
+
+
 def test_round_trip() -> None:
     decoded = decode_job(encode(job()), LIMITS, topic_site="gumi")
     assert decoded.envelope.job_id == "j-1"
