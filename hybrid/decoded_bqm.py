@@ -12,7 +12,7 @@ any native code sees it; the build repeats none of those checks.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 
 import dimod
 import numpy as np
@@ -32,7 +32,7 @@ class DecodedBqm:
         quadratic: npt.NDArray[np.float64],
         offset: float,
         vartype: dimod.Vartype,
-        labels: Sequence[Hashable],
+        labels: list[Hashable],
     ) -> None:
         self.linear, self.head, self.tail, self.quadratic = linear, head, tail, quadratic
         self.offset = offset
@@ -59,7 +59,7 @@ class DecodedBqm:
                     (self.head, self.tail, self.quadratic),
                     self.offset,
                     self.vartype,
-                    variable_order=list(self.labels),
+                    variable_order=self.labels,
                 )
             return self._built
 

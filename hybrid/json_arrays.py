@@ -23,7 +23,7 @@ Anything else (a key written with escapes, a repeated key, a number orjson refus
 bracket) makes :func:`parse_arrays` return None: the caller parses the whole document as before, and
 its checks name what is wrong. The result is the document orjson gives, with those lists as arrays
 (equal value for value: ``tests/unit/hybrid/test_json_arrays.py`` compares the two on random and
-hostile inputs); the model's checks (:func:`~qxedge.hybrid.wire.decode_bqm`) then run on the arrays.
+hostile inputs); the model's checks (:func:`~qxedge.hybrid.wire.check_bqm`) then run on the arrays.
 """
 
 from __future__ import annotations

@@ -466,10 +466,15 @@ def _append_order(
 
 def decode_bqm(problem: Any, limits: JobLimits) -> dimod.BinaryQuadraticModel:
     """A serialised BQM → BinaryQuadraticModel, every field checked first (:func:`check_bqm`)."""
-    model = check_bqm(problem, limits)
+    return build_checked(check_bqm(problem, limits))
+
+
+def build_checked(model: DecodedBqm) -> dimod.BinaryQuadraticModel:
+    """dimod's model of checked arrays (built once, kept by ``model``); JobRejected should dimod refuse
+    them all the same."""
     try:
         return model.bqm()
-    except Exception as exc:  # checked above; a rejection rather than a worker's error all the same
+    except Exception as exc:  # checked by check_bqm; a rejection rather than a worker's error all the same
         raise JobRejected(f"malformed BQM: {type(exc).__name__}: {str(exc)[:200]}") from exc
 
 
