@@ -3,48 +3,50 @@
 A complete model of 2000 variables is 28.6 MB of JSON, almost all of it three arrays of two million
 numbers (``quadratic_head``, ``quadratic_tail``, ``quadratic_biases``). Parsed into Python lists (orjson),
 then checked and converted to NumPy, they took 0.55 s of a 1 s deadline on a 2-core box; read as below,
-about a third of that (``bench/decode.py``).
+a fifth of that (``bench/decode.py``).
 
 :func:`parse_arrays` finds each long array by its key (``"quadratic_head": [``), parses the document
 with those arrays replaced by a marker string (orjson, on what is left: the envelope, the labels), and
 keeps the fast reading only where the marker came back exactly as the value of that key in the model,
 so the key was where it looked, once, and not inside a string or another object. The arrays' text is
-then read by kind:
+then read by kind, index arrays (``quadratic_head``, ``quadratic_tail``) as int64, bias arrays
+(``linear_biases``, ``quadratic_biases``) as float64:
 
-- index arrays (``quadratic_head``, ``quadratic_tail``): when the text holds nothing but digits, commas
-  and JSON whitespace, ``np.fromstring`` reads it as int64, and the reading counts only when every
-  number was written as JSON writes it (one value per comma, no leading zero: the digits of the values
-  add up to the text's digits) and has at most 18 digits (NumPy clips what int64 cannot hold);
-- bias arrays (``linear_biases``, ``quadratic_biases``): when the text holds nothing but what numbers are
-  made of (digits, ``-+.eE``), commas and whitespace, orjson parses it as a list (so nothing but numbers
-  can come of it) and NumPy converts it once.
+- compact text (no whitespace, as orjson and pydantic write JSON) by Polars' CSV reader, each comma
+  ending a row, on every core. That reader takes numbers JSON does not write (``05``, ``+5``, ``.5``,
+  ``5.``) and reads the integer ``-0`` as -0.0, where orjson gives 0: :func:`_written_as_json` first
+  looks every pair of neighbouring bytes up in a table (two uint16 views of the text, no copy) and
+  keeps the reading only where no pair, and no ``,0`` or ``,-0`` before a digit or a comma, says
+  otherwise. What the reader refuses (two points in a number, an index beyond int64) it leaves too;
+- text with whitespace (``json.dumps`` writes ``, ``) by orjson, as a list, which NumPy converts once,
+  where the text holds nothing but what numbers of its kind are made of (an index: digits), commas and
+  whitespace.
 
 Anything else (a key written with escapes, a repeated key, a number orjson refuses, a letter, a
 bracket) makes :func:`parse_arrays` return None: the caller parses the whole document as before, and
 its checks name what is wrong. The result is the document orjson gives, with those lists as arrays
-(equal value for value: ``tests/unit/hybrid/test_json_arrays.py`` compares the two on random and
-hostile inputs); the model's checks (:func:`~qxedge.hybrid.wire.check_bqm`) then run on the arrays.
+(equal value for value, -0.0 included: ``tests/unit/hybrid/test_json_arrays.py`` compares the two on
+random and hostile inputs); the model's checks (:func:`~qxedge.hybrid.wire.check_bqm`) then run on the
+arrays.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import warnings
 from typing import Any
 
 import numpy as np
 import orjson
+import polars as pl
 
 INDEX_KEYS = ("quadratic_head", "quadratic_tail")
 BIAS_KEYS = ("linear_biases", "quadratic_biases")
 MIN_ARRAY_BYTES = 4096  # a shorter array is left to orjson with the rest of the document
-_WHITESPACE = b" \t\n\r"  # JSON's whitespace
-_INDEX_TEXT = b"0123456789," + _WHITESPACE
-_NUMBER_TEXT = b"0123456789-+.eE," + _WHITESPACE
+_SPACES = (b" ", b"\t", b"\n", b"\r")  # JSON's whitespace
+_INDEX_CHARS = b"0123456789,"
+_NUMBER_CHARS = b"0123456789-+.eE,"
 _OPENING = re.compile(rb'"(' + "|".join(INDEX_KEYS + BIAS_KEYS).encode() + rb')"[ \t\n\r]*:[ \t\n\r]*\[')
-_LARGEST = 10**18  # index values read here have at most 18 digits (an index is below 2**31 anyway)
-_POWERS = 10 ** np.arange(1, 18, dtype=np.int64)  # 10 .. 10**17: the digits of a value below _LARGEST
 
 
 def parse_arrays(data: bytes, min_array_bytes: int | None = None) -> Any | None:
@@ -95,33 +97,103 @@ def parse_arrays(data: bytes, min_array_bytes: int | None = None) -> Any | None:
 
 def _indices(text: bytes) -> np.ndarray | None:
     """Non-negative decimal integers, each written as JSON writes it, as int64; None otherwise."""
-    if text.translate(None, _INDEX_TEXT):
-        return None  # a sign, a point, a letter...: orjson and the model's checks say what it is
-    commas = text.count(b",")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # text NumPy stops reading early: not a plain list
-            values = np.fromstring(text, dtype=np.int64, sep=",")
-    except (ValueError, DeprecationWarning):
-        return None
-    if values.size != commas + 1 or values.size == 0 or (values < 0).any() or values.max() >= _LARGEST:
-        return None  # a value of 19 digits or more may have been clipped to 2**63 - 1: orjson decides
-    digits = len(text) - commas - (len(text) - len(text.translate(None, _WHITESPACE)))
-    # a value's digits: 1 + how many powers of ten it reaches; a leading zero, a value clipped at 64
-    # bits or digits NumPy skipped would make the text longer than its values
-    written = values.size + int(np.searchsorted(_POWERS, values, side="right").sum())
-    return values if written == digits else None
+    values = _numbers(text, pl.Int64, _INDEX_CHARS, _INDEX_PAIRS)
+    return values if values is not None and values.dtype == np.int64 else None
 
 
 def _biases(text: bytes) -> np.ndarray | None:
-    """Numbers as float64 (orjson reads them: only numbers can come of this text); None otherwise."""
-    if text.translate(None, _NUMBER_TEXT):
+    """Numbers as float64; None otherwise (a number that overflows to infinity too: orjson refuses it)."""
+    values = _numbers(text, pl.Float64, _NUMBER_CHARS, _NUMBER_PAIRS)
+    return values if values is not None and np.isfinite(values).all() else None
+
+
+def _numbers(text: bytes, dtype: type[pl.DataType], chars: bytes, pairs: np.ndarray) -> np.ndarray | None:
+    """The numbers of ``text``, or None where it holds anything but ``chars`` (what numbers of that
+    kind are made of, and commas) and whitespace, or they are not written as JSON writes numbers:
+    compact text by Polars' CSV reader once :func:`_written_as_json` says so, text with whitespace by
+    orjson."""
+    if any(space in text for space in _SPACES):
+        if text.translate(None, chars + b"".join(_SPACES)):
+            return None
+        try:
+            values = orjson.loads(b"[" + text + b"]")
+            return np.array(values, dtype=None if dtype is pl.Int64 else np.float64)
+        except (orjson.JSONDecodeError, OverflowError):
+            return None
+    if not _written_as_json(text, pairs):
         return None
     try:
-        values = orjson.loads(b"[" + text + b"]")
-    except orjson.JSONDecodeError:
-        return None
-    try:
-        return np.array(values, dtype=np.float64)
-    except OverflowError:  # pragma: no cover - orjson refuses integers beyond 64 bits
-        return None
+        column = pl.read_csv(
+            text, has_header=False, separator=";", eol_char=",", quote_char=None, schema={"x": dtype}
+        ).to_series()
+    except pl.exceptions.PolarsError:
+        return None  # a number the reader refuses (two points, two exponents, beyond int64...)
+    return None if column.null_count() else column.to_numpy(writable=True)
+
+
+# flags of a pair of neighbouring bytes (x, y) of ``,`` + compact text + ``,``
+_BAD = 1  # JSON writes no number with this pair in it (a ``.`` with no digit after it, ``,,``, ``+5``...)
+_COMMA_ZERO = 2  # ``,0``: a number's first digit is 0
+_ZERO_DIGIT = 4  # ``0`` and a digit: with the above, a leading zero (``05``), which JSON does not write
+_COMMA_MINUS = 8  # ``,-``: a negative number
+_ZERO_COMMA = 16  # ``0,``: after ``,-``, the integer ``-0``, which orjson reads as 0 (not -0.0)
+
+
+def _pair_table(chars: bytes) -> np.ndarray:
+    """The flags of every pair of bytes, indexed as a little-endian uint16 (x + 256 y): a pair with a
+    byte other than ``chars`` is bad."""
+    digits, signs, exponent = set(b"0123456789"), set(b"+-"), set(b"eE")
+    follows = {  # what may come after each character, in a number or between two
+        ord(","): digits | {ord("-")},
+        ord("-"): digits,
+        ord("+"): digits,
+        ord("."): digits,
+        **{e: digits | signs for e in exponent},
+        **{d: set(chars) - signs for d in digits},
+    }
+    table = np.full(1 << 16, _BAD, dtype=np.uint8)
+    for x in chars:
+        for y in chars:
+            flags = 0 if y in follows[x] else _BAD
+            flags |= _COMMA_ZERO if (x, y) == (ord(","), ord("0")) else 0
+            flags |= _ZERO_DIGIT if x == ord("0") and y in digits else 0
+            flags |= _COMMA_MINUS if (x, y) == (ord(","), ord("-")) else 0
+            flags |= _ZERO_COMMA if (x, y) == (ord("0"), ord(",")) else 0
+            table[x + 256 * y] = flags
+    return table
+
+
+_INDEX_PAIRS = _pair_table(_INDEX_CHARS)
+_NUMBER_PAIRS = _pair_table(_NUMBER_CHARS)
+
+
+def _written_as_json(text: bytes, pairs: np.ndarray) -> bool:
+    """Whether compact ``text`` is numbers as JSON writes them, one between each two commas, as far as
+    Polars' reader would not refuse it anyway: no pair of neighbouring bytes JSON never writes (``5.``,
+    ``.5``, ``+5``, ``,,``, a comma at either end), no leading zero (``05``, ``-05``); and no integer
+    ``-0``, which orjson reads as 0 and Polars as -0.0. Two points or exponents in one number are left
+    to the reader, which refuses them. Each pair is looked up in ``pairs`` (:func:`_pair_table`): the
+    pairs at even offsets, then at odd ones, as uint16 views of the text (no copy)."""
+    padded = b"," + text + b","
+    even = pairs[np.frombuffer(padded, dtype="<u2", count=len(padded) // 2)]
+    odd = pairs[np.frombuffer(padded, dtype="<u2", offset=1, count=(len(padded) - 1) // 2)]
+    seen = np.bitwise_or.reduce(even) | np.bitwise_or.reduce(odd)
+    if seen & _BAD:
+        return False
+    # pair i and pair i + 1 (",0" then "0d"): even i in (even, odd), odd i in (odd, even[1:])
+    if seen & _COMMA_ZERO and (
+        _followed(even, odd, _COMMA_ZERO, _ZERO_DIGIT) or _followed(odd, even[1:], _COMMA_ZERO, _ZERO_DIGIT)
+    ):
+        return False
+    # pair i and pair i + 2 (",-" then "0d" or "0,"): both in even, or both in odd
+    later = _ZERO_DIGIT | _ZERO_COMMA
+    return not (
+        seen & _COMMA_MINUS
+        and (_followed(even, even[1:], _COMMA_MINUS, later) or _followed(odd, odd[1:], _COMMA_MINUS, later))
+    )
+
+
+def _followed(first: np.ndarray, then: np.ndarray, flag: int, next_flag: int) -> bool:
+    """Whether some ``first[k]`` has ``flag`` where ``then[k]`` has ``next_flag``."""
+    m = min(len(first), len(then))
+    return bool(np.logical_and(first[:m] & flag, then[:m] & next_flag).any())
