@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from typing import TYPE_CHECKING, Any
 
-from qxedge.core.heap import freeze_start_up
+from qxedge.core.heap import freeze_start_up, keep_freed_memory
 from qxedge.hybrid.backends import Deadline, SolverFactory, backend_names, build, plugins, register
 
 if TYPE_CHECKING:
@@ -43,10 +43,11 @@ BIG_TASK_BYTES = 1 << 20  # sent from a thread: a pipe write this large would ho
 def _serve(
     conn: Connection, cut: Any, cfg: SolversConfig, plugins: dict[str, SolverFactory], warm: tuple[str, ...]
 ) -> None:  # pragma: no cover - a child process
-    """A solver process: register the plug-in backends, warm the backends named in ``warm``, say so,
-    then answer tasks until the pipe closes."""
+    """A solver process: keep freed memory for the next task, register the plug-in backends, warm the
+    backends named in ``warm``, say so, then answer tasks until the pipe closes."""
     from qxedge.hybrid.portfolio import run_solver, warm_backends
 
+    keep_freed_memory(cfg.keep_freed_bytes)  # before warming: tabu's calibration grows the heap it keeps
     for name, factory in plugins.items():
         if name not in backend_names():
             register(name, factory)

@@ -64,6 +64,14 @@ class SolversConfig(BaseModel):
         2_000_000, ge=0, description="cqm jobs: a larger penalty BQM is not built (the route is refused)"
     )
     workers: int = Field(2, ge=0, le=256, description="solver processes; 0 runs solvers in threads")
+    keep_freed_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=0,
+        le=2**31 - 1,
+        description="freed memory each solver process keeps for its next job (glibc), so that a search "
+        "call's set-up reuses its pages: tabu's took 45 ms instead of 80 ms at n = 2000; a process's "
+        "resident memory stays near its largest job's; 0: give it back after each job",
+    )
     exact_first_max: int = Field(
         14, ge=0, le=20, description="up to this many variables, exact enumerates in-process first (ms)"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import time
 from collections.abc import Iterator
 
@@ -62,6 +63,22 @@ async def test_a_solver_process_has_frozen_its_start_up_heap(portfolio: Portfoli
     ran = next(c for c in candidates if c.solver == "heap")
     assert ran.details["ran_in"] == "solver process"
     assert ran.details["frozen"] > 10_000
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallopt"), reason="glibc's mallopt")
+@pytest.mark.parametrize(("keep_bytes", "kept"), [(512 << 20, True), (0, False)])
+async def test_a_solver_process_keeps_freed_memory_as_configured(
+    doubles: None, keep_bytes: int, kept: bool
+) -> None:
+    """``solvers.keep_freed_bytes``: a search call's set-up then reuses its pages (qxedge.core.heap)."""
+    portfolio = Portfolio(SolversConfig(workers=1, keep_freed_bytes=keep_bytes))
+    portfolio.warm_up(["heap"])
+    try:
+        _, candidates = await portfolio.solve(random_bqm(10, 0.5, seed=3), "heap", time.time() + 30)
+    finally:
+        portfolio.close()
+    ran = next(c for c in candidates if c.solver == "heap")
+    assert (ran.details["given_back"] < 8 << 20) is kept
 
 
 async def test_a_cut_ends_a_job_early_with_the_solvers_best_so_far(portfolio: Portfolio) -> None:
