@@ -8,7 +8,7 @@ functions, so solver processes receive them too.
   anytime solver that uses its whole budget does;
 - :func:`heap`: answers at once, saying in its details how many objects its process has frozen
   (:func:`gc.get_freeze_count`, see :mod:`qxedge.core.heap`), how much of 64 MiB it freed went back to
-  the system (:func:`given_back_after_freeing`).
+  the system (:func:`given_back_after_freeing`) and when it began (``began_at``, epoch s).
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def _patient(bqm: dimod.BinaryQuadraticModel, deadline: Deadline) -> Candidate:
 
 
 def _heap(bqm: dimod.BinaryQuadraticModel, deadline: Deadline) -> Candidate:
-    started = time.monotonic()
+    started, began_at = time.monotonic(), time.time()
     frozen, given_back = gc.get_freeze_count(), given_back_after_freeing()
-    details = {"frozen": frozen, "given_back": given_back}
+    details = {"frozen": frozen, "given_back": given_back, "began_at": began_at}
     return finish(bqm, "heap", np.zeros(bqm.num_variables), started, details=details)
 
 
