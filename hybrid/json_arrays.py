@@ -3,7 +3,8 @@
 A complete model of 2000 variables is 28.6 MB of JSON, almost all of it three arrays of two million
 numbers (``quadratic_head``, ``quadratic_tail``, ``quadratic_biases``). Parsed into Python lists (orjson),
 then checked and converted to NumPy, they took 0.55 s of a 1 s deadline on a 2-core box; read as below,
-a fifth of that (``bench/decode.py``).
+0.29 s with six-decimal biases (``bench/decode.py``), 0.18 s with the integer biases of
+``bench/solvers.py`` (ad hoc).
 
 :func:`parse_arrays` finds each long array by its key (``"quadratic_head": [``), parses the document
 with those arrays replaced by a marker string (orjson, on what is left: the envelope, the labels), and
@@ -12,15 +13,15 @@ so the key was where it looked, once, and not inside a string or another object.
 then read by kind, index arrays (``quadratic_head``, ``quadratic_tail``) as int64, bias arrays
 (``linear_biases``, ``quadratic_biases``) as float64:
 
-- compact text (no whitespace, as orjson and pydantic write JSON) by Polars' CSV reader, each comma
-  ending a row, on every core. That reader takes numbers JSON does not write (``05``, ``+5``, ``.5``,
-  ``5.``) and reads the integer ``-0`` as -0.0, where orjson gives 0: :func:`_written_as_json` first
-  looks every pair of neighbouring bytes up in a table (two uint16 views of the text, no copy) and
-  keeps the reading only where no pair, and no ``,0`` or ``,-0`` before a digit or a comma, says
-  otherwise. What the reader refuses (two points in a number, an index beyond int64) it leaves too;
-- text with whitespace (``json.dumps`` writes ``, ``) by orjson, as a list, which NumPy converts once,
-  where the text holds nothing but what numbers of its kind are made of (an index: digits), commas and
-  whitespace.
+- by Polars' CSV reader, each comma ending a row, on every core, where the text has no whitespace but
+  a space after a comma (as orjson and pydantic write JSON, or ``json.dumps``). That reader takes
+  numbers JSON does not write (``05``, ``+5``, ``.5``, ``5.``) and reads the integer ``-0`` as -0.0,
+  where orjson gives 0: :func:`_written_as_json` first looks every pair of neighbouring bytes up in a
+  table (two uint16 views of the text) and lets the reader have the text only where no pair, and no
+  ``,0`` or ``,-0`` before a digit or a comma, says otherwise;
+- else (or where the reader refuses a number: two points in one, an index beyond int64) by orjson,
+  as a list, which NumPy converts once, where the text holds nothing but what numbers of its kind are
+  made of (an index: digits), commas and whitespace.
 
 Anything else (a key written with escapes, a repeated key, a number orjson refuses, a letter, a
 bracket) makes :func:`parse_arrays` return None: the caller parses the whole document as before, and
@@ -43,7 +44,7 @@ import polars as pl
 INDEX_KEYS = ("quadratic_head", "quadratic_tail")
 BIAS_KEYS = ("linear_biases", "quadratic_biases")
 MIN_ARRAY_BYTES = 4096  # a shorter array is left to orjson with the rest of the document
-_SPACES = (b" ", b"\t", b"\n", b"\r")  # JSON's whitespace
+_WHITESPACE = b" \t\n\r"  # JSON's
 _INDEX_CHARS = b"0123456789,"
 _NUMBER_CHARS = b"0123456789-+.eE,"
 _OPENING = re.compile(rb'"(' + "|".join(INDEX_KEYS + BIAS_KEYS).encode() + rb')"[ \t\n\r]*:[ \t\n\r]*\[')
@@ -108,57 +109,59 @@ def _biases(text: bytes) -> np.ndarray | None:
 
 
 def _numbers(text: bytes, dtype: type[pl.DataType], chars: bytes, pairs: np.ndarray) -> np.ndarray | None:
-    """The numbers of ``text``, or None where it holds anything but ``chars`` (what numbers of that
-    kind are made of, and commas) and whitespace, or they are not written as JSON writes numbers:
-    compact text by Polars' CSV reader once :func:`_written_as_json` says so, text with whitespace by
-    orjson."""
-    if any(space in text for space in _SPACES):
-        if text.translate(None, chars + b"".join(_SPACES)):
-            return None
+    """The numbers of ``text`` (``chars``: what numbers of that kind are made of, and commas) by
+    Polars' CSV reader where :func:`_written_as_json` says it may, else by orjson; None where orjson
+    refuses them or the text holds anything but ``chars`` and whitespace."""
+    if _written_as_json(text, pairs):
         try:
-            values = orjson.loads(b"[" + text + b"]")
-            return np.array(values, dtype=None if dtype is pl.Int64 else np.float64)
-        except (orjson.JSONDecodeError, OverflowError):
-            return None
-    if not _written_as_json(text, pairs):
-        return None
+            column = pl.read_csv(
+                text, has_header=False, separator=";", eol_char=",", quote_char=None, schema={"x": dtype}
+            ).to_series()
+            if not column.null_count():
+                return column.to_numpy(writable=True)
+        except pl.exceptions.PolarsError:
+            pass  # a number the reader refuses (two points, two exponents, beyond int64...): orjson's
+    if text.translate(None, chars + _WHITESPACE):
+        return None  # a sign or a point in an index, a letter...: orjson and the model's checks say what
     try:
-        column = pl.read_csv(
-            text, has_header=False, separator=";", eol_char=",", quote_char=None, schema={"x": dtype}
-        ).to_series()
-    except pl.exceptions.PolarsError:
-        return None  # a number the reader refuses (two points, two exponents, beyond int64...)
-    return None if column.null_count() else column.to_numpy(writable=True)
+        return np.array(orjson.loads(b"[" + text + b"]"), dtype=None if dtype is pl.Int64 else np.float64)
+    except (orjson.JSONDecodeError, OverflowError):
+        return None
 
 
-# flags of a pair of neighbouring bytes (x, y) of ``,`` + compact text + ``,``
-_BAD = 1  # JSON writes no number with this pair in it (a ``.`` with no digit after it, ``,,``, ``+5``...)
-_COMMA_ZERO = 2  # ``,0``: a number's first digit is 0
+# flags of a pair of neighbouring bytes (x, y) of ``,`` + text + ``,``
+_BAD = 1  # not for Polars' reader: a pair JSON never writes in or between numbers (``5.``, ``,,``,
+# ``+5``...), whitespace other than a space after a comma (the reader skips a space before a number)
+_COMMA_ZERO = 2  # ``,0`` or `` 0``: a number's first digit is 0
 _ZERO_DIGIT = 4  # ``0`` and a digit: with the above, a leading zero (``05``), which JSON does not write
-_COMMA_MINUS = 8  # ``,-``: a negative number
+_COMMA_MINUS = 8  # ``,-`` or `` -``: a negative number
 _ZERO_COMMA = 16  # ``0,``: after ``,-``, the integer ``-0``, which orjson reads as 0 (not -0.0)
 
 
 def _pair_table(chars: bytes) -> np.ndarray:
-    """The flags of every pair of bytes, indexed as a little-endian uint16 (x + 256 y): a pair with a
-    byte other than ``chars`` is bad."""
+    """The flags of every pair of bytes, indexed as a little-endian uint16 (x + 256 y); a pair with a
+    byte other than ``chars`` and the space is bad. A space may come after a comma only, and a number
+    after it."""
     digits, signs, exponent = set(b"0123456789"), set(b"+-"), set(b"eE")
-    follows = {  # what may come after each character, in a number or between two
-        ord(","): digits | {ord("-")},
-        ord("-"): digits,
+    comma, space, zero, minus = ord(","), ord(" "), ord("0"), ord("-")
+    starts = digits | {minus}  # what a number starts with
+    follows = {  # what may come after each byte, in a number or between two
+        comma: starts | {space},
+        space: starts,
+        minus: digits,
         ord("+"): digits,
         ord("."): digits,
         **{e: digits | signs for e in exponent},
         **{d: set(chars) - signs for d in digits},
     }
     table = np.full(1 << 16, _BAD, dtype=np.uint8)
-    for x in chars:
-        for y in chars:
+    for x in (*chars, space):
+        for y in (*chars, space):
             flags = 0 if y in follows[x] else _BAD
-            flags |= _COMMA_ZERO if (x, y) == (ord(","), ord("0")) else 0
-            flags |= _ZERO_DIGIT if x == ord("0") and y in digits else 0
-            flags |= _COMMA_MINUS if (x, y) == (ord(","), ord("-")) else 0
-            flags |= _ZERO_COMMA if (x, y) == (ord("0"), ord(",")) else 0
+            flags |= _COMMA_ZERO if x in (comma, space) and y == zero else 0
+            flags |= _ZERO_DIGIT if x == zero and y in digits else 0
+            flags |= _COMMA_MINUS if x in (comma, space) and y == minus else 0
+            flags |= _ZERO_COMMA if (x, y) == (zero, comma) else 0
             table[x + 256 * y] = flags
     return table
 
@@ -168,12 +171,14 @@ _NUMBER_PAIRS = _pair_table(_NUMBER_CHARS)
 
 
 def _written_as_json(text: bytes, pairs: np.ndarray) -> bool:
-    """Whether compact ``text`` is numbers as JSON writes them, one between each two commas, as far as
-    Polars' reader would not refuse it anyway: no pair of neighbouring bytes JSON never writes (``5.``,
-    ``.5``, ``+5``, ``,,``, a comma at either end), no leading zero (``05``, ``-05``); and no integer
-    ``-0``, which orjson reads as 0 and Polars as -0.0. Two points or exponents in one number are left
-    to the reader, which refuses them. Each pair is looked up in ``pairs`` (:func:`_pair_table`): the
-    pairs at even offsets, then at odd ones, as uint16 views of the text (no copy)."""
+    """Whether Polars' reader would read ``text`` as orjson reads it: numbers as JSON writes them, one
+    between each two commas (a space after a comma, as ``json.dumps`` writes, is let through), as far
+    as the reader would not refuse them anyway. No pair of neighbouring bytes JSON never writes
+    (``5.``, ``.5``, ``+5``, ``,,``, a comma at either end, other whitespace), no leading zero (``05``,
+    ``-05``); and no integer ``-0``, which orjson reads as 0 and Polars as -0.0. Two points or
+    exponents in one number are left to the reader, which refuses them. Each pair is looked up in
+    ``pairs`` (:func:`_pair_table`): the pairs at even offsets, then at odd ones, as uint16 views of
+    the text."""
     padded = b"," + text + b","
     even = pairs[np.frombuffer(padded, dtype="<u2", count=len(padded) // 2)]
     odd = pairs[np.frombuffer(padded, dtype="<u2", offset=1, count=(len(padded) - 1) // 2)]
