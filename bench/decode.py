@@ -3,16 +3,18 @@ that ``JobLimits.max_model_bytes`` estimates.
 
     ./run bench decode [--complete 2000] [--sparse 5000] [--sparse-interactions 200000] [--rounds 3]
 
-Three models, written as JSON the way an agent sends them (``to_serializable(use_bytes=False)``): a
-complete model on ``--complete`` variables in dimod's order, the same with its interactions shuffled,
-and a sparse one. Each is decoded in a fresh child process (so that its peak RSS is the figure):
-qxedge's parse as the worker parses jobs (``parse_arrays``: the long number arrays read straight into
-NumPy, the rest by orjson; ``parse_json``, orjson on the whole, where that does not apply), then its
-``decode_bqm`` (every field checked, each array converted to NumPy once, the interactions handed to
-dimod in an order it appends in), against the baseline ``json.loads`` and
-``dimod.BinaryQuadraticModel.from_serializable`` (no checks) on the same file, in the same run.
-Medians of ``--rounds``. Then, per model, what :func:`qxedge.hybrid.wire.model_bytes` stands for: the
-model's own memory in a process, and tabu's peak over it (``TabuSampler``, one read of 100 ms).
+Three models, written as JSON the way an agent sends them (``to_serializable(use_bytes=False)``, compact
+as pydantic writes it): a complete model on ``--complete`` variables in dimod's order, the same with its
+interactions shuffled, and a sparse one; and the complete one as ``json.dumps`` writes it (a space after
+each comma and colon, as an integrator's script may send it). Each is decoded in a fresh child process
+(so that its peak RSS is the figure): qxedge's parse as the worker parses jobs (``parse_arrays``: the
+long number arrays read straight into NumPy, the rest by orjson; ``parse_json``, orjson on the whole,
+where that does not apply), then its ``decode_bqm`` (every field checked, each array converted to
+NumPy once, the interactions handed to dimod in an order it appends in), against the baseline
+``json.loads`` and ``dimod.BinaryQuadraticModel.from_serializable`` (no checks) on the same file, in
+the same run. Medians of ``--rounds``. Then, per model, what :func:`qxedge.hybrid.wire.model_bytes`
+stands for: the model's own memory in a process, and tabu's peak over it (``TabuSampler``, one read of
+100 ms).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 import dimod
 import numpy as np
+import orjson
 
 from qxedge.hybrid.json_arrays import parse_arrays
 from qxedge.hybrid.wire import JobLimits, decode_bqm, model_bytes, parse_json
@@ -83,12 +86,14 @@ def sparse(n: int, m: int, seed: int) -> dimod.BinaryQuadraticModel:
     )
 
 
-def write(doc: dict[str, Any], path: Path, *, shuffle: bool = False) -> Path:
+def write(doc: dict[str, Any], path: Path, *, shuffle: bool = False, spaced: bool = False) -> Path:
+    """Compact JSON, as the agent's client writes a job (pydantic); ``spaced``: as ``json.dumps``."""
     if shuffle:
         order = np.random.default_rng(1).permutation(doc["num_interactions"])
+        doc = dict(doc)
         for key in ("quadratic_head", "quadratic_tail", "quadratic_biases"):
             doc[key] = np.asarray(doc[key])[order].tolist()
-    path.write_text(json.dumps(doc))
+    path.write_bytes(json.dumps(doc).encode() if spaced else orjson.dumps(doc))
     return path
 
 
@@ -144,6 +149,7 @@ def main() -> None:
         dense = complete(n, 1).to_serializable(use_bytes=False)
         models = {
             f"complete n={n}": write(dense, Path(folder, "complete.json")),
+            f"complete n={n}, json.dumps": write(dense, Path(folder, "spaced.json"), spaced=True),
             f"complete n={n}, shuffled": write(dense, Path(folder, "shuffled.json"), shuffle=True),
             f"sparse n={s}": write(
                 sparse(s, sm, 2).to_serializable(use_bytes=False), Path(folder, "sparse.json")
@@ -171,7 +177,7 @@ def main() -> None:
                 round(q["peak"] / MiB), round(d["peak"] / MiB),
             )  # fmt: skip
             print(f"{name}: qxedge {q['decode_s']:.3f} s, dimod {d['decode_s']:.3f} s", flush=True)
-            if "shuffled" in name:
+            if "," in name:  # the same model as the first
                 continue
             with path.with_suffix(".bqm").open("wb") as file:
                 shutil.copyfileobj(bqm.to_file(), file)
