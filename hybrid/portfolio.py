@@ -69,7 +69,7 @@ class SolversConfig(BaseModel):
         ge=0,
         le=2**31 - 1,
         description="freed memory each solver process keeps for its next job (glibc), so that a search "
-        "call's set-up reuses its pages: tabu's took 45 ms instead of 80 ms at n = 2000; a process's "
+        "call's set-up reuses its pages: tabu's took 42 ms instead of 74 ms at n = 2000; a process's "
         "resident memory stays near its largest job's; 0: give it back after each job",
     )
     exact_first_max: int = Field(

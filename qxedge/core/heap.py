@@ -12,7 +12,8 @@ the process allocated since.
 :func:`keep_freed_memory`: glibc gives freed memory at the top of the heap back to the system once it
 exceeds 128 KiB, so a solver process's next task faults every page of its large allocations in again.
 Tabu's search call (dwave-samplers) copies its n x n matrix into freshly allocated rows each time: at
-n = 2000 its set-up took 80 ms a call, 45 ms with the freed rows kept (``bench/anytime.py``).
+n = 2000 its set-up took 74 ms a call, 42 ms with the freed rows kept (``bench/anytime.py``; no change
+at a sparse n = 5000, 0.68 s a call).
 """
 
 from __future__ import annotations
