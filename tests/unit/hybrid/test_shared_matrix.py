@@ -18,6 +18,7 @@ from qxedge.hybrid.candidate import hand_back_seconds, to_binary
 from qxedge.hybrid.portfolio import Portfolio, SolversConfig, run_solver
 from qxedge.hybrid.shared_matrix import SharedQubo, room_for
 from qxedge.hybrid.tabu import TabuConfig, descend, solve_tabu_shared, tabu_matrix
+from qxedge.hybrid.wire import Candidate
 from qxedge.testing import random_bqm, sample_energy
 
 
@@ -254,3 +255,41 @@ async def test_without_room_in_shared_memory_the_model_is_pickled(monkeypatch: p
         portfolio.close()
     tabu_run = next(c for c in candidates if c.solver == "tabu")
     assert tabu_run.status == "ok" and "model" not in tabu_run.details
+
+
+def test_a_slice_that_finds_nothing_better_is_followed_by_a_fresh_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The next slice starts from the best state after a slice that improved it, and from a random
+    state after one that did not: continuing from a state no slice improves searched its basin again
+    (two seeds in six stayed 0.5 % above the best known on a complete n = 2000 with 1.1 s of search)."""
+    import dwave.samplers.tabu.tabu_search as native
+
+    energies = iter([-10.0, -12.0, -12.0, -11.0] + [-11.0] * 1000)
+    starts: list[np.ndarray] = []
+
+    class Search:
+        def __init__(
+            self, q: np.ndarray, state: np.ndarray, tenure: int, timeout_ms: int, *rest: int
+        ) -> None:
+            time.sleep(timeout_ms / 1000)  # searches its slice, as the real one does
+            starts.append(state.copy())
+            self.energy = next(energies)
+            self.state = np.full(len(q), len(starts) % 2, dtype=np.intc)  # best: all 1, then all 0
+
+        def bestEnergy(self) -> float:
+            return self.energy
+
+        def bestSolution(self) -> list[int]:
+            return self.state.tolist()
+
+    monkeypatch.setattr(native, "TabuSearch", Search)
+    monkeypatch.setattr(tabu, "_recent", [(200, 1e-9)])
+    q = tabu.tabu_matrix(random_bqm(200, 1.0, 4))
+    found = tabu._search(q, 0.0, Deadline(time.time() + 0.5), TabuConfig(seed=1), time.monotonic())
+    assert not isinstance(found, Candidate)
+    state, details = found
+    assert len(starts) >= 4 and details["slices"] == len(starts)
+    assert (starts[1] == 1).all() and (starts[2] == 0).all()  # the best after each improving slice
+    assert 0 < starts[3].sum() < len(q)  # after a slice that found nothing better: a random state
+    assert (state == 0).all() and details["restarts"] == len(starts) - 2
