@@ -12,7 +12,8 @@ their set-up alone would not fit, they say so at once (``timeout`` with the pred
   dwave-samplers issue #27); anneals get longer with the budget, planned from the time per sweep
   measured on the job's model;
 - ``tabu``: dwave-samplers' TabuSearch in slices of at most ``slice_seconds``, each from the best state
-  so far (from a random one after a slice that found nothing better), on a dense matrix built once;
+  so far (from a random one after a slice of 0.1 s or more that found nothing better), on a dense
+  matrix built once;
 - ``greedy``: the floor (:mod:`hybrid.floor`), a steepest descent to a 1-flip local minimum in
   milliseconds (the portfolio's first answer and the agent's instant fallback, :mod:`hybrid.client`).
 
