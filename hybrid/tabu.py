@@ -4,9 +4,9 @@ dwave-samplers' TabuSearch (the MST2 multistart tabu search that its TabuSampler
 matrix built once, called in slices of at most ``slice_seconds``, the first from a steepest descent
 (:func:`descend`), each next one with a fresh seed from the best state so far, or from a random state
 when the slice before searched ``STALLED_SLICE`` or longer and found nothing better (a state no slice
-improves holds the search in its basin:
-on a complete n = 2000 two seeds in six stayed 0.5 % above the best known with 1.1 s of search, which
-every seed reached restarting, ad hoc). A deadline brought forward (a cut) ends it within one slice.
+improves holds the search in its basin: on a complete n = 2000 two seeds in six stayed 0.5 % above
+the best known with 1.1 s of search, which every seed reached restarting, ad hoc). A deadline brought
+forward (a cut) ends it within one slice.
 Slices start at 20 ms and double, so a job that another solver settles early (a proven optimum) stops
 tabu at once, but each searches at least ``SETUP_SHARE`` times its call's own set-up (the matrix
 copies each call makes), planned on what this process measured on its recent jobs. A dense model's
