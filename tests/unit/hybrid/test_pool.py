@@ -13,7 +13,7 @@ from qxedge.hybrid import backends
 from qxedge.hybrid.pool import pickled
 from qxedge.hybrid.portfolio import JobCut, Portfolio, SolversConfig
 from qxedge.testing import random_bqm, sample_energy, wait_until
-from qxedge.testing.solver_doubles import heap, patient, stubborn
+from qxedge.testing.solver_doubles import freed, heap, patient, stubborn
 
 
 @pytest.fixture
@@ -21,10 +21,12 @@ def doubles() -> Iterator[None]:
     backends.register("stubborn", stubborn)
     backends.register("patient", patient)
     backends.register("heap", heap)
+    backends.register("freed", freed)
     yield
     backends.unregister("stubborn")
     backends.unregister("patient")
     backends.unregister("heap")
+    backends.unregister("freed")
 
 
 @pytest.fixture
@@ -73,12 +75,12 @@ async def test_a_solver_process_keeps_freed_memory_as_configured(
 ) -> None:
     """``solvers.keep_freed_bytes``: a search call's set-up then reuses its pages (qxedge.core.heap)."""
     portfolio = Portfolio(SolversConfig(workers=1, keep_freed_bytes=keep_bytes))
-    portfolio.warm_up(["heap"])
+    portfolio.warm_up(["freed"])
     try:
-        _, candidates = await portfolio.solve(random_bqm(10, 0.5, seed=3), "heap", time.time() + 30)
+        _, candidates = await portfolio.solve(random_bqm(10, 0.5, seed=3), "freed", time.time() + 30)
     finally:
         portfolio.close()
-    ran = next(c for c in candidates if c.solver == "heap")
+    ran = next(c for c in candidates if c.solver == "freed")
     assert (ran.details["given_back"] < 8 << 20) is kept
 
 
