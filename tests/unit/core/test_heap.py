@@ -18,8 +18,10 @@ def _keep_then_free(keep_bytes: int, queue: Any) -> None:
 
 
 def given_back(keep_bytes: int) -> tuple[bool, int]:
-    """In a fresh child: whether keeping ``keep_bytes`` applied, and how much of 64 MiB freed went back."""
-    ctx = multiprocessing.get_context("fork")
+    """In a fresh child: whether keeping ``keep_bytes`` applied, and how much of 64 MiB freed went back.
+    Spawned, not forked: a fork inherits this process's malloc thresholds, which glibc raises as large
+    blocks are freed (after the pool tests, 64 MiB freed stayed without any limit set)."""
+    ctx = multiprocessing.get_context("spawn")
     queue = ctx.SimpleQueue()
     child = ctx.Process(target=_keep_then_free, args=(keep_bytes, queue))
     child.start()
